@@ -1,0 +1,142 @@
+"""``build_index``: corpus → unit store → components, written atomically into one directory."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterable
+from datetime import datetime, timezone
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ._corpus import ReadStats, read_corpus
+from ._dense import DenseConfig, build_dense
+from ._errors import GenretError, InputError
+from ._manifest import Component, CorpusInfo, Manifest, UnitsInfo, file_entries, write_manifest
+from ._progress import progress_bar
+from ._store import STORE_FILE, StoreWriter, UnitStore
+from ._units import UnitConfig, split_page
+
+log = logging.getLogger("genret")
+
+STORE_KIND = "unit-store-sqlite"
+
+
+class IndexConfig(BaseModel):
+    """Everything ``genret index`` needs: units, which components, and each component's section."""
+
+    model_config = ConfigDict(extra="forbid")
+    units: UnitConfig = Field(default_factory=UnitConfig)
+    components: tuple[str, ...] = Field(default=("dense",), description="components to build")
+    dense: DenseConfig = Field(default_factory=DenseConfig)
+    corpus_format: str = Field("auto", pattern="^(auto|jsonl|kilt)$")
+    skip_bad: bool = False
+
+
+# Component name -> builder(store, out_dir, config, progress) -> Component.  New index kinds register here.
+COMPONENT_BUILDERS: dict[str, Callable[[UnitStore, Path, IndexConfig, bool], Component]] = {
+    "dense": lambda store, out, cfg, progress: build_dense(store, out, cfg.dense, progress=progress),
+}
+
+
+def available_components() -> tuple[str, ...]:
+    return tuple(COMPONENT_BUILDERS)
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("genret")
+    except Exception:  # noqa: BLE001 - running from a source tree
+        return "0+unknown"
+
+
+def _write_store(paths: list[str], tmp: Path, config: IndexConfig, progress: bool) -> tuple[CorpusInfo, int]:
+    stats = ReadStats()
+    digest = hashlib.sha256()
+    writer = StoreWriter(tmp / STORE_FILE)
+    try:
+        with progress_bar(None, "reading corpus", progress) as bar:
+            for page in read_corpus(paths, fmt=config.corpus_format, skip_bad=config.skip_bad, stats=stats):
+                canon = json.dumps([page.page_id, page.title, page.paragraphs], ensure_ascii=False)
+                digest.update(canon.encode("utf-8"))
+                digest.update(b"\n")
+                writer.add(page.page_id, page.title, len(page.paragraphs), page.source, page.line,
+                           split_page(page, config.units))
+                bar.update(1)
+    finally:
+        writer.close()
+    if stats.skipped:
+        log.warning("skipped %d bad record(s); first: %s", stats.skipped, "; ".join(stats.errors[:3]))
+    if writer.n_units == 0:
+        raise InputError(f"the corpus yielded no units ({stats.pages} pages read)", path=", ".join(paths))
+    info = CorpusInfo(sources=[str(Path(p).resolve()) for p in paths], sha256=digest.hexdigest(),
+                      pages=stats.pages, paragraphs=stats.paragraphs, skipped=stats.skipped)
+    return info, writer.n_units
+
+
+def build_index(corpus: str | Path | Iterable[str | Path], out: str | Path, config: IndexConfig | None = None,
+                *, force: bool = False, progress: bool = True) -> Manifest:
+    """Build an index directory at ``out`` from corpus file(s).
+
+    Everything is written into a temporary sibling directory that is renamed to ``out`` only when
+    complete, so a failed or interrupted build leaves no half index.  An existing ``out`` is replaced
+    only with ``force``.
+    """
+    config = config or IndexConfig()
+    paths = [str(corpus)] if isinstance(corpus, (str, Path)) else [str(p) for p in corpus]
+    if not paths:
+        raise GenretError("no corpus file given")
+    unknown = [c for c in config.components if c not in COMPONENT_BUILDERS]
+    if unknown:
+        raise GenretError(f"unknown index component(s) {unknown}; available: {list(COMPONENT_BUILDERS)}")
+    out = Path(out)
+    if out.exists() and not force:
+        raise GenretError(f"{out} already exists; pass --force to replace it")
+    for p in paths:
+        if not Path(p).is_file():
+            raise InputError("no such file", path=p)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.building-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    t0 = time.perf_counter()
+    try:
+        corpus_info, n_units = _write_store(paths, tmp, config, progress)
+        components = {"store": Component(kind=STORE_KIND, files=file_entries(tmp, [STORE_FILE]),
+                                         params={"units": n_units})}
+        store = UnitStore(tmp / STORE_FILE)
+        try:
+            for name in config.components:
+                log.info("building component %s", name)
+                components[name] = COMPONENT_BUILDERS[name](store, tmp, config, progress)
+        finally:
+            store.close()
+        manifest = Manifest(
+            genret_version=_version(), created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            build_seconds=round(time.perf_counter() - t0, 3), corpus=corpus_info,
+            units=UnitsInfo(kind=config.units.kind, params=config.units.params(), count=n_units),
+            components=components,
+        )
+        write_manifest(tmp, manifest)
+        _replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _replace_dir(tmp: Path, out: Path) -> None:
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)

@@ -1,0 +1,149 @@
+"""``manifest.json``: what an index directory holds, and the checks made when it is opened.
+
+The manifest records the format version, every component's ``kind`` (the key of the backend
+registry), parameters, model ids and file checksums, the corpus hash and the unit counts.  It is
+written atomically (temporary file + rename); on load, a missing, corrupt or foreign manifest, a
+format-version mismatch, or a missing/truncated/altered file raises ``IndexFormatError``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ._errors import IndexFormatError
+
+MANIFEST_FILE = "manifest.json"
+FORMAT_NAME = "genret-index"
+FORMAT_VERSION = 1
+# Files up to this size are hashed on every load; larger ones are size-checked (``verify="full"`` hashes all).
+HASH_ON_LOAD_MAX_BYTES = 256 << 20
+
+
+class FileEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    size: int
+    sha256: str
+
+
+class Component(BaseModel):
+    """One part of an index (unit store, dense vectors, BM25, FM-index)."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    model: str | None = None
+    files: dict[str, FileEntry] = Field(default_factory=dict)
+    build_seconds: float = 0.0
+
+
+class CorpusInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sources: list[str]
+    sha256: str
+    pages: int
+    paragraphs: int
+    skipped: int = 0
+
+
+class UnitsInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    count: int
+
+
+class Manifest(BaseModel):
+    """The contents of ``manifest.json``."""
+
+    model_config = ConfigDict(extra="forbid")
+    format: Literal["genret-index"] = FORMAT_NAME
+    format_version: int = FORMAT_VERSION
+    genret_version: str
+    created: str
+    build_seconds: float
+    corpus: CorpusInfo
+    units: UnitsInfo
+    components: dict[str, Component]
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_entries(directory: Path, names: list[str]) -> dict[str, FileEntry]:
+    """Size and sha256 of files in ``directory`` (for a component's ``files``)."""
+    return {n: FileEntry(size=(directory / n).stat().st_size, sha256=sha256_file(directory / n)) for n in names}
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to ``path`` via a temporary file in the same directory and a rename."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=1, ensure_ascii=False)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_manifest(directory: Path, manifest: Manifest) -> None:
+    write_json_atomic(directory / MANIFEST_FILE, manifest.model_dump(mode="json"))
+
+
+def read_manifest(directory: str | Path) -> Manifest:
+    """Read and validate ``manifest.json`` (format name and version); files are not checked here."""
+    directory = Path(directory)
+    path = directory / MANIFEST_FILE
+    if not directory.is_dir():
+        raise IndexFormatError(f"no index at {directory}: not a directory")
+    if not path.is_file():
+        raise IndexFormatError(f"no index at {directory}: {MANIFEST_FILE} is missing")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise IndexFormatError(f"{path} is corrupt: {exc}") from None
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT_NAME:
+        raise IndexFormatError(f"{path} is not a genret index manifest (format != {FORMAT_NAME!r})")
+    version = raw.get("format_version")
+    if version != FORMAT_VERSION:
+        raise IndexFormatError(f"{directory} has index format version {version}; this genret reads version "
+                               f"{FORMAT_VERSION}: rebuild the index with `genret index … --force`")
+    try:
+        return Manifest.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise IndexFormatError(f"{path} is corrupt: {where}: {first['msg']}") from None
+
+
+def verify_files(directory: Path, manifest: Manifest, level: Literal["none", "auto", "full"] = "auto") -> None:
+    """Check every component file exists with its recorded size (and sha256: see ``level``)."""
+    if level == "none":
+        return
+    for name, comp in manifest.components.items():
+        for fname, entry in comp.files.items():
+            path = directory / fname
+            if not path.is_file():
+                raise IndexFormatError(f"{directory}: component {name!r} file {fname} is missing")
+            size = path.stat().st_size
+            if size != entry.size:
+                raise IndexFormatError(f"{directory}: {fname} has {size} bytes, manifest says {entry.size} "
+                                       "(truncated or replaced)")
+            if level == "full" or size <= HASH_ON_LOAD_MAX_BYTES:
+                if sha256_file(path) != entry.sha256:
+                    raise IndexFormatError(f"{directory}: {fname} checksum mismatch (corrupt or altered)")

@@ -1,0 +1,140 @@
+"""The unit store: unit texts and their provenance in one SQLite file.
+
+SQLite (not memory-mapped arrays) because units are variable-length text fetched a few at a time
+by id, the file must be self-contained and written transactionally, and it can be inspected with
+any SQLite client.  Unit ids are dense integers 0..N-1 in corpus order; every vector index row and
+every FM-index document number is a unit id.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ._errors import IndexFormatError, InputError, NotFoundError
+from ._units import Unit
+
+STORE_FILE = "units.sqlite"
+
+_SCHEMA = """
+CREATE TABLE pages (
+    idx INTEGER PRIMARY KEY, page_id TEXT NOT NULL UNIQUE, title TEXT NOT NULL,
+    n_paragraphs INTEGER NOT NULL, source TEXT NOT NULL, line INTEGER NOT NULL);
+CREATE TABLE units (
+    id INTEGER PRIMARY KEY, page INTEGER NOT NULL REFERENCES pages(idx),
+    start_par INTEGER NOT NULL, start_char INTEGER NOT NULL,
+    end_par INTEGER NOT NULL, end_char INTEGER NOT NULL, text TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredUnit:
+    """A unit read back from the store, with its id."""
+
+    unit_id: int
+    page_id: str
+    title: str
+    start_paragraph: int
+    start_char: int
+    end_paragraph: int
+    end_char: int
+    text: str
+
+
+class StoreWriter:
+    """Appends pages and their units; ``close()`` commits. Duplicate page ids raise ``InputError``."""
+
+    def __init__(self, path: Path, batch: int = 2000) -> None:
+        self._db = sqlite3.connect(path)
+        self._db.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;" + _SCHEMA)
+        self._pages: list[tuple] = []
+        self._units: list[tuple] = []
+        self._batch = batch
+        self.n_pages = 0
+        self.n_units = 0
+
+    def add(self, page_id: str, title: str, n_paragraphs: int, source: str, line: int,
+            units: Iterable[Unit]) -> None:
+        idx = self.n_pages
+        self._pages.append((idx, page_id, title, n_paragraphs, source, line))
+        self.n_pages += 1
+        for u in units:
+            self._units.append((self.n_units, idx, u.start_paragraph, u.start_char, u.end_paragraph,
+                                u.end_char, u.text))
+            self.n_units += 1
+        if len(self._units) >= self._batch or len(self._pages) >= self._batch:
+            self._flush()
+
+    def _flush(self) -> None:
+        try:
+            self._db.executemany("INSERT INTO pages VALUES (?,?,?,?,?,?)", self._pages)
+        except sqlite3.IntegrityError:
+            self._raise_duplicate()
+        self._db.executemany("INSERT INTO units VALUES (?,?,?,?,?,?,?)", self._units)
+        self._pages.clear()
+        self._units.clear()
+
+    def _raise_duplicate(self) -> None:
+        # executemany stopped at the first duplicate; rows before it may already be in.
+        for row in self._pages:
+            first = self._db.execute("SELECT idx, source, line FROM pages WHERE page_id=?", (row[1],)).fetchone()
+            if first is None:
+                self._db.execute("INSERT INTO pages VALUES (?,?,?,?,?,?)", row)
+            elif first[0] != row[0]:
+                raise InputError(f"duplicate page id {row[1]!r} (first seen at {first[1]}:{first[2]})",
+                                 path=row[4], line=row[5], field="id")
+        raise AssertionError("integrity error without a duplicate page id")
+
+    def close(self) -> None:
+        self._flush()
+        self._db.commit()
+        self._db.execute("ANALYZE")
+        self._db.close()
+
+
+class UnitStore:
+    """Read access to a unit store; safe to share between threads (calls are serialised)."""
+
+    def __init__(self, path: Path) -> None:
+        if not path.is_file():
+            raise IndexFormatError(f"unit store missing: {path}")
+        uri = f"file:{path}?mode=ro&immutable=1"
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            self.n_units = self._db.execute("SELECT COUNT(*) FROM units").fetchone()[0]
+            self.n_pages = self._db.execute("SELECT COUNT(*) FROM pages").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            raise IndexFormatError(f"unit store {path} is corrupt: {exc}") from None
+
+    def __len__(self) -> int:
+        return self.n_units
+
+    _SELECT = ("SELECT u.id, p.page_id, p.title, u.start_par, u.start_char, u.end_par, u.end_char, u.text "
+               "FROM units u JOIN pages p ON p.idx = u.page")
+
+    def get(self, ids: Sequence[int]) -> list[StoredUnit]:
+        """Units by id, in the order asked; an unknown id raises ``NotFoundError``."""
+        if not ids:
+            return []
+        wanted = [int(i) for i in ids]
+        marks = ",".join("?" * len(set(wanted)))
+        with self._lock:
+            rows = self._db.execute(f"{self._SELECT} WHERE u.id IN ({marks})", sorted(set(wanted))).fetchall()
+        by_id = {r[0]: StoredUnit(*r) for r in rows}
+        missing = [i for i in wanted if i not in by_id]
+        if missing:
+            raise NotFoundError(f"unit id(s) {missing[:5]} not in the store ({self.n_units} units)")
+        return [by_id[i] for i in wanted]
+
+    def iter_units(self, batch: int = 1024) -> Iterator[list[StoredUnit]]:
+        """All units in id order, in lists of ``batch``."""
+        cur = self._db.execute(f"{self._SELECT} ORDER BY u.id")
+        while rows := cur.fetchmany(batch):
+            yield [StoredUnit(*r) for r in rows]
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,57 @@
+"""Dense retrieval: encode the query, search the FAISS index of the unit embeddings."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from indexing import Encoder, Index, SentenceTransformerEncoder
+
+from ._types import Hit, Provenance, Retriever
+
+
+class DenseSearchConfig(BaseModel):
+    """Query-time settings of the dense retriever (the model comes from the index manifest)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    device: str = "auto"
+    batch_size: int = Field(64, ge=1)
+
+
+class DenseRetriever(Retriever):
+    """FAISS search over the index's ``dense`` component with the encoder that built it."""
+
+    name = "dense"
+
+    def __init__(self, index: Index, config: DenseSearchConfig | None = None,
+                 encoder: Encoder | None = None) -> None:
+        from indexing._dense import load_faiss
+
+        config = config or DenseSearchConfig()
+        comp = index.component("dense")
+        self.index = index
+        self._config = config
+        self._faiss = load_faiss(index.path, comp)
+        self._encoder = encoder or SentenceTransformerEncoder(comp.model, config.device)
+        if self._encoder.dim != comp.params["dim"]:
+            raise ValueError(f"encoder dim {self._encoder.dim} != index dim {comp.params['dim']}")
+        self._lock = threading.Lock()
+
+    def batch_search(self, queries: Sequence[str], k: int = 10) -> list[list[Hit]]:
+        if k < 1:
+            raise ValueError("k must be at least 1")
+        if not queries:
+            return []
+        with self._lock:  # the encoder and FAISS are used by one thread at a time
+            vecs = self._encoder.encode(list(queries), batch_size=self._config.batch_size)
+            scores, ids = self._faiss.search(np.ascontiguousarray(vecs, dtype=np.float32), k)
+        return [self._hits(s, i) for s, i in zip(scores, ids)]
+
+    def _hits(self, scores: np.ndarray, ids: np.ndarray) -> list[Hit]:
+        keep = [(float(s), int(i)) for s, i in zip(scores, ids) if i >= 0]
+        units = self.index.store.get([i for _, i in keep])
+        return [Hit(u.unit_id, s, r, Provenance.of(u), u.text)
+                for r, ((s, _), u) in enumerate(zip(keep, units), start=1)]

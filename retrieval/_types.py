@@ -1,0 +1,56 @@
+"""The retriever contract: ``Retriever`` and the one frozen result type, ``Hit``."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+from indexing import StoredUnit
+
+
+@dataclass(frozen=True, slots=True)
+class Provenance:
+    """Where a hit comes from, in KILT terms (paragraph ids from 1, end character exclusive)."""
+
+    wikipedia_id: str
+    title: str
+    start_paragraph_id: int
+    end_paragraph_id: int
+    start_character: int
+    end_character: int
+
+    @classmethod
+    def of(cls, unit: StoredUnit) -> Provenance:
+        return cls(unit.page_id, unit.title, unit.start_paragraph, unit.end_paragraph, unit.start_char,
+                   unit.end_char)
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """One retrieved unit: its id in the index, score, 1-based rank, provenance and (optional) text."""
+
+    unit_id: int
+    score: float
+    rank: int
+    provenance: Provenance
+    text: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Retriever(ABC):
+    """Contract: ``search`` returns at most ``k`` hits, best first, ranks 1..n, scores non-increasing;
+    ``batch_search`` returns one such list per query, in query order, equal to calling ``search`` on
+    each.  ``k`` must be ≥ 1.  Implementations are safe to call from several threads."""
+
+    name: str = "retriever"
+
+    @abstractmethod
+    def batch_search(self, queries: Sequence[str], k: int = 10) -> list[list[Hit]]:
+        """Hits for each query."""
+
+    def search(self, query: str, k: int = 10) -> list[Hit]:
+        """Hits for one query."""
+        return self.batch_search([query], k)[0]

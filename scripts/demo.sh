@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The whole genret path on the embedded defaults: demo corpus -> index -> HTTP search -> KILT eval.
+set -euo pipefail
+export HF_HUB_OFFLINE=1
+OUT=${DEMO_OUT:-demo-out}
+PORT=${DEMO_PORT:-8765}
+mkdir -p "$OUT"
+
+echo "== 1. demo corpus: Python standard-library docstrings + gold questions"
+genret demo-data "$OUT/data"
+
+echo "== 2. index it (every index kind available)"
+genret index "$OUT/data/corpus.jsonl" --out "$OUT/index" --force
+
+echo "== 3. serve it on 127.0.0.1:$PORT and search over HTTP"
+genret serve "$OUT/index" --host 127.0.0.1 --port "$PORT" > "$OUT/server.log" 2>&1 &
+SERVER=$!
+trap 'kill $SERVER 2>/dev/null || true; wait $SERVER 2>/dev/null || true' EXIT
+for _ in $(seq 1 120); do
+  curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break
+  kill -0 $SERVER 2>/dev/null || { echo "server died:"; cat "$OUT/server.log"; exit 1; }
+  sleep 0.5
+done
+curl -sf -X POST "http://127.0.0.1:$PORT/v1/search" -H 'content-type: application/json' \
+  -d '{"query": "How do I serialize an object to a JSON string?", "k": 3}' \
+  | python3 -c 'import json,sys; r=json.load(sys.stdin); print("retriever:", r["retriever"]); [print(f"  {h[\"rank\"]}. {h[\"score\"]:.3f} {h[\"provenance\"][\"title\"]} ¶{h[\"provenance\"][\"start_paragraph_id\"]}: {h[\"text\"][:90]}") for h in r["hits"]]'
+
+echo "== 4. KILT-style evaluation on the demo questions"
+genret eval "$OUT/index" "$OUT/data/questions.jsonl" -k 20 --ks 1,5,10,20 --out "$OUT/predictions.jsonl"
+echo "predictions: $OUT/predictions.jsonl"

@@ -1,0 +1,205 @@
+"""``genret``: one console script, thin subcommands over library functions.
+
+Heavy modules (torch, faiss, FastAPI) are imported inside the command functions, so ``--help``
+answers at once.  Errors the user can fix print one line on stderr and exit with code 2
+(``--debug`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+EXIT_USAGE = 2
+
+
+def _cmd_index(a: argparse.Namespace) -> int:
+    from indexing import DenseConfig, IndexConfig, UnitConfig, available_components, build_index
+
+    chosen = [name for name in available_components() if getattr(a, name, False)]
+    config = IndexConfig(
+        units=UnitConfig(kind=a.unit, window_words=a.window_words, stride=a.stride),
+        components=tuple(chosen or available_components()),
+        dense=DenseConfig(model=a.model, device=a.device, batch_size=a.batch_size),
+        corpus_format=a.format, skip_bad=a.skip_bad,
+    )
+    m = build_index(a.corpus, a.out, config, force=a.force, progress=not a.quiet)
+    skipped = f", {m.corpus.skipped} bad record(s) skipped" if m.corpus.skipped else ""
+    comps = ", ".join(f"{n} ({c.kind})" for n, c in m.components.items() if n != "store")
+    print(f"indexed {m.corpus.pages} pages -> {m.units.count} {m.units.kind} units{skipped}; "
+          f"components: {comps}; {m.build_seconds:.1f}s -> {a.out}")
+    return 0
+
+
+def _cmd_search(a: argparse.Namespace) -> int:
+    from indexing import Index
+    from retrieval import RetrievalConfig, load_retriever
+
+    config = RetrievalConfig(dense={"device": a.device})
+    with Index(a.index) as index:
+        hits = load_retriever(index, a.retriever, config).search(a.query, a.k)
+    if a.json:
+        print(json.dumps([h.to_dict() for h in hits], ensure_ascii=False, indent=1))
+        return 0
+    for h in hits:
+        p = h.provenance
+        text = " ".join((h.text or "").split())
+        print(f"{h.rank:>3}. {h.score:.4f}  {p.title} [{p.wikipedia_id} ¶{p.start_paragraph_id}"
+              f"{'' if p.end_paragraph_id == p.start_paragraph_id else '-' + str(p.end_paragraph_id)}]  "
+              f"{text[:140]}")
+    return 0
+
+
+def _cmd_serve(a: argparse.Namespace) -> int:
+    import uvicorn
+
+    from ._app import create_app
+    from ._settings import Settings
+
+    overrides = {"indexes": a.index}
+    server = {k: v for k, v in (("host", a.host), ("port", a.port)) if v is not None}
+    settings = Settings(**overrides, server=Settings().server.model_copy(update=server))
+    app = create_app(settings)
+    uvicorn.run(app, host=settings.server.host, port=settings.server.port, log_level="info")
+    return 0
+
+
+def _print_metrics(report: dict) -> None:
+    print(f"task {report['task']}: {report['records']} records, retriever {report['retriever']}, "
+          f"k={report['k']}, {report['seconds']:.1f}s")
+    for level, metrics in report["levels"].items():
+        cells = "  ".join(f"{k}={v * 100:.1f}" for k, v in metrics.items())
+        print(f"  {level:<8} {cells}")
+
+
+def _cmd_eval(a: argparse.Namespace) -> int:
+    from eval import evaluate, score
+
+    ks = tuple(int(x) for x in a.ks.split(",")) if a.ks else None
+    if a.index == "score":  # genret eval score GUESS GOLD
+        if len(a.rest) != 2:
+            raise _usage("usage: genret eval score GUESS.jsonl GOLD.jsonl")
+        rank_keys = tuple(x.strip() for x in (a.rank_keys or "wikipedia_id").split(","))
+        result = score(a.rest[0], a.rest[1], ks=ks or (1, 5, 10, 20), rank_keys=rank_keys)
+        print(json.dumps(result, indent=1))
+        return 0
+    if len(a.rest) != 1:
+        raise _usage("usage: genret eval INDEX TASK.jsonl")
+    levels = tuple(a.level.split(","))
+    report = evaluate(a.index, a.rest[0], a.retriever, a.k, ks=ks or (1, 5, 10, 20, 100), levels=levels,
+                      out=a.out, progress=not a.quiet)
+    if a.json:
+        print(json.dumps(report, indent=1))
+    else:
+        _print_metrics(report)
+    return 0
+
+
+def _cmd_demo_data(a: argparse.Namespace) -> int:
+    from indexing._demo import write_demo
+
+    corpus, questions = write_demo(Path(a.out))
+    print(f"wrote {corpus} and {questions}")
+    return 0
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _usage(msg: str) -> _UsageError:
+    return _UsageError(msg)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="genret", description="Generative, dense and sparse retrieval with "
+                                "KILT-style evaluation.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    ix = sub.add_parser("index", help="build an index directory from corpus files")
+    ix.add_argument("corpus", nargs="+", help="JSONL {id,title,text} or KILT knowledge-source files (.gz ok)")
+    ix.add_argument("--out", required=True, help="index directory to create")
+    ix.add_argument("--dense", action="store_true", help="build the dense FAISS component")
+    ix.add_argument("--unit", choices=("paragraph", "window", "sentence"), default="paragraph")
+    ix.add_argument("--window-words", type=int, default=100, help="words per window (--unit window)")
+    ix.add_argument("--stride", type=int, default=None, help="words between window starts")
+    ix.add_argument("--format", choices=("auto", "jsonl", "kilt"), default="auto")
+    ix.add_argument("--model", default="sentence-transformers/all-MiniLM-L6-v2", help="dense encoder")
+    ix.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    ix.add_argument("--batch-size", type=int, default=64)
+    ix.add_argument("--skip-bad", action="store_true", help="skip malformed records and report a count")
+    ix.add_argument("--force", action="store_true", help="replace an existing index directory")
+    ix.add_argument("--quiet", action="store_true", help="no progress bars")
+    ix.set_defaults(func=_cmd_index)
+
+    se = sub.add_parser("search", help="search an index")
+    se.add_argument("index")
+    se.add_argument("query")
+    se.add_argument("-k", type=int, default=10)
+    se.add_argument("--retriever", default=None, help="dense (default: the first the index supports)")
+    se.add_argument("--device", default="auto")
+    se.add_argument("--json", action="store_true")
+    se.set_defaults(func=_cmd_search)
+
+    sv = sub.add_parser("serve", help="serve indexes over HTTP (FastAPI)")
+    sv.add_argument("index", nargs="+")
+    sv.add_argument("--host", default=None, help="default 127.0.0.1 (or GENRET_SERVER__HOST)")
+    sv.add_argument("--port", type=int, default=None, help="default 8000 (or GENRET_SERVER__PORT)")
+    sv.set_defaults(func=_cmd_serve)
+
+    ev = sub.add_parser("eval", help="evaluate an index on a KILT task file, or score a KILT guess file",
+                        description="genret eval INDEX TASK.jsonl | genret eval score GUESS.jsonl GOLD.jsonl")
+    ev.add_argument("index", metavar="INDEX|score")
+    ev.add_argument("rest", nargs="+", metavar="FILE")
+    ev.add_argument("--retriever", default=None)
+    ev.add_argument("-k", type=int, default=100, help="hits retrieved per record")
+    ev.add_argument("--ks", default=None, help="cut-offs, e.g. 1,5,10,20,100")
+    ev.add_argument("--level", default="page,passage", help="page, passage or both (comma-separated)")
+    ev.add_argument("--rank-keys", default=None, help="for `eval score`: e.g. wikipedia_id,start_paragraph_id")
+    ev.add_argument("--out", default=None, help="write KILT-format predictions here")
+    ev.add_argument("--json", action="store_true")
+    ev.add_argument("--quiet", action="store_true")
+    ev.set_defaults(func=_cmd_eval)
+
+    dd = sub.add_parser("demo-data", help="write the demo corpus (stdlib docstrings) and its questions")
+    dd.add_argument("out")
+    dd.set_defaults(func=_cmd_demo_data)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "faiss.loader", "sentence_transformers", "transformers"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from pydantic import ValidationError
+
+    from indexing import GenretError
+
+    try:
+        return args.func(args)
+    except (GenretError, ValidationError, _UsageError) as exc:
+        if args.debug:
+            raise
+        msg = " ".join(str(exc).split()) if not isinstance(exc, ValidationError) else _validation_line(exc)
+        print(f"genret: error: {msg}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("genret: interrupted", file=sys.stderr)
+        return 130
+
+
+def _validation_line(exc) -> str:
+    first = exc.errors()[0]
+    return f"invalid setting {'.'.join(str(x) for x in first['loc'])}: {first['msg']}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

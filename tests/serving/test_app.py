@@ -1,0 +1,48 @@
+"""The HTTP API over a real index (FastAPI TestClient)."""
+
+import pytest
+from fastapi.testclient import TestClient
+
+from serving import Settings, create_app
+
+
+@pytest.fixture(scope="module")
+def client(dense_index):
+    settings = Settings(indexes=[dense_index], retrieval={"dense": {"device": "cpu"}})
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+def test_health_and_indexes(client, dense_index):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    (desc,) = client.get("/v1/indexes").json()
+    assert desc == {"name": dense_index.name, "units": 10, "unit_kind": "paragraph", "retrievers": ["dense"]}
+
+
+def test_search_post_and_get_agree(client):
+    body = client.post("/v1/search", json={"query": "Who created Python?", "k": 3}).json()
+    assert body["retriever"] == "dense" and len(body["hits"]) == 3
+    top = body["hits"][0]
+    assert top["provenance"]["wikipedia_id"] == "p-python" and top["rank"] == 1
+    assert top["text"].startswith("Python is")
+    got = client.get("/v1/search", params={"q": "Who created Python?", "k": 3}).json()
+    assert [h["docid"] for h in got["hits"]] == [h["docid"] for h in body["hits"]]
+
+
+@pytest.mark.parametrize("request_kwargs, status, words", [
+    ({"json": {"query": "x", "k": 0}}, 422, "k must be between"),
+    ({"json": {"query": "x", "k": 10_000}}, 422, "k must be between"),
+    ({"json": {"query": "   "}}, 422, "empty"),
+    ({"json": {"query": ""}}, 422, "query"),
+    ({"json": {"query": "x", "index": "nope"}}, 404, "unknown index"),
+    ({"json": {"query": "x", "retriever": "nope"}}, 404, "unknown retriever"),
+    ({"json": {"k": 3}}, 422, "query"),
+    ({"json": {"query": "x", "k": "many"}}, 422, "k"),
+    ({"content": b"{not json", "headers": {"content-type": "application/json"}}, 422, ""),
+    ({"json": {"query": "x" * 5000}}, 422, "longer than"),
+])
+def test_bad_requests_are_clear_4xx(client, request_kwargs, status, words):
+    r = client.post("/v1/search", **request_kwargs)
+    assert r.status_code == status
+    body = r.json()
+    assert set(body) == {"error", "detail"} and words in body["detail"]

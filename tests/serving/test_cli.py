@@ -1,0 +1,54 @@
+"""The ``genret`` command line: thin commands, one-line errors with exit code 2."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from serving._cli import main
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "serving._cli", *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_help_imports_nothing_heavy():
+    code = ("import sys; from serving._cli import build_parser; build_parser().format_help(); "
+            "print(sorted(m for m in ('torch', 'faiss', 'fastapi', 'numpy', 'pydantic', 'transformers') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("args, words", [
+    (["search", "/nonexistent/index", "query"], "no index at /nonexistent/index"),
+    (["eval", "/nonexistent/index", "task.jsonl"], "no index at"),
+    (["eval", "score", "only-one.jsonl"], "usage: genret eval score"),
+    (["index", "/nonexistent/corpus.jsonl", "--out", "/tmp/genret-never-built"], "no such file"),
+])
+def test_errors_are_one_line_exit_2(args, words):
+    r = _run(*args)
+    assert r.returncode == 2, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("genret: error:")]
+    assert len(lines) == 1 and words in lines[0]
+    assert "Traceback" not in r.stderr
+
+
+def test_debug_shows_traceback():
+    r = _run("--debug", "search", "/nonexistent/index", "q")
+    assert r.returncode != 0 and "Traceback" in r.stderr
+
+
+def test_bad_corpus_line_reported_and_skip_bad(tmp_path, capsys):
+    f = tmp_path / "c.jsonl"
+    f.write_text('{"id": "a", "title": "A", "text": "alpha"}\n{"id": "b", "title": 5, "text": "x"}\n')
+    assert main(["index", str(f), "--out", str(tmp_path / "ix"), "--quiet", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert f"{f}:2, field 'title'" in err
+    assert main(["index", str(f), "--out", str(tmp_path / "ix"), "--quiet", "--device", "cpu",
+                 "--skip-bad"]) == 0
+    assert "1 bad record(s) skipped" in capsys.readouterr().out
+    manifest = json.loads((tmp_path / "ix" / "manifest.json").read_text())
+    assert manifest["corpus"]["skipped"] == 1 and manifest["units"]["count"] == 1
