@@ -3,5 +3,8 @@
 from ._kilt_io import read_kilt, write_kilt
 from ._runner import LEVELS, evaluate, predict
 from ._score import score
+from ._suite import SuiteConfig, load_suite, run_suite
 
-__all__ = ["LEVELS", "evaluate", "predict", "read_kilt", "score", "write_kilt"]
+__all__ = [
+    "LEVELS", "SuiteConfig", "evaluate", "load_suite", "predict", "read_kilt", "run_suite", "score", "write_kilt",
+]

@@ -21,7 +21,6 @@ adds them twice); a gold record without outputs raises :class:`InputError`.
 
 from __future__ import annotations
 
-import operator
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -65,15 +64,13 @@ def _output_ids(output: Record, keys: tuple[str, ...]) -> list[str]:
     if len(keys) == 1:
         key = keys[0]
         ids = [str(item[key]).strip() for item in provenance if key in item]
+    elif len(keys) == 2:  # the common passage level, spelled out: twice as fast as the general join
+        first, second = keys
+        ids = [f"{str(item[first]).strip()}+{str(item[second]).strip()}"
+               for item in provenance if first in item and second in item]
     else:
-        getter = operator.itemgetter(*keys)
-        ids = []
-        for item in provenance:
-            try:
-                values = getter(item)
-            except KeyError:
-                continue
-            ids.append("+".join([str(value).strip() for value in values]))
+        ids = ["+".join([str(item[key]).strip() for key in keys])
+               for item in provenance if all(key in item for key in keys)]
     return list(dict.fromkeys(ids))
 
 
@@ -162,6 +159,55 @@ def _rank_codes(guess_ids: list[str], sets: list[set[str]]) -> list[int]:
     return [entry for entry in entries if entry is not None]
 
 
+def _true_positions(guess_ids: list[str], sets: list[set[str]], limit: int) -> list[int]:
+    """Positions (< limit) of the ``True`` entries of :func:`_rank_codes`'s rank, touching only the
+    guess ids that belong to an evidence set.
+
+    Every other id contributes one ``False``; an id in ``s`` sets contributes ``s`` entries. So an
+    entry's index among all appended entries is known without building the list, and its final
+    position is that index minus the number of earlier entries dropped (placeholders replaced later).
+    """
+    where: dict[str, list[int]] = {}
+    for index, evidence in enumerate(sets):
+        for evidence_id in evidence:
+            where.setdefault(evidence_id, []).append(index)
+    hits = [(position, where[guess_id]) for position, guess_id in enumerate(guess_ids) if guess_id in where]
+    if not hits:
+        return []
+    remaining = [len(evidence) for evidence in sets]
+    placeholder_at = [-1] * len(sets)
+    entries: list[int] = []  # appended index of each entry from a hit id, in append order
+    kinds: list[int] = []  # 1 = True, 0 = placeholder, -1 = dropped placeholder
+    extra = 0  # entries appended so far beyond one per guess id
+    for position, indices in hits:
+        appended = position + extra
+        for index in indices:
+            slot = placeholder_at[index]
+            if slot >= 0:
+                kinds[slot] = -1
+            remaining[index] -= 1
+            entries.append(appended)
+            if remaining[index] == 0:
+                placeholder_at[index] = -1
+                kinds.append(1)
+            else:
+                placeholder_at[index] = len(kinds)
+                kinds.append(0)
+            appended += 1
+        extra += len(indices) - 1
+    positions: list[int] = []
+    dropped = 0
+    for appended, kind in zip(entries, kinds, strict=True):
+        if kind < 0:
+            dropped += 1
+        elif kind == 1:
+            final = appended - dropped
+            if final >= limit:
+                break
+            positions.append(final)
+    return positions
+
+
 def get_rank(guess: Record, gold: Record, rank_keys: RankKeys = PAGE_KEYS) -> tuple[list[bool | str], int]:
     """KILT's ``get_rank``: the rank (``True``/``False``/``"evidence_set:i"``) and the number of sets.
 
@@ -204,7 +250,10 @@ def _context_firsts(guess_output: Record, gold: Record, titles: list[str] | None
     if "provenance" not in guess_output:
         return first_answer, first_entity, first_both
     head = guess_output["provenance"][:limit]
-    if not any("text" in item for item in head):
+    for item in head:
+        if "text" in item:
+            break
+    else:
         return first_answer, first_entity, first_both
     answers = [normalize_answer(answer) for answer in gold_answers(gold)]
     if titles is None:
@@ -302,8 +351,7 @@ def retrieval_scores(pairs: Iterable[tuple[Record, Record]], ks: Iterable[int] =
             if guess_ids:
                 sets = evidence_sets(gold, keys)
                 if sets:
-                    rank = _rank_codes(guess_ids, sets)
-                    trues = [position for position, code in enumerate(rank[:limit]) if code == _TRUE]
+                    trues = _true_positions(guess_ids, sets, limit)
                     for slot, k in enumerate(ks_sorted):
                         hits = bisect_left(trues, k)
                         precision[slot] += hits / k

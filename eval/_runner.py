@@ -51,12 +51,14 @@ def predict(r: Retriever, task: list[dict], k: int = 100, *, batch_size: int = 6
 
 def evaluate(index: str | Path | Index, task_path: str | Path, retriever: str | None = None, k: int = 100, *,
              ks: tuple[int, ...] = DEFAULT_KS, levels: tuple[str, ...] = ("page", "passage"),
-             out: str | Path | None = None, config: RetrievalConfig | None = None,
+             out: str | Path | None = None, config: RetrievalConfig | None = None, with_text: int = 20,
              progress: bool = True) -> dict:
     """Retrieve for every record of a KILT task file and score at each level.
 
     Returns ``{"task", "records", "retriever", "k", "seconds", "levels": {level: metrics}}``; with
-    ``out``, the predictions are written there (KILT JSONL) as well.
+    ``out``, the predictions are written there (KILT JSONL) as well.  Unit text is kept for the
+    first ``with_text`` hits only, so the text-based metrics (``answer_in_context@k`` and its
+    kin) are reported for ``k <= with_text`` only.
     """
     unknown = [lv for lv in levels if lv not in LEVELS]
     if unknown:
@@ -68,14 +70,22 @@ def evaluate(index: str | Path | Index, task_path: str | Path, retriever: str | 
             raise GenretError(f"{task_path} holds no records")
         r = load_retriever(opened, retriever, config)
         t0 = time.perf_counter()
-        preds = predict(r, gold, k, progress=progress)
+        preds = predict(r, gold, k, with_text=with_text, progress=progress)
         seconds = time.perf_counter() - t0
     finally:
         if not isinstance(index, Index):
             opened.close()
     if out is not None:
         write_kilt(out, preds)
-    metrics = {lv: score(preds, gold, ks=ks, rank_keys=LEVELS[lv], downstream=False)["retrieval"]
-               for lv in levels}
+    metrics = {lv: _drop_textless(score(preds, gold, ks=ks, rank_keys=LEVELS[lv], downstream=False)["retrieval"],
+                                  with_text) for lv in levels}
     return {"task": str(task_path), "records": len(gold), "retriever": r.name, "k": k,
             "seconds": round(seconds, 3), "levels": metrics}
+
+
+_TEXT_METRICS = ("answer_in_context@", "answer_and_ent_in_context@", "entity_in_context@")
+
+
+def _drop_textless(metrics: dict, with_text: int) -> dict:
+    return {name: v for name, v in metrics.items()
+            if not (name.startswith(_TEXT_METRICS) and int(name.rsplit("@", 1)[1]) > with_text)}

@@ -9,7 +9,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -119,7 +119,7 @@ def build_index(corpus: str | Path | Iterable[str | Path], out: str | Path, conf
         finally:
             store.close()
         manifest = Manifest(
-            genret_version=_version(), created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            genret_version=_version(), created=datetime.now(UTC).isoformat(timespec="seconds"),
             build_seconds=round(time.perf_counter() - t0, 3), corpus=corpus_info,
             units=UnitsInfo(kind=config.units.kind, params=config.units.params(), count=n_units),
             components=components,

@@ -49,7 +49,9 @@ class SentenceTransformerEncoder:
 
     def __init__(self, model: str = DEFAULT_DENSE_MODEL, device: str = "auto") -> None:
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # the weight-loading bar; genret shows its own progress
         self.model_id = model
         self.device = resolve_device(device)
         path = resolve_model_path(model)

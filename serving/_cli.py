@@ -69,11 +69,15 @@ def _cmd_serve(a: argparse.Namespace) -> int:
 
 
 def _print_metrics(report: dict) -> None:
+    """A compact table: R-Precision, recall@k and answer_in_context@k per level (all of them with --json)."""
     print(f"task {report['task']}: {report['records']} records, retriever {report['retriever']}, "
           f"k={report['k']}, {report['seconds']:.1f}s")
     for level, metrics in report["levels"].items():
-        cells = "  ".join(f"{k}={v * 100:.1f}" for k, v in metrics.items())
-        print(f"  {level:<8} {cells}")
+        shown = {"R-Prec": metrics["Rprec"]}
+        shown.update({f"R@{k.split('@')[1]}": v for k, v in metrics.items() if k.startswith("recall@")})
+        shown.update({f"AiC@{k.split('@')[1]}": v for k, v in metrics.items()
+                      if k.startswith("answer_in_context@")})
+        print(f"  {level:<8} " + "  ".join(f"{k}={v * 100:.1f}" for k, v in shown.items()))
 
 
 def _cmd_eval(a: argparse.Namespace) -> int:
@@ -86,6 +90,15 @@ def _cmd_eval(a: argparse.Namespace) -> int:
         rank_keys = tuple(x.strip() for x in (a.rank_keys or "wikipedia_id").split(","))
         result = score(a.rest[0], a.rest[1], ks=ks or (1, 5, 10, 20), rank_keys=rank_keys)
         print(json.dumps(result, indent=1))
+        return 0
+    if a.index == "suite":  # genret eval suite SUITE.toml --out DIR
+        from eval import run_suite
+
+        if len(a.rest) != 1 or not a.out:
+            raise _usage("usage: genret eval suite SUITE.toml --out DIR")
+        result = run_suite(a.rest[0], a.out, progress=not a.quiet)
+        print(json.dumps({k: v for k, v in result.items() if k != "table"}, indent=1) if a.json else result["table"])
+        print(f"results, predictions and plots in {a.out}", file=sys.stderr)
         return 0
     if len(a.rest) != 1:
         raise _usage("usage: genret eval INDEX TASK.jsonl")
@@ -153,15 +166,16 @@ def build_parser() -> argparse.ArgumentParser:
     sv.set_defaults(func=_cmd_serve)
 
     ev = sub.add_parser("eval", help="evaluate an index on a KILT task file, or score a KILT guess file",
-                        description="genret eval INDEX TASK.jsonl | genret eval score GUESS.jsonl GOLD.jsonl")
-    ev.add_argument("index", metavar="INDEX|score")
+                        description="genret eval INDEX TASK.jsonl | genret eval score GUESS.jsonl GOLD.jsonl | "
+                        "genret eval suite SUITE.toml --out DIR")
+    ev.add_argument("index", metavar="INDEX|score|suite")
     ev.add_argument("rest", nargs="+", metavar="FILE")
     ev.add_argument("--retriever", default=None)
     ev.add_argument("-k", type=int, default=100, help="hits retrieved per record")
     ev.add_argument("--ks", default=None, help="cut-offs, e.g. 1,5,10,20,100")
     ev.add_argument("--level", default="page,passage", help="page, passage or both (comma-separated)")
     ev.add_argument("--rank-keys", default=None, help="for `eval score`: e.g. wikipedia_id,start_paragraph_id")
-    ev.add_argument("--out", default=None, help="write KILT-format predictions here")
+    ev.add_argument("--out", default=None, help="write KILT-format predictions here (suite: output directory)")
     ev.add_argument("--json", action="store_true")
     ev.add_argument("--quiet", action="store_true")
     ev.set_defaults(func=_cmd_eval)
