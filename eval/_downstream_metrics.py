@@ -28,6 +28,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
+from eval._kilt_io import gc_paused
 from indexing._errors import InputError
 
 __all__ = ["accuracy", "downstream_scores", "exact_match", "f1_score", "gold_answers", "gold_titles",
@@ -37,6 +38,7 @@ Record = Mapping[str, Any]
 
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PAGE_KEYS = ("wikipedia_id",)
 
 
 def normalize_answer(text: str) -> str:
@@ -200,13 +202,22 @@ def downstream_scores(pairs: Sequence[tuple[Record, Record]], *,
     "downstream": {"accuracy", "em", "f1", "rougel"}, "retrieval": {"Rprec", "recall@5"}}``, each a
     mean over all pairs (an empty predicted answer scores 0 but is counted).
     """
-    from eval._retrieval_metrics import retrieval_scores, rprecision  # here: the modules import each other
+    from eval._retrieval_metrics import _retrieval_scores  # here: the two modules import each other
 
-    page_keys = ("wikipedia_id",)
+    with gc_paused():
+        page_rprec: list[float] = []
+        retrieval = _retrieval_scores(pairs, [1, 5], _PAGE_KEYS, False, rprec_values=page_rprec)
+        answers = _answer_scores(pairs, page_rprec, rouge_impl)
+    return {**answers, "retrieval": {"Rprec": retrieval["Rprec"], "recall@5": retrieval["recall@5"]}}
+
+
+def _answer_scores(pairs: Sequence[tuple[Record, Record]], page_rprec: list[float],
+                   rouge_impl: Literal["fast", "package"]) -> dict[str, dict[str, float]]:
+    """Answer metrics and their KILT-gated sums; ``page_rprec[i]`` is pair i's page-level R-Precision."""
     total = 0
     acc_sum = em_sum = f1_sum = rl_sum = 0.0
     kilt_acc = kilt_em = kilt_f1 = kilt_rl = 0.0
-    for guess, gold in pairs:
+    for index, (guess, gold) in enumerate(pairs):
         total += 1
         prediction = _guess_answer(guess)
         if not prediction:
@@ -229,7 +240,7 @@ def downstream_scores(pairs: Sequence[tuple[Record, Record]], *,
         em_sum += local_em
         f1_sum += local_f1
         rl_sum += local_rl
-        if rprecision(guess, gold, page_keys) == 1:
+        if page_rprec[index] == 1:
             kilt_acc += local_acc
             kilt_em += local_em
             kilt_f1 += local_f1
@@ -238,9 +249,7 @@ def downstream_scores(pairs: Sequence[tuple[Record, Record]], *,
         acc_sum, em_sum, f1_sum, rl_sum = (acc_sum / total, em_sum / total, f1_sum / total, rl_sum / total)
         kilt_acc, kilt_em, kilt_f1, kilt_rl = (kilt_acc / total, kilt_em / total, kilt_f1 / total,
                                                kilt_rl / total)
-    retrieval = retrieval_scores(pairs, ks=(1, 5), rank_keys=page_keys)
     return {
         "kilt": {"KILT-accuracy": kilt_acc, "KILT-em": kilt_em, "KILT-f1": kilt_f1, "KILT-rougel": kilt_rl},
         "downstream": {"accuracy": acc_sum, "em": em_sum, "f1": f1_sum, "rougel": rl_sum},
-        "retrieval": {"Rprec": retrieval["Rprec"], "recall@5": retrieval["recall@5"]},
     }

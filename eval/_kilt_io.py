@@ -13,6 +13,8 @@ same id.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import gzip
 import json
 import os
@@ -24,7 +26,7 @@ from typing import IO, Any
 
 from indexing._errors import GenretError, InputError
 
-__all__ = ["align", "id_key", "read_kilt", "write_kilt"]
+__all__ = ["align", "gc_paused", "id_key", "read_kilt", "write_kilt"]
 
 Record = dict[str, Any]
 
@@ -36,6 +38,23 @@ _SHOWN_IDS = 5
 def id_key(record_id: Any) -> str:
     """The key KILT aligns and de-duplicates ids on: ``str(id).strip()``."""
     return str(record_id).strip()
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector (restoring its previous state on exit).
+
+    Loading or scoring 100,000 KILT records builds millions of acyclic containers; every 25% growth of
+    the heap triggers a full collection that walks all of them (about 40% of the reading time and
+    most of the aligning time at that size). Nothing built here is cyclic, so pausing loses nothing.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _open_binary(path: Path) -> IO[bytes]:
@@ -172,17 +191,18 @@ def read_kilt(path: str | os.PathLike[str]) -> list[Record]:
     name = str(file)
     records: list[Record] = []
     first_line: dict[str, int] = {}
-    try:
-        for line, value in _iter_lines(file):
-            record = _validate(value, name, line)
-            key = id_key(record["id"])
-            if key in first_line:
-                raise InputError(f"duplicate id {record['id']!r} (first on line {first_line[key]}, "
-                                 f"again on line {line})", path=name, line=line, field="id")
-            first_line[key] = line
-            records.append(record)
-    except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
-        raise InputError(f"cannot read ({exc})", path=name) from None
+    with gc_paused():
+        try:
+            for line, value in _iter_lines(file):
+                record = _validate(value, name, line)
+                key = id_key(record["id"])
+                if key in first_line:
+                    raise InputError(f"duplicate id {record['id']!r} (first on line {first_line[key]}, "
+                                     f"again on line {line})", path=name, line=line, field="id")
+                first_line[key] = line
+                records.append(record)
+        except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
+            raise InputError(f"cannot read ({exc})", path=name) from None
     return records
 
 
@@ -254,6 +274,12 @@ def align(guess_records: Iterable[Mapping[str, Any]],
     guess raises :class:`GenretError` naming the first few such ids and their count; guesses whose id
     is not in the gold are ignored. A guess with several outputs keeps only the one with provenance.
     """
+    with gc_paused():
+        return _align(guess_records, gold_records)
+
+
+def _align(guess_records: Iterable[Mapping[str, Any]],
+           gold_records: Iterable[Mapping[str, Any]]) -> list[tuple[Mapping[str, Any], Mapping[str, Any]]]:
     golds = list(gold_records)
     gold_keys: list[str] = []
     seen: set[str] = set()

