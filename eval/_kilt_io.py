@@ -77,7 +77,9 @@ def _iter_lines(path: Path) -> Iterator[tuple[int, Any]]:
             except ValueError as exc:
                 if first:
                     break
-                raise InputError(f"invalid JSON ({exc})", path=str(path), line=line_number) from None
+                problem = (f"{exc.msg}, column {exc.colno}" if isinstance(exc, json.JSONDecodeError)
+                           else str(exc))
+                raise InputError(f"invalid JSON ({problem})", path=str(path), line=line_number) from None
             first = False
             if isinstance(value, list):
                 for item in value:
@@ -221,7 +223,7 @@ def write_kilt(path: str | os.PathLike[str], records: Iterable[Mapping[str, Any]
                                if file.name.endswith(".gz") else raw)
             chunk: list[str] = []
             for record in records:
-                chunk.append(json.dumps(record, ensure_ascii=False))
+                chunk.append(json.dumps(record, ensure_ascii=False, allow_nan=False))
                 if len(chunk) >= 1024:
                     sink.write(("\n".join(chunk) + "\n").encode("utf-8"))
                     chunk.clear()

@@ -172,9 +172,9 @@ def _true_positions(guess_ids: list[str], sets: list[set[str]], limit: int) -> l
     for index, evidence in enumerate(sets):
         for evidence_id in evidence:
             where.setdefault(evidence_id, []).append(index)
-    hits = [(position, where[guess_id]) for position, guess_id in enumerate(guess_ids) if guess_id in where]
-    if not hits:
+    if where.keys().isdisjoint(guess_ids):
         return []
+    hits = [(position, where[guess_id]) for position, guess_id in enumerate(guess_ids) if guess_id in where]
     remaining = [len(evidence) for evidence in sets]
     placeholder_at = [-1] * len(sets)
     entries: list[int] = []  # appended index of each entry from a hit id, in append order

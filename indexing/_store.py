@@ -90,6 +90,7 @@ class StoreWriter:
 
     def close(self) -> None:
         self._flush()
+        self._db.execute("CREATE INDEX units_by_page ON units(page, start_par)")
         self._db.commit()
         self._db.execute("ANALYZE")
         self._db.close()
@@ -129,6 +130,17 @@ class UnitStore:
         if missing:
             raise NotFoundError(f"unit id(s) {missing[:5]} not in the store ({self.n_units} units)")
         return [by_id[i] for i in wanted]
+
+    def units_of(self, page_id: str, paragraph: int | None = None) -> list[StoredUnit]:
+        """The units of a page (that overlap ``paragraph``, when given), in order."""
+        sql = f"{self._SELECT} WHERE p.page_id = ?"
+        args: list = [str(page_id)]
+        if paragraph is not None:
+            sql += " AND u.start_par <= ? AND u.end_par >= ?"
+            args += [int(paragraph), int(paragraph)]
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY u.id", args).fetchall()
+        return [StoredUnit(*r) for r in rows]
 
     def iter_units(self, batch: int = 1024) -> Iterator[list[StoredUnit]]:
         """All units in id order, in lists of ``batch``."""

@@ -40,7 +40,7 @@ class DenseRetriever(Retriever):
             raise ValueError(f"encoder dim {self._encoder.dim} != index dim {comp.params['dim']}")
         self._lock = threading.Lock()
 
-    def batch_search(self, queries: Sequence[str], k: int = 10) -> list[list[Hit]]:
+    def batch_search(self, queries: Sequence[str], k: int = 10, *, task: str | None = None) -> list[list[Hit]]:
         if k < 1:
             raise ValueError("k must be at least 1")
         if not queries:

@@ -28,13 +28,15 @@ class Provenance:
 
 @dataclass(frozen=True, slots=True)
 class Hit:
-    """One retrieved unit: its id in the index, score, 1-based rank, provenance and (optional) text."""
+    """One retrieved unit: its id in the index, score, 1-based rank, provenance, (optional) text, and for
+    the generative retriever the n-grams that matched with their score contributions (explanations)."""
 
     unit_id: int
     score: float
     rank: int
     provenance: Provenance
     text: str | None = None
+    matched: tuple[tuple[str, float], ...] = ()
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -43,14 +45,15 @@ class Hit:
 class Retriever(ABC):
     """Contract: ``search`` returns at most ``k`` hits, best first, ranks 1..n, scores non-increasing;
     ``batch_search`` returns one such list per query, in query order, equal to calling ``search`` on
-    each.  ``k`` must be ≥ 1.  Implementations are safe to call from several threads."""
+    each.  ``k`` must be ≥ 1.  ``task`` names a task prompt; retrievers without task prompts ignore it.
+    Implementations are safe to call from several threads."""
 
     name: str = "retriever"
 
     @abstractmethod
-    def batch_search(self, queries: Sequence[str], k: int = 10) -> list[list[Hit]]:
+    def batch_search(self, queries: Sequence[str], k: int = 10, *, task: str | None = None) -> list[list[Hit]]:
         """Hits for each query."""
 
-    def search(self, query: str, k: int = 10) -> list[Hit]:
+    def search(self, query: str, k: int = 10, *, task: str | None = None) -> list[Hit]:
         """Hits for one query."""
-        return self.batch_search([query], k)[0]
+        return self.batch_search([query], k, task=task)[0]

@@ -168,3 +168,10 @@ def test_score_downstream_auto_and_errors() -> None:
         score(answered, [{**GOOD, "output": [{"provenance": []}]}, gold[1]])
     with pytest.raises(GenretError, match="ks"):
         score(answered, gold, ks=(0, 5))
+
+
+def test_auto_downstream_needs_gold_answers() -> None:
+    gold = [{"id": "q1", "output": [{"provenance": [{"wikipedia_id": "1"}]}]}]
+    guess = [{"id": "q1", "output": [{"answer": "x", "provenance": [{"wikipedia_id": "1"}]}]}]
+    result = score(guess, gold)
+    assert result["downstream"] == {} and result["retrieval"]["Rprec"] == 1

@@ -10,9 +10,19 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from rouge import Rouge
+from rouge import rouge_score as package_rouge_score
 
-from eval._downstream_metrics import exact_match, f1_score, normalize_answer, rouge_l, rougel_score
+from eval._downstream_metrics import (
+    _lcs_words,
+    exact_match,
+    f1_score,
+    normalize_answer,
+    rouge_l,
+    rougel_score,
+)
 from eval._retrieval_metrics import (
+    _output_ids,
+    _true_positions,
     evidence_sets,
     get_rank,
     ids_list,
@@ -86,17 +96,64 @@ def kilt_rprecision(guess: dict[str, Any], gold: dict[str, Any], rank_keys: tupl
     return max(values)
 
 
+def kilt_gold_answers(gold: dict[str, Any]) -> set[str]:
+    return {output["answer"].strip() for output in gold["output"]
+            if "answer" in output and output["answer"] and output["answer"].strip()}
+
+
+def kilt_gold_titles(gold: dict[str, Any]) -> set[str]:
+    titles = set()
+    for output in gold["output"]:
+        for item in output.get("provenance", []):
+            if "title" in item and item["title"] and item["title"].strip():
+                titles.add(item["title"].strip())
+    return titles
+
+
+def kilt_in_context(guess: dict[str, Any], gold: dict[str, Any], k: int) -> tuple[int, int, int]:
+    """(answer_in_context@k, entity_in_context@k, answer_and_ent_in_context@k) as KILT loops them."""
+    results = []
+    for want_answer, want_title in ((True, False), (False, True), (True, True)):
+        found = 0
+        output = guess["output"][0]
+        if "provenance" in output:
+            for i in range(0, min(k, len(output["provenance"]))):
+                if "text" not in output["provenance"][i]:
+                    continue
+                text = normalize_answer(output["provenance"][i]["text"])
+                has_answer = any(normalize_answer(a) in text for a in kilt_gold_answers(gold))
+                has_title = any(normalize_answer(t) in text for t in kilt_gold_titles(gold))
+                if (has_answer or not want_answer) and (has_title or not want_title):
+                    found = 1
+                    break
+        results.append(found)
+    return results[0], results[1], results[2]
+
+
+def kilt_entity_in_input(gold: dict[str, Any]) -> int:
+    text = normalize_answer(gold["input"])
+    return int(any(normalize_answer(t) in text for t in kilt_gold_titles(gold)))
+
+
 def kilt_compute(pairs: list[tuple[dict[str, Any], dict[str, Any]]], ks: list[int],
                  rank_keys: tuple[str, ...]) -> dict[str, float]:
-    result: dict[str, float] = {"Rprec": 0.0}
+    result: dict[str, float] = {"Rprec": 0.0, "entity_in_input": 0.0}
     for k in ks:
         result[f"precision@{k}"] = 0.0
+        result[f"answer_in_context@{k}"] = 0.0
+        result[f"entity_in_context@{k}"] = 0.0
+        result[f"answer_and_ent_in_context@{k}"] = 0.0
         if k > 1:
             result[f"recall@{k}"] = 0.0
             result[f"success_rate@{k}"] = 0.0
     for guess, gold in pairs:
         result["Rprec"] += kilt_rprecision(guess, gold, rank_keys)
+        result["entity_in_input"] += kilt_entity_in_input(gold)
         for k in ks:
+            answer, entity, both = kilt_in_context(guess, gold, k)
+            result[f"answer_in_context@{k}"] += answer
+            result[f"entity_in_context@{k}"] += entity
+            result[f"answer_and_ent_in_context@{k}"] += both
             rank, num_sets = kilt_get_rank(guess, gold, rank_keys)
             p = r = s = 0
             if num_sets > 0:
@@ -112,24 +169,29 @@ def kilt_compute(pairs: list[tuple[dict[str, Any], dict[str, Any]]], ks: list[in
 
 # -------------------------------------------------------------------------------------------- strategies
 values = st.sampled_from([1, 2, 3, 4, "1", "2", " 3", "4 ", "5", "x", "y+z", ""])
+snippets = st.lists(st.sampled_from(["Paris", "the", "France,", "Nice", "a", "capital", "", "."]),
+                    max_size=5).map(" ".join)
 
 
 @st.composite
 def provenance_items(draw: st.DrawFn, complete: bool = False) -> dict[str, Any]:
     keys = ALL_KEYS if complete else draw(st.lists(st.sampled_from(ALL_KEYS), unique=True, max_size=3))
-    return {key: draw(values) for key in keys}
+    item = {key: draw(values) for key in keys}
+    if draw(st.booleans()):
+        item[draw(st.sampled_from(["title", "text"]))] = draw(snippets)
+    return item
 
 
 @st.composite
 def gold_records(draw: st.DrawFn, complete: bool = False) -> dict[str, Any]:
     outputs = []
     for _ in range(draw(st.integers(1, 4))):
-        output: dict[str, Any] = {"answer": "a"}
+        output: dict[str, Any] = {"answer": draw(snippets)}
         if complete or draw(st.booleans()) or not outputs:
             items = st.lists(provenance_items(complete), min_size=int(complete), max_size=4)
             output["provenance"] = draw(items)
         outputs.append(output)
-    return {"id": 1, "output": outputs}
+    return {"id": 1, "input": draw(snippets), "output": outputs}
 
 
 @st.composite
@@ -142,7 +204,13 @@ def guess_records(draw: st.DrawFn) -> dict[str, Any]:
 @given(guess=guess_records(), gold=gold_records(), rank_keys=st.sampled_from(KEY_VARIANTS))
 def test_fast_rank_equals_kilt_transcription(guess: dict[str, Any], gold: dict[str, Any],
                                              rank_keys: tuple[str, ...]) -> None:
-    assert get_rank(guess, gold, rank_keys) == kilt_get_rank(guess, gold, rank_keys)
+    rank, num_sets = kilt_get_rank(guess, gold, rank_keys)
+    assert get_rank(guess, gold, rank_keys) == (rank, num_sets)
+    if num_sets:
+        guess_ids = _output_ids(guess["output"][0], rank_keys)
+        for limit in (1, 3, 100):
+            expected = [position for position, entry in enumerate(rank[:limit]) if entry is True]
+            assert _true_positions(guess_ids, evidence_sets(gold, rank_keys), limit) == expected
     assert ids_list(gold, rank_keys) == kilt_ids_list(gold, rank_keys)
     assert rprecision(guess, gold, rank_keys) == kilt_rprecision(guess, gold, rank_keys)
 
@@ -159,7 +227,7 @@ def test_retrieval_scores_equal_kilt_compute(data: list[tuple[dict[str, Any], di
         assert result[name] == value, name  # bit-for-bit: same additions in the same order
 
 
-def test_rank_is_linear_on_long_lists() -> None:
+def test_rank_on_long_lists() -> None:
     gold = {"id": 1, "output": [{"provenance": [{"wikipedia_id": i} for i in range(0, 20000, 2)]}]}
     guess = {"id": 1, "output": [{"provenance": [{"wikipedia_id": i} for i in range(20000)]}]}
     rank, num_sets = get_rank(guess, gold)
@@ -189,7 +257,7 @@ def test_perfect_guess(gold: dict[str, Any], rank_keys: tuple[str, ...], extra: 
 def test_empty_guess_scores_zero(gold: dict[str, Any], rank_keys: tuple[str, ...], ks: list[int]) -> None:
     for guess in ({"id": 1, "output": [{"provenance": []}]}, {"id": 1, "output": [{"answer": "x"}]}):
         scores = retrieval_scores([(guess, gold)], ks=ks, rank_keys=rank_keys, include_recall_at_1=True)
-        assert all(value == 0 for value in scores.values())
+        assert all(value == 0 for name, value in scores.items() if name != "entity_in_input")
         assert get_rank(guess, gold, rank_keys) == ([], 0)
 
 
@@ -282,3 +350,10 @@ def test_fast_rouge_l_equals_package_on_sentences(hypothesis: str, reference: st
     assume(hypothesis.strip() and reference.strip())
     expected = Rouge().get_scores(hypothesis, reference, avg=True)["rouge-l"]["f"]
     assert rouge_l(hypothesis, reference) == expected
+
+
+@settings(max_examples=400, deadline=None)
+@given(x=st.lists(st.sampled_from("abcde"), max_size=40), y=st.lists(st.sampled_from("abcde"), max_size=40))
+def test_lcs_reconstruction_equals_package(x: list[str], y: list[str]) -> None:
+    """Few distinct words: many equally long LCSs, so the traceback's tie-breaking is what is tested."""
+    assert _lcs_words(x, y) == package_rouge_score._recon_lcs(x, y, exclusive=True)._ngrams

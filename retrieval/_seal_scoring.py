@@ -1,0 +1,101 @@
+"""SEAL scoring: from decoded n-grams (keys) to unit scores.
+
+Each key n gets a weight from its conditional log-probability given the query, log P(n|q), against its
+unconditional corpus probability P(n) = (F(n) + s) / (T + s) (F = count in the FM-index, T = tokens in
+the corpus, s = smoothing):
+
+    w(n) = max(0, log[P(n|q) (1 - P(n))] - log[P(n) (1 - P(n|q))]) ** alpha
+
+A unit's score sums the weights of the keys it contains, without double counting: occurrences are
+taken in decreasing weight order and one is accepted only where its tokens do not overlap a token
+already taken; each n-gram counts once, scaled by how many of its token types are new to the unit,
+``1 - beta + beta * |types(n) - covered| / |types(n)|`` (Bevilacqua et al., 2022, "Autoregressive
+Search Engines").  ``score_tokens`` is that formula on one unit's tokens; ``first_stage`` cheaply ranks
+candidate units from the index before the full formula is applied to the best of them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ScoringConfig(BaseModel):
+    """SEAL scoring parameters (defaults from the SEAL paper)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    alpha: float = Field(2.0, gt=0)
+    beta: float = Field(0.8, ge=0, le=1)
+    smoothing: float = Field(5.0, gt=0)
+    max_occurrences: int = Field(1500, ge=1, description="keys more frequent than this do not propose candidates")
+    n_full: int = Field(300, ge=1, description="candidates scored with the full formula")
+
+
+def key_weight(logprob: float, count: int, n_tokens: int, config: ScoringConfig) -> float:
+    """w(n) for a key of log-probability ``logprob`` occurring ``count`` times among ``n_tokens``."""
+    if count <= 0:
+        return 0.0
+    sr = min(logprob, -1e-10)
+    snr = math.log((count + config.smoothing) / (n_tokens + config.smoothing))
+    w = (sr + math.log1p(-math.exp(snr))) - (snr + math.log1p(-math.exp(sr)))
+    return max(w, 0.0) ** config.alpha
+
+
+def _coverage(types: frozenset[int], covered: set[int], beta: float) -> float:
+    return 1.0 - beta + beta * len(types - covered) / len(types)
+
+
+def _order(item: tuple[tuple[int, ...], float]) -> tuple:
+    ngram, w = item
+    return (-w, -len(ngram), ngram)
+
+
+def score_tokens(tokens: Sequence[int], weights: Mapping[tuple[int, ...], float],
+                 beta: float) -> tuple[float, list[tuple[tuple[int, ...], float]]]:
+    """Score one unit's token sequence; returns the score and the matched keys with their contributions."""
+    tokens = list(tokens)
+    occurrences: dict[tuple[int, ...], list[int]] = {}
+    by_first: dict[int, list[tuple[int, ...]]] = defaultdict(list)
+    for ngram, w in weights.items():
+        if w > 0 and ngram:
+            by_first[ngram[0]].append(ngram)
+    for i, t in enumerate(tokens):
+        for ngram in by_first.get(t, ()):
+            if tuple(tokens[i:i + len(ngram)]) == ngram:
+                occurrences.setdefault(ngram, []).append(i)
+    free = [True] * len(tokens)
+    covered: set[int] = set()
+    matched: list[tuple[tuple[int, ...], float]] = []
+    total = 0.0
+    for ngram, w in sorted(((n, weights[n]) for n in occurrences), key=_order):
+        counted = False
+        for start in occurrences[ngram]:
+            end = start + len(ngram)
+            if not all(free[start:end]):
+                continue
+            free[start:end] = [False] * (end - start)
+            if not counted:
+                contribution = w * _coverage(frozenset(ngram), covered, beta)
+                covered.update(ngram)
+                total += contribution
+                matched.append((ngram, contribution))
+                counted = True
+    return total, matched
+
+
+def first_stage(doc_keys: Mapping[int, list[tuple[int, ...]]], weights: Mapping[tuple[int, ...], float],
+                beta: float, limit: int) -> list[int]:
+    """Candidate units ranked by the sum of their keys' weights with the coverage factor (no overlap test)."""
+    scored = []
+    for doc, ngrams in doc_keys.items():
+        covered: set[int] = set()
+        s = 0.0
+        for ngram in sorted(set(ngrams), key=lambda n: _order((n, weights[n]))):
+            s += weights[ngram] * _coverage(frozenset(ngram), covered, beta)
+            covered.update(ngram)
+        scored.append((-s, doc))
+    scored.sort()
+    return [doc for _, doc in scored[:limit]]

@@ -1,0 +1,126 @@
+"""Training pairs for the generative retriever: (task, query) → an identifier the index can decode.
+
+Three sources, mixed under task prompts (UGR):
+- supervised, from KILT-format task files: the query → n-grams of the gold units (spans overlapping the
+  query's words first, then other spans) and the gold page's title;
+- self-supervised, from the corpus alone (CorpusBrain-style): a sentence → its page title, a page's lead
+  unit → its title, a span of a unit → another span of the same unit.
+Every target is a token sequence that occurs in the FM-index (body spans are slices of a unit's text
+tokens; titles are encoded with the index's title markers), so the model learns to write identifiers.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+from indexing import InputError, StoredUnit
+from indexing._store import UnitStore
+from indexing._units import sentence_spans
+
+_WORD = re.compile(r"\w+")
+_STOP = frozenset("a an the of in on at to for by with from and or is are was were be been what which who whom "
+                  "when where why how did does do that this these those it its as".split())
+
+
+@dataclass(frozen=True, slots=True)
+class Pair:
+    """One training example: the model reads the ``task`` prompt and ``query`` and writes ``target``."""
+
+    task: str
+    query: str
+    target: tuple[int, ...]
+    kind: Literal["body", "title"]
+
+
+def _words(text: str) -> set[str]:
+    return {w.lower() for w in _WORD.findall(text) if w.lower() not in _STOP}
+
+
+def _spans(tokens: list[int], token_text: list[str], query_words: set[str], rng: random.Random, n: int,
+           min_len: int, max_len: int) -> list[tuple[int, ...]]:
+    """Up to ``n`` distinct spans of ``tokens``: first around tokens that share a word with the query."""
+    if not tokens:
+        return []
+    hits = [i for i, t in enumerate(token_text) if _words(t) & query_words]
+    rng.shuffle(hits)
+    starts = [max(0, i - rng.randrange(0, 3)) for i in hits]
+    starts += [rng.randrange(0, len(tokens)) for _ in range(n * 2)]
+    out: list[tuple[int, ...]] = []
+    for s in starts:
+        span = tuple(tokens[s:s + rng.randint(min_len, max_len)])
+        if span and span not in out:
+            out.append(span)
+        if len(out) >= n:
+            break
+    return out
+
+
+def supervised_pairs(records: Iterable[dict], store: UnitStore, encoder, *, task: str, rng: random.Random,
+                     spans_per_record: int = 3, min_len: int = 3, max_len: int = 10,
+                     titles: bool = True) -> Iterator[Pair]:
+    """Pairs from KILT-format records whose provenance points into ``store``'s pages."""
+    tok = encoder.tokenizer
+    for rec in records:
+        query = str(rec.get("input", "")).strip()
+        if not query:
+            continue
+        qwords = _words(query)
+        seen_pages: set[str] = set()
+        for out in rec.get("output", []):
+            for prov in out.get("provenance", []) or []:
+                page = str(prov.get("wikipedia_id", ""))
+                par = prov.get("start_paragraph_id")
+                units = store.units_of(page, int(par)) if par is not None else store.units_of(page)[:1]
+                for u in units[:1]:
+                    toks = encoder.text_tokens(u.text)
+                    pieces = tok.convert_ids_to_tokens(toks)
+                    for span in _spans(toks, pieces, qwords, rng, spans_per_record, min_len, max_len):
+                        yield Pair(task, query, span, "body")
+                    if titles and page not in seen_pages:
+                        seen_pages.add(page)
+                        yield Pair(task, query, tuple(encoder.title_tokens(u.title)), "title")
+
+
+def corpus_pairs(store: UnitStore, encoder, *, rng: random.Random, n: int, task: str = "generic",
+                 min_len: int = 3, max_len: int = 10) -> list[Pair]:
+    """About ``n`` self-supervised pairs from a random sample of units (needs no task data)."""
+    if len(store) == 0:
+        raise InputError("the index holds no units")
+    ids = rng.sample(range(len(store)), min(len(store), max(1, n // 2)))
+    pairs: list[Pair] = []
+    units: list[StoredUnit] = store.get(sorted(ids))
+    for u in units:
+        spans = sentence_spans(u.text)
+        title = tuple(encoder.title_tokens(u.title)) if u.title else ()
+        if spans and title:
+            s, e = spans[rng.randrange(len(spans))]
+            pairs.append(Pair("page", u.text[s:e], title, "title"))  # sentence -> title
+            if u.start_paragraph == 1:
+                pairs.append(Pair("page", u.text[:400], title, "title"))  # lead -> title
+        if len(spans) >= 2:  # span -> span: one sentence as the query, n-grams of another as targets
+            (qs, qe), (ts, te) = rng.sample(spans, 2)
+            toks = encoder.text_tokens(u.text[ts:te])
+            pieces = encoder.tokenizer.convert_ids_to_tokens(toks)
+            for span in _spans(toks, pieces, _words(u.text[qs:qe]), rng, 1, min_len, max_len):
+                # a slice of a sentence's own tokens may tokenise differently inside the unit: keep exact ones
+                pairs.append(Pair(task, u.text[qs:qe], span, "body"))
+    rng.shuffle(pairs)
+    return pairs[:n]
+
+
+def mix(sources: dict[str, list[Pair]], rng: random.Random, weights: dict[str, float] | None = None) -> list[Pair]:
+    """Interleave several pair lists (multi-task mixing) in proportion to ``weights`` (default: sizes)."""
+    weights = weights or {name: float(len(p)) for name, p in sources.items()}
+    total = sum(weights.values()) or 1.0
+    size = sum(len(p) for p in sources.values())
+    mixed: list[Pair] = []
+    for name, pairs in sources.items():
+        want = int(round(size * weights[name] / total))
+        if pairs:
+            mixed.extend(pairs[i % len(pairs)] for i in range(want))
+    rng.shuffle(mixed)
+    return mixed
