@@ -1,5 +1,6 @@
 """Indexing: read a corpus, cut it into units with provenance, build an index directory."""
 
+from ._bm25 import BM25Config
 from ._build import IndexConfig, available_components, build_index
 from ._corpus import Page, ReadStats, read_corpus
 from ._dense import DenseConfig
@@ -12,7 +13,7 @@ from ._store import StoredUnit
 from ._units import Unit, UnitConfig
 
 __all__ = [
-    "ConfigError", "DenseConfig", "Encoder", "GenretError", "Index", "IndexConfig", "IndexFormatError", "InputError",
+    "BM25Config", "ConfigError", "DenseConfig", "Encoder", "GenretError", "Index", "IndexConfig", "IndexFormatError", "InputError",
     "Manifest", "NotFoundError", "Page", "ReadStats", "SentenceTransformerEncoder", "StoredUnit", "Unit",
     "UnitConfig", "available_components", "build_index", "read_corpus", "resolve_device",
 ]

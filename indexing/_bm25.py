@@ -2,12 +2,14 @@
 
 The units are written as an Anserini ``JsonCollection`` (``{"id": str(unit_id), "contents": ...}``,
 contents = ``"title\\ntext"`` by default, as in the BM25 baselines) into a temporary directory inside
-``out_dir`` and indexed by ``io.anserini.index.IndexCollection`` with the same arguments as
-``python -m pyserini.index.lucene`` (``INDEX_ARGS``): Anserini's default English analyzer (Porter
-stemmer, Lucene's English stop words), no positions, document vectors or raw documents (BM25 needs
-none; the unit store holds the text).  The Lucene files go into ``out_dir / "bm25"`` and are listed in
-the component with paths relative to ``out_dir`` (``bm25/_0.cfs``).  k1 and b are search-time settings
-(Lucene stores no BM25 weights); the manifest records the build's values as the retriever's defaults.
+``out_dir`` and indexed by ``io.anserini.index.IndexCollection`` with the arguments of
+``python -m pyserini.index.lucene`` given by ``index_args()`` (the RAM buffer sized to the JVM heap):
+Anserini's default English analyzer (Porter stemmer, Lucene's English stop words), no positions, document
+vectors or raw documents (BM25 needs none; the unit store holds the text).  The Lucene files go into
+``out_dir / "bm25"`` and are listed in the component with paths relative to ``out_dir`` (``bm25/_0.cfs``).
+k1 and b are search-time settings (Lucene stores no BM25 weights); the manifest records the build's values
+as the retriever's defaults.  Anserini rounds BM25 scores to 4 decimals; equal scores rank by document id
+string (``"10"`` before ``"9"``), as in pyserini.
 """
 
 from __future__ import annotations
@@ -48,10 +50,10 @@ class BM25Config(BaseModel):
     with_title: bool = Field(True, description="index 'title\\ntext' rather than the text alone")
 
 
-def index_args(collection_dir: Path, index_dir: Path, threads: int) -> list[str]:
+def index_args(collection_dir: Path, index_dir: Path, threads: int, memory_buffer_mb: int = 4096) -> list[str]:
     """Anserini ``IndexCollection`` arguments (also valid for ``python -m pyserini.index.lucene``)."""
     return ["-collection", COLLECTION, "-input", str(collection_dir), "-index", str(index_dir),
-            "-generator", GENERATOR, "-threads", str(threads), "-quiet"]
+            "-generator", GENERATOR, "-threads", str(threads), "-memoryBuffer", str(memory_buffer_mb), "-quiet"]
 
 
 def write_collection(store: UnitStore, directory: Path, *, with_title: bool, files: int = 1,
@@ -87,7 +89,7 @@ def build_bm25(store: UnitStore, out_dir: Path, config: BM25Config, *, progress:
     Raises ``GenretError`` when Java ≥ 21 / pyserini are missing or Anserini rejects or fails to
     index documents.  The temporary collection directory is removed in every case.
     """
-    from ._java import import_pyserini, java_list
+    from ._java import import_pyserini, java_list, max_heap_mb
 
     t0 = time.perf_counter()
     ps = import_pyserini()
@@ -100,9 +102,11 @@ def build_bm25(store: UnitStore, out_dir: Path, config: BM25Config, *, progress:
         written = write_collection(store, collection, with_title=config.with_title, files=files, progress=progress)
         log.info("bm25: indexing %d units with Anserini %s (Lucene %s, Java %s), %d thread(s)", written,
                  ps.anserini_version, ps.lucene_version, ps.java.version_str, files)
+        # Anserini's default 4 GiB RAM buffer overflows a smaller heap before Lucene flushes it
+        buffer_mb = max(64, min(4096, max_heap_mb() // 2))
         args = ps.IndexCollectionArgs()
         try:
-            ps.CmdLineParser(args).parseArgument(java_list(index_args(collection, index_dir, files)))
+            ps.CmdLineParser(args).parseArgument(java_list(index_args(collection, index_dir, files, buffer_mb)))
             indexer = ps.IndexCollection(args)
             indexer.run()
         except ps.JavaException as exc:

@@ -15,6 +15,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from ._corpus import ReadStats, read_corpus
+from ._bm25 import BM25Config, build_bm25
 from ._dense import DenseConfig, build_dense
 from ._errors import GenretError, InputError
 from ._manifest import Component, CorpusInfo, Manifest, UnitsInfo, file_entries, write_manifest
@@ -32,8 +33,9 @@ class IndexConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     units: UnitConfig = Field(default_factory=UnitConfig)
-    components: tuple[str, ...] = Field(default=("dense",), description="components to build")
+    components: tuple[str, ...] = Field(default=("dense", "bm25"), description="components to build")
     dense: DenseConfig = Field(default_factory=DenseConfig)
+    bm25: BM25Config = Field(default_factory=BM25Config)
     corpus_format: str = Field("auto", pattern="^(auto|jsonl|kilt)$")
     skip_bad: bool = False
 
@@ -41,6 +43,7 @@ class IndexConfig(BaseModel):
 # Component name -> builder(store, out_dir, config, progress) -> Component.  New index kinds register here.
 COMPONENT_BUILDERS: dict[str, Callable[[UnitStore, Path, IndexConfig, bool], Component]] = {
     "dense": lambda store, out, cfg, progress: build_dense(store, out, cfg.dense, progress=progress),
+    "bm25": lambda store, out, cfg, progress: build_bm25(store, out, cfg.bm25, progress=progress),
 }
 
 

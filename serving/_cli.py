@@ -18,13 +18,14 @@ EXIT_USAGE = 2
 
 
 def _cmd_index(a: argparse.Namespace) -> int:
-    from indexing import DenseConfig, IndexConfig, UnitConfig, available_components, build_index
+    from indexing import BM25Config, DenseConfig, IndexConfig, UnitConfig, available_components, build_index
 
     chosen = [name for name in available_components() if getattr(a, name, False)]
     config = IndexConfig(
         units=UnitConfig(kind=a.unit, window_words=a.window_words, stride=a.stride),
         components=tuple(chosen or available_components()),
         dense=DenseConfig(model=a.model, device=a.device, batch_size=a.batch_size),
+        bm25=BM25Config(k1=a.k1, b=a.b),
         corpus_format=a.format, skip_bad=a.skip_bad,
     )
     m = build_index(a.corpus, a.out, config, force=a.force, progress=not a.quiet)
@@ -138,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     ix.add_argument("corpus", nargs="+", help="JSONL {id,title,text} or KILT knowledge-source files (.gz ok)")
     ix.add_argument("--out", required=True, help="index directory to create")
     ix.add_argument("--dense", action="store_true", help="build the dense FAISS component")
+    ix.add_argument("--bm25", action="store_true", help="build the BM25 (Lucene, pyserini) component")
+    ix.add_argument("--k1", type=float, default=0.9, help="BM25 k1")
+    ix.add_argument("--b", type=float, default=0.4, help="BM25 b")
     ix.add_argument("--unit", choices=("paragraph", "window", "sentence"), default="paragraph")
     ix.add_argument("--window-words", type=int, default=100, help="words per window (--unit window)")
     ix.add_argument("--stride", type=int, default=None, help="words between window starts")
@@ -154,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("index")
     se.add_argument("query")
     se.add_argument("-k", type=int, default=10)
-    se.add_argument("--retriever", default=None, help="dense (default: the first the index supports)")
+    se.add_argument("--retriever", default=None, help="dense, bm25, … (default: the first the index supports)")
     se.add_argument("--device", default="auto")
     se.add_argument("--json", action="store_true")
     se.set_defaults(func=_cmd_search)

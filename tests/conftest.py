@@ -79,7 +79,7 @@ def encoder():
 
 
 @pytest.fixture(scope="session")
-def dense_index(data_dir, tmp_path_factory) -> Path:
+def tiny_index(data_dir, tmp_path_factory) -> Path:
     from indexing import DenseConfig, IndexConfig, build_index
 
     out = tmp_path_factory.mktemp("indexes") / "tiny"

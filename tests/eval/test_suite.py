@@ -9,7 +9,7 @@ from indexing import InputError
 from serving._cli import main
 
 
-def _suite_file(tmp_path, dense_index, data_dir, extra=""):
+def _suite_file(tmp_path, tiny_index, data_dir, extra=""):
     f = tmp_path / "suite.toml"
     f.write_text(f'''name = "tiny"
 k = 5
@@ -18,20 +18,20 @@ retrievers = ["dense"]
 {extra}
 [[tasks]]
 name = "tiny-qa"
-index = "{dense_index}"
+index = "{tiny_index}"
 file = "{data_dir / 'questions.jsonl'}"
 
 [[tasks]]
 name = "tiny-qa-passages"
-index = "{dense_index}"
+index = "{tiny_index}"
 file = "{data_dir / 'questions.jsonl'}"
 levels = ["passage"]
 ''')
     return f
 
 
-def test_suite_writes_table_json_predictions_and_plots(tmp_path, dense_index, data_dir):
-    result = run_suite(_suite_file(tmp_path, dense_index, data_dir), tmp_path / "out", progress=False)
+def test_suite_writes_table_json_predictions_and_plots(tmp_path, tiny_index, data_dir):
+    result = run_suite(_suite_file(tmp_path, tiny_index, data_dir), tmp_path / "out", progress=False)
     rows = result["rows"]
     assert [(r["task"], r["level"]) for r in rows] == [("tiny-qa", "page"), ("tiny-qa", "passage"),
                                                       ("tiny-qa-passages", "passage")]
@@ -45,14 +45,17 @@ def test_suite_writes_table_json_predictions_and_plots(tmp_path, dense_index, da
     assert len(preds) == 5
 
 
-def test_suite_cli_prints_the_table(tmp_path, dense_index, data_dir, capsys):
-    assert main(["eval", "suite", str(_suite_file(tmp_path, dense_index, data_dir)), "--out",
+def test_suite_cli_prints_the_table(tmp_path, tiny_index, data_dir, capsys):
+    assert main(["eval", "suite", str(_suite_file(tmp_path, tiny_index, data_dir)), "--out",
                  str(tmp_path / "o"), "--quiet"]) == 0
     assert capsys.readouterr().out.startswith("| task | retriever | level |")
 
 
-@pytest.mark.parametrize("extra, field", [('levels = ["chapter"]', "levels"), ('[[tasks]]\nname = "bad name!"\nindex = "x"\nfile = "y"', "tasks.0.name"),
+BAD_TASK = '[[tasks]]\nname = "bad name!"\nindex = "x"\nfile = "y"'
+
+
+@pytest.mark.parametrize("extra, field", [('levels = ["chapter"]', "levels"), (BAD_TASK, "tasks.0.name"),
                                           ('surprise = 1', "surprise")])
-def test_bad_suite_files(tmp_path, dense_index, data_dir, extra, field):
+def test_bad_suite_files(tmp_path, tiny_index, data_dir, extra, field):
     with pytest.raises(InputError, match=f"field '{field}"):
-        load_suite(_suite_file(tmp_path, dense_index, data_dir, extra))
+        load_suite(_suite_file(tmp_path, tiny_index, data_dir, extra))

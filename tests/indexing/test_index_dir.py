@@ -9,8 +9,8 @@ from indexing import GenretError, Index, IndexConfig, IndexFormatError, InputErr
 from indexing._manifest import FORMAT_VERSION, MANIFEST_FILE
 
 
-def test_manifest_describes_the_index(dense_index, data_dir):
-    m = Index(dense_index).manifest
+def test_manifest_describes_the_index(tiny_index, data_dir):
+    m = Index(tiny_index).manifest
     assert m.format == "genret-index" and m.format_version == FORMAT_VERSION
     assert m.corpus.pages == 5 and m.corpus.paragraphs == 10 and m.units.count == 10
     assert m.units.kind == "paragraph"
@@ -72,9 +72,9 @@ def test_unknown_component_and_empty_corpus(tmp_path):
 
 
 @pytest.fixture
-def index_copy(dense_index, tmp_path):
+def index_copy(tiny_index, tmp_path):
     dst = tmp_path / "copy"
-    shutil.copytree(dense_index, dst)
+    shutil.copytree(tiny_index, dst)
     return dst
 
 

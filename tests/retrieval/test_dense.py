@@ -14,8 +14,8 @@ QUERIES = ["oil embargo by OAPEC", "who climbed Everest first", "plants turn lig
 
 
 @pytest.fixture(scope="module")
-def retriever(dense_index, encoder):
-    index = Index(dense_index)
+def retriever(tiny_index, encoder):
+    index = Index(tiny_index)
     yield DenseRetriever(index, DenseSearchConfig(device="cpu"), encoder=encoder)
     index.close()
 
@@ -56,8 +56,8 @@ def test_k_larger_than_corpus_and_invalid_k(retriever):
     assert retriever.batch_search([], k=3) == []
 
 
-def test_registry(dense_index):
-    with Index(dense_index) as index:
-        assert available_retrievers(index) == ["dense"]
+def test_registry(tiny_index):
+    with Index(tiny_index) as index:
+        assert available_retrievers(index) == ["dense", "bm25"]
         with pytest.raises(NotFoundError, match="unknown retriever"):
             load_retriever(index, "nope")

@@ -7,16 +7,16 @@ from serving import Settings, create_app
 
 
 @pytest.fixture(scope="module")
-def client(dense_index):
-    settings = Settings(indexes=[dense_index], retrieval={"dense": {"device": "cpu"}})
+def client(tiny_index):
+    settings = Settings(indexes=[tiny_index], retrieval={"dense": {"device": "cpu"}})
     with TestClient(create_app(settings)) as c:
         yield c
 
 
-def test_health_and_indexes(client, dense_index):
+def test_health_and_indexes(client, tiny_index):
     assert client.get("/healthz").json() == {"status": "ok"}
     (desc,) = client.get("/v1/indexes").json()
-    assert desc == {"name": dense_index.name, "units": 10, "unit_kind": "paragraph", "retrievers": ["dense"]}
+    assert desc == {"name": tiny_index.name, "units": 10, "unit_kind": "paragraph", "retrievers": ["dense", "bm25"]}
 
 
 def test_search_post_and_get_agree(client):
@@ -46,3 +46,9 @@ def test_bad_requests_are_clear_4xx(client, request_kwargs, status, words):
     assert r.status_code == status
     body = r.json()
     assert set(body) == {"error", "detail"} and words in body["detail"]
+
+
+def test_search_with_bm25(client):
+    body = client.post("/v1/search", json={"query": "Guido van Rossum", "k": 2, "retriever": "bm25"}).json()
+    assert body["retriever"] == "bm25"
+    assert body["hits"][0]["provenance"]["wikipedia_id"] == "p-python"

@@ -1,0 +1,335 @@
+"""Benchmark of the FM-index (``indexing._fm_index``) against tokengrams and a plain numpy suffix array.
+
+Corpora: Zipf-distributed synthetic token ids (vocabulary 50k, documents of ~100 tokens) of the given sizes, and
+the mini-KILT knowledge sources (one document per paragraph, laid out as ``[1] title [2] paragraph`` like the
+``fm-index`` component, SmolLM2 tokenizer); missing files are skipped.  Every build runs in its own subprocess,
+so its peak RSS is its own.  Queries are n-grams sampled from random document positions (so frequent tokens are
+frequent prefixes, as in decoding); all systems answer the same queries in the same run.
+
+    python bench/fm_index.py [--sizes 1e6,1e7] [--full] [--no-minikilt] [--queries 1000]
+
+Columns: build time (FM: arrays written; the wavelet matrix is built on load, column ``load s``), tokens/s,
+peak RSS of the build process, bytes/token on disk, bytes/token of RSS added by loading (FM: memory-mapped
+arrays + the in-RAM wavelet matrix), then median / p99 latency in µs of ``count`` (3-grams), ``next_tokens``
+(1-token and 3-token prefixes; "step": ``next_tokens_of_range`` + ``extend`` on a range kept from the previous
+step, the per-token cost of constrained decoding) and ``locate(limit=100)`` (3-grams).
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+VOCAB = 50_000
+MINIKILT = Path("/work/shared/minikilt")
+KILT_TASKS = ("squad", "scifact", "climate_fever")
+
+
+# -- corpora -------------------------------------------------------------------------------------------------
+def synthetic(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` Zipf(1.1) token ids below VOCAB in documents of 50-150 tokens."""
+    rng = np.random.default_rng(seed)
+    parts, have = [], 0
+    while have < n:
+        z = rng.zipf(1.1, 2 * (n - have) + 1000)
+        z = z[z <= VOCAB] - 1
+        parts.append(z[: n - have])
+        have += len(parts[-1])
+    tokens = np.concatenate(parts).astype(np.uint16)
+    lengths = rng.integers(50, 151, n // 50 + 2)
+    lengths = lengths[: int(np.searchsorted(np.cumsum(lengths), n)) + 1]
+    lengths[-1] -= int(lengths.sum()) - n
+    return tokens, lengths.astype(np.int64)
+
+
+def minikilt(task: str) -> tuple[np.ndarray, np.ndarray, float]:
+    """Paragraph documents of a mini-KILT knowledge source, tokenized as the fm-index component does."""
+    from indexing._fm_build import encode_texts, title_markers
+    from indexing._models import load_tokenizer
+
+    tok = load_tokenizer("smollm2-135m-instruct")
+    start, end, _ = title_markers(tok)
+    titles, texts = [], []
+    with open(MINIKILT / task / "knowledge_source.jsonl", encoding="utf-8") as fh:
+        for line in fh:
+            page = json.loads(line)
+            for par in page["text"][1:]:
+                titles.append(page["wikipedia_title"])
+                texts.append(par)
+    t0 = time.perf_counter()
+    docs = []
+    for a in range(0, len(texts), 2048):
+        ids = encode_texts(tok, titles[a:a + 2048] + texts[a:a + 2048])
+        half = len(ids) // 2
+        docs += [[start, *ids[k], end, *ids[half + k]] for k in range(half)]
+    seconds = time.perf_counter() - t0
+    lengths = np.array([len(d) for d in docs], np.int64)
+    return np.concatenate([np.array(d, np.uint16) for d in docs]), lengths, seconds
+
+
+def sample_queries(tokens: np.ndarray, lengths: np.ndarray, k: int, m: int, seed: int) -> list[list[int]]:
+    """``m`` k-grams starting at uniformly random positions inside documents."""
+    rng = np.random.default_rng(seed)
+    starts = np.concatenate([[0], np.cumsum(lengths)])
+    ok = np.flatnonzero(lengths >= k)
+    weights = (lengths[ok] - k + 1) / (lengths[ok] - k + 1).sum()
+    docs = rng.choice(ok, size=m, p=weights)
+    offs = (rng.random(m) * (lengths[docs] - k + 1)).astype(np.int64)
+    return [tokens[starts[d] + o: starts[d] + o + k].tolist() for d, o in zip(docs, offs)]
+
+
+# -- measurement helpers -------------------------------------------------------------------------------------
+def rss_bytes() -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def peak_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def latency(fn: Callable[[Any], Any], queries: list[Any]) -> str:
+    fn(queries[0])
+    times = []
+    for q in queries:
+        t = time.perf_counter()
+        fn(q)
+        times.append(time.perf_counter() - t)
+    us = np.array(times) * 1e6
+    return f"{np.median(us):.1f} / {np.percentile(us, 99):.0f}"
+
+
+def dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+# -- workers (each run in its own process) -------------------------------------------------------------------
+def work_fm(work: Path, q: dict[str, list]) -> dict[str, Any]:
+    from indexing._fm_index import FMIndex
+
+    tokens, lengths = np.load(work / "tokens.npy"), np.load(work / "lengths.npy")
+    vocab = int(json.loads((work / "meta.json").read_text())["vocab"])
+    t0 = time.perf_counter()
+    index = FMIndex.from_flat(tokens, lengths, vocab, sa_sample=32)
+    index.save(work / "fm")
+    build = time.perf_counter() - t0
+    (work / "fm_params.json").write_text(json.dumps(index.params()))
+    return {"build_s": build, "peak": peak_bytes(), "disk": dir_bytes(work / "fm")}
+
+
+def query_fm(work: Path, q: dict[str, list]) -> dict[str, Any]:
+    import wavelet_matrix  # noqa: F401 - imported before the baseline is taken
+
+    from indexing._fm_index import FMIndex
+
+    params = json.loads((work / "fm_params.json").read_text())
+    before = rss_bytes()
+    t0 = time.perf_counter()
+    index = FMIndex.load(work / "fm", params, mmap=True)
+    load = time.perf_counter() - t0
+    ram = rss_bytes() - before
+    steps = [(index.range_of(p[:2]), p[2]) for p in q["q3"]]
+
+    def step(s: tuple) -> None:
+        index.next_tokens_of_range(index.extend(*s))
+
+    out = {"load_s": load, "ram": ram,
+           "count3": latency(index.count, q["q3"]), "next1": latency(index.next_tokens, q["q1"]),
+           "next3": latency(index.next_tokens, q["q3"]), "step3": latency(step, steps),
+           "locate": latency(lambda g: index.locate(g, limit=100), q["q3"][: len(q["q3"]) // 2])}
+    out["ram_after"] = rss_bytes() - before
+    return out
+
+
+def work_tokengrams(work: Path, q: dict[str, list]) -> dict[str, Any]:
+    from tokengrams import InMemoryIndex
+
+    meta = json.loads((work / "meta.json").read_text())
+    tokens, lengths = np.load(work / "tokens.npy"), np.load(work / "lengths.npy")
+    sep = meta["vocab"]  # boundary token so that n-grams do not cross documents
+    text = np.insert(tokens.astype(np.uint16), np.cumsum(lengths), sep).astype(np.uint16)
+    text.tofile(work / "tg.tokens")
+    del tokens, text
+    before = rss_bytes()
+    t0 = time.perf_counter()
+    index = InMemoryIndex.from_token_file(str(work / "tg.tokens"), vocab=2**16)
+    build = time.perf_counter() - t0
+    ram = rss_bytes() - before
+    peak = peak_bytes()
+    index.save_index(str(work / "tg.index"))
+    disk = (work / "tg.tokens").stat().st_size + (work / "tg.index").stat().st_size
+    starts = np.concatenate([[0], np.cumsum(lengths + 1)])
+
+    def locate(g: list[int]) -> list:
+        pos = np.array(index.positions(g)[:100], np.int64)
+        d = np.searchsorted(starts, pos, side="right") - 1
+        return sorted(zip(d.tolist(), (pos - starts[d]).tolist()))
+
+    return {"build_s": build, "peak": peak, "disk": disk, "ram": ram,
+            "count3": latency(index.count, q["q3"]), "next1": latency(index.count_next, q["q1"]),
+            "next3": latency(index.count_next, q["q3"]),
+            "locate": latency(locate, q["q3"][: len(q["q3"]) // 2])}
+
+
+class _Suffixes:
+    """``bisect`` view of the suffix array: item i = the first m tokens of suffix SA[i]."""
+
+    def __init__(self, text: np.ndarray, sa: np.ndarray, m: int) -> None:
+        self.text, self.sa, self.m = text, sa, m
+
+    def __len__(self) -> int:
+        return len(self.sa)
+
+    def __getitem__(self, i: int) -> list[int]:
+        s = int(self.sa[i])
+        return self.text[s:s + self.m].tolist()
+
+
+def work_numpy(work: Path, q: dict[str, list]) -> dict[str, Any]:
+    from pydivsufsort import divsufsort
+
+    meta = json.loads((work / "meta.json").read_text())
+    tokens, lengths = np.load(work / "tokens.npy"), np.load(work / "lengths.npy")
+    t0 = time.perf_counter()
+    text = np.insert(tokens.astype(np.uint16), np.cumsum(lengths), meta["vocab"]).astype(np.uint16)
+    del tokens
+    sa = divsufsort(text)
+    build = time.perf_counter() - t0
+    ram = text.nbytes + sa.nbytes  # what a fresh process holds after np.load of both arrays
+    peak = peak_bytes()
+    starts = np.concatenate([[0], np.cumsum(lengths + 1)])
+
+    def rng(g: list[int]) -> tuple[int, int]:
+        view = _Suffixes(text, sa, len(g))
+        return bisect.bisect_left(view, g), bisect.bisect_right(view, g)
+
+    def count(g: list[int]) -> int:
+        lo, hi = rng(g)
+        return hi - lo
+
+    def next_tokens(g: list[int]) -> tuple:
+        lo, hi = rng(g)
+        nxt = text[sa[lo:hi].astype(np.int64) + len(g)]
+        u, c = np.unique(nxt[nxt != meta["vocab"]], return_counts=True)
+        return u, c
+
+    def locate(g: list[int]) -> list:
+        lo, hi = rng(g)
+        pos = sa[lo:min(hi, lo + 100)].astype(np.int64)
+        d = np.searchsorted(starts, pos, side="right") - 1
+        return sorted(zip(d.tolist(), (pos - starts[d]).tolist()))
+
+    return {"build_s": build, "peak": peak, "disk": text.nbytes + sa.nbytes, "ram": ram,
+            "count3": latency(count, q["q3"]), "next1": latency(next_tokens, q["q1"]),
+            "next3": latency(next_tokens, q["q3"]), "locate": latency(locate, q["q3"][: len(q["q3"]) // 2])}
+
+
+WORKERS = {"fm": work_fm, "fm-query": query_fm, "tokengrams": work_tokengrams, "numpy-sa": work_numpy}
+
+
+def worker_main(kind: str, work: Path) -> None:
+    q = json.loads((work / "queries.json").read_text())
+    result = WORKERS[kind](work, q)
+    result["peak_total"] = peak_bytes()
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def run_worker(kind: str, work: Path) -> dict[str, Any]:
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, __file__, "--worker", kind, str(work)], capture_output=True, text=True,
+                          env=env)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode or not lines:
+        raise RuntimeError(f"{kind} worker failed:\n{proc.stderr[-3000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+# -- driver --------------------------------------------------------------------------------------------------
+def bench_corpus(name: str, tokens: np.ndarray, lengths: np.ndarray, vocab: int, n_queries: int,
+                 systems: list[str]) -> list[str]:
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="fmbench-") as tmp:
+        work = Path(tmp)
+        np.save(work / "tokens.npy", tokens)
+        np.save(work / "lengths.npy", lengths)
+        (work / "meta.json").write_text(json.dumps({"vocab": vocab}))
+        q = {"q1": sample_queries(tokens, lengths, 1, n_queries, 1),
+             "q3": sample_queries(tokens, lengths, 3, n_queries, 3)}
+        (work / "queries.json").write_text(json.dumps(q))
+        n = len(tokens)
+        for system in systems:
+            r = run_worker(system, work)
+            if system == "fm":
+                r.update(run_worker("fm-query", work))
+            mb = r["peak"] / 2**20
+            row = [name, f"{n / 1e6:.2f}M", system, f"{r['build_s']:.2f}", f"{n / r['build_s'] / 1e6:.2f}",
+                   f"{r['load_s']:.1f}" if "load_s" in r else "–", f"{mb:.0f}", f"{r['disk'] / n:.2f}",
+                   f"{r['ram'] / n:.2f}" + (f" ({r['ram_after'] / n:.2f})" if "ram_after" in r else ""),
+                   r["count3"], r["next1"], r["next3"], r.get("step3", "–"), r["locate"]]
+            rows.append("| " + " | ".join(row) + " |")
+            print(rows[-1], file=sys.stderr, flush=True)
+    return rows
+
+
+HEADER = ("| corpus | tokens | system | build s | Mtok/s | load s | peak RSS MB | disk B/tok "
+          "| RAM B/tok (after queries) | count 3-gram µs | next_tokens 1-tok µs | next_tokens 3-tok µs "
+          "| decode step µs | locate≤100 µs |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", default="1e6,1e7", help="synthetic corpus sizes in tokens, comma-separated")
+    ap.add_argument("--full", action="store_true", help="also 5e7 tokens")
+    ap.add_argument("--no-minikilt", action="store_true")
+    ap.add_argument("--queries", type=int, default=1000, help="queries per operation (locate: half)")
+    ap.add_argument("--systems", default="fm,tokengrams,numpy-sa")
+    ap.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        worker_main(args.worker[0], Path(args.worker[1]))
+        return
+    systems = args.systems.split(",")
+    sizes = [int(float(s)) for s in args.sizes.split(",") if s]
+    if args.full and 50_000_000 not in sizes:
+        sizes.append(50_000_000)
+    rows, notes = [], []
+    for n in sizes:
+        tokens, lengths = synthetic(n)
+        rows += bench_corpus("zipf", tokens, lengths, VOCAB, args.queries, systems)
+    if not args.no_minikilt:
+        for task in KILT_TASKS:
+            if not (MINIKILT / task / "knowledge_source.jsonl").is_file():
+                notes.append(f"{task}: skipped (no knowledge_source.jsonl)")
+                continue
+            tokens, lengths, secs = minikilt(task)
+            notes.append(f"{task}: {len(lengths)} paragraphs, {len(tokens)} tokens, tokenized at "
+                         f"{len(tokens) / secs / 1e6:.2f}M tok/s")
+            rows += bench_corpus(f"minikilt/{task}", tokens, lengths, 49_152, args.queries, systems)
+    print(HEADER)
+    print("\n".join(rows))
+    for note in notes:
+        print(f"\n- {note}", end="")
+    print(f"\n\nmachine: {os.cpu_count()} CPUs, python {sys.version.split()[0]}, numpy {np.__version__}")
+
+
+if __name__ == "__main__":
+    main()
