@@ -13,7 +13,8 @@ from ._store import StoredUnit
 from ._units import Unit, UnitConfig
 
 __all__ = [
-    "BM25Config", "ConfigError", "DenseConfig", "Encoder", "GenretError", "Index", "IndexConfig", "IndexFormatError", "InputError",
-    "Manifest", "NotFoundError", "Page", "ReadStats", "SentenceTransformerEncoder", "StoredUnit", "Unit",
-    "UnitConfig", "available_components", "build_index", "read_corpus", "resolve_device",
+    "BM25Config", "ConfigError", "DenseConfig", "Encoder", "GenretError", "Index", "IndexConfig",
+    "IndexFormatError", "InputError", "Manifest", "NotFoundError", "Page", "ReadStats",
+    "SentenceTransformerEncoder", "StoredUnit", "Unit", "UnitConfig", "available_components", "build_index",
+    "read_corpus", "resolve_device",
 ]

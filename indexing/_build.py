@@ -14,8 +14,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ._corpus import ReadStats, read_corpus
 from ._bm25 import BM25Config, build_bm25
+from ._corpus import ReadStats, read_corpus
 from ._dense import DenseConfig, build_dense
 from ._errors import GenretError, InputError
 from ._manifest import Component, CorpusInfo, Manifest, UnitsInfo, file_entries, write_manifest

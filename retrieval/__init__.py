@@ -6,6 +6,6 @@ from ._registry import REGISTRY, RetrievalConfig, available_retrievers, load_ret
 from ._types import Hit, Provenance, Retriever
 
 __all__ = [
-    "REGISTRY", "BM25Retriever", "BM25SearchConfig", "DenseRetriever", "DenseSearchConfig", "Hit", "Provenance", "RetrievalConfig", "Retriever",
-    "available_retrievers", "load_retriever",
+    "REGISTRY", "BM25Retriever", "BM25SearchConfig", "DenseRetriever", "DenseSearchConfig", "Hit", "Provenance",
+    "RetrievalConfig", "Retriever", "available_retrievers", "load_retriever",
 ]
