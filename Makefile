@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.genret-installed
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test lint clean minikilt
 
 setup: $(STAMP)
 
@@ -23,6 +23,15 @@ demo: setup
 
 test: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+# The README's mini-KILT tables: index each task's knowledge source, run the dev suite.
+MINIKILT ?= ../shared/minikilt
+minikilt: setup
+	for t in squad scifact climate_fever; do \
+	  test -f runs/indexes/$$t/manifest.json || \
+	  HF_HUB_OFFLINE=1 $(BIN)/genret index $(MINIKILT)/$$t/knowledge_source.jsonl --out runs/indexes/$$t --quiet \
+	  || exit 1; done
+	HF_HUB_OFFLINE=1 $(BIN)/genret eval suite bench/minikilt-dev.toml --out runs/minikilt-dev --quiet
 
 lint: setup
 	$(BIN)/ruff check .

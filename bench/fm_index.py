@@ -6,7 +6,8 @@ the mini-KILT knowledge sources (one document per paragraph, laid out as ``[1] t
 so its peak RSS is its own.  Queries are n-grams sampled from random document positions (so frequent tokens are
 frequent prefixes, as in decoding); all systems answer the same queries in the same run.
 
-    python bench/fm_index.py [--sizes 1e6,1e7] [--full] [--no-minikilt] [--queries 1000]
+    python bench/fm_index.py [--sizes 1e6,1e7] [--full] [--no-minikilt] [--queries 1000] [--sa-sample 32]
+                             [--systems fm,tokengrams,numpy-sa]
 
 Columns: build time (FM: arrays written; the wavelet matrix is built on load, column ``load s``), tokens/s,
 peak RSS of the build process, bytes/token on disk, bytes/token of RSS added by loading (FM: memory-mapped
@@ -103,6 +104,11 @@ def rss_bytes() -> int:
 
 
 def peak_bytes() -> int:
+    """Peak RSS of this process (VmHWM: ru_maxrss would carry the parent's peak over fork + exec)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
@@ -126,9 +132,9 @@ def work_fm(work: Path, q: dict[str, list]) -> dict[str, Any]:
     from indexing._fm_index import FMIndex
 
     tokens, lengths = np.load(work / "tokens.npy"), np.load(work / "lengths.npy")
-    vocab = int(json.loads((work / "meta.json").read_text())["vocab"])
+    meta = json.loads((work / "meta.json").read_text())
     t0 = time.perf_counter()
-    index = FMIndex.from_flat(tokens, lengths, vocab, sa_sample=32)
+    index = FMIndex.from_flat(tokens, lengths, meta["vocab"], sa_sample=meta["sa_sample"])
     index.save(work / "fm")
     build = time.perf_counter() - t0
     (work / "fm_params.json").write_text(json.dumps(index.params()))
@@ -264,13 +270,13 @@ def run_worker(kind: str, work: Path) -> dict[str, Any]:
 
 # -- driver --------------------------------------------------------------------------------------------------
 def bench_corpus(name: str, tokens: np.ndarray, lengths: np.ndarray, vocab: int, n_queries: int,
-                 systems: list[str]) -> list[str]:
+                 systems: list[str], sa_sample: int = 32) -> list[str]:
     rows = []
     with tempfile.TemporaryDirectory(prefix="fmbench-") as tmp:
         work = Path(tmp)
         np.save(work / "tokens.npy", tokens)
         np.save(work / "lengths.npy", lengths)
-        (work / "meta.json").write_text(json.dumps({"vocab": vocab}))
+        (work / "meta.json").write_text(json.dumps({"vocab": vocab, "sa_sample": sa_sample}))
         q = {"q1": sample_queries(tokens, lengths, 1, n_queries, 1),
              "q3": sample_queries(tokens, lengths, 3, n_queries, 3)}
         (work / "queries.json").write_text(json.dumps(q))
@@ -280,7 +286,8 @@ def bench_corpus(name: str, tokens: np.ndarray, lengths: np.ndarray, vocab: int,
             if system == "fm":
                 r.update(run_worker("fm-query", work))
             mb = r["peak"] / 2**20
-            row = [name, f"{n / 1e6:.2f}M", system, f"{r['build_s']:.2f}", f"{n / r['build_s'] / 1e6:.2f}",
+            label = system if system != "fm" or sa_sample == 32 else f"fm (sa_sample={sa_sample})"
+            row = [name, f"{n / 1e6:.2f}M", label, f"{r['build_s']:.2f}", f"{n / r['build_s'] / 1e6:.2f}",
                    f"{r['load_s']:.1f}" if "load_s" in r else "–", f"{mb:.0f}", f"{r['disk'] / n:.2f}",
                    f"{r['ram'] / n:.2f}" + (f" ({r['ram_after'] / n:.2f})" if "ram_after" in r else ""),
                    r["count3"], r["next1"], r["next3"], r.get("step3", "–"), r["locate"]]
@@ -302,6 +309,7 @@ def main() -> None:
     ap.add_argument("--no-minikilt", action="store_true")
     ap.add_argument("--queries", type=int, default=1000, help="queries per operation (locate: half)")
     ap.add_argument("--systems", default="fm,tokengrams,numpy-sa")
+    ap.add_argument("--sa-sample", type=int, default=32, help="FM-index suffix-array sampling rate")
     ap.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -314,7 +322,7 @@ def main() -> None:
     rows, notes = [], []
     for n in sizes:
         tokens, lengths = synthetic(n)
-        rows += bench_corpus("zipf", tokens, lengths, VOCAB, args.queries, systems)
+        rows += bench_corpus("zipf", tokens, lengths, VOCAB, args.queries, systems, args.sa_sample)
     if not args.no_minikilt:
         for task in KILT_TASKS:
             if not (MINIKILT / task / "knowledge_source.jsonl").is_file():
@@ -323,7 +331,7 @@ def main() -> None:
             tokens, lengths, secs = minikilt(task)
             notes.append(f"{task}: {len(lengths)} paragraphs, {len(tokens)} tokens, tokenized at "
                          f"{len(tokens) / secs / 1e6:.2f}M tok/s")
-            rows += bench_corpus(f"minikilt/{task}", tokens, lengths, 49_152, args.queries, systems)
+            rows += bench_corpus(f"minikilt/{task}", tokens, lengths, 49_152, args.queries, systems, args.sa_sample)
     print(HEADER)
     print("\n".join(rows))
     for note in notes:

@@ -7,13 +7,14 @@ from ._dense import DenseConfig
 from ._device import resolve_device
 from ._encoder import Encoder, SentenceTransformerEncoder
 from ._errors import ConfigError, GenretError, IndexFormatError, InputError, NotFoundError
+from ._fm_build import FMConfig
 from ._index import Index
 from ._manifest import Manifest
 from ._store import StoredUnit
 from ._units import Unit, UnitConfig
 
 __all__ = [
-    "BM25Config", "ConfigError", "DenseConfig", "Encoder", "GenretError", "Index", "IndexConfig",
+    "BM25Config", "ConfigError", "DenseConfig", "Encoder", "FMConfig", "GenretError", "Index", "IndexConfig",
     "IndexFormatError", "InputError", "Manifest", "NotFoundError", "Page", "ReadStats",
     "SentenceTransformerEncoder", "StoredUnit", "Unit", "UnitConfig", "available_components", "build_index",
     "read_corpus", "resolve_device",

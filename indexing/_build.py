@@ -18,6 +18,7 @@ from ._bm25 import BM25Config, build_bm25
 from ._corpus import ReadStats, read_corpus
 from ._dense import DenseConfig, build_dense
 from ._errors import GenretError, InputError
+from ._fm_build import FMConfig, build_fm
 from ._manifest import Component, CorpusInfo, Manifest, UnitsInfo, file_entries, write_manifest
 from ._progress import progress_bar
 from ._store import STORE_FILE, StoreWriter, UnitStore
@@ -33,9 +34,10 @@ class IndexConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     units: UnitConfig = Field(default_factory=UnitConfig)
-    components: tuple[str, ...] = Field(default=("dense", "bm25"), description="components to build")
+    components: tuple[str, ...] = Field(default=("dense", "bm25", "fm"), description="components to build")
     dense: DenseConfig = Field(default_factory=DenseConfig)
     bm25: BM25Config = Field(default_factory=BM25Config)
+    fm: FMConfig = Field(default_factory=FMConfig)
     corpus_format: str = Field("auto", pattern="^(auto|jsonl|kilt)$")
     skip_bad: bool = False
 
@@ -44,6 +46,7 @@ class IndexConfig(BaseModel):
 COMPONENT_BUILDERS: dict[str, Callable[[UnitStore, Path, IndexConfig, bool], Component]] = {
     "dense": lambda store, out, cfg, progress: build_dense(store, out, cfg.dense, progress=progress),
     "bm25": lambda store, out, cfg, progress: build_bm25(store, out, cfg.bm25, progress=progress),
+    "fm": lambda store, out, cfg, progress: build_fm(store, out, cfg.fm, progress=progress),
 }
 
 

@@ -78,6 +78,12 @@ def encode_texts(tokenizer: Any, texts: Sequence[str], *, lowercase: bool = Fals
     return tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
 
 
+def unit_token_ids(tokenizer: Any, params: dict[str, Any], title: str, text: str) -> list[int]:
+    """A unit's token ids exactly as indexed (``params``: the component's): its n-grams are its windows."""
+    title_ids, text_ids = encode_texts(tokenizer, [title, text], lowercase=params["lowercase"])
+    return [params["title_start_id"], *title_ids, params["title_end_id"], *text_ids]
+
+
 def build_fm(store: UnitStore, out_dir: Path, config: FMConfig, progress: bool = True) -> Component:
     """Tokenize every unit of ``store`` and write the (sharded) FM-index and the tokenizer under ``out_dir/fm``."""
     t0 = time.perf_counter()

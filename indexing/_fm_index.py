@@ -18,11 +18,18 @@ level per token: about 4 bytes/token for 16-bit symbols).
 
 Ranges.  ``FMRange = (lo, hi, length)``: suffix-array rows ``[lo, hi)`` of an n-gram of ``length`` tokens;
 ``(0, n_rows, 0)`` is the empty n-gram (every position); an n-gram that does not occur has ``lo == hi``.
+
+Costs (r = occurrences, σ = distinct tokens; a ``rank`` call is 1-3 µs at 1e6-5e7 tokens):
+``extend`` 2 ranks (1 when r <= 8, none from the root); ``count``/``range_of`` one ``extend`` per token;
+``next_tokens_of_range`` O(r) for r <= 32, then ``np.unique``/``np.bincount`` over the BWT slice (the root's
+answer is precomputed); ``locate``/``doc_counts`` up to ``sa_sample - 1`` LF steps (one rank each, about
+``sa_sample / 2`` on average) per returned occurrence, vectorised over all occurrences of the call.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+import ctypes
+import threading
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -31,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from ._errors import IndexFormatError
+from ._fm_shards import FMQueries, FMRange, Limit, NextTokens, empty_next
 from ._progress import progress_bar
 
 FM_FORMAT = "genret-fm/1"
@@ -38,86 +46,6 @@ END_SYM, SEP_SYM, FIRST_SYM = 0, 1, 2
 _CHUNK = 1 << 22
 _TINY, _SMALL = 8, 32  # range sizes below which extend / next_tokens read the BWT slice in Python
 _ARRAYS = ("bwt", "bwt_hi", "C", "token_of_sym", "sample_rows", "sample_pos", "doc_starts")
-
-FMRange = tuple  # (lo, hi, length) for one shard; a tuple of those for a sharded index
-NextTokens = tuple[np.ndarray, np.ndarray]
-Limit = int | None | Sequence[int | None]
-
-
-def empty_next() -> NextTokens:
-    return np.zeros(0, np.int64), np.zeros(0, np.int64)
-
-
-class FMQueries(ABC):
-    """The query API shared by ``FMIndex`` and ``ShardedFMIndex``; n-grams are sequences of token ids.
-
-    Token ids outside ``[0, vocab_size)`` or absent from the corpus simply do not occur (no exception).
-    """
-
-    vocab_size: int
-    n_docs: int
-    n_tokens: int
-
-    @abstractmethod
-    def root(self) -> FMRange: ...
-    @abstractmethod
-    def extend(self, rng: FMRange, token: int) -> FMRange: ...
-    @abstractmethod
-    def count_range(self, rng: FMRange) -> int: ...
-    @abstractmethod
-    def next_tokens_of_range(self, rng: FMRange) -> NextTokens: ...
-    @abstractmethod
-    def locate_ranges(self, rngs: Sequence[FMRange], limit: Limit = None) -> list[list[tuple[int, int]]]: ...
-    @abstractmethod
-    def doc_counts_ranges(self, rngs: Sequence[FMRange], limit: Limit = None) -> list[dict[int, int]]: ...
-    @abstractmethod
-    def doc_length(self, doc: int) -> int: ...
-
-    def range_of(self, ngram: Sequence[int]) -> FMRange:
-        """The range of ``ngram``, by ``len(ngram)`` calls of ``extend`` from ``root()``."""
-        rng = self.root()
-        for t in ngram:
-            rng = self.extend(rng, int(t))
-        return rng
-
-    def count(self, ngram: Sequence[int]) -> int:
-        """Occurrences of ``ngram`` in the corpus; the empty n-gram counts every token (boundaries excluded)."""
-        return self.count_range(self.range_of(ngram))
-
-    def count_many(self, ngrams: Iterable[Sequence[int]]) -> np.ndarray:
-        """``count`` of each n-gram, as an int64 array."""
-        return np.array([self.count(g) for g in ngrams], dtype=np.int64)
-
-    def next_tokens(self, prefix: Sequence[int]) -> NextTokens:
-        """``(token_ids, counts)``: distinct tokens following ``prefix`` in some document, ascending, with
-        how often; empty arrays if ``prefix`` does not occur; the empty prefix gives every token's frequency."""
-        return self.next_tokens_of_range(self.range_of(prefix))
-
-    def next_tokens_many(self, prefixes: Iterable[Sequence[int]]) -> list[NextTokens]:
-        """``next_tokens`` of each prefix."""
-        return [self.next_tokens(p) for p in prefixes]
-
-    def locate_range(self, rng: FMRange, limit: int | None = None) -> list[tuple[int, int]]:
-        """Sorted ``(doc, offset)`` of the occurrences of the n-gram of ``rng`` (see ``locate``)."""
-        return self.locate_ranges([rng], limit)[0]
-
-    def locate(self, ngram: Sequence[int], limit: int | None = None) -> list[tuple[int, int]]:
-        """Sorted ``(doc, token offset)`` of the occurrences of ``ngram``; with ``limit``, of at most that
-        many of them (the first rows of its suffix-array range: deterministic, not the smallest positions)."""
-        return self.locate_ranges([self.range_of(ngram)], limit)[0]
-
-    def locate_many(self, ngrams: Iterable[Sequence[int]], limit: int | None = None) -> list[list[tuple[int, int]]]:
-        """``locate`` of each n-gram (``limit`` applies to each)."""
-        return self.locate_ranges([self.range_of(g) for g in ngrams], limit)
-
-    def doc_counts(self, ngram: Sequence[int], limit: int | None = None) -> dict[int, int]:
-        """``{doc: occurrences}`` of ``ngram`` (over the same occurrences as ``locate(ngram, limit)``)."""
-        return self.doc_counts_ranges([self.range_of(ngram)], limit)[0]
-
-    def doc_counts_many(self, ngrams: Iterable[Sequence[int]], limit: int | None = None) -> list[dict[int, int]]:
-        """``doc_counts`` of each n-gram."""
-        return self.doc_counts_ranges([self.range_of(g) for g in ngrams], limit)
-
 
 def _pos_dtype(n: int) -> np.dtype:
     return np.dtype(np.uint32 if n < 2**32 else np.uint64)
@@ -173,7 +101,6 @@ class FMIndex(FMQueries):
         self._sym: list[int] = sym.tolist()
         self._srows, self._spos = arrays["sample_rows"], arrays["sample_pos"]
         self._starts = arrays["doc_starts"]
-        self._starts_i = np.asarray(self._starts, dtype=np.int64)
         self.n_rows = len(self._bwt)
         self.n_docs = len(self._starts) - 1
         self.n_tokens = self.n_rows - self.n_docs - 1
@@ -181,6 +108,7 @@ class FMIndex(FMQueries):
         self._root_next = (self._tok.copy(), np.diff(self._C)[FIRST_SYM:].astype(np.int64))
         self._bwt_path = bwt_path
         self._wm: Any = None
+        self._wm_lock = threading.Lock()
 
     # -- construction ---------------------------------------------------------------------------------
     @classmethod
@@ -280,6 +208,8 @@ class FMIndex(FMQueries):
                 raise IndexFormatError(f"{directory}: FM-index format {params.get('format')!r}, expected {FM_FORMAT}")
             n_rows, n_docs, n_sym = int(params["n_rows"]), int(params["n_docs"]), int(params["n_symbols"])
             vocab, sample = int(params["vocab_size"]), int(params["sa_sample"])
+            if min(vocab, sample, n_rows, n_sym - 1) < 1 or n_docs < 0:
+                raise IndexFormatError(f"{directory}: impossible FM-index parameters {params}")
             width, pdt = _sym_width(n_sym), _pos_dtype(n_rows)
             expect = {"bwt": (np.uint8 if width == 1 else np.uint16, n_rows), "C": (np.int64, n_sym + 1),
                       "token_of_sym": (np.int32, n_sym - FIRST_SYM), "sample_rows": (pdt, params["n_samples"]),
@@ -307,14 +237,21 @@ class FMIndex(FMQueries):
     def wm(self) -> Any:
         """The ``wavelet_matrix.WaveletMatrix`` over the BWT symbols."""
         if self._wm is None:
-            from wavelet_matrix import WaveletMatrix
-
-            # a private map of the file, dropped afterwards, so the pages read here leave this process's RSS
-            src = np.load(self._bwt_path, mmap_mode="r") if self._bwt_path is not None else self._bwt
-            vals = src if self._bwt_hi is None else src.astype(np.uint32) | (self._bwt_hi.astype(np.uint32) << 16)
-            self._wm = WaveletMatrix(memoryview(np.ascontiguousarray(vals)))
-            del src, vals
+            with self._wm_lock:
+                if self._wm is None:
+                    self._wm = self._build_wm()
         return self._wm
+
+    def _build_wm(self) -> Any:
+        from wavelet_matrix import WaveletMatrix
+
+        # a private map of the file, dropped afterwards, so the pages read here leave this process's RSS
+        src = np.load(self._bwt_path, mmap_mode="r") if self._bwt_path is not None else self._bwt
+        vals = src if self._bwt_hi is None else src.astype(np.uint32) | (self._bwt_hi.astype(np.uint32) << 16)
+        wm = WaveletMatrix(memoryview(np.ascontiguousarray(vals)))
+        del src, vals
+        _release_freed_memory()  # the constructor's temporaries (~4 bytes/token) would otherwise stay in RSS
+        return wm
 
     def nbytes(self) -> int:
         """Bytes of the stored arrays (what the index takes on disk)."""
@@ -325,7 +262,7 @@ class FMIndex(FMQueries):
         """Number of tokens of document ``doc`` (IndexError when out of range)."""
         if not 0 <= doc < self.n_docs:
             raise IndexError(f"document {doc} not in [0, {self.n_docs})")
-        return int(self._starts_i[doc + 1] - self._starts_i[doc] - 1)
+        return int(self._starts[doc + 1]) - int(self._starts[doc]) - 1
 
     def root(self) -> FMRange:
         """The range of the empty n-gram."""
@@ -419,7 +356,7 @@ class FMIndex(FMQueries):
         rev_pos = self._resolve(np.concatenate(rows))
         tpos = (self.n_rows - 1) - rev_pos - np.concatenate(lens)  # start in T of the (un-reversed) n-gram
         doc = np.searchsorted(self._starts, tpos.astype(self._starts.dtype), side="right") - 1
-        return doc, tpos - self._starts_i[doc], bounds
+        return doc, tpos - self._starts[doc].astype(np.int64), bounds
 
     def _bwt_slice(self, lo: int, hi: int) -> np.ndarray:
         if self._bwt_hi is None:
@@ -452,6 +389,13 @@ class FMIndex(FMQueries):
         raise IndexFormatError("FM-index locate walked past the sampling rate: corrupt sampled suffix array")
 
 
+def _release_freed_memory() -> None:
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def _load_array(path: Path, dtype: np.dtype, n: int, mmap: bool) -> np.ndarray:
     if not path.is_file():
         raise IndexFormatError(f"FM-index array missing: {path}")
@@ -472,7 +416,7 @@ def _check_contents(directory: Path, a: dict[str, np.ndarray], n_rows: int, n_do
         problems.append("C")
     if len(tok) and (tok[0] < 0 or tok[-1] >= vocab or (np.diff(tok) <= 0).any()):
         problems.append("token_of_sym")
-    if starts[0] != 0 or int(starts[-1]) != n_rows - 1 or (np.diff(starts.astype(np.int64)) <= 0).any():
+    if starts[0] != 0 or int(starts[-1]) != n_rows - 1 or (starts[1:] <= starts[:-1]).any():
         problems.append("doc_starts")
     if len(a["sample_rows"]) and int(a["sample_rows"][-1]) >= n_rows:
         problems.append("sample_rows")

@@ -1,4 +1,4 @@
-"""Sharded FM-index: documents split into contiguous groups, each indexed on its own.
+"""The FM-index query API (``FMQueries``) and the sharded FM-index: contiguous document groups indexed apart.
 
 Shard ``i`` holds global documents ``[offset_i, offset_i + n_docs_i)``.  A query runs on every shard: counts
 add up, next-token sets are merged (counts added), and located document ids get the shard's offset.  Shards
@@ -7,16 +7,98 @@ are built independently (in parallel processes or on other machines) and each is
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ._errors import IndexFormatError
-from ._fm_index import FMIndex, FMQueries, FMRange, Limit, NextTokens, empty_next
+
+if TYPE_CHECKING:
+    from ._fm_index import FMIndex
 
 SHARDED_FORMAT = "genret-fm-sharded/1"
+
+FMRange = tuple  # (lo, hi, length) for one shard; a tuple of those for a sharded index
+NextTokens = tuple[np.ndarray, np.ndarray]
+Limit = int | None | Sequence[int | None]
+
+
+def empty_next() -> NextTokens:
+    return np.zeros(0, np.int64), np.zeros(0, np.int64)
+
+
+class FMQueries(ABC):
+    """The query API shared by ``FMIndex`` and ``ShardedFMIndex``; n-grams are sequences of token ids.
+
+    Token ids outside ``[0, vocab_size)`` or absent from the corpus simply do not occur (no exception).
+    """
+
+    vocab_size: int
+    n_docs: int
+    n_tokens: int
+
+    @abstractmethod
+    def root(self) -> FMRange: ...
+    @abstractmethod
+    def extend(self, rng: FMRange, token: int) -> FMRange: ...
+    @abstractmethod
+    def count_range(self, rng: FMRange) -> int: ...
+    @abstractmethod
+    def next_tokens_of_range(self, rng: FMRange) -> NextTokens: ...
+    @abstractmethod
+    def locate_ranges(self, rngs: Sequence[FMRange], limit: Limit = None) -> list[list[tuple[int, int]]]: ...
+    @abstractmethod
+    def doc_counts_ranges(self, rngs: Sequence[FMRange], limit: Limit = None) -> list[dict[int, int]]: ...
+    @abstractmethod
+    def doc_length(self, doc: int) -> int: ...
+
+    def range_of(self, ngram: Sequence[int]) -> FMRange:
+        """The range of ``ngram``, by ``len(ngram)`` calls of ``extend`` from ``root()``."""
+        rng = self.root()
+        for t in ngram:
+            rng = self.extend(rng, int(t))
+        return rng
+
+    def count(self, ngram: Sequence[int]) -> int:
+        """Occurrences of ``ngram`` in the corpus; the empty n-gram counts every token (boundaries excluded)."""
+        return self.count_range(self.range_of(ngram))
+
+    def count_many(self, ngrams: Iterable[Sequence[int]]) -> np.ndarray:
+        """``count`` of each n-gram, as an int64 array."""
+        return np.array([self.count(g) for g in ngrams], dtype=np.int64)
+
+    def next_tokens(self, prefix: Sequence[int]) -> NextTokens:
+        """``(token_ids, counts)``: distinct tokens following ``prefix`` in some document, ascending, with
+        how often; empty arrays if ``prefix`` does not occur; the empty prefix gives every token's frequency."""
+        return self.next_tokens_of_range(self.range_of(prefix))
+
+    def next_tokens_many(self, prefixes: Iterable[Sequence[int]]) -> list[NextTokens]:
+        """``next_tokens`` of each prefix."""
+        return [self.next_tokens(p) for p in prefixes]
+
+    def locate_range(self, rng: FMRange, limit: int | None = None) -> list[tuple[int, int]]:
+        """Sorted ``(doc, offset)`` of the occurrences of the n-gram of ``rng`` (see ``locate``)."""
+        return self.locate_ranges([rng], limit)[0]
+
+    def locate(self, ngram: Sequence[int], limit: int | None = None) -> list[tuple[int, int]]:
+        """Sorted ``(doc, token offset)`` of the occurrences of ``ngram``; with ``limit``, of at most that
+        many of them (the first rows of its suffix-array range: deterministic, not the smallest positions)."""
+        return self.locate_ranges([self.range_of(ngram)], limit)[0]
+
+    def locate_many(self, ngrams: Iterable[Sequence[int]], limit: int | None = None) -> list[list[tuple[int, int]]]:
+        """``locate`` of each n-gram (``limit`` applies to each)."""
+        return self.locate_ranges([self.range_of(g) for g in ngrams], limit)
+
+    def doc_counts(self, ngram: Sequence[int], limit: int | None = None) -> dict[int, int]:
+        """``{doc: occurrences}`` of ``ngram`` (over the same occurrences as ``locate(ngram, limit)``)."""
+        return self.doc_counts_ranges([self.range_of(ngram)], limit)[0]
+
+    def doc_counts_many(self, ngrams: Iterable[Sequence[int]], limit: int | None = None) -> list[dict[int, int]]:
+        """``doc_counts`` of each n-gram."""
+        return self.doc_counts_ranges([self.range_of(g) for g in ngrams], limit)
 
 
 def shard_dir(i: int) -> str:
@@ -53,11 +135,14 @@ class ShardedFMIndex(FMQueries):
         self.doc_offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         self.n_docs = int(self.doc_offsets[-1])
         self.n_tokens = sum(s.n_tokens for s in self.shards)
+        self._root_next: NextTokens | None = None
 
     @classmethod
     def build(cls, docs: Sequence[Sequence[int] | np.ndarray], vocab_size: int, n_shards: int, *,
               sa_sample: int = 32, progress: bool = False) -> ShardedFMIndex:
         """Split ``docs`` into ``n_shards`` contiguous, token-balanced groups and index each one."""
+        from ._fm_index import FMIndex
+
         spans = split_balanced([len(d) for d in docs], n_shards)
         return cls([FMIndex.build(docs[a:b], vocab_size, sa_sample=sa_sample, progress=progress) for a, b in spans])
 
@@ -79,6 +164,8 @@ class ShardedFMIndex(FMQueries):
     def load(cls, directory: str | Path, params: dict[str, Any], *, mmap: bool = True,
              lazy: bool = False) -> ShardedFMIndex:
         """Open every shard listed in ``params`` (``IndexFormatError`` when anything disagrees)."""
+        from ._fm_index import FMIndex
+
         directory = Path(directory)
         if params.get("format") != SHARDED_FORMAT or not isinstance(params.get("shards"), list) \
                 or not params["shards"]:
@@ -128,8 +215,15 @@ class ShardedFMIndex(FMQueries):
         return sum(s.count_range(r) for s, r in zip(self.shards, rng, strict=True))
 
     def next_tokens_of_range(self, rng: FMRange) -> NextTokens:
-        """Union of the shards' next tokens (ascending), counts added: S ``range_list`` calls and a merge."""
-        parts = [s.next_tokens_of_range(r) for s, r in zip(self.shards, rng, strict=True)]
+        """Union of the shards' next tokens (ascending), counts added: S shard calls and a merge."""
+        if all(r[2] == 0 for r in rng):  # the root: every token's corpus frequency, merged once
+            if self._root_next is None:
+                self._root_next = self._merge([s.next_tokens_of_range(r) for s, r in zip(self.shards, rng)])
+            return self._root_next[0].copy(), self._root_next[1].copy()
+        return self._merge([s.next_tokens_of_range(r) for s, r in zip(self.shards, rng, strict=True)])
+
+    @staticmethod
+    def _merge(parts: list[NextTokens]) -> NextTokens:
         parts = [p for p in parts if len(p[0])]
         if not parts:
             return empty_next()
@@ -143,13 +237,13 @@ class ShardedFMIndex(FMQueries):
     def locate_ranges(self, rngs: Sequence[FMRange], limit: Limit = None) -> list[list[tuple[int, int]]]:
         """Sorted global ``(doc, offset)`` per range; ``limit`` is global, filled from shard 0 onwards."""
         # shards hold increasing document ids, so concatenating sorted parts keeps the result sorted
-        return self._per_shard(rngs, limit, FMIndex.locate_ranges, _shift_pairs, list.__add__, list)
+        return self._per_shard(rngs, limit, "locate_ranges", _shift_pairs, list.__add__, list)
 
     def doc_counts_ranges(self, rngs: Sequence[FMRange], limit: Limit = None) -> list[dict[int, int]]:
         """Global ``{doc: occurrences}`` per range, over the occurrences ``locate_ranges`` returns."""
-        return self._per_shard(rngs, limit, FMIndex.doc_counts_ranges, _shift_keys, _merge_dicts, dict)
+        return self._per_shard(rngs, limit, "doc_counts_ranges", _shift_keys, _merge_dicts, dict)
 
-    def _per_shard(self, rngs: Sequence[FMRange], limit: Limit, method: Any, shift: Any, merge: Any,
+    def _per_shard(self, rngs: Sequence[FMRange], limit: Limit, method: str, shift: Any, merge: Any,
                    empty: Any) -> list[Any]:
         limits = [limit] * len(rngs) if limit is None or isinstance(limit, int) else list(limit)
         results = [empty() for _ in rngs]
@@ -160,7 +254,7 @@ class ShardedFMIndex(FMQueries):
             if all(x == 0 for x in left):
                 break
             offset = int(self.doc_offsets[i])
-            for j, part in enumerate(method(shard, mine, left)):
+            for j, part in enumerate(getattr(shard, method)(mine, left)):
                 found[j] += len(part) if isinstance(part, list) else sum(part.values())
                 results[j] = merge(results[j], shift(part, offset))
         return results

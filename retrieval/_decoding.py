@@ -117,13 +117,16 @@ class _Beam:
 
 def constrained_beam_search(lm, fm, prompts: list[list[int]], *, beam: int = 10, max_len: int = 10,
                             force_prefix: Sequence[int] = (), stop_token: int | None = None,
-                            prefix_embeds=None, constrained: bool = True) -> list[list[Key]]:
+                            prefix_embeds=None, constrained: bool = True,
+                            banned: Sequence[int] = ()) -> list[list[Key]]:
     """Decode n-grams for each prompt; returns, per prompt, every key met (best log-prob per n-gram).
 
     ``force_prefix`` tokens are fed first (e.g. the title-start marker; they are part of the keys);
     a beam that emits ``stop_token`` is finished (a complete title).  With ``constrained=False`` the
-    index is ignored (for measuring the cost of the constraints): plain top-k beam search.
+    index is ignored (for measuring the cost of the constraints): plain top-k beam search.  ``banned``
+    tokens are never generated (e.g. the title markers while decoding body n-grams).
     """
+    banned_arr = np.asarray(sorted(set(banned)), dtype=np.int64)
     n_q = len(prompts)
     stepper = _Stepper(lm, prefix_embeds)
     logprobs = stepper.start([list(p) + list(force_prefix) for p in prompts])
@@ -138,12 +141,16 @@ def constrained_beam_search(lm, fm, prompts: list[list[int]], *, beam: int = 10,
                 ids, _counts = fm.next_tokens_of_range(b.rng)
                 ids = np.asarray(ids, dtype=np.int64)
                 ids = ids[ids < lp.shape[1]]
+                if len(banned_arr):
+                    ids = ids[~np.isin(ids, banned_arr)]
                 if len(ids) == 0:
                     continue
                 scores = lp[row, ids]
                 top = np.argsort(-scores, kind="stable")[:beam]
                 cands[b.query].extend((b.score + float(scores[i]), row, int(ids[i])) for i in top)
             else:
+                if len(banned_arr):
+                    lp[row, banned_arr] = -np.inf
                 top = np.argpartition(-lp[row], beam)[:beam]
                 cands[b.query].extend((b.score + float(lp[row, t]), row, int(t)) for t in top)
         new_beams: list[_Beam] = []

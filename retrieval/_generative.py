@@ -7,6 +7,7 @@ granularity decides whether pages, passages (units) or sentences come back.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import defaultdict
 from collections.abc import Sequence
@@ -47,10 +48,11 @@ class GenerativeRetriever(Retriever):
     name = "generative"
 
     def __init__(self, index: Index, config: GenerativeConfig | None = None, lm=None) -> None:
-        from indexing._fm_build import UnitEncoder, load_fm
+        from indexing._fm_build import load_fm
 
         from ._lm import load_lm
         from ._train_io import load_prompt_vectors
+        from ._unit_encoder import UnitEncoder
 
         self.config = config = config or GenerativeConfig()
         self.index = index
@@ -84,9 +86,10 @@ class GenerativeRetriever(Retriever):
         with self._lock:
             if spec.granularity in ("passage", "sentence"):
                 prompts = [tok(prompt_text(spec, q, "body"))["input_ids"] for q in queries]
+                markers = (self.encoder.title_start, self.encoder.title_end)
                 for i, ks in enumerate(constrained_beam_search(self.lm, self.fm, prompts, beam=cfg.beam,
                                                                max_len=cfg.max_len, prefix_embeds=prefix,
-                                                               constrained=cfg.constrained)):
+                                                               constrained=cfg.constrained, banned=markers)):
                     keys[i].extend(ks)
             if cfg.decode_titles or spec.granularity in ("page", "entity"):
                 prompts = [tok(prompt_text(spec, q, "title"))["input_ids"] for q in queries]
@@ -100,14 +103,23 @@ class GenerativeRetriever(Retriever):
 
     # ---- scoring -------------------------------------------------------------------------------------------
     def weights(self, keys: list[Key]) -> tuple[dict[tuple[int, ...], float], dict[tuple[int, ...], int]]:
-        """SEAL weight and corpus count of each key (keys absent from the corpus get weight 0)."""
+        """SEAL weight and corpus count of each key.
+
+        Keys absent from the corpus get weight 0; keys with no letter or digit (a lone space or punctuation
+        token) are dropped.  When no key beats its corpus frequency (tiny corpora, heavy smoothing), keys are
+        weighted by P(n|q) alone, so a query still ranks the units that hold its likeliest keys.
+        """
         best: dict[tuple[int, ...], float] = {}
         for k in keys:
             if k.tokens and best.get(k.tokens, float("-inf")) < k.logprob:
                 best[k.tokens] = k.logprob
+        best = {n: lp for n, lp in best.items() if _has_word(self.encoder.describe(n).removeprefix("title: "))}
         counts = {n: self.fm.count(n) for n in best}
         cfg = self.config.scoring
-        return {n: key_weight(lp, counts[n], self.fm.n_tokens, cfg) for n, lp in best.items()}, counts
+        weights = {n: key_weight(lp, counts[n], self.fm.n_tokens, cfg) for n, lp in best.items()}
+        if not any(w > 0 for w in weights.values()):
+            weights = {n: math.exp(lp) if counts[n] else 0.0 for n, lp in best.items()}
+        return weights, counts
 
     def rank_units(self, keys: list[Key], limit: int) -> list[tuple[int, float, list]]:
         """``(unit id, score, matched keys)`` for the best ``limit`` units, best first."""
@@ -192,6 +204,10 @@ class GenerativeRetriever(Retriever):
                 prov = Provenance.of(u)
             hits.append(Hit(u.unit_id, score, r, prov, u.text[s:e], self.explain(matched)))
         return hits
+
+
+def _has_word(text: str) -> bool:
+    return any(ch.isalnum() for ch in text)
 
 
 def _check_vocab(lm_tok, fm_tok, spec: str) -> None:

@@ -10,6 +10,7 @@ from indexing import Index, NotFoundError
 
 from ._bm25 import BM25Retriever, BM25SearchConfig
 from ._dense import DenseRetriever, DenseSearchConfig
+from ._generative import GenerativeConfig, GenerativeRetriever
 from ._types import Retriever
 
 
@@ -19,12 +20,14 @@ class RetrievalConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     dense: DenseSearchConfig = Field(default_factory=DenseSearchConfig)
     bm25: BM25SearchConfig = Field(default_factory=BM25SearchConfig)
+    generative: GenerativeConfig = Field(default_factory=GenerativeConfig)
 
 
 # retriever name -> (index component it reads, {component kind -> factory})
 REGISTRY: dict[str, tuple[str, dict[str, Callable[[Index, RetrievalConfig], Retriever]]]] = {
     "dense": ("dense", {"dense-faiss": lambda index, cfg: DenseRetriever(index, cfg.dense)}),
     "bm25": ("bm25", {"bm25-lucene": lambda index, cfg: BM25Retriever(index, cfg.bm25)}),
+    "generative": ("fm", {"fm-index": lambda index, cfg: GenerativeRetriever(index, cfg.generative)}),
 }
 
 

@@ -140,9 +140,10 @@ def train_retriever(config: TrainConfig, index: Index, out: str | Path, *, resum
     """
     import torch
 
-    from indexing._fm_build import UnitEncoder, load_fm
+    from indexing._fm_build import load_fm
 
     from ._lm import load_lm
+    from ._unit_encoder import UnitEncoder
 
     out = Path(out)
     torch.manual_seed(config.seed)

@@ -18,7 +18,7 @@ EXIT_USAGE = 2
 
 
 def _cmd_index(a: argparse.Namespace) -> int:
-    from indexing import BM25Config, DenseConfig, IndexConfig, UnitConfig, available_components, build_index
+    from indexing import BM25Config, DenseConfig, FMConfig, IndexConfig, UnitConfig, available_components, build_index
 
     chosen = [name for name in available_components() if getattr(a, name, False)]
     config = IndexConfig(
@@ -26,6 +26,7 @@ def _cmd_index(a: argparse.Namespace) -> int:
         components=tuple(chosen or available_components()),
         dense=DenseConfig(model=a.model, device=a.device, batch_size=a.batch_size),
         bm25=BM25Config(k1=a.k1, b=a.b),
+        fm=FMConfig(tokenizer=a.fm_tokenizer, shards=a.fm_shards),
         corpus_format=a.format, skip_bad=a.skip_bad,
     )
     m = build_index(a.corpus, a.out, config, force=a.force, progress=not a.quiet)
@@ -140,6 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     ix.add_argument("--out", required=True, help="index directory to create")
     ix.add_argument("--dense", action="store_true", help="build the dense FAISS component")
     ix.add_argument("--bm25", action="store_true", help="build the BM25 (Lucene, pyserini) component")
+    ix.add_argument("--fm", action="store_true", help="build the FM-index (generative retrieval)")
+    ix.add_argument("--fm-tokenizer", default="smollm2-135m-instruct",
+                    help="tokenizer of the generative retriever's LM (HF name/path or packaged alias)")
+    ix.add_argument("--fm-shards", type=int, default=1, help="FM-index shards (built independently)")
     ix.add_argument("--k1", type=float, default=0.9, help="BM25 k1")
     ix.add_argument("--b", type=float, default=0.4, help="BM25 b")
     ix.add_argument("--unit", choices=("paragraph", "window", "sentence"), default="paragraph")

@@ -85,3 +85,23 @@ def tiny_index(data_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("indexes") / "tiny"
     build_index(data_dir / "corpus.jsonl", out, IndexConfig(dense=DenseConfig(device="cpu")), progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_dir(tmp_path_factory) -> Path:
+    """A tiny randomly initialised Llama with the packaged SmolLM2 tokenizer (a real, loadable local model)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from indexing._models import load_tokenizer
+
+    tok = load_tokenizer("smollm2-135m-instruct")
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                         pad_token_id=tok.pad_token_id)
+    out = tmp_path_factory.mktemp("models") / "tiny-llama"
+    LlamaForCausalLM(config).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out

@@ -328,7 +328,7 @@ def fm_store(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("shards", [1, 2])
 def test_build_fm_component_with_real_tokenizer(fm_store, tokenizer, tmp_path, shards):
-    from indexing._fm_build import FMConfig, build_fm, encode_texts, load_fm, load_fm_tokenizer
+    from indexing._fm_build import FMConfig, build_fm, encode_texts, load_fm, load_fm_tokenizer, unit_token_ids
     from indexing._manifest import Component
 
     comp = build_fm(fm_store, tmp_path, FMConfig(shards=shards, sa_sample=4), progress=False)
@@ -347,6 +347,7 @@ def test_build_fm_component_with_real_tokenizer(fm_store, tokenizer, tmp_path, s
     for u in units:
         title, text = encode_texts(tokenizer, [u.title, u.text])
         docs.append([1, *title, 2, *text])
+        assert unit_token_ids(tokenizer, p, u.title, u.text) == docs[-1]
     assert index.n_tokens == sum(map(len, docs))
     brute = Brute(docs)
     for g in list(brute.occ)[::3]:

@@ -1,0 +1,171 @@
+"""Generative retrieval: constrained decoding, SEAL scoring against brute force, prompts and granularity."""
+
+import math
+import random
+
+import pytest
+
+from indexing import ConfigError, Index
+from retrieval import GenerativeConfig, GenerativeRetriever
+from retrieval._decoding import Key, constrained_beam_search
+from retrieval._prompts import prompt_text, resolve_prompt
+from retrieval._seal_scoring import ScoringConfig
+
+QUERIES = ["Who created the Python programming language?", "When did the oil embargo start?",
+           "Which pigment absorbs red light?"]
+
+
+@pytest.fixture(scope="module")
+def retriever(tiny_index, tiny_lm_dir):
+    index = Index(tiny_index)
+    cfg = GenerativeConfig(model=str(tiny_lm_dir), device="cpu", beam=4, max_len=4, title_max_len=6,
+                           scoring=ScoringConfig(n_full=1000, max_occurrences=10_000))
+    yield GenerativeRetriever(index, cfg)
+    index.close()
+
+
+@pytest.fixture(scope="module")
+def unit_tokens(retriever):
+    units = retriever.index.store.get(list(range(len(retriever.index.store))))
+    return retriever.encoder.encode([(u.title, u.text) for u in units])
+
+
+def _brute_count(ngram, token_lists):
+    n = len(ngram)
+    return sum(1 for toks in token_lists for i in range(len(toks) - n + 1) if tuple(toks[i:i + n]) == tuple(ngram))
+
+
+def test_every_decoded_key_occurs_in_the_corpus(retriever, unit_tokens):
+    task, keys = retriever.decode_keys(QUERIES, task="generic")
+    assert all(keys), "each query gets keys"
+    for ks in keys:
+        for k in ks:
+            assert _brute_count(k.tokens, unit_tokens) >= 1, retriever.encoder.describe(k.tokens)
+            assert k.logprob <= 0
+    titles = [k for ks in keys for k in ks if k.tokens[0] == retriever.encoder.title_start]
+    bodies = [k for ks in keys for k in ks if k.tokens[0] != retriever.encoder.title_start]
+    assert titles and bodies
+    assert all(retriever.encoder.title_end not in k.tokens for k in bodies)
+
+
+def test_unconstrained_decoding_leaves_the_corpus(retriever, unit_tokens):
+    """The same search without the index proposes n-grams that do not occur: the constraint is real."""
+    lm, tok = retriever.lm, retriever.lm.tokenizer
+    spec = resolve_prompt("generic", retriever.prompts)[1]
+    prompts = [tok(prompt_text(spec, q, "body"))["input_ids"] for q in QUERIES]
+    free = constrained_beam_search(lm, retriever.fm, prompts, beam=4, max_len=3, constrained=False)
+    absent = [k for ks in free for k in ks if _brute_count(k.tokens, unit_tokens) == 0]
+    assert absent
+
+
+def _brute_score(tokens, keys, counts, n_tokens, cfg):
+    """SEAL's formula written out directly: weights, greedy non-overlapping matches, coverage factor."""
+    weights = {}
+    for n, lp in keys.items():
+        if counts[n] == 0:
+            continue
+        p_cond = math.exp(min(lp, -1e-10))
+        p_corpus = (counts[n] + cfg.smoothing) / (n_tokens + cfg.smoothing)
+        w = math.log(p_cond * (1 - p_corpus)) - math.log(p_corpus * (1 - p_cond))
+        if w > 0:
+            weights[n] = w ** cfg.alpha
+    occ = [(n, i) for n in weights for i in range(len(tokens) - len(n) + 1) if tuple(tokens[i:i + len(n)]) == n]
+    occ.sort(key=lambda x: (-weights[x[0]], -len(x[0]), x[0], x[1]))
+    taken, covered, done, total = set(), set(), set(), 0.0
+    for n, i in occ:
+        span = set(range(i, i + len(n)))
+        if span & taken:
+            continue
+        taken |= span
+        if n not in done:
+            done.add(n)
+            total += weights[n] * (1 - cfg.beta + cfg.beta * len(set(n) - covered) / len(set(n)))
+            covered |= set(n)
+    return total, weights
+
+
+def _synthetic_keys(unit_tokens, rng, n=12):
+    """Keys as decoding would give them: corpus n-grams (body spans and title prefixes) with log-probs."""
+    keys = []
+    for _ in range(n):
+        toks = unit_tokens[rng.randrange(len(unit_tokens))]
+        start = rng.randrange(len(toks))
+        ngram = tuple(toks[start:start + rng.randint(1, 4)])
+        keys.append(Key(ngram, -rng.uniform(0.01, 3.0)))
+    keys.append(Key(tuple(toks[:3]), -0.5))  # a title prefix
+    return keys
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_scores_match_brute_force(retriever, unit_tokens, seed):
+    cfg = retriever.config.scoring
+    n_tokens = sum(len(t) for t in unit_tokens)  # index tokens = unit tokens (boundaries excluded)
+    assert n_tokens == retriever.fm.n_tokens
+    keys = _synthetic_keys(unit_tokens, random.Random(seed))
+    best = {}
+    for k in keys:
+        best[k.tokens] = max(best.get(k.tokens, -1e9), k.logprob)
+    best = {n: lp for n, lp in best.items()
+            if any(c.isalnum() for c in retriever.encoder.describe(n).removeprefix("title: "))}
+    counts = {n: _brute_count(n, unit_tokens) for n in best}
+    expected = {}
+    for uid, toks in enumerate(unit_tokens):
+        s, _ = _brute_score(toks, best, counts, n_tokens, cfg)
+        if s > 0:
+            expected[uid] = s
+    assert expected
+    got = {uid: s for uid, s, _ in retriever.rank_units(keys, limit=100)}
+    assert got.keys() == expected.keys()
+    for uid in got:
+        assert got[uid] == pytest.approx(expected[uid], rel=1e-9)
+
+
+def test_hits_are_ranked_and_explained(retriever):
+    hits = retriever.search(QUERIES[0], k=3, task="generic")
+    assert [h.rank for h in hits] == list(range(1, len(hits) + 1))
+    assert all(a.score >= b.score for a, b in zip(hits, hits[1:]))
+    assert all(h.matched and all(isinstance(s, float) for _, s in h.matched) for h in hits)
+
+
+def test_prompts_change_the_granularity(retriever):
+    page = retriever.search(QUERIES[2], k=5, task="page")
+    assert len({h.provenance.wikipedia_id for h in page}) == len(page) > 1  # one hit per page
+    sentence = retriever.search("Chlorophyll absorbs light and oxygen is released", k=10, task="fact_check")
+    photo2 = [h for h in sentence if h.provenance.wikipedia_id == "p-photo" and h.provenance.start_paragraph_id == 2]
+    assert photo2, "the two-sentence paragraph is split into sentences"
+    for h in photo2:
+        assert h.text in ("Chlorophyll absorbs mostly blue and red light.", "Oxygen is released as a by-product.")
+        assert h.provenance.end_character - h.provenance.start_character == len(h.text)
+    passage = retriever.search(QUERIES[2], k=10, task="generic")
+    assert {h.text for h in passage} != {h.text for h in sentence}
+
+
+def test_unknown_task_falls_back_to_generic(retriever):
+    assert retriever.decode_keys(["x"], task="no-such-task")[0] == "generic"
+
+
+def test_continuous_prompt_needs_trained_vectors(tiny_index, tiny_lm_dir):
+    from retrieval import PromptSpec
+
+    cfg = GenerativeConfig(model=str(tiny_lm_dir), device="cpu", beam=2, max_len=2,
+                           prompts={"soft": PromptSpec(kind="continuous", n_vectors=4)})
+    with Index(tiny_index) as index:
+        r = GenerativeRetriever(index, cfg)
+        with pytest.raises(ConfigError, match="no trained prompt vectors"):
+            r.search("anything", k=2, task="soft")
+
+
+def test_model_with_another_tokenizer_is_refused(tiny_index, tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    vocab = {"[UNK]": 0, "a": 1, "b": 2}
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="[UNK]", pad_token="[UNK]")
+    fast.save_pretrained(tmp_path)
+    LlamaForCausalLM(LlamaConfig(vocab_size=3, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                 num_attention_heads=2, num_key_value_heads=1)).save_pretrained(tmp_path)
+    assert AutoTokenizer.from_pretrained(tmp_path)
+    with Index(tiny_index) as index, pytest.raises(ConfigError, match="another tokenizer"):
+        GenerativeRetriever(index, GenerativeConfig(model=str(tmp_path), device="cpu"))
