@@ -4,7 +4,9 @@ from ._kilt_io import read_kilt, write_kilt
 from ._runner import LEVELS, evaluate, predict
 from ._score import score
 from ._suite import SuiteConfig, load_suite, run_suite
+from ._train_eval import dev_callback
 
 __all__ = [
-    "LEVELS", "SuiteConfig", "evaluate", "load_suite", "predict", "read_kilt", "run_suite", "score", "write_kilt",
+    "LEVELS", "SuiteConfig", "dev_callback", "evaluate", "load_suite", "predict", "read_kilt", "run_suite", "score",
+    "write_kilt",
 ]

@@ -35,13 +35,23 @@ def hits_to_provenance(hits: list[Hit], with_text: int) -> list[dict]:
 
 
 def predict(r: Retriever, task: list[dict], k: int = 100, *, batch_size: int = 64, with_text: int = 20,
-            progress: bool = True) -> list[dict]:
-    """KILT-format predictions: one output per record, provenance in rank order."""
+            task_name: str | None = None, progress: bool = True) -> list[dict]:
+    """KILT-format predictions: one output per record, provenance in rank order.
+
+    The task prompt is ``task_name``, else each record's ``meta.task`` (retrievers without prompts ignore it).
+    """
     preds = []
     with progress_bar(len(task), f"retrieving ({r.name})", progress) as bar:
         for start in range(0, len(task), batch_size):
             chunk = task[start:start + batch_size]
-            results = r.batch_search([str(rec["input"]) for rec in chunk], k)
+            by_task: dict[str | None, list[int]] = {}
+            for i, rec in enumerate(chunk):
+                meta = rec.get("meta") if isinstance(rec.get("meta"), dict) else {}
+                by_task.setdefault(task_name or meta.get("task"), []).append(i)
+            results: list = [None] * len(chunk)
+            for name, idx in by_task.items():
+                for i, hits in zip(idx, r.batch_search([str(chunk[i]["input"]) for i in idx], k, task=name)):
+                    results[i] = hits
             for rec, hits in zip(chunk, results):
                 preds.append({"id": rec["id"], "input": rec["input"],
                               "output": [{"answer": "", "provenance": hits_to_provenance(hits, with_text)}]})
@@ -52,7 +62,7 @@ def predict(r: Retriever, task: list[dict], k: int = 100, *, batch_size: int = 6
 def evaluate(index: str | Path | Index, task_path: str | Path, retriever: str | None = None, k: int = 100, *,
              ks: tuple[int, ...] = DEFAULT_KS, levels: tuple[str, ...] = ("page", "passage"),
              out: str | Path | None = None, config: RetrievalConfig | None = None, with_text: int = 20,
-             progress: bool = True) -> dict:
+             task_name: str | None = None, max_records: int | None = None, progress: bool = True) -> dict:
     """Retrieve for every record of a KILT task file and score at each level.
 
     Returns ``{"task", "records", "retriever", "k", "seconds", "levels": {level: metrics}}``; with
@@ -65,12 +75,13 @@ def evaluate(index: str | Path | Index, task_path: str | Path, retriever: str | 
         raise GenretError(f"unknown level(s) {unknown}; use {sorted(LEVELS)}")
     opened = index if isinstance(index, Index) else Index(index)
     try:
-        gold = read_kilt(task_path)
+        gold = read_kilt(task_path)[:max_records]
         if not gold:
             raise GenretError(f"{task_path} holds no records")
         r = load_retriever(opened, retriever, config)
         t0 = time.perf_counter()
-        preds = predict(r, gold, k, with_text=with_text, progress=progress)
+        preds = predict(r, gold, k, with_text=with_text, task_name=task_name, progress=progress,
+                        batch_size=getattr(getattr(config, r.name, None), "batch_size", 64) if config else 64)
         seconds = time.perf_counter() - t0
     finally:
         if not isinstance(index, Index):

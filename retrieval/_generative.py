@@ -47,7 +47,9 @@ class GenerativeRetriever(Retriever):
 
     name = "generative"
 
-    def __init__(self, index: Index, config: GenerativeConfig | None = None, lm=None) -> None:
+    def __init__(self, index: Index, config: GenerativeConfig | None = None, lm=None, *,
+                 prompt_vectors: dict | None = None, prompts: dict[str, PromptSpec] | None = None) -> None:
+        """``lm``, ``prompt_vectors`` and ``prompts`` override what the config would load (used in training)."""
         from indexing._fm_build import load_fm
 
         from ._lm import load_lm
@@ -66,6 +68,10 @@ class GenerativeRetriever(Retriever):
         self.prompts = {**DEFAULT_PROMPTS, **config.prompts}
         if config.checkpoint:
             self.prompts.update(_checkpoint_prompts(config.checkpoint))
+        if prompt_vectors is not None:
+            self.prompt_vectors = dict(prompt_vectors)
+        if prompts is not None:
+            self.prompts.update(prompts)
         self._lock = threading.Lock()
 
     # ---- decoding ------------------------------------------------------------------------------------------

@@ -168,9 +168,10 @@ def train_retriever(config: TrainConfig, index: Index, out: str | Path, *, resum
             base = prompts.get(t, prompts["generic"])
             prompts[t] = base.model_copy(update={"kind": config.prompt_kind, "n_vectors": config.n_vectors})
             if t not in vectors:
-                init = lm.model.get_input_embeddings().weight[:1000].mean(0, keepdim=True)
-                vectors[t] = (init.repeat(config.n_vectors, 1) + 0.02 * torch.randn(config.n_vectors, hidden)).float()
-        vectors = {t: v.to(lm.device).requires_grad_(True) for t, v in vectors.items()}
+                with torch.no_grad():  # start near the mean token embedding
+                    init = lm.model.get_input_embeddings().weight[:1000].mean(0, keepdim=True).float().cpu()
+                    vectors[t] = init.repeat(config.n_vectors, 1) + 0.02 * torch.randn(config.n_vectors, hidden)
+        vectors = {t: v.detach().to(lm.device).clone().requires_grad_(True) for t, v in vectors.items()}
     lm.model.train()
     groups = []
     if config.train_lm:
@@ -210,7 +211,7 @@ def train_retriever(config: TrainConfig, index: Index, out: str | Path, *, resum
                 torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
                 optimizer.step()
                 step += 1
-                losses.append(float(loss))
+                losses.append(float(loss.detach()))
                 bar.update(1)
                 bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
                 if config.save_every and step % config.save_every == 0:

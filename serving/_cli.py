@@ -37,13 +37,30 @@ def _cmd_index(a: argparse.Namespace) -> int:
     return 0
 
 
+def _retrieval_config(a: argparse.Namespace):
+    """The retrieval section from the common retriever flags."""
+    from retrieval import RetrievalConfig
+
+    gen = {"device": a.device, "beam": a.beam}
+    if a.checkpoint:
+        gen["checkpoint"] = a.checkpoint
+    return RetrievalConfig(dense={"device": a.device}, generative=gen)
+
+
+def _add_retriever_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--retriever", default=None, help="dense, bm25, generative (default: the first the index has)")
+    p.add_argument("--task", default=None, help="task prompt (generative): qa, fact_check, page, squad, …")
+    p.add_argument("--checkpoint", default=None, help="generative: a `genret train retriever` checkpoint")
+    p.add_argument("--beam", type=int, default=10, help="generative: beam size")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+
+
 def _cmd_search(a: argparse.Namespace) -> int:
     from indexing import Index
-    from retrieval import RetrievalConfig, load_retriever
+    from retrieval import load_retriever
 
-    config = RetrievalConfig(dense={"device": a.device})
     with Index(a.index) as index:
-        hits = load_retriever(index, a.retriever, config).search(a.query, a.k)
+        hits = load_retriever(index, a.retriever, _retrieval_config(a)).search(a.query, a.k, task=a.task)
     if a.json:
         print(json.dumps([h.to_dict() for h in hits], ensure_ascii=False, indent=1))
         return 0
@@ -53,6 +70,8 @@ def _cmd_search(a: argparse.Namespace) -> int:
         print(f"{h.rank:>3}. {h.score:.4f}  {p.title} [{p.wikipedia_id} ¶{p.start_paragraph_id}"
               f"{'' if p.end_paragraph_id == p.start_paragraph_id else '-' + str(p.end_paragraph_id)}]  "
               f"{text[:140]}")
+        if h.matched:
+            print("      matched: " + "; ".join(f"{n!r} {s:.2f}" for n, s in h.matched[:6]))
     return 0
 
 
@@ -106,11 +125,44 @@ def _cmd_eval(a: argparse.Namespace) -> int:
         raise _usage("usage: genret eval INDEX TASK.jsonl")
     levels = tuple(a.level.split(","))
     report = evaluate(a.index, a.rest[0], a.retriever, a.k, ks=ks or (1, 5, 10, 20, 100), levels=levels,
-                      out=a.out, progress=not a.quiet)
+                      out=a.out, config=_retrieval_config(a), task_name=a.task, max_records=a.max_records,
+                      progress=not a.quiet)
     if a.json:
         print(json.dumps(report, indent=1))
     else:
         _print_metrics(report)
+    return 0
+
+
+def _task_files(items: list[str] | None, flag: str) -> dict[str, Path]:
+    out = {}
+    for item in items or []:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise _usage(f"{flag} takes NAME=FILE, got {item!r}")
+        out[name] = Path(path)
+    return out
+
+
+def _cmd_train(a: argparse.Namespace) -> int:
+    from eval import dev_callback, read_kilt
+    from indexing import Index
+    from retrieval import GenerativeConfig
+    from retrieval._train import TrainConfig, TrainTask, train_retriever
+
+    tasks = _task_files(a.task, "--task")
+    config = TrainConfig(model=a.model, tasks=[TrainTask(name=n, file=f) for n, f in tasks.items()],
+                         corpus_pairs=a.corpus_pairs, epochs=a.epochs, max_steps=a.max_steps,
+                         batch_size=a.batch_size, lr=a.lr, prompt_kind=a.prompt_kind, n_vectors=a.n_vectors,
+                         train_lm=not a.prompts_only, max_records=a.max_records, device=a.device, seed=a.seed,
+                         save_every=a.save_every)
+    with Index(a.index) as index:
+        dev = _task_files(a.dev, "--dev")
+        callback = dev_callback(index, dev, records=a.dev_records,
+                                generative_config=GenerativeConfig(device=a.device, beam=a.beam)) if dev else None
+        summary = train_retriever(config, index, a.out, resume=a.resume, read_records=read_kilt,
+                                  on_epoch_end=callback, progress=not a.quiet)
+    print(json.dumps(summary, indent=1))
     return 0
 
 
@@ -163,8 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("index")
     se.add_argument("query")
     se.add_argument("-k", type=int, default=10)
-    se.add_argument("--retriever", default=None, help="dense, bm25, … (default: the first the index supports)")
-    se.add_argument("--device", default="auto")
+    _add_retriever_flags(se)
     se.add_argument("--json", action="store_true")
     se.set_defaults(func=_cmd_search)
 
@@ -179,7 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "genret eval suite SUITE.toml --out DIR")
     ev.add_argument("index", metavar="INDEX|score|suite")
     ev.add_argument("rest", nargs="+", metavar="FILE")
-    ev.add_argument("--retriever", default=None)
+    _add_retriever_flags(ev)
+    ev.add_argument("--max-records", type=int, default=None, help="evaluate the first N records only")
     ev.add_argument("-k", type=int, default=100, help="hits retrieved per record")
     ev.add_argument("--ks", default=None, help="cut-offs, e.g. 1,5,10,20,100")
     ev.add_argument("--level", default="page,passage", help="page, passage or both (comma-separated)")
@@ -188,6 +240,33 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true")
     ev.add_argument("--quiet", action="store_true")
     ev.set_defaults(func=_cmd_eval)
+
+    tr = sub.add_parser("train", help="train a model: `genret train retriever INDEX --out DIR …`")
+    trs = tr.add_subparsers(dest="what", required=True, metavar="WHAT")
+    tg = trs.add_parser("retriever", help="fine-tune the generative retriever (supervised, self-supervised, "
+                        "multi-task)")
+    tg.add_argument("index", help="an index with an fm component")
+    tg.add_argument("--out", required=True, help="checkpoint directory (use it with --checkpoint)")
+    tg.add_argument("--task", action="append", metavar="NAME=FILE", help="KILT-format training file of a task")
+    tg.add_argument("--dev", action="append", metavar="NAME=FILE", help="dev file evaluated after each epoch")
+    tg.add_argument("--dev-records", type=int, default=100)
+    tg.add_argument("--corpus-pairs", type=int, default=0, help="self-supervised pairs from the corpus")
+    tg.add_argument("--model", default=None, help="LM to start from (default: the index tokenizer's model)")
+    tg.add_argument("--epochs", type=int, default=1)
+    tg.add_argument("--max-steps", type=int, default=None)
+    tg.add_argument("--max-records", type=int, default=None, help="records used per task file")
+    tg.add_argument("--batch-size", type=int, default=8)
+    tg.add_argument("--lr", type=float, default=5e-5)
+    tg.add_argument("--prompt-kind", choices=("discrete", "continuous", "hybrid"), default="discrete")
+    tg.add_argument("--n-vectors", type=int, default=8)
+    tg.add_argument("--prompts-only", action="store_true", help="learn only prompt vectors (LM frozen)")
+    tg.add_argument("--beam", type=int, default=5, help="beam of the dev evaluation")
+    tg.add_argument("--save-every", type=int, default=0)
+    tg.add_argument("--resume", action="store_true")
+    tg.add_argument("--device", default="auto")
+    tg.add_argument("--seed", type=int, default=13)
+    tg.add_argument("--quiet", action="store_true")
+    tg.set_defaults(func=_cmd_train)
 
     dd = sub.add_parser("demo-data", help="write the demo corpus (stdlib docstrings) and its questions")
     dd.add_argument("out")
