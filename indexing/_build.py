@@ -19,7 +19,7 @@ from ._corpus import ReadStats, read_corpus
 from ._dense import DenseConfig, build_dense
 from ._errors import GenretError, InputError
 from ._fm_build import FMConfig, build_fm
-from ._manifest import Component, CorpusInfo, Manifest, UnitsInfo, file_entries, write_manifest
+from ._manifest import Component, CorpusInfo, Manifest, UnitsInfo, file_entries, replace_dir, write_manifest
 from ._progress import progress_bar
 from ._store import STORE_FILE, StoreWriter, UnitStore
 from ._units import UnitConfig, split_page
@@ -131,18 +131,8 @@ def build_index(corpus: str | Path | Iterable[str | Path], out: str | Path, conf
             components=components,
         )
         write_manifest(tmp, manifest)
-        _replace_dir(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
-
-
-def _replace_dir(tmp: Path, out: Path) -> None:
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)

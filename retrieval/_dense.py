@@ -12,6 +12,8 @@ from indexing import Encoder, Index, SentenceTransformerEncoder
 
 from ._types import Hit, Provenance, Retriever
 
+GPU_MAX_K = 2048
+
 
 class DenseSearchConfig(BaseModel):
     """Query-time settings of the dense retriever (the model comes from the index manifest)."""
@@ -19,25 +21,37 @@ class DenseSearchConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     device: str = "auto"
     batch_size: int = Field(64, ge=1)
+    ef_search: int | None = Field(None, ge=1, description="HNSW candidate list size (default: the index's)")
+    nprobe: int | None = Field(None, ge=1, description="IVF-PQ lists visited a query (default: the index's)")
 
 
 class DenseRetriever(Retriever):
-    """FAISS search over the index's ``dense`` component with the encoder that built it."""
+    """FAISS search over the index's ``dense`` component with the encoder that built it.
+
+    The FAISS index (flat, HNSW or IVF-PQ: whatever the manifest records) gets its query-time knobs from
+    the config or else the manifest (``search_params`` says which were set), and goes to the GPU when the
+    resolved device is CUDA and faiss has GPU support (``indexing._dense._place_index``; HNSW stays on
+    the CPU).  Approximate indexes may return fewer than ``k`` hits (IVF lists visited hold fewer).
+    """
 
     name = "dense"
 
     def __init__(self, index: Index, config: DenseSearchConfig | None = None,
                  encoder: Encoder | None = None) -> None:
-        from indexing._dense import load_faiss
+        from indexing import resolve_device
+        from indexing._dense import _place_index, configure_search, load_faiss
 
         config = config or DenseSearchConfig()
         comp = index.component("dense")
         self.index = index
         self._config = config
-        self._faiss = load_faiss(index.path, comp)
         self._encoder = encoder or SentenceTransformerEncoder(comp.model, config.device)
         if self._encoder.dim != comp.params["dim"]:
             raise ValueError(f"encoder dim {self._encoder.dim} != index dim {comp.params['dim']}")
+        self._cpu_faiss = load_faiss(index.path, comp)
+        self.search_params = configure_search(self._cpu_faiss, comp, ef_search=config.ef_search,
+                                              nprobe=config.nprobe)
+        self._faiss = _place_index(self._cpu_faiss, resolve_device(config.device))
         self._lock = threading.Lock()
 
     def batch_search(self, queries: Sequence[str], k: int = 10, *, task: str | None = None) -> list[list[Hit]]:
@@ -47,7 +61,9 @@ class DenseRetriever(Retriever):
             return []
         with self._lock:  # the encoder and FAISS are used by one thread at a time
             vecs = self._encoder.encode(list(queries), batch_size=self._config.batch_size)
-            scores, ids = self._faiss.search(np.ascontiguousarray(vecs, dtype=np.float32), k)
+            # faiss GPU indexes take k ≤ 2048: larger k is served by the CPU copy
+            faiss_index = self._faiss if k <= GPU_MAX_K else self._cpu_faiss
+            scores, ids = faiss_index.search(np.ascontiguousarray(vecs, dtype=np.float32), k)
         return [self._hits(s, i) for s, i in zip(scores, ids)]
 
     def _hits(self, scores: np.ndarray, ids: np.ndarray) -> list[Hit]:

@@ -11,6 +11,8 @@ import os
 import shutil
 from pathlib import Path
 
+from indexing._manifest import replace_dir
+
 VECTORS_FILE = "prompt_vectors.safetensors"
 PROMPTS_FILE = "prompts.json"
 STATE_FILE = "trainer_state.json"
@@ -44,13 +46,7 @@ def save_checkpoint(out: Path, lm, prompts: dict, vectors: dict, state: dict, op
         save_file(tensors, str(tmp / OPTIMIZER_FILE))
         state = {**state, "optimizer_param_groups": groups}
     (tmp / STATE_FILE).write_text(json.dumps(state, indent=1))
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
+    replace_dir(tmp, out)
 
 
 def load_state(checkpoint: Path) -> dict | None:

@@ -22,9 +22,15 @@ for _ in $(seq 1 120); do
   sleep 0.5
 done
 curl -sf -X POST "http://127.0.0.1:$PORT/v1/search" -H 'content-type: application/json' \
-  -d '{"query": "How do I serialize an object to a JSON string?", "k": 3}' \
+  -d '{"query": "How do I serialize an object to a JSON string?", "k": 3, "retriever": "bm25"}' \
   | python3 -c 'import json,sys; r=json.load(sys.stdin); print("retriever:", r["retriever"]); [print(f"  {h[\"rank\"]}. {h[\"score\"]:.3f} {h[\"provenance\"][\"title\"]} ¶{h[\"provenance\"][\"start_paragraph_id\"]}: {h[\"text\"][:90]}") for h in r["hits"]]'
 
-echo "== 4. KILT-style evaluation on the demo questions"
-genret eval "$OUT/index" "$OUT/data/questions.jsonl" -k 20 --ks 1,5,10,20 --out "$OUT/predictions.jsonl"
-echo "predictions: $OUT/predictions.jsonl"
+echo "== 4. KILT-style evaluation on the demo questions, one retriever after the other"
+for r in dense bm25; do
+  genret eval "$OUT/index" "$OUT/data/questions.jsonl" --retriever $r -k 20 --ks 1,5,10,20 \
+    --out "$OUT/predictions.$r.jsonl" --quiet
+done
+echo "-- generative (zero-shot SmolLM2-135M on CPU, beam 5; the first 15 questions to keep the demo short)"
+genret eval "$OUT/index" "$OUT/data/questions.jsonl" --retriever generative --beam 5 --max-records 15 -k 20 \
+  --ks 1,5,10,20 --out "$OUT/predictions.generative.jsonl" --quiet
+echo "predictions: $OUT/predictions.*.jsonl"

@@ -32,6 +32,7 @@ class HitModel(BaseModel):
     rank: int
     text: str | None
     provenance: ProvenanceModel
+    matched: list[tuple[str, float]] = Field(default_factory=list, description="generative: matched n-grams")
 
 
 class SearchRequest(BaseModel):
@@ -39,6 +40,7 @@ class SearchRequest(BaseModel):
     k: int | None = Field(None, description="number of hits (server default if omitted)")
     index: str | None = Field(None, description="index name (the first served index if omitted)")
     retriever: str | None = None
+    task: str | None = Field(None, description="task prompt of the generative retriever (qa, fact_check, page, …)")
 
 
 class SearchResponse(BaseModel):
@@ -56,7 +58,8 @@ class ErrorResponse(BaseModel):
 def _hit_model(hit: Hit) -> HitModel:
     p = hit.provenance
     return HitModel(docid=hit.unit_id, score=hit.score, rank=hit.rank, text=hit.text,
-                    provenance=ProvenanceModel(**{f: getattr(p, f) for f in ProvenanceModel.model_fields}))
+                    provenance=ProvenanceModel(**{f: getattr(p, f) for f in ProvenanceModel.model_fields}),
+                    matched=list(hit.matched))
 
 
 # Domain errors -> HTTP status, in one place.
@@ -88,7 +91,8 @@ def create_app(settings: Settings, service: SearchService | None = None) -> Fast
     async def _search(req: SearchRequest) -> SearchResponse:
         svc: SearchService = app.state.service
         k = req.k if req.k is not None else settings.server.default_k
-        index, retriever, hits = await run_in_threadpool(svc.search, req.query, k, req.index, req.retriever)
+        index, retriever, hits = await run_in_threadpool(svc.search, req.query, k, req.index, req.retriever,
+                                                         req.task)
         return SearchResponse(query=req.query, index=index, retriever=retriever,
                               hits=[_hit_model(h) for h in hits])
 
@@ -108,7 +112,7 @@ def create_app(settings: Settings, service: SearchService | None = None) -> Fast
     @app.get("/v1/search", response_model=SearchResponse, responses={404: {"model": ErrorResponse},
                                                                        422: {"model": ErrorResponse}})
     async def search_get(q: str = Query(min_length=1), k: int | None = None, index: str | None = None,
-                         retriever: str | None = None) -> SearchResponse:
-        return await _search(SearchRequest(query=q, k=k, index=index, retriever=retriever))
+                         retriever: str | None = None, task: str | None = None) -> SearchResponse:
+        return await _search(SearchRequest(query=q, k=k, index=index, retriever=retriever, task=task))
 
     return app

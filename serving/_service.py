@@ -61,13 +61,13 @@ class SearchService:
             if len(q) > cfg.max_query_chars:
                 raise RequestError(f"query longer than {cfg.max_query_chars} characters")
 
-    def search(self, query: str, k: int, index: str | None = None,
-               retriever: str | None = None) -> tuple[str, str, list[Hit]]:
+    def search(self, query: str, k: int, index: str | None = None, retriever: str | None = None,
+               task: str | None = None) -> tuple[str, str, list[Hit]]:
         """``(index name, retriever name, hits)``; blocking (model work), call it off the event loop."""
         self._check([query], k)
         index = index or self.default_index
         r = self.retriever(index, retriever)
-        return index, r.name, r.search(query, k)
+        return index, r.name, r.search(query, k, task=task)
 
     def close(self) -> None:
         for index in self.indexes.values():

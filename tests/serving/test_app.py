@@ -53,3 +53,16 @@ def test_search_with_bm25(client):
     body = client.post("/v1/search", json={"query": "Guido van Rossum", "k": 2, "retriever": "bm25"}).json()
     assert body["retriever"] == "bm25"
     assert body["hits"][0]["provenance"]["wikipedia_id"] == "p-python"
+
+
+def test_generative_search_over_http(tiny_index, tiny_lm_dir):
+    settings = Settings(indexes=[tiny_index], retrieval={"generative": {"model": str(tiny_lm_dir), "device": "cpu",
+                                                                        "beam": 2, "max_len": 2}})
+    with TestClient(create_app(settings)) as c:
+        r = c.post("/v1/search", json={"query": "Who created Python?", "k": 2, "retriever": "generative",
+                                       "task": "page"})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["retriever"] == "generative" and body["hits"]
+        assert all(h["matched"] for h in body["hits"])
+        assert len({h["provenance"]["wikipedia_id"] for h in body["hits"]}) == len(body["hits"])

@@ -1,0 +1,166 @@
+"""Hybrid retrieval: fuse the rankings of several retrievers (e.g. BM25 + dense, or + generative) per query.
+
+Two fusion methods, over the hits each member returns at ``depth`` (or ``k``, if larger):
+
+* ``rrf`` (reciprocal rank fusion): ``score(d) = Σ_r w_r / (rrf_k + rank_r(d))``, a member that did not
+  return ``d`` adding nothing.
+* ``weighted``: ``score(d) = Σ_r w_r · norm_r(score_r(d))``, with each member's scores normalised per
+  query (``minmax``: to [0, 1], all-equal scores → 1; ``zscore``: (s − mean) / std, std 0 → 0) and a
+  member that did not return ``d`` contributing 0.  With ``zscore`` a hit below its member's mean
+  counts negatively, so it ranks below one that member did not return at all.
+
+Ties are broken by ascending unit id.  Weights default to 1 for every member.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ._types import Hit, Retriever
+
+
+class HybridConfig(BaseModel):
+    """Settings of the hybrid retriever: which members, how to fuse, how deep each member searches."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    retrievers: list[str] = Field(default_factory=lambda: ["bm25", "dense"], min_length=1,
+                                  description="member retrievers, by registry name")
+    method: Literal["rrf", "weighted"] = "rrf"
+    rrf_k: int = Field(60, ge=0, description="RRF rank offset")
+    weights: dict[str, float] | None = Field(None, description="weight per member (default 1 each)")
+    normalize: Literal["minmax", "zscore"] = Field("minmax", description="score normalisation (weighted)")
+    depth: int = Field(100, ge=1, description="hits fetched per member before fusion")
+
+    @model_validator(mode="after")
+    def _check(self) -> HybridConfig:
+        if len(set(self.retrievers)) != len(self.retrievers):
+            raise ValueError(f"hybrid retrievers repeat a name: {self.retrievers}")
+        if "hybrid" in self.retrievers:
+            raise ValueError("a hybrid retriever cannot be its own member")
+        if self.weights is not None:
+            _check_weights(self.weights, self.retrievers)
+        return self
+
+    def weight(self, name: str) -> float:
+        """The weight of member ``name`` (1 when not given)."""
+        return 1.0 if self.weights is None else float(self.weights.get(name, 1.0))
+
+
+def _check_weights(weights: Mapping[str, float], members: Sequence[str]) -> None:
+    unknown = sorted(set(weights) - set(members))
+    if unknown:
+        raise ValueError(f"weights name {unknown}, which are not hybrid members {list(members)}")
+    bad = {n: w for n, w in weights.items() if not math.isfinite(w) or w < 0}
+    if bad:
+        raise ValueError(f"weights must be finite and ≥ 0: {bad}")
+    if all(weights.get(n, 1.0) == 0 for n in members):
+        raise ValueError("at least one hybrid member needs a weight above 0")
+
+
+def _normalized(scores: list[float], how: str) -> list[float]:
+    """One member's scores for one query, normalised (see the module doc)."""
+    if not scores:
+        return []
+    if how == "minmax":
+        lo, hi = min(scores), max(scores)
+        return [1.0] * len(scores) if hi == lo else [(s - lo) / (hi - lo) for s in scores]
+    mean = sum(scores) / len(scores)
+    std = math.sqrt(sum((s - mean) ** 2 for s in scores) / len(scores))
+    return [0.0] * len(scores) if std == 0 else [(s - mean) / std for s in scores]
+
+
+class HybridRetriever(Retriever):
+    """Fuses the hits of already-constructed member retrievers ``{name: retriever}`` (any ``Retriever``:
+    BM25, dense, generative, …) per query, as ``config`` says (see the module doc).
+
+    Contract: as ``Retriever``; each member's ``batch_search(queries, max(depth, k), task=task)`` is
+    called once a batch (members in the order given; ``task`` is passed on), and the fused list is cut
+    to ``k``.  A hit's score is the fused score; its provenance and text come from the first member
+    (in member order) that returned the unit, its ``matched`` n-grams from the first that has any.
+    Weights in ``config`` must name members.  Thread-safe when the members are.
+    """
+
+    name = "hybrid"
+
+    def __init__(self, retrievers: Mapping[str, Retriever], config: HybridConfig | None = None) -> None:
+        if not retrievers:
+            raise ValueError("a hybrid retriever needs at least one member")
+        self.config = config or HybridConfig(retrievers=list(retrievers))
+        self.members: dict[str, Retriever] = dict(retrievers)
+        if self.config.weights is not None:
+            _check_weights(self.config.weights, list(self.members))
+        self.weights = {n: self.config.weight(n) for n in self.members}
+
+    def batch_search(self, queries: Sequence[str], k: int = 10, *, task: str | None = None) -> list[list[Hit]]:
+        if k < 1:
+            raise ValueError("k must be at least 1")
+        if not queries:
+            return []
+        depth = max(self.config.depth, k)
+        per_member = {name: r.batch_search(queries, depth, task=task) for name, r in self.members.items()}
+        return [self._fuse({name: results[i] for name, results in per_member.items()}, k)
+                for i in range(len(queries))]
+
+    def fused_scores(self, member_hits: Mapping[str, Sequence[Hit]]) -> dict[int, float]:
+        """``{unit id: fused score}`` for one query's member hit lists (each best first)."""
+        fused: dict[int, float] = {}
+        cfg = self.config
+        for name, hits in member_hits.items():
+            w = self.weights[name]
+            first: dict[int, int] = {}
+            for pos, hit in enumerate(hits):
+                first.setdefault(hit.unit_id, pos)  # a unit listed twice counts once, at its best rank
+            if cfg.method == "rrf":
+                contrib = {uid: w / (cfg.rrf_k + pos + 1) for uid, pos in first.items()}
+            else:
+                positions = sorted(first.values())
+                norm = _normalized([hits[p].score for p in positions], cfg.normalize)
+                contrib = {hits[p].unit_id: w * v for p, v in zip(positions, norm)}
+            for uid, c in contrib.items():
+                fused[uid] = fused.get(uid, 0.0) + c
+        return fused
+
+    def _fuse(self, member_hits: Mapping[str, Sequence[Hit]], k: int) -> list[Hit]:
+        fused = self.fused_scores(member_hits)
+        source: dict[int, Hit] = {}
+        matched: dict[int, tuple[tuple[str, float], ...]] = {}
+        for hits in member_hits.values():
+            for hit in hits:
+                source.setdefault(hit.unit_id, hit)
+                if hit.matched and hit.unit_id not in matched:
+                    matched[hit.unit_id] = hit.matched
+        order = sorted(fused, key=lambda uid: (-fused[uid], uid))[:k]
+        return [Hit(uid, fused[uid], rank, source[uid].provenance, source[uid].text, matched.get(uid, ()))
+                for rank, uid in enumerate(order, start=1)]
+
+    def close(self) -> None:
+        """Close the members that can be closed (e.g. BM25's Lucene searcher)."""
+        for member in self.members.values():
+            closer = getattr(member, "close", None)
+            if callable(closer):
+                closer()
+
+
+def load_hybrid(index: Any, config: Any) -> HybridRetriever:
+    """The registry factory: a ``HybridRetriever`` over ``index`` whose members are
+    ``load_retriever(index, name, config)`` for each name in ``config.hybrid.retrievers``, fused as
+    ``config.hybrid`` says (``config``: a ``RetrievalConfig`` with a ``hybrid: HybridConfig`` section).
+    Members built before a failing one are closed."""
+    from ._registry import load_retriever
+
+    hybrid: HybridConfig = config.hybrid
+    members: dict[str, Retriever] = {}
+    try:
+        for name in hybrid.retrievers:
+            members[name] = load_retriever(index, name, config)
+    except BaseException:
+        for member in members.values():
+            closer = getattr(member, "close", None)
+            if callable(closer):
+                closer()
+        raise
+    return HybridRetriever(members, hybrid)
