@@ -11,6 +11,7 @@ from indexing import Index, NotFoundError
 from ._bm25 import BM25Retriever, BM25SearchConfig
 from ._dense import DenseRetriever, DenseSearchConfig
 from ._generative import GenerativeConfig, GenerativeRetriever
+from ._hybrid import HybridConfig, load_hybrid
 from ._types import Retriever
 
 
@@ -21,6 +22,7 @@ class RetrievalConfig(BaseModel):
     dense: DenseSearchConfig = Field(default_factory=DenseSearchConfig)
     bm25: BM25SearchConfig = Field(default_factory=BM25SearchConfig)
     generative: GenerativeConfig = Field(default_factory=GenerativeConfig)
+    hybrid: HybridConfig = Field(default_factory=HybridConfig)
 
 
 # retriever name -> (index component it reads, {component kind -> factory})
@@ -28,13 +30,19 @@ REGISTRY: dict[str, tuple[str, dict[str, Callable[[Index, RetrievalConfig], Retr
     "dense": ("dense", {"dense-faiss": lambda index, cfg: DenseRetriever(index, cfg.dense)}),
     "bm25": ("bm25", {"bm25-lucene": lambda index, cfg: BM25Retriever(index, cfg.bm25)}),
     "generative": ("fm", {"fm-index": lambda index, cfg: GenerativeRetriever(index, cfg.generative)}),
+    # last, so that it is never the default; available when all its members are
+    "hybrid": ("store", {"unit-store-sqlite": load_hybrid}),
 }
 
 
-def available_retrievers(index: Index) -> list[str]:
-    """Retriever names this index can serve, in preference order."""
-    return [name for name, (comp, kinds) in REGISTRY.items()
-            if index.has(comp) and index.component(comp).kind in kinds]
+def available_retrievers(index: Index, config: RetrievalConfig | None = None) -> list[str]:
+    """Retriever names this index can serve, in preference order (hybrid: when all its members are)."""
+    config = config or RetrievalConfig()
+    names = [name for name, (comp, kinds) in REGISTRY.items()
+             if name != "hybrid" and index.has(comp) and index.component(comp).kind in kinds]
+    if all(m in names for m in config.hybrid.retrievers):
+        names.append("hybrid")
+    return names
 
 
 def load_retriever(index: Index, name: str | None = None, config: RetrievalConfig | None = None) -> Retriever:

@@ -24,7 +24,8 @@ def _cmd_index(a: argparse.Namespace) -> int:
     config = IndexConfig(
         units=UnitConfig(kind=a.unit, window_words=a.window_words, stride=a.stride),
         components=tuple(chosen or available_components()),
-        dense=DenseConfig(model=a.model, device=a.device, batch_size=a.batch_size),
+        dense=DenseConfig(model=a.model, device=a.device, batch_size=a.batch_size, index_type=a.index_type,
+                          hnsw_m=a.hnsw_m, ivf_nlist=a.ivf_nlist, pq_m=a.pq_m),
         bm25=BM25Config(k1=a.k1, b=a.b),
         fm=FMConfig(tokenizer=a.fm_tokenizer, shards=a.fm_shards),
         corpus_format=a.format, skip_bad=a.skip_bad,
@@ -44,15 +45,26 @@ def _retrieval_config(a: argparse.Namespace):
     gen = {"device": a.device, "beam": a.beam}
     if a.checkpoint:
         gen["checkpoint"] = a.checkpoint
-    return RetrievalConfig(dense={"device": a.device}, generative=gen)
+    hybrid = {"retrievers": [x.strip() for x in a.hybrid.split(",")], "method": a.fusion, "rrf_k": a.rrf_k}
+    if a.hybrid_weights:
+        hybrid["weights"] = {k: float(v) for k, _, v in (w.partition("=") for w in a.hybrid_weights.split(","))}
+    dense = {"device": a.device, "ef_search": a.ef_search, "nprobe": a.nprobe}
+    return RetrievalConfig(dense=dense, generative=gen, hybrid=hybrid)
 
 
 def _add_retriever_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--retriever", default=None, help="dense, bm25, generative (default: the first the index has)")
+    p.add_argument("--retriever", default=None,
+                   help="dense, bm25, generative, hybrid (default: the first the index has)")
     p.add_argument("--task", default=None, help="task prompt (generative): qa, fact_check, page, squad, …")
     p.add_argument("--checkpoint", default=None, help="generative: a `genret train retriever` checkpoint")
     p.add_argument("--beam", type=int, default=10, help="generative: beam size")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--hybrid", default="bm25,dense", help="hybrid: member retrievers")
+    p.add_argument("--fusion", choices=("rrf", "weighted"), default="rrf", help="hybrid: fusion method")
+    p.add_argument("--rrf-k", type=int, default=60)
+    p.add_argument("--hybrid-weights", default=None, help="hybrid: e.g. bm25=1,dense=2")
+    p.add_argument("--ef-search", type=int, default=None, help="dense HNSW: query-time ef")
+    p.add_argument("--nprobe", type=int, default=None, help="dense IVF: lists probed")
 
 
 def _cmd_search(a: argparse.Namespace) -> int:
@@ -166,6 +178,17 @@ def _cmd_train(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_rebuild_dense(a: argparse.Namespace) -> int:
+    from indexing import DenseConfig
+    from indexing._dense import rebuild_dense
+
+    m = rebuild_dense(a.index, DenseConfig(index_type=a.index_type, hnsw_m=a.hnsw_m, ivf_nlist=a.ivf_nlist,
+                                           pq_m=a.pq_m, device=a.device), progress=not a.quiet)
+    print(f"rebuilt the dense FAISS index of {a.index} as {m.components['dense'].params['index_type']} "
+          "from the stored embeddings")
+    return 0
+
+
 def _cmd_demo_data(a: argparse.Namespace) -> int:
     from indexing._demo import write_demo
 
@@ -204,6 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
     ix.add_argument("--stride", type=int, default=None, help="words between window starts")
     ix.add_argument("--format", choices=("auto", "jsonl", "kilt"), default="auto")
     ix.add_argument("--model", default="sentence-transformers/all-MiniLM-L6-v2", help="dense encoder")
+    ix.add_argument("--index-type", choices=("flat", "hnsw", "ivfpq"), default="flat", help="FAISS index type")
+    ix.add_argument("--hnsw-m", type=int, default=32)
+    ix.add_argument("--ivf-nlist", type=int, default=None, help="IVF lists (default ≈ 4·sqrt(n))")
+    ix.add_argument("--pq-m", type=int, default=None, help="PQ sub-quantizers (default dim/8)")
     ix.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     ix.add_argument("--batch-size", type=int, default=64)
     ix.add_argument("--skip-bad", action="store_true", help="skip malformed records and report a count")
@@ -240,6 +267,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true")
     ev.add_argument("--quiet", action="store_true")
     ev.set_defaults(func=_cmd_eval)
+
+    rb = sub.add_parser("rebuild-dense", help="rebuild the FAISS index from the stored embeddings (no re-encoding)")
+    rb.add_argument("index")
+    rb.add_argument("--index-type", choices=("flat", "hnsw", "ivfpq"), required=True)
+    rb.add_argument("--hnsw-m", type=int, default=32)
+    rb.add_argument("--ivf-nlist", type=int, default=None)
+    rb.add_argument("--pq-m", type=int, default=None)
+    rb.add_argument("--device", default="auto")
+    rb.add_argument("--quiet", action="store_true")
+    rb.set_defaults(func=_cmd_rebuild_dense)
 
     tr = sub.add_parser("train", help="train a model: `genret train retriever INDEX --out DIR …`")
     trs = tr.add_subparsers(dest="what", required=True, metavar="WHAT")

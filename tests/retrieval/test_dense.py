@@ -58,6 +58,6 @@ def test_k_larger_than_corpus_and_invalid_k(retriever):
 
 def test_registry(tiny_index):
     with Index(tiny_index) as index:
-        assert available_retrievers(index) == ["dense", "bm25", "generative"]
+        assert available_retrievers(index) == ["dense", "bm25", "generative", "hybrid"]
         with pytest.raises(NotFoundError, match="unknown retriever"):
             load_retriever(index, "nope")

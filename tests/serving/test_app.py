@@ -17,7 +17,7 @@ def test_health_and_indexes(client, tiny_index):
     assert client.get("/healthz").json() == {"status": "ok"}
     (desc,) = client.get("/v1/indexes").json()
     assert desc == {"name": tiny_index.name, "units": 10, "unit_kind": "paragraph",
-                    "retrievers": ["dense", "bm25", "generative"]}
+                    "retrievers": ["dense", "bm25", "generative", "hybrid"]}
 
 
 def test_search_post_and_get_agree(client):
