@@ -35,6 +35,7 @@ class GenerativeConfig(BaseModel):
     max_len: int = Field(10, ge=1, description="longest body n-gram, in tokens")
     title_max_len: int = Field(16, ge=1)
     decode_titles: bool = True
+    partial_titles: bool = Field(False, description="also use title prefixes (not only complete titles) as keys")
     batch_size: int = Field(8, ge=1)
     task: str = "generic"
     prompts: dict[str, PromptSpec] = Field(default_factory=lambda: dict(DEFAULT_PROMPTS))
@@ -104,7 +105,8 @@ class GenerativeRetriever(Retriever):
                         self.lm, self.fm, prompts, beam=cfg.beam, max_len=cfg.title_max_len,
                         force_prefix=[marks[0]], stop_token=marks[1], prefix_embeds=prefix,
                         constrained=cfg.constrained)):
-                    keys[i].extend(ks)
+                    # as in SEAL, a title identifies a page only once complete (ends with the title marker)
+                    keys[i].extend(k for k in ks if cfg.partial_titles or k.tokens[-1] == marks[1])
         return task, keys
 
     # ---- scoring -------------------------------------------------------------------------------------------

@@ -45,6 +45,7 @@ def test_every_decoded_key_occurs_in_the_corpus(retriever, unit_tokens):
     titles = [k for ks in keys for k in ks if k.tokens[0] == retriever.encoder.title_start]
     bodies = [k for ks in keys for k in ks if k.tokens[0] != retriever.encoder.title_start]
     assert titles and bodies
+    assert all(k.tokens[-1] == retriever.encoder.title_end for k in titles), "only complete titles are keys"
     assert all(retriever.encoder.title_end not in k.tokens for k in bodies)
 
 
