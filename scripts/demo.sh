@@ -22,8 +22,15 @@ for _ in $(seq 1 120); do
   sleep 0.5
 done
 curl -sf -X POST "http://127.0.0.1:$PORT/v1/search" -H 'content-type: application/json' \
-  -d '{"query": "How do I serialize an object to a JSON string?", "k": 3, "retriever": "bm25"}' \
-  | python3 -c 'import json,sys; r=json.load(sys.stdin); print("retriever:", r["retriever"]); [print(f"  {h[\"rank\"]}. {h[\"score\"]:.3f} {h[\"provenance\"][\"title\"]} ¶{h[\"provenance\"][\"start_paragraph_id\"]}: {h[\"text\"][:90]}") for h in r["hits"]]'
+  -d '{"query": "How do I serialize an object to a JSON string?", "k": 3}' > "$OUT/search.json"
+python3 - "$OUT/search.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+print("POST /v1/search ->", r["retriever"], "retriever:")
+for h in r["hits"]:
+    p = h["provenance"]
+    print(f"  {h['rank']}. {h['score']:.3f}  {p['title']} (paragraph {p['start_paragraph_id']}): {h['text'][:90]}")
+PY
 
 echo "== 4. KILT-style evaluation on the demo questions, one retriever after the other"
 for r in dense bm25; do
