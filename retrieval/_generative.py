@@ -33,7 +33,7 @@ class GenerativeConfig(BaseModel):
     device: str = "auto"
     beam: int = Field(10, ge=1)
     max_len: int = Field(10, ge=1, description="longest body n-gram, in tokens")
-    title_max_len: int = Field(16, ge=1)
+    title_max_len: int = Field(32, ge=1, description="longest title, in tokens (titles count once complete)")
     decode_titles: bool = True
     partial_titles: bool = Field(False, description="also use title prefixes (not only complete titles) as keys")
     batch_size: int = Field(8, ge=1)
@@ -91,7 +91,7 @@ class GenerativeRetriever(Retriever):
         prefix = self._prefix(task, spec)
         keys: list[list[Key]] = [[] for _ in queries]
         with self._lock:
-            if spec.granularity in ("passage", "sentence"):
+            if spec.granularity != "entity":  # pages are ranked from body n-grams and titles together
                 prompts = [tok(prompt_text(spec, q, "body"))["input_ids"] for q in queries]
                 markers = (self.encoder.title_start, self.encoder.title_end)
                 for i, ks in enumerate(constrained_beam_search(self.lm, self.fm, prompts, beam=cfg.beam,

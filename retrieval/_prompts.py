@@ -5,9 +5,9 @@ Three kinds (Unified Generative Retriever, Chen et al. 2023):
 - ``continuous``: ``n_vectors`` learned prompt vectors (trained by ``genret train retriever``) and no text;
 - ``hybrid``: learned vectors followed by the text instruction.
 
-The granularity decides what is decoded and what is returned: ``page`` and ``entity`` decode titles
-(GENRE-style identifiers) and return one hit per page; ``passage`` decodes body n-grams (and titles)
-and returns units; ``sentence`` does the same and returns the best sentences of the best units.
+The granularity decides what is decoded and what is returned: ``entity`` decodes titles only (GENRE-style
+identifiers) and ``page`` body n-grams and titles, both returning one hit per page; ``passage`` decodes body
+n-grams and titles and returns units; ``sentence`` does the same and returns the best sentences of the best units.
 An unknown task falls back to the ``generic`` prompt.
 """
 

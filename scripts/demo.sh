@@ -33,7 +33,7 @@ for h in r["hits"]:
 PY
 
 echo "== 4. KILT-style evaluation on the demo questions, one retriever after the other"
-for r in dense bm25; do
+for r in dense bm25 hybrid; do
   genret eval "$OUT/index" "$OUT/data/questions.jsonl" --retriever $r -k 20 --ks 1,5,10,20 \
     --out "$OUT/predictions.$r.jsonl" --quiet
 done
