@@ -54,7 +54,7 @@ class _Stepper:
         ids, mask = ids.to(self.device), mask.to(self.device)
         emb = embed_layer(ids)
         if n_pre:
-            pre = self.prefix.to(emb.dtype).unsqueeze(0).expand(len(ids_list), -1, -1)
+            pre = self.prefix.to(self.device, emb.dtype).unsqueeze(0).expand(len(ids_list), -1, -1)
             # the prompt vectors sit right before the first real token of each row
             full = torch.zeros((len(ids_list), width, emb.shape[-1]), dtype=emb.dtype, device=self.device)
             for i, x in enumerate(ids_list):

@@ -170,3 +170,27 @@ def test_model_with_another_tokenizer_is_refused(tiny_index, tmp_path):
     assert AutoTokenizer.from_pretrained(tmp_path)
     with Index(tiny_index) as index, pytest.raises(ConfigError, match="another tokenizer"):
         GenerativeRetriever(index, GenerativeConfig(model=str(tmp_path), device="cpu"))
+
+
+def test_encoder_decoder_models_decode_under_the_same_constraints(tiny_index, tmp_path, unit_tokens):
+    """A seq2seq (T5-class) model with the index's tokenizer works as well as a causal one."""
+    import torch
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    from indexing._models import load_tokenizer
+
+    tok = load_tokenizer("smollm2-135m-instruct")
+    torch.manual_seed(0)
+    cfg = T5Config(vocab_size=len(tok), d_model=32, d_ff=64, d_kv=16, num_layers=1, num_decoder_layers=1,
+                   num_heads=2, decoder_start_token_id=tok.pad_token_id, pad_token_id=tok.pad_token_id,
+                   eos_token_id=tok.eos_token_id)
+    T5ForConditionalGeneration(cfg).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    with Index(tiny_index) as index:
+        r = GenerativeRetriever(index, GenerativeConfig(model=str(tmp_path), device="cpu", beam=3, max_len=3))
+        assert r.lm.seq2seq
+        _, keys = r.decode_keys(QUERIES[:2], task="generic")
+        assert all(keys)
+        for ks in keys:
+            assert all(_brute_count(k.tokens, unit_tokens) >= 1 for k in ks)
+        assert r.search(QUERIES[0], k=3, task="page")

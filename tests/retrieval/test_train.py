@@ -72,3 +72,26 @@ def test_continuous_prompts_are_learned_and_used(tiny_index, tiny_lm_dir, data_d
         r = GenerativeRetriever(index, GenerativeConfig(checkpoint=str(out), device="cpu", beam=2, max_len=2))
         assert r.prompts["qa"].kind == "continuous" and r.prompt_vectors["qa"].shape == (4, 64)
         assert r.search("Who created Python?", k=2, task="qa")
+
+
+def test_encoder_decoder_training_runs(tiny_index, data_dir, tmp_path):
+    import math
+
+    import torch
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    from indexing._models import load_tokenizer
+
+    tok = load_tokenizer("smollm2-135m-instruct")
+    torch.manual_seed(0)
+    model_dir = tmp_path / "t5"
+    T5ForConditionalGeneration(T5Config(vocab_size=len(tok), d_model=32, d_ff=64, d_kv=16, num_layers=1,
+                                        num_decoder_layers=1, num_heads=2, decoder_start_token_id=tok.pad_token_id,
+                                        pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+                               ).save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    with Index(tiny_index) as index:
+        summary = train_retriever(_config(model_dir, data_dir, epochs=3), index, tmp_path / "ckpt",
+                                  read_records=read_kilt, progress=False)
+    losses = [h["mean_loss"] for h in summary["history"]]
+    assert all(math.isfinite(x) for x in losses) and losses[-1] < losses[0]
