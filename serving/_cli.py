@@ -60,7 +60,8 @@ def _add_retriever_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--beam", type=int, default=10, help="generative: beam size")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--hybrid", default="bm25,dense", help="hybrid: member retrievers")
-    p.add_argument("--fusion", choices=("rrf", "weighted"), default="rrf", help="hybrid: fusion method")
+    p.add_argument("--fusion", choices=("rrf", "weighted"), default="weighted",
+                   help="hybrid: normalised weighted scores (default) or reciprocal-rank fusion")
     p.add_argument("--rrf-k", type=int, default=60)
     p.add_argument("--hybrid-weights", default=None, help="hybrid: e.g. bm25=1,dense=2")
     p.add_argument("--ef-search", type=int, default=None, help="dense HNSW: query-time ef")

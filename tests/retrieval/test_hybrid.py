@@ -83,10 +83,10 @@ def brute_force_fusion(rankings: dict[str, list[tuple[int, float]]], cfg: Hybrid
 
 
 @pytest.mark.parametrize("cfg", [
+    HybridConfig(method="rrf"),
+    HybridConfig(method="rrf", depth=3, rrf_k=1),
+    HybridConfig(method="rrf", depth=4, weights={"bm25": 2.0, "dense": 0.5}),
     HybridConfig(),
-    HybridConfig(depth=3, rrf_k=1),
-    HybridConfig(depth=4, weights={"bm25": 2.0, "dense": 0.5}),
-    HybridConfig(method="weighted"),
     HybridConfig(method="weighted", depth=3, weights={"bm25": 0.3}),
     HybridConfig(method="weighted", normalize="zscore", depth=5),
 ], ids=["rrf", "rrf-depth3-k1", "rrf-weights", "minmax", "minmax-depth3-weights", "zscore-depth5"])
@@ -115,7 +115,7 @@ def test_a_unit_found_by_one_member_still_appears(members):
         assert {h.unit_id for h in hits} == set(dense_ids) | set(bm25_ids)
     # at full depth, every unit either member returned is in the fused list
     query = "Guido van Rossum"
-    hits = HybridRetriever(members, HybridConfig(depth=10)).search(query, k=10)
+    hits = HybridRetriever(members, HybridConfig(method="rrf", depth=10)).search(query, k=10)
     assert {h.unit_id for h in hits} == {h.unit_id for n in members for h in members[n].search(query, 10)}
 
 
@@ -189,7 +189,8 @@ class Scripted(Retriever):
 
 def test_rrf_by_hand():
     a, b = Scripted([(1, 9.0), (2, 8.0), (3, 7.0)]), Scripted([(3, 0.9), (4, 0.5)])
-    hits = HybridRetriever({"a": a, "b": b}, HybridConfig(retrievers=["a", "b"], rrf_k=10)).search("q", k=10)
+    hits = HybridRetriever({"a": a, "b": b},
+        HybridConfig(retrievers=["a", "b"], method="rrf", rrf_k=10)).search("q", k=10)
     expected = {1: 1 / 11, 2: 1 / 12, 3: 1 / 13 + 1 / 11, 4: 1 / 12}
     assert [h.unit_id for h in hits] == [3, 1, 2, 4]  # 2 and 4 tie: lower unit id first
     assert [h.score for h in hits] == pytest.approx([expected[u] for u in (3, 1, 2, 4)])
@@ -211,7 +212,8 @@ def test_weighted_normalisation_by_hand():
 
 def test_depth_task_provenance_and_matched_come_from_members():
     plain, generative = Scripted([(5, 1.0), (6, 0.5)]), Scripted([(6, -2.0), (8, -3.0)], matched=True)
-    hybrid = HybridRetriever({"plain": plain, "gen": generative}, HybridConfig(retrievers=["plain", "gen"], depth=3))
+    hybrid = HybridRetriever({"plain": plain, "gen": generative},
+        HybridConfig(retrievers=["plain", "gen"], method="rrf", depth=3))
     hits = hybrid.batch_search(["q1", "q2"], k=2, task="nq")
     assert plain.calls == generative.calls == [(["q1", "q2"], 3, "nq")]
     hybrid.search("q", k=7)
