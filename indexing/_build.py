@@ -63,23 +63,31 @@ def _version() -> str:
         return "0+unknown"
 
 
-def _write_store(paths: list[str], tmp: Path, config: IndexConfig, progress: bool) -> tuple[CorpusInfo, int]:
+def ingest(paths: list[str], writer: StoreWriter, config: IndexConfig, progress: bool,
+           digest=None) -> ReadStats:
+    """Stream corpus pages into ``writer`` (units cut as ``config.units`` says), updating ``digest``."""
     stats = ReadStats()
+    digest = digest if digest is not None else hashlib.sha256()
+    with progress_bar(None, "reading corpus", progress) as bar:
+        for page in read_corpus(paths, fmt=config.corpus_format, skip_bad=config.skip_bad, stats=stats):
+            canon = json.dumps([page.page_id, page.title, page.paragraphs], ensure_ascii=False)
+            digest.update(canon.encode("utf-8"))
+            digest.update(b"\n")
+            writer.add(page.page_id, page.title, len(page.paragraphs), page.source, page.line,
+                       split_page(page, config.units))
+            bar.update(1)
+    if stats.skipped:
+        log.warning("skipped %d bad record(s); first: %s", stats.skipped, "; ".join(stats.errors[:3]))
+    return stats
+
+
+def _write_store(paths: list[str], tmp: Path, config: IndexConfig, progress: bool) -> tuple[CorpusInfo, int]:
     digest = hashlib.sha256()
     writer = StoreWriter(tmp / STORE_FILE)
     try:
-        with progress_bar(None, "reading corpus", progress) as bar:
-            for page in read_corpus(paths, fmt=config.corpus_format, skip_bad=config.skip_bad, stats=stats):
-                canon = json.dumps([page.page_id, page.title, page.paragraphs], ensure_ascii=False)
-                digest.update(canon.encode("utf-8"))
-                digest.update(b"\n")
-                writer.add(page.page_id, page.title, len(page.paragraphs), page.source, page.line,
-                           split_page(page, config.units))
-                bar.update(1)
+        stats = ingest(paths, writer, config, progress, digest)
     finally:
         writer.close()
-    if stats.skipped:
-        log.warning("skipped %d bad record(s); first: %s", stats.skipped, "; ".join(stats.errors[:3]))
     if writer.n_units == 0:
         raise InputError(f"the corpus yielded no units ({stats.pages} pages read)", path=", ".join(paths))
     info = CorpusInfo(sources=[str(Path(p).resolve()) for p in paths], sha256=digest.hexdigest(),

@@ -47,14 +47,15 @@ class StoredUnit:
 class StoreWriter:
     """Appends pages and their units; ``close()`` commits. Duplicate page ids raise ``InputError``."""
 
-    def __init__(self, path: Path, batch: int = 2000) -> None:
+    def __init__(self, path: Path, batch: int = 2000, *, append: bool = False) -> None:
+        """A new store at ``path``, or with ``append`` an existing one that pages are added to."""
         self._db = sqlite3.connect(path)
-        self._db.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;" + _SCHEMA)
+        self._db.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;" + ("" if append else _SCHEMA))
         self._pages: list[tuple] = []
         self._units: list[tuple] = []
         self._batch = batch
-        self.n_pages = 0
-        self.n_units = 0
+        self.n_pages = self._db.execute("SELECT COUNT(*) FROM pages").fetchone()[0]
+        self.n_units = self._db.execute("SELECT COUNT(*) FROM units").fetchone()[0]
 
     def add(self, page_id: str, title: str, n_paragraphs: int, source: str, line: int,
             units: Iterable[Unit]) -> None:
@@ -90,7 +91,7 @@ class StoreWriter:
 
     def close(self) -> None:
         self._flush()
-        self._db.execute("CREATE INDEX units_by_page ON units(page, start_par)")
+        self._db.execute("CREATE INDEX IF NOT EXISTS units_by_page ON units(page, start_par)")
         self._db.commit()
         self._db.execute("ANALYZE")
         self._db.close()

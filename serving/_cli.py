@@ -179,6 +179,16 @@ def _cmd_train(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_add(a: argparse.Namespace) -> int:
+    from indexing._add import add_to_index
+
+    m = add_to_index(a.index, a.corpus, skip_bad=a.skip_bad, corpus_format=a.format, device=a.device,
+                     progress=not a.quiet)
+    print(f"{a.index}: now {m.corpus.pages} pages, {m.units.count} {m.units.kind} units; components updated: "
+          + ", ".join(n for n in m.components if n != "store"))
+    return 0
+
+
 def _cmd_rebuild_dense(a: argparse.Namespace) -> int:
     from indexing import DenseConfig
     from indexing._dense import rebuild_dense
@@ -268,6 +278,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true")
     ev.add_argument("--quiet", action="store_true")
     ev.set_defaults(func=_cmd_eval)
+
+    ad = sub.add_parser("add", help="add corpus files to an existing index (every component is updated)")
+    ad.add_argument("index")
+    ad.add_argument("corpus", nargs="+")
+    ad.add_argument("--format", choices=("auto", "jsonl", "kilt"), default="auto")
+    ad.add_argument("--skip-bad", action="store_true")
+    ad.add_argument("--device", default="auto")
+    ad.add_argument("--quiet", action="store_true")
+    ad.set_defaults(func=_cmd_add)
 
     rb = sub.add_parser("rebuild-dense", help="rebuild the FAISS index from the stored embeddings (no re-encoding)")
     rb.add_argument("index")
