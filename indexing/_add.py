@@ -11,7 +11,6 @@ of the directory that replaces the original only when complete, so a failure lea
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import time
 from collections.abc import Iterable
@@ -25,7 +24,7 @@ from ._dense import EMBEDDINGS_FILE, DenseConfig, _device_for_faiss, build_faiss
 from ._encoder import SentenceTransformerEncoder
 from ._errors import GenretError, InputError
 from ._fm_build import FMConfig, build_fm
-from ._manifest import Component, Manifest, file_entries, read_manifest, replace_dir, verify_files, write_manifest
+from ._manifest import Component, Manifest, file_entries, read_manifest, staged_dir, verify_files, write_manifest
 from ._progress import progress_bar
 from ._store import STORE_FILE, StoreWriter, UnitStore
 from ._units import UnitConfig
@@ -81,10 +80,7 @@ def add_to_index(index_dir: str | Path, corpus: str | Path | Iterable[str | Path
     if unknown:
         raise GenretError(f"cannot add to an index with component(s) {sorted(unknown)}")
     t0 = time.perf_counter()
-    tmp = src.parent / f".{src.name}.adding-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp)
-    try:
+    with staged_dir(src, "adding", copy_from=src) as tmp:
         config = IndexConfig(units=UnitConfig(kind=manifest.units.kind, **manifest.units.params), components=(),
                              corpus_format=corpus_format, skip_bad=skip_bad)
         digest = hashlib.sha256(manifest.corpus.sha256.encode())  # the new hash chains the old one
@@ -118,8 +114,4 @@ def add_to_index(index_dir: str | Path, corpus: str | Path | Iterable[str | Path
             "units": manifest.units.model_copy(update={"count": writer.n_units}),
             "build_seconds": round(manifest.build_seconds + time.perf_counter() - t0, 3)})
         write_manifest(tmp, new)
-        replace_dir(tmp, src)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return new

@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -19,7 +17,7 @@ from ._corpus import ReadStats, read_corpus
 from ._dense import DenseConfig, build_dense
 from ._errors import GenretError, InputError
 from ._fm_build import FMConfig, build_fm
-from ._manifest import Component, CorpusInfo, Manifest, UnitsInfo, file_entries, replace_dir, write_manifest
+from ._manifest import Component, CorpusInfo, Manifest, UnitsInfo, file_entries, staged_dir, write_manifest
 from ._progress import progress_bar
 from ._store import STORE_FILE, StoreWriter, UnitStore
 from ._units import UnitConfig, split_page
@@ -117,11 +115,8 @@ def build_index(corpus: str | Path | Iterable[str | Path], out: str | Path, conf
         if not Path(p).is_file():
             raise InputError("no such file", path=p)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.building-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
     t0 = time.perf_counter()
-    try:
+    with staged_dir(out, "building") as tmp:
         corpus_info, n_units = _write_store(paths, tmp, config, progress)
         components = {"store": Component(kind=STORE_KIND, files=file_entries(tmp, [STORE_FILE]),
                                          params={"units": n_units})}
@@ -139,8 +134,4 @@ def build_index(corpus: str | Path | Iterable[str | Path], out: str | Path, conf
             components=components,
         )
         write_manifest(tmp, manifest)
-        replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return manifest

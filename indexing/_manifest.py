@@ -13,6 +13,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -100,6 +102,27 @@ def write_json_atomic(path: Path, data: Any) -> None:
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def staged_dir(out: Path, tag: str, *, copy_from: Path | None = None) -> Iterator[Path]:
+    """A temporary sibling of ``out`` to write a whole directory in (empty, or a copy of ``copy_from``).
+
+    When the block completes, the directory replaces ``out`` (``replace_dir``); if the block raises, it is
+    removed and ``out`` is left as it was.
+    """
+    tmp = out.parent / f".{out.name}.{tag}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    if copy_from is not None:
+        shutil.copytree(copy_from, tmp)
+    else:
+        tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 

@@ -7,11 +7,9 @@ directory and swapped into place, so an interrupted save never leaves a half che
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
-from indexing._manifest import replace_dir
+from indexing._manifest import staged_dir
 
 VECTORS_FILE = "prompt_vectors.safetensors"
 PROMPTS_FILE = "prompts.json"
@@ -33,20 +31,17 @@ def save_checkpoint(out: Path, lm, prompts: dict, vectors: dict, state: dict, op
     """Write a complete checkpoint to ``out`` (atomically replacing an older one)."""
     from safetensors.torch import save_file
 
-    tmp = out.parent / f".{out.name}.saving-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    lm.model.save_pretrained(tmp)
-    lm.tokenizer.save_pretrained(tmp)
-    (tmp / PROMPTS_FILE).write_text(json.dumps({k: v.model_dump() for k, v in prompts.items()}, indent=1))
-    if vectors:
-        save_file({k: v.detach().cpu().contiguous() for k, v in vectors.items()}, str(tmp / VECTORS_FILE))
-    if optimizer is not None:
-        tensors, groups = _flatten_optimizer(optimizer.state_dict())
-        save_file(tensors, str(tmp / OPTIMIZER_FILE))
-        state = {**state, "optimizer_param_groups": groups}
-    (tmp / STATE_FILE).write_text(json.dumps(state, indent=1))
-    replace_dir(tmp, out)
+    with staged_dir(out, "saving") as tmp:
+        lm.model.save_pretrained(tmp)
+        lm.tokenizer.save_pretrained(tmp)
+        (tmp / PROMPTS_FILE).write_text(json.dumps({k: v.model_dump() for k, v in prompts.items()}, indent=1))
+        if vectors:
+            save_file({k: v.detach().cpu().contiguous() for k, v in vectors.items()}, str(tmp / VECTORS_FILE))
+        if optimizer is not None:
+            tensors, groups = _flatten_optimizer(optimizer.state_dict())
+            save_file(tensors, str(tmp / OPTIMIZER_FILE))
+            state = {**state, "optimizer_param_groups": groups}
+        (tmp / STATE_FILE).write_text(json.dumps(state, indent=1))
 
 
 def load_state(checkpoint: Path) -> dict | None:
