@@ -131,8 +131,12 @@ class GenerativeRetriever(Retriever):
 
     def rank_units(self, keys: list[Key], limit: int) -> list[tuple[int, float, list]]:
         """``(unit id, score, matched keys)`` for the best ``limit`` units, best first."""
+        return [(u.unit_id, s, m) for u, s, m in self._score_units(*self.weights(keys), limit)]
+
+    def _score_units(self, weights: dict[tuple[int, ...], float], counts: dict[tuple[int, ...], int],
+                     limit: int) -> list[tuple[StoredUnit, float, list]]:
+        """The best ``limit`` units (as read from the store) with their scores and matched keys."""
         cfg = self.config.scoring
-        weights, counts = self.weights(keys)
         live = [n for n, w in weights.items() if w > 0]
         rare = [n for n in live if counts[n] <= cfg.max_occurrences] or \
             sorted(live, key=lambda n: counts[n])[:5]
@@ -148,8 +152,8 @@ class GenerativeRetriever(Retriever):
         for u, toks in zip(units, token_lists):
             s, matched = score_tokens(toks, weights, cfg.beta)
             if s > 0:
-                scored.append((u.unit_id, s, matched))
-        scored.sort(key=lambda x: (-x[1], x[0]))
+                scored.append((u, s, matched))
+        scored.sort(key=lambda x: (-x[1], x[0].unit_id))
         return scored[:limit]
 
     def explain(self, matched: list) -> tuple[tuple[str, float], ...]:
@@ -171,29 +175,22 @@ class GenerativeRetriever(Retriever):
 
     def _hits(self, keys: list[Key], k: int, granularity: str) -> list[Hit]:
         if granularity in ("page", "entity"):
-            ranked = self.rank_units(keys, max(k * 10, 50))
             seen, pages = set(), []
-            units = {u.unit_id: u for u in self.index.store.get([r[0] for r in ranked])}
-            for uid, s, matched in ranked:
-                page = units[uid].page_id
-                if page not in seen:
-                    seen.add(page)
-                    pages.append((units[uid], s, matched))
+            for u, s, matched in self._score_units(*self.weights(keys), max(k * 10, 50)):
+                if u.page_id not in seen:
+                    seen.add(u.page_id)
+                    pages.append((u, s, matched))
             return [Hit(u.unit_id, s, r, Provenance.of(u), u.text, self.explain(m))
                     for r, (u, s, m) in enumerate(pages[:k], start=1)]
         if granularity == "sentence":
             return self._sentence_hits(keys, k)
-        ranked = self.rank_units(keys, k)
-        units = self.index.store.get([r[0] for r in ranked])
         return [Hit(u.unit_id, s, r, Provenance.of(u), u.text, self.explain(m))
-                for r, (u, (_, s, m)) in enumerate(zip(units, ranked), start=1)]
+                for r, (u, s, m) in enumerate(self._score_units(*self.weights(keys), k), start=1)]
 
     def _sentence_hits(self, keys: list[Key], k: int) -> list[Hit]:
-        weights, _ = self.weights(keys)
-        ranked = self.rank_units(keys, max(3 * k, 10))
-        units = self.index.store.get([r[0] for r in ranked])
+        weights, counts = self.weights(keys)
         pieces: list[tuple[StoredUnit, int, int]] = []
-        for u in units:
+        for u, _, _ in self._score_units(weights, counts, max(3 * k, 10)):
             spans = sentence_spans(u.text) if u.start_paragraph == u.end_paragraph else [(0, len(u.text))]
             pieces.extend((u, s, e) for s, e in spans)
         token_lists = self.encoder.encode([(u.title, u.text[s:e]) for u, s, e in pieces])

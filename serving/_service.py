@@ -44,7 +44,7 @@ class SearchService:
         if index_name not in self.indexes:
             raise NotFoundError(f"unknown index {index_name!r}; served: {sorted(self.indexes)}")
         index = self.indexes[index_name]
-        name = name or available_retrievers(index)[0]
+        name = name or next(iter(available_retrievers(index)), None)  # None: load_retriever says there is none
         key = (index_name, name)
         with self._lock:
             if key not in self._retrievers:
