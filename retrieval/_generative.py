@@ -19,7 +19,7 @@ from indexing import ConfigError, Index, StoredUnit
 from indexing._units import sentence_spans
 
 from ._decoding import Key, constrained_beam_search
-from ._prompts import DEFAULT_PROMPTS, PromptSpec, prompt_text, resolve_prompt
+from ._prompts import DEFAULT_PROMPTS, Granularity, PromptSpec, prompt_text, resolve_prompt
 from ._seal_scoring import ScoringConfig, first_stage, key_weight, score_tokens
 from ._types import Hit, Provenance, Retriever
 
@@ -84,9 +84,13 @@ class GenerativeRetriever(Retriever):
                               "(train them with `genret train retriever`)")
         return self.prompt_vectors[task]
 
-    def decode_keys(self, queries: Sequence[str], task: str | None = None) -> tuple[str, list[list[Key]]]:
-        """The keys (body n-grams and titles) decoded for each query: ``(task used, keys per query)``."""
+    def decode_keys(self, queries: Sequence[str], task: str | None = None,
+                    granularity: Granularity | None = None) -> tuple[str, list[list[Key]]]:
+        """The keys (body n-grams and titles) decoded for each query: ``(task used, keys per query)``;
+        ``granularity`` overrides the task prompt's (``entity`` decodes titles only)."""
         task, spec = resolve_prompt(task or self.config.task, self.prompts)
+        if granularity is not None:
+            spec = spec.model_copy(update={"granularity": granularity})
         cfg, tok = self.config, self.lm.tokenizer
         prefix = self._prefix(task, spec)
         keys: list[list[Key]] = [[] for _ in queries]
@@ -160,17 +164,20 @@ class GenerativeRetriever(Retriever):
         return tuple((self.encoder.describe(n), round(float(s), 4)) for n, s in matched)
 
     # ---- the Retriever contract ---------------------------------------------------------------------------
-    def batch_search(self, queries: Sequence[str], k: int = 10, *, task: str | None = None) -> list[list[Hit]]:
+    def batch_search(self, queries: Sequence[str], k: int = 10, *, task: str | None = None,
+                     granularity: Granularity | None = None) -> list[list[Hit]]:
+        """Hits for each query; ``granularity`` (page, passage, sentence, entity) overrides the one the task
+        prompt selects."""
         if k < 1:
             raise ValueError("k must be at least 1")
         out: list[list[Hit]] = []
         size = self.config.batch_size
         for start in range(0, len(queries), size):
             chunk = list(queries[start:start + size])
-            task_used, keys = self.decode_keys(chunk, task)
-            granularity = resolve_prompt(task_used, self.prompts)[1].granularity
+            task_used, keys = self.decode_keys(chunk, task, granularity)
+            used = granularity or resolve_prompt(task_used, self.prompts)[1].granularity
             for ks in keys:
-                out.append(self._hits(ks, k, granularity))
+                out.append(self._hits(ks, k, used))
         return out
 
     def _hits(self, keys: list[Key], k: int, granularity: str) -> list[Hit]:

@@ -57,3 +57,18 @@ class Retriever(ABC):
     def search(self, query: str, k: int = 10, *, task: str | None = None) -> list[Hit]:
         """Hits for one query."""
         return self.batch_search([query], k, task=task)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class Demo:
+    """One in-context demonstration from a task's training pool: its id, input, output, the retriever's score
+    and the task it belongs to."""
+
+    id: str
+    input: str
+    output: str
+    score: float
+    task: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)

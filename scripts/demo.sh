@@ -41,3 +41,7 @@ echo "-- generative (zero-shot SmolLM2-135M on CPU, beam 5; the first 15 questio
 genret eval "$OUT/index" "$OUT/data/questions.jsonl" --retriever generative --beam 5 --max-records 15 -k 20 \
   --ks 1,5,10,20 --out "$OUT/predictions.generative.jsonl" --quiet
 echo "predictions: $OUT/predictions.*.jsonl"
+
+echo "== 5. RAG: answer a question from retrieved passages with the packaged SmolLM2-135M (CPU, greedy)"
+genret rag "$OUT/index" "Which module serializes Python objects to JSON strings?" --retriever hybrid --task qa \
+  --passages 3 --max-new-tokens 24

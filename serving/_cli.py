@@ -14,6 +14,10 @@ import os
 import sys
 from pathlib import Path
 
+from ._cli_demos import add_train_demos_parser
+from ._cli_demos import register as register_demos
+from ._cli_rag import add_rag_flags
+
 EXIT_USAGE = 2
 
 
@@ -89,16 +93,19 @@ def _cmd_search(a: argparse.Namespace) -> int:
 
 
 def _cmd_serve(a: argparse.Namespace) -> int:
-    import uvicorn
-
-    from ._app import create_app
+    # OpenMP threads (torch, faiss) spin while they wait by default: with several model threads, and the
+    # event loop, on a few cores that makes searches many times slower (bench/README.md, HTTP load test)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from ._server import serve
     from ._settings import Settings
 
-    overrides = {"indexes": a.index}
-    server = {k: v for k, v in (("host", a.host), ("port", a.port)) if v is not None}
-    settings = Settings(**overrides, server=Settings().server.model_copy(update=server))
-    app = create_app(settings)
-    uvicorn.run(app, host=settings.server.host, port=settings.server.port, log_level="info")
+    flags = {"host": a.host, "port": a.port, "api_keys": a.api_key, "workers": a.workers,
+             "max_queue": a.max_queue, "request_timeout_s": a.timeout, "max_body_bytes": a.max_body_bytes,
+             "micro_batch": a.micro_batch, "micro_batch_max": a.micro_batch_max,
+             "micro_batch_wait_ms": a.micro_batch_wait_ms, "log_level": a.log_level, "access_log": a.access_log,
+             "preload": a.preload.split(",") if a.preload else None}
+    # flags given win over the environment (GENRET_SERVER__…), which wins over the defaults
+    serve(Settings(indexes=a.index, server={k: v for k, v in flags.items() if v is not None}))
     return 0
 
 
@@ -136,6 +143,10 @@ def _cmd_eval(a: argparse.Namespace) -> int:
         return 0
     if len(a.rest) != 1:
         raise _usage("usage: genret eval INDEX TASK.jsonl")
+    if a.rag:
+        from ._cli_rag import cmd_eval_rag
+
+        return cmd_eval_rag(a, a.rest[0], _retrieval_config(a))
     levels = tuple(a.level.split(","))
     report = evaluate(a.index, a.rest[0], a.retriever, a.k, ks=ks or (1, 5, 10, 20, 100), levels=levels,
                       out=a.out, config=_retrieval_config(a), task_name=a.task, max_records=a.max_records,
@@ -177,6 +188,12 @@ def _cmd_train(a: argparse.Namespace) -> int:
                                   on_epoch_end=callback, progress=not a.quiet)
     print(json.dumps(summary, indent=1))
     return 0
+
+
+def _cmd_rag(a: argparse.Namespace) -> int:
+    from ._cli_rag import cmd_rag
+
+    return cmd_rag(a, _retrieval_config(a))
 
 
 def _cmd_add(a: argparse.Namespace) -> int:
@@ -257,10 +274,28 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--json", action="store_true")
     se.set_defaults(func=_cmd_search)
 
-    sv = sub.add_parser("serve", help="serve indexes over HTTP (FastAPI)")
+    sv = sub.add_parser("serve", help="serve indexes over HTTP (FastAPI)",
+                        description="Every setting can also come from the environment: GENRET_SERVER__NAME "
+                        "(e.g. GENRET_SERVER__API_KEYS=k1,k2), GENRET_RETRIEVAL__…; flags win.")
     sv.add_argument("index", nargs="+")
     sv.add_argument("--host", default=None, help="default 127.0.0.1 (or GENRET_SERVER__HOST)")
     sv.add_argument("--port", type=int, default=None, help="default 8000 (or GENRET_SERVER__PORT)")
+    sv.add_argument("--api-key", action="append", default=None, metavar="KEY",
+                    help="require 'Authorization: Bearer KEY' on /v1/* and /metrics (repeatable)")
+    sv.add_argument("--workers", type=int, default=None, help="model pool threads (default 4)")
+    sv.add_argument("--max-queue", type=int, default=None, help="requests in flight before 429 (default 64)")
+    sv.add_argument("--timeout", type=float, default=None, help="per-request timeout in seconds (default 30)")
+    sv.add_argument("--max-body-bytes", type=int, default=None, help="default 1 MiB")
+    sv.add_argument("--micro-batch", action=argparse.BooleanOptionalAction, default=None,
+                    help="group concurrent searches into batch_search calls (default on)")
+    sv.add_argument("--micro-batch-max", type=int, default=None, help="queries per micro-batch (default 32)")
+    sv.add_argument("--micro-batch-wait-ms", type=float, default=None,
+                    help="extra wait for companions when the model is idle (default 0)")
+    sv.add_argument("--preload", default=None, metavar="NAMES",
+                    help="retrievers to load at start, e.g. dense,bm25 (/readyz is 503 until loaded)")
+    sv.add_argument("--log-level", choices=("critical", "error", "warning", "info", "debug"), default=None)
+    sv.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=None,
+                    help="one log line per request (default on)")
     sv.set_defaults(func=_cmd_serve)
 
     ev = sub.add_parser("eval", help="evaluate an index on a KILT task file, or score a KILT guess file",
@@ -277,7 +312,23 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", default=None, help="write KILT-format predictions here (suite: output directory)")
     ev.add_argument("--json", action="store_true")
     ev.add_argument("--quiet", action="store_true")
+    ev.add_argument("--rag", action="store_true", help="answer with RAG and score answers + provenance together "
+                    "(INDEX may be `none`: no retrieval)")
+    add_rag_flags(ev)
     ev.set_defaults(func=_cmd_eval)
+
+    rg = sub.add_parser("rag", help="answer a question from retrieved passages (+ demonstrations)",
+                        description='genret rag INDEX "question" | genret rag INDEX --input TASK.jsonl --out P.jsonl'
+                        " (INDEX may be `none`: no retrieval)")
+    rg.add_argument("index", metavar="INDEX|none")
+    rg.add_argument("question", nargs="?", default=None)
+    rg.add_argument("--input", default=None, help="batch mode: KILT-format records (input, id)")
+    rg.add_argument("--out", default=None, help="batch mode: write KILT predictions here")
+    _add_retriever_flags(rg)
+    add_rag_flags(rg)
+    rg.add_argument("--json", action="store_true")
+    rg.add_argument("--quiet", action="store_true")
+    rg.set_defaults(func=_cmd_rag)
 
     ad = sub.add_parser("add", help="add corpus files to an existing index (every component is updated)")
     ad.add_argument("index")
@@ -298,7 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--quiet", action="store_true")
     rb.set_defaults(func=_cmd_rebuild_dense)
 
-    tr = sub.add_parser("train", help="train a model: `genret train retriever INDEX --out DIR …`")
+    tr = sub.add_parser("train", help="train a model: `genret train retriever INDEX --out DIR …` or "
+                        "`genret train demos DEMOS_DIR --task NAME=FILE --out DIR`")
     trs = tr.add_subparsers(dest="what", required=True, metavar="WHAT")
     tg = trs.add_parser("retriever", help="fine-tune the generative retriever (supervised, self-supervised, "
                         "multi-task)")
@@ -324,6 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
     tg.add_argument("--seed", type=int, default=13)
     tg.add_argument("--quiet", action="store_true")
     tg.set_defaults(func=_cmd_train)
+    add_train_demos_parser(trs)
+    register_demos(sub)
 
     dd = sub.add_parser("demo-data", help="write the demo corpus (stdlib docstrings) and its questions")
     dd.add_argument("out")

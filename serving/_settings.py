@@ -1,24 +1,61 @@
-"""Server settings: from flags, environment (``GENRET_…``, nested with ``__``) or defaults."""
+"""Server settings: from flags, environment (``GENRET_…``, nested with ``__``) or defaults.
+
+List settings (``server.api_keys``, ``server.preload``) read from the environment as JSON
+(``'["k1","k2"]'``) or comma-separated (``GENRET_SERVER__API_KEYS=k1,k2``).
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from retrieval import RetrievalConfig
 
+StrList = Annotated[list[str], NoDecode]
+
 
 class ServerConfig(BaseModel):
-    """HTTP-level settings."""
+    """HTTP-level settings: address, limits, admission control, the model pool and micro-batching."""
 
     model_config = ConfigDict(extra="forbid")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
+    # request limits
     default_k: int = Field(10, ge=1)
     max_k: int = Field(100, ge=1)
     max_query_chars: int = Field(2000, ge=1)
+    max_batch: int = Field(64, ge=1, description="queries in one /v1/search/batch request")
+    max_body_bytes: int = Field(1 << 20, ge=1024, description="larger request bodies get 413")
+    api_keys: StrList = Field(default_factory=list, description="Bearer keys; empty: no authentication")
+    request_timeout_s: float = Field(30.0, gt=0, description="model work of one request; then 504")
+    # the bounded model pool and admission control
+    workers: int = Field(4, ge=1, description="threads running model work (search, encoding, decoding)")
+    max_queue: int = Field(64, ge=1, description="requests in flight (queued or running); more get 429")
+    retry_after_s: int = Field(1, ge=0, description="Retry-After sent with 429 and 503")
+    preload: StrList = Field(default_factory=list,
+                             description="retrievers loaded at start (on every index offering them); "
+                                         "/readyz answers 503 until they are")
+    shutdown_timeout_s: float = Field(30.0, ge=0, description="graceful shutdown: wait this long for requests")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    access_log: bool = Field(True, description="one log line per request (uvicorn's access log)")
+    # micro-batching of concurrent single searches
+    micro_batch: bool = Field(True, description="group concurrent searches with the same parameters")
+    micro_batch_max: int = Field(32, ge=1, description="queries in one micro-batch")
+    micro_batch_wait_ms: float = Field(0.0, ge=0, description="extra wait for companions when the model is idle")
+
+    @field_validator("api_keys", "preload", mode="before")
+    @classmethod
+    def _split(cls, value):
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [x.strip() for x in text.split(",") if x.strip()]
+        return value
 
 
 class Settings(BaseSettings):

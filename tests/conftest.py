@@ -105,3 +105,22 @@ def tiny_lm_dir(tmp_path_factory) -> Path:
     LlamaForCausalLM(config).save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_lm_dir(tiny_lm_dir, tmp_path_factory) -> Path:
+    """``tiny_lm_dir``'s model with untied input/output embeddings and fresh random weights, for generation tests.
+
+    With tied embeddings and small random weights the last hidden state stays close to the last input embedding,
+    so greedy decoding repeats the chat template's final newline and every completion is empty after stripping;
+    untied, the model writes varied (random) text, so comparisons of completions mean something."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig.from_pretrained(tiny_lm_dir)
+    config.tie_word_embeddings = False
+    torch.manual_seed(1)
+    out = tmp_path_factory.mktemp("models") / "tiny-chat-llama"
+    LlamaForCausalLM(config).save_pretrained(out)
+    AutoTokenizer.from_pretrained(tiny_lm_dir).save_pretrained(out)
+    return out

@@ -194,3 +194,13 @@ def test_encoder_decoder_models_decode_under_the_same_constraints(tiny_index, tm
         for ks in keys:
             assert all(_brute_count(k.tokens, unit_tokens) >= 1 for k in ks)
         assert r.search(QUERIES[0], k=3, task="page")
+
+
+def test_granularity_overrides_the_prompts(retriever):
+    q = QUERIES[2]
+    pages = retriever.batch_search([q], 5, task="qa", granularity="page")[0]
+    assert len({h.provenance.wikipedia_id for h in pages}) == len(pages)
+    assert retriever.batch_search([q], 5, task="qa", granularity="passage")[0] == retriever.search(q, 5, task="qa")
+    entity_task, entity_keys = retriever.decode_keys([q], task="qa", granularity="entity")
+    assert entity_task == "qa" and entity_keys[0]  # entity: titles only, no body n-grams
+    assert all(k.tokens[0] == retriever.encoder.title_start for k in entity_keys[0])

@@ -1,0 +1,277 @@
+"""Generators: the ``Generator`` interface, its config, the registry, and the local Hugging Face backend.
+
+A prompt is a list of chat messages (``{"role": "system"|"user"|"assistant", "content": str}``), so the same
+prompt goes to a local model (rendered with its chat template, or plainly when it has none) and to an
+OpenAI-compatible chat endpoint (``retrieval._openai``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from indexing import ConfigError, GenretError
+from indexing._models import DEFAULT_LM
+
+log = logging.getLogger("genret")
+
+Prompt = list[dict[str, str]]
+
+
+class GeneratorConfig(BaseModel):
+    """Settings of the answer generator (one section; each backend reads the fields it needs)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["hf", "openai"] = Field("hf", description="hf: local model; openai: OpenAI-compatible endpoint")
+    model: str = Field(DEFAULT_LM, description="HF name / local path (hf) or the endpoint's model name (openai)")
+    device: str = Field("auto", description="hf: auto, cpu, cuda, cuda:N")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    max_new_tokens: int = Field(32, ge=1, le=4096)
+    max_input_tokens: int = Field(1536, ge=64, description="prompt budget in tokens (RAG truncates to fit)")
+    batch_size: int = Field(8, ge=1)
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 = greedy (reproducible)")
+    base_url: str | None = Field(None, description="openai: e.g. http://127.0.0.1:8000/v1 (else $OPENAI_BASE_URL)")
+    api_key_env: str = Field("OPENAI_API_KEY", description="openai: environment variable holding the key")
+    timeout_s: float = Field(120.0, gt=0)
+
+
+class Generator(ABC):
+    """Contract: ``generate`` returns one completion per prompt, in prompt order, at most ``max_new_tokens``
+    tokens each (default: the config's), greedy unless the config sets a temperature, cut before the first
+    of ``stop``.  ``stream`` yields the pieces of one completion whose concatenation equals ``generate``'s (up
+    to surrounding whitespace).
+    ``loglik`` is the summed log-probability of each target continuing its prompt (backends that cannot
+    score raise ``GenretError``).  Safe to call from several threads."""
+
+    name: str = "generator"
+    config: GeneratorConfig
+
+    @abstractmethod
+    def generate(self, prompts: Sequence[Prompt], *, max_new_tokens: int | None = None,
+                 stop: Sequence[str] = ()) -> list[str]:
+        """One completion per prompt."""
+
+    def stream(self, prompt: Prompt, *, max_new_tokens: int | None = None, stop: Sequence[str] = ()) -> Iterator[str]:
+        """The completion of one prompt, piece by piece (default: all at once)."""
+        yield self.generate([prompt], max_new_tokens=max_new_tokens, stop=stop)[0]
+
+    def loglik(self, prompts: Sequence[Prompt], targets: Sequence[str]) -> list[float]:
+        """log p(target | prompt) for each pair."""
+        raise GenretError(f"generator {self.name!r} cannot score continuations (use a local model)")
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens in ``text`` (for prompt budgets); backends without a tokenizer estimate."""
+        return max(1, (len(text) + 3) // 4)
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """``text`` up to the first occurrence of any stop string."""
+    cut = len(text)
+    for s in stop:
+        if s:
+            i = text.find(s)
+            if 0 <= i < cut:
+                cut = i
+    return text[:cut]
+
+
+def render_plain(prompt: Prompt) -> str:
+    """A chat prompt as plain text, for models without a chat template (assistant turns read "Answer: …", and
+    the text ends where the next answer starts)."""
+    parts = [f"Answer: {m['content']}" if m["role"] == "assistant" else m["content"] for m in prompt]
+    return "\n\n".join(parts) + "\nAnswer:"
+
+
+class HFGenerator(Generator):
+    """A local causal (Llama-class) or seq2seq (T5/BART) model; batched, greedy by default."""
+
+    name = "hf"
+
+    def __init__(self, config: GeneratorConfig | None = None) -> None:
+        from ._lm import load_lm
+
+        self.config = config or GeneratorConfig()
+        self.lm = load_lm(self.config.model, self.config.device, self.config.dtype)
+        self.tokenizer = self.lm.tokenizer
+        self._lock = threading.Lock()  # one forward pass at a time: HF models are not re-entrant under padding
+        # Fast tokenizers keep padding/truncation settings in shared state that every call resets: concurrent
+        # calls with different settings corrupt each other's batches, so every encoding call holds this lock
+        # (taken after ``_lock`` when both are needed, never before).
+        self._tok_lock = threading.Lock()
+        self._chat = bool(getattr(self.tokenizer, "chat_template", None))
+
+    # --- prompts -----------------------------------------------------------------------------------------
+    def render(self, prompt: Prompt) -> str:
+        """The text the model sees for ``prompt`` (chat template with the generation prompt, or plain)."""
+        if not prompt:
+            raise GenretError("empty prompt")
+        if self._chat and not self.lm.seq2seq:
+            return self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+        return render_plain(prompt)
+
+    def count_tokens(self, text: str) -> int:
+        with self._tok_lock:
+            return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _encode(self, texts: list[str], side: str):
+        """Token ids padded on ``side``; prompts over ``max_input_tokens`` keep their end (the question and the
+        chat template's generation prompt), not their start."""
+        tok = self.tokenizer
+        limit = self.config.max_input_tokens
+        with self._tok_lock:
+            # chat templates already carry the special tokens
+            ids = tok(texts, add_special_tokens=not (self._chat and not self.lm.seq2seq))["input_ids"]
+            if any(len(r) > limit for r in ids):
+                log.warning("prompt of %d tokens cut to its last %d (max_input_tokens)", max(map(len, ids)), limit)
+                ids = [r[-limit:] for r in ids]
+            enc = tok.pad({"input_ids": ids}, padding=True, padding_side=side, return_tensors="pt")
+        return {k: v.to(self.lm.device) for k, v in enc.items()}
+
+    # --- generation --------------------------------------------------------------------------------------
+    def _gen_kwargs(self, max_new_tokens: int | None) -> dict:
+        kw = {"max_new_tokens": max_new_tokens or self.config.max_new_tokens,
+              "pad_token_id": self.tokenizer.pad_token_id}
+        if self.config.temperature > 0:
+            kw.update(do_sample=True, temperature=self.config.temperature)
+        else:
+            kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        return kw
+
+    def generate(self, prompts: Sequence[Prompt], *, max_new_tokens: int | None = None,
+                 stop: Sequence[str] = ()) -> list[str]:
+        import torch
+
+        texts = [self.render(p) for p in prompts]
+        out: list[str] = []
+        for start in range(0, len(texts), self.config.batch_size):
+            chunk = texts[start:start + self.config.batch_size]
+            enc = self._encode(chunk, "left")
+            with self._lock, torch.inference_mode():
+                ids = self.lm.model.generate(**enc, **self._gen_kwargs(max_new_tokens))
+            if not self.lm.seq2seq:
+                ids = ids[:, enc["input_ids"].shape[1]:]
+            for row in ids:
+                out.append(cut_at_stop(self.tokenizer.decode(row, skip_special_tokens=True), stop).strip())
+        return out
+
+    def stream(self, prompt: Prompt, *, max_new_tokens: int | None = None, stop: Sequence[str] = ()) -> Iterator[str]:
+        import torch
+        from transformers import TextIteratorStreamer
+
+        enc = self._encode([self.render(prompt)], "left")
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=not self.lm.seq2seq, skip_special_tokens=True)
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                with self._lock, torch.inference_mode():
+                    self.lm.model.generate(**enc, **self._gen_kwargs(max_new_tokens), streamer=streamer)
+            except BaseException as exc:  # surfaced to the consumer below
+                errors.append(exc)
+                streamer.end()
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        yield from _stream_cut(streamer, stop)
+        thread.join()
+        if errors:
+            raise errors[0]
+
+    # --- scoring -----------------------------------------------------------------------------------------
+    def loglik(self, prompts: Sequence[Prompt], targets: Sequence[str]) -> list[float]:
+        import torch
+
+        if len(prompts) != len(targets):
+            raise GenretError(f"{len(prompts)} prompts but {len(targets)} targets")
+        tok = self.tokenizer
+        scores: list[float] = []
+        for start in range(0, len(prompts), self.config.batch_size):
+            ps = [self.render(p) for p in prompts[start:start + self.config.batch_size]]
+            ts = list(targets[start:start + self.config.batch_size])
+            with self._lock, torch.inference_mode():
+                scores.extend(self._loglik_seq2seq(ps, ts) if self.lm.seq2seq else self._loglik_causal(ps, ts, tok))
+        return scores
+
+    def _loglik_causal(self, ps: list[str], ts: list[str], tok) -> list[float]:
+        import torch
+
+        special = not self._chat
+        rows, spans = [], []
+        for p, t in zip(ps, ts):
+            with self._tok_lock:
+                pid = tok(p, add_special_tokens=special)["input_ids"]
+                tid = tok(t, add_special_tokens=False)["input_ids"] or [tok.eos_token_id]
+            budget = self.config.max_input_tokens
+            pid = pid[-max(1, budget - len(tid)):]  # keep the end of the prompt next to the target
+            rows.append(pid + tid)
+            spans.append((len(pid), len(pid) + len(tid)))
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, :len(r)] = torch.tensor(r)
+            mask[i, :len(r)] = 1
+        logits = self.lm.model(input_ids=ids.to(self.lm.device), attention_mask=mask.to(self.lm.device)).logits
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        out = []
+        for i, (a, b) in enumerate(spans):
+            target = ids[i, a:b].to(self.lm.device)
+            out.append(float(logp[i, a - 1:b - 1].gather(1, target[:, None]).sum()))
+        return out
+
+    def _loglik_seq2seq(self, ps: list[str], ts: list[str]) -> list[float]:
+        import torch
+
+        enc = self._encode(ps, "right")
+        with self._tok_lock:
+            lab = self.tokenizer(text_target=ts, return_tensors="pt", padding=True)["input_ids"].to(self.lm.device)
+        lab_mask = lab != self.tokenizer.pad_token_id
+        logits = self.lm.model(**enc, labels=lab.masked_fill(~lab_mask, -100)).logits
+        logp = torch.log_softmax(logits.float(), dim=-1).gather(2, lab[..., None]).squeeze(-1)
+        return [float(x) for x in (logp * lab_mask).sum(1)]
+
+
+def _stream_cut(pieces: Iterator[str], stop: Sequence[str], *, drain: bool = True) -> Iterator[str]:
+    """Pass pieces through until a stop string appears (holding back text that may start one).  ``drain``: read
+    the producer to its end after a stop (a local model's thread); without it the producer is left unread (a
+    network stream, which its owner closes)."""
+    if not any(stop):
+        yield from (p for p in pieces if p)
+        return
+    hold = max(len(s) for s in stop) - 1
+    buf = ""
+    for piece in pieces:
+        buf += piece
+        cut = cut_at_stop(buf, stop)
+        if len(cut) < len(buf):
+            if cut:
+                yield cut
+            if drain:
+                for _ in pieces:  # drain the producer so its thread ends
+                    pass
+            return
+        if len(buf) > hold:
+            yield buf[:len(buf) - hold]
+            buf = buf[len(buf) - hold:]
+    if buf:
+        yield buf
+
+
+GENERATORS: dict[str, Callable[[GeneratorConfig], Generator]] = {"hf": HFGenerator}
+
+
+def load_generator(config: GeneratorConfig | None = None) -> Generator:
+    """The generator backend named by ``config.kind``."""
+    config = config or GeneratorConfig()
+    if config.kind == "openai" and "openai" not in GENERATORS:
+        from ._openai import OpenAIGenerator
+
+        GENERATORS["openai"] = OpenAIGenerator
+    if config.kind not in GENERATORS:
+        raise ConfigError(f"unknown generator kind {config.kind!r}; known: {sorted(GENERATORS)}")
+    return GENERATORS[config.kind](config)

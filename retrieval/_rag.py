@@ -1,0 +1,169 @@
+"""The RAG pipeline: retrieve passages, pick demonstrations, assemble the prompt, generate, map citations back.
+
+``RagPipeline(retriever, generator, demos, config)``: ``answer`` / ``batch_answer`` give a frozen ``RagAnswer``
+(answer, cited passages with KILT provenance, the passages and demonstrations used, the prompt); ``stream``
+yields events for server-sent streaming.  Label tasks (fact checking) are answered by rank classification
+when the generator can score continuations (the label the model finds most likely), else by generation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from indexing import GenretError
+
+from ._generator import Generator, Prompt
+from ._rag_prompt import ANSWER_TASKS, AnswerTask, build_prompt, parse_answer, resolve_answer_task
+from ._types import Demo, Hit, Retriever
+
+
+class RagConfig(BaseModel):
+    """Settings of the RAG pipeline."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    passages: int = Field(3, ge=0, le=50, description="retrieved passages put in the prompt (0: no retrieval)")
+    demos: int = Field(2, ge=0, le=32, description="demonstrations put in the prompt")
+    demo_source: Literal["udr", "bm25", "random"] = Field("udr", description="how demonstrations are chosen")
+    max_passage_tokens: int = Field(200, ge=8)
+    label_scoring: bool = Field(True, description="label tasks: pick the most likely label when possible")
+
+
+@dataclass(frozen=True, slots=True)
+class Citation:
+    """A passage the answer cites: its number in the prompt and the hit (with KILT provenance)."""
+
+    number: int
+    hit: Hit
+
+
+@dataclass(frozen=True, slots=True)
+class RagAnswer:
+    """The answer to one input, with what it was made from."""
+
+    query: str
+    task: str
+    answer: str
+    raw: str
+    citations: tuple[Citation, ...]
+    passages: tuple[Hit, ...]
+    demos: tuple[Demo, ...]
+    prompt: tuple[dict, ...]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class RagPipeline:
+    """Retriever (optional) + demonstration source (optional) + generator.  Thread-safe when its parts are."""
+
+    def __init__(self, generator: Generator, retriever: Retriever | None = None, demo_source: Any | None = None,
+                 config: RagConfig | None = None, tasks: dict[str, AnswerTask] | None = None) -> None:
+        self.generator = generator
+        self.retriever = retriever
+        self.demo_source = demo_source
+        self.config = config or RagConfig()
+        self.tasks = tasks or ANSWER_TASKS
+
+    # --- the parts -------------------------------------------------------------------------------------
+    def _retrieve(self, queries: Sequence[str], task: str | None) -> list[list[Hit]]:
+        if self.retriever is None or self.config.passages == 0:
+            return [[] for _ in queries]
+        return self.retriever.batch_search(list(queries), self.config.passages, task=task)
+
+    def _demos(self, queries: Sequence[str], task: str | None,
+               exclude: Sequence[Sequence[str]] | None) -> list[list[Demo]]:
+        if self.demo_source is None or self.config.demos == 0:
+            return [[] for _ in queries]
+        if not task:
+            raise GenretError("demonstrations need a task (its training pool): pass task=…")
+        found = self.demo_source.batch_search(list(queries), self.config.demos, task=task, exclude=exclude)
+        return [list(reversed(d)) for d in found]  # most similar last, next to the input
+
+    def prepare(self, queries: Sequence[str], task: str | None = None,
+                exclude: Sequence[Sequence[str]] | None = None) -> list[tuple[Prompt, list[Hit], list[Demo]]]:
+        """The prompt of each query with the passages and demonstrations it kept (after the token budget)."""
+        _, spec = resolve_answer_task(task, self.tasks)
+        hits, demos = self._retrieve(queries, task), self._demos(queries, task, exclude)
+        budget = self.generator.config.max_input_tokens - self.generator.config.max_new_tokens
+        return [build_prompt(spec, q, demos=d, passages=h, count_tokens=self.generator.count_tokens,
+                             budget=budget, max_passage_tokens=self.config.max_passage_tokens)
+                for q, h, d in zip(queries, hits, demos)]
+
+    def _label_by_score(self, spec: AnswerTask, prompts: list[Prompt]) -> list[str] | None:
+        if spec.form != "label" or not spec.labels or not self.config.label_scoring:
+            return None
+        try:
+            flat = self.generator.loglik([p for p in prompts for _ in spec.labels],
+                                         [label for _ in prompts for label in spec.labels])
+        except GenretError:
+            return None  # a backend that cannot score: generate instead
+        n = len(spec.labels)
+        return [spec.labels[max(range(n), key=lambda j: flat[i * n + j])] for i in range(len(prompts))]
+
+    def _answer(self, query: str, name: str, spec: AnswerTask, raw: str, prepared) -> RagAnswer:
+        prompt, hits, demos = prepared
+        answer, cited = parse_answer(spec, raw, len(hits))
+        return RagAnswer(query=query, task=name, answer=answer, raw=raw,
+                         citations=tuple(Citation(n, hits[n - 1]) for n in cited), passages=tuple(hits),
+                         demos=tuple(demos), prompt=tuple(prompt))
+
+    # --- public ----------------------------------------------------------------------------------------
+    def batch_answer(self, queries: Sequence[str], *, task: str | None = None,
+                     exclude: Sequence[Sequence[str]] | None = None) -> list[RagAnswer]:
+        """One answer per query, in order (``exclude``: demonstration ids never used, per query)."""
+        if any(not q.strip() for q in queries):
+            raise GenretError("empty input")
+        name, spec = resolve_answer_task(task, self.tasks)
+        prepared = self.prepare(queries, task, exclude)
+        prompts = [p for p, _, _ in prepared]
+        raws = self._label_by_score(spec, prompts)
+        if raws is None:
+            raws = self.generator.generate(prompts)
+        return [self._answer(q, name, spec, raw, prep) for q, raw, prep in zip(queries, raws, prepared)]
+
+    def answer(self, query: str, *, task: str | None = None) -> RagAnswer:
+        """The answer to one query."""
+        return self.batch_answer([query], task=task)[0]
+
+    def stream(self, query: str, *, task: str | None = None) -> Iterator[dict]:
+        """Events: ``{"event": "passages", …}``, then ``{"event": "token", "text": …}`` pieces, then
+        ``{"event": "answer", …}`` with the parsed answer and citations (label tasks send the label as one token)."""
+        if not query.strip():
+            raise GenretError("empty input")
+        name, spec = resolve_answer_task(task, self.tasks)
+        prepared = self.prepare([query], task)[0]
+        prompt, hits, demos = prepared
+        yield {"event": "passages", "passages": [h.to_dict() for h in hits], "demos": [d.to_dict() for d in demos]}
+        labels = self._label_by_score(spec, [prompt])
+        if labels is not None:
+            raw = labels[0]
+            yield {"event": "token", "text": raw}
+        else:
+            pieces = []
+            for piece in self.generator.stream(prompt):
+                pieces.append(piece)
+                yield {"event": "token", "text": piece}
+            raw = "".join(pieces).strip()
+        result = self._answer(query, name, spec, raw, prepared)
+        yield {"event": "answer", "answer": result.answer, "task": name,
+               "citations": [{"number": c.number, **c.hit.to_dict()} for c in result.citations]}
+
+
+def open_pipeline(index: Any | None, generator: Generator, *, retriever: str | None = None,
+                  retrieval: Any | None = None, demos_dir: str | None = None, config: RagConfig | None = None,
+                  device: str = "auto") -> RagPipeline:
+    """A pipeline over an opened ``Index`` (None: no retrieval) and a demos directory (None: no demonstrations)."""
+    from ._registry import load_retriever
+
+    config = config or RagConfig()
+    r = load_retriever(index, retriever, retrieval) if index is not None and config.passages > 0 else None
+    demo_source = None
+    if demos_dir is not None and config.demos > 0:
+        from ._demos import load_demo_source
+
+        demo_source = load_demo_source(demos_dir, config.demo_source, device=device)
+    return RagPipeline(generator, r, demo_source, config)

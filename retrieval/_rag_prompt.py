@@ -1,0 +1,182 @@
+"""RAG prompt assembly: answer tasks, the prompt layout, the token budget, citations.
+
+Layout (chat messages; demonstrations are few-shot turns, which instruction-tuned models follow best)::
+
+    system:    the task instruction and the answer form
+    user:      <Question|Claim>: demonstration input        ┐ k demonstrations, least similar first,
+    assistant: demonstration output                         ┘ most similar last
+    user:      Passages: [1] (title) text … [n] (title) text   (retrieval rank order)
+               <Question|Claim>: the input
+               <how to answer, how to cite>
+
+Budget: every passage is first cut to ``max_passage_tokens``; if the whole prompt is still over ``budget``
+tokens, items are dropped in this order until it fits: demonstrations beyond the most similar one (least
+similar first), passages beyond the first (lowest ranked first), the last demonstration, the last passage;
+the input itself is cut last (from its end).  Passage numbers always follow the passages kept.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from ._generator import Prompt
+from ._types import Demo, Hit
+
+_MARGIN = 8  # tokens kept free for the chat template's generation prompt
+_PER_MESSAGE = 4  # the chat template's markup around each message (role name, start/end markers)
+
+
+class AnswerTask(BaseModel):
+    """How a task is answered: instruction, answer form (short span, label, free text), labels, input name."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    instruction: str
+    form: Literal["short", "label", "free"] = "short"
+    labels: tuple[str, ...] = ()
+    input_name: str = "Question"
+    demo_instruction: str = "Represent the question for retrieving similar questions: "
+
+
+_FACT = AnswerTask(
+    instruction="You verify claims. Decide whether the evidence supports or refutes the claim.",
+    form="label", labels=("SUPPORTS", "REFUTES"), input_name="Claim",
+    demo_instruction="Represent the claim for retrieving similar claims: ")
+_QA = AnswerTask(instruction="You answer questions with a short answer (a few words) taken from the passages.")
+
+ANSWER_TASKS: dict[str, AnswerTask] = {
+    "generic": AnswerTask(instruction="You answer questions from the passages.", form="free"),
+    "qa": _QA, "squad": _QA,
+    "fact_check": _FACT, "scifact": _FACT, "climate_fever": _FACT,
+}
+
+
+def resolve_answer_task(task: str | None, registry: dict[str, AnswerTask] | None = None) -> tuple[str, AnswerTask]:
+    """``(name used, spec)``; an unknown or missing task falls back to ``generic``."""
+    registry = registry or ANSWER_TASKS
+    if task and task in registry:
+        return task, registry[task]
+    return "generic", registry.get("generic", ANSWER_TASKS["generic"])
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _passage_line(number: int, hit: Hit) -> str:
+    return f"[{number}] ({hit.provenance.title}) {_one_line(hit.text or '')}"
+
+
+def _how_to_answer(task: AnswerTask, with_passages: bool) -> str:
+    if task.form == "label":
+        how = f"Answer with one word: {' or '.join(task.labels)}."
+    elif task.form == "short":
+        how = "Answer with a short answer only."
+    else:
+        how = "Answer in one or two sentences."
+    if with_passages:
+        how += " Cite the passages you used, like [1]."
+    return how
+
+
+def _truncate(text: str, limit: int, count_tokens: Callable[[str], int]) -> str:
+    """The longest word prefix of ``text`` with at most ``limit`` tokens."""
+    if count_tokens(text) <= limit:
+        return text
+    words = text.split()
+    lo, hi = 0, len(words)
+    while lo < hi:  # largest n with count(words[:n]) <= limit
+        mid = (lo + hi + 1) // 2
+        if count_tokens(" ".join(words[:mid])) <= limit:
+            lo = mid
+        else:
+            hi = mid - 1
+    return " ".join(words[:lo])
+
+
+def render_user(task: AnswerTask, query: str, passages: Sequence[Hit]) -> str:
+    """The final user message for the given (already budgeted) passages."""
+    parts = []
+    if passages:
+        parts.append("Passages:\n" + "\n".join(_passage_line(i, h) for i, h in enumerate(passages, 1)))
+    parts.append(f"{task.input_name}: {_one_line(query)}\n{_how_to_answer(task, bool(passages))}")
+    return "\n\n".join(parts)
+
+
+def demo_turns(task: AnswerTask, demos: Sequence[Demo]) -> Prompt:
+    """Demonstrations as few-shot turns: the input as a user message, the output as the assistant's answer."""
+    turns: Prompt = []
+    for d in demos:
+        turns.append({"role": "user", "content": f"{task.input_name}: {_one_line(d.input)}"})
+        turns.append({"role": "assistant", "content": _one_line(d.output)})
+    return turns
+
+
+def prompt_size(prompt: Prompt, count_tokens: Callable[[str], int]) -> int:
+    """Tokens of a chat prompt: its messages' contents plus the template's markup around each."""
+    return sum(count_tokens(m["content"]) + _PER_MESSAGE for m in prompt)
+
+
+def build_prompt(task: AnswerTask, query: str, *, demos: Sequence[Demo] = (), passages: Sequence[Hit] = (),
+                 count_tokens: Callable[[str], int], budget: int, max_passage_tokens: int = 200,
+                 ) -> tuple[Prompt, list[Hit], list[Demo]]:
+    """``(prompt, passages kept, demonstrations kept)``; ``demos`` come most similar last, ``passages`` best first.
+
+    Kept passages have their text cut to ``max_passage_tokens`` (their numbers in the prompt are their
+    positions in the returned list, from 1).
+    """
+    from dataclasses import replace
+
+    cut = [replace(h, text=_truncate(h.text or "", max_passage_tokens, count_tokens)) for h in passages]
+    kept_demos, kept_passages = list(demos), cut
+    system = f"{task.instruction} {_how_to_answer(task, bool(passages))}"
+    limit = budget - _MARGIN
+
+    def size() -> int:
+        return prompt_size([{"role": "system", "content": system}, *demo_turns(task, kept_demos),
+                            {"role": "user", "content": render_user(task, query, kept_passages)}], count_tokens)
+
+    while size() > limit:
+        if len(kept_demos) > 1:
+            kept_demos.pop(0)
+        elif len(kept_passages) > 1:
+            kept_passages.pop()
+        elif kept_demos:
+            kept_demos.pop()
+        elif kept_passages:
+            kept_passages.pop()
+        else:
+            fixed = size() - count_tokens(_one_line(query))
+            query = _truncate(query, max(1, limit - fixed), count_tokens)
+            break
+    prompt = [{"role": "system", "content": system}, *demo_turns(task, kept_demos),
+              {"role": "user", "content": render_user(task, query, kept_passages)}]
+    return prompt, kept_passages, kept_demos
+
+
+_CITE = re.compile(r"\[(\d{1,3})\]")
+_LEAD = re.compile(r"^(answer|a)\s*[:\-]\s*", re.IGNORECASE)
+
+
+def parse_answer(task: AnswerTask, raw: str, n_passages: int) -> tuple[str, list[int]]:
+    """``(answer, cited passage numbers)`` from a model's raw output: citations ``[n]`` (1 ≤ n ≤ n_passages,
+    in order of first mention) are taken out of the text; short and label answers keep their first line; a
+    label answer becomes the first label it names (case-insensitive), else stays as written."""
+    cited: list[int] = []
+    for m in _CITE.finditer(raw):
+        n = int(m.group(1))
+        if 1 <= n <= n_passages and n not in cited:
+            cited.append(n)
+    text = _CITE.sub("", raw).strip()
+    if task.form != "free":
+        text = next((line for line in text.splitlines() if line.strip()), "").strip()
+    text = _LEAD.sub("", text).strip().rstrip(".").strip() if task.form != "free" else text
+    if task.form == "label":
+        upper = text.upper()
+        hits = [(upper.find(label.upper()), label) for label in task.labels if label.upper() in upper]
+        if hits:
+            text = min(hits)[1]
+    return " ".join(text.split()) if task.form != "free" else text, cited

@@ -1,0 +1,112 @@
+"""``genret rag`` and the RAG flags of ``genret eval``: thin parsers over ``retrieval.open_pipeline``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from contextlib import ExitStack
+
+NO_INDEX = "none"
+
+
+def add_rag_flags(p: argparse.ArgumentParser) -> None:
+    """Flags shared by ``genret rag`` and ``genret eval --rag`` (the retriever flags come from the caller)."""
+    g = p.add_argument_group("RAG")
+    g.add_argument("--passages", type=int, default=3, help="retrieved passages in the prompt (0: no retrieval)")
+    g.add_argument("--demos", default=None, metavar="DIR", help="demonstrations directory (`genret index-demos`)")
+    g.add_argument("--n-demos", type=int, default=2, help="demonstrations in the prompt")
+    g.add_argument("--demo-source", choices=("udr", "bm25", "random"), default="udr")
+    g.add_argument("--max-passage-tokens", type=int, default=200)
+    g.add_argument("--generator", choices=("hf", "openai"), default="hf",
+                   help="hf: local model; openai: OpenAI-compatible endpoint")
+    g.add_argument("--generator-model", default=None, help="HF name/path, or the endpoint's model name")
+    g.add_argument("--base-url", default=None, help="openai: endpoint base URL, e.g. http://127.0.0.1:8000/v1")
+    g.add_argument("--max-new-tokens", type=int, default=None)
+    g.add_argument("--gen-batch-size", type=int, default=None, help="prompts per generation batch")
+
+
+def _generator_config(a: argparse.Namespace):
+    from retrieval import GeneratorConfig
+
+    fields = {"kind": a.generator, "device": a.device}
+    for name, value in (("model", a.generator_model), ("base_url", a.base_url),
+                        ("max_new_tokens", a.max_new_tokens), ("batch_size", a.gen_batch_size)):
+        if value is not None:
+            fields[name] = value
+    return GeneratorConfig(**fields)
+
+
+def _rag_config(a: argparse.Namespace):
+    from retrieval import RagConfig
+
+    return RagConfig(passages=a.passages, demos=a.n_demos if a.demos else 0, demo_source=a.demo_source,
+                     max_passage_tokens=a.max_passage_tokens)
+
+
+def open_from_args(a: argparse.Namespace, stack: ExitStack, retrieval_config):
+    """The pipeline the flags describe (the index, if any, is closed by ``stack``)."""
+    from indexing import Index
+    from retrieval import load_generator, open_pipeline
+
+    index = None if a.index == NO_INDEX else stack.enter_context(Index(a.index))
+    return open_pipeline(index, load_generator(_generator_config(a)), retriever=a.retriever,
+                         retrieval=retrieval_config, demos_dir=a.demos, config=_rag_config(a), device=a.device)
+
+
+def _print_answer(result, as_json: bool) -> None:
+    if as_json:
+        d = result.to_dict()
+        d.pop("prompt")
+        print(json.dumps(d, ensure_ascii=False))
+        return
+    print(result.answer)
+    for c in result.citations:
+        p = c.hit.provenance
+        print(f"  [{c.number}] {p.title} [{p.wikipedia_id} ¶{p.start_paragraph_id}]")
+    if not result.citations and result.passages:
+        print("  (no citation; passages shown: " + ", ".join(
+            f"[{i}] {h.provenance.title}" for i, h in enumerate(result.passages, 1)) + ")")
+
+
+def cmd_rag(a: argparse.Namespace, retrieval_config) -> int:
+    """``genret rag INDEX "question"`` or ``genret rag INDEX --input FILE [--out FILE]``."""
+    from eval import read_kilt, write_kilt
+    from eval._rag_eval import predict_rag
+    from indexing import GenretError
+
+    if (a.question is None) == (a.input is None):
+        raise GenretError('give either a question or --input FILE: genret rag INDEX "question"')
+    with ExitStack() as stack:
+        pipeline = open_from_args(a, stack, retrieval_config)
+        if a.question is not None:
+            _print_answer(pipeline.answer(a.question, task=a.task), a.json)
+            return 0
+        records = read_kilt(a.input)
+        preds = predict_rag(pipeline, records, task_name=a.task, progress=not a.quiet)
+    if a.out:
+        write_kilt(a.out, preds)
+        print(f"{len(preds)} answers -> {a.out}", file=sys.stderr)
+    else:
+        for p in preds:
+            print(json.dumps(p, ensure_ascii=False))
+    return 0
+
+
+def cmd_eval_rag(a: argparse.Namespace, task_file: str, retrieval_config) -> int:
+    """``genret eval INDEX TASK.jsonl --rag``: answers and provenance scored together."""
+    from eval._rag_eval import evaluate_rag
+
+    with ExitStack() as stack:
+        pipeline = open_from_args(a, stack, retrieval_config)
+        report = evaluate_rag(pipeline, task_file, task_name=a.task, max_records=a.max_records,
+                              level=a.level.split(",")[0], out=a.out, progress=not a.quiet)
+    if a.json:
+        print(json.dumps(report, indent=1))
+        return 0
+    print(f"task {report['task']}: {report['records']} records, {report['seconds']:.1f}s")
+    for group in ("downstream", "kilt"):
+        print(f"  {group:<10} " + "  ".join(f"{k}={v * 100:.1f}" for k, v in report[group].items()))
+    print("  retrieval  " + "  ".join(f"{k}={v * 100:.1f}" for k, v in report["retrieval"].items()
+                                      if k == "Rprec" or k.startswith("recall@")))
+    return 0

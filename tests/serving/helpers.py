@@ -1,0 +1,71 @@
+"""Helpers of the serving tests: settings over the tiny index, and a retriever wrapper that records, slows down
+or fails ``batch_search`` calls."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from contextlib import contextmanager
+
+from indexing import InputError
+from retrieval import Retriever
+from serving import Settings
+from serving._service import SearchService
+
+
+def tiny_settings(tiny_index, tiny_lm_dir, **server) -> Settings:
+    return Settings(indexes=[tiny_index], server=server,
+                    retrieval={"dense": {"device": "cpu"},
+                               "generative": {"model": str(tiny_lm_dir), "device": "cpu", "beam": 2, "max_len": 2}})
+
+
+class Recording(Retriever):
+    """Wraps a retriever: records every ``batch_search`` call, sleeps ``delay`` seconds in it, and fails the
+    whole call when a query contains ``fail_on``."""
+
+    def __init__(self, inner: Retriever, delay: float = 0.0, fail_on: str | None = None) -> None:
+        self.inner, self.delay, self.fail_on = inner, delay, fail_on
+        self.name = inner.name
+        self.calls: list[tuple[list[str], int]] = []
+        self._lock = threading.Lock()
+
+    def batch_search(self, queries: Sequence[str], k: int = 10, *, task=None, **kwargs):
+        with self._lock:
+            self.calls.append((list(queries), k))
+        time.sleep(self.delay)
+        if self.fail_on and any(self.fail_on in q for q in queries):
+            raise InputError(f"refusing a query with {self.fail_on!r}")
+        return self.inner.batch_search(queries, k, task=task, **kwargs)
+
+
+@contextmanager
+def wrapped(service: SearchService, name: str = "dense", **options):
+    """Temporarily replace the service's retriever ``name`` (default index) by a :class:`Recording` of it."""
+    key = (service.default_index, name)
+    inner = service.retriever(*key)
+    rec = Recording(inner, **options)
+    service._retrievers[key] = rec
+    try:
+        yield rec
+    finally:
+        service._retrievers[key] = inner
+
+
+@contextmanager
+def app_over(service: SearchService, **server):
+    """An app over the shared ``service`` with these server settings (its model pool closed afterwards)."""
+    from serving import ServerConfig, create_app
+
+    app = create_app(service.settings.model_copy(update={"server": ServerConfig(**server)}), service)
+    try:
+        yield app
+    finally:
+        app.state.dispatcher.close()
+
+
+def async_client(app):
+    """An httpx client calling the app in this event loop (no lifespan: the app is ready unless preloading)."""
+    import httpx
+
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://genret.test")

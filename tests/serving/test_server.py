@@ -1,0 +1,68 @@
+"""A real uvicorn server in a thread: a slow request in flight when shutdown starts still completes; new work is
+refused (503 from the app, or no connection at all), and the lifespan shutdown releases the model pool."""
+
+import threading
+import time
+
+import httpx
+
+from serving._server import make_server
+from tests.serving.helpers import app_over, wrapped
+
+
+def _wait(predicate, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_graceful_shutdown_finishes_requests_in_flight(service):
+    with wrapped(service, "dense", delay=1.5), app_over(service, port=0, shutdown_timeout_s=20) as app:
+        server = make_server(app.state.settings, app, log_level="warning")
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        _wait(lambda: server.started)
+        base = f"http://127.0.0.1:{server.port}"
+        assert httpx.get(f"{base}/readyz").json() == {"status": "ready"}
+
+        result = {}
+
+        def slow_request():
+            result["response"] = httpx.post(f"{base}/v1/search", json={"query": "Python", "k": 1}, timeout=30)
+
+        client = threading.Thread(target=slow_request)
+        client.start()
+        _wait(lambda: app.state.gate.in_flight == 1)
+        started = time.monotonic()
+        server.should_exit = True  # what SIGTERM does
+        _wait(lambda: app.state.gate.closing)
+        try:  # new work: the listener is closed (or, on a connection still open, the app answers 503)
+            late = httpx.get(f"{base}/v1/search", params={"q": "x"}, timeout=2)
+            assert late.status_code == 503
+        except httpx.TransportError:
+            pass
+        client.join(30)
+        r = result["response"]
+        assert r.status_code == 200 and r.json()["hits"], r.text
+        thread.join(30)
+        assert not thread.is_alive()
+        assert time.monotonic() - started < 15
+        assert app.state.gate.in_flight == 0
+        assert app.state.dispatcher._pool._shutdown  # the lifespan shutdown ran
+
+
+
+def test_serve_flags_become_settings(monkeypatch, tiny_index):
+    import serving._server
+    from serving._cli import main
+
+    got = {}
+    monkeypatch.setattr(serving._server, "serve", lambda settings: got.setdefault("settings", settings))
+    monkeypatch.setenv("GENRET_SERVER__MAX_QUEUE", "9")
+    monkeypatch.setenv("GENRET_SERVER__WORKERS", "3")
+    assert main(["serve", str(tiny_index), "--port", "0", "--api-key", "a", "--api-key", "b", "--workers", "2",
+                 "--no-micro-batch", "--preload", "dense,bm25", "--timeout", "5"]) == 0
+    s = got["settings"].server
+    assert (s.port, s.api_keys, s.workers, s.micro_batch, s.preload, s.request_timeout_s, s.max_queue) == \
+        (0, ["a", "b"], 2, False, ["dense", "bm25"], 5.0, 9)  # flags win; the environment fills the rest
