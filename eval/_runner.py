@@ -34,6 +34,15 @@ def hits_to_provenance(hits: list[Hit], with_text: int) -> list[dict]:
     return out
 
 
+def group_by_task(records: list[dict], task_name: str | None) -> dict[str | None, list[int]]:
+    """Positions of ``records`` per task: ``task_name`` for all, else each record's ``meta.task``."""
+    by_task: dict[str | None, list[int]] = {}
+    for i, rec in enumerate(records):
+        meta = rec.get("meta") if isinstance(rec.get("meta"), dict) else {}
+        by_task.setdefault(task_name or meta.get("task"), []).append(i)
+    return by_task
+
+
 def predict(r: Retriever, task: list[dict], k: int = 100, *, batch_size: int = 64, with_text: int = 20,
             task_name: str | None = None, progress: bool = True) -> list[dict]:
     """KILT-format predictions: one output per record, provenance in rank order.
@@ -44,12 +53,8 @@ def predict(r: Retriever, task: list[dict], k: int = 100, *, batch_size: int = 6
     with progress_bar(len(task), f"retrieving ({r.name})", progress) as bar:
         for start in range(0, len(task), batch_size):
             chunk = task[start:start + batch_size]
-            by_task: dict[str | None, list[int]] = {}
-            for i, rec in enumerate(chunk):
-                meta = rec.get("meta") if isinstance(rec.get("meta"), dict) else {}
-                by_task.setdefault(task_name or meta.get("task"), []).append(i)
             results: list = [None] * len(chunk)
-            for name, idx in by_task.items():
+            for name, idx in group_by_task(chunk, task_name).items():
                 for i, hits in zip(idx, r.batch_search([str(chunk[i]["input"]) for i in idx], k, task=name)):
                     results[i] = hits
             for rec, hits in zip(chunk, results):

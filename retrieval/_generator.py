@@ -163,21 +163,33 @@ class HFGenerator(Generator):
         import torch
         from transformers import TextIteratorStreamer
 
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
         enc = self._encode([self.render(prompt)], "left")
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=not self.lm.seq2seq, skip_special_tokens=True)
         errors: list[BaseException] = []
+        cancelled = threading.Event()
+
+        class _Cancelled(StoppingCriteria):  # the consumer went away: stop at the next decoding step
+            def __call__(self, input_ids, scores, **kwargs):
+                return torch.full((input_ids.shape[0],), cancelled.is_set(), dtype=torch.bool,
+                                  device=input_ids.device)
 
         def run() -> None:
             try:
                 with self._lock, torch.inference_mode():
-                    self.lm.model.generate(**enc, **self._gen_kwargs(max_new_tokens), streamer=streamer)
+                    self.lm.model.generate(**enc, **self._gen_kwargs(max_new_tokens), streamer=streamer,
+                                           stopping_criteria=StoppingCriteriaList([_Cancelled()]))
             except BaseException as exc:  # surfaced to the consumer below
                 errors.append(exc)
                 streamer.end()
 
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
-        yield from _stream_cut(streamer, stop)
+        try:  # after a stop string the rest is not read: cancelling stops the model instead
+            yield from _stream_cut(streamer, stop, drain=False)
+        finally:  # also when the consumer closes this iterator early: the model thread ends promptly
+            cancelled.set()
         thread.join()
         if errors:
             raise errors[0]

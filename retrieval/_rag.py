@@ -9,6 +9,7 @@ when the generator can score continuations (the label the model finds most likel
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import closing
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -113,8 +114,10 @@ class RagPipeline:
 
     # --- public ----------------------------------------------------------------------------------------
     def batch_answer(self, queries: Sequence[str], *, task: str | None = None,
-                     exclude: Sequence[Sequence[str]] | None = None) -> list[RagAnswer]:
-        """One answer per query, in order (``exclude``: demonstration ids never used, per query)."""
+                     exclude: Sequence[Sequence[str]] | None = None, max_new_tokens: int | None = None,
+                     stop: Sequence[str] = ()) -> list[RagAnswer]:
+        """One answer per query, in order (``exclude``: demonstration ids never used, per query;
+        ``max_new_tokens`` / ``stop``: passed to the generator)."""
         if any(not q.strip() for q in queries):
             raise GenretError("empty input")
         name, spec = resolve_answer_task(task, self.tasks)
@@ -122,35 +125,53 @@ class RagPipeline:
         prompts = [p for p, _, _ in prepared]
         raws = self._label_by_score(spec, prompts)
         if raws is None:
-            raws = self.generator.generate(prompts)
+            raws = self.generator.generate(prompts, max_new_tokens=max_new_tokens, stop=stop)
         return [self._answer(q, name, spec, raw, prep) for q, raw, prep in zip(queries, raws, prepared)]
 
-    def answer(self, query: str, *, task: str | None = None) -> RagAnswer:
+    def answer(self, query: str, *, task: str | None = None, max_new_tokens: int | None = None,
+               stop: Sequence[str] = ()) -> RagAnswer:
         """The answer to one query."""
-        return self.batch_answer([query], task=task)[0]
+        return self.batch_answer([query], task=task, max_new_tokens=max_new_tokens, stop=stop)[0]
 
-    def stream(self, query: str, *, task: str | None = None) -> Iterator[dict]:
-        """Events: ``{"event": "passages", …}``, then ``{"event": "token", "text": …}`` pieces, then
-        ``{"event": "answer", …}`` with the parsed answer and citations (label tasks send the label as one token)."""
+    def stream_events(self, query: str, *, task: str | None = None, max_new_tokens: int | None = None,
+                      stop: Sequence[str] = ()) -> Iterator[tuple[str, Any]]:
+        """Typed events: ``("passages", (hits, demos))``, then ``("token", text)`` pieces, then
+        ``("answer", RagAnswer)`` (label tasks send the label as one token).  Closing the iterator early
+        closes the generator's stream (a local model stops at its next decoding step)."""
         if not query.strip():
             raise GenretError("empty input")
         name, spec = resolve_answer_task(task, self.tasks)
         prepared = self.prepare([query], task)[0]
         prompt, hits, demos = prepared
-        yield {"event": "passages", "passages": [h.to_dict() for h in hits], "demos": [d.to_dict() for d in demos]}
+        yield "passages", (hits, demos)
         labels = self._label_by_score(spec, [prompt])
         if labels is not None:
             raw = labels[0]
-            yield {"event": "token", "text": raw}
+            yield "token", raw
         else:
             pieces = []
-            for piece in self.generator.stream(prompt):
-                pieces.append(piece)
-                yield {"event": "token", "text": piece}
+            with closing(self.generator.stream(prompt, max_new_tokens=max_new_tokens, stop=stop)) as stream:
+                for piece in stream:
+                    pieces.append(piece)
+                    yield "token", piece
             raw = "".join(pieces).strip()
-        result = self._answer(query, name, spec, raw, prepared)
-        yield {"event": "answer", "answer": result.answer, "task": name,
-               "citations": [{"number": c.number, **c.hit.to_dict()} for c in result.citations]}
+        yield "answer", self._answer(query, name, spec, raw, prepared)
+
+    def stream(self, query: str, *, task: str | None = None, max_new_tokens: int | None = None,
+               stop: Sequence[str] = ()) -> Iterator[dict]:
+        """Events: ``{"event": "passages", …}``, then ``{"event": "token", "text": …}`` pieces, then
+        ``{"event": "answer", …}`` with the parsed answer and citations (label tasks send the label as one token)."""
+        with closing(self.stream_events(query, task=task, max_new_tokens=max_new_tokens, stop=stop)) as events:
+            for kind, value in events:
+                if kind == "passages":
+                    hits, demos = value
+                    yield {"event": "passages", "passages": [h.to_dict() for h in hits],
+                           "demos": [d.to_dict() for d in demos]}
+                elif kind == "token":
+                    yield {"event": "token", "text": value}
+                else:
+                    yield {"event": "answer", "answer": value.answer, "task": value.task,
+                           "citations": [{"number": c.number, **c.hit.to_dict()} for c in value.citations]}
 
 
 def open_pipeline(index: Any | None, generator: Generator, *, retriever: str | None = None,

@@ -8,6 +8,7 @@ middlewares turn any of them into ``{"error": ClassName, "detail": message}`` wi
 from __future__ import annotations
 
 from indexing import ConfigError, GenretError, IndexFormatError, InputError, NotFoundError
+from retrieval._openai import EndpointError
 
 
 class RequestError(GenretError):
@@ -42,9 +43,10 @@ class RequestTimeout(GenretError):
     """The request's model work did not finish within ``server.request_timeout_s``."""
 
 
-# Domain errors -> HTTP status, in one place (first match wins; GenretError last).
+# Domain errors -> HTTP status, in one place (first match wins; GenretError last).  EndpointError: the
+# generator's upstream (an OpenAI-compatible endpoint) failed — a bad gateway, not the client's fault.
 _STATUS: list[tuple[type[BaseException], int]] = [
-    (NotFoundError, 404), (RequestError, 422), (InputError, 422), (Unauthorized, 401), (PayloadTooLarge, 413),
+    (EndpointError, 502), (NotFoundError, 404), (RequestError, 422), (InputError, 422), (Unauthorized, 401), (PayloadTooLarge, 413),
     (Overloaded, 429), (Unavailable, 503), (RequestTimeout, 504), (IndexFormatError, 500), (ConfigError, 400),
     (GenretError, 400),
 ]

@@ -37,8 +37,9 @@ class Gate:
         if not self.ready:
             raise Unavailable(f"the server is not ready: {self.not_ready_reason}", self.retry_after_s)
 
-    async def run(self, start: Callable[[], asyncio.Future]):
-        """Admit, start (``start()`` returns the work's future) and await the work within the timeout."""
+    def admit(self, start: Callable[[], asyncio.Future]) -> asyncio.Future:
+        """Admit and start the work (``start()`` returns its future); its slot is held until the future is done.
+        For work the caller reads piece by piece (a stream): :meth:`run` otherwise."""
         self.check_ready()
         if self.in_flight >= self.max_in_flight:
             raise Overloaded(f"{self.in_flight} requests in flight (max_queue {self.max_in_flight}); retry later",
@@ -50,6 +51,11 @@ class Gate:
             self.in_flight -= 1
             raise
         fut.add_done_callback(self._release)
+        return fut
+
+    async def run(self, start: Callable[[], asyncio.Future]):
+        """Admit, start (``start()`` returns the work's future) and await the work within the timeout."""
+        fut = self.admit(start)
         try:
             return await asyncio.wait_for(asyncio.shield(fut), self.timeout_s)
         except TimeoutError:

@@ -1,22 +1,72 @@
-"""The search service: opened indexes and their retrievers, with no knowledge of HTTP.
+"""The search service: opened indexes, their retrievers, and RAG over them, with no knowledge of HTTP.
 
 Indexes are opened once, from the configured directories only, and addressed by name (the directory's
 base name): a name is a dictionary key, never a path, so no request can make the service open anything.
-Retrievers are created on first use (or at start, ``server.preload``) and kept.
+Retrievers are created on first use (or at start, ``server.preload``) and kept.  RAG: one generator
+(``settings.generator``) shared by all requests, loaded on first use (or at start: ``preload`` names
+``generator``); demonstration sources over ``settings.demos`` per kind, loaded on first use.  A ``RagSpec``
+is everything a RAG request asks besides its query — requests with equal specs can share one
+``batch_answer`` call.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 from indexing import GenretError, Index, NotFoundError
-from retrieval import Hit, Retriever, available_retrievers, load_retriever
+from retrieval import (
+    Generator,
+    Hit,
+    RagAnswer,
+    RagConfig,
+    RagPipeline,
+    Retriever,
+    available_retrievers,
+    load_generator,
+    load_retriever,
+)
+from retrieval._rag_prompt import prompt_size
 
-from ._errors import RequestError
+from ._errors import RequestError, Unavailable
 from ._settings import Settings
 
-__all__ = ["RequestError", "SearchService"]
+__all__ = ["RagOutcome", "RagSpec", "RequestError", "SearchService"]
+
+log = logging.getLogger(__name__)
+
+GENERATOR = "generator"  # the name ``server.preload`` uses for the RAG generator
+
+
+@dataclass(frozen=True, slots=True)
+class RagSpec:
+    """A RAG request but its query (hashable: the micro-batching key)."""
+
+    index: str
+    retriever: str | None  # None: no retrieval
+    task: str | None
+    passages: int
+    demos: int
+    demo_source: str
+    max_new_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RagOutcome:
+    """An answer and its token counts (the generator's tokenizer, or its estimate)."""
+
+    answer: RagAnswer
+    prompt_tokens: int
+    completion_tokens: int
+    max_new_tokens: int
+
+    @property
+    def truncated(self) -> bool:
+        """The completion probably hit ``max_new_tokens`` (OpenAI's finish_reason "length")."""
+        return self.completion_tokens >= self.max_new_tokens
 
 # retrievers that take a granularity override (the generative retriever's task prompts choose one)
 GRANULAR = ("generative",)
@@ -37,6 +87,16 @@ class SearchService:
             self.indexes[index.name] = index
         self._retrievers: dict[tuple[str, str], Retriever] = {}
         self._lock = threading.Lock()
+        self._generator: Generator | None = None
+        self._generator_lock = threading.Lock()
+        self._demo_sources: dict[str, object] = {}
+        self.demo_tasks: list[str] = []
+        if settings.demos is not None:
+            from retrieval._demo_pool import list_tasks
+
+            self.demo_tasks = list_tasks(settings.demos)  # a missing directory fails here, at start
+            if not self.demo_tasks:
+                raise GenretError(f"{settings.demos} holds no demonstration pool (genret index-demos)")
 
     @property
     def default_index(self) -> str:
@@ -48,8 +108,12 @@ class SearchService:
         return len(self._retrievers)
 
     def describe(self) -> list[dict]:
+        from retrieval import ANSWER_TASKS
+
+        tasks = sorted({*self.settings.retrieval.generative.prompts, *ANSWER_TASKS})
         return [{"name": name, "units": len(ix.store), "unit_kind": ix.manifest.units.kind,
-                 "retrievers": available_retrievers(ix, self.settings.retrieval)}
+                 "retrievers": available_retrievers(ix, self.settings.retrieval), "tasks": tasks,
+                 "demo_tasks": self.demo_tasks}
                 for name, ix in self.indexes.items()]
 
     # ---- names -> (index, retriever), without loading anything ----------------------------------------------
@@ -72,6 +136,12 @@ class SearchService:
         cfg = self.settings.server
         if not 1 <= k <= cfg.max_k:
             raise RequestError(f"k must be between 1 and {cfg.max_k}, got {k}")
+        self.check_queries(queries)
+        if granularity is not None and retriever not in GRANULAR:
+            raise RequestError(f"granularity applies to the {' / '.join(GRANULAR)} retriever, not {retriever!r}")
+
+    def check_queries(self, queries: Sequence[str]) -> None:
+        cfg = self.settings.server
         if not queries:
             raise RequestError("no query given")
         if len(queries) > cfg.max_batch:
@@ -86,8 +156,33 @@ class SearchService:
                 q.encode("utf-8")
             except UnicodeEncodeError:
                 raise RequestError(f"{where} is not valid Unicode (lone surrogate)") from None
-        if granularity is not None and retriever not in GRANULAR:
-            raise RequestError(f"granularity applies to the {' / '.join(GRANULAR)} retriever, not {retriever!r}")
+
+    def rag_spec(self, query: str, *, index: str | None = None, retriever: str | None = None,
+                 task: str | None = None, passages: int | None = None, demos: int | None = None,
+                 demo_source: str | None = None, max_new_tokens: int | None = None,
+                 stop: Sequence[str] = ()) -> RagSpec:
+        """Check a RAG request and fill in the defaults (``settings.rag``); cheap, loads nothing."""
+        self.check_queries([query])
+        rag = self.settings.rag
+        passages = rag.passages if passages is None else passages
+        index, name = self.resolve(index, retriever)
+        if demos is None:
+            demos = rag.demos if task in self.demo_tasks else 0
+        elif demos > 0:
+            if self.settings.demos is None:
+                raise RequestError("demonstrations need a demonstrations directory, and this server has none "
+                                   "(settings demos / GENRET_DEMOS); ask with demos 0")
+            if not task:
+                raise RequestError(f"demonstrations need a task (its pool); pools: {self.demo_tasks}")
+            if task not in self.demo_tasks:
+                raise RequestError(f"no demonstration pool for task {task!r}; pools: {self.demo_tasks}")
+        if any(not s for s in stop):
+            raise RequestError("stop strings must not be empty")
+        cap = self.settings.generator.max_new_tokens
+        return RagSpec(index=index, retriever=name if passages > 0 else None, task=task, passages=passages,
+                       demos=demos, demo_source=demo_source or rag.demo_source,
+                       max_new_tokens=None if max_new_tokens is None else min(max_new_tokens, cap),
+                       stop=tuple(stop))
 
     # ---- model work (blocking: call it off the event loop) --------------------------------------------------
     def retriever(self, index: str | None, name: str | None) -> Retriever:
@@ -113,9 +208,68 @@ class SearchService:
         self.check([query], k, retriever, granularity)
         return index, retriever, self.batch_search([query], k, index, retriever, task, granularity)[0]
 
+    # ---- RAG (blocking: call it off the event loop) ---------------------------------------------------------
+    def generator(self) -> Generator:
+        """The one generator of this service, loaded on first use."""
+        with self._generator_lock:
+            if self._generator is None:
+                try:
+                    self._generator = load_generator(self.settings.generator)
+                except Exception as exc:  # the server's configuration, not the request: 503
+                    log.exception("loading the generator %r failed", self.settings.generator.model)
+                    raise Unavailable(f"the generator could not be loaded: {type(exc).__name__}: {exc}",
+                                      self.settings.server.retry_after_s) from exc
+            return self._generator
+
+    def demo_source(self, kind: str):
+        with self._generator_lock:
+            if kind not in self._demo_sources:
+                from retrieval import load_demo_source
+
+                self._demo_sources[kind] = load_demo_source(self.settings.demos, kind,
+                                                            device=self.settings.retrieval.dense.device)
+            return self._demo_sources[kind]
+
+    def pipeline(self, spec: RagSpec) -> RagPipeline:
+        """The RAG pipeline of ``spec`` over the shared generator, retriever and demonstration source."""
+        generator = self.generator()
+        retriever = self.retriever(spec.index, spec.retriever) if spec.retriever and spec.passages else None
+        demos = self.demo_source(spec.demo_source) if spec.demos else None
+        rag = self.settings.rag
+        config = RagConfig(passages=spec.passages, demos=spec.demos, demo_source=spec.demo_source,
+                           max_passage_tokens=rag.max_passage_tokens, label_scoring=rag.label_scoring)
+        return RagPipeline(generator, retriever, demos, config)
+
+    def _outcome(self, generator: Generator, spec: RagSpec, answer: RagAnswer) -> RagOutcome:
+        completion = generator.count_tokens(answer.raw) if answer.raw else 0
+        return RagOutcome(answer, prompt_size(list(answer.prompt), generator.count_tokens), completion,
+                          spec.max_new_tokens or generator.config.max_new_tokens)
+
+    def batch_rag(self, queries: Sequence[str], spec: RagSpec) -> list[RagOutcome]:
+        """One answer per (checked) query, as one ``batch_answer`` call: retrieval and generation batched."""
+        pipeline = self.pipeline(spec)
+        answers = pipeline.batch_answer(list(queries), task=spec.task, max_new_tokens=spec.max_new_tokens,
+                                        stop=spec.stop)
+        return [self._outcome(pipeline.generator, spec, a) for a in answers]
+
+    def stream_rag(self, query: str, spec: RagSpec) -> Iterator[tuple[str, object]]:
+        """``("passages", (hits, demos))``, ``("token", text)``…, then ``("answer", RagOutcome)``.  Closing it
+        early stops the generation."""
+        pipeline = self.pipeline(spec)
+        events = pipeline.stream_events(query, task=spec.task, max_new_tokens=spec.max_new_tokens, stop=spec.stop)
+        try:
+            for kind, value in events:
+                yield kind, (self._outcome(pipeline.generator, spec, value) if kind == "answer" else value)
+        finally:
+            events.close()
+
     def preload(self, names: Sequence[str]) -> list[tuple[str, str]]:
-        """Load the named retrievers on every index that offers them; ``(index, retriever)`` loaded."""
+        """Load the named retrievers on every index that offers them (and the generator when named);
+        ``(index, retriever)`` loaded."""
         loaded = []
+        if GENERATOR in names:
+            self.generator()
+            loaded.append(("*", GENERATOR))
         for index in self.indexes:
             offered = available_retrievers(self.indexes[index], self.settings.retrieval)
             for name in names:
@@ -126,11 +280,17 @@ class SearchService:
 
     def check_preload(self, names: Sequence[str]) -> None:
         offered = {n for ix in self.indexes.values() for n in available_retrievers(ix, self.settings.retrieval)}
-        missing = [n for n in names if n not in offered]
+        missing = [n for n in names if n not in offered and n != GENERATOR]
         if missing:
             raise GenretError(f"cannot preload {missing}: no served index offers them (offered: {sorted(offered)})")
 
     def close(self) -> None:
+        for obj in (self._generator, *self._demo_sources.values()):
+            close = getattr(obj, "close", None)
+            if callable(close):
+                close()
+        self._generator = None
+        self._demo_sources.clear()
         for r in self._retrievers.values():
             close = getattr(r, "close", None)
             if callable(close):

@@ -1,7 +1,9 @@
 """Server settings: from flags, environment (``GENRET_…``, nested with ``__``) or defaults.
 
 List settings (``server.api_keys``, ``server.preload``) read from the environment as JSON
-(``'["k1","k2"]'``) or comma-separated (``GENRET_SERVER__API_KEYS=k1,k2``).
+(``'["k1","k2"]'``) or comma-separated (``GENRET_SERVER__API_KEYS=k1,k2``).  The RAG endpoints read the
+``generator`` section (``GENRET_GENERATOR__MODEL``, ``GENRET_GENERATOR__MAX_NEW_TOKENS``, …), the ``rag``
+section (``GENRET_RAG__PASSAGES``, …) and ``demos`` (``GENRET_DEMOS``, a demonstrations directory).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from retrieval import RetrievalConfig
+from retrieval import GeneratorConfig, RagConfig, RetrievalConfig
 
 StrList = Annotated[list[str], NoDecode]
 
@@ -37,8 +39,8 @@ class ServerConfig(BaseModel):
     max_queue: int = Field(64, ge=1, description="requests in flight (queued or running); more get 429")
     retry_after_s: int = Field(1, ge=0, description="Retry-After sent with 429 and 503")
     preload: StrList = Field(default_factory=list,
-                             description="retrievers loaded at start (on every index offering them); "
-                                         "/readyz answers 503 until they are")
+                             description="retrievers loaded at start (on every index offering them), and "
+                                         "'generator' for the RAG generator; /readyz answers 503 until they are")
     shutdown_timeout_s: float = Field(30.0, ge=0, description="graceful shutdown: wait this long for requests")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     access_log: bool = Field(True, description="one log line per request (uvicorn's access log)")
@@ -65,3 +67,9 @@ class Settings(BaseSettings):
     indexes: list[Path] = Field(default_factory=list, description="index directories to serve")
     server: ServerConfig = Field(default_factory=ServerConfig)
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
+    generator: GeneratorConfig = Field(default_factory=GeneratorConfig,
+                                       description="the RAG generator (/v1/rag, /v1/chat/completions), loaded on "
+                                                   "first use or at start with server.preload=generator")
+    rag: RagConfig = Field(default_factory=RagConfig, description="RAG defaults (passages, demonstrations)")
+    demos: Path | None = Field(None, description="demonstrations directory (genret index-demos); none: no "
+                                                 "demonstrations")

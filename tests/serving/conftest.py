@@ -10,8 +10,8 @@ from tests.serving.helpers import tiny_settings
 
 
 @pytest.fixture(scope="session")
-def service(tiny_index, tiny_lm_dir):
-    svc = SearchService(tiny_settings(tiny_index, tiny_lm_dir))
+def service(tiny_index, tiny_lm_dir, tiny_chat_lm_dir):
+    svc = SearchService(tiny_settings(tiny_index, tiny_lm_dir, tiny_chat_lm_dir))
     yield svc
     svc.close()
 

@@ -9,13 +9,16 @@ from collections.abc import Sequence
 from contextlib import contextmanager
 
 from indexing import InputError
-from retrieval import Retriever
+from retrieval import Generator, GeneratorConfig, Retriever
 from serving import Settings
 from serving._service import SearchService
 
 
-def tiny_settings(tiny_index, tiny_lm_dir, **server) -> Settings:
-    return Settings(indexes=[tiny_index], server=server,
+def tiny_settings(tiny_index, tiny_lm_dir, generator_dir=None, **server) -> Settings:
+    """Settings over the tiny index; the RAG generator is the tiny chat LM (few new tokens) when given."""
+    generator = {"model": str(generator_dir), "device": "cpu", "max_new_tokens": 4, "max_input_tokens": 512} \
+        if generator_dir is not None else {}
+    return Settings(indexes=[tiny_index], server=server, generator=generator,
                     retrieval={"dense": {"device": "cpu"},
                                "generative": {"model": str(tiny_lm_dir), "device": "cpu", "beam": 2, "max_len": 2}})
 
@@ -69,3 +72,45 @@ def async_client(app):
     import httpx
 
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://genret.test")
+
+
+class ScriptedGenerator(Generator):
+    """A generator that writes ``text`` (word by word when streamed, ``delay`` seconds per piece) and records
+    whether a stream was closed before its end."""
+
+    name = "scripted"
+
+    def __init__(self, text: str = "Guido van Rossum [1]", delay: float = 0.0, pieces: int | None = None) -> None:
+        self.config = GeneratorConfig(max_new_tokens=64)
+        self.text, self.delay = text, delay
+        self.pieces = pieces  # stream this many pieces (repeating the words); default: the words once
+        self.streams_closed_early = 0
+        self.prompts: list = []
+
+    def generate(self, prompts, *, max_new_tokens=None, stop=()):
+        self.prompts.extend(prompts)
+        return [self.text for _ in prompts]
+
+    def stream(self, prompt, *, max_new_tokens=None, stop=()):
+        words = [w + " " for w in self.text.split()]
+        n = self.pieces or len(words)
+        done = False
+        try:
+            for i in range(n):
+                time.sleep(self.delay)
+                yield words[i % len(words)]
+            done = True
+        finally:
+            if not done:
+                self.streams_closed_early += 1
+
+
+@contextmanager
+def generator_swapped(service: SearchService, generator: Generator):
+    """Temporarily make ``generator`` the service's RAG generator."""
+    old = service._generator
+    service._generator = generator
+    try:
+        yield generator
+    finally:
+        service._generator = old

@@ -21,8 +21,10 @@ def test_health_and_indexes(client, tiny_index):
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").json() == {"status": "ready"}
     (desc,) = client.get("/v1/indexes").json()
+    tasks = desc.pop("tasks")
     assert desc == {"name": tiny_index.name, "units": 10, "unit_kind": "paragraph",
-                    "retrievers": ["dense", "bm25", "generative", "hybrid"]}
+                    "retrievers": ["dense", "bm25", "generative", "hybrid"], "demo_tasks": []}
+    assert {"qa", "fact_check", "page", "generic"} <= set(tasks)
 
 
 def test_search_post_and_get_agree(client):
@@ -211,3 +213,13 @@ def test_several_indexes_by_name(tiny_index, tmp_path):
         a = c.post("/v1/search", json={"query": "Guido", "k": 2, "retriever": "bm25"}).json()
         b = c.post("/v1/search", json={"query": "Guido", "k": 2, "retriever": "bm25", "index": "second"}).json()
         assert (a["index"], b["index"]) == (tiny_index.name, "second") and a["hits"] == b["hits"]
+
+
+def test_the_web_page_is_one_self_contained_file(client):
+    r = client.get("/")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    page = r.text
+    assert "<script>" in page and "<style>" in page and "http://" not in page and "https://" not in page
+    csp = r.headers["content-security-policy"]
+    assert "script-src 'sha256-" in csp and "unsafe-inline" not in csp and "connect-src 'self'" in csp
+    assert "/" not in client.get("/openapi.json").json()["paths"]

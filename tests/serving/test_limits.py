@@ -117,7 +117,7 @@ def keyed_client(service):
 ])
 def test_api_key_required_when_configured(keyed_client, headers, detail):
     for method, path in (("POST", "/v1/search"), ("GET", "/v1/indexes"), ("POST", "/v1/search/batch"),
-                         ("GET", "/metrics")):
+                         ("GET", "/metrics"), ("POST", "/v1/rag"), ("POST", "/v1/chat/completions")):
         r = keyed_client.request(method, path, json={"query": "x", "queries": ["x"]}, headers=headers)
         assert r.headers["www-authenticate"] == "Bearer"
         assert detail in _is_error(r, 401, "Unauthorized")["detail"]
@@ -130,6 +130,7 @@ def test_right_key_passes_and_probes_stay_open(keyed_client):
         assert r.status_code == 200
     assert keyed_client.get("/healthz").status_code == 200
     assert keyed_client.get("/readyz").status_code == 200
+    assert keyed_client.get("/").status_code == 200  # the web page (it sends the key the user types)
     assert keyed_client.get("/openapi.json").json()["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
 
 

@@ -1,6 +1,7 @@
 """Property-based API testing with schemathesis: every operation of the OpenAPI spec, with generated valid
 (positive) and invalid (negative) input, never answers with a server error (5xx).  Bounded: a few examples
-per operation and mode, derandomized, no example database.
+per operation and mode, derandomized, no example database.  The RAG operations generate with the tiny chat
+LM (4 new tokens at most: ``tests/serving/helpers.tiny_settings``).
 
 (schemathesis' own pytest loader, ``schemathesis.pytest.from_fixture``, does not run under pytest 9 — it sets
 ``node._nodeid`` — so the operations' hypothesis strategies are driven here directly.)
@@ -16,7 +17,7 @@ from schemathesis.checks import not_a_server_error
 from tests.serving.helpers import app_over
 
 OPERATIONS = ["GET /healthz", "GET /readyz", "GET /metrics", "GET /v1/indexes", "POST /v1/search",
-              "GET /v1/search", "POST /v1/search/batch"]
+              "GET /v1/search", "POST /v1/search/batch", "POST /v1/rag", "POST /v1/chat/completions"]
 EXAMPLES = 25
 
 
