@@ -15,12 +15,18 @@ the RSS is read after each (a leak keeps growing; a warmed-up server levels off)
 ``--no-micro-batch`` runs beside the first, and the two are loaded at the top concurrency in alternating rounds
 (the machine's load drifts; alternating keeps the comparison fair).
 
+RAG: ``POST /v1/rag`` (``--rag-retriever`` passages, ``--rag-passages``, the packaged SmolLM2 with
+``--rag-max-new-tokens``, task ``--task``) at each concurrency with ``--rag-requests`` requests per run, on the
+micro-batching server and on the one without; ``--rag-only`` runs just these rows (two servers, on and off
+alternating per concurrency).  Mean batch = questions per ``batch_answer`` call.
+
 Index: ``--index DIR`` (any genret index), or by default one built into a temporary directory from
 ``../shared/minikilt/squad/knowledge_source.jsonl`` (dense + BM25 + FM-index with the packaged SmolLM2
 tokenizer; 2,067 paragraphs).  Queries: the squad dev questions.
 
     python bench/load.py [--index DIR] [--retrievers dense,bm25,hybrid,generative] [--concurrency 1,8,32]
-                         [--requests 200] [--generative-requests 32] [--json OUT.json]
+                         [--requests 200] [--generative-requests 32] [--rag-requests 16] [--json OUT.json]
+    python bench/load.py --index DIR --rag-only --concurrency 1,8,32 --rag-requests 16 --rag-max-new-tokens 8
 """
 
 from __future__ import annotations
@@ -118,8 +124,8 @@ class Server:
 
 
 # ---- load ---------------------------------------------------------------------------------------------------
-async def load(base: str, bodies: list[dict], concurrency: int) -> dict:
-    """Send every body (``POST /v1/search``) with ``concurrency`` workers; latencies, errors, wall time."""
+async def load(base: str, bodies: list[dict], concurrency: int, path: str = "/v1/search") -> dict:
+    """Send every body (``POST path``) with ``concurrency`` workers; latencies, errors, wall time."""
     latencies: list[float] = []
     errors: dict[str, int] = {}
     next_i = 0
@@ -133,7 +139,7 @@ async def load(base: str, bodies: list[dict], concurrency: int) -> dict:
                 next_i += 1
                 t0 = time.perf_counter()
                 try:
-                    r = await client.post("/v1/search", json=body)
+                    r = await client.post(path, json=body)
                     if r.status_code != 200:
                         errors[str(r.status_code)] = errors.get(str(r.status_code), 0) + 1
                 except httpx.HTTPError as exc:
@@ -164,12 +170,70 @@ def run(server: Server, retriever: str, queries: list[str], concurrency: int, n:
     return row
 
 
-def rag_rows(server: Server, queries: list[str], args) -> list[dict]:
-    """RAG rows: to be filled in once ``POST /v1/rag`` exists (same ``load`` loop, another path and body)."""
+def rag_bodies(queries: list[str], n: int, args, offset: int = 0) -> list[dict]:
+    return [{"query": queries[(offset + i) % len(queries)], "retriever": args.rag_retriever, "task": args.task,
+             "passages": args.rag_passages} for i in range(n)]
+
+
+def run_rag(server: Server, queries: list[str], concurrency: int, n: int, batching: str, args) -> dict:
+    """``n`` (at least ``concurrency``) ``POST /v1/rag`` requests at ``concurrency``; one table row."""
+    n = max(n, concurrency)
+    before = server.batch_stats().get("rag", (0.0, 0.0))
+    res = asyncio.run(load(server.base, rag_bodies(queries, n, args), concurrency, "/v1/rag"))
+    after = server.batch_stats().get("rag", (0.0, 0.0))
+    lat = np.array(res["latencies"]) * 1000
+    calls = after[1] - before[1]
+    row = {"scenario": "rag", "retriever": args.rag_retriever, "batching": batching, "concurrency": concurrency,
+           "requests": n, "errors": sum(res["errors"].values()), "error_kinds": res["errors"],
+           "throughput": n / res["wall"], "p50_ms": float(np.percentile(lat, 50)),
+           "p99_ms": float(np.percentile(lat, 99)), "mean_batch": (after[0] - before[0]) / calls if calls else 0.0,
+           "rss_mb": server.rss_mb()}
+    print(_row_md(row), file=sys.stderr, flush=True)
+    return row
+
+
+def warm_up_rag(server: Server, queries: list[str], args) -> None:
+    """Load the generator (first use) and run a couple of answers, one by one and then together."""
+    asyncio.run(load(server.base, rag_bodies(queries, 2, args, offset=-2), 1, "/v1/rag"))
+    asyncio.run(load(server.base, rag_bodies(queries, 4, args, offset=-6), 4, "/v1/rag"))
+
+
+def rag_rows(server: Server, queries: list[str], args, batching: str = "on") -> list[dict]:
+    """RAG rows (``POST /v1/rag`` with ``--rag-retriever``, ``--rag-passages``, the generator's
+    ``--rag-max-new-tokens``) at each concurrency; none when the server has no ``/v1/rag``."""
     paths = httpx.get(f"{server.base}/openapi.json", timeout=10).json()["paths"]
-    if "/v1/rag" not in paths:
+    if "/v1/rag" not in paths or args.rag_requests <= 0:
         return []
-    return []  # TODO(rag): load POST /v1/rag at each concurrency, as ``run`` does for search
+    warm_up_rag(server, queries, args)
+    return [run_rag(server, queries, c, args.rag_requests, batching, args)
+            for c in (int(x) for x in args.concurrency.split(","))]
+
+
+def rag_only(index: Path, queries: list[str], env: dict[str, str], tmp: Path, args) -> None:
+    """``--rag-only``: RAG at each concurrency, micro-batching on and off (two servers, alternating runs)."""
+    retrievers = [args.rag_retriever, "generator"]
+    on = Server(index, retrievers, [], env, tmp / "rag-on.log")
+    off = Server(index, retrievers, ["--no-micro-batch"], env, tmp / "rag-off.log")
+    rows: list[dict] = []
+    try:
+        on.wait_ready()
+        off.wait_ready()
+        warm_up_rag(on, queries, args)
+        warm_up_rag(off, queries, args)
+        for c in (int(x) for x in args.concurrency.split(",")):
+            rows.append(run_rag(on, queries, c, args.rag_requests, "on", args))
+            rows.append(run_rag(off, queries, c, args.rag_requests, "off", args))
+    finally:
+        on.stop()
+        off.stop()
+    print(f"\nindex {index}; RAG: retriever {args.rag_retriever}, {args.rag_passages} passages, task {args.task}, "
+          f"generator {env.get('GENRET_GENERATOR__MODEL', 'the packaged SmolLM2-135M-Instruct')}, max_new_tokens "
+          f"{args.rag_max_new_tokens}; squad dev questions\n")
+    print(HEAD)
+    for r in rows:
+        print(_row_md(r))
+    if args.json:
+        args.json.write_text(json.dumps({"rag_rows": rows, "index": str(index)}, indent=1))
 
 
 def warm_up(server: Server, retrievers: list[str], queries: list[str], task: str | None, concurrency: int,
@@ -231,8 +295,9 @@ HEAD = ("| scenario | retriever | micro-batching | concurrency | requests | erro
 
 
 def _row_md(r: dict) -> str:
+    tp = f"{r['throughput']:.{2 if r['throughput'] < 10 else 1}f}"  # RAG: below 1 req/s
     return (f"| {r['scenario']} | {r['retriever']} | {r['batching']} | {r['concurrency']} | {r['requests']} | "
-            f"{r['errors']} | {r['throughput']:.1f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['mean_batch']:.1f} | "
+            f"{r['errors']} | {tp} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['mean_batch']:.1f} | "
             f"{r['rss_mb']:.0f} |")
 
 
@@ -250,6 +315,11 @@ def main() -> None:
     p.add_argument("--beam", type=int, default=3, help="generative: beam (CPU budget)")
     p.add_argument("--max-len", type=int, default=4, help="generative: longest body n-gram")
     p.add_argument("--title-max-len", type=int, default=12, help="generative: longest title")
+    p.add_argument("--rag-requests", type=int, default=16, help="POST /v1/rag requests per run (0: no RAG rows)")
+    p.add_argument("--rag-retriever", default="bm25", help="RAG: the retriever of the passages")
+    p.add_argument("--rag-passages", type=int, default=3)
+    p.add_argument("--rag-max-new-tokens", type=int, default=8, help="RAG: the generator's max_new_tokens")
+    p.add_argument("--rag-only", action="store_true", help="only the RAG rows (micro-batching on and off)")
     p.add_argument("--json", type=Path, default=None, help="write every row as JSON here")
     a = p.parse_args()
 
@@ -265,7 +335,10 @@ def main() -> None:
     queries = load_queries()
     env = {"GENRET_RETRIEVAL__DENSE__DEVICE": "cpu", "GENRET_RETRIEVAL__GENERATIVE__DEVICE": "cpu",
            "GENRET_RETRIEVAL__GENERATIVE__BEAM": str(a.beam), "GENRET_RETRIEVAL__GENERATIVE__MAX_LEN": str(a.max_len),
-           "GENRET_RETRIEVAL__GENERATIVE__TITLE_MAX_LEN": str(a.title_max_len)}
+           "GENRET_RETRIEVAL__GENERATIVE__TITLE_MAX_LEN": str(a.title_max_len),
+           "GENRET_GENERATOR__DEVICE": "cpu", "GENRET_GENERATOR__MAX_NEW_TOKENS": str(a.rag_max_new_tokens)}
+    if a.rag_only:
+        return rag_only(index, queries, env, tmp, a)
 
     def n_for(r: str) -> int:
         return a.generative_requests if r == "generative" else a.requests
@@ -299,6 +372,7 @@ def main() -> None:
             for _ in range(1 if r == "generative" else a.compare_rounds):
                 compare.append(run(server, r, queries, top, n_for(r), "on", a.task))
                 compare.append(run(off, r, queries, top, n_for(r), "off", a.task))
+        rows.extend(rag_rows(off, queries, a, "off"))
     finally:
         server.stop()
         if off is not None:

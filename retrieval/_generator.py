@@ -147,23 +147,23 @@ class HFGenerator(Generator):
         import torch
 
         texts = [self.render(p) for p in prompts]
-        out: list[str] = []
-        for start in range(0, len(texts), self.config.batch_size):
-            chunk = texts[start:start + self.config.batch_size]
-            enc = self._encode(chunk, "left")
+        # prompts of similar length go together (less padding: on a CPU the padded prompt dominates the cost)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out: list[str] = [""] * len(texts)
+        for start in range(0, len(order), self.config.batch_size):
+            rows = order[start:start + self.config.batch_size]
+            enc = self._encode([texts[i] for i in rows], "left")
             with self._lock, torch.inference_mode():
                 ids = self.lm.model.generate(**enc, **self._gen_kwargs(max_new_tokens))
             if not self.lm.seq2seq:
                 ids = ids[:, enc["input_ids"].shape[1]:]
-            for row in ids:
-                out.append(cut_at_stop(self.tokenizer.decode(row, skip_special_tokens=True), stop).strip())
+            for i, row in zip(rows, ids):
+                out[i] = cut_at_stop(self.tokenizer.decode(row, skip_special_tokens=True), stop).strip()
         return out
 
     def stream(self, prompt: Prompt, *, max_new_tokens: int | None = None, stop: Sequence[str] = ()) -> Iterator[str]:
         import torch
-        from transformers import TextIteratorStreamer
-
-        from transformers import StoppingCriteria, StoppingCriteriaList
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
         enc = self._encode([self.render(prompt)], "left")
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=not self.lm.seq2seq, skip_special_tokens=True)

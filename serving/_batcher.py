@@ -7,7 +7,7 @@ for RAG answers: concurrent requests with the same ``RagSpec`` (index, retriever
 demonstrations, generation settings) run as one ``RagPipeline.batch_answer`` call, which batches the
 retrieval, the demonstration search and the generation.  A queue is dispatched
 
-* at once when it holds ``micro_batch_max`` items;
+* at once when it holds ``micro_batch_max`` items (RAG: ``rag_micro_batch_max``);
 * when no batch of its key is running, after ``micro_batch_wait_ms`` (0: on the next turn of the event loop,
   so requests that arrive together still go together) — a lone request waits for nothing;
 * when the running batch of its key finishes: under load, requests gather while the model is busy, so batches
@@ -25,8 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
-from collections.abc import AsyncIterator, Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +44,7 @@ Key = tuple[Hashable, ...]  # ("search", index, retriever, task, granularity, k)
 @dataclass
 class _Queue:
     run: Callable[[list[Any]], list[Any]]  # the batch call (pool thread): items -> results, in order
+    max_size: int
     items: list[tuple[Any, asyncio.Future]] = field(default_factory=list)
     running: int = 0
     timer: asyncio.Handle | None = None
@@ -77,7 +77,8 @@ class Dispatcher:
 
         if not self.config.micro_batch:
             return self._submit(lambda: run([query])[0])
-        return self._enqueue(("search", index, retriever, task, granularity, k), query, run)
+        return self._enqueue(("search", index, retriever, task, granularity, k), query, run,
+                             self.config.micro_batch_max)
 
     def batch(self, queries: Sequence[str], k: int, index: str, retriever: str, task: str | None = None,
               granularity: str | None = None) -> asyncio.Future[list[list[Hit]]]:
@@ -90,9 +91,9 @@ class Dispatcher:
         def run(queries: list[str]) -> list[RagOutcome]:
             return self._rag_call(queries, spec)
 
-        if not self.config.micro_batch:
+        if not self.config.micro_batch or self.config.rag_micro_batch_max == 1:
             return self._submit(lambda: run([query])[0])
-        return self._enqueue(("rag", spec), query, run)
+        return self._enqueue(("rag", spec), query, run, self.config.rag_micro_batch_max)
 
     def stream(self, make: Callable[[], Iterator[Any]]) -> tuple[EventStream, asyncio.Future]:
         """Run the iterator ``make()`` in one pool job; ``(its items on the loop, the job's future)``."""
@@ -128,12 +129,12 @@ class Dispatcher:
     def _job_done(self, fut: asyncio.Future) -> None:
         self.jobs -= 1
 
-    def _enqueue(self, key: Key, item: Any, run: Callable[[list[Any]], list[Any]]) -> asyncio.Future:
+    def _enqueue(self, key: Key, item: Any, run: Callable[[list[Any]], list[Any]], max_size: int) -> asyncio.Future:
         loop = asyncio.get_running_loop()
-        q = self._queues.setdefault(key, _Queue(run))
+        q = self._queues.setdefault(key, _Queue(run, max_size))
         fut: asyncio.Future = loop.create_future()
         q.items.append((item, fut))
-        if len(q.items) >= self.config.micro_batch_max:
+        if len(q.items) >= q.max_size:
             self._flush(key)
         elif q.running == 0 and q.timer is None:
             wait = self.config.micro_batch_wait_ms / 1000
@@ -147,7 +148,7 @@ class Dispatcher:
         if q.timer is not None:
             q.timer.cancel()
             q.timer = None
-        items, q.items = q.items[:self.config.micro_batch_max], q.items[self.config.micro_batch_max:]
+        items, q.items = q.items[:q.max_size], q.items[q.max_size:]
         if not items:
             return
         q.running += 1
@@ -209,10 +210,10 @@ _END = object()
 
 
 class EventStream:
-    """A synchronous iterator run in a pool thread (``produce``), read on the event loop (``get`` / ``async
-    for``).  ``cancel`` (the reader went away, or gave up) makes the producer stop at its next item and close
-    the iterator — for a streamed answer that stops the generation — so an abandoned stream never holds a
-    pool thread for longer than one item takes."""
+    """A synchronous iterator run in a pool thread (``produce``), read on the event loop (``get``).  ``cancel``
+    (the reader went away, or gave up) makes the producer stop at its next item and close the iterator — for a
+    streamed answer that stops the generation — so an abandoned stream never holds a pool thread for longer than
+    one item takes."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -253,15 +254,6 @@ class EventStream:
         if item is _END:
             raise StopAsyncIteration
         return item
-
-    async def items(self, deadline: float | None = None) -> AsyncIterator[Any]:
-        """Every item until the end; ``TimeoutError`` when ``deadline`` (``time.monotonic()``) passes."""
-        while True:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                yield await self.get(remaining)
-            except StopAsyncIteration:
-                return
 
     def cancel(self) -> None:
         self.cancelled.set()

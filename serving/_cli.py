@@ -104,8 +104,16 @@ def _cmd_serve(a: argparse.Namespace) -> int:
              "micro_batch": a.micro_batch, "micro_batch_max": a.micro_batch_max,
              "micro_batch_wait_ms": a.micro_batch_wait_ms, "log_level": a.log_level, "access_log": a.access_log,
              "preload": a.preload.split(",") if a.preload else None}
-    # flags given win over the environment (GENRET_SERVER__…), which wins over the defaults
-    serve(Settings(indexes=a.index, server={k: v for k, v in flags.items() if v is not None}))
+    extra = {}
+    if a.demos is not None:
+        extra["demos"] = a.demos
+    generator = {k: v for k, v in (("model", a.generator_model), ("kind", a.generator),
+                                   ("base_url", a.base_url)) if v is not None}
+    if generator:
+        extra["generator"] = generator
+    # flags given win over the environment (GENRET_SERVER__…, GENRET_GENERATOR__…; merged field by field),
+    # which wins over the defaults
+    serve(Settings(indexes=a.index, server={k: v for k, v in flags.items() if v is not None}, **extra))
     return 0
 
 
@@ -292,7 +300,15 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--micro-batch-wait-ms", type=float, default=None,
                     help="extra wait for companions when the model is idle (default 0)")
     sv.add_argument("--preload", default=None, metavar="NAMES",
-                    help="retrievers to load at start, e.g. dense,bm25 (/readyz is 503 until loaded)")
+                    help="retrievers to load at start, e.g. dense,bm25, and 'generator' (RAG); /readyz is 503 "
+                    "until loaded")
+    sv.add_argument("--generator", choices=("hf", "openai"), default=None,
+                    help="RAG generator: hf (local model, default) or openai (an OpenAI-compatible endpoint)")
+    sv.add_argument("--generator-model", default=None,
+                    help="RAG generator model (default the packaged SmolLM2-135M-Instruct; GENRET_GENERATOR__MODEL)")
+    sv.add_argument("--base-url", default=None, help="openai generator: endpoint base URL, e.g. http://host:port/v1")
+    sv.add_argument("--demos", default=None, metavar="DIR",
+                    help="demonstrations directory for RAG (genret index-demos; GENRET_DEMOS)")
     sv.add_argument("--log-level", choices=("critical", "error", "warning", "info", "debug"), default=None)
     sv.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=None,
                     help="one log line per request (default on)")

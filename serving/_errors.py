@@ -46,9 +46,9 @@ class RequestTimeout(GenretError):
 # Domain errors -> HTTP status, in one place (first match wins; GenretError last).  EndpointError: the
 # generator's upstream (an OpenAI-compatible endpoint) failed — a bad gateway, not the client's fault.
 _STATUS: list[tuple[type[BaseException], int]] = [
-    (EndpointError, 502), (NotFoundError, 404), (RequestError, 422), (InputError, 422), (Unauthorized, 401), (PayloadTooLarge, 413),
-    (Overloaded, 429), (Unavailable, 503), (RequestTimeout, 504), (IndexFormatError, 500), (ConfigError, 400),
-    (GenretError, 400),
+    (EndpointError, 502), (NotFoundError, 404), (RequestError, 422), (InputError, 422), (Unauthorized, 401),
+    (PayloadTooLarge, 413), (Overloaded, 429), (Unavailable, 503), (RequestTimeout, 504), (IndexFormatError, 500),
+    (ConfigError, 400), (GenretError, 400),
 ]
 
 

@@ -44,14 +44,6 @@ class HitModel(BaseModel):
                    matched=list(hit.matched))
 
 
-    @classmethod
-    def of_dict(cls, d: dict) -> HitModel:
-        """From ``Hit.to_dict()`` (unit_id -> docid)."""
-        return cls(docid=d["unit_id"], score=d["score"], rank=d["rank"], text=d.get("text"),
-                   provenance=ProvenanceModel(**{f: d["provenance"][f] for f in ProvenanceModel.model_fields}),
-                   matched=[tuple(m) for m in d.get("matched", ())])
-
-
 class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     query: str = Field(min_length=1, description="at most max_query_chars characters (default 2000)")

@@ -48,6 +48,8 @@ class ServerConfig(BaseModel):
     micro_batch: bool = Field(True, description="group concurrent searches with the same parameters")
     micro_batch_max: int = Field(32, ge=1, description="queries in one micro-batch")
     micro_batch_wait_ms: float = Field(0.0, ge=0, description="extra wait for companions when the model is idle")
+    rag_micro_batch_max: int = Field(8, ge=1, description="questions in one RAG micro-batch (1: RAG answers are not "
+                                     "batched; on a CPU batched generation is no faster, bench/README.md)")
 
     @field_validator("api_keys", "preload", mode="before")
     @classmethod

@@ -75,6 +75,19 @@ def test_stream_pieces_concatenate_to_the_generated_text(gen, single) -> None:
         assert "".join(pieces).strip() == text
 
 
+def test_closing_a_stream_early_stops_the_model(gen) -> None:
+    import time
+
+    stream = gen.stream(PROMPTS[1], max_new_tokens=400)  # seconds of decoding if it ran to the end
+    first = next(stream)
+    assert first
+    started = time.monotonic()
+    stream.close()  # the consumer went away: the model thread stops at its next step and frees the model
+    assert gen._lock.acquire(timeout=5)
+    gen._lock.release()
+    assert time.monotonic() - started < 2
+
+
 def test_concurrent_calls_are_safe(gen, single) -> None:
     # generate, stream, count_tokens and loglik from several threads at once give the sequential answers
     def work(i: int):

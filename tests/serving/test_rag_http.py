@@ -87,23 +87,29 @@ async def test_concurrent_answers_share_batch_answer_calls(service):
         time.sleep(0.05)
         return real(queries, spec)
 
-    queries = [q[1] for q in QUESTIONS]
+    queries = [q[1] for q in QUESTIONS] * 2
     bodies = [{"query": q, "retriever": "bm25", "passages": 1, "task": "qa" if i % 2 else "squad"}
               for i, q in enumerate(queries)]
     alone = {(b["query"], b["task"]): real([b["query"]], service.rag_spec(
         b["query"], retriever="bm25", passages=1, task=b["task"]))[0].answer.raw for b in bodies}
     service.batch_rag = recording
     try:
-        with app_over(service) as app:
+        with app_over(service, rag_micro_batch_max=3) as app:
             async with async_client(app) as c:
                 responses = await asyncio.gather(*(c.post("/v1/rag", json=b) for b in bodies))
             assert app.state.dispatcher.rag_calls == len(calls)
+        with app_over(service, rag_micro_batch_max=1) as app:  # RAG batching off, search batching on
+            async with async_client(app) as c:
+                alone_responses = await asyncio.gather(*(c.post("/v1/rag", json=b) for b in bodies[:4]))
     finally:
         del service.batch_rag
     assert [r.status_code for r in responses] == [200] * len(bodies)
-    assert len(calls) < len(bodies)  # grouped …
-    assert all(len({t}) == 1 for _, t in calls)  # … never across tasks
-    assert sorted(q for qs, _ in calls for q in qs) == sorted(queries)
+    assert [r.status_code for r in alone_responses] == [200] * 4
+    batched, single = calls[:-4], calls[-4:]
+    assert len(batched) < len(bodies) and max(len(qs) for qs, _ in batched) == 3  # grouped, at most 3 …
+    # … never across tasks: each (question, task) answered once, in a call of its own task
+    assert sorted((q, t) for qs, t in batched for q in qs) == sorted((b["query"], b["task"]) for b in bodies)
+    assert [len(qs) for qs, _ in single] == [1] * 4
     for b, r in zip(bodies, responses):  # each gets its own answer, equal to an unbatched one
         assert r.json()["query"] == b["query"] and r.json()["raw"] == alone[(b["query"], b["task"])]
 

@@ -61,8 +61,14 @@ def test_serve_flags_become_settings(monkeypatch, tiny_index):
     monkeypatch.setattr(serving._server, "serve", lambda settings: got.setdefault("settings", settings))
     monkeypatch.setenv("GENRET_SERVER__MAX_QUEUE", "9")
     monkeypatch.setenv("GENRET_SERVER__WORKERS", "3")
+    monkeypatch.setenv("GENRET_GENERATOR__MAX_NEW_TOKENS", "7")
+    monkeypatch.setenv("GENRET_RAG__PASSAGES", "5")
     assert main(["serve", str(tiny_index), "--port", "0", "--api-key", "a", "--api-key", "b", "--workers", "2",
-                 "--no-micro-batch", "--preload", "dense,bm25", "--timeout", "5"]) == 0
+                 "--no-micro-batch", "--preload", "dense,bm25,generator", "--timeout", "5",
+                 "--generator-model", "some/model", "--demos", "demos-dir"]) == 0
     s = got["settings"].server
     assert (s.port, s.api_keys, s.workers, s.micro_batch, s.preload, s.request_timeout_s, s.max_queue) == \
-        (0, ["a", "b"], 2, False, ["dense", "bm25"], 5.0, 9)  # flags win; the environment fills the rest
+        (0, ["a", "b"], 2, False, ["dense", "bm25", "generator"], 5.0, 9)  # flags win; the environment fills the rest
+    g = got["settings"].generator
+    assert (g.model, g.max_new_tokens, got["settings"].rag.passages, str(got["settings"].demos)) == \
+        ("some/model", 7, 5, "demos-dir")
