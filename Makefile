@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.genret-installed
 
-.PHONY: setup demo test lint clean minikilt browser
+.PHONY: setup demo test lint clean minikilt minikilt-indexes minikilt-rag browser
 
 setup: $(STAMP) browser
 
@@ -38,12 +38,25 @@ test: setup
 
 # The README's mini-KILT tables: index each task's knowledge source, run the dev suite.
 MINIKILT ?= ../shared/minikilt
-minikilt: setup
+minikilt: minikilt-indexes
+	HF_HUB_OFFLINE=1 $(BIN)/genret eval suite bench/minikilt-dev.toml --out runs/minikilt-dev --quiet
+
+minikilt-indexes: setup
 	for t in squad scifact climate_fever; do \
 	  test -f runs/indexes/$$t/manifest.json || \
 	  HF_HUB_OFFLINE=1 $(BIN)/genret index $(MINIKILT)/$$t/knowledge_source.jsonl --out runs/indexes/$$t --quiet \
 	  || exit 1; done
-	HF_HUB_OFFLINE=1 $(BIN)/genret eval suite bench/minikilt-dev.toml --out runs/minikilt-dev --quiet
+
+# The README's RAG table: demonstration pools from the train splits, UDR training, RAG on the dev splits.
+minikilt-rag: minikilt-indexes
+	for t in squad scifact climate_fever; do \
+	  test -f runs/demos/$$t/demos.json || \
+	  HF_HUB_OFFLINE=1 $(BIN)/genret index-demos $(MINIKILT)/$$t/train.jsonl --task $$t --out runs/demos --quiet \
+	  || exit 1; done
+	test -f runs/demos-udr/train.json || HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/genret train demos runs/demos \
+	  --task squad=$(MINIKILT)/squad/train.jsonl --task scifact=$(MINIKILT)/scifact/train.jsonl \
+	  --task climate_fever=$(MINIKILT)/climate_fever/train.jsonl --out runs/demos-udr --max-queries 100 --rounds 2
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/rag_minikilt.py --records 50 --udr runs/demos-udr --threads 1 --out runs/rag
 
 lint: setup
 	$(BIN)/ruff check .
