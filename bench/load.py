@@ -152,22 +152,29 @@ async def load(base: str, bodies: list[dict], concurrency: int, path: str = "/v1
     return {"latencies": latencies, "errors": errors, "wall": wall}
 
 
-def run(server: Server, retriever: str, queries: list[str], concurrency: int, n: int, batching: str,
-        task: str | None = None) -> dict:
-    n = max(n, concurrency)
-    bodies = [{"query": queries[i % len(queries)], "k": K, "retriever": retriever, "task": task} for i in range(n)]
-    before = server.batch_stats().get(retriever, (0.0, 0.0))
-    res = asyncio.run(load(server.base, bodies, concurrency))
-    after = server.batch_stats().get(retriever, (0.0, 0.0))
+def _measure(server: Server, scenario: str, retriever: str, stats_key: str, bodies: list[dict], concurrency: int,
+             batching: str, path: str = "/v1/search") -> dict:
+    """Send ``bodies`` to ``path`` at ``concurrency``; one table row (printed as it is measured)."""
+    before = server.batch_stats().get(stats_key, (0.0, 0.0))
+    res = asyncio.run(load(server.base, bodies, concurrency, path))
+    after = server.batch_stats().get(stats_key, (0.0, 0.0))
     lat = np.array(res["latencies"]) * 1000
     calls = after[1] - before[1]
-    row = {"scenario": "search", "retriever": retriever, "batching": batching, "concurrency": concurrency,
+    n = len(bodies)
+    row = {"scenario": scenario, "retriever": retriever, "batching": batching, "concurrency": concurrency,
            "requests": n, "errors": sum(res["errors"].values()), "error_kinds": res["errors"],
            "throughput": n / res["wall"], "p50_ms": float(np.percentile(lat, 50)),
            "p99_ms": float(np.percentile(lat, 99)), "mean_batch": (after[0] - before[0]) / calls if calls else 0.0,
            "rss_mb": server.rss_mb()}
     print(_row_md(row), file=sys.stderr, flush=True)
     return row
+
+
+def run(server: Server, retriever: str, queries: list[str], concurrency: int, n: int, batching: str,
+        task: str | None = None) -> dict:
+    n = max(n, concurrency)
+    bodies = [{"query": queries[i % len(queries)], "k": K, "retriever": retriever, "task": task} for i in range(n)]
+    return _measure(server, "search", retriever, retriever, bodies, concurrency, batching)
 
 
 def rag_bodies(queries: list[str], n: int, args, offset: int = 0) -> list[dict]:
@@ -177,19 +184,8 @@ def rag_bodies(queries: list[str], n: int, args, offset: int = 0) -> list[dict]:
 
 def run_rag(server: Server, queries: list[str], concurrency: int, n: int, batching: str, args) -> dict:
     """``n`` (at least ``concurrency``) ``POST /v1/rag`` requests at ``concurrency``; one table row."""
-    n = max(n, concurrency)
-    before = server.batch_stats().get("rag", (0.0, 0.0))
-    res = asyncio.run(load(server.base, rag_bodies(queries, n, args), concurrency, "/v1/rag"))
-    after = server.batch_stats().get("rag", (0.0, 0.0))
-    lat = np.array(res["latencies"]) * 1000
-    calls = after[1] - before[1]
-    row = {"scenario": "rag", "retriever": args.rag_retriever, "batching": batching, "concurrency": concurrency,
-           "requests": n, "errors": sum(res["errors"].values()), "error_kinds": res["errors"],
-           "throughput": n / res["wall"], "p50_ms": float(np.percentile(lat, 50)),
-           "p99_ms": float(np.percentile(lat, 99)), "mean_batch": (after[0] - before[0]) / calls if calls else 0.0,
-           "rss_mb": server.rss_mb()}
-    print(_row_md(row), file=sys.stderr, flush=True)
-    return row
+    bodies = rag_bodies(queries, max(n, concurrency), args)
+    return _measure(server, "rag", args.rag_retriever, "rag", bodies, concurrency, batching, "/v1/rag")
 
 
 def warm_up_rag(server: Server, queries: list[str], args) -> None:

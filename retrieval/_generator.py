@@ -187,7 +187,7 @@ class HFGenerator(Generator):
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
         try:  # after a stop string the rest is not read: cancelling stops the model instead
-            yield from _stream_cut(streamer, stop, drain=False)
+            yield from _stream_cut(streamer, stop)
         finally:  # also when the consumer closes this iterator early: the model thread ends promptly
             cancelled.set()
         thread.join()
@@ -248,10 +248,9 @@ class HFGenerator(Generator):
         return [float(x) for x in (logp * lab_mask).sum(1)]
 
 
-def _stream_cut(pieces: Iterator[str], stop: Sequence[str], *, drain: bool = True) -> Iterator[str]:
-    """Pass pieces through until a stop string appears (holding back text that may start one).  ``drain``: read
-    the producer to its end after a stop (a local model's thread); without it the producer is left unread (a
-    network stream, which its owner closes)."""
+def _stream_cut(pieces: Iterator[str], stop: Sequence[str]) -> Iterator[str]:
+    """Pass pieces through until a stop string appears (holding back text that may start one); after a stop the
+    producer is left unread — its owner stops it (a local model's thread is cancelled, a network stream closed)."""
     if not any(stop):
         yield from (p for p in pieces if p)
         return
@@ -263,9 +262,6 @@ def _stream_cut(pieces: Iterator[str], stop: Sequence[str], *, drain: bool = Tru
         if len(cut) < len(buf):
             if cut:
                 yield cut
-            if drain:
-                for _ in pieces:  # drain the producer so its thread ends
-                    pass
             return
         if len(buf) > hold:
             yield buf[:len(buf) - hold]

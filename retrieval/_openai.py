@@ -159,7 +159,7 @@ class OpenAIGenerator(Generator):
                                             f"{response.text[:_BODY_CHARS]!r}") from exc
                     yield from _stream_cut(iter([self._message_content(reply)]), stop)
                     return
-                yield from _stream_cut(self._events(response), stop, drain=False)
+                yield from _stream_cut(self._events(response), stop)
         except httpx.HTTPError as exc:
             raise self._transport_error(exc) from exc
 

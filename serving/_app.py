@@ -36,7 +36,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from indexing import GenretError
 
 from ._batcher import Dispatcher, EventStream
-from ._errors import RequestError, RequestTimeout, error_response
+from ._errors import RequestError, error_response
 from ._limits import BodyLimitMiddleware, Gate, api_key_dependency
 from ._metrics import CONTENT_TYPE, Metrics, MetricsMiddleware
 from ._models import (
@@ -289,7 +289,7 @@ def create_app(settings: Settings, service: SearchService | None = None) -> Fast
             first = await events.get(cfg.request_timeout_s)
         except TimeoutError:
             events.cancel()
-            raise RequestTimeout(f"no result within {cfg.request_timeout_s:g} s (request_timeout_s)") from None
+            raise gate.timed_out() from None
         except BaseException:
             events.cancel()
             raise
@@ -307,7 +307,7 @@ def create_app(settings: Settings, service: SearchService | None = None) -> Fast
                 for text in on(kind, value):
                     yield text
         except TimeoutError:
-            exc: Exception = RequestTimeout(f"no result within {cfg.request_timeout_s:g} s (request_timeout_s)")
+            exc: Exception = gate.timed_out()
             status, body, _ = error_response(exc)
             for text in on_error(status, body):
                 yield text
@@ -381,10 +381,13 @@ def create_app(settings: Settings, service: SearchService | None = None) -> Fast
         events, _, deadline = await open_stream(query, spec)
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
 
-        def chunk(delta: dict, finish: str | None = None, **extra) -> str:
+        def envelope(**fields) -> str:
             return _sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": spec.index,
-                         "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
-                         **extra})
+                         **fields})
+
+        def chunk(delta: dict, finish: str | None = None, **extra) -> str:
+            return envelope(choices=[{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+                            **extra)
 
         def on(kind: str, value) -> list[str]:
             if kind == "token":
@@ -393,8 +396,7 @@ def create_app(settings: Settings, service: SearchService | None = None) -> Fast
                 return []
             out = [chunk({}, "length" if value.truncated else "stop", genret=extension(value))]
             if include_usage:
-                out.append(_sse({"id": cid, "object": "chat.completion.chunk", "created": created,
-                                 "model": spec.index, "choices": [], "usage": _usage(value).model_dump()}))
+                out.append(envelope(choices=[], usage=_usage(value).model_dump()))
             return out + ["data: [DONE]\n\n"]
 
         def on_error(status: int, body: dict) -> list[str]:

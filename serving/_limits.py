@@ -59,7 +59,11 @@ class Gate:
         try:
             return await asyncio.wait_for(asyncio.shield(fut), self.timeout_s)
         except TimeoutError:
-            raise RequestTimeout(f"no result within {self.timeout_s:g} s (request_timeout_s)") from None
+            raise self.timed_out() from None
+
+    def timed_out(self) -> RequestTimeout:
+        """The error of work that passed the per-request timeout."""
+        return RequestTimeout(f"no result within {self.timeout_s:g} s (request_timeout_s)")
 
     def _release(self, fut: asyncio.Future) -> None:
         self.in_flight -= 1
