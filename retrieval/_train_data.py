@@ -1,12 +1,15 @@
 """Training pairs for the generative retriever: (task, query) → an identifier the index can decode.
 
-Three sources, mixed under task prompts (UGR):
-- supervised, from KILT-format task files: the query → n-grams of the gold units (spans overlapping the
-  query's words first, then other spans) and the gold page's title;
+Sources, mixed under task prompts (UGR):
+- supervised, from KILT-format task files: the query → n-grams of the gold units (spans that start on a word the
+  query shares first, as SEAL samples them, then spans at random starts) and the gold page's title;
 - self-supervised, from the corpus alone (CorpusBrain-style): a sentence → its page title, a page's lead
-  unit → its title, a span of a unit → another span of the same unit.
+  unit → its title, a span of a unit → another span of the same unit;
+- pseudo-labelled (``_train_pseudo``): a keyword pseudo-query → spans/title of the unit the index's own
+  retriever ranks first (``unit_pairs``, as for supervised records).
 Every target is a token sequence that occurs in the FM-index (body spans are slices of a unit's text
 tokens; titles are encoded with the index's title markers), so the model learns to write identifiers.
+Query words are matched against whole words of the unit (``token_words``), not raw BPE pieces.
 """
 
 from __future__ import annotations
@@ -40,15 +43,40 @@ def _words(text: str) -> set[str]:
     return {w.lower() for w in _WORD.findall(text) if w.lower() not in _STOP}
 
 
-def _spans(tokens: list[int], token_text: list[str], query_words: set[str], rng: random.Random, n: int,
+def token_words(encoder, tokens: list[int]) -> list[tuple[str, bool]]:
+    """For each token, the lowercased word it belongs to and whether it starts that word.
+
+    Byte-level BPE pieces such as ``ĠGuid`` + ``o`` make one word ``guido``, so a query word anchors on the
+    first token of the same word in a unit (raw pieces like ``ĠGuid`` never equal a query word)."""
+    texts = encoder.tokenizer.batch_decode([[t] for t in tokens])
+    out: list[tuple[str, bool]] = []
+    group: list[int] = []
+    word = ""
+
+    def close() -> None:
+        out.extend((word.lower(), k == 0) for k in range(len(group)))
+
+    for i, text in enumerate(texts):
+        piece = text.strip()
+        joins = group and not text[:1].isspace() and piece[:1].isalnum() and word[-1:].isalnum()
+        if not joins:
+            close()
+            group, word = [], ""
+        group.append(i)
+        word += piece
+    close()
+    return out
+
+
+def _spans(tokens: list[int], words: list[tuple[str, bool]], query_words: set[str], rng: random.Random, n: int,
            min_len: int, max_len: int) -> list[tuple[int, ...]]:
-    """Up to ``n`` distinct spans of ``tokens``: first around tokens that share a word with the query."""
+    """Up to ``n`` distinct spans of ``tokens``: first spans that start on a word the query shares (SEAL's
+    query-anchored spans), then spans at random starts."""
     if not tokens:
         return []
-    hits = [i for i, t in enumerate(token_text) if _words(t) & query_words]
+    hits = [i for i, (w, first) in enumerate(words) if first and w in query_words]
     rng.shuffle(hits)
-    starts = [max(0, i - rng.randrange(0, 3)) for i in hits]
-    starts += [rng.randrange(0, len(tokens)) for _ in range(n * 2)]
+    starts = hits + [rng.randrange(0, len(tokens)) for _ in range(n * 2)]
     out: list[tuple[int, ...]] = []
     for s in starts:
         span = tuple(tokens[s:s + rng.randint(min_len, max_len)])
@@ -59,16 +87,25 @@ def _spans(tokens: list[int], token_text: list[str], query_words: set[str], rng:
     return out
 
 
+def unit_pairs(task: str, query: str, unit: StoredUnit, encoder, rng: random.Random, *, spans: int,
+               min_len: int, max_len: int, title: bool) -> list[Pair]:
+    """Pairs for one (query, gold unit): query-anchored body spans of the unit, and its title."""
+    toks = encoder.text_tokens(unit.text)
+    pairs = [Pair(task, query, span, "body")
+             for span in _spans(toks, token_words(encoder, toks), _words(query), rng, spans, min_len, max_len)]
+    if title and unit.title:
+        pairs.append(Pair(task, query, tuple(encoder.title_tokens(unit.title)), "title"))
+    return pairs
+
+
 def supervised_pairs(records: Iterable[dict], store: UnitStore, encoder, *, task: str, rng: random.Random,
-                     spans_per_record: int = 3, min_len: int = 3, max_len: int = 10,
+                     spans_per_record: int = 3, min_len: int = 2, max_len: int = 5,
                      titles: bool = True) -> Iterator[Pair]:
     """Pairs from KILT-format records whose provenance points into ``store``'s pages."""
-    tok = encoder.tokenizer
     for rec in records:
         query = str(rec.get("input", "")).strip()
         if not query:
             continue
-        qwords = _words(query)
         seen_pages: set[str] = set()
         for out in rec.get("output", []):
             for prov in out.get("provenance", []) or []:
@@ -76,17 +113,13 @@ def supervised_pairs(records: Iterable[dict], store: UnitStore, encoder, *, task
                 par = prov.get("start_paragraph_id")
                 units = store.units_of(page, int(par)) if par is not None else store.units_of(page)[:1]
                 for u in units[:1]:
-                    toks = encoder.text_tokens(u.text)
-                    pieces = tok.convert_ids_to_tokens(toks)
-                    for span in _spans(toks, pieces, qwords, rng, spans_per_record, min_len, max_len):
-                        yield Pair(task, query, span, "body")
-                    if titles and page not in seen_pages:
-                        seen_pages.add(page)
-                        yield Pair(task, query, tuple(encoder.title_tokens(u.title)), "title")
+                    yield from unit_pairs(task, query, u, encoder, rng, spans=spans_per_record, min_len=min_len,
+                                          max_len=max_len, title=titles and page not in seen_pages)
+                    seen_pages.add(page)
 
 
 def corpus_pairs(store: UnitStore, encoder, *, rng: random.Random, n: int, task: str = "generic",
-                 min_len: int = 3, max_len: int = 10) -> list[Pair]:
+                 min_len: int = 2, max_len: int = 5) -> list[Pair]:
     """About ``n`` self-supervised pairs from a random sample of units (needs no task data)."""
     if len(store) == 0:
         raise InputError("the index holds no units")
@@ -104,8 +137,7 @@ def corpus_pairs(store: UnitStore, encoder, *, rng: random.Random, n: int, task:
         if len(spans) >= 2:  # span -> span: one sentence as the query, n-grams of another as targets
             (qs, qe), (ts, te) = rng.sample(spans, 2)
             toks = encoder.text_tokens(u.text[ts:te])
-            pieces = encoder.tokenizer.convert_ids_to_tokens(toks)
-            for span in _spans(toks, pieces, _words(u.text[qs:qe]), rng, 1, min_len, max_len):
+            for span in _spans(toks, token_words(encoder, toks), _words(u.text[qs:qe]), rng, 1, min_len, max_len):
                 # a slice of a sentence's own tokens may tokenise differently inside the unit: keep exact ones
                 pairs.append(Pair(task, u.text[qs:qe], span, "body"))
     rng.shuffle(pairs)

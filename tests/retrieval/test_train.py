@@ -95,3 +95,139 @@ def test_encoder_decoder_training_runs(tiny_index, data_dir, tmp_path):
                                   read_records=read_kilt, progress=False)
     losses = [h["mean_loss"] for h in summary["history"]]
     assert all(math.isfinite(x) for x in losses) and losses[-1] < losses[0]
+
+
+def test_spans_start_on_query_words(tiny_index):
+    import random
+
+    from retrieval._train_data import _spans, token_words
+    from retrieval._unit_encoder import UnitEncoder
+
+    with Index(tiny_index) as index:
+        enc = UnitEncoder.from_component(index.path, index.component("fm"))
+    toks = enc.text_tokens("Python is a high-level programming language created by Guido van Rossum.")
+    words = token_words(enc, toks)
+    # byte-level pieces ("ĠGuid" + "o") make whole words; only the first piece starts the word
+    assert [w for w, first in words if first][-4:] == ["guido", "van", "rossum", "."]
+    spans = _spans(toks, words, {"guido", "rossum"}, random.Random(0), 2, 2, 3)
+    starts = {toks.index(s[0]) for s in spans}
+    assert starts == {i for i, (w, first) in enumerate(words) if first and w in {"guido", "rossum"}}
+
+
+def test_bf16_gpu_style_settings_train_and_the_checkpoint_loads_on_cpu(tiny_index, tiny_lm_dir, data_dir, tmp_path):
+    import math
+
+    from safetensors import safe_open
+
+    out = tmp_path / "bf16"
+    cfg = _config(tiny_lm_dir, data_dir, epochs=2, batch_size=4, gradient_accumulation_steps=2,
+                  mixed_precision="bf16", schedule="cosine", warmup_steps=1, save_every=1)
+    with Index(tiny_index) as index:
+        summary = train_retriever(cfg, index, out, read_records=read_kilt, progress=False)
+        from accelerate.utils import is_bf16_available
+
+        # accelerate's CPU bf16 autocast (a CPU without bf16 falls back to float32 with a warning)
+        assert summary["mixed_precision"] == ("bf16" if is_bf16_available(True) else "no")
+        per_epoch = math.ceil(math.ceil(summary["pairs"] / 4) / 2)  # updates: micro-batches / accumulation
+        assert summary["steps"] == 2 * per_epoch
+        assert all(math.isfinite(h["mean_loss"]) for h in summary["history"])
+        assert summary["history"][-1]["lr"] < cfg.lr  # the cosine schedule decayed
+        with safe_open(str(out / "model.safetensors"), "pt") as f:
+            assert {str(f.get_tensor(k).dtype) for k in f.keys()} == {"torch.float32"}
+        r = GenerativeRetriever(index, GenerativeConfig(checkpoint=str(out), device="cpu", beam=2, max_len=2))
+        assert next(r.lm.model.parameters()).dtype.is_floating_point
+        assert str(next(r.lm.model.parameters()).dtype) == "torch.float32"
+        assert r.search("Who created Python?", k=2, task="qa")
+
+
+def test_frozen_embeddings_and_lower_layers_do_not_change(tiny_index, tiny_lm_dir, data_dir, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    out = tmp_path / "frozen"
+    with Index(tiny_index) as index:
+        train_retriever(_config(tiny_lm_dir, data_dir, epochs=1, freeze_embeddings=True, freeze_layers=1),
+                        index, out, read_records=read_kilt, progress=False)
+    before, after = load_file(str(tiny_lm_dir / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    frozen = [k for k in before if "embed_tokens" in k or ".layers.0." in k]
+    trained = [k for k in before if ".layers.1." in k and k.endswith("proj.weight")]
+    assert frozen and trained
+    assert all(torch.equal(before[k], after[k]) for k in frozen)
+    assert all(not torch.equal(before[k], after[k]) for k in trained)
+
+
+def test_layer_stacks_are_found_in_decoder_and_encoder_decoder_models(tiny_lm_dir):
+    from transformers import AutoModelForCausalLM, T5Config, T5ForConditionalGeneration
+
+    from retrieval._train_model import freeze, layer_stacks
+
+    llama = AutoModelForCausalLM.from_pretrained(tiny_lm_dir)
+    assert [n for n, _ in layer_stacks(llama)] == ["model.layers"]
+    t5 = T5ForConditionalGeneration(T5Config(vocab_size=64, d_model=16, d_ff=32, d_kv=8, num_layers=2,
+                                             num_decoder_layers=2, num_heads=2))
+    assert [n for n, _ in layer_stacks(t5)] == ["encoder.block", "decoder.block"]
+    freeze(t5, embeddings=False, layers=1)
+    assert not any(p.requires_grad for p in t5.encoder.block[0].parameters())
+    assert not any(p.requires_grad for p in t5.decoder.block[0].parameters())
+    assert all(p.requires_grad for p in t5.decoder.block[1].parameters())
+
+
+def test_rank_loss_stage_lowers_the_rank_loss(tiny_index, tiny_lm_dir, data_dir, tmp_path):
+    out = tmp_path / "rank"
+    cfg = _config(tiny_lm_dir, data_dir, corpus_pairs=0, epochs=1, rank_loss=True, rank_epochs=5, rank_negatives=2,
+                  rank_spans=2, batch_size=6, lr=3e-3, rank_gen_weight=0.0, warmup_steps=0)
+    with Index(tiny_index) as index:
+        summary = train_retriever(cfg, index, out, read_records=read_kilt, progress=False)
+    assert summary["sources"]["rank"] == {"queries": 5, "negatives": "bm25"}
+    rank = [h for h in summary["history"] if h["stage"] == "rank"]
+    assert len(rank) == 5 and [h["epoch"] for h in rank] == [2, 3, 4, 5, 6]
+    assert rank[-1]["rank_loss"] < rank[0]["rank_loss"]
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["stage"] == "rank" and state["epoch"] == 6
+    with Index(tiny_index) as index:  # resume inside the rank stage: one more rank epoch
+        resumed = train_retriever(cfg.model_copy(update={"rank_epochs": 6}), index, out, resume=True,
+                                  read_records=read_kilt, progress=False)
+    assert resumed["steps"] > summary["steps"] and [h["epoch"] for h in resumed["history"]][-2:] == [6, 7]
+
+
+def test_rank_scores_and_margin_loss():
+    import math
+
+    import torch
+
+    from retrieval._rank_loss import margin_loss, unit_scores
+
+    spans = torch.tensor([-1.0, -3.0, -2.0, -2.0, -5.0])  # gold: rows 0-1; negatives: rows 2-3, row 4
+    groups = [[(0, 2), (2, 4), (4, 5)]]
+    s = unit_scores(spans, groups)[0]
+    assert math.isclose(float(s[0]), math.log((math.exp(-1) + math.exp(-3)) / 2), rel_tol=1e-6)
+    loss, acc = margin_loss(spans, groups, margin=1.0)
+    expected = (max(0.0, 1 - (float(s[0]) + 2)) + max(0.0, 1 - (float(s[0]) + 5))) / 2
+    assert math.isclose(float(loss), expected, rel_tol=1e-6) and acc == 1.0
+
+
+def test_training_without_labels_pseudo_labels_from_bm25(tiny_index, tiny_lm_dir, tmp_path):
+    import random
+
+    from retrieval._train_pseudo import label_retriever, pseudo_labels
+
+    with Index(tiny_index) as index:
+        bm25 = label_retriever(index, "bm25")
+        labels = pseudo_labels(index.store, bm25, random.Random(0), 6, negatives=2)
+        assert labels and all(len(lab.gold) == 1 and lab.task == "generic" for lab in labels)
+        for lab in labels:  # the gold unit is BM25's top hit for the pseudo-query; negatives are the next ones
+            hits = bm25.search(lab.query, k=3)
+            assert hits[0].unit_id == lab.gold[0] and [h.unit_id for h in hits[1:]] == list(lab.negatives)
+        out = tmp_path / "unlabelled"
+        from serving._cli import main
+
+        code = main(["train", "retriever", str(tiny_index), "--out", str(out), "--model", str(tiny_lm_dir),
+                     "--corpus-pairs", "10", "--pseudo-labels", "bm25", "--pseudo-queries", "8", "--epochs", "1",
+                     "--rank-loss", "--rank-negatives", "2", "--grad-accum", "2", "--freeze-layers", "1",
+                     "--device", "cpu", "--quiet"])
+        assert code == 0
+        state = json.loads((out / "trainer_state.json").read_text())
+        assert state["sources"]["pseudo"]["pairs"] > 0 and state["sources"]["corpus"]["pairs"] > 0
+        assert state["stage"] == "rank" and state["config"]["pseudo_labels"] == "bm25"
+        r = GenerativeRetriever(index, GenerativeConfig(checkpoint=str(out), device="cpu", beam=2, max_len=2))
+        assert r.search("Mount Everest ascent", k=2)
