@@ -1,8 +1,9 @@
 """The unified prompted generative retriever (UGR over SEAL).
 
-A language model, steered by a task prompt, decodes body n-grams and titles under FM-index constraints
-(``_decoding``); units are scored from the n-grams they contain (``_seal_scoring``); the prompt's
-granularity decides whether pages, passages (units) or sentences come back.
+A language model, steered by a task prompt, decodes body n-grams and titles under FM-index constraints and
+scores the query's own n-grams (``_evidence``: SEAL's whole inference); units are scored from the keys they
+contain (``_seal_scoring``); the prompt's granularity decides whether pages, passages (units) or sentences
+come back.
 """
 
 from __future__ import annotations
@@ -13,29 +14,46 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from indexing import ConfigError, Index, StoredUnit
 from indexing._units import sentence_spans
 
-from ._decoding import Key, constrained_beam_search
-from ._prompts import DEFAULT_PROMPTS, Granularity, PromptSpec, prompt_text, resolve_prompt
+from ._decoding import Key
+from ._evidence import Evidence, EvidenceGatherer, EvidenceSettings
+from ._prompts import DEFAULT_PROMPTS, Granularity, PromptSpec, resolve_prompt
 from ._seal_scoring import ScoringConfig, first_stage, key_weight, score_tokens
 from ._types import Hit, Provenance, Retriever
 
 
 class GenerativeConfig(BaseModel):
-    """Generative retriever settings."""
+    """Generative retriever settings: SEAL's inference (``SEALSearcher`` defaults where SEAL has the setting)
+    and the levers that make a small zero-shot model useful (copy prior, calibration, stopword keys)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     model: str | None = Field(None, description="LM name/path; default: the checkpoint, else the index tokenizer's")
     checkpoint: str | None = Field(None, description="a directory written by `genret train retriever`")
     device: str = "auto"
-    beam: int = Field(10, ge=1)
-    max_len: int = Field(10, ge=1, description="longest body n-gram, in tokens")
+    beam: int = Field(15, ge=1, description="beam size (SEAL: 15)")
+    max_len: int = Field(10, ge=1, description="longest body n-gram, in tokens (SEAL: 10)")
     title_max_len: int = Field(32, ge=1, description="longest title, in tokens (titles count once complete)")
-    decode_titles: bool = True
+    decode_body: bool = Field(True, description="decode body n-grams (SEAL: decode_body)")
+    decode_titles: bool = Field(True, description="decode complete titles (SEAL: decode_titles)")
     partial_titles: bool = Field(False, description="also use title prefixes (not only complete titles) as keys")
+    query_keys: bool = Field(True, description="add the query's word n-grams found in the index as keys, scored "
+                             "by teacher forcing (SEAL: add_query_to_keys)")
+    query_key_words: int = Field(3, ge=1, description="longest query n-gram, in words (SEAL: 3)")
+    rescore: bool = Field(True, description="score every key by teacher forcing (SEAL: rescore); off: decoding's "
+                          "scores")
+    unigram_scores: bool = Field(True, description="SEAL's unigram scores from the first decoding step")
+    top_unigrams: int = Field(5000, ge=0, description="unigrams considered (SEAL: use_top_k_ngrams)")
+    add_best_unigrams: bool = Field(True, description="the best unigrams also propose candidates (SEAL: "
+                                    "add_best_unigrams_to_ngrams)")
+    max_keys: int | None = Field(None, ge=1, description="keep only the best N keys by weight (None: all)")
+    copy_bonus: float = Field(0.0, ge=0, description="log-probability bonus for the query's content tokens while "
+                              "decoding (steers the beam only; keys keep the model's own scores)")
+    drop_stopword_keys: bool = Field(True, description="drop body keys made only of stopwords or punctuation")
     batch_size: int = Field(8, ge=1)
     task: str = "generic"
     prompts: dict[str, PromptSpec] = Field(default_factory=lambda: dict(DEFAULT_PROMPTS))
@@ -74,6 +92,29 @@ class GenerativeRetriever(Retriever):
         if prompts is not None:
             self.prompts.update(prompts)
         self._lock = threading.Lock()
+        self.gatherer = EvidenceGatherer(self.lm, self.fm, self.encoder)
+        self._unigram_counts: np.ndarray | None = None
+        self._word_tokens: dict[int, bool] = {}
+
+    @property
+    def settings(self) -> EvidenceSettings:
+        c = self.config
+        return EvidenceSettings(beam=c.beam, max_len=c.max_len, title_max_len=c.title_max_len,
+                                decode_body=c.decode_body, decode_titles=c.decode_titles,
+                                partial_titles=c.partial_titles, constrained=c.constrained, query_keys=c.query_keys,
+                                query_key_words=c.query_key_words, rescore=c.rescore,
+                                unigrams=c.unigram_scores and c.top_unigrams > 0,
+                                calibrate=c.scoring.calibration > 0, copy_bonus=c.copy_bonus,
+                                drop_stopword_keys=c.drop_stopword_keys)
+
+    def unigram_counts(self) -> np.ndarray:
+        """Corpus count of every token id (one pass over the index's root, cached)."""
+        if self._unigram_counts is None:
+            ids, counts = self.fm.next_tokens_of_range(self.fm.root())
+            arr = np.zeros(max(self.fm.vocab_size, len(self.lm.tokenizer)), dtype=np.int64)
+            arr[np.asarray(ids, dtype=np.int64)] = np.asarray(counts, dtype=np.int64)
+            self._unigram_counts = arr
+        return self._unigram_counts
 
     # ---- decoding ------------------------------------------------------------------------------------------
     def _prefix(self, task: str, spec: PromptSpec):
@@ -84,61 +125,93 @@ class GenerativeRetriever(Retriever):
                               "(train them with `genret train retriever`)")
         return self.prompt_vectors[task]
 
-    def decode_keys(self, queries: Sequence[str], task: str | None = None,
-                    granularity: Granularity | None = None) -> tuple[str, list[list[Key]]]:
-        """The keys (body n-grams and titles) decoded for each query: ``(task used, keys per query)``;
-        ``granularity`` overrides the task prompt's (``entity`` decodes titles only)."""
+    def evidence(self, queries: Sequence[str], task: str | None = None,
+                 granularity: Granularity | None = None) -> tuple[str, str, list[Evidence]]:
+        """``(task used, granularity used, Evidence per query)``: what the model says about each query (see
+        ``_evidence``); ``granularity`` overrides the task prompt's (``entity`` decodes titles only)."""
         task, spec = resolve_prompt(task or self.config.task, self.prompts)
         if granularity is not None:
             spec = spec.model_copy(update={"granularity": granularity})
-        cfg, tok = self.config, self.lm.tokenizer
         prefix = self._prefix(task, spec)
-        keys: list[list[Key]] = [[] for _ in queries]
         with self._lock:
-            if spec.granularity != "entity":  # pages are ranked from body n-grams and titles together
-                prompts = [tok(prompt_text(spec, q, "body"))["input_ids"] for q in queries]
-                markers = (self.encoder.title_start, self.encoder.title_end)
-                for i, ks in enumerate(constrained_beam_search(self.lm, self.fm, prompts, beam=cfg.beam,
-                                                               max_len=cfg.max_len, prefix_embeds=prefix,
-                                                               constrained=cfg.constrained, banned=markers)):
-                    keys[i].extend(ks)
-            if cfg.decode_titles or spec.granularity in ("page", "entity"):
-                prompts = [tok(prompt_text(spec, q, "title"))["input_ids"] for q in queries]
-                marks = self.encoder.title_start, self.encoder.title_end
-                for i, ks in enumerate(constrained_beam_search(
-                        self.lm, self.fm, prompts, beam=cfg.beam, max_len=cfg.title_max_len,
-                        force_prefix=[marks[0]], stop_token=marks[1], prefix_embeds=prefix,
-                        constrained=cfg.constrained)):
-                    # as in SEAL, a title identifies a page only once complete (ends with the title marker)
-                    keys[i].extend(k for k in ks if cfg.partial_titles or k.tokens[-1] == marks[1])
-        return task, keys
+            ev = self.gatherer.gather(list(queries), task, spec, self.settings, prefix, spec.granularity)
+        return task, spec.granularity, ev
+
+    def decode_keys(self, queries: Sequence[str], task: str | None = None,
+                    granularity: Granularity | None = None) -> tuple[str, list[list[Key]]]:
+        """The keys (body n-grams, titles, query keys) for each query, best first: ``(task used, keys)``."""
+        task, _, ev = self.evidence(queries, task, granularity)
+        return task, [e.keys for e in ev]
 
     # ---- scoring -------------------------------------------------------------------------------------------
-    def weights(self, keys: list[Key]) -> tuple[dict[tuple[int, ...], float], dict[tuple[int, ...], int]]:
-        """SEAL weight and corpus count of each key.
+    def weights(self, keys: list[Key] | Evidence) -> tuple[dict[tuple[int, ...], float], dict[tuple[int, ...], int],
+                                                            dict[int, float]]:
+        """SEAL weight and corpus count of each key, and the unigram weights.
 
         Keys absent from the corpus get weight 0; keys with no letter or digit (a lone space or punctuation
         token) are dropped.  When no key beats its corpus frequency (tiny corpora, heavy smoothing), keys are
         weighted by P(n|q) alone, so a query still ranks the units that hold its likeliest keys.
         """
+        ev = keys if isinstance(keys, Evidence) else Evidence(list(keys))
         best: dict[tuple[int, ...], float] = {}
-        for k in keys:
+        for k in ev.keys:
             if k.tokens and best.get(k.tokens, float("-inf")) < k.logprob:
                 best[k.tokens] = k.logprob
         best = {n: lp for n, lp in best.items() if _has_word(self.encoder.describe(n).removeprefix("title: "))}
         counts = {n: self.fm.count(n) for n in best}
-        cfg = self.config.scoring
-        weights = {n: key_weight(lp, counts[n], self.fm.n_tokens, cfg) for n, lp in best.items()}
+        cfg, total = self.config.scoring, self.fm.n_tokens
+        weights = {n: key_weight(lp, counts[n], total, cfg, ev.priors.get(n)) for n, lp in best.items()}
         if not any(w > 0 for w in weights.values()):
             weights = {n: math.exp(lp) if counts[n] else 0.0 for n, lp in best.items()}
-        return weights, counts
+        if self.config.max_keys is not None:
+            keep = set(sorted(weights, key=lambda n: -weights[n])[: self.config.max_keys])
+            weights = {n: w for n, w in weights.items() if n in keep}
+        unigrams = self._unigram_weights(ev, weights, counts)
+        return weights, counts, unigrams
 
-    def rank_units(self, keys: list[Key], limit: int) -> list[tuple[int, float, list]]:
+    def _unigram_weights(self, ev: Evidence, weights: dict, counts: dict) -> dict[int, float]:
+        """SEAL's unigram scores for the best ``top_unigrams`` tokens of the first decoding step; tokens that are
+        one-token keys already, markers and stopword-only tokens get none.  With ``add_best_unigrams`` the best
+        of them (as many as there are keys) also join ``weights``/``counts`` as one-token keys."""
+        cfg = self.config
+        if ev.unigram is None or not cfg.unigram_scores or cfg.top_unigrams <= 0:
+            return {}
+        lp = ev.unigram
+        uc = self.unigram_counts()
+        n = min(len(lp), len(uc))
+        top = np.argpartition(-lp[:n], min(cfg.top_unigrams, n - 1))[: cfg.top_unigrams]
+        top = top[uc[top] > 0]
+        skip = {n[0] for n in weights if len(n) == 1} | {self.encoder.title_start, self.encoder.title_end}
+        total, out = self.fm.n_tokens, {}
+        for t in top.tolist():
+            if t in skip or not self._word_token(t):
+                continue
+            prior = float(ev.unigram_prior[t]) if ev.unigram_prior is not None else None
+            w = key_weight(float(lp[t]), int(uc[t]), total, cfg.scoring, prior, exponent=1.0)
+            if w > 0:
+                out[t] = w
+        if cfg.add_best_unigrams and out:
+            n_add = max(1, sum(1 for w in weights.values() if w > 0))
+            for t in sorted(out, key=lambda t: -out[t])[:n_add]:
+                weights.setdefault((t,), out[t])
+                counts.setdefault((t,), int(uc[t]))
+        return out
+
+    def _word_token(self, t: int) -> bool:
+        """Whether token ``t`` holds a word that is not a stopword (cached per token)."""
+        hit = self._word_tokens.get(t)
+        if hit is None:
+            from ._keys import has_content
+
+            hit = self._word_tokens[t] = has_content(self.encoder.tokenizer.decode([t]))
+        return hit
+
+    def rank_units(self, keys: list[Key] | Evidence, limit: int) -> list[tuple[int, float, list]]:
         """``(unit id, score, matched keys)`` for the best ``limit`` units, best first."""
         return [(u.unit_id, s, m) for u, s, m in self._score_units(*self.weights(keys), limit)]
 
     def _score_units(self, weights: dict[tuple[int, ...], float], counts: dict[tuple[int, ...], int],
-                     limit: int) -> list[tuple[StoredUnit, float, list]]:
+                     unigrams: dict[int, float], limit: int) -> list[tuple[StoredUnit, float, list]]:
         """The best ``limit`` units (as read from the store) with their scores and matched keys."""
         cfg = self.config.scoring
         live = [n for n, w in weights.items() if w > 0]
@@ -154,7 +227,7 @@ class GenerativeRetriever(Retriever):
         token_lists = self.encoder.encode([(u.title, u.text) for u in units])
         scored = []
         for u, toks in zip(units, token_lists):
-            s, matched = score_tokens(toks, weights, cfg.beta)
+            s, matched = score_tokens(toks, weights, cfg.beta, unigrams)
             if s > 0:
                 scored.append((u, s, matched))
         scored.sort(key=lambda x: (-x[1], x[0].unit_id))
@@ -174,36 +247,35 @@ class GenerativeRetriever(Retriever):
         size = self.config.batch_size
         for start in range(0, len(queries), size):
             chunk = list(queries[start:start + size])
-            task_used, keys = self.decode_keys(chunk, task, granularity)
-            used = granularity or resolve_prompt(task_used, self.prompts)[1].granularity
-            for ks in keys:
-                out.append(self._hits(ks, k, used))
+            _, used, evidence = self.evidence(chunk, task, granularity)
+            for ev in evidence:
+                out.append(self._hits(ev, k, used))
         return out
 
-    def _hits(self, keys: list[Key], k: int, granularity: str) -> list[Hit]:
+    def _hits(self, ev: Evidence, k: int, granularity: str) -> list[Hit]:
         if granularity in ("page", "entity"):
             seen, pages = set(), []
-            for u, s, matched in self._score_units(*self.weights(keys), max(k * 10, 50)):
+            for u, s, matched in self._score_units(*self.weights(ev), max(k * 10, 50)):
                 if u.page_id not in seen:
                     seen.add(u.page_id)
                     pages.append((u, s, matched))
             return [Hit(u.unit_id, s, r, Provenance.of(u), u.text, self.explain(m))
                     for r, (u, s, m) in enumerate(pages[:k], start=1)]
         if granularity == "sentence":
-            return self._sentence_hits(keys, k)
+            return self._sentence_hits(ev, k)
         return [Hit(u.unit_id, s, r, Provenance.of(u), u.text, self.explain(m))
-                for r, (u, s, m) in enumerate(self._score_units(*self.weights(keys), k), start=1)]
+                for r, (u, s, m) in enumerate(self._score_units(*self.weights(ev), k), start=1)]
 
-    def _sentence_hits(self, keys: list[Key], k: int) -> list[Hit]:
-        weights, counts = self.weights(keys)
+    def _sentence_hits(self, ev: Evidence, k: int) -> list[Hit]:
+        weights, counts, unigrams = self.weights(ev)
         pieces: list[tuple[StoredUnit, int, int]] = []
-        for u, _, _ in self._score_units(weights, counts, max(3 * k, 10)):
+        for u, _, _ in self._score_units(weights, counts, unigrams, max(3 * k, 10)):
             spans = sentence_spans(u.text) if u.start_paragraph == u.end_paragraph else [(0, len(u.text))]
             pieces.extend((u, s, e) for s, e in spans)
         token_lists = self.encoder.encode([(u.title, u.text[s:e]) for u, s, e in pieces])
         scored = []
         for (u, s, e), toks in zip(pieces, token_lists):
-            score, matched = score_tokens(toks, weights, self.config.scoring.beta)
+            score, matched = score_tokens(toks, weights, self.config.scoring.beta, unigrams)
             if score > 0:
                 scored.append((score, u.unit_id, s, u, e, matched))
         scored.sort(key=lambda x: (-x[0], x[1], x[2]))

@@ -12,6 +12,21 @@ already taken; each n-gram counts once, scaled by how many of its token types ar
 ``1 - beta + beta * |types(n) - covered| / |types(n)|`` (Bevilacqua et al., 2022, "Autoregressive
 Search Engines").  ``score_tokens`` is that formula on one unit's tokens; ``first_stage`` cheaply ranks
 candidate units from the index before the full formula is applied to the best of them.
+
+Unigram scores (SEAL's ``unigram_scores``): the model's next-token distribution right after the prompt gives
+each token type t a weight ``max(0, log[P(t|q)(1 - P(t))] - log[P(t)(1 - P(t|q))])`` (no exponent, as in SEAL);
+each distinct type among a unit's tokens that no n-gram match covered adds its weight once, damped by the
+coverage factor.
+
+Two additions for small corpora and small, uncalibrated models:
+
+- ``smoothing`` is SEAL's for a corpus of ``smoothing_tokens`` tokens or more and shrinks in proportion below
+  that, so a two-page corpus is not smoothed into "every n-gram is common";
+- calibration (``calibration`` = λ in [0, 1]): the evidence inside ``max(0, ·)`` becomes
+  ``(1 - λ) · SEAL's log-odds + λ · (log P(n|q) - log P(n|∅))``, where P(n|∅) is the same model's probability
+  of the key under the prompt with an empty query.  At λ = 1 the weight is the model's pointwise mutual
+  information between key and query: keys the model writes whatever the question ("The answer", "In 19…")
+  lose their weight, and a small corpus (where every n-gram looks frequent) no longer zeroes every key.
 """
 
 from __future__ import annotations
@@ -30,18 +45,37 @@ class ScoringConfig(BaseModel):
     alpha: float = Field(2.0, gt=0)
     beta: float = Field(0.8, ge=0, le=1)
     smoothing: float = Field(5.0, gt=0)
+    smoothing_tokens: int = Field(100_000_000, ge=1, description="corpora smaller than this get proportionally "
+                                  "less smoothing")
+    calibration: float = Field(1.0, ge=0, le=1, description="λ: how far P(n|q) is divided by the model's P(n|∅)")
     max_occurrences: int = Field(1500, ge=1, description="keys more frequent than this do not propose candidates")
     n_full: int = Field(300, ge=1, description="candidates scored with the full formula")
 
 
-def key_weight(logprob: float, count: int, n_tokens: int, config: ScoringConfig) -> float:
-    """w(n) for a key of log-probability ``logprob`` occurring ``count`` times among ``n_tokens``."""
+def smoothing(n_tokens: int, config: ScoringConfig) -> float:
+    """The smoothing constant for a corpus of ``n_tokens`` tokens."""
+    return config.smoothing * min(1.0, n_tokens / config.smoothing_tokens)
+
+
+def corpus_logprob(count: int, n_tokens: int, config: ScoringConfig) -> float:
+    """log P(n) from the corpus count (smoothed)."""
+    s = smoothing(n_tokens, config)
+    return math.log((count + s) / (n_tokens + s))
+
+
+def key_weight(logprob: float, count: int, n_tokens: int, config: ScoringConfig, prior: float | None = None,
+               exponent: float | None = None) -> float:
+    """w(n) for a key of log-probability ``logprob`` (``prior``: its log-probability under the empty query,
+    for calibration) occurring ``count`` times among ``n_tokens``."""
     if count <= 0:
         return 0.0
+    snr = min(corpus_logprob(count, n_tokens, config), -1e-10)
     sr = min(logprob, -1e-10)
-    snr = math.log((count + config.smoothing) / (n_tokens + config.smoothing))
     w = (sr + math.log1p(-math.exp(snr))) - (snr + math.log1p(-math.exp(sr)))
-    return max(w, 0.0) ** config.alpha
+    lam = config.calibration if prior is not None else 0.0
+    if lam:
+        w = (1.0 - lam) * w + lam * (logprob - prior)
+    return max(w, 0.0) ** (config.alpha if exponent is None else exponent)
 
 
 def _coverage(types: frozenset[int], covered: set[int], beta: float) -> float:
@@ -53,9 +87,10 @@ def _order(item: tuple[tuple[int, ...], float]) -> tuple:
     return (-w, -len(ngram), ngram)
 
 
-def score_tokens(tokens: Sequence[int], weights: Mapping[tuple[int, ...], float],
-                 beta: float) -> tuple[float, list[tuple[tuple[int, ...], float]]]:
-    """Score one unit's token sequence; returns the score and the matched keys with their contributions."""
+def score_tokens(tokens: Sequence[int], weights: Mapping[tuple[int, ...], float], beta: float,
+                 unigrams: Mapping[int, float] | None = None) -> tuple[float, list[tuple[tuple[int, ...], float]]]:
+    """Score one unit's token sequence; returns the score and the matched keys with their contributions
+    (``unigrams``: token type -> unigram weight, added for the types no n-gram match covers)."""
     tokens = list(tokens)
     occurrences: dict[tuple[int, ...], list[int]] = {}
     by_first: dict[int, list[tuple[int, ...]]] = defaultdict(list)
@@ -83,6 +118,16 @@ def score_tokens(tokens: Sequence[int], weights: Mapping[tuple[int, ...], float]
                 total += contribution
                 matched.append((ngram, contribution))
                 counted = True
+    if unigrams:
+        seen: set[int] = set()
+        for t, is_free in zip(tokens, free):
+            if is_free and t not in seen:
+                seen.add(t)
+                w = unigrams.get(t, 0.0)
+                if w > 0:
+                    contribution = w * _coverage(frozenset((t,)), covered, beta)
+                    total += contribution
+                    matched.append(((t,), contribution))
     return total, matched
 
 

@@ -66,7 +66,8 @@ def _brute_score(tokens, keys, counts, n_tokens, cfg):
         if counts[n] == 0:
             continue
         p_cond = math.exp(min(lp, -1e-10))
-        p_corpus = (counts[n] + cfg.smoothing) / (n_tokens + cfg.smoothing)
+        s = cfg.smoothing * min(1.0, n_tokens / cfg.smoothing_tokens)  # smoothing shrinks with the corpus
+        p_corpus = (counts[n] + s) / (n_tokens + s)
         w = math.log(p_cond * (1 - p_corpus)) - math.log(p_corpus * (1 - p_cond))
         if w > 0:
             weights[n] = w ** cfg.alpha

@@ -1,0 +1,186 @@
+"""One prompt pass, then cheap continuations: the KV-cache machinery behind decoding and key scoring.
+
+``Stepper.start`` runs a batch of prompts once (left-padded, learned prompt vectors in front) and keeps the
+KV cache.  From there:
+
+- ``step(parents, tokens)`` extends rows one token at a time (beam search);
+- ``fork(rows)`` copies the prompt state for the given prompt rows (a row may repeat), so that several
+  continuations share one prompt pass;
+- ``teacher_force(rows, sequences)`` returns log P(sequence | prompt of its row), summed over its tokens,
+  for many sequences at once, all reading the prompt's cache instead of re-encoding the prompt.
+
+Causal models (Llama-class) and encoder-decoder models (T5/BART: the prompt is the encoder input) are both
+handled; log-probabilities are the model's unconstrained log-softmax.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import numpy as np
+
+
+class Stepper:
+    """Runs a model over a flat batch of rows with a KV cache (see the module doc)."""
+
+    def __init__(self, lm, prefix_embeds=None) -> None:
+        import torch
+
+        self.torch = torch
+        self.lm = lm
+        self.model = lm.model
+        self.device = lm.device
+        self.prefix = prefix_embeds  # (n_vectors, hidden) learned prompt vectors, or None
+        self.cache = None
+        self.mask = None  # causal: attention mask over prompt + generated tokens
+        self.enc = None  # seq2seq: encoder outputs
+        self.first = None  # next-token log-probs right after each prompt (rows = prompts)
+
+    def _embed(self, ids_list: list[list[int]], embed_layer, pad_id: int):
+        """Left-padded input embeddings (with the prompt vectors in front) and the attention mask."""
+        torch = self.torch
+        n_pre = 0 if self.prefix is None else self.prefix.shape[0]
+        width = max(len(x) for x in ids_list) + n_pre
+        ids = torch.full((len(ids_list), width - n_pre), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(ids_list), width), dtype=torch.long)
+        for i, x in enumerate(ids_list):
+            if x:
+                ids[i, width - n_pre - len(x):] = torch.tensor(x)
+            mask[i, width - len(x) - n_pre:] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        emb = embed_layer(ids)
+        if n_pre:
+            pre = self.prefix.to(self.device, emb.dtype).unsqueeze(0).expand(len(ids_list), -1, -1)
+            # the prompt vectors sit right before the first real token of each row
+            full = torch.zeros((len(ids_list), width, emb.shape[-1]), dtype=emb.dtype, device=self.device)
+            for i, x in enumerate(ids_list):
+                start = width - len(x) - n_pre
+                full[i, start:start + n_pre] = pre[i]
+                full[i, start + n_pre:] = emb[i, width - n_pre - len(x):]
+            emb = full
+        return emb, mask
+
+    def start(self, prompts: list[list[int]]):
+        """Encode the prompts; returns next-token log-probabilities (rows = prompts), also kept as ``first``."""
+        torch = self.torch
+        pad = self.lm.tokenizer.pad_token_id
+        with torch.inference_mode():
+            emb, mask = self._embed(prompts, self.model.get_input_embeddings(), pad)
+            if self.lm.seq2seq:
+                self.enc = self.model.get_encoder()(inputs_embeds=emb, attention_mask=mask)
+                self.mask = mask
+                start_id = self.model.config.decoder_start_token_id
+                dec = torch.full((len(prompts), 1), start_id, dtype=torch.long, device=self.device)
+                out = self.model(encoder_outputs=self.enc, attention_mask=mask, decoder_input_ids=dec,
+                                 use_cache=True)
+            else:
+                pos = (mask.cumsum(-1) - 1).clamp(min=0)
+                out = self.model(inputs_embeds=emb, attention_mask=mask, position_ids=pos, use_cache=True)
+                self.mask = mask
+            self.cache = out.past_key_values
+            self.first = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
+            return self.first
+
+    def fork(self, rows: Sequence[int]) -> Stepper:
+        """A new stepper whose row i continues prompt ``rows[i]`` (this one is left untouched)."""
+        torch = self.torch
+        idx = torch.tensor(list(rows), dtype=torch.long, device=self.device)
+        other = copy.copy(self)
+        other.cache = copy.deepcopy(self.cache)
+        other.cache.reorder_cache(idx)
+        other.mask = self.mask.index_select(0, idx)
+        other.first = self.first.index_select(0, idx)
+        if self.lm.seq2seq:
+            other.enc = type(self.enc)(last_hidden_state=self.enc.last_hidden_state.index_select(0, idx))
+        return other
+
+    def step(self, parents: Sequence[int], tokens: Sequence[int]):
+        """Row i continues row ``parents[i]`` with ``tokens[i]``; returns the new next-token log-probs."""
+        torch = self.torch
+        idx = torch.tensor(list(parents), dtype=torch.long, device=self.device)
+        tok = torch.tensor(list(tokens), dtype=torch.long, device=self.device).unsqueeze(-1)
+        with torch.inference_mode():
+            self.cache.reorder_cache(idx)
+            if self.lm.seq2seq:
+                self.mask = self.mask.index_select(0, idx)
+                hidden = self.enc.last_hidden_state.index_select(0, idx)
+                self.enc = type(self.enc)(last_hidden_state=hidden)
+                out = self.model(encoder_outputs=self.enc, attention_mask=self.mask, decoder_input_ids=tok,
+                                 past_key_values=self.cache, use_cache=True)
+            else:
+                self.mask = torch.cat([self.mask.index_select(0, idx), torch.ones_like(tok)], dim=-1)
+                pos = self.mask.sum(-1, keepdim=True) - 1
+                out = self.model(input_ids=tok, attention_mask=self.mask, position_ids=pos,
+                                 past_key_values=self.cache, use_cache=True)
+            self.cache = out.past_key_values
+            return torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
+
+    def teacher_force(self, rows: Sequence[int], sequences: Sequence[Sequence[int]], chunk: int = 64) -> np.ndarray:
+        """log P(sequences[i] | prompt ``rows[i]``), summed over the sequence's tokens (needs ``start`` first).
+
+        Every sequence reads its prompt's KV cache (one prompt pass for all of them).  Only the maximal
+        sequences of each row are run — a sequence that is a prefix of another one of the same row is read off
+        the longer one's running sum, so the partial n-grams a beam passes through cost nothing more — in
+        chunks of ``chunk``, right-padded (padding after a sequence cannot change it under causal attention),
+        and the output layer is applied only at real positions.
+        """
+        out = np.zeros(len(sequences), dtype=np.float64)
+        if not len(sequences):
+            return out
+        seqs = [tuple(int(t) for t in x) for x in sequences]
+        prefixes = {(r, x[:j]) for r, x in zip(rows, seqs) for j in range(1, len(x))}
+        maximal = list(dict.fromkeys((r, x) for r, x in zip(rows, seqs) if x and (r, x) not in prefixes))
+        # longest first, so that chunks hold sequences of similar length
+        maximal.sort(key=lambda rx: -len(rx[1]))
+        running: dict[tuple[int, tuple[int, ...]], float] = {}
+        for s in range(0, len(maximal), chunk):
+            part = maximal[s:s + chunk]
+            for (r, x), cum in zip(part, self._force_chunk([r for r, _ in part], [list(x) for _, x in part])):
+                for j in range(1, len(x) + 1):
+                    running.setdefault((r, x[:j]), float(cum[j - 1]))
+        for i, (r, x) in enumerate(zip(rows, seqs)):
+            out[i] = running[(r, x)] if x else 0.0
+        return out
+
+    def _force_chunk(self, rows: list[int], seqs: list[list[int]]) -> list[np.ndarray]:
+        """Running sums of token log-probabilities (one array per sequence, same length as it)."""
+        torch = self.torch
+        lengths = [len(x) for x in seqs]
+        width = max(lengths)
+        pad = self.lm.tokenizer.pad_token_id or 0
+        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+        valid = torch.zeros((len(seqs), width), dtype=torch.bool)
+        for i, x in enumerate(seqs):
+            ids[i, :len(x)] = torch.tensor(x, dtype=torch.long)
+            valid[i, :len(x)] = True
+        ids, valid = ids.to(self.device), valid.to(self.device)
+        idx = torch.tensor(rows, dtype=torch.long, device=self.device)
+        lp = torch.zeros((len(seqs), width), dtype=torch.float32, device=self.device)
+        lp[:, 0] = self.first.index_select(0, idx).gather(1, ids[:, :1]).squeeze(1)  # log P(token 0 | prompt)
+        if width > 1:
+            with torch.inference_mode():
+                if self.lm.seq2seq:
+                    start_id = self.model.config.decoder_start_token_id
+                    dec = torch.cat([torch.full((len(seqs), 1), start_id, dtype=torch.long, device=self.device),
+                                     ids[:, :-1]], dim=1)
+                    enc = type(self.enc)(last_hidden_state=self.enc.last_hidden_state.index_select(0, idx))
+                    logits = self.model(encoder_outputs=enc, attention_mask=self.mask.index_select(0, idx),
+                                        decoder_input_ids=dec).logits[:, 1:]
+                else:
+                    cache = copy.deepcopy(self.cache)
+                    cache.reorder_cache(idx)
+                    pmask = self.mask.index_select(0, idx)
+                    mask = torch.cat([pmask, valid[:, :-1].long()], dim=1)
+                    pos = pmask.sum(-1, keepdim=True) + torch.arange(width - 1, device=self.device).unsqueeze(0)
+                    hidden = self.model.base_model(input_ids=ids[:, :-1], attention_mask=mask, position_ids=pos,
+                                                   past_key_values=cache, use_cache=True).last_hidden_state
+                sel = valid[:, 1:]
+                if self.lm.seq2seq:
+                    logits = logits[sel].float()
+                else:  # only real positions reach the output layer
+                    logits = self.model.get_output_embeddings()(hidden[sel]).float()
+                tgt = ids[:, 1:][sel]
+                lp[:, 1:][sel] = logits.gather(1, tgt.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+        cum = lp.cumsum(1).double().cpu().numpy()
+        return [cum[i, :n] for i, n in enumerate(lengths)]
