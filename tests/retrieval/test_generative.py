@@ -205,3 +205,166 @@ def test_granularity_overrides_the_prompts(retriever):
     entity_task, entity_keys = retriever.decode_keys([q], task="qa", granularity="entity")
     assert entity_task == "qa" and entity_keys[0]  # entity: titles only, no body n-grams
     assert all(k.tokens[0] == retriever.encoder.title_start for k in entity_keys[0])
+
+
+# -- SEAL's whole inference: query keys, rescoring, unigram scores, calibration, copy prior --------------------
+
+def _brute_logprob(lm, prompt: list[int], key: tuple[int, ...]) -> float:
+    """log P(key | prompt) from one plain forward pass over prompt + key (no cache, no batching)."""
+    import torch
+
+    ids = torch.tensor([list(prompt) + list(key)])
+    with torch.no_grad():
+        lp = torch.log_softmax(lm.model(input_ids=ids).logits[0].double(), -1)
+    return float(sum(lp[len(prompt) - 1 + j, t] for j, t in enumerate(key)))
+
+
+def _only_query_keys(retriever, **kw):
+    cfg = retriever.config.model_copy(update=dict(decode_body=False, decode_titles=False, **kw))
+    return GenerativeRetriever(retriever.index, cfg, lm=retriever.lm)
+
+
+def test_query_keys_are_the_query_ngrams_in_the_index(retriever, unit_tokens):
+    """Keys from the query alone: every 1-3 word n-gram, in each case variant, with and without a leading space,
+    that holds a non-stopword and occurs in the index (as body text or as a complete title)."""
+    import itertools
+
+    from retrieval._keys import STOPWORDS
+
+    query = "who created the python programming language"
+    words = query.split()
+    tok, enc = retriever.lm.tokenizer, retriever.encoder
+    expected = set()
+    for i in range(len(words)):
+        for j in range(i + 1, min(len(words), i + 3) + 1):
+            span = words[i:j]
+            if all(w in STOPWORDS for w in span):
+                continue
+            for caps in itertools.product([False, True], repeat=len(span)):
+                text = " ".join(w.capitalize() if c else w for w, c in zip(span, caps))
+                for form in (text, " " + text):
+                    ids = tuple(tok(form, add_special_tokens=False)["input_ids"])
+                    if _brute_count(ids, unit_tokens):
+                        expected.add(ids)
+                    title = (enc.title_start, *ids, enc.title_end)
+                    if _brute_count(title, unit_tokens):
+                        expected.add(title)
+    r = _only_query_keys(retriever, unigram_scores=False)
+    _, keys = r.decode_keys([query], task="generic")
+    got = {k.tokens for k in keys[0]}
+    assert got == expected
+    assert tuple(tok(" programming language", add_special_tokens=False)["input_ids"]) in got
+    python = tok("Python", add_special_tokens=False)["input_ids"]
+    assert (enc.title_start, *python, enc.title_end) not in got  # "Python" alone is no title here
+
+
+def test_query_key_scores_equal_teacher_forcing_from_scratch(retriever):
+    r = _only_query_keys(retriever)
+    spec = resolve_prompt("generic", r.prompts)[1]
+    tok = r.lm.tokenizer
+    for q in QUERIES:
+        _, keys = r.decode_keys([q], task="generic")
+        assert keys[0]
+        for k in keys[0]:
+            is_title = k.tokens[0] == r.encoder.title_start
+            prompt = tok(prompt_text(spec, q, "title" if is_title else "body"))["input_ids"]
+            prompt, tail = (prompt + [k.tokens[0]], k.tokens[1:]) if is_title else (prompt, k.tokens)
+            assert k.logprob == pytest.approx(_brute_logprob(r.lm, prompt, tail), abs=1e-4)
+
+
+@pytest.mark.parametrize("bonus", [0.0, 5.0])
+def test_decoded_keys_carry_their_rescored_log_probability(retriever, bonus):
+    """Rescoring a decoded key (teacher forcing) equals scoring it from scratch, whatever steered the beam."""
+    cfg = retriever.config.model_copy(update=dict(query_keys=False, decode_titles=False, copy_bonus=bonus))
+    r = GenerativeRetriever(retriever.index, cfg, lm=retriever.lm)
+    spec = resolve_prompt("generic", r.prompts)[1]
+    prompt = r.lm.tokenizer(prompt_text(spec, QUERIES[0], "body"))["input_ids"]
+    _, keys = r.decode_keys([QUERIES[0]], task="generic")
+    assert len(keys[0]) > 4
+    for k in keys[0]:
+        assert k.logprob == pytest.approx(_brute_logprob(r.lm, prompt, k.tokens), abs=1e-4)
+
+
+def test_the_copy_prior_changes_the_keys(retriever):
+    from retrieval._keys import content_token_ids
+
+    def decoded(bonus):
+        cfg = retriever.config.model_copy(update=dict(query_keys=False, decode_titles=False, copy_bonus=bonus))
+        r = GenerativeRetriever(retriever.index, cfg, lm=retriever.lm)
+        return [k.tokens for k in r.decode_keys([QUERIES[0]], task="generic")[1][0]]
+
+    plain, copied = decoded(0.0), decoded(20.0)
+    assert set(plain) != set(copied)
+    boosted = content_token_ids(retriever.lm.tokenizer, [QUERIES[0]])
+    share = [sum(1 for k in keys if set(k) & boosted) / len(keys) for keys in (plain, copied)]
+    assert share[1] > share[0]
+
+
+def test_calibrated_weights():
+    from retrieval._seal_scoring import key_weight
+
+    cfg = ScoringConfig(calibration=1.0)
+    # at λ = 1 the weight is the model's PMI between key and query, to the power alpha
+    assert key_weight(-2.0, 3, 10_000, cfg, prior=-6.0) == pytest.approx(4.0 ** cfg.alpha)
+    assert key_weight(-6.0, 3, 10_000, cfg, prior=-2.0) == 0.0  # the query made it less likely
+    assert key_weight(-2.0, 0, 10_000, cfg, prior=-6.0) == 0.0  # not in the corpus
+    half = ScoringConfig(calibration=0.5)
+    seal = key_weight(-2.0, 3, 10_000, ScoringConfig(calibration=0.0)) ** (1 / cfg.alpha)
+    assert key_weight(-2.0, 3, 10_000, half, prior=-6.0) == pytest.approx((0.5 * seal + 0.5 * 4.0) ** cfg.alpha)
+    # without a prior (calibration off in decoding) the weight is SEAL's
+    assert key_weight(-2.0, 3, 10_000, cfg) == key_weight(-2.0, 3, 10_000, ScoringConfig(calibration=0.0))
+
+
+def test_stopword_keys_are_dropped(retriever):
+    from retrieval._keys import has_content
+
+    _, keys = retriever.decode_keys(QUERIES, task="generic")
+    for ks in keys:
+        for k in ks:
+            text = retriever.encoder.describe(k.tokens)
+            assert has_content(text) or text.startswith("title: "), text
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_unigram_scores_match_brute_force(retriever, unit_tokens, seed):
+    """Free tokens (not inside an n-gram match) add their type's unigram weight once, damped by coverage."""
+    from retrieval._seal_scoring import score_tokens
+
+    rng = random.Random(seed)
+    beta = 0.8
+    for toks in unit_tokens[:6]:
+        weights = {tuple(toks[i:i + 2]): rng.uniform(0.5, 3) for i in rng.sample(range(len(toks) - 1), 2)}
+        unigrams = {t: rng.uniform(0.1, 1) for t in rng.sample(sorted(set(toks)), 4)}
+        total, _ = score_tokens(toks, weights, beta)
+        free = [True] * len(toks)
+        covered = set()
+        for n in sorted(weights, key=lambda n: -weights[n]):
+            for i in range(len(toks) - 1):
+                if tuple(toks[i:i + 2]) == n and all(free[i:i + 2]):
+                    free[i:i + 2] = [False, False]
+                    covered |= set(n)
+        extra = sum(w * ((1 - beta) if t in covered else 1.0)
+                    for t, w in unigrams.items() if any(f and x == t for x, f in zip(toks, free)))
+        got, matched = score_tokens(toks, weights, beta, unigrams)
+        assert got == pytest.approx(total + extra)
+        assert {n for n, _ in matched} >= {(t,) for t in unigrams if any(f and x == t for x, f in zip(toks, free))}
+
+
+@pytest.mark.slow
+def test_two_page_corpus_ranks_the_matching_page_first(tmp_path):
+    """Zero-shot with the packaged model: 'generative retrieval' finds the page that says it, not the fox."""
+    import json
+
+    from indexing import IndexConfig, build_index
+
+    corpus = tmp_path / "two.jsonl"
+    corpus.write_text(
+        json.dumps({"id": "a", "title": "Alpha", "text": "The quick brown fox jumps over the lazy dog."}) + "\n"
+        + json.dumps({"id": "b", "title": "Beta", "text": "Generative retrieval decodes n-grams constrained by an "
+                      "FM-index."}) + "\n")
+    build_index(corpus, tmp_path / "idx", IndexConfig(components=("fm",)), progress=False)
+    with Index(tmp_path / "idx") as index:
+        r = GenerativeRetriever(index, GenerativeConfig(device="cpu"))
+        hits = r.search("generative retrieval", k=2)
+        assert hits[0].provenance.title == "Beta"
+        assert r.search("quick fox", k=2)[0].provenance.title == "Alpha"
