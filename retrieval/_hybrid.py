@@ -10,6 +10,10 @@ Two fusion methods, over the hits each member returns at ``depth`` (or ``k``, if
   counts negatively, so it ranks below one that member did not return at all.
 
 Ties are broken by ascending unit id.  Weights default to 1 for every member.
+
+Members: ``retrievers`` when given; else the members ``weights`` names; else those of the weights fitted by
+``genret tune`` and saved in the index (``_fusion_weights``, unless ``tuned="off"``); else every retriever
+the index supports (BM25, dense, and the generative one where the index has an FM-index).
 """
 
 from __future__ import annotations
@@ -27,23 +31,28 @@ class HybridConfig(BaseModel):
     """Settings of the hybrid retriever: which members, how to fuse, how deep each member searches."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    retrievers: list[str] = Field(default_factory=lambda: ["bm25", "dense"], min_length=1,
-                                  description="member retrievers, by registry name")
+    retrievers: list[str] | None = Field(None, min_length=1, description="member retrievers, by registry name "
+                                         "(None: see the module doc — every retriever the index supports)")
     # weighted min-max fusion beat the best single retriever on every mini-KILT task and level; RRF did not
     method: Literal["rrf", "weighted"] = "weighted"
     rrf_k: int = Field(60, ge=0, description="RRF rank offset")
     weights: dict[str, float] | None = Field(None, description="weight per member (default 1 each)")
     normalize: Literal["minmax", "zscore"] = Field("minmax", description="score normalisation (weighted)")
     depth: int = Field(100, ge=1, description="hits fetched per member before fusion")
+    tuned: str = Field("auto", min_length=1,
+                       description="weights fitted by `genret tune`: 'auto' (the index's hybrid-weights.json when "
+                                   "present), 'off', or a file path; used unless weights (or a different method, "
+                                   "normalisation or member set) are given explicitly")
 
     @model_validator(mode="after")
     def _check(self) -> HybridConfig:
-        if len(set(self.retrievers)) != len(self.retrievers):
-            raise ValueError(f"hybrid retrievers repeat a name: {self.retrievers}")
-        if "hybrid" in self.retrievers:
+        names = self.retrievers if self.retrievers is not None else list(self.weights or ())
+        if len(set(names)) != len(names):
+            raise ValueError(f"hybrid retrievers repeat a name: {names}")
+        if "hybrid" in names:
             raise ValueError("a hybrid retriever cannot be its own member")
-        if self.weights is not None:
-            _check_weights(self.weights, self.retrievers)
+        if self.weights is not None:  # with no members named, only the values (members: HybridRetriever's)
+            _check_weights(self.weights, names if self.retrievers is not None else None)
         return self
 
     def weight(self, name: str) -> float:
@@ -51,15 +60,44 @@ class HybridConfig(BaseModel):
         return 1.0 if self.weights is None else float(self.weights.get(name, 1.0))
 
 
-def _check_weights(weights: Mapping[str, float], members: Sequence[str]) -> None:
-    unknown = sorted(set(weights) - set(members))
-    if unknown:
-        raise ValueError(f"weights name {unknown}, which are not hybrid members {list(members)}")
+def _check_weights(weights: Mapping[str, float], members: Sequence[str] | None) -> None:
     bad = {n: w for n, w in weights.items() if not math.isfinite(w) or w < 0}
     if bad:
         raise ValueError(f"weights must be finite and ≥ 0: {bad}")
+    if members is None:
+        return
+    unknown = sorted(set(weights) - set(members))
+    if unknown:
+        raise ValueError(f"weights name {unknown}, which are not hybrid members {list(members)}")
     if all(weights.get(n, 1.0) == 0 for n in members):
         raise ValueError("at least one hybrid member needs a weight above 0")
+
+
+def member_contributions(hits: Sequence[Hit], method: str, normalize: str, rrf_k: int) -> dict[int, float]:
+    """``{unit id: unweighted contribution}`` of one member's hit list (best first) for one query; the fused
+    score is ``Σ_r w_r · contribution_r`` (a unit listed twice counts once, at its best rank)."""
+    first: dict[int, int] = {}
+    for pos, hit in enumerate(hits):
+        first.setdefault(hit.unit_id, pos)
+    if method == "rrf":
+        return {uid: 1.0 / (rrf_k + pos + 1) for uid, pos in first.items()}
+    positions = sorted(first.values())
+    norm = _normalized([hits[p].score for p in positions], normalize)
+    return {hits[p].unit_id: v for p, v in zip(positions, norm)}
+
+
+def fuse(contributions: Sequence[tuple[float, Mapping[int, float]]]) -> dict[int, float]:
+    """``{unit id: Σ w · contribution}`` over ``(weight, contributions)`` pairs, summed in the order given."""
+    fused: dict[int, float] = {}
+    for w, contrib in contributions:
+        for uid, c in contrib.items():
+            fused[uid] = fused.get(uid, 0.0) + w * c
+    return fused
+
+
+def fused_order(fused: Mapping[int, float], k: int) -> list[int]:
+    """The best ``k`` unit ids by fused score, ties by ascending unit id."""
+    return sorted(fused, key=lambda uid: (-fused[uid], uid))[:k]
 
 
 def _normalized(scores: list[float], how: str) -> list[float]:
@@ -90,8 +128,12 @@ class HybridRetriever(Retriever):
     def __init__(self, retrievers: Mapping[str, Retriever], config: HybridConfig | None = None) -> None:
         if not retrievers:
             raise ValueError("a hybrid retriever needs at least one member")
-        self.config = config or HybridConfig(retrievers=list(retrievers))
+        config = config or HybridConfig(retrievers=list(retrievers))
+        if config.retrievers is None:
+            config = config.model_copy(update={"retrievers": list(retrievers)})
+        self.config = config
         self.members: dict[str, Retriever] = dict(retrievers)
+        self.tuned_from: str | None = None  # the fitted-weights file the config came from (load_hybrid)
         if self.config.weights is not None:
             _check_weights(self.config.weights, list(self.members))
         self.weights = {n: self.config.weight(n) for n in self.members}
@@ -108,22 +150,9 @@ class HybridRetriever(Retriever):
 
     def fused_scores(self, member_hits: Mapping[str, Sequence[Hit]]) -> dict[int, float]:
         """``{unit id: fused score}`` for one query's member hit lists (each best first)."""
-        fused: dict[int, float] = {}
         cfg = self.config
-        for name, hits in member_hits.items():
-            w = self.weights[name]
-            first: dict[int, int] = {}
-            for pos, hit in enumerate(hits):
-                first.setdefault(hit.unit_id, pos)  # a unit listed twice counts once, at its best rank
-            if cfg.method == "rrf":
-                contrib = {uid: w / (cfg.rrf_k + pos + 1) for uid, pos in first.items()}
-            else:
-                positions = sorted(first.values())
-                norm = _normalized([hits[p].score for p in positions], cfg.normalize)
-                contrib = {hits[p].unit_id: w * v for p, v in zip(positions, norm)}
-            for uid, c in contrib.items():
-                fused[uid] = fused.get(uid, 0.0) + c
-        return fused
+        return fuse([(self.weights[name], member_contributions(hits, cfg.method, cfg.normalize, cfg.rrf_k))
+                     for name, hits in member_hits.items()])
 
     def _fuse(self, member_hits: Mapping[str, Sequence[Hit]], k: int) -> list[Hit]:
         fused = self.fused_scores(member_hits)
@@ -134,7 +163,7 @@ class HybridRetriever(Retriever):
                 source.setdefault(hit.unit_id, hit)
                 if hit.matched and hit.unit_id not in matched:
                     matched[hit.unit_id] = hit.matched
-        order = sorted(fused, key=lambda uid: (-fused[uid], uid))[:k]
+        order = fused_order(fused, k)
         return [Hit(uid, fused[uid], rank, source[uid].provenance, source[uid].text, matched.get(uid, ()))
                 for rank, uid in enumerate(order, start=1)]
 
@@ -148,15 +177,17 @@ class HybridRetriever(Retriever):
 
 def load_hybrid(index: Any, config: Any) -> HybridRetriever:
     """The registry factory: a ``HybridRetriever`` over ``index`` whose members are
-    ``load_retriever(index, name, config)`` for each name in ``config.hybrid.retrievers``, fused as
-    ``config.hybrid`` says (``config``: a ``RetrievalConfig`` with a ``hybrid: HybridConfig`` section).
-    Members built before a failing one are closed."""
+    ``load_retriever(index, name, config)`` for each member (``config.hybrid`` and the fitted weights saved in
+    the index decide which: see the module doc and ``_fusion_weights.effective_hybrid``), fused as they say
+    (``config``: a ``RetrievalConfig`` with a ``hybrid: HybridConfig`` section).  Members a fitted file weighs 0
+    are not loaded.  Members built before a failing one are closed."""
+    from ._fusion_weights import effective_hybrid
     from ._registry import load_retriever
 
-    hybrid: HybridConfig = config.hybrid
+    hybrid, source = effective_hybrid(index, config.hybrid)
     members: dict[str, Retriever] = {}
     try:
-        for name in hybrid.retrievers:
+        for name in hybrid.retrievers or ():
             members[name] = load_retriever(index, name, config)
     except BaseException:
         for member in members.values():
@@ -164,4 +195,6 @@ def load_hybrid(index: Any, config: Any) -> HybridRetriever:
             if callable(closer):
                 closer()
         raise
-    return HybridRetriever(members, hybrid)
+    retriever = HybridRetriever(members, hybrid)
+    retriever.tuned_from = None if source is None else str(source)
+    return retriever

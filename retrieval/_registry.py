@@ -35,12 +35,21 @@ REGISTRY: dict[str, tuple[str, dict[str, Callable[[Index, RetrievalConfig], Retr
 }
 
 
+def base_retrievers(index: Index) -> list[str]:
+    """The non-hybrid retrievers this index supports, in preference order (dense, bm25, generative)."""
+    return [name for name, (comp, kinds) in REGISTRY.items()
+            if name != "hybrid" and index.has(comp) and index.component(comp).kind in kinds]
+
+
 def available_retrievers(index: Index, config: RetrievalConfig | None = None) -> list[str]:
-    """Retriever names this index can serve, in preference order (hybrid: when all its members are)."""
+    """Retriever names this index can serve, in preference order.  Hybrid: when all its configured members are
+    (``hybrid.retrievers``, else the members ``hybrid.weights`` names), or, with neither given, when the index
+    supports at least two retrievers (its default members: all of them, or those of its fitted weights)."""
     config = config or RetrievalConfig()
-    names = [name for name, (comp, kinds) in REGISTRY.items()
-             if name != "hybrid" and index.has(comp) and index.component(comp).kind in kinds]
-    if all(m in names for m in config.hybrid.retrievers):
+    names = base_retrievers(index)
+    hybrid = config.hybrid
+    wanted = hybrid.retrievers if hybrid.retrievers is not None else list(hybrid.weights or ())
+    if (all(m in names for m in wanted) and wanted) or (not wanted and len(names) >= 2):
         names.append("hybrid")
     return names
 

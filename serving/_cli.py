@@ -17,6 +17,8 @@ from pathlib import Path
 from ._cli_demos import add_train_demos_parser
 from ._cli_demos import register as register_demos
 from ._cli_rag import add_rag_flags
+from ._cli_tune import add_hybrid_flags, hybrid_section
+from ._cli_tune import register as register_tune
 
 EXIT_USAGE = 2
 
@@ -49,11 +51,8 @@ def _retrieval_config(a: argparse.Namespace):
     gen = {"device": a.device, "beam": a.beam}
     if a.checkpoint:
         gen["checkpoint"] = a.checkpoint
-    hybrid = {"retrievers": [x.strip() for x in a.hybrid.split(",")], "method": a.fusion, "rrf_k": a.rrf_k}
-    if a.hybrid_weights:
-        hybrid["weights"] = {k: float(v) for k, _, v in (w.partition("=") for w in a.hybrid_weights.split(","))}
     dense = {"device": a.device, "ef_search": a.ef_search, "nprobe": a.nprobe}
-    return RetrievalConfig(dense=dense, generative=gen, hybrid=hybrid)
+    return RetrievalConfig(dense=dense, generative=gen, hybrid=hybrid_section(a))
 
 
 def _add_retriever_flags(p: argparse.ArgumentParser) -> None:
@@ -63,11 +62,7 @@ def _add_retriever_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default=None, help="generative: a `genret train retriever` checkpoint")
     p.add_argument("--beam", type=int, default=10, help="generative: beam size")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    p.add_argument("--hybrid", default="bm25,dense", help="hybrid: member retrievers")
-    p.add_argument("--fusion", choices=("rrf", "weighted"), default="weighted",
-                   help="hybrid: normalised weighted scores (default) or reciprocal-rank fusion")
-    p.add_argument("--rrf-k", type=int, default=60)
-    p.add_argument("--hybrid-weights", default=None, help="hybrid: e.g. bm25=1,dense=2")
+    add_hybrid_flags(p)
     p.add_argument("--ef-search", type=int, default=None, help="dense HNSW: query-time ef")
     p.add_argument("--nprobe", type=int, default=None, help="dense IVF: lists probed")
 
@@ -435,6 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     tg.set_defaults(func=_cmd_train)
     add_train_demos_parser(trs)
     register_demos(sub)
+    register_tune(sub)
 
     dd = sub.add_parser("demo-data", help="write the demo corpus (stdlib docstrings) and its questions")
     dd.add_argument("out")

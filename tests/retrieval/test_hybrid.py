@@ -228,9 +228,9 @@ def test_depth_task_provenance_and_matched_come_from_members():
     ({"retrievers": ["bm25", "bm25"]}, "repeat"),
     ({"retrievers": ["hybrid", "dense"]}, "its own member"),
     ({"retrievers": []}, "at least 1"),
-    ({"weights": {"generative": 1.0}}, "not hybrid members"),
+    ({"retrievers": ["bm25", "dense"], "weights": {"generative": 1.0}}, "not hybrid members"),
     ({"weights": {"bm25": -1.0}}, "≥ 0"),
-    ({"weights": {"bm25": 0.0, "dense": 0.0}}, "above 0"),
+    ({"retrievers": ["bm25", "dense"], "weights": {"bm25": 0.0, "dense": 0.0}}, "above 0"),
     ({"method": "max"}, "method"),
     ({"depth": 0}, "depth"),
 ])
@@ -246,3 +246,7 @@ def test_retriever_checks_weights_against_its_members():
         HybridRetriever({})
     default = HybridRetriever({"x": Scripted([(1, 1.0)]), "y": Scripted([(2, 1.0)])})
     assert default.config.retrievers == ["x", "y"] and default.weights == {"x": 1.0, "y": 1.0}
+    # no members named: the retriever's own (load_hybrid: every retriever the index has, or the fitted ones)
+    unnamed = HybridRetriever({"x": Scripted([(1, 1.0)]), "y": Scripted([(2, 1.0)])}, HybridConfig(depth=5))
+    assert HybridConfig().retrievers is None and unnamed.config.retrievers == ["x", "y"]
+    assert HybridConfig(weights={"a": 1.0, "b": 0.0}).weight("b") == 0.0  # weights alone name the members

@@ -1,0 +1,224 @@
+"""Fit the hybrid retriever's fusion on a dev file (``genret tune``): weights that never do worse there than the
+defaults or any member alone.
+
+Each member runs once over the dev records at ``depth`` (its hit lists are kept: the generative one is slow);
+then every candidate fusion is scored from those lists with the project's KILT metric (``score``, ``LEVELS``):
+weighted min-max (the default method), and optionally z-score and RRF, each over a grid on the weight simplex
+(step ``step``) plus the default equal weights (all members, and BM25 + dense alone).  The simplex corners are
+the members alone, so on the dev data the result is at least as good as the best member and the defaults.  The
+objective is ``metric`` averaged over ``levels``; ties go to the BM25 + dense default, then the equal weights,
+then fewer members (a member weighed 0 is not even loaded), weighted min-max, and the weights nearest equal.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from indexing import ConfigError, GenretError, Index
+from indexing._manifest import sha256_file
+from indexing._progress import progress_bar
+from retrieval import Hit, RetrievalConfig, Retriever, load_retriever
+from retrieval._fusion_weights import DevInfo, IndexInfo, Objective, TunedFusion, weights_path, write_tuned
+from retrieval._hybrid import fuse, fused_order, member_contributions
+from retrieval._registry import base_retrievers
+
+from ._kilt_io import read_kilt
+from ._runner import LEVELS, group_by_task
+from ._score import score
+
+SCHEMES = {"minmax": ("weighted", "minmax"), "zscore": ("weighted", "zscore"), "rrf": ("rrf", "minmax")}
+OLD_DEFAULT = ("bm25", "dense")
+
+
+def simplex(n: int, step: float) -> list[tuple[float, ...]]:
+    """Every weight vector of ``n`` non-negative multiples of ``step`` summing to 1 (not all 0)."""
+    parts = round(1 / step)
+    if parts < 1 or abs(parts * step - 1) > 1e-9:
+        raise ConfigError(f"the grid step must divide 1 (e.g. 0.1, 0.25), got {step}")
+    out = []
+    for cut in itertools.combinations(range(parts + n - 1), n - 1):  # stars and bars
+        counts = [b - a - 1 for a, b in zip((-1, *cut), (*cut, parts + n - 1))]
+        out.append(tuple(round(c / parts, 10) for c in counts))
+    return out
+
+
+def run_members(index: Index, names: Sequence[str], gold: list[dict], depth: int, config: RetrievalConfig,
+                task_name: str | None, progress: bool) -> dict[str, list[list[Hit]]]:
+    """Each member's hit lists (``depth`` deep) for every record, members loaded and closed one at a time."""
+    out: dict[str, list[list[Hit]]] = {}
+    for name in names:
+        r: Retriever = load_retriever(index, name, config)
+        batch = getattr(getattr(config, name, None), "batch_size", 64)
+        results: list[list[Hit]] = [[] for _ in gold]
+        try:
+            with progress_bar(len(gold), f"retrieving ({name})", progress) as bar:
+                for start in range(0, len(gold), batch):
+                    chunk = gold[start:start + batch]
+                    for task, idx in group_by_task(chunk, task_name).items():
+                        found = r.batch_search([str(chunk[i]["input"]) for i in idx], depth, task=task)
+                        for i, hits in zip(idx, found):
+                            results[start + i] = hits
+                    bar.update(len(chunk))
+        finally:
+            closer = getattr(r, "close", None)
+            if callable(closer):
+                closer()
+        out[name] = results
+    return out
+
+
+def _metric_ks(metric: str) -> tuple[int]:
+    """The cut-off ``score`` needs for ``metric`` (checked: a rank metric without text)."""
+    name, _, k = metric.partition("@")
+    if not (metric == "Rprec" or (name in ("recall", "precision", "success_rate") and k.isdigit() and int(k) > 1)):
+        raise ConfigError(f"unknown metric {metric!r}; use Rprec, recall@K, precision@K or success_rate@K (K ≥ 2)")
+    return (int(k),) if k else (1,)
+
+
+class _Scorer:
+    """The objective of ranked unit-id lists over the dev records (KILT metrics at the chosen levels)."""
+
+    def __init__(self, gold: list[dict], hits: dict[str, list[list[Hit]]], metric: str, levels: Sequence[str]):
+        self.gold, self.metric, self.levels = gold, metric, tuple(levels)
+        self.ks = _metric_ks(metric)
+        self.prov: dict[int, dict] = {}
+        for lists in hits.values():
+            for result in lists:
+                for h in result:
+                    if h.unit_id not in self.prov:
+                        p = h.provenance
+                        self.prov[h.unit_id] = {"wikipedia_id": p.wikipedia_id, "title": p.title,
+                                                "start_paragraph_id": p.start_paragraph_id,
+                                                "end_paragraph_id": p.end_paragraph_id}
+
+    def __call__(self, orders: list[list[int]]) -> dict[str, float]:
+        """Metrics of whole ranked lists (``depth`` long: page level drops repeated pages, so a shorter cut
+        could change page-level R-Precision), as ``genret eval -k DEPTH`` computes them."""
+        preds = [{"id": rec["id"], "output": [{"provenance": [self.prov[u] for u in order]}]}
+                 for rec, order in zip(self.gold, orders)]
+        out = {}
+        for level in self.levels:
+            metrics = score(preds, self.gold, ks=self.ks, rank_keys=LEVELS[level], downstream=False)["retrieval"]
+            out[level] = metrics[self.metric]
+        out["objective"] = sum(out[lv] for lv in self.levels) / len(self.levels)
+        return out
+
+
+def tune_fusion(index: Index | str | Path, dev: str | Path, *, members: Sequence[str] | None = None,
+                config: RetrievalConfig | None = None, task_name: str | None = None,
+                levels: Sequence[str] = ("page", "passage"), metric: str = "Rprec", max_records: int | None = None,
+                depth: int | None = None, step: float = 0.1, methods: Sequence[str] = ("minmax", "zscore", "rrf"),
+                out: str | Path | None = None, progress: bool = True) -> tuple[TunedFusion, Path]:
+    """Fit the fusion of ``members`` (default: every retriever the index supports) on the KILT file ``dev`` and
+    write it (default ``INDEX/hybrid-weights.json``); returns the written document and its path."""
+    unknown = [lv for lv in levels if lv not in LEVELS] + [m for m in methods if m not in SCHEMES]
+    if unknown or not levels or not methods:
+        raise ConfigError(f"unknown level/method {unknown}; levels: {sorted(LEVELS)}, methods: {sorted(SCHEMES)}")
+    _metric_ks(metric)
+    config = config or RetrievalConfig()
+    depth = depth or config.hybrid.depth
+    opened = index if isinstance(index, Index) else Index(index)
+    try:
+        names = list(members) if members else base_retrievers(opened)
+        have = base_retrievers(opened)
+        if len(set(names)) != len(names) or any(n not in have for n in names) or len(names) < 2:
+            raise ConfigError(f"tuning needs two or more distinct members the index supports ({have}), got {names}")
+        gold = read_kilt(dev)[:max_records]
+        if not gold:
+            raise GenretError(f"{dev} holds no records")
+        t0 = time.perf_counter()
+        hits = run_members(opened, names, gold, depth, config, task_name, progress)
+        seconds = time.perf_counter() - t0
+        index_info = IndexInfo(corpus_sha256=opened.manifest.corpus.sha256, units=len(opened.store))
+    finally:
+        if not isinstance(index, Index):
+            opened.close()
+    scorer = _Scorer(gold, hits, metric, levels)
+    results = {f"{n} alone": scorer([[h.unit_id for h in r] for r in hits[n]]) for n in names}
+    fusions = _Fusions(names, hits, scorer, depth, config.hybrid.rrf_k)
+    (weights, scheme), tried = fusions.search(step, methods, results)
+    method, normalize = SCHEMES[scheme]
+    results["fused (chosen)"] = best_metrics = fusions.evaluate(scheme, weights)
+    doc = TunedFusion(
+        genret_version=_version(), created=datetime.now(UTC).isoformat(timespec="seconds"), members=names,
+        method=method, normalize=normalize, rrf_k=config.hybrid.rrf_k, depth=depth,
+        weights=dict(zip(names, weights)), objective=Objective(metric=metric, levels=list(levels)),
+        dev=DevInfo(file=str(Path(dev).resolve()), sha256=sha256_file(Path(dev)), records=len(gold), task=task_name),
+        index=index_info, member_settings={n: _settings(config, n) for n in names}, results=results,
+        search={"step": step, "methods": list(methods), "candidates": tried, "member_seconds": round(seconds, 3),
+                "objective": best_metrics["objective"]})
+    path = write_tuned(out or weights_path(index if isinstance(index, Index) else Path(index)), doc)
+    return doc, path
+
+
+class _Fusions:
+    """Fused rankings of the kept hit lists for any (scheme, weights); each member's per-record contributions
+    (normalised scores or reciprocal ranks) are computed once per scheme."""
+
+    def __init__(self, names: Sequence[str], hits: dict[str, list[list[Hit]]], scorer: _Scorer, depth: int,
+                 rrf_k: int) -> None:
+        self.names, self.hits, self.scorer, self.depth, self.rrf_k = list(names), hits, scorer, depth, rrf_k
+        self._contrib: dict[str, dict[str, list[dict[int, float]]]] = {}
+
+    def contributions(self, scheme: str) -> dict[str, list[dict[int, float]]]:
+        if scheme not in self._contrib:
+            method, normalize = SCHEMES[scheme]
+            self._contrib[scheme] = {n: [member_contributions(r, method, normalize, self.rrf_k) for r in self.hits[n]]
+                                     for n in self.names}
+        return self._contrib[scheme]
+
+    def evaluate(self, scheme: str, weights: Sequence[float]) -> dict[str, float]:
+        """The metrics of fusing with ``weights`` (one per member, in member order; 0 leaves a member out)."""
+        contrib = self.contributions(scheme)
+        used = [(n, w) for n, w in zip(self.names, weights) if w]
+        return self.scorer([fused_order(fuse([(w, contrib[n][i]) for n, w in used]), self.depth)
+                            for i in range(len(self.scorer.gold))])
+
+    def search(self, step: float, methods: Sequence[str], results: dict) -> tuple[tuple[tuple[float, ...], str], int]:
+        """The best ``(weights, scheme)`` over the grid and the default candidates, and how many were tried
+        (``results`` gains the defaults' metrics)."""
+        names, n = self.names, len(self.names)
+        equal = (1.0,) * n
+        old = tuple(1.0 if m in OLD_DEFAULT else 0.0 for m in names)
+        has_old = all(m in names for m in OLD_DEFAULT) and n > len(OLD_DEFAULT)
+        candidates = [(equal, "minmax")] + ([(old, "minmax")] if has_old else [])
+        candidates += [(w, s) for s in methods for w in simplex(n, step)]
+        results["default: equal weights"] = self.evaluate("minmax", equal)
+        if has_old:
+            results["default: bm25+dense"] = self.evaluate("minmax", old)
+        order = {s: i for i, s in enumerate(SCHEMES)}
+
+        def key(w: tuple[float, ...], s: str, value: float) -> tuple:
+            total = sum(w)
+            shares = [x / total for x in w]
+            pref = 0 if has_old and s == "minmax" and _same(shares, old) else \
+                1 if s == "minmax" and _same(shares, equal) else 2
+            return (-round(value, 12), pref, sum(1 for x in w if x), order[s], sum(abs(x - 1 / n) for x in shares))
+
+        best, best_key = candidates[0], None
+        for w, s in candidates:
+            k = key(w, s, self.evaluate(s, w)["objective"])
+            if best_key is None or k < best_key:
+                best, best_key = (w, s), k
+        return best, len(candidates)
+
+
+def _same(shares: Sequence[float], weights: Sequence[float]) -> bool:
+    total = sum(weights)
+    return all(abs(a - b / total) < 1e-9 for a, b in zip(shares, weights))
+
+
+def _settings(config: RetrievalConfig, name: str) -> dict[str, Any]:
+    section = getattr(config, name, None)
+    return section.model_dump(mode="json", exclude={"prompts"}) if section is not None else {}
+
+
+def _version() -> str:
+    from indexing._build import _version as v
+
+    return v()

@@ -1,0 +1,132 @@
+"""``genret tune``: fit the hybrid retriever's fusion weights on a dev file and save them in the index; and the
+hybrid flags of the retrieving commands (``--hybrid``, ``--fusion``, ``--hybrid-weights``, ``--hybrid-tuned``).
+
+Nothing heavy is imported at module level (``genret --help`` stays instant).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+DESCRIPTION = (
+    "Fit the hybrid retriever's fusion on a KILT dev file and save it in the index (INDEX/hybrid-weights.json), "
+    "where `genret search/eval/serve --retriever hybrid` then use it by default (explicit --hybrid-weights, or "
+    "--hybrid-tuned off, win). Each member runs once over the dev records (the generative one is the slow "
+    "part: limit it with --max-records); the fusions are then scored from those hit lists with the KILT "
+    "metric: weighted min-max, z-score and RRF over a grid on the weight simplex, plus the default equal "
+    "weights. The grid's corners are the members alone, so on the dev data the chosen fusion is never worse "
+    "than any member alone or the defaults; ties go to the bm25+dense default, then to fewer members (a member "
+    "weighed 0 is not loaded at all). A command of its own rather than an `eval` flag: it writes into the index "
+    "and answers with weights, not an evaluation report — evaluate the result on held-out data with "
+    "`genret eval INDEX TEST.jsonl --retriever hybrid`.")
+
+
+def add_hybrid_flags(p: argparse.ArgumentParser) -> None:
+    """The hybrid retriever's flags; each left out stays unset (see ``hybrid_section``)."""
+    p.add_argument("--hybrid", default=None, metavar="NAMES",
+                   help="hybrid: member retrievers, e.g. bm25,dense (default: those of the index's fitted weights "
+                   "(genret tune), else every retriever the index has — the slow generative one included where "
+                   "it has an FM-index)")
+    p.add_argument("--fusion", choices=("rrf", "weighted"), default=None,
+                   help="hybrid: normalised weighted scores (default) or reciprocal-rank fusion")
+    p.add_argument("--rrf-k", type=int, default=None, help="hybrid RRF: rank offset (default 60)")
+    p.add_argument("--hybrid-weights", default=None, metavar="W",
+                   help="hybrid: e.g. bm25=1,dense=2 (names the members when --hybrid is not given; overrides "
+                   "fitted weights)")
+    p.add_argument("--hybrid-tuned", default=None, metavar="auto|off|FILE",
+                   help="hybrid: fitted weights to use — auto (default: INDEX/hybrid-weights.json when present), "
+                   "off, or a file written by `genret tune --out`")
+
+
+def hybrid_section(a: argparse.Namespace) -> dict:
+    """Only the hybrid settings given as flags (what is not given may come from the index's fitted weights)."""
+    from indexing import ConfigError
+
+    hybrid: dict = {}
+    if a.hybrid:
+        hybrid["retrievers"] = [x.strip() for x in a.hybrid.split(",") if x.strip()]
+    for key, value in (("method", a.fusion), ("rrf_k", a.rrf_k), ("tuned", a.hybrid_tuned)):
+        if value is not None:
+            hybrid[key] = value
+    if a.hybrid_weights:
+        weights = {}
+        for item in a.hybrid_weights.split(","):
+            name, sep, value = item.partition("=")
+            try:
+                weights[name.strip()] = float(value)
+            except ValueError:
+                sep = ""
+            if not sep:
+                raise ConfigError(f"--hybrid-weights takes NAME=NUMBER,…, got {item!r}")
+        hybrid["weights"] = weights
+    return hybrid
+
+
+def _cmd_tune(a: argparse.Namespace) -> int:
+    from eval._fusion_tune import tune_fusion
+    from retrieval import RetrievalConfig
+
+    gen: dict = {"device": a.device}
+    for key in ("beam", "checkpoint"):
+        if getattr(a, key) is not None:
+            gen[key] = getattr(a, key)
+    config = RetrievalConfig(dense={"device": a.device, "ef_search": a.ef_search, "nprobe": a.nprobe},
+                             generative=gen, hybrid={"rrf_k": a.rrf_k, "depth": a.depth, "tuned": "off"})
+    members = [x.strip() for x in a.members.split(",") if x.strip()] if a.members else None
+    levels = ["page", "passage"] if a.level == "both" else [a.level]
+    doc, path = tune_fusion(a.index, a.dev, members=members, config=config, task_name=a.task, levels=levels,
+                            metric=a.metric, max_records=a.max_records, depth=a.depth, step=a.step,
+                            methods=[x.strip() for x in a.methods.split(",") if x.strip()], out=a.out,
+                            progress=not a.quiet)
+    if a.json:
+        print(json.dumps(doc.model_dump(mode="json"), indent=1))
+        return 0
+    print(format_table(doc))
+    weights = " ".join(f"{m}={w:g}" for m, w in doc.weights.items())
+    how = doc.method if doc.method == "rrf" else f"{doc.method}/{doc.normalize}"
+    print(f"chosen: {how} {weights} (depth {doc.depth}) -> {path}")
+    return 0
+
+
+def format_table(doc) -> str:
+    """Member-alone, default and fused metrics (percent) of a fitted-weights document."""
+    levels = doc.objective.levels
+    what = doc.objective.metric + (f", mean of {' and '.join(levels)}" if len(levels) > 1 else f", {levels[0]}")
+    lines = [f"tuned on {doc.dev.records} records of {doc.dev.file} ({what}; "
+             f"{doc.search.get('candidates', '?')} fusions tried)",
+             f"  {'':<24}" + "".join(f"{lv:>9}" for lv in levels) + (f"{'mean':>9}" if len(levels) > 1 else "")]
+    for label, metrics in doc.results.items():
+        cells = [metrics[lv] for lv in levels] + ([metrics["objective"]] if len(levels) > 1 else [])
+        lines.append(f"  {label:<24}" + "".join(f"{v * 100:>9.1f}" for v in cells))
+    return "\n".join(lines)
+
+
+def register(subparsers) -> None:
+    """Add ``tune`` to the top-level subcommands."""
+    p = subparsers.add_parser("tune", help="fit the hybrid retriever's fusion weights on a dev file (saved in the "
+                              "index, used by --retriever hybrid)", description=DESCRIPTION)
+    p.add_argument("index", help="index directory (the fitted weights are written there unless --out)")
+    p.add_argument("dev", help="KILT-format dev file with gold provenance")
+    p.add_argument("--task", default=None, help="task prompt (generative; default: each record's meta.task)")
+    p.add_argument("--members", default=None, metavar="NAMES",
+                   help="retrievers to fuse, e.g. bm25,dense,generative (default: every one the index has)")
+    p.add_argument("--level", choices=("page", "passage", "both"), default="both",
+                   help="KILT level(s) of the objective (both: their mean)")
+    p.add_argument("--metric", default="Rprec", help="Rprec, recall@K, precision@K or success_rate@K")
+    p.add_argument("--max-records", type=int, default=None, help="use the first N dev records")
+    p.add_argument("--depth", type=int, default=100, help="hits per member before fusion (saved with the weights)")
+    p.add_argument("--step", type=float, default=0.1, help="grid step on the weight simplex")
+    p.add_argument("--methods", default="minmax,zscore,rrf",
+                   help="fusions tried: minmax and zscore (weighted, normalised scores), rrf")
+    p.add_argument("--rrf-k", type=int, default=60, help="RRF rank offset")
+    p.add_argument("--out", default=None, help="write here instead of INDEX/hybrid-weights.json (use it with "
+                   "--hybrid-tuned FILE)")
+    p.add_argument("--checkpoint", default=None, help="generative: a `genret train retriever` checkpoint")
+    p.add_argument("--beam", type=int, default=None, help="generative: beam size (default: the serving default)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--ef-search", type=int, default=None, help="dense HNSW: query-time ef")
+    p.add_argument("--nprobe", type=int, default=None, help="dense IVF: lists probed")
+    p.add_argument("--json", action="store_true", help="print the saved document")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_tune)
