@@ -17,7 +17,7 @@ from pathlib import Path
 from ._cli_demos import add_train_demos_parser
 from ._cli_demos import register as register_demos
 from ._cli_rag import add_rag_flags
-from ._cli_tune import add_hybrid_flags, hybrid_section
+from ._cli_retrieval import add_retriever_flags, retrieval_config
 from ._cli_tune import register as register_tune
 
 EXIT_USAGE = 2
@@ -44,35 +44,12 @@ def _cmd_index(a: argparse.Namespace) -> int:
     return 0
 
 
-def _retrieval_config(a: argparse.Namespace):
-    """The retrieval section from the common retriever flags."""
-    from retrieval import RetrievalConfig
-
-    gen = {"device": a.device, "beam": a.beam}
-    if a.checkpoint:
-        gen["checkpoint"] = a.checkpoint
-    dense = {"device": a.device, "ef_search": a.ef_search, "nprobe": a.nprobe}
-    return RetrievalConfig(dense=dense, generative=gen, hybrid=hybrid_section(a))
-
-
-def _add_retriever_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--retriever", default=None,
-                   help="dense, bm25, generative, hybrid (default: the first the index has)")
-    p.add_argument("--task", default=None, help="task prompt (generative): qa, fact_check, page, squad, …")
-    p.add_argument("--checkpoint", default=None, help="generative: a `genret train retriever` checkpoint")
-    p.add_argument("--beam", type=int, default=10, help="generative: beam size")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    add_hybrid_flags(p)
-    p.add_argument("--ef-search", type=int, default=None, help="dense HNSW: query-time ef")
-    p.add_argument("--nprobe", type=int, default=None, help="dense IVF: lists probed")
-
-
 def _cmd_search(a: argparse.Namespace) -> int:
     from indexing import Index
     from retrieval import load_retriever
 
     with Index(a.index) as index:
-        hits = load_retriever(index, a.retriever, _retrieval_config(a)).search(a.query, a.k, task=a.task)
+        hits = load_retriever(index, a.retriever, retrieval_config(a)).search(a.query, a.k, task=a.task)
     if a.json:
         print(json.dumps([h.to_dict() for h in hits], ensure_ascii=False, indent=1))
         return 0
@@ -149,10 +126,10 @@ def _cmd_eval(a: argparse.Namespace) -> int:
     if a.rag:
         from ._cli_rag import cmd_eval_rag
 
-        return cmd_eval_rag(a, a.rest[0], _retrieval_config(a))
+        return cmd_eval_rag(a, a.rest[0], retrieval_config(a))
     levels = tuple(a.level.split(","))
     report = evaluate(a.index, a.rest[0], a.retriever, a.k, ks=ks or (1, 5, 10, 20, 100), levels=levels,
-                      out=a.out, config=_retrieval_config(a), task_name=a.task, max_records=a.max_records,
+                      out=a.out, config=retrieval_config(a), task_name=a.task, max_records=a.max_records,
                       progress=not a.quiet)
     if a.json:
         print(json.dumps(report, indent=1))
@@ -205,7 +182,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
 def _cmd_rag(a: argparse.Namespace) -> int:
     from ._cli_rag import cmd_rag
 
-    return cmd_rag(a, _retrieval_config(a))
+    return cmd_rag(a, retrieval_config(a))
 
 
 def _cmd_add(a: argparse.Namespace) -> int:
@@ -282,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("index")
     se.add_argument("query")
     se.add_argument("-k", type=int, default=10)
-    _add_retriever_flags(se)
+    add_retriever_flags(se)
     se.add_argument("--json", action="store_true")
     se.set_defaults(func=_cmd_search)
 
@@ -323,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "genret eval suite SUITE.toml --out DIR")
     ev.add_argument("index", metavar="INDEX|score|suite")
     ev.add_argument("rest", nargs="+", metavar="FILE")
-    _add_retriever_flags(ev)
+    add_retriever_flags(ev)
     ev.add_argument("--max-records", type=int, default=None, help="evaluate the first N records only")
     ev.add_argument("-k", type=int, default=100, help="hits retrieved per record")
     ev.add_argument("--ks", default=None, help="cut-offs, e.g. 1,5,10,20,100")
@@ -344,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     rg.add_argument("question", nargs="?", default=None)
     rg.add_argument("--input", default=None, help="batch mode: KILT-format records (input, id)")
     rg.add_argument("--out", default=None, help="batch mode: write KILT predictions here")
-    _add_retriever_flags(rg)
+    add_retriever_flags(rg)
     add_rag_flags(rg)
     rg.add_argument("--json", action="store_true")
     rg.add_argument("--quiet", action="store_true")

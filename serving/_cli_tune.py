@@ -67,10 +67,9 @@ def _cmd_tune(a: argparse.Namespace) -> int:
     from eval._fusion_tune import tune_fusion
     from retrieval import RetrievalConfig
 
-    gen: dict = {"device": a.device}
-    for key in ("beam", "checkpoint"):
-        if getattr(a, key) is not None:
-            gen[key] = getattr(a, key)
+    from ._cli_retrieval import generative_section
+
+    gen = generative_section(a)
     config = RetrievalConfig(dense={"device": a.device, "ef_search": a.ef_search, "nprobe": a.nprobe},
                              generative=gen, hybrid={"rrf_k": a.rrf_k, "depth": a.depth, "tuned": "off"})
     members = [x.strip() for x in a.members.split(",") if x.strip()] if a.members else None
@@ -122,9 +121,10 @@ def register(subparsers) -> None:
     p.add_argument("--rrf-k", type=int, default=60, help="RRF rank offset")
     p.add_argument("--out", default=None, help="write here instead of INDEX/hybrid-weights.json (use it with "
                    "--hybrid-tuned FILE)")
-    p.add_argument("--checkpoint", default=None, help="generative: a `genret train retriever` checkpoint")
-    p.add_argument("--beam", type=int, default=None, help="generative: beam size (default: the serving default)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    from ._cli_retrieval import add_generative_flags
+
+    add_generative_flags(p)
     p.add_argument("--ef-search", type=int, default=None, help="dense HNSW: query-time ef")
     p.add_argument("--nprobe", type=int, default=None, help="dense IVF: lists probed")
     p.add_argument("--json", action="store_true", help="print the saved document")
