@@ -129,7 +129,7 @@ class EvidenceGatherer:
                 first = st.first.float().cpu().numpy()
                 for i in range(n):
                     evidence[i].unigram = first[i]
-        decode_titles = cfg.decode_titles or granularity in ("page", "entity")
+        decode_titles = cfg.decode_titles or granularity == "entity"  # entity: titles are the only identifiers
         if decode_titles or cfg.query_keys:
             prompts = self._tok([prompt_text(spec, q, "title") for q in queries])
             st = self._started([p + [markers[0]] for p in prompts], prefix)

@@ -38,8 +38,11 @@ class GenerativeConfig(BaseModel):
     beam: int = Field(15, ge=1, description="beam size (SEAL: 15)")
     max_len: int = Field(10, ge=1, description="longest body n-gram, in tokens (SEAL: 10)")
     title_max_len: int = Field(32, ge=1, description="longest title, in tokens (titles count once complete)")
-    decode_body: bool = Field(True, description="decode body n-grams (SEAL: decode_body)")
-    decode_titles: bool = Field(True, description="decode complete titles (SEAL: decode_titles)")
+    decode_body: bool | None = Field(None, description="decode body n-grams (SEAL: decode_body, on); None: on "
+                                     "with a trained checkpoint, off for an untrained model (README: zero-shot, its "
+                                     "decoded keys add nothing to the query keys and cost 2-3x the time)")
+    decode_titles: bool | None = Field(None, description="decode complete titles (SEAL: decode_titles, on); None: "
+                                       "as decode_body (entity granularity always decodes titles)")
     partial_titles: bool = Field(False, description="also use title prefixes (not only complete titles) as keys")
     query_keys: bool = Field(True, description="add the query's word n-grams found in the index as keys, scored "
                              "by teacher forcing (SEAL: add_query_to_keys)")
@@ -99,8 +102,10 @@ class GenerativeRetriever(Retriever):
     @property
     def settings(self) -> EvidenceSettings:
         c = self.config
+        trained = c.checkpoint is not None
         return EvidenceSettings(beam=c.beam, max_len=c.max_len, title_max_len=c.title_max_len,
-                                decode_body=c.decode_body, decode_titles=c.decode_titles,
+                                decode_body=trained if c.decode_body is None else c.decode_body,
+                                decode_titles=trained if c.decode_titles is None else c.decode_titles,
                                 partial_titles=c.partial_titles, constrained=c.constrained, query_keys=c.query_keys,
                                 query_key_words=c.query_key_words, rescore=c.rescore,
                                 unigrams=c.unigram_scores and c.top_unigrams > 0,

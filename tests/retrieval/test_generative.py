@@ -19,6 +19,7 @@ QUERIES = ["Who created the Python programming language?", "When did the oil emb
 def retriever(tiny_index, tiny_lm_dir):
     index = Index(tiny_index)
     cfg = GenerativeConfig(model=str(tiny_lm_dir), device="cpu", beam=4, max_len=4, title_max_len=6,
+                           decode_body=True, decode_titles=True,
                            scoring=ScoringConfig(n_full=1000, max_occurrences=10_000))
     yield GenerativeRetriever(index, cfg)
     index.close()
@@ -188,7 +189,8 @@ def test_encoder_decoder_models_decode_under_the_same_constraints(tiny_index, tm
     T5ForConditionalGeneration(cfg).save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
     with Index(tiny_index) as index:
-        r = GenerativeRetriever(index, GenerativeConfig(model=str(tmp_path), device="cpu", beam=3, max_len=3))
+        r = GenerativeRetriever(index, GenerativeConfig(model=str(tmp_path), device="cpu", beam=3, max_len=3,
+                                                        decode_body=True, decode_titles=True))
         assert r.lm.seq2seq
         _, keys = r.decode_keys(QUERIES[:2], task="generic")
         assert all(keys)
@@ -368,3 +370,14 @@ def test_two_page_corpus_ranks_the_matching_page_first(tmp_path):
         hits = r.search("generative retrieval", k=2)
         assert hits[0].provenance.title == "Beta"
         assert r.search("quick fox", k=2)[0].provenance.title == "Alpha"
+
+
+def test_decoding_is_on_with_a_checkpoint_and_off_zero_shot_by_default(retriever, tmp_path):
+    base = GenerativeConfig(model="x")
+    r = GenerativeRetriever.__new__(GenerativeRetriever)
+    r.config = base
+    assert not r.settings.decode_body and not r.settings.decode_titles and r.settings.query_keys
+    r.config = base.model_copy(update={"checkpoint": str(tmp_path)})
+    assert r.settings.decode_body and r.settings.decode_titles
+    r.config = base.model_copy(update={"decode_body": True})
+    assert r.settings.decode_body and not r.settings.decode_titles

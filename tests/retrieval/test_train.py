@@ -41,8 +41,9 @@ def test_training_lowers_the_loss_changes_retrieval_and_resumes(tiny_index, tiny
     out = tmp_path / "ckpt"
     query = "Who created the Python programming language?"
     with Index(tiny_index) as index:
-        before = GenerativeRetriever(index, GenerativeConfig(model=str(tiny_lm_dir), device="cpu", beam=3,
-                                                             max_len=3)).decode_keys([query], "qa")[1][0]
+        untrained = GenerativeConfig(model=str(tiny_lm_dir), device="cpu", beam=3, max_len=3, decode_body=True,
+                                     decode_titles=True)
+        before = GenerativeRetriever(index, untrained).decode_keys([query], "qa")[1][0]
         summary = train_retriever(_config(tiny_lm_dir, data_dir), index, out, read_records=read_kilt,
                                   progress=False)
         losses = [h["mean_loss"] for h in summary["history"]]
