@@ -1,79 +1,83 @@
-"""Generative retrieval speed on CPU: per-query latency and queries/s for beam 5/10/15, and the cost of the
-FM-index constraints (constrained vs unconstrained beam search of the same length, same model, same prompts).
+"""Generative retrieval on one CPU thread: today's default beside the path before issue 12, SEAL's full inference
+and the cheapest setting, on the same queries in the same run — latency per query (single and batched) and the
+KILT R-Precision each reaches on those queries.
 
-    .venv/bin/python bench/generative.py --index runs/fm/squad --queries ../shared/minikilt/squad/dev.jsonl -n 20
+    .venv/bin/python bench/generative.py --index runs/indexes/squad --queries ../shared/minikilt/squad/dev.jsonl \
+        --task squad -n 40
 
-Prints a Markdown table.  The model is the index's (packaged SmolLM2-135M-Instruct by default) or --model.
+Profiles (all with the packaged SmolLM2-135M-Instruct unless --model/--checkpoint):
+
+- ``before``: the inference before issue 12 — beam 10, decoded body n-grams and titles only, SEAL's weights
+  against the corpus frequency with a fixed smoothing of 5 (no query keys, unigrams or calibration);
+- ``seal``: SEAL's whole inference — beam 15, decoded body n-grams and titles, query keys, rescoring, unigram
+  scores — with calibration;
+- ``default``: ``GenerativeConfig()`` (zero-shot: query keys, unigrams and calibration; no decoding);
+- ``seal-beam5``: ``seal`` with beam 5.
+
+Prints a Markdown table (torch set to 1 thread; the model is loaded once and shared).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
+
+PROFILES = {
+    "before": dict(beam=10, decode_body=True, decode_titles=True, query_keys=False, unigram_scores=False,
+                   drop_stopword_keys=False, scoring=dict(calibration=0.0, smoothing_tokens=1)),
+    "seal": dict(beam=15, decode_body=True, decode_titles=True),
+    "seal-beam5": dict(beam=5, decode_body=True, decode_titles=True),
+    "default": dict(),
+}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--index", required=True)
-    ap.add_argument("--queries", required=True, help="KILT-format file: the `input` fields are the queries")
-    ap.add_argument("-n", type=int, default=20, help="queries per setting")
-    ap.add_argument("--beams", default="5,10,15")
-    ap.add_argument("--max-len", type=int, default=10)
+    ap.add_argument("--queries", required=True, help="KILT-format file (inputs are the queries, provenance the gold)")
+    ap.add_argument("--task", default=None, help="task prompt (default: each record's meta.task, else generic)")
+    ap.add_argument("-n", type=int, default=40, help="queries per profile")
+    ap.add_argument("--single", type=int, default=8, help="of which timed one at a time")
+    ap.add_argument("--profiles", default="before,seal,seal-beam5,default")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--model", default=None)
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--checkpoint", default=None)
+    ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
 
     import torch
 
+    from eval import LEVELS, predict, read_kilt, score
     from indexing import Index
     from retrieval import GenerativeConfig, GenerativeRetriever
-    from retrieval._decoding import constrained_beam_search
-    from retrieval._prompts import prompt_text, resolve_prompt
 
-    queries = [json.loads(line)["input"] for line in open(a.queries, encoding="utf-8")][: a.n]
+    torch.set_num_threads(a.threads)
+    gold = read_kilt(a.queries)[: a.n]
     index = Index(a.index)
-    base = GenerativeRetriever(index, GenerativeConfig(model=a.model, device=a.device))
-    lm, fm = base.lm, base.fm
-    spec = resolve_prompt("generic", base.prompts)[1]
-    prompts = [lm.tokenizer(prompt_text(spec, q, "body"))["input_ids"] for q in queries]
-    markers = (base.encoder.title_start, base.encoder.title_end)
-    print(f"torch threads: {torch.get_num_threads()}, queries: {len(queries)}, max_len: {a.max_len}, "
-          f"batch: {a.batch_size}, device: {lm.device}\n")
-    print("| beam | mode | per query, single (ms) median | p90 | queries/s single | queries/s batched |"
-          " constrained / unconstrained |")
-    print("|---|---|---|---|---|---|---|")
-    for beam in [int(b) for b in a.beams.split(",")]:
-        timings = {}
-        for constrained in (True, False):
-            singles = []
-            for p in prompts:
-                t0 = time.perf_counter()
-                constrained_beam_search(lm, fm, [p], beam=beam, max_len=a.max_len, constrained=constrained,
-                                        banned=markers)
-                singles.append(time.perf_counter() - t0)
+    lm = None
+    print(f"torch threads: {torch.get_num_threads()}, queries: {len(gold)} ({a.queries}), task: {a.task}, "
+          f"batch: {a.batch_size}\n")
+    print("| profile | ms/query single (median) | ms/query batched | page R-Prec | passage R-Prec | passage R@5 |")
+    print("|---|---|---|---|---|---|")
+    for name in a.profiles.split(","):
+        cfg = GenerativeConfig(model=a.model, checkpoint=a.checkpoint, device="cpu", batch_size=a.batch_size,
+                               **PROFILES[name])
+        r = GenerativeRetriever(index, cfg, lm=lm)
+        lm = r.lm
+        r.search(str(gold[0]["input"]), 10, task=a.task)  # warm: caches, lazy index structures
+        singles = []
+        for rec in gold[: a.single]:
             t0 = time.perf_counter()
-            for s in range(0, len(prompts), a.batch_size):
-                constrained_beam_search(lm, fm, prompts[s:s + a.batch_size], beam=beam, max_len=a.max_len,
-                                        constrained=constrained, banned=markers)
-            batched = time.perf_counter() - t0
-            timings[constrained] = (singles, batched)
-        ratio = statistics.median(timings[True][0]) / statistics.median(timings[False][0])
-        for constrained in (True, False):
-            singles, batched = timings[constrained]
-            q = sorted(singles)
-            print(f"| {beam} | {'constrained' if constrained else 'unconstrained'} | "
-                  f"{statistics.median(q) * 1e3:.0f} | {q[int(0.9 * (len(q) - 1))] * 1e3:.0f} | "
-                  f"{len(q) / sum(q):.2f} | {len(q) / batched:.2f} | {f'{ratio:.2f}' if constrained else ''} |")
-    # end to end (decoding of body n-grams and titles + scoring), beam 10
-    r = GenerativeRetriever(index, GenerativeConfig(model=a.model, device=a.device, beam=10), lm=lm)
-    t0 = time.perf_counter()
-    r.batch_search(queries, k=100)
-    dt = time.perf_counter() - t0
-    print(f"\nend to end (body + title decoding, SEAL scoring, k=100, beam 10, batch {r.config.batch_size}): "
-          f"{dt / len(queries) * 1e3:.0f} ms/query, {len(queries) / dt:.2f} queries/s")
+            r.search(str(rec["input"]), 100, task=a.task)
+            singles.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        preds = predict(r, gold, 100, batch_size=a.batch_size, task_name=a.task, progress=False)
+        batched = (time.perf_counter() - t0) / len(gold)
+        m = {lv: score(preds, gold, ks=(5,), rank_keys=LEVELS[lv], downstream=False)["retrieval"] for lv in LEVELS}
+        print(f"| {name} | {statistics.median(singles) * 1e3:.0f} | {batched * 1e3:.0f} | "
+              f"{m['page']['Rprec'] * 100:.1f} | {m['passage']['Rprec'] * 100:.1f} | "
+              f"{m['passage']['recall@5'] * 100:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

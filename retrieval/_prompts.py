@@ -39,10 +39,11 @@ DEFAULT_PROMPTS: dict[str, PromptSpec] = {
                        granularity="page"),
     "entity": PromptSpec(instruction="Write the name of the entity the text refers to.", granularity="entity"),
     "squad": PromptSpec(instruction="Write the passage that answers the question."),
+    # passage granularity for the two fact-checking tasks: measured on their train splits (README), it ranks pages
+    # as well as page granularity and passages better (page granularity keeps one unit per page)
     "scifact": PromptSpec(instruction="Write the title of the scientific abstract that supports or refutes the "
-                                      "claim.", granularity="page"),
-    "climate_fever": PromptSpec(instruction="Write the evidence sentence that supports or refutes the claim.",
-                                granularity="sentence"),
+                                      "claim."),
+    "climate_fever": PromptSpec(instruction="Write a passage of the collection that is relevant to the query."),
 }
 
 
