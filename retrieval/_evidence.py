@@ -67,6 +67,8 @@ class EvidenceGatherer:
     def __init__(self, lm, fm, encoder) -> None:
         self.lm, self.fm, self.encoder = lm, fm, encoder
         self._null: dict[tuple, Stepper] = {}
+        # log P(key | empty query) per (null prompt, key): the same for every query, so kept across queries
+        self._priors: dict[tuple, dict[tuple[int, ...], float]] = {}
 
     def _tok(self, texts: Sequence[str]) -> list[list[int]]:
         return [list(x) for x in self.lm.tokenizer(list(texts))["input_ids"]]
@@ -81,7 +83,19 @@ class EvidenceGatherer:
         if key not in self._null:
             self._null[key] = self._started([self._tok([prompt_text(spec, "", target)])[0] + list(suffix)],
                                             prefix)
+            self._priors[key] = {}
         return self._null[key]
+
+    def priors(self, task: str, spec: PromptSpec, target: str, prefix, suffix: tuple[int, ...],
+               keys: list[tuple[int, ...]], cache_size: int = 500_000) -> dict[tuple[int, ...], float]:
+        """log P(key | prompt with an empty query) for each key (teacher-forced once, then cached)."""
+        null = self._null_stepper(task, spec, target, prefix, suffix)
+        cache = self._priors[(task, spec.model_dump_json(), target, suffix, id(prefix))]
+        todo = [k for k in dict.fromkeys(keys) if k not in cache]
+        if len(cache) + len(todo) > cache_size:
+            cache.clear()
+        cache.update(zip(todo, null.teacher_force([0] * len(todo), todo)))
+        return {k: float(cache[k]) for k in keys}
 
     def query_key_tokens(self, query: str, max_words: int) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]]]:
         """``(body keys, title keys)`` from the query's n-grams that occur in the index (token ids)."""
@@ -156,9 +170,8 @@ class EvidenceGatherer:
             for j, (r, k) in enumerate(zip(rows, flat)):
                 evidence[r].keys.append(Key(k, scores[j] if j in scores else found[r][k]))
             if cfg.calibrate:
+                prior = self.priors(task, spec, kind, prefix, forced, tails)
                 null = self._null_stepper(task, spec, kind, prefix, forced)
-                uniq = list(dict.fromkeys(tails))
-                prior = dict(zip(uniq, null.teacher_force([0] * len(uniq), uniq)))
                 for r, k, t in zip(rows, flat, tails):
                     evidence[r].priors[k] = float(prior[t])
                 if kind == "body" and cfg.unigrams:

@@ -381,3 +381,18 @@ def test_decoding_is_on_with_a_checkpoint_and_off_zero_shot_by_default(retriever
     assert r.settings.decode_body and r.settings.decode_titles
     r.config = base.model_copy(update={"decode_body": True})
     assert r.settings.decode_body and not r.settings.decode_titles
+
+
+def test_priors_are_the_empty_query_log_probabilities_and_cached(retriever):
+    """Calibration's P(n|∅): teacher forcing after the prompt with an empty query; kept across queries."""
+    r = _only_query_keys(retriever)
+    spec = resolve_prompt("generic", r.prompts)[1]
+    _, _, ev = r.evidence(QUERIES[:2], task="generic")
+    body = [k.tokens for e in ev for k in e.keys if k.tokens[0] != r.encoder.title_start]
+    assert body and all(k in e.priors for e in ev for k in (x.tokens for x in e.keys))
+    null_prompt = r.lm.tokenizer(prompt_text(spec, "", "body"))["input_ids"]
+    for k in body[:8]:
+        assert ev[0].priors.get(k, ev[1].priors.get(k)) == pytest.approx(_brute_logprob(r.lm, null_prompt, k),
+                                                                          abs=1e-4)
+    again = r.gatherer.priors("generic", spec, "body", None, (), body)
+    assert again == {k: pytest.approx(ev[0].priors.get(k, ev[1].priors.get(k)), abs=1e-9) for k in body}
