@@ -9,7 +9,7 @@ from ._encoder import Encoder, SentenceTransformerEncoder
 from ._errors import ConfigError, GenretError, IndexFormatError, InputError, NotFoundError
 from ._fm_build import FMConfig
 from ._index import Index
-from ._manifest import Manifest
+from ._manifest import Manifest, read_versioned_json, write_json_atomic
 from ._store import StoredUnit
 from ._units import Unit, UnitConfig
 
@@ -17,5 +17,5 @@ __all__ = [
     "BM25Config", "ConfigError", "DenseConfig", "Encoder", "FMConfig", "GenretError", "Index", "IndexConfig",
     "IndexFormatError", "InputError", "Manifest", "NotFoundError", "Page", "ReadStats",
     "SentenceTransformerEncoder", "StoredUnit", "Unit", "UnitConfig", "available_components", "build_index",
-    "read_corpus", "resolve_device",
+    "read_corpus", "read_versioned_json", "resolve_device", "write_json_atomic",
 ]

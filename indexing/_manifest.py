@@ -141,6 +141,31 @@ def write_manifest(directory: Path, manifest: Manifest) -> None:
     write_json_atomic(directory / MANIFEST_FILE, manifest.model_dump(mode="json"))
 
 
+def read_versioned_json(path: Path, model: type[BaseModel], *, tag_field: str, tag: str, what: str,
+                        version: int, fix: str, version_of: str | None = None) -> Any:
+    """Read a self-describing JSON file (``tag_field`` = ``tag``, ``format_version`` = ``version``) into ``model``.
+
+    A corrupt, foreign or other-version file raises ``IndexFormatError`` naming the file and ``fix`` (what the user
+    can do); ``what`` names the file kind in messages, ``version_of`` what the version mismatch names (default: the
+    file)."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise IndexFormatError(f"{path} is corrupt ({exc}): {fix}") from None
+    if not isinstance(raw, dict) or raw.get(tag_field) != tag:
+        raise IndexFormatError(f"{path} is not {what} ({tag_field} != {tag!r}): {fix}")
+    found = raw.get("format_version")
+    if found != version:
+        raise IndexFormatError(f"{version_of or path} has {what} format version {found}; this genret reads version "
+                               f"{version}: {fix}")
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "file"
+        raise IndexFormatError(f"{path} is corrupt: {where}: {first['msg']}: {fix}") from None
+
+
 def read_manifest(directory: str | Path) -> Manifest:
     """Read and validate ``manifest.json`` (format name and version); files are not checked here."""
     directory = Path(directory)
@@ -149,22 +174,9 @@ def read_manifest(directory: str | Path) -> Manifest:
         raise IndexFormatError(f"no index at {directory}: not a directory")
     if not path.is_file():
         raise IndexFormatError(f"no index at {directory}: {MANIFEST_FILE} is missing")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise IndexFormatError(f"{path} is corrupt: {exc}") from None
-    if not isinstance(raw, dict) or raw.get("format") != FORMAT_NAME:
-        raise IndexFormatError(f"{path} is not a genret index manifest (format != {FORMAT_NAME!r})")
-    version = raw.get("format_version")
-    if version != FORMAT_VERSION:
-        raise IndexFormatError(f"{directory} has index format version {version}; this genret reads version "
-                               f"{FORMAT_VERSION}: rebuild the index with `genret index … --force`")
-    try:
-        return Manifest.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise IndexFormatError(f"{path} is corrupt: {where}: {first['msg']}") from None
+    return read_versioned_json(path, Manifest, tag_field="format", tag=FORMAT_NAME, what="a genret index manifest",
+                               version=FORMAT_VERSION, fix="rebuild the index with `genret index … --force`",
+                               version_of=directory)
 
 
 def verify_files(directory: Path, manifest: Manifest, level: Literal["none", "auto", "full"] = "auto") -> None:

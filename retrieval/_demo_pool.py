@@ -28,12 +28,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from indexing import GenretError, Index, IndexFormatError, InputError, NotFoundError
 from indexing._corpus import open_text
 from indexing._encoder import DEFAULT_DENSE_MODEL
-from indexing._manifest import read_manifest, sha256_file, staged_dir, write_json_atomic, write_manifest
+from indexing._manifest import (
+    read_manifest,
+    read_versioned_json,
+    sha256_file,
+    staged_dir,
+    write_json_atomic,
+    write_manifest,
+)
 
 from ._types import Demo
 
@@ -228,20 +235,9 @@ def read_pool_manifest(task_dir: Path) -> PoolManifest:
     path = task_dir / POOL_MANIFEST
     if not path.is_file():
         raise IndexFormatError(f"no demonstration pool at {task_dir}: {POOL_MANIFEST} is missing")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise IndexFormatError(f"{path} is corrupt: {exc}") from None
-    if not isinstance(raw, dict) or raw.get("kind") != POOL_KIND:
-        raise IndexFormatError(f"{path} is not a demonstration pool manifest (kind != {POOL_KIND!r})")
-    if raw.get("format_version") != POOL_FORMAT_VERSION:
-        raise IndexFormatError(f"{task_dir} has demo pool format version {raw.get('format_version')}; this genret "
-                               f"reads version {POOL_FORMAT_VERSION}: rebuild it with `genret index-demos … --force`")
-    try:
-        return PoolManifest.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise IndexFormatError(f"{path} is corrupt: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    return read_versioned_json(path, PoolManifest, tag_field="kind", tag=POOL_KIND,
+                               what="a demonstration pool manifest", version=POOL_FORMAT_VERSION,
+                               fix="rebuild it with `genret index-demos … --force`", version_of=task_dir)
 
 
 def list_tasks(demos_dir: str | Path) -> list[str]:

@@ -15,15 +15,14 @@ equal weights over the configured members or every retriever the index supports.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from indexing import ConfigError, Index, IndexFormatError
+from indexing import ConfigError, Index, IndexFormatError, read_versioned_json
 
 from ._hybrid import HybridConfig
 
@@ -108,7 +107,7 @@ def weights_path(index: Index | str | Path) -> Path:
 
 def write_tuned(path: str | Path, doc: TunedFusion) -> Path:
     """Write ``doc`` atomically to ``path``."""
-    from indexing._manifest import write_json_atomic
+    from indexing import write_json_atomic
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -120,23 +119,10 @@ def read_tuned(path: str | Path) -> TunedFusion:
     """Read and validate a fitted-weights file; a missing, corrupt or foreign file raises ``IndexFormatError``."""
     path = Path(path)
     fix = f"run `genret tune` again, delete {path}, or use --hybrid-tuned off"
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise IndexFormatError(f"no fitted hybrid weights at {path} (genret tune writes them)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise IndexFormatError(f"{path} is corrupt ({exc}): {fix}") from None
-    if not isinstance(raw, dict) or raw.get("format") != FORMAT_NAME:
-        raise IndexFormatError(f"{path} is not a genret hybrid-weights file (format != {FORMAT_NAME!r}): {fix}")
-    if raw.get("format_version") != FORMAT_VERSION:
-        raise IndexFormatError(f"{path} has hybrid-weights format version {raw.get('format_version')}; this genret "
-                               f"reads version {FORMAT_VERSION}: {fix}")
-    try:
-        return TunedFusion.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "file"
-        raise IndexFormatError(f"{path} is corrupt: {where}: {first['msg']}: {fix}") from None
+    if not path.is_file():
+        raise IndexFormatError(f"no fitted hybrid weights at {path} (genret tune writes them)")
+    return read_versioned_json(path, TunedFusion, tag_field="format", tag=FORMAT_NAME,
+                               what="a genret hybrid-weights file", version=FORMAT_VERSION, fix=fix)
 
 
 def _tuned_file(index: Index, tuned: str) -> Path | None:
