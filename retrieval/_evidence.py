@@ -144,7 +144,7 @@ class EvidenceGatherer:
                 for i in range(n):
                     evidence[i].unigram = first[i]
         decode_titles = cfg.decode_titles or granularity == "entity"  # entity: titles are the only identifiers
-        if decode_titles or cfg.query_keys:
+        if decode_titles or any(qk[1] for qk in qkeys):  # no prompt pass when there is no title key to score
             prompts = self._tok([prompt_text(spec, q, "title") for q in queries])
             st = self._started([p + [markers[0]] for p in prompts], prefix)
             decoded = [[] for _ in range(n)]

@@ -98,6 +98,8 @@ class GenerativeRetriever(Retriever):
         self.gatherer = EvidenceGatherer(self.lm, self.fm, self.encoder)
         self._unigram_counts: np.ndarray | None = None
         self._word_tokens: dict[int, bool] = {}
+        self._tokens: dict[int, list[int]] = {}  # unit id -> its tokens in the index's layout (bounded cache)
+        self._tokens_lock = threading.Lock()
 
     @property
     def settings(self) -> EvidenceSettings:
@@ -229,7 +231,7 @@ class GenerativeRetriever(Retriever):
                 doc_keys[d].append(n)
         candidates = first_stage(doc_keys, weights, cfg.beta, max(cfg.n_full, limit))
         units = self.index.store.get(candidates)
-        token_lists = self.encoder.encode([(u.title, u.text) for u in units])
+        token_lists = self._unit_tokens(units)
         scored = []
         for u, toks in zip(units, token_lists):
             s, matched = score_tokens(toks, weights, cfg.beta, unigrams)
@@ -237,6 +239,20 @@ class GenerativeRetriever(Retriever):
                 scored.append((u, s, matched))
         scored.sort(key=lambda x: (-x[1], x[0].unit_id))
         return scored[:limit]
+
+    def _unit_tokens(self, units: list[StoredUnit], cache_size: int = 50_000) -> list[list[int]]:
+        """Units' token ids as the FM-index holds them; the encodings are cached (candidates recur across queries)."""
+        with self._tokens_lock:
+            got = {u.unit_id: self._tokens.get(u.unit_id) for u in units}
+        todo = [u for u in units if got[u.unit_id] is None]
+        if todo:
+            fresh = dict(zip((u.unit_id for u in todo), self.encoder.encode([(u.title, u.text) for u in todo])))
+            got.update(fresh)
+            with self._tokens_lock:
+                if len(self._tokens) + len(fresh) > cache_size:
+                    self._tokens.clear()
+                self._tokens.update(fresh)
+        return [got[u.unit_id] for u in units]
 
     def explain(self, matched: list) -> tuple[tuple[str, float], ...]:
         return tuple((self.encoder.describe(n), round(float(s), 4)) for n, s in matched)
