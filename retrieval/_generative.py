@@ -59,6 +59,8 @@ class GenerativeConfig(BaseModel):
     drop_stopword_keys: bool = Field(True, description="drop body keys made only of stopwords or punctuation")
     batch_size: int = Field(8, ge=1)
     task: str = "generic"
+    granularity: Granularity | None = Field(None, description="override the task prompt's granularity (page, "
+                                            "passage, sentence, entity)")
     prompts: dict[str, PromptSpec] = Field(default_factory=lambda: dict(DEFAULT_PROMPTS))
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
     constrained: bool = True
@@ -137,6 +139,7 @@ class GenerativeRetriever(Retriever):
         """``(task used, granularity used, Evidence per query)``: what the model says about each query (see
         ``_evidence``); ``granularity`` overrides the task prompt's (``entity`` decodes titles only)."""
         task, spec = resolve_prompt(task or self.config.task, self.prompts)
+        granularity = granularity or self.config.granularity
         if granularity is not None:
             spec = spec.model_copy(update={"granularity": granularity})
         prefix = self._prefix(task, spec)

@@ -1,4 +1,5 @@
-"""The retriever flags shared by ``genret search``, ``eval``, ``rag`` and ``tune``, and the config they make.
+"""The retriever flags shared by ``genret search``, ``eval``, ``rag`` and ``tune`` (generative, hybrid, dense), and
+the config they make.
 
 Generative flags are passed on only when given, so the defaults stay those of ``GenerativeConfig`` (and the
 ``GENRET_RETRIEVAL__GENERATIVE__…`` environment of the server)."""
@@ -7,13 +8,13 @@ from __future__ import annotations
 
 import argparse
 
-from ._cli_tune import add_hybrid_flags, hybrid_section
-
 
 def add_generative_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("generative retriever (defaults: GenerativeConfig)")
     g.add_argument("--checkpoint", default=None, help="a `genret train retriever` checkpoint")
     g.add_argument("--beam", type=int, default=None, help="beam size (default 15, SEAL's)")
+    g.add_argument("--granularity", choices=("page", "passage", "sentence", "entity"), default=None,
+                   help="override the task prompt's granularity (e.g. a checkpoint's saved prompts)")
     g.add_argument("--copy-bonus", type=float, default=None,
                    help="log-probability bonus for the query's content tokens while decoding")
     g.add_argument("--calibration", type=float, default=None,
@@ -31,12 +32,54 @@ def add_generative_flags(p: argparse.ArgumentParser) -> None:
 def generative_section(a: argparse.Namespace) -> dict:
     """The generative section from the flags that were given."""
     gen: dict = {"device": a.device}
-    for key in ("checkpoint", "beam", "copy_bonus", "query_keys", "decode_body", "decode_titles", "unigram_scores"):
+    for key in ("checkpoint", "beam", "granularity", "copy_bonus", "query_keys", "decode_body", "decode_titles",
+                "unigram_scores"):
         if getattr(a, key, None) is not None:
             gen[key] = getattr(a, key)
     if getattr(a, "calibration", None) is not None:
         gen["scoring"] = {"calibration": a.calibration}
     return gen
+
+
+def add_hybrid_flags(p: argparse.ArgumentParser) -> None:
+    """The hybrid retriever's flags; each left out stays unset (see ``hybrid_section``)."""
+    p.add_argument("--hybrid", default=None, metavar="NAMES",
+                   help="hybrid: member retrievers, e.g. bm25,dense (default: those of the index's fitted weights "
+                   "(genret tune), else every retriever the index has — the slow generative one included where "
+                   "it has an FM-index)")
+    p.add_argument("--fusion", choices=("rrf", "weighted"), default=None,
+                   help="hybrid: normalised weighted scores (default) or reciprocal-rank fusion")
+    p.add_argument("--rrf-k", type=int, default=None, help="hybrid RRF: rank offset (default 60)")
+    p.add_argument("--hybrid-weights", default=None, metavar="W",
+                   help="hybrid: e.g. bm25=1,dense=2 (names the members when --hybrid is not given; overrides "
+                   "fitted weights)")
+    p.add_argument("--hybrid-tuned", default=None, metavar="auto|off|FILE",
+                   help="hybrid: fitted weights to use — auto (default: INDEX/hybrid-weights.json when present), "
+                   "off, or a file written by `genret tune --out`")
+
+
+def hybrid_section(a: argparse.Namespace) -> dict:
+    """Only the hybrid settings given as flags (what is not given may come from the index's fitted weights)."""
+    from indexing import ConfigError
+
+    hybrid: dict = {}
+    if a.hybrid:
+        hybrid["retrievers"] = [x.strip() for x in a.hybrid.split(",") if x.strip()]
+    for key, value in (("method", a.fusion), ("rrf_k", a.rrf_k), ("tuned", a.hybrid_tuned)):
+        if value is not None:
+            hybrid[key] = value
+    if a.hybrid_weights:
+        weights = {}
+        for item in a.hybrid_weights.split(","):
+            name, sep, value = item.partition("=")
+            try:
+                weights[name.strip()] = float(value)
+            except ValueError:
+                sep = ""
+            if not sep:
+                raise ConfigError(f"--hybrid-weights takes NAME=NUMBER,…, got {item!r}")
+        hybrid["weights"] = weights
+    return hybrid
 
 
 def add_retriever_flags(p: argparse.ArgumentParser) -> None:

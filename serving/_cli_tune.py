@@ -1,5 +1,4 @@
-"""``genret tune``: fit the hybrid retriever's fusion weights on a dev file and save them in the index; and the
-hybrid flags of the retrieving commands (``--hybrid``, ``--fusion``, ``--hybrid-weights``, ``--hybrid-tuned``).
+"""``genret tune``: fit the hybrid retriever's fusion weights on a dev file and save them in the index.
 
 Nothing heavy is imported at module level (``genret --help`` stays instant).
 """
@@ -8,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import json
+
+from ._cli_retrieval import add_generative_flags, generative_section
 
 DESCRIPTION = (
     "Fit the hybrid retriever's fusion on a KILT dev file and save it in the index (INDEX/hybrid-weights.json), "
@@ -22,52 +23,9 @@ DESCRIPTION = (
     "`genret eval INDEX TEST.jsonl --retriever hybrid`.")
 
 
-def add_hybrid_flags(p: argparse.ArgumentParser) -> None:
-    """The hybrid retriever's flags; each left out stays unset (see ``hybrid_section``)."""
-    p.add_argument("--hybrid", default=None, metavar="NAMES",
-                   help="hybrid: member retrievers, e.g. bm25,dense (default: those of the index's fitted weights "
-                   "(genret tune), else every retriever the index has — the slow generative one included where "
-                   "it has an FM-index)")
-    p.add_argument("--fusion", choices=("rrf", "weighted"), default=None,
-                   help="hybrid: normalised weighted scores (default) or reciprocal-rank fusion")
-    p.add_argument("--rrf-k", type=int, default=None, help="hybrid RRF: rank offset (default 60)")
-    p.add_argument("--hybrid-weights", default=None, metavar="W",
-                   help="hybrid: e.g. bm25=1,dense=2 (names the members when --hybrid is not given; overrides "
-                   "fitted weights)")
-    p.add_argument("--hybrid-tuned", default=None, metavar="auto|off|FILE",
-                   help="hybrid: fitted weights to use — auto (default: INDEX/hybrid-weights.json when present), "
-                   "off, or a file written by `genret tune --out`")
-
-
-def hybrid_section(a: argparse.Namespace) -> dict:
-    """Only the hybrid settings given as flags (what is not given may come from the index's fitted weights)."""
-    from indexing import ConfigError
-
-    hybrid: dict = {}
-    if a.hybrid:
-        hybrid["retrievers"] = [x.strip() for x in a.hybrid.split(",") if x.strip()]
-    for key, value in (("method", a.fusion), ("rrf_k", a.rrf_k), ("tuned", a.hybrid_tuned)):
-        if value is not None:
-            hybrid[key] = value
-    if a.hybrid_weights:
-        weights = {}
-        for item in a.hybrid_weights.split(","):
-            name, sep, value = item.partition("=")
-            try:
-                weights[name.strip()] = float(value)
-            except ValueError:
-                sep = ""
-            if not sep:
-                raise ConfigError(f"--hybrid-weights takes NAME=NUMBER,…, got {item!r}")
-        hybrid["weights"] = weights
-    return hybrid
-
-
 def _cmd_tune(a: argparse.Namespace) -> int:
     from eval._fusion_tune import tune_fusion
     from retrieval import RetrievalConfig
-
-    from ._cli_retrieval import generative_section
 
     gen = generative_section(a)
     config = RetrievalConfig(dense={"device": a.device, "ef_search": a.ef_search, "nprobe": a.nprobe},
@@ -122,8 +80,6 @@ def register(subparsers) -> None:
     p.add_argument("--out", default=None, help="write here instead of INDEX/hybrid-weights.json (use it with "
                    "--hybrid-tuned FILE)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    from ._cli_retrieval import add_generative_flags
-
     add_generative_flags(p)
     p.add_argument("--ef-search", type=int, default=None, help="dense HNSW: query-time ef")
     p.add_argument("--nprobe", type=int, default=None, help="dense IVF: lists probed")

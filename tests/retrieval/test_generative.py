@@ -396,3 +396,11 @@ def test_priors_are_the_empty_query_log_probabilities_and_cached(retriever):
                                                                           abs=1e-4)
     again = r.gatherer.priors("generic", spec, "body", None, (), body)
     assert again == {k: pytest.approx(ev[0].priors.get(k, ev[1].priors.get(k)), abs=1e-9) for k in body}
+
+
+def test_config_granularity_overrides_the_prompt(retriever):
+    cfg = retriever.config.model_copy(update={"granularity": "page"})
+    r = GenerativeRetriever(retriever.index, cfg, lm=retriever.lm)
+    hits = r.search(QUERIES[2], k=5, task="qa")  # qa's prompt says passage
+    assert len({h.provenance.wikipedia_id for h in hits}) == len(hits)
+    assert hits == retriever.batch_search([QUERIES[2]], 5, task="qa", granularity="page")[0]
