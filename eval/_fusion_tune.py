@@ -4,10 +4,11 @@ defaults or any member alone.
 Each member runs once over the dev records at ``depth`` (its hit lists are kept: the generative one is slow);
 then every candidate fusion is scored from those lists with the project's KILT metric (``score``, ``LEVELS``):
 weighted min-max (the default method), and optionally z-score and RRF, each over a grid on the weight simplex
-(step ``step``) plus the default equal weights (all members, and BM25 + dense alone).  The simplex corners are
-the members alone, so on the dev data the result is at least as good as the best member and the defaults.  The
-objective is ``metric`` averaged over ``levels``; ties go to the BM25 + dense default, then the equal weights,
-then fewer members (a member weighed 0 is not even loaded), weighted min-max, and the weights nearest equal.
+(step ``step``) plus the default weights (all members: 1 each, generative 0.25; and BM25 + dense alone).  The
+simplex corners are the members alone, so on the dev data the result is at least as good as the best member
+and the defaults.  The objective is ``metric`` averaged over ``levels``; ties go to the BM25 + dense default,
+then the default weights, then fewer members (a member weighed 0 is not even loaded), weighted min-max, and the
+weights nearest equal.
 """
 
 from __future__ import annotations
@@ -183,12 +184,14 @@ class _Fusions:
         """The best ``(weights, scheme)`` over the grid and the default candidates, and how many were tried
         (``results`` gains the defaults' metrics)."""
         names, n = self.names, len(self.names)
-        equal = (1.0,) * n
+        from retrieval import DEFAULT_MEMBER_WEIGHTS
+
+        equal = tuple(DEFAULT_MEMBER_WEIGHTS.get(m, 1.0) for m in names)  # the defaults: 1 each, generative 0.25
         old = tuple(1.0 if m in OLD_DEFAULT else 0.0 for m in names)
         has_old = all(m in names for m in OLD_DEFAULT) and n > len(OLD_DEFAULT)
         candidates = [(equal, "minmax")] + ([(old, "minmax")] if has_old else [])
         candidates += [(w, s) for s in methods for w in simplex(n, step)]
-        results["default: equal weights"] = self.evaluate("minmax", equal)
+        results["default weights"] = self.evaluate("minmax", equal)
         if has_old:
             results["default: bm25+dense"] = self.evaluate("minmax", old)
         order = {s: i for i, s in enumerate(SCHEMES)}

@@ -10,7 +10,7 @@ a bad file never stops an index from opening, only the hybrid retriever from loa
 Which weights a hybrid retriever uses (``effective_hybrid``): explicit ``weights`` win; else the fitted file
 (``tuned``: ``auto`` = the index's file when present, or a path), when its members match the explicit
 ``retrievers`` (all it tried, or those it kept) and an explicit ``method``/``normalize`` agrees with it; else
-equal weights over the configured members or every retriever the index supports.
+the default weights (1 each, generative 0.25) over the configured members or every retriever the index supports.
 """
 
 from __future__ import annotations

@@ -12,7 +12,15 @@ import pytest
 from eval import evaluate
 from eval._fusion_tune import _Fusions, _Scorer, simplex, tune_fusion
 from indexing import ConfigError, Index, IndexFormatError
-from retrieval import Hit, HybridConfig, Provenance, RetrievalConfig, available_retrievers, load_retriever
+from retrieval import (
+    DEFAULT_MEMBER_WEIGHTS,
+    Hit,
+    HybridConfig,
+    Provenance,
+    RetrievalConfig,
+    available_retrievers,
+    load_retriever,
+)
 from retrieval._fusion_weights import WEIGHTS_FILE, read_tuned
 from serving._cli import main
 
@@ -63,7 +71,7 @@ def test_default_members_include_generative_where_the_index_has_an_fm_index(tiny
         r = load_retriever(ix, "hybrid", config)
         try:
             assert list(r.members) == ["dense", "bm25", "generative"] and r.tuned_from is None
-            assert set(r.weights.values()) == {1.0}
+            assert r.weights == {"dense": 1.0, "bm25": 1.0, "generative": 0.25}
             hits = r.search("Who created Python?", k=3)
             assert len(hits) == 3 and hits[0].provenance.wikipedia_id == "p-python"
         finally:
@@ -141,7 +149,7 @@ def test_tuning_writes_a_self_describing_file(tuned, questions):
     assert raw["objective"] == {"metric": "Rprec", "levels": ["page", "passage"]}
     assert raw["member_settings"]["generative"]["beam"] == 2
     results = doc.results
-    assert {"dense alone", "bm25 alone", "generative alone", "default: equal weights", "default: bm25+dense",
+    assert {"dense alone", "bm25 alone", "generative alone", "default weights", "default: bm25+dense",
             "fused (chosen)"} <= set(results)
     chosen = results["fused (chosen)"]["objective"]
     assert all(chosen >= r["objective"] - 1e-12 for r in results.values())  # never worse on the tuning data
@@ -207,7 +215,7 @@ def test_what_overrides_the_saved_weights(tuned, config, hybrid, used):
         r = load_retriever(index, "hybrid", with_hybrid(config, hybrid))
         assert (r.tuned_from == str(path)) is used
         if not used and "weights" not in hybrid:
-            assert set(r.weights.values()) == {1.0}
+            assert r.weights == {m: DEFAULT_MEMBER_WEIGHTS.get(m, 1.0) for m in r.members}
         r.close()
 
 
@@ -238,7 +246,7 @@ def test_cli_round_trip(tiny_index, questions, tmp_path, capsys):
     assert main(["tune", str(ix), str(questions), "--members", "bm25,dense", "--device", "cpu", "--depth", "10",
                  "--step", "0.25", "--quiet"]) == 0
     out = capsys.readouterr().out
-    for words in ("bm25 alone", "dense alone", "default: equal weights", "fused (chosen)", "chosen: ",
+    for words in ("bm25 alone", "dense alone", "default weights", "fused (chosen)", "chosen: ",
                   str(ix / WEIGHTS_FILE)):
         assert words in out
     doc = read_tuned(ix / WEIGHTS_FILE)
