@@ -66,9 +66,9 @@ class EvidenceGatherer:
 
     def __init__(self, lm, fm, encoder) -> None:
         self.lm, self.fm, self.encoder = lm, fm, encoder
-        self._null: dict[tuple, Stepper] = {}
-        # log P(key | empty query) per (null prompt, key): the same for every query, so kept across queries
-        self._priors: dict[tuple, dict[tuple[int, ...], float]] = {}
+        # per empty-query prompt: its started stepper and log P(key | empty query) per key (the same for every
+        # query, so kept across queries)
+        self._null: dict[tuple, tuple[Stepper, dict[tuple[int, ...], float]]] = {}
 
     def _tok(self, texts: Sequence[str]) -> list[list[int]]:
         return [list(x) for x in self.lm.tokenizer(list(texts))["input_ids"]]
@@ -78,19 +78,19 @@ class EvidenceGatherer:
         st.start(prompts)
         return st
 
-    def _null_stepper(self, task: str, spec: PromptSpec, target: str, prefix, suffix: tuple[int, ...]) -> Stepper:
+    def _null_prompt(self, task: str, spec: PromptSpec, target: str, prefix,
+                     suffix: tuple[int, ...]) -> tuple[Stepper, dict[tuple[int, ...], float]]:
+        """The prompt with an empty query (started once) and its cache of key priors."""
         key = (task, spec.model_dump_json(), target, suffix, id(prefix))
         if key not in self._null:
-            self._null[key] = self._started([self._tok([prompt_text(spec, "", target)])[0] + list(suffix)],
-                                            prefix)
-            self._priors[key] = {}
+            prompt = self._tok([prompt_text(spec, "", target)])[0] + list(suffix)
+            self._null[key] = (self._started([prompt], prefix), {})
         return self._null[key]
 
     def priors(self, task: str, spec: PromptSpec, target: str, prefix, suffix: tuple[int, ...],
                keys: list[tuple[int, ...]], cache_size: int = 500_000) -> dict[tuple[int, ...], float]:
         """log P(key | prompt with an empty query) for each key (teacher-forced once, then cached)."""
-        null = self._null_stepper(task, spec, target, prefix, suffix)
-        cache = self._priors[(task, spec.model_dump_json(), target, suffix, id(prefix))]
+        null, cache = self._null_prompt(task, spec, target, prefix, suffix)
         todo = [k for k in dict.fromkeys(keys) if k not in cache]
         if len(cache) + len(todo) > cache_size:
             cache.clear()
@@ -171,11 +171,10 @@ class EvidenceGatherer:
                 evidence[r].keys.append(Key(k, scores[j] if j in scores else found[r][k]))
             if cfg.calibrate:
                 prior = self.priors(task, spec, kind, prefix, forced, tails)
-                null = self._null_stepper(task, spec, kind, prefix, forced)
                 for r, k, t in zip(rows, flat, tails):
-                    evidence[r].priors[k] = float(prior[t])
+                    evidence[r].priors[k] = prior[t]
                 if kind == "body" and cfg.unigrams:
-                    p0 = null.first[0].float().cpu().numpy()
+                    p0 = self._null_prompt(task, spec, kind, prefix, forced)[0].first[0].float().cpu().numpy()
                     for ev in evidence:
                         ev.unigram_prior = p0
         for ev in evidence:

@@ -22,6 +22,7 @@ from indexing._units import sentence_spans
 
 from ._decoding import Key
 from ._evidence import Evidence, EvidenceGatherer, EvidenceSettings
+from ._keys import has_content
 from ._prompts import DEFAULT_PROMPTS, Granularity, PromptSpec, resolve_prompt
 from ._seal_scoring import ScoringConfig, first_stage, key_weight, score_tokens
 from ._types import Hit, Provenance, Retriever
@@ -211,8 +212,6 @@ class GenerativeRetriever(Retriever):
         """Whether token ``t`` holds a word that is not a stopword (cached per token)."""
         hit = self._word_tokens.get(t)
         if hit is None:
-            from ._keys import has_content
-
             hit = self._word_tokens[t] = has_content(self.encoder.tokenizer.decode([t]))
         return hit
 

@@ -155,26 +155,22 @@ class Stepper:
             ids[i, :len(x)] = torch.tensor(x, dtype=torch.long)
             valid[i, :len(x)] = True
         ids, valid = ids.to(self.device), valid.to(self.device)
-        idx = torch.tensor(rows, dtype=torch.long, device=self.device)
+        row = self.fork(rows)  # row i: the prompt of sequence i, its cache, mask and first log-probabilities
         lp = torch.zeros((len(seqs), width), dtype=torch.float32, device=self.device)
-        lp[:, 0] = self.first.index_select(0, idx).gather(1, ids[:, :1]).squeeze(1)  # log P(token 0 | prompt)
+        lp[:, 0] = row.first.gather(1, ids[:, :1]).squeeze(1)  # log P(token 0 | prompt)
         if width > 1:
             with torch.inference_mode():
                 if self.lm.seq2seq:
                     start_id = self.model.config.decoder_start_token_id
                     dec = torch.cat([torch.full((len(seqs), 1), start_id, dtype=torch.long, device=self.device),
                                      ids[:, :-1]], dim=1)
-                    enc = type(self.enc)(last_hidden_state=self.enc.last_hidden_state.index_select(0, idx))
-                    logits = self.model(encoder_outputs=enc, attention_mask=self.mask.index_select(0, idx),
+                    logits = self.model(encoder_outputs=row.enc, attention_mask=row.mask,
                                         decoder_input_ids=dec).logits[:, 1:]
                 else:
-                    cache = copy.deepcopy(self.cache)
-                    cache.reorder_cache(idx)
-                    pmask = self.mask.index_select(0, idx)
-                    mask = torch.cat([pmask, valid[:, :-1].long()], dim=1)
-                    pos = pmask.sum(-1, keepdim=True) + torch.arange(width - 1, device=self.device).unsqueeze(0)
+                    mask = torch.cat([row.mask, valid[:, :-1].long()], dim=1)
+                    pos = row.mask.sum(-1, keepdim=True) + torch.arange(width - 1, device=self.device).unsqueeze(0)
                     hidden = self.model.base_model(input_ids=ids[:, :-1], attention_mask=mask, position_ids=pos,
-                                                   past_key_values=cache, use_cache=True).last_hidden_state
+                                                   past_key_values=row.cache, use_cache=True).last_hidden_state
                 sel = valid[:, 1:]
                 if self.lm.seq2seq:
                     logits = logits[sel].float()
