@@ -22,14 +22,13 @@ from typing import Any
 
 from indexing import ConfigError, GenretError, Index
 from indexing._manifest import sha256_file
-from indexing._progress import progress_bar
 from retrieval import Hit, RetrievalConfig, Retriever, load_retriever
 from retrieval._fusion_weights import DevInfo, IndexInfo, Objective, TunedFusion, weights_path, write_tuned
 from retrieval._hybrid import fuse, fused_order, member_contributions
 from retrieval._registry import base_retrievers
 
 from ._kilt_io import read_kilt
-from ._runner import LEVELS, group_by_task
+from ._runner import LEVELS, search_records
 from ._score import score
 
 SCHEMES = {"minmax": ("weighted", "minmax"), "zscore": ("weighted", "zscore"), "rrf": ("rrf", "minmax")}
@@ -54,17 +53,9 @@ def run_members(index: Index, names: Sequence[str], gold: list[dict], depth: int
     out: dict[str, list[list[Hit]]] = {}
     for name in names:
         r: Retriever = load_retriever(index, name, config)
-        batch = getattr(getattr(config, name, None), "batch_size", 64)
-        results: list[list[Hit]] = [[] for _ in gold]
         try:
-            with progress_bar(len(gold), f"retrieving ({name})", progress) as bar:
-                for start in range(0, len(gold), batch):
-                    chunk = gold[start:start + batch]
-                    for task, idx in group_by_task(chunk, task_name).items():
-                        found = r.batch_search([str(chunk[i]["input"]) for i in idx], depth, task=task)
-                        for i, hits in zip(idx, found):
-                            results[start + i] = hits
-                    bar.update(len(chunk))
+            results = search_records(r, gold, depth, batch_size=getattr(getattr(config, name, None), "batch_size", 64),
+                                     task_name=task_name, progress=progress)
         finally:
             closer = getattr(r, "close", None)
             if callable(closer):

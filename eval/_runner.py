@@ -43,25 +43,32 @@ def group_by_task(records: list[dict], task_name: str | None) -> dict[str | None
     return by_task
 
 
-def predict(r: Retriever, task: list[dict], k: int = 100, *, batch_size: int = 64, with_text: int = 20,
-            task_name: str | None = None, progress: bool = True) -> list[dict]:
-    """KILT-format predictions: one output per record, provenance in rank order.
+def search_records(r: Retriever, records: list[dict], k: int = 100, *, batch_size: int = 64,
+                   task_name: str | None = None, progress: bool = True) -> list[list[Hit]]:
+    """Hits for every record's ``input``, in record order, ``batch_size`` records a call.
 
     The task prompt is ``task_name``, else each record's ``meta.task`` (retrievers without prompts ignore it).
     """
-    preds = []
-    with progress_bar(len(task), f"retrieving ({r.name})", progress) as bar:
-        for start in range(0, len(task), batch_size):
-            chunk = task[start:start + batch_size]
-            results: list = [None] * len(chunk)
+    results: list[list[Hit]] = []
+    with progress_bar(len(records), f"retrieving ({r.name})", progress) as bar:
+        for start in range(0, len(records), batch_size):
+            chunk = records[start:start + batch_size]
+            found: list = [None] * len(chunk)
             for name, idx in group_by_task(chunk, task_name).items():
                 for i, hits in zip(idx, r.batch_search([str(chunk[i]["input"]) for i in idx], k, task=name)):
-                    results[i] = hits
-            for rec, hits in zip(chunk, results):
-                preds.append({"id": rec["id"], "input": rec["input"],
-                              "output": [{"answer": "", "provenance": hits_to_provenance(hits, with_text)}]})
+                    found[i] = hits
+            results.extend(found)
             bar.update(len(chunk))
-    return preds
+    return results
+
+
+def predict(r: Retriever, task: list[dict], k: int = 100, *, batch_size: int = 64, with_text: int = 20,
+            task_name: str | None = None, progress: bool = True) -> list[dict]:
+    """KILT-format predictions: one output per record, provenance in rank order (see ``search_records``)."""
+    results = search_records(r, task, k, batch_size=batch_size, task_name=task_name, progress=progress)
+    return [{"id": rec["id"], "input": rec["input"],
+             "output": [{"answer": "", "provenance": hits_to_provenance(hits, with_text)}]}
+            for rec, hits in zip(task, results)]
 
 
 def evaluate(index: str | Path | Index, task_path: str | Path, retriever: str | None = None, k: int = 100, *,
