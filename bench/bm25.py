@@ -6,7 +6,7 @@ For each task: a paragraph-unit index (``build_index(..., IndexConfig(components
 the queries.  Speed is measured after a warm-up, at k=``--k``, best of ``--repeats`` runs, as a loop of
 ``search`` and as one ``batch_search`` with 1 and 2 Java threads (hits include the unit-store look-up and
 provenance).
-Quality: page- and paragraph-level R-Precision and recall@1/5/20/100 (KILT definitions, ``eval._score``).
+Quality: page- and paragraph-level R-Precision and recall@1/5/20/100 (KILT definitions, ``genret.eval._score``).
 
     python bench/bm25.py [--minikilt /work/shared/minikilt] [--tasks squad scifact climate_fever] [--k 100]
                          [--repeats 3] [--work DIR]
@@ -26,12 +26,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from eval._kilt_io import read_kilt  # noqa: E402
-from eval._score import score  # noqa: E402
-from indexing import Index, IndexConfig, build_index  # noqa: E402
-from indexing._bm25 import BM25Config, build_bm25  # noqa: E402
-from indexing._manifest import read_manifest, write_manifest  # noqa: E402
-from retrieval._bm25 import BM25Retriever  # noqa: E402
+from genret.eval._kilt_io import read_kilt  # noqa: E402
+from genret.eval._score import score  # noqa: E402
+from genret.indexing import Index, IndexConfig, build_index  # noqa: E402
+from genret.indexing._bm25 import BM25Config, build_bm25  # noqa: E402
+from genret.indexing._manifest import read_manifest, write_manifest  # noqa: E402
+from genret.retrieval._bm25 import BM25Retriever  # noqa: E402
 
 TASKS = ("squad", "scifact", "climate_fever")
 LEVELS = {"page": ("wikipedia_id",), "paragraph": ("wikipedia_id", "start_paragraph_id")}
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work", type=Path, help="keep the indexes here (default: a temporary directory)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    from indexing._java import import_pyserini
+    from genret.indexing._java import import_pyserini
 
     t0 = time.perf_counter()
     ps = import_pyserini()  # JVM start-up, timed apart from the builds

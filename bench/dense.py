@@ -8,7 +8,7 @@ synthetic set is ``--synthetic`` random normal 384-d vectors, L2-normalised, wit
 case for IVF and HNSW: no cluster structure).  HNSW is built on at most ``--hnsw-max`` vectors (its build is
 the slowest by far on a small CPU); its recall is then measured against flat search over the same vectors.
 
-Indexes are built by ``indexing._dense.build_faiss`` with the parameters ``faiss_params`` gives for the
+Indexes are built by ``genret.indexing._dense.build_faiss`` with the parameters ``faiss_params`` gives for the
 ``DenseConfig`` defaults (HNSW M=32, efConstruction=200, efSearch=128; IVF-PQ nlist ≈ 4·√n, PQ dim/8 × 8 bit,
 nprobe=16).  Per method: build seconds (FAISS only; encoding is reported apart), bytes a vector (the index's
 serialized size / n; numpy: the raw float32 matrix), queries/s of one batched search of all queries at k=10
@@ -45,8 +45,8 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from indexing import DenseConfig, Index, IndexConfig, build_index  # noqa: E402
-from indexing._dense import build_faiss, faiss_params, unit_text  # noqa: E402
+from genret.indexing import DenseConfig, Index, IndexConfig, build_index  # noqa: E402
+from genret.indexing._dense import build_faiss, faiss_params, unit_text  # noqa: E402
 
 TASKS = ("squad", "scifact", "climate_fever")
 K = 10
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> None:
     work = Path(tempfile.mkdtemp(prefix="genret-bench-dense-"))
     try:
         if not args.no_minikilt:
-            from indexing import SentenceTransformerEncoder
+            from genret.indexing import SentenceTransformerEncoder
 
             encoder = SentenceTransformerEncoder(device="cpu")
             for task in args.tasks:

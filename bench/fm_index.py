@@ -1,4 +1,4 @@
-"""Benchmark of the FM-index (``indexing._fm_index``) against tokengrams and a plain numpy suffix array.
+"""Benchmark of the FM-index (``genret.indexing._fm_index``) against tokengrams and a plain numpy suffix array.
 
 Corpora: Zipf-distributed synthetic token ids (vocabulary 50k, documents of ~100 tokens) of the given sizes, and
 the mini-KILT knowledge sources (one document per paragraph, laid out as ``[1] title [2] paragraph`` like the
@@ -60,8 +60,8 @@ def synthetic(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 def minikilt(task: str) -> tuple[np.ndarray, np.ndarray, float]:
     """Paragraph documents of a mini-KILT knowledge source, tokenized as the fm-index component does."""
-    from indexing._fm_build import encode_texts, title_markers
-    from indexing._models import load_tokenizer
+    from genret.indexing._fm_build import encode_texts, title_markers
+    from genret.indexing._models import load_tokenizer
 
     tok = load_tokenizer("smollm2-135m-instruct")
     start, end, _ = title_markers(tok)
@@ -129,7 +129,7 @@ def dir_bytes(path: Path) -> int:
 
 # -- workers (each run in its own process) -------------------------------------------------------------------
 def work_fm(work: Path, q: dict[str, list]) -> dict[str, Any]:
-    from indexing._fm_index import FMIndex
+    from genret.indexing._fm_index import FMIndex
 
     tokens, lengths = np.load(work / "tokens.npy"), np.load(work / "lengths.npy")
     meta = json.loads((work / "meta.json").read_text())
@@ -144,7 +144,7 @@ def work_fm(work: Path, q: dict[str, list]) -> dict[str, Any]:
 def query_fm(work: Path, q: dict[str, list]) -> dict[str, Any]:
     import wavelet_matrix  # noqa: F401 - imported before the baseline is taken
 
-    from indexing._fm_index import FMIndex
+    from genret.indexing._fm_index import FMIndex
 
     params = json.loads((work / "fm_params.json").read_text())
     before = rss_bytes()

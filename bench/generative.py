@@ -48,9 +48,9 @@ def main() -> None:
 
     import torch
 
-    from eval import LEVELS, predict, read_kilt, score
-    from indexing import Index
-    from retrieval import GenerativeConfig, GenerativeRetriever
+    from genret.eval import LEVELS, predict, read_kilt, score
+    from genret.indexing import Index
+    from genret.retrieval import GenerativeConfig, GenerativeRetriever
 
     torch.set_num_threads(a.threads)
     gold = read_kilt(a.queries)[: a.n]

@@ -12,10 +12,10 @@ import time
 
 import torch
 
-from eval import LEVELS, predict, read_kilt, score
-from indexing import Index
-from retrieval import GenerativeConfig, GenerativeRetriever
-from retrieval._seal_scoring import ScoringConfig
+from genret.eval import LEVELS, predict, read_kilt, score
+from genret.indexing import Index
+from genret.retrieval import GenerativeConfig, GenerativeRetriever
+from genret.retrieval._seal_scoring import ScoringConfig
 
 torch.set_num_threads(1)
 

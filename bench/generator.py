@@ -84,7 +84,7 @@ def generator_throughput(a: argparse.Namespace) -> list[str]:
     """Generated tokens/s and per-prompt latency of the local generator at each batch size."""
     import torch
 
-    from retrieval._generator import GeneratorConfig, HFGenerator
+    from genret.retrieval._generator import GeneratorConfig, HFGenerator
 
     gen = HFGenerator(GeneratorConfig(device=a.device, max_new_tokens=a.max_new_tokens))
     prompts = rag_prompts(a.n, gen.count_tokens)
@@ -121,8 +121,15 @@ def rag_latency(a: argparse.Namespace) -> list[str] | None:
     one question at a time and in batches of 8; left out when the index does not exist."""
     if not a.index or not Path(a.index, "manifest.json").is_file():
         return None
-    from indexing import Index
-    from retrieval import GeneratorConfig, RagConfig, RagPipeline, available_retrievers, load_generator, load_retriever
+    from genret.indexing import Index
+    from genret.retrieval import (
+        GeneratorConfig,
+        RagConfig,
+        RagPipeline,
+        available_retrievers,
+        load_generator,
+        load_retriever,
+    )
 
     questions = [json.loads(line)["input"] for line in open(SQUAD / "dev.jsonl", encoding="utf-8")][:a.n] \
         if SQUAD.is_dir() else BUILTIN_QUESTIONS[:a.n]

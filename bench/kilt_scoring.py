@@ -22,10 +22,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from eval._downstream_metrics import downstream_scores, gold_answers, rougel_score  # noqa: E402
-from eval._kilt_io import align, read_kilt, write_kilt  # noqa: E402
-from eval._retrieval_metrics import retrieval_scores  # noqa: E402
-from eval._score import score  # noqa: E402
+from genret.eval._downstream_metrics import downstream_scores, gold_answers, rougel_score  # noqa: E402
+from genret.eval._kilt_io import align, read_kilt, write_kilt  # noqa: E402
+from genret.eval._retrieval_metrics import retrieval_scores  # noqa: E402
+from genret.eval._score import score  # noqa: E402
 
 KS = (1, 5, 10, 20, 100)
 PAGE_KEYS = ("wikipedia_id",)

@@ -1,7 +1,7 @@
 """HTTP load test of ``genret serve`` on 127.0.0.1: throughput, latency, errors, memory, HTTP overhead, and
 micro-batching on against off.
 
-The real server (``python -m serving._cli serve``, uvicorn) runs in a subprocess; the load comes from this
+The real server (``python -m genret.serving._cli serve``, uvicorn) runs in a subprocess; the load comes from this
 process with async httpx: ``--concurrency`` workers (1, 8, 32) send ``POST /v1/search`` requests back to back
 until ``--requests`` have been answered (``--generative-requests`` for the generative retriever, whose CPU
 decoding takes seconds), for each retriever the index offers (``--retrievers``).  Per run: throughput,
@@ -60,7 +60,7 @@ K = 10
 
 # ---- the index and the queries ------------------------------------------------------------------------------
 def build_index(out: Path) -> Path:
-    from indexing import DenseConfig, IndexConfig, build_index
+    from genret.indexing import DenseConfig, IndexConfig, build_index
 
     print(f"building dense + bm25 + fm over {SQUAD / 'knowledge_source.jsonl'} -> {out}", file=sys.stderr)
     build_index(SQUAD / "knowledge_source.jsonl", out, IndexConfig(dense=DenseConfig(device="cpu")), progress=False)
@@ -82,7 +82,7 @@ class Server:
             self.port = s.getsockname()[1]
         self.base = f"http://127.0.0.1:{self.port}"
         log_level = os.environ.get("LOAD_SERVER_LOG", "warning")
-        cmd = [sys.executable, "-m", "serving._cli", "serve", str(index), "--host", "127.0.0.1", "--port",
+        cmd = [sys.executable, "-m", "genret.serving._cli", "serve", str(index), "--host", "127.0.0.1", "--port",
                str(self.port), "--preload", ",".join(retrievers), "--log-level", log_level, "--no-access-log",
                "--timeout", "900", *extra]
         self.log = open(log, "w")
@@ -247,8 +247,8 @@ def warm_up(server: Server, retrievers: list[str], queries: list[str], task: str
 def http_overhead(server: Server, index: Path, queries: list[str], n: int) -> dict:
     """p50 over HTTP (dense, concurrency 1) against the same search in process, query by query alternating
     (the machine's load drifts; pairs see the same load).  Also the median of the per-pair differences."""
-    from serving import Settings
-    from serving._service import SearchService
+    from genret.serving import Settings
+    from genret.serving._service import SearchService
 
     service = SearchService(Settings(indexes=[index], retrieval={"dense": {"device": "cpu"}}))
     service.search(queries[0], K, retriever="dense")
@@ -321,8 +321,8 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="genret-load-"))
     index = a.index or build_index(tmp / "squad")
-    from indexing import Index
-    from retrieval import available_retrievers
+    from genret.indexing import Index
+    from genret.retrieval import available_retrievers
 
     with Index(index) as ix:
         offered = available_retrievers(ix)

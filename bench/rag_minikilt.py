@@ -48,9 +48,16 @@ def main() -> None:
 
         torch.set_num_threads(args.threads)
 
-    from eval._rag_eval import evaluate_rag
-    from indexing import Index
-    from retrieval import GeneratorConfig, RagConfig, RagPipeline, load_demo_source, load_generator, load_retriever
+    from genret.eval._rag_eval import evaluate_rag
+    from genret.indexing import Index
+    from genret.retrieval import (
+        GeneratorConfig,
+        RagConfig,
+        RagPipeline,
+        load_demo_source,
+        load_generator,
+        load_retriever,
+    )
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

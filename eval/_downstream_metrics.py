@@ -28,8 +28,8 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
-from eval._kilt_io import gc_paused
-from indexing._errors import InputError
+from genret.eval._kilt_io import gc_paused
+from genret.indexing._errors import InputError
 
 __all__ = ["accuracy", "downstream_scores", "exact_match", "f1_score", "gold_answers", "gold_titles",
            "normalize_answer", "rouge_l", "rouge_l_package", "rougel_score"]
@@ -204,7 +204,7 @@ def downstream_scores(pairs: Sequence[tuple[Record, Record]], *,
     "downstream": {"accuracy", "em", "f1", "rougel"}, "retrieval": {"Rprec", "recall@5"}}``, each a
     mean over all pairs (an empty predicted answer scores 0 but is counted).
     """
-    from eval._retrieval_metrics import _retrieval_scores  # here: the two modules import each other
+    from genret.eval._retrieval_metrics import _retrieval_scores  # here: the two modules import each other
 
     with gc_paused():
         page_rprec: list[float] = []

@@ -20,12 +20,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from indexing import ConfigError, GenretError, Index
-from indexing._manifest import sha256_file
-from retrieval import Hit, RetrievalConfig, Retriever, load_retriever
-from retrieval._fusion_weights import DevInfo, IndexInfo, Objective, TunedFusion, weights_path, write_tuned
-from retrieval._hybrid import fuse, fused_order, member_contributions
-from retrieval._registry import base_retrievers
+from genret.indexing import ConfigError, GenretError, Index
+from genret.indexing._manifest import sha256_file
+from genret.retrieval import Hit, RetrievalConfig, Retriever, load_retriever
+from genret.retrieval._fusion_weights import DevInfo, IndexInfo, Objective, TunedFusion, weights_path, write_tuned
+from genret.retrieval._hybrid import fuse, fused_order, member_contributions
+from genret.retrieval._registry import base_retrievers
 
 from ._kilt_io import read_kilt
 from ._runner import LEVELS, search_records
@@ -175,7 +175,7 @@ class _Fusions:
         """The best ``(weights, scheme)`` over the grid and the default candidates, and how many were tried
         (``results`` gains the defaults' metrics)."""
         names, n = self.names, len(self.names)
-        from retrieval import DEFAULT_MEMBER_WEIGHTS
+        from genret.retrieval import DEFAULT_MEMBER_WEIGHTS
 
         equal = tuple(DEFAULT_MEMBER_WEIGHTS.get(m, 1.0) for m in names)  # the defaults: 1 each, generative 0.25
         old = tuple(1.0 if m in OLD_DEFAULT else 0.0 for m in names)
@@ -213,6 +213,6 @@ def _settings(config: RetrievalConfig, name: str) -> dict[str, Any]:
 
 
 def _version() -> str:
-    from indexing._build import _version as v
+    from genret.indexing._build import _version as v
 
     return v()

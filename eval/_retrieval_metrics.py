@@ -25,9 +25,9 @@ from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from eval._downstream_metrics import gold_answers, gold_titles, normalize_answer
-from eval._kilt_io import gc_paused
-from indexing._errors import GenretError, InputError
+from genret.eval._downstream_metrics import gold_answers, gold_titles, normalize_answer
+from genret.eval._kilt_io import gc_paused
+from genret.indexing._errors import GenretError, InputError
 
 __all__ = ["DEFAULT_KS", "PAGE_KEYS", "answer_and_ent_in_context_at_k", "answer_in_context_at_k",
            "entity_in_context_at_k", "entity_in_input", "evidence_sets", "get_rank", "ids_list",
@@ -326,7 +326,7 @@ def retrieval_scores(pairs: Iterable[tuple[Record, Record]], ks: Iterable[int] =
                      rank_keys: RankKeys = PAGE_KEYS, include_recall_at_1: bool = False) -> dict[str, float]:
     """KILT's ``compute``: mean retrieval metrics over aligned ``(guess, gold)`` pairs.
 
-    Each guess must hold exactly one output (see :func:`eval._kilt_io.align`). Keys and their order
+    Each guess must hold exactly one output (see :func:`genret.eval._kilt_io.align`). Keys and their order
     are KILT's: ``Rprec``, ``entity_in_input``, then per k ``precision@k``, ``answer_in_context@k``,
     ``answer_and_ent_in_context@k``, ``entity_in_context@k`` and, for ``k > 1``, ``recall@k`` and
     ``success_rate@k`` (``recall@1`` too when ``include_recall_at_1``).

@@ -6,9 +6,9 @@ import logging
 import time
 from pathlib import Path
 
-from indexing import GenretError, Index
-from indexing._progress import progress_bar
-from retrieval import Hit, RetrievalConfig, Retriever, load_retriever
+from genret.indexing import GenretError, Index
+from genret.indexing._progress import progress_bar
+from genret.retrieval import Hit, RetrievalConfig, Retriever, load_retriever
 
 from ._kilt_io import read_kilt, write_kilt
 from ._score import score

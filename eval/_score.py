@@ -6,9 +6,9 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from eval._downstream_metrics import _answer_scores
-from eval._kilt_io import align, gc_paused, read_kilt
-from eval._retrieval_metrics import DEFAULT_KS, PAGE_KEYS, RankKeys, _keys, _ks, _retrieval_scores
+from genret.eval._downstream_metrics import _answer_scores
+from genret.eval._kilt_io import align, gc_paused, read_kilt
+from genret.eval._retrieval_metrics import DEFAULT_KS, PAGE_KEYS, RankKeys, _keys, _ks, _retrieval_scores
 
 __all__ = ["score"]
 
@@ -33,7 +33,7 @@ def score(guess: Records, gold: Records, *, ks: Iterable[int] = DEFAULT_KS, rank
           downstream: bool | None = None, include_recall_at_1: bool = False) -> dict[str, Any]:
     """Score KILT predictions against gold records with KILT's own metric definitions.
 
-    ``guess`` and ``gold`` are KILT files (see :func:`eval._kilt_io.read_kilt`) or lists of records.
+    ``guess`` and ``gold`` are KILT files (see :func:`genret.eval._kilt_io.read_kilt`) or lists of records.
     Guesses are aligned to the gold order by id; a missing guess is an error, extra guesses are
     ignored. ``retrieval`` is :func:`retrieval_scores` at ``ks`` and ``rank_keys`` (``recall@1`` only
     with ``include_recall_at_1``); ``downstream`` and ``kilt`` are KILT's answer metrics and their

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from indexing import GenretError, Index, InputError
+from genret.indexing import GenretError, Index, InputError
 
 from ._runner import DEFAULT_KS, LEVELS, evaluate
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from indexing import Index
+from genret.indexing import Index
 
 from ._kilt_io import read_kilt
 from ._runner import LEVELS, hits_to_provenance
@@ -19,7 +19,7 @@ def dev_callback(index: Index, dev: dict[str, Path], *, records: int = 100, k: i
     gold = {task: read_kilt(path)[:records] for task, path in dev.items()}
 
     def evaluate(lm, prompts, vectors, epoch) -> dict:
-        from retrieval import GenerativeConfig, GenerativeRetriever
+        from genret.retrieval import GenerativeConfig, GenerativeRetriever
 
         cfg = generative_config or GenerativeConfig(device=lm.device)
         r = GenerativeRetriever(index, cfg, lm=lm, prompt_vectors=vectors, prompts=prompts)

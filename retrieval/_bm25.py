@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from indexing import Index, IndexFormatError, InputError
+from genret.indexing import Index, IndexFormatError, InputError
 
 from ._types import Hit, Provenance, Retriever
 
@@ -38,8 +38,8 @@ class BM25Retriever(Retriever):
     name = "bm25"
 
     def __init__(self, index: Index, config: BM25SearchConfig | None = None) -> None:
-        from indexing._bm25 import ANALYZER, BM25_KIND
-        from indexing._java import import_pyserini
+        from genret.indexing._bm25 import ANALYZER, BM25_KIND
+        from genret.indexing._java import import_pyserini
 
         config = config or BM25SearchConfig()
         comp = index.component("bm25")
@@ -71,7 +71,7 @@ class BM25Retriever(Retriever):
             return []
         if len(queries) == 1:
             return [self._search_one(str(queries[0]), k)]
-        from indexing._java import java_list
+        from genret.indexing._java import java_list
 
         qids = [str(i) for i in range(len(queries))]
         try:
@@ -84,7 +84,7 @@ class BM25Retriever(Retriever):
         return [self._hits(by_qid.get(qid) or []) for qid in qids]
 
     def _search_one(self, query: str, k: int) -> list[Hit]:
-        from indexing._java import MAX_QUERY_TERMS
+        from genret.indexing._java import MAX_QUERY_TERMS
 
         try:
             return self._hits(self._searcher.search(query, int(k)))

@@ -30,10 +30,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from indexing import GenretError, Index, IndexFormatError, InputError, NotFoundError
-from indexing._corpus import open_text
-from indexing._encoder import DEFAULT_DENSE_MODEL
-from indexing._manifest import (
+from genret.indexing import GenretError, Index, IndexFormatError, InputError, NotFoundError
+from genret.indexing._corpus import open_text
+from genret.indexing._encoder import DEFAULT_DENSE_MODEL
+from genret.indexing._manifest import (
     read_manifest,
     read_versioned_json,
     sha256_file,
@@ -167,7 +167,7 @@ def write_pool_dir(examples: list[dict], task: str, tmp: Path, *, model: str, in
     ``model``)."""
     from datetime import UTC, datetime
 
-    from indexing import BM25Config, DenseConfig, IndexConfig, build_index
+    from genret.indexing import BM25Config, DenseConfig, IndexConfig, build_index
 
     if not examples:
         raise InputError("the pool has no usable examples", path=source)

@@ -32,9 +32,9 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from indexing import ConfigError, GenretError, InputError
-from indexing._manifest import staged_dir, write_json_atomic
-from indexing._progress import progress_bar
+from genret.indexing import ConfigError, GenretError, InputError
+from genret.indexing._manifest import staged_dir, write_json_atomic
+from genret.indexing._progress import progress_bar
 
 from ._demo_pool import ENCODER_DIR, DemoPool, PoolStats, check_task_name, read_pool, write_pool_dir
 from ._demos import BM25DemoSource
@@ -283,8 +283,8 @@ def train_demos(demos_dir: str | Path, tasks: dict[str, str | Path], generator: 
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from indexing import resolve_device
-    from indexing._encoder import resolve_model_path
+    from genret.indexing import resolve_device
+    from genret.indexing._encoder import resolve_model_path
 
     config = config or DemoTrainConfig()
     demos_dir, out = Path(demos_dir), Path(out_dir)

@@ -18,7 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
-from indexing import ConfigError, IndexFormatError, NotFoundError
+from genret.indexing import ConfigError, IndexFormatError, NotFoundError
 
 from ._demo_pool import DemoPool, list_tasks
 from ._types import Demo
@@ -107,7 +107,7 @@ class UDRSource(DemoSource):
         self._retrievers: dict[str, object] = {}
 
     def _open(self, pool: DemoPool) -> DemoPool:
-        from indexing import SentenceTransformerEncoder
+        from genret.indexing import SentenceTransformerEncoder
 
         from ._dense import DenseRetriever, DenseSearchConfig
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from indexing import Encoder, Index, SentenceTransformerEncoder
+from genret.indexing import Encoder, Index, SentenceTransformerEncoder
 
 from ._types import Hit, Provenance, Retriever
 
@@ -30,7 +30,7 @@ class DenseRetriever(Retriever):
 
     The FAISS index (flat, HNSW or IVF-PQ: whatever the manifest records) gets its query-time knobs from
     the config or else the manifest (``search_params`` says which were set), and goes to the GPU when the
-    resolved device is CUDA and faiss has GPU support (``indexing._dense._place_index``; HNSW stays on
+    resolved device is CUDA and faiss has GPU support (``genret.indexing._dense._place_index``; HNSW stays on
     the CPU).  Approximate indexes may return fewer than ``k`` hits (IVF lists visited hold fewer).
     """
 
@@ -38,8 +38,8 @@ class DenseRetriever(Retriever):
 
     def __init__(self, index: Index, config: DenseSearchConfig | None = None,
                  encoder: Encoder | None = None) -> None:
-        from indexing import resolve_device
-        from indexing._dense import _place_index, configure_search, load_faiss
+        from genret.indexing import resolve_device
+        from genret.indexing._dense import _place_index, configure_search, load_faiss
 
         config = config or DenseSearchConfig()
         comp = index.component("dense")

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from indexing import ConfigError, Index, IndexFormatError, read_versioned_json
+from genret.indexing import ConfigError, Index, IndexFormatError, read_versioned_json
 
 from ._hybrid import HybridConfig
 
@@ -107,7 +107,7 @@ def weights_path(index: Index | str | Path) -> Path:
 
 def write_tuned(path: str | Path, doc: TunedFusion) -> Path:
     """Write ``doc`` atomically to ``path``."""
-    from indexing import write_json_atomic
+    from genret.indexing import write_json_atomic
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

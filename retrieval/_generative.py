@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from indexing import ConfigError, Index, StoredUnit
-from indexing._units import sentence_spans
+from genret.indexing import ConfigError, Index, StoredUnit
+from genret.indexing._units import sentence_spans
 
 from ._decoding import Key
 from ._evidence import Evidence, EvidenceGatherer, EvidenceSettings
@@ -75,7 +75,7 @@ class GenerativeRetriever(Retriever):
     def __init__(self, index: Index, config: GenerativeConfig | None = None, lm=None, *,
                  prompt_vectors: dict | None = None, prompts: dict[str, PromptSpec] | None = None) -> None:
         """``lm``, ``prompt_vectors`` and ``prompts`` override what the config would load (used in training)."""
-        from indexing._fm_build import load_fm
+        from genret.indexing._fm_build import load_fm
 
         from ._lm import load_lm
         from ._train_io import load_prompt_vectors

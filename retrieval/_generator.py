@@ -15,8 +15,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from indexing import ConfigError, GenretError
-from indexing._models import DEFAULT_LM
+from genret.indexing import ConfigError, GenretError
+from genret.indexing._models import DEFAULT_LM
 
 log = logging.getLogger("genret")
 

@@ -1,7 +1,7 @@
 """Loading language models for generation and generative retrieval: causal (Llama-class) or seq2seq (T5/BART).
 
 Any Hugging Face name or local directory works, and the packaged SmolLM2 GGUF (``smollm2-135m-instruct``,
-see ``indexing._models``).
+see ``genret.indexing._models``).
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from indexing._device import resolve_device
-from indexing._models import load_tokenizer, resolve_checkpoint
+from genret.indexing._device import resolve_device
+from genret.indexing._models import load_tokenizer, resolve_checkpoint
 
 log = logging.getLogger("genret")
 

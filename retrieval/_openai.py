@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from indexing import ConfigError, GenretError
+from genret.indexing import ConfigError, GenretError
 
 from ._generator import Generator, GeneratorConfig, Prompt, _stream_cut, cut_at_stop
 

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from indexing import GenretError
+from genret.indexing import GenretError
 
 from ._generator import Generator, Prompt
 from ._rag_prompt import ANSWER_TASKS, AnswerTask, build_prompt, parse_answer, resolve_answer_task

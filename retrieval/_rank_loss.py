@@ -15,7 +15,7 @@ import math
 import random
 from dataclasses import dataclass
 
-from indexing._store import UnitStore
+from genret.indexing._store import UnitStore
 
 from ._train_data import Pair, _spans, _words, token_words
 from ._train_pseudo import Labelled

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from indexing import Index, NotFoundError
+from genret.indexing import Index, NotFoundError
 
 from ._bm25 import BM25Retriever, BM25SearchConfig
 from ._dense import DenseRetriever, DenseSearchConfig

@@ -31,7 +31,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from indexing import ConfigError, GenretError, Index
+from genret.indexing import ConfigError, GenretError, Index
 
 from ._prompts import DEFAULT_PROMPTS
 from ._train_data import Pair, corpus_pairs, mix, supervised_pairs, unit_pairs
@@ -149,7 +149,7 @@ def train_retriever(config: TrainConfig, index: Index, out: str | Path, *, resum
     """
     import torch
 
-    from indexing._fm_build import load_fm
+    from genret.indexing._fm_build import load_fm
 
     from ._lm import load_lm
     from ._rank_loss import UnitTokens

@@ -20,9 +20,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
-from indexing import InputError, StoredUnit
-from indexing._store import UnitStore
-from indexing._units import sentence_spans
+from genret.indexing import InputError, StoredUnit
+from genret.indexing._store import UnitStore
+from genret.indexing._units import sentence_spans
 
 _WORD = re.compile(r"\w+")
 _STOP = frozenset("a an the of in on at to for by with from and or is are was were be been what which who whom "

@@ -1,5 +1,5 @@
 """The training loop, on Hugging Face ``accelerate``: one code path for CPU, one GPU, several GPUs
-(``accelerate launch -m serving._cli train retriever …``) and mixed precision (bf16/fp16 autocast; weights stay
+(``accelerate launch -m genret.serving._cli train retriever …``) and mixed precision (bf16/fp16 autocast; weights stay
 float32, so checkpoints load anywhere).
 
 Two stages, each with its own warmup + decay schedule (``transformers.get_scheduler``), sharing the AdamW
@@ -23,8 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from indexing._device import resolve_device
-from indexing._progress import progress_bar
+from genret.indexing._device import resolve_device
+from genret.indexing._progress import progress_bar
 
 from ._prompts import PromptSpec, prompt_text
 from ._rank_loss import UnitTokens, margin_loss, rank_batch

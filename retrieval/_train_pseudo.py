@@ -15,9 +15,9 @@ import random
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from indexing import ConfigError, Index
-from indexing._store import UnitStore
-from indexing._units import sentence_spans
+from genret.indexing import ConfigError, Index
+from genret.indexing._store import UnitStore
+from genret.indexing._units import sentence_spans
 
 from ._train_data import _STOP, _WORD
 

@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from indexing import StoredUnit
+from genret.indexing import StoredUnit
 
 
 @dataclass(frozen=True, slots=True)

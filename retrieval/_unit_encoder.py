@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from indexing._fm_build import encode_texts, load_fm_tokenizer
-from indexing._manifest import Component
+from genret.indexing._fm_build import encode_texts, load_fm_tokenizer
+from genret.indexing._manifest import Component
 
 
 class UnitEncoder:

@@ -33,7 +33,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from indexing import GenretError
+from genret.indexing import GenretError
 
 from ._batcher import Dispatcher, EventStream
 from ._errors import RequestError, error_response
@@ -99,7 +99,7 @@ class EventStreamResponse(StreamingResponse):
 def _web_page() -> tuple[str, str]:
     """The page and its Content-Security-Policy: only its own inline script and style (by hash) run, and it
     talks only to this server — injected markup could neither run code nor load anything."""
-    html = resources.files("serving").joinpath("static/index.html").read_text(encoding="utf-8")
+    html = resources.files("genret.serving").joinpath("static/index.html").read_text(encoding="utf-8")
 
     def hashes(tag: str) -> str:
         return " ".join("'sha256-" + base64.b64encode(hashlib.sha256(body.encode()).digest()).decode() + "'"

@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from retrieval import Hit
+from genret.retrieval import Hit
 
 from ._metrics import Metrics
 from ._service import RagOutcome, RagSpec, SearchService

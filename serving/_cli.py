@@ -26,7 +26,15 @@ EXIT_USAGE = 2
 
 
 def _cmd_index(a: argparse.Namespace) -> int:
-    from indexing import BM25Config, DenseConfig, FMConfig, IndexConfig, UnitConfig, available_components, build_index
+    from genret.indexing import (
+        BM25Config,
+        DenseConfig,
+        FMConfig,
+        IndexConfig,
+        UnitConfig,
+        available_components,
+        build_index,
+    )
 
     chosen = [name for name in available_components() if getattr(a, name, False)]
     config = IndexConfig(
@@ -47,8 +55,8 @@ def _cmd_index(a: argparse.Namespace) -> int:
 
 
 def _cmd_search(a: argparse.Namespace) -> int:
-    from indexing import Index
-    from retrieval import load_retriever
+    from genret.indexing import Index
+    from genret.retrieval import load_retriever
 
     with Index(a.index) as index:
         hits = load_retriever(index, a.retriever, retrieval_config(a)).search(a.query, a.k, task=a.task)
@@ -104,7 +112,7 @@ def _print_metrics(report: dict) -> None:
 
 
 def _cmd_eval(a: argparse.Namespace) -> int:
-    from eval import evaluate, score
+    from genret.eval import evaluate, score
 
     ks = tuple(int(x) for x in a.ks.split(",")) if a.ks else None
     if a.index == "score":  # genret eval score GUESS GOLD
@@ -115,7 +123,7 @@ def _cmd_eval(a: argparse.Namespace) -> int:
         print(json.dumps(result, indent=1))
         return 0
     if a.index == "suite":  # genret eval suite SUITE.toml --out DIR
-        from eval import run_suite
+        from genret.eval import run_suite
 
         if len(a.rest) != 1 or not a.out:
             raise usage("usage: genret eval suite SUITE.toml --out DIR")
@@ -147,7 +155,7 @@ def _cmd_rag(a: argparse.Namespace) -> int:
 
 
 def _cmd_add(a: argparse.Namespace) -> int:
-    from indexing._add import add_to_index
+    from genret.indexing._add import add_to_index
 
     m = add_to_index(a.index, a.corpus, skip_bad=a.skip_bad, corpus_format=a.format, device=a.device,
                      progress=not a.quiet)
@@ -157,8 +165,8 @@ def _cmd_add(a: argparse.Namespace) -> int:
 
 
 def _cmd_rebuild_dense(a: argparse.Namespace) -> int:
-    from indexing import DenseConfig
-    from indexing._dense import rebuild_dense
+    from genret.indexing import DenseConfig
+    from genret.indexing._dense import rebuild_dense
 
     m = rebuild_dense(a.index, DenseConfig(index_type=a.index_type, hnsw_m=a.hnsw_m, ivf_nlist=a.ivf_nlist,
                                            pq_m=a.pq_m, device=a.device), progress=not a.quiet)
@@ -168,7 +176,7 @@ def _cmd_rebuild_dense(a: argparse.Namespace) -> int:
 
 
 def _cmd_demo_data(a: argparse.Namespace) -> int:
-    from indexing._demo import write_demo
+    from genret.indexing._demo import write_demo
 
     corpus, questions = write_demo(Path(a.out))
     print(f"wrote {corpus} and {questions}")
@@ -322,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from pydantic import ValidationError
 
-    from indexing import GenretError
+    from genret.indexing import GenretError
 
     try:
         return args.func(args)

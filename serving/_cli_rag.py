@@ -27,7 +27,7 @@ def add_rag_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _generator_config(a: argparse.Namespace):
-    from retrieval import GeneratorConfig
+    from genret.retrieval import GeneratorConfig
 
     fields = {"kind": a.generator, "device": a.device}
     for name, value in (("model", a.generator_model), ("base_url", a.base_url),
@@ -38,7 +38,7 @@ def _generator_config(a: argparse.Namespace):
 
 
 def _rag_config(a: argparse.Namespace):
-    from retrieval import RagConfig
+    from genret.retrieval import RagConfig
 
     return RagConfig(passages=a.passages, demos=a.n_demos if a.demos else 0, demo_source=a.demo_source,
                      max_passage_tokens=a.max_passage_tokens)
@@ -46,8 +46,8 @@ def _rag_config(a: argparse.Namespace):
 
 def open_from_args(a: argparse.Namespace, stack: ExitStack, retrieval_config):
     """The pipeline the flags describe (the index, if any, is closed by ``stack``)."""
-    from indexing import Index
-    from retrieval import load_generator, open_pipeline
+    from genret.indexing import Index
+    from genret.retrieval import load_generator, open_pipeline
 
     index = None if a.index == NO_INDEX else stack.enter_context(Index(a.index))
     return open_pipeline(index, load_generator(_generator_config(a)), retriever=a.retriever,
@@ -71,9 +71,9 @@ def _print_answer(result, as_json: bool) -> None:
 
 def cmd_rag(a: argparse.Namespace, retrieval_config) -> int:
     """``genret rag INDEX "question"`` or ``genret rag INDEX --input FILE [--out FILE]``."""
-    from eval import read_kilt, write_kilt
-    from eval._rag_eval import predict_rag
-    from indexing import GenretError
+    from genret.eval import read_kilt, write_kilt
+    from genret.eval._rag_eval import predict_rag
+    from genret.indexing import GenretError
 
     if (a.question is None) == (a.input is None):
         raise GenretError('give either a question or --input FILE: genret rag INDEX "question"')
@@ -95,7 +95,7 @@ def cmd_rag(a: argparse.Namespace, retrieval_config) -> int:
 
 def cmd_eval_rag(a: argparse.Namespace, task_file: str, retrieval_config) -> int:
     """``genret eval INDEX TASK.jsonl --rag``: answers and provenance scored together."""
-    from eval._rag_eval import evaluate_rag
+    from genret.eval._rag_eval import evaluate_rag
 
     with ExitStack() as stack:
         pipeline = open_from_args(a, stack, retrieval_config)

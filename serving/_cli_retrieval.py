@@ -60,7 +60,7 @@ def add_hybrid_flags(p: argparse.ArgumentParser) -> None:
 
 def hybrid_section(a: argparse.Namespace) -> dict:
     """Only the hybrid settings given as flags (what is not given may come from the index's fitted weights)."""
-    from indexing import ConfigError
+    from genret.indexing import ConfigError
 
     hybrid: dict = {}
     if a.hybrid:
@@ -95,7 +95,7 @@ def add_retriever_flags(p: argparse.ArgumentParser) -> None:
 
 def retrieval_config(a: argparse.Namespace):
     """The retrieval section from the common retriever flags."""
-    from retrieval import RetrievalConfig
+    from genret.retrieval import RetrievalConfig
 
     dense = {"device": a.device, "ef_search": a.ef_search, "nprobe": a.nprobe}
     return RetrievalConfig(dense=dense, generative=generative_section(a), hybrid=hybrid_section(a))

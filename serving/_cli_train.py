@@ -9,10 +9,10 @@ from ._cli_common import task_files, usage
 
 
 def _cmd_train(a: argparse.Namespace) -> int:
-    from eval import dev_callback, read_kilt
-    from indexing import Index
-    from retrieval import GenerativeConfig
-    from retrieval._train import TrainConfig, TrainTask, train_retriever
+    from genret.eval import dev_callback, read_kilt
+    from genret.indexing import Index
+    from genret.retrieval import GenerativeConfig
+    from genret.retrieval._train import TrainConfig, TrainTask, train_retriever
 
     tasks = task_files(a.task, "--task")
     try:

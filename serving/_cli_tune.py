@@ -24,8 +24,8 @@ DESCRIPTION = (
 
 
 def _cmd_tune(a: argparse.Namespace) -> int:
-    from eval._fusion_tune import tune_fusion
-    from retrieval import RetrievalConfig
+    from genret.eval._fusion_tune import tune_fusion
+    from genret.retrieval import RetrievalConfig
 
     gen = generative_section(a)
     config = RetrievalConfig(dense={"device": a.device, "ef_search": a.ef_search, "nprobe": a.nprobe},

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from retrieval import Demo, Hit, RagConfig
+from genret.retrieval import Demo, Hit, RagConfig
 
 Granularity = Literal["page", "passage", "sentence", "entity"]
 

@@ -16,8 +16,8 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from indexing import GenretError, Index, NotFoundError
-from retrieval import (
+from genret.indexing import GenretError, Index, NotFoundError
+from genret.retrieval import (
     Generator,
     Hit,
     RagAnswer,
@@ -28,7 +28,7 @@ from retrieval import (
     load_generator,
     load_retriever,
 )
-from retrieval._rag_prompt import prompt_size
+from genret.retrieval._rag_prompt import prompt_size
 
 from ._errors import RequestError, Unavailable
 from ._settings import Settings
@@ -92,7 +92,7 @@ class SearchService:
         self._demo_sources: dict[str, object] = {}
         self.demo_tasks: list[str] = []
         if settings.demos is not None:
-            from retrieval._demo_pool import list_tasks
+            from genret.retrieval._demo_pool import list_tasks
 
             self.demo_tasks = list_tasks(settings.demos)  # a missing directory fails here, at start
             if not self.demo_tasks:
@@ -108,7 +108,7 @@ class SearchService:
         return len(self._retrievers)
 
     def describe(self) -> list[dict]:
-        from retrieval import ANSWER_TASKS
+        from genret.retrieval import ANSWER_TASKS
 
         tasks = sorted({*self.settings.retrieval.generative.prompts, *ANSWER_TASKS})
         return [{"name": name, "units": len(ix.store), "unit_kind": ix.manifest.units.kind,
@@ -224,7 +224,7 @@ class SearchService:
     def demo_source(self, kind: str):
         with self._generator_lock:
             if kind not in self._demo_sources:
-                from retrieval import load_demo_source
+                from genret.retrieval import load_demo_source
 
                 self._demo_sources[kind] = load_demo_source(self.settings.demos, kind,
                                                             device=self.settings.retrieval.dense.device)

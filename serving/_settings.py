@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from retrieval import GeneratorConfig, RagConfig, RetrievalConfig
+from genret.retrieval import GeneratorConfig, RagConfig, RetrievalConfig
 
 StrList = Annotated[list[str], NoDecode]
 

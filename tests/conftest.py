@@ -73,14 +73,14 @@ def data_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def encoder():
-    from indexing import SentenceTransformerEncoder
+    from genret.indexing import SentenceTransformerEncoder
 
     return SentenceTransformerEncoder(device="cpu")
 
 
 @pytest.fixture(scope="session")
 def tiny_index(data_dir, tmp_path_factory) -> Path:
-    from indexing import DenseConfig, IndexConfig, build_index
+    from genret.indexing import DenseConfig, IndexConfig, build_index
 
     out = tmp_path_factory.mktemp("indexes") / "tiny"
     build_index(data_dir / "corpus.jsonl", out, IndexConfig(dense=DenseConfig(device="cpu")), progress=False)
@@ -93,7 +93,7 @@ def tiny_lm_dir(tmp_path_factory) -> Path:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from indexing._models import load_tokenizer
+    from genret.indexing._models import load_tokenizer
 
     tok = load_tokenizer("smollm2-135m-instruct")
     torch.manual_seed(0)

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from eval._downstream_metrics import downstream_scores
-from eval._kilt_io import align, read_kilt
-from eval._retrieval_metrics import retrieval_scores
-from eval._score import score
+from genret.eval._downstream_metrics import downstream_scores
+from genret.eval._kilt_io import align, read_kilt
+from genret.eval._retrieval_metrics import retrieval_scores
+from genret.eval._score import score
 
 FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "minikilt" / "kilt_fixtures"
 TOLERANCE = 1e-6

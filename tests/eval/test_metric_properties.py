@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from rouge import Rouge
 from rouge import rouge_score as package_rouge_score
 
-from eval._downstream_metrics import (
+from genret.eval._downstream_metrics import (
     _lcs_words,
     exact_match,
     f1_score,
@@ -20,7 +20,7 @@ from eval._downstream_metrics import (
     rouge_l,
     rougel_score,
 )
-from eval._retrieval_metrics import (
+from genret.eval._retrieval_metrics import (
     _output_ids,
     _true_positions,
     evidence_sets,

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from eval import read_kilt, score
-from eval._rag_eval import evaluate_rag
-from indexing import Index
-from retrieval import GeneratorConfig, RagConfig, RagPipeline, load_retriever
-from retrieval._generator import HFGenerator
+from genret.eval import read_kilt, score
+from genret.eval._rag_eval import evaluate_rag
+from genret.indexing import Index
+from genret.retrieval import GeneratorConfig, RagConfig, RagPipeline, load_retriever
+from genret.retrieval._generator import HFGenerator
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from eval import load_suite, run_suite
-from indexing import InputError
-from serving._cli import main
+from genret.eval import load_suite, run_suite
+from genret.indexing import InputError
+from genret.serving._cli import main
 
 
 def _suite_file(tmp_path, tiny_index, data_dir, extra=""):

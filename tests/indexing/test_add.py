@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from indexing import DenseConfig, GenretError, Index, IndexConfig, InputError, build_index
-from indexing._add import add_to_index
-from indexing._manifest import MANIFEST_FILE
-from retrieval import RetrievalConfig, load_retriever
+from genret.indexing import DenseConfig, GenretError, Index, IndexConfig, InputError, build_index
+from genret.indexing._add import add_to_index
+from genret.indexing._manifest import MANIFEST_FILE
+from genret.retrieval import RetrievalConfig, load_retriever
 from tests.conftest import PAGES
 
 QUERIES = ["Who created Python?", "first ascent of Everest", "New Orleans music", "oil embargo"]
@@ -36,7 +36,7 @@ def test_added_pages_equal_a_full_build(split_corpus, tmp_path):
             for ha, hb in zip(a, b):
                 assert [h.unit_id for h in ha] == [h.unit_id for h in hb]
                 assert [h.score for h in ha] == pytest.approx([h.score for h in hb], abs=1e-4)
-        from indexing._fm_build import load_fm
+        from genret.indexing._fm_build import load_fm
         fa, fb = (load_fm(ix.path, ix.component("fm")) for ix in (grown, full))
         assert fa.n_tokens == fb.n_tokens and fa.n_docs == fb.n_docs == 10
         assert fa.next_tokens([])[0].tolist() == fb.next_tokens([])[0].tolist()
@@ -44,7 +44,7 @@ def test_added_pages_equal_a_full_build(split_corpus, tmp_path):
 
 
 def test_add_from_the_command_line(split_corpus, tmp_path, capsys):
-    from serving._cli import main
+    from genret.serving._cli import main
 
     build_index(split_corpus / "first.jsonl", tmp_path / "ix", IndexConfig(components=("bm25",)), progress=False)
     assert main(["add", str(tmp_path / "ix"), str(split_corpus / "rest.jsonl"), "--quiet"]) == 0

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from indexing import InputError, ReadStats, read_corpus
+from genret.indexing import InputError, ReadStats, read_corpus
 from tests.conftest import PAGES
 
 

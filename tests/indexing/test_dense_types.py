@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from indexing import ConfigError, DenseConfig, Index, IndexConfig, IndexFormatError, NotFoundError, build_index
-from indexing._dense import (
+from genret.indexing import ConfigError, DenseConfig, Index, IndexConfig, IndexFormatError, NotFoundError, build_index
+from genret.indexing._dense import (
     EMBEDDINGS_FILE,
     FAISS_FILE,
     _auto_pq_m,
@@ -24,8 +24,8 @@ from indexing._dense import (
     load_embeddings,
     rebuild_dense,
 )
-from indexing._manifest import MANIFEST_FILE, read_manifest, write_manifest
-from retrieval import DenseRetriever, DenseSearchConfig
+from genret.indexing._manifest import MANIFEST_FILE, read_manifest, write_manifest
+from genret.retrieval import DenseRetriever, DenseSearchConfig
 
 MINIKILT = Path(__file__).resolve().parents[2].parent / "shared" / "minikilt"
 N_UNITS = 300  # a few hundred paragraph units: enough for IVF lists and 8-bit PQ codes, quick to encode
@@ -367,7 +367,7 @@ def test_cuda_without_a_gpu_is_a_config_error(tiny_index, encoder):
     torch = pytest.importorskip("torch")
     if torch.cuda.is_available():
         pytest.skip("this machine has a CUDA GPU")
-    from indexing import resolve_device
+    from genret.indexing import resolve_device
 
     with pytest.raises(ConfigError, match="torch sees no CUDA GPU"):
         resolve_device("cuda")
@@ -379,7 +379,7 @@ def test_retriever_places_its_index(tiny_index, encoder, monkeypatch, caplog):
     """The retriever asks ``_place_index`` with the resolved device: cuda and no faiss GPU → CPU, logged."""
     import faiss
 
-    import indexing
+    from genret import indexing
 
     monkeypatch.setattr(indexing, "resolve_device", lambda spec: "cuda")
     monkeypatch.delattr(faiss, "StandardGpuResources", raising=False)
@@ -404,7 +404,7 @@ def _gpu_ready() -> bool:
 def test_gpu_search_equals_cpu_search(hnsw_index, query_vectors, tmp_path, caplog):
     ix = _rebuilt(copy_index(hnsw_index, tmp_path / "flat"), "flat")
     with Index(ix) as index:
-        from indexing._dense import load_faiss
+        from genret.indexing._dense import load_faiss
 
         cpu = load_faiss(ix, index.component("dense"))
         with caplog.at_level(logging.INFO, logger="genret"):

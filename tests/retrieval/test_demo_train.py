@@ -8,14 +8,14 @@ import random
 
 import pytest
 
-from indexing import GenretError, NotFoundError
-from retrieval import DemoTrainConfig, build_demo_pool, load_demo_source, train_demos
-from retrieval._demo_pool import DemoPool
-from retrieval._demo_train import _mine, _queries, lm_feedback
-from retrieval._demos import BM25DemoSource
-from retrieval._generator import GeneratorConfig, HFGenerator
-from retrieval._rag_prompt import build_prompt, resolve_answer_task
-from retrieval._types import Demo
+from genret.indexing import GenretError, NotFoundError
+from genret.retrieval import DemoTrainConfig, build_demo_pool, load_demo_source, train_demos
+from genret.retrieval._demo_pool import DemoPool
+from genret.retrieval._demo_train import _mine, _queries, lm_feedback
+from genret.retrieval._demos import BM25DemoSource
+from genret.retrieval._generator import GeneratorConfig, HFGenerator
+from genret.retrieval._rag_prompt import build_prompt, resolve_answer_task
+from genret.retrieval._types import Demo
 from tests.retrieval.demo_pools import CLAIMS, QA, write_pools
 
 

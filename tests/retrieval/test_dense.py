@@ -5,9 +5,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from indexing import Index, NotFoundError
-from indexing._dense import load_embeddings
-from retrieval import DenseRetriever, DenseSearchConfig, Hit, available_retrievers, load_retriever
+from genret.indexing import Index, NotFoundError
+from genret.indexing._dense import load_embeddings
+from genret.retrieval import DenseRetriever, DenseSearchConfig, Hit, available_retrievers, load_retriever
 
 QUERIES = ["oil embargo by OAPEC", "who climbed Everest first", "plants turn light into energy",
            "programming language readability", "New Orleans music"]

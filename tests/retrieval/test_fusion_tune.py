@@ -9,10 +9,10 @@ from math import comb
 
 import pytest
 
-from eval import evaluate
-from eval._fusion_tune import _Fusions, _Scorer, simplex, tune_fusion
-from indexing import ConfigError, Index, IndexFormatError
-from retrieval import (
+from genret.eval import evaluate
+from genret.eval._fusion_tune import _Fusions, _Scorer, simplex, tune_fusion
+from genret.indexing import ConfigError, Index, IndexFormatError
+from genret.retrieval import (
     DEFAULT_MEMBER_WEIGHTS,
     Hit,
     HybridConfig,
@@ -21,8 +21,8 @@ from retrieval import (
     available_retrievers,
     load_retriever,
 )
-from retrieval._fusion_weights import WEIGHTS_FILE, read_tuned
-from serving._cli import main
+from genret.retrieval._fusion_weights import WEIGHTS_FILE, read_tuned
+from genret.serving._cli import main
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def tuned(tiny_index, questions, config, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def no_fm_index(data_dir, tmp_path_factory):
-    from indexing import DenseConfig, IndexConfig, build_index
+    from genret.indexing import DenseConfig, IndexConfig, build_index
 
     out = tmp_path_factory.mktemp("nofm") / "tiny-nofm"
     build_index(data_dir / "corpus.jsonl", out, IndexConfig(components=("dense", "bm25"),
@@ -175,8 +175,8 @@ def test_load_hybrid_uses_the_saved_weights(tuned, config, questions):
 
 
 def test_the_server_uses_the_saved_weights(tuned, config):
-    from serving import Settings
-    from serving._service import SearchService
+    from genret.serving import Settings
+    from genret.serving._service import SearchService
 
     ix, doc, path = tuned
     service = SearchService(Settings(indexes=[ix], retrieval=config))

@@ -6,8 +6,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from indexing import ConfigError, GenretError
-from retrieval._generator import (
+from genret.indexing import ConfigError, GenretError
+from genret.retrieval._generator import (
     GeneratorConfig,
     HFGenerator,
     _stream_cut,

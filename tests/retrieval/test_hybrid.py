@@ -11,10 +11,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from indexing import Index, NotFoundError
-from indexing._dense import load_embeddings
-from retrieval import DenseRetriever, DenseSearchConfig, Hit, Provenance, Retriever
-from retrieval._hybrid import HybridConfig, HybridRetriever, load_hybrid
+from genret.indexing import Index, NotFoundError
+from genret.indexing._dense import load_embeddings
+from genret.retrieval import DenseRetriever, DenseSearchConfig, Hit, Provenance, Retriever
+from genret.retrieval._hybrid import HybridConfig, HybridRetriever, load_hybrid
 
 QUERIES = ["oil embargo by OAPEC", "who climbed Everest first", "plants turn light into energy",
            "programming language readability", "New Orleans music", "jazz trumpet", "Guido van Rossum"]
@@ -32,7 +32,7 @@ def index(tiny_index):
 @pytest.fixture(scope="module")
 def members(index, encoder) -> dict[str, Retriever]:
     pytest.importorskip("pyserini")
-    from retrieval import BM25Retriever
+    from genret.retrieval import BM25Retriever
 
     bm25 = BM25Retriever(index)
     yield {"bm25": bm25, "dense": DenseRetriever(index, DenseSearchConfig(device="cpu"), encoder=encoder)}
@@ -151,7 +151,7 @@ def test_batch_equals_single_and_hits_are_frozen(members):
 
 def test_load_hybrid_builds_members_through_the_registry(index):
     pytest.importorskip("pyserini")
-    from retrieval import BM25SearchConfig
+    from genret.retrieval import BM25SearchConfig
 
     config = SimpleNamespace(hybrid=HybridConfig(retrievers=["bm25"]), bm25=BM25SearchConfig())
     hybrid = load_hybrid(index, config)

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from indexing import ConfigError, GenretError
-from retrieval._generator import GeneratorConfig, HFGenerator, load_generator
-from retrieval._openai import EndpointError, OpenAIGenerator
+from genret.indexing import ConfigError, GenretError
+from genret.retrieval._generator import GeneratorConfig, HFGenerator, load_generator
+from genret.retrieval._openai import EndpointError, OpenAIGenerator
 from tests._openai_server import ChatState, ServerThread, chat_app, closed_port_url
 
 KEY_ENV = "GENRET_TEST_OPENAI_KEY"

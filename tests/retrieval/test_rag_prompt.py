@@ -6,13 +6,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from retrieval import Demo, Hit, Provenance
-from retrieval._rag_prompt import _MARGIN, ANSWER_TASKS, build_prompt, parse_answer, prompt_size, resolve_answer_task
+from genret.retrieval import Demo, Hit, Provenance
+from genret.retrieval._rag_prompt import (
+    _MARGIN,
+    ANSWER_TASKS,
+    build_prompt,
+    parse_answer,
+    prompt_size,
+    resolve_answer_task,
+)
 
 
 @pytest.fixture(scope="module")
 def count_tokens():
-    from indexing._models import load_tokenizer
+    from genret.indexing._models import load_tokenizer
 
     tok = load_tokenizer("smollm2-135m-instruct")
     return lambda text: len(tok(text, add_special_tokens=False)["input_ids"])

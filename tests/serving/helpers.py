@@ -8,10 +8,10 @@ import time
 from collections.abc import Sequence
 from contextlib import contextmanager
 
-from indexing import InputError
-from retrieval import Generator, GeneratorConfig, Retriever
-from serving import Settings
-from serving._service import SearchService
+from genret.indexing import InputError
+from genret.retrieval import Generator, GeneratorConfig, Retriever
+from genret.serving import Settings
+from genret.serving._service import SearchService
 
 
 def tiny_settings(tiny_index, tiny_lm_dir, generator_dir=None, **server) -> Settings:
@@ -58,7 +58,7 @@ def wrapped(service: SearchService, name: str = "dense", **options):
 @contextmanager
 def app_over(service: SearchService, **server):
     """An app over the shared ``service`` with these server settings (its model pool closed afterwards)."""
-    from serving import ServerConfig, create_app
+    from genret.serving import ServerConfig, create_app
 
     app = create_app(service.settings.model_copy(update={"server": ServerConfig(**server)}), service)
     try:

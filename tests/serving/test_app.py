@@ -6,8 +6,8 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
-import serving._service
-from serving import Settings, create_app
+import genret.serving._service as service_module
+from genret.serving import Settings, create_app
 from tests.serving.helpers import app_over
 
 
@@ -132,8 +132,8 @@ def test_index_names_never_reach_outside(client, service, tiny_index, monkeypatc
     def refuse(*args, **kwargs):
         raise AssertionError("a request tried to open an index")
 
-    monkeypatch.setattr(serving._service, "Index", refuse)
-    monkeypatch.setattr(serving._service, "load_retriever", refuse)
+    monkeypatch.setattr(service_module, "Index", refuse)
+    monkeypatch.setattr(service_module, "load_retriever", refuse)
     loaded = dict(service._retrievers)
     for r in (client.post("/v1/search", json={"query": "x", "index": name}),
               client.post("/v1/search/batch", json={"queries": ["x"], "index": name}),

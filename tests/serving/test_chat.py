@@ -9,8 +9,8 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
-from retrieval import GeneratorConfig
-from retrieval._openai import OpenAIGenerator
+from genret.retrieval import GeneratorConfig
+from genret.retrieval._openai import OpenAIGenerator
 from tests._openai_server import ServerThread
 from tests.conftest import QUESTIONS
 from tests.serving.helpers import ScriptedGenerator, app_over, generator_swapped

@@ -6,11 +6,11 @@ import sys
 
 import pytest
 
-from serving._cli import main
+from genret.serving._cli import main
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "serving._cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "genret.serving._cli", *args], capture_output=True, text=True,
                           timeout=300)
 
 

@@ -6,8 +6,8 @@ import argparse
 
 import pytest
 
-from indexing import ConfigError
-from serving._cli_demos import add_train_demos_parser, register
+from genret.indexing import ConfigError
+from genret.serving._cli_demos import add_train_demos_parser, register
 from tests.retrieval.demo_pools import write_pools
 
 
@@ -21,7 +21,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _wired() -> bool:
-    from serving._cli import build_parser
+    from genret.serving._cli import build_parser
 
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     return "index-demos" in sub.choices
@@ -47,7 +47,7 @@ def test_index_demos_and_train_parsing(tmp_path, capsys):
 
 @pytest.mark.skipif(not _wired(), reason="index-demos is not registered in serving._cli yet")
 def test_cli_errors_are_one_line(tmp_path, capsys):
-    from serving._cli import main
+    from genret.serving._cli import main
 
     assert main(["index-demos", str(tmp_path / "missing.jsonl"), "--task", "qa", "--out", str(tmp_path)]) == 2
     assert "no such file" in capsys.readouterr().err

@@ -8,8 +8,8 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-from indexing import GenretError
-from serving import ServerConfig, Settings, create_app
+from genret.indexing import GenretError
+from genret.serving import ServerConfig, Settings, create_app
 from tests.serving.helpers import app_over, async_client, wrapped
 
 

@@ -5,7 +5,7 @@ import re
 
 from fastapi.testclient import TestClient
 
-from serving._metrics import Counter, Histogram
+from genret.serving._metrics import Counter, Histogram
 from tests.serving.helpers import app_over
 
 SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})? (\S+)$')

@@ -6,7 +6,7 @@ import time
 
 import httpx
 
-from serving._server import make_server
+from genret.serving._server import make_server
 from tests.serving.helpers import app_over, wrapped
 
 
@@ -54,11 +54,11 @@ def test_graceful_shutdown_finishes_requests_in_flight(service):
 
 
 def test_serve_flags_become_settings(monkeypatch, tiny_index):
-    import serving._server
-    from serving._cli import main
+    import genret.serving._server as server_module
+    from genret.serving._cli import main
 
     got = {}
-    monkeypatch.setattr(serving._server, "serve", lambda settings: got.setdefault("settings", settings))
+    monkeypatch.setattr(server_module, "serve", lambda settings: got.setdefault("settings", settings))
     monkeypatch.setenv("GENRET_SERVER__MAX_QUEUE", "9")
     monkeypatch.setenv("GENRET_SERVER__WORKERS", "3")
     monkeypatch.setenv("GENRET_GENERATOR__MAX_NEW_TOKENS", "7")
