@@ -20,8 +20,12 @@ Names load on first use, so ``import genret`` (and ``genret --help``) imports ne
 from __future__ import annotations
 
 from importlib import import_module
+from importlib.metadata import PackageNotFoundError, version
 
-__version__ = "0.1.0"
+try:
+    __version__ = version("genret")
+except PackageNotFoundError:  # pragma: no cover - a source tree that was never installed
+    __version__ = "0+unknown"
 
 # name → the package that defines it
 _EXPORTS = {

@@ -15,7 +15,7 @@ import torch
 from genret.eval import LEVELS, predict, read_kilt, score
 from genret.indexing import Index
 from genret.retrieval import GenerativeConfig, GenerativeRetriever
-from genret.retrieval._seal_scoring import ScoringConfig
+from genret.retrieval.generative import ScoringConfig
 
 torch.set_num_threads(1)
 

@@ -84,7 +84,7 @@ def generator_throughput(a: argparse.Namespace) -> list[str]:
     """Generated tokens/s and per-prompt latency of the local generator at each batch size."""
     import torch
 
-    from genret.retrieval._generator import GeneratorConfig, HFGenerator
+    from genret.retrieval.rag import GeneratorConfig, HFGenerator
 
     gen = HFGenerator(GeneratorConfig(device=a.device, max_new_tokens=a.max_new_tokens))
     prompts = rag_prompts(a.n, gen.count_tokens)

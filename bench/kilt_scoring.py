@@ -22,7 +22,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from genret.eval._downstream_metrics import downstream_scores, gold_answers, rougel_score  # noqa: E402
+from genret.eval import downstream_scores  # noqa: E402
+from genret.eval._downstream_metrics import gold_answers, rougel_score  # noqa: E402
 from genret.eval._kilt_io import align, read_kilt, write_kilt  # noqa: E402
 from genret.eval._retrieval_metrics import retrieval_scores  # noqa: E402
 from genret.eval._score import score  # noqa: E402

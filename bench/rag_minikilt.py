@@ -48,16 +48,10 @@ def main() -> None:
 
         torch.set_num_threads(args.threads)
 
-    from genret.eval._rag_eval import evaluate_rag
+    from genret.eval import evaluate_rag
     from genret.indexing import Index
-    from genret.retrieval import (
-        GeneratorConfig,
-        RagConfig,
-        RagPipeline,
-        load_demo_source,
-        load_generator,
-        load_retriever,
-    )
+    from genret.retrieval import GeneratorConfig, RagConfig, RagPipeline, load_generator, load_retriever
+    from genret.retrieval.demos import load_demo_source
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

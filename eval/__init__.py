@@ -1,12 +1,22 @@
-"""Evaluation: KILT-format predictions, the official KILT metrics, reports."""
+"""Evaluation: KILT-format predictions, the official KILT metrics (retrieval and downstream, equal to KILT's own
+scripts), evaluation suites, RAG evaluation, fitting hybrid weights on dev data, and the built-in demo task."""
 
-from ._kilt_io import read_kilt, write_kilt
+# predictions and reports
 from ._runner import LEVELS, evaluate, predict
-from ._score import score
+from ._rag_eval import evaluate_rag, predict_rag
 from ._suite import SuiteConfig, load_suite, run_suite
+from ._fusion_tune import tune_fusion
 from ._train_eval import dev_callback
 
+# KILT files and metrics
+from ._kilt_io import read_kilt, write_kilt
+from ._retrieval_metrics import retrieval_scores
+from ._score import downstream_scores, score
+
+# the built-in demo task (a corpus and questions from the standard library's docstrings)
+from ._demo_task import write_demo
+
 __all__ = [
-    "LEVELS", "SuiteConfig", "dev_callback", "evaluate", "load_suite", "predict", "read_kilt", "run_suite", "score",
-    "write_kilt",
+    "LEVELS", "SuiteConfig", "dev_callback", "downstream_scores", "evaluate", "evaluate_rag", "load_suite", "predict",
+    "predict_rag", "read_kilt", "retrieval_scores", "run_suite", "score", "tune_fusion", "write_demo", "write_kilt",
 ]

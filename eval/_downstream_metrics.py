@@ -28,17 +28,15 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
-from genret.eval._kilt_io import gc_paused
-from genret.indexing._errors import InputError
+from genret.indexing import InputError
 
-__all__ = ["accuracy", "downstream_scores", "exact_match", "f1_score", "gold_answers", "gold_titles",
+__all__ = ["accuracy", "exact_match", "f1_score", "gold_answers", "gold_titles",
            "normalize_answer", "rouge_l", "rouge_l_package", "rougel_score"]
 
 Record = Mapping[str, Any]
 
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
-_PAGE_KEYS = ("wikipedia_id",)
 
 
 def normalize_answer(text: str) -> str:
@@ -196,24 +194,7 @@ def _guess_answer(guess: Record) -> str:
     return str(outputs[0]["answer"]).strip()
 
 
-def downstream_scores(pairs: Sequence[tuple[Record, Record]], *,
-                      rouge_impl: Literal["fast", "package"] = "fast") -> dict[str, dict[str, float]]:
-    """KILT's downstream ``evaluate`` on aligned ``(guess, gold)`` pairs.
-
-    Returns ``{"kilt": {"KILT-accuracy", "KILT-em", "KILT-f1", "KILT-rougel"},
-    "downstream": {"accuracy", "em", "f1", "rougel"}, "retrieval": {"Rprec", "recall@5"}}``, each a
-    mean over all pairs (an empty predicted answer scores 0 but is counted).
-    """
-    from genret.eval._retrieval_metrics import _retrieval_scores  # here: the two modules import each other
-
-    with gc_paused():
-        page_rprec: list[float] = []
-        retrieval = _retrieval_scores(pairs, [1, 5], _PAGE_KEYS, False, rprec_values=page_rprec)
-        answers = _answer_scores(pairs, page_rprec, rouge_impl)
-    return {**answers, "retrieval": {"Rprec": retrieval["Rprec"], "recall@5": retrieval["recall@5"]}}
-
-
-def _answer_scores(pairs: Sequence[tuple[Record, Record]], page_rprec: list[float],
+def answer_scores(pairs: Sequence[tuple[Record, Record]], page_rprec: list[float],
                    rouge_impl: Literal["fast", "package"]) -> dict[str, dict[str, float]]:
     """Answer metrics and their KILT-gated sums; ``page_rprec[i]`` is pair i's page-level R-Precision."""
     total = 0

@@ -20,12 +20,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from genret.indexing import ConfigError, GenretError, Index
-from genret.indexing._manifest import sha256_file
-from genret.retrieval import Hit, RetrievalConfig, Retriever, load_retriever
-from genret.retrieval._fusion_weights import DevInfo, IndexInfo, Objective, TunedFusion, weights_path, write_tuned
-from genret.retrieval._hybrid import fuse, fused_order, member_contributions
-from genret.retrieval._registry import base_retrievers
+from genret.indexing import ConfigError, GenretError, Index, sha256_file
+from genret.retrieval import Hit, RetrievalConfig, Retriever, base_retrievers, load_retriever
+from genret.retrieval.hybrid import (
+    DevInfo,
+    IndexInfo,
+    Objective,
+    TunedFusion,
+    fuse,
+    fused_order,
+    member_contributions,
+    weights_path,
+    write_tuned,
+)
 
 from ._kilt_io import read_kilt
 from ._runner import LEVELS, search_records
@@ -213,6 +220,6 @@ def _settings(config: RetrievalConfig, name: str) -> dict[str, Any]:
 
 
 def _version() -> str:
-    from genret.indexing._build import _version as v
+    from genret import __version__
 
-    return v()
+    return __version__

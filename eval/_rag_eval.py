@@ -10,9 +10,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from genret.indexing import GenretError
-from genret.indexing._progress import progress_bar
-from genret.retrieval._rag import RagAnswer, RagPipeline
+from genret.indexing import GenretError, progress_bar
+from genret.retrieval.rag import RagAnswer, RagPipeline
 
 from ._kilt_io import read_kilt, write_kilt
 from ._runner import LEVELS, group_by_task, hits_to_provenance

@@ -25,9 +25,10 @@ from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from genret.eval._downstream_metrics import gold_answers, gold_titles, normalize_answer
-from genret.eval._kilt_io import gc_paused
-from genret.indexing._errors import GenretError, InputError
+from genret.indexing import GenretError, InputError
+
+from ._downstream_metrics import gold_answers, gold_titles, normalize_answer
+from ._kilt_io import gc_paused
 
 __all__ = ["DEFAULT_KS", "PAGE_KEYS", "answer_and_ent_in_context_at_k", "answer_in_context_at_k",
            "entity_in_context_at_k", "entity_in_input", "evidence_sets", "get_rank", "ids_list",
@@ -42,14 +43,14 @@ PAGE_KEYS: tuple[str, ...] = ("wikipedia_id",)
 _FALSE, _TRUE = 0, 1  # rank codes; a placeholder of evidence set i is -1 - i, a dropped one None
 
 
-def _keys(rank_keys: RankKeys) -> tuple[str, ...]:
+def check_rank_keys(rank_keys: RankKeys) -> tuple[str, ...]:
     keys = tuple(rank_keys.split(",")) if isinstance(rank_keys, str) else tuple(rank_keys)
     if not keys or not all(isinstance(key, str) and key for key in keys):
         raise GenretError(f"rank_keys must be one or more non-empty field names, got {rank_keys!r}")
     return keys
 
 
-def _ks(ks: Iterable[int]) -> list[int]:
+def check_ks(ks: Iterable[int]) -> list[int]:
     values = sorted({int(k) for k in ks})
     if not values or values[0] < 1:
         raise GenretError(f"ks must be one or more positive integers, got {list(ks)!r}")
@@ -77,7 +78,7 @@ def _output_ids(output: Record, keys: tuple[str, ...]) -> list[str]:
 
 def ids_list(record: Record, rank_keys: RankKeys = PAGE_KEYS) -> list[list[str]]:
     """KILT's ``_get_ids_list``: one de-duplicated id list per output (empty without provenance)."""
-    keys = _keys(rank_keys)
+    keys = check_rank_keys(rank_keys)
     return [_output_ids(output, keys) for output in record["output"]]
 
 
@@ -98,7 +99,7 @@ def _rprecision(guess_ids: list[str], gold_ids_list: list[list[str]]) -> float:
 
 def rprecision(guess: Record, gold: Record, rank_keys: RankKeys = PAGE_KEYS) -> float:
     """R-Precision of the guess's single output, maximised over the gold outputs (KILT ``rprecision``)."""
-    keys = _keys(rank_keys)
+    keys = check_rank_keys(rank_keys)
     try:
         return _rprecision(_output_ids(guess["output"][0], keys),
                            [_output_ids(output, keys) for output in gold["output"]])
@@ -109,7 +110,7 @@ def rprecision(guess: Record, gold: Record, rank_keys: RankKeys = PAGE_KEYS) -> 
 # ----------------------------------------------------------------------------------- evidence-set rank
 def evidence_sets(gold: Record, rank_keys: RankKeys = PAGE_KEYS) -> list[set[str]]:
     """Distinct evidence sets of a gold record, in output order (KILT ``get_rank`` step 1)."""
-    keys = _keys(rank_keys)
+    keys = check_rank_keys(rank_keys)
     sets: list[set[str]] = []
     seen: set[frozenset[str]] = set()
     for output in gold["output"]:
@@ -214,7 +215,7 @@ def get_rank(guess: Record, gold: Record, rank_keys: RankKeys = PAGE_KEYS) -> tu
 
     Independent of ``k``. A guess without ids gives ``([], 0)``.
     """
-    keys = _keys(rank_keys)
+    keys = check_rank_keys(rank_keys)
     guess_ids = _output_ids(guess["output"][0], keys)
     if not guess_ids:
         return [], 0
@@ -331,12 +332,12 @@ def retrieval_scores(pairs: Iterable[tuple[Record, Record]], ks: Iterable[int] =
     ``answer_and_ent_in_context@k``, ``entity_in_context@k`` and, for ``k > 1``, ``recall@k`` and
     ``success_rate@k`` (``recall@1`` too when ``include_recall_at_1``).
     """
-    ks_sorted, keys = _ks(ks), _keys(rank_keys)
+    ks_sorted, keys = check_ks(ks), check_rank_keys(rank_keys)
     with gc_paused():
-        return _retrieval_scores(pairs, ks_sorted, keys, include_recall_at_1)
+        return checked_retrieval_scores(pairs, ks_sorted, keys, include_recall_at_1)
 
 
-def _retrieval_scores(pairs: Iterable[tuple[Record, Record]], ks_sorted: list[int], keys: tuple[str, ...],
+def checked_retrieval_scores(pairs: Iterable[tuple[Record, Record]], ks_sorted: list[int], keys: tuple[str, ...],
                       include_recall_at_1: bool, rprec_values: list[float] | None = None) -> dict[str, float]:
     """:func:`retrieval_scores` on checked arguments; appends each pair's R-Precision to ``rprec_values``."""
     limit = ks_sorted[-1]

@@ -6,8 +6,7 @@ import logging
 import time
 from pathlib import Path
 
-from genret.indexing import GenretError, Index
-from genret.indexing._progress import progress_bar
+from genret.indexing import GenretError, Index, progress_bar
 from genret.retrieval import Hit, RetrievalConfig, Retriever, load_retriever
 
 from ._kilt_io import read_kilt, write_kilt

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
-from genret.eval._downstream_metrics import _answer_scores
-from genret.eval._kilt_io import align, gc_paused, read_kilt
-from genret.eval._retrieval_metrics import DEFAULT_KS, PAGE_KEYS, RankKeys, _keys, _ks, _retrieval_scores
+from ._downstream_metrics import answer_scores
+from ._kilt_io import align, gc_paused, read_kilt
+from ._retrieval_metrics import DEFAULT_KS, PAGE_KEYS, RankKeys, check_ks, check_rank_keys, checked_retrieval_scores
 
-__all__ = ["score"]
+__all__ = ["downstream_scores", "score"]
 
 Records = str | os.PathLike[str] | Iterable[Mapping[str, Any]]
 
@@ -43,7 +43,7 @@ def score(guess: Records, gold: Records, *, ks: Iterable[int] = DEFAULT_KS, rank
 
     Returns ``{"retrieval": {...}, "downstream": {...}, "kilt": {...}, "count": number of gold records}``.
     """
-    ks_sorted, keys = _ks(ks), _keys(rank_keys)
+    ks_sorted, keys = check_ks(ks), check_rank_keys(rank_keys)
     pairs = align(_records(guess), _records(gold))
     if downstream is None:
         downstream = _has_answers(pairs)
@@ -51,12 +51,27 @@ def score(guess: Records, gold: Records, *, ks: Iterable[int] = DEFAULT_KS, rank
     # page level, else one extra page-level pass.
     page_rprec: list[float] | None = [] if downstream and keys == PAGE_KEYS else None
     with gc_paused():
-        retrieval = _retrieval_scores(pairs, ks_sorted, keys, include_recall_at_1, rprec_values=page_rprec)
+        retrieval = checked_retrieval_scores(pairs, ks_sorted, keys, include_recall_at_1, rprec_values=page_rprec)
         answers: dict[str, dict[str, float]] = {"downstream": {}, "kilt": {}}
         if downstream:
             if page_rprec is None:
                 page_rprec = []
-                _retrieval_scores(pairs, [1], PAGE_KEYS, False, rprec_values=page_rprec)
-            answers = _answer_scores(pairs, page_rprec, "fast")
+                checked_retrieval_scores(pairs, [1], PAGE_KEYS, False, rprec_values=page_rprec)
+            answers = answer_scores(pairs, page_rprec, "fast")
     return {"retrieval": retrieval, "downstream": answers["downstream"], "kilt": answers["kilt"],
             "count": len(pairs)}
+
+
+def downstream_scores(pairs: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]], *,
+                      rouge_impl: Literal["fast", "package"] = "fast") -> dict[str, dict[str, float]]:
+    """KILT's downstream ``evaluate`` on aligned ``(guess, gold)`` pairs.
+
+    Returns ``{"kilt": {"KILT-accuracy", "KILT-em", "KILT-f1", "KILT-rougel"},
+    "downstream": {"accuracy", "em", "f1", "rougel"}, "retrieval": {"Rprec", "recall@5"}}``, each a
+    mean over all pairs (an empty predicted answer scores 0 but is counted).
+    """
+    with gc_paused():
+        page_rprec: list[float] = []
+        retrieval = checked_retrieval_scores(pairs, [1, 5], PAGE_KEYS, False, rprec_values=page_rprec)
+        answers = answer_scores(pairs, page_rprec, rouge_impl)
+    return {**answers, "retrieval": {"Rprec": retrieval["Rprec"], "recall@5": retrieval["recall@5"]}}

@@ -1,21 +1,46 @@
-"""Indexing: read a corpus, cut it into units with provenance, build an index directory."""
+"""Indexing: read a corpus, cut it into units with KILT provenance, build one index directory (manifest + SQLite unit
+store + FM-index, FAISS and Lucene components), open it, extend it.
 
+The names below are the package's whole surface, in four groups: building and maintaining an index; opening it and
+reading its components (what the retrievers use); the models it is built with; and the file and error conventions
+every genret package shares (atomic writes, staged directories, versioned JSON, progress, the error types).
+"""
+
+# build, extend, rebuild
+from ._add import add_to_index
 from ._bm25 import BM25Config
 from ._build import IndexConfig, available_components, build_index
-from ._corpus import Page, ReadStats, read_corpus
-from ._dense import DenseConfig
-from ._device import resolve_device
-from ._encoder import Encoder, SentenceTransformerEncoder
-from ._errors import ConfigError, GenretError, IndexFormatError, InputError, NotFoundError
-from ._fm_build import FMConfig
+from ._corpus import Page, ReadStats, open_text, read_corpus
+from ._dense import DenseConfig, rebuild_dense
+
+# open and read
+from ._bm25 import ANALYZER as BM25_ANALYZER, BM25_KIND
+from ._dense import configure_search, load_faiss, place_index
+from ._fm_build import FMConfig, encode_texts, load_fm, load_fm_tokenizer
+from ._fm_queries import FMQueries
 from ._index import Index
-from ._manifest import Manifest, read_versioned_json, write_json_atomic
-from ._store import StoredUnit
-from ._units import Unit, UnitConfig
+from ._java import MAX_QUERY_TERMS, import_pyserini, java_list
+from ._manifest import Component, Manifest, read_manifest, write_manifest
+from ._store import StoredUnit, UnitStore
+from ._units import Unit, UnitConfig, sentence_spans
+
+# models and devices
+from ._device import resolve_device
+from ._encoder import DEFAULT_DENSE_MODEL, Encoder, SentenceTransformerEncoder, resolve_model_path
+from ._models import DEFAULT_LM, load_tokenizer, resolve_checkpoint
+
+# shared conventions: files, progress, errors
+from ._errors import ConfigError, GenretError, IndexFormatError, InputError, NotFoundError
+from ._manifest import read_versioned_json, sha256_file, staged_dir, write_json_atomic
+from ._progress import progress_bar
 
 __all__ = [
-    "BM25Config", "ConfigError", "DenseConfig", "Encoder", "FMConfig", "GenretError", "Index", "IndexConfig",
-    "IndexFormatError", "InputError", "Manifest", "NotFoundError", "Page", "ReadStats",
-    "SentenceTransformerEncoder", "StoredUnit", "Unit", "UnitConfig", "available_components", "build_index",
-    "read_corpus", "read_versioned_json", "resolve_device", "write_json_atomic",
+    "BM25Config", "BM25_ANALYZER", "BM25_KIND", "Component", "ConfigError", "DEFAULT_DENSE_MODEL", "DEFAULT_LM",
+    "DenseConfig", "Encoder", "FMConfig", "FMQueries", "GenretError", "Index", "IndexConfig", "IndexFormatError",
+    "InputError", "MAX_QUERY_TERMS", "Manifest", "NotFoundError", "Page", "ReadStats", "SentenceTransformerEncoder",
+    "StoredUnit", "Unit", "UnitConfig", "UnitStore", "add_to_index", "available_components", "build_index",
+    "configure_search", "encode_texts", "import_pyserini", "java_list", "load_faiss", "load_fm", "load_fm_tokenizer",
+    "load_tokenizer", "open_text", "place_index", "progress_bar", "read_corpus", "read_manifest",
+    "read_versioned_json", "rebuild_dense", "resolve_checkpoint", "resolve_device", "resolve_model_path",
+    "sentence_spans", "sha256_file", "staged_dir", "write_json_atomic", "write_manifest",
 ]

@@ -20,7 +20,7 @@ import numpy as np
 
 from ._bm25 import BM25Config, build_bm25
 from ._build import IndexConfig, ingest
-from ._dense import EMBEDDINGS_FILE, DenseConfig, _device_for_faiss, build_faiss, faiss_params, unit_text
+from ._dense import EMBEDDINGS_FILE, DenseConfig, build_faiss, device_for_faiss, faiss_params, unit_text
 from ._encoder import SentenceTransformerEncoder
 from ._errors import GenretError, InputError
 from ._fm_build import FMConfig, build_fm
@@ -47,7 +47,7 @@ def _add_dense(tmp: Path, comp: Component, store: UnitStore, old: int, device: s
             bar.update(len(batch))
     vectors = np.memmap(tmp / EMBEDDINGS_FILE, dtype=np.float32, mode="r", shape=(n, p["dim"]))
     plan = faiss_params(config, p["dim"], n)
-    index = build_faiss(vectors, plan, device=_device_for_faiss(config), progress=progress)
+    index = build_faiss(vectors, plan, device=device_for_faiss(config), progress=progress)
     faiss_file = p.get("faiss_file", "dense.faiss")
     faiss.write_index(index, str(tmp / faiss_file))
     del vectors, index

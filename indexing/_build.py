@@ -53,12 +53,9 @@ def available_components() -> tuple[str, ...]:
 
 
 def _version() -> str:
-    try:
-        from importlib.metadata import version
+    from genret import __version__
 
-        return version("genret")
-    except Exception:  # noqa: BLE001 - running from a source tree
-        return "0+unknown"
+    return __version__
 
 
 def ingest(paths: list[str], writer: StoreWriter, config: IndexConfig, progress: bool,

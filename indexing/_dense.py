@@ -133,7 +133,7 @@ def faiss_params(config: DenseConfig, dim: int, n: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------- placement
 
 
-def _place_index(index: Any, device: str) -> Any:
+def place_index(index: Any, device: str) -> Any:
     """``index`` on the GPU when ``device`` (a resolved device: ``cpu``, ``cuda``, ``cuda:N``, ``mps``) is CUDA
     and this faiss has GPU support with a GPU visible; else ``index`` itself, on the CPU.
 
@@ -173,7 +173,7 @@ def configure_search(index: Any, component: Component, *, ef_search: int | None 
                      nprobe: int | None = None) -> dict[str, int]:
     """Set the query-time knobs of a CPU FAISS index: ``ef_search`` (HNSW) or ``nprobe`` (IVF), each the
     given value or, when None, the one recorded in ``component``.  Returns the values set (empty for flat).
-    Call before ``_place_index`` (a GPU copy takes ``nprobe`` with it)."""
+    Call before ``place_index`` (a GPU copy takes ``nprobe`` with it)."""
     import faiss
 
     kind = component.params.get("index_type", "flat")
@@ -212,7 +212,7 @@ def _add_all(index: Any, vectors: np.ndarray, desc: str, progress: bool) -> None
 def build_faiss(vectors: np.ndarray, params: dict[str, Any], *, device: str = "cpu", progress: bool = False) -> Any:
     """A CPU FAISS index over ``vectors`` (n × dim, L2-normalised float32; a memory map is fine) as
     ``params`` (from ``faiss_params``) describes, with its search knobs set.  IVF-PQ is trained and
-    filled on the GPU when ``device`` is CUDA and faiss can (see ``_place_index``), then copied back."""
+    filled on the GPU when ``device`` is CUDA and faiss can (see ``place_index``), then copied back."""
     import faiss
 
     dim = int(vectors.shape[1])
@@ -240,7 +240,7 @@ def build_faiss(vectors: np.ndarray, params: dict[str, Any], *, device: str = "c
         log.warning("dense ivfpq: %d training vectors for 2^%d PQ centroids (faiss advises %d a centroid); "
                     "codes will be coarse", len(sample), bits, MIN_POINTS_PER_CENTROID)
         ivfpq.pq.cp.min_points_per_centroid = max(1, per_centroid)  # one warning, ours, not one a sub-quantizer
-    placed = _place_index(index, device)
+    placed = place_index(index, device)
     t0 = time.perf_counter()
     placed.train(sample)
     log.info("dense ivfpq: trained IVF%d,PQ%dx%d on %d vectors in %.1f s", nlist, m, bits, len(sample),
@@ -249,7 +249,7 @@ def build_faiss(vectors: np.ndarray, params: dict[str, Any], *, device: str = "c
     return index if placed is index else faiss.index_gpu_to_cpu(placed)
 
 
-def _device_for_faiss(config: DenseConfig) -> str:
+def device_for_faiss(config: DenseConfig) -> str:
     """The device FAISS work may use: only IVF-PQ builds on a GPU, so nothing else resolves (imports torch)."""
     if config.index_type != "ivfpq":
         return "cpu"
@@ -284,7 +284,7 @@ def build_dense(store: UnitStore, out_dir: Path, config: DenseConfig, *, progres
     vectors = np.memmap(emb_path, dtype=np.float32, mode="r", shape=(n, encoder.dim)) if n else \
         np.zeros((0, encoder.dim), np.float32)
     t1 = time.perf_counter()
-    index = build_faiss(vectors, plan, device=_device_for_faiss(config), progress=progress)
+    index = build_faiss(vectors, plan, device=device_for_faiss(config), progress=progress)
     faiss.write_index(index, str(out_dir / FAISS_FILE))
     faiss_seconds = round(time.perf_counter() - t1, 3)
     del vectors, index
@@ -334,7 +334,7 @@ def rebuild_dense(index_dir: str | Path, config: DenseConfig, *, progress: bool 
     _check_embeddings(index_dir, comp)
     vectors = load_embeddings(index_dir, comp)
     t1 = time.perf_counter()
-    index = build_faiss(vectors, plan, device=_device_for_faiss(config), progress=progress)
+    index = build_faiss(vectors, plan, device=device_for_faiss(config), progress=progress)
     del vectors
     old_name = faiss_file(comp)
     generation = int(comp.params.get("faiss_generation", 0)) + 1

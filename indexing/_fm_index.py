@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from ._errors import IndexFormatError
-from ._fm_shards import FMQueries, FMRange, Limit, NextTokens, empty_next
+from ._fm_queries import FMQueries, FMRange, Limit, NextTokens, empty_next
 from ._progress import progress_bar
 
 FM_FORMAT = "genret-fm/1"

@@ -1,4 +1,4 @@
-"""The FM-index query API (``FMQueries``) and the sharded FM-index: contiguous document groups indexed apart.
+"""The sharded FM-index: contiguous document groups indexed apart, behind the ``FMQueries`` API.
 
 Shard ``i`` holds global documents ``[offset_i, offset_i + n_docs_i)``.  A query runs on every shard: counts
 add up, next-token sets are merged (counts added), and located document ids get the shard's offset.  Shards
@@ -7,99 +7,17 @@ are built independently (in parallel processes or on other machines) and each is
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ._errors import IndexFormatError
-
-if TYPE_CHECKING:
-    from ._fm_index import FMIndex
+from ._fm_index import FMIndex
+from ._fm_queries import FMQueries, FMRange, Limit, NextTokens, empty_next
 
 SHARDED_FORMAT = "genret-fm-sharded/1"
-
-FMRange = tuple  # (lo, hi, length) for one shard; a tuple of those for a sharded index
-NextTokens = tuple[np.ndarray, np.ndarray]
-Limit = int | None | Sequence[int | None]
-
-
-def empty_next() -> NextTokens:
-    return np.zeros(0, np.int64), np.zeros(0, np.int64)
-
-
-class FMQueries(ABC):
-    """The query API shared by ``FMIndex`` and ``ShardedFMIndex``; n-grams are sequences of token ids.
-
-    Token ids outside ``[0, vocab_size)`` or absent from the corpus simply do not occur (no exception).
-    """
-
-    vocab_size: int
-    n_docs: int
-    n_tokens: int
-
-    @abstractmethod
-    def root(self) -> FMRange: ...
-    @abstractmethod
-    def extend(self, rng: FMRange, token: int) -> FMRange: ...
-    @abstractmethod
-    def count_range(self, rng: FMRange) -> int: ...
-    @abstractmethod
-    def next_tokens_of_range(self, rng: FMRange) -> NextTokens: ...
-    @abstractmethod
-    def locate_ranges(self, rngs: Sequence[FMRange], limit: Limit = None) -> list[list[tuple[int, int]]]: ...
-    @abstractmethod
-    def doc_counts_ranges(self, rngs: Sequence[FMRange], limit: Limit = None) -> list[dict[int, int]]: ...
-    @abstractmethod
-    def doc_length(self, doc: int) -> int: ...
-
-    def range_of(self, ngram: Sequence[int]) -> FMRange:
-        """The range of ``ngram``, by ``len(ngram)`` calls of ``extend`` from ``root()``."""
-        rng = self.root()
-        for t in ngram:
-            rng = self.extend(rng, int(t))
-        return rng
-
-    def count(self, ngram: Sequence[int]) -> int:
-        """Occurrences of ``ngram`` in the corpus; the empty n-gram counts every token (boundaries excluded)."""
-        return self.count_range(self.range_of(ngram))
-
-    def count_many(self, ngrams: Iterable[Sequence[int]]) -> np.ndarray:
-        """``count`` of each n-gram, as an int64 array."""
-        return np.array([self.count(g) for g in ngrams], dtype=np.int64)
-
-    def next_tokens(self, prefix: Sequence[int]) -> NextTokens:
-        """``(token_ids, counts)``: distinct tokens following ``prefix`` in some document, ascending, with
-        how often; empty arrays if ``prefix`` does not occur; the empty prefix gives every token's frequency."""
-        return self.next_tokens_of_range(self.range_of(prefix))
-
-    def next_tokens_many(self, prefixes: Iterable[Sequence[int]]) -> list[NextTokens]:
-        """``next_tokens`` of each prefix."""
-        return [self.next_tokens(p) for p in prefixes]
-
-    def locate_range(self, rng: FMRange, limit: int | None = None) -> list[tuple[int, int]]:
-        """Sorted ``(doc, offset)`` of the occurrences of the n-gram of ``rng`` (see ``locate``)."""
-        return self.locate_ranges([rng], limit)[0]
-
-    def locate(self, ngram: Sequence[int], limit: int | None = None) -> list[tuple[int, int]]:
-        """Sorted ``(doc, token offset)`` of the occurrences of ``ngram``; with ``limit``, of at most that
-        many of them (the first rows of its suffix-array range: deterministic, not the smallest positions)."""
-        return self.locate_ranges([self.range_of(ngram)], limit)[0]
-
-    def locate_many(self, ngrams: Iterable[Sequence[int]], limit: int | None = None) -> list[list[tuple[int, int]]]:
-        """``locate`` of each n-gram (``limit`` applies to each)."""
-        return self.locate_ranges([self.range_of(g) for g in ngrams], limit)
-
-    def doc_counts(self, ngram: Sequence[int], limit: int | None = None) -> dict[int, int]:
-        """``{doc: occurrences}`` of ``ngram`` (over the same occurrences as ``locate(ngram, limit)``)."""
-        return self.doc_counts_ranges([self.range_of(ngram)], limit)[0]
-
-    def doc_counts_many(self, ngrams: Iterable[Sequence[int]], limit: int | None = None) -> list[dict[int, int]]:
-        """``doc_counts`` of each n-gram."""
-        return self.doc_counts_ranges([self.range_of(g) for g in ngrams], limit)
-
 
 def shard_dir(i: int) -> str:
     """Folder name of shard ``i`` inside a sharded index directory."""
@@ -141,8 +59,6 @@ class ShardedFMIndex(FMQueries):
     def build(cls, docs: Sequence[Sequence[int] | np.ndarray], vocab_size: int, n_shards: int, *,
               sa_sample: int = 32, progress: bool = False) -> ShardedFMIndex:
         """Split ``docs`` into ``n_shards`` contiguous, token-balanced groups and index each one."""
-        from ._fm_index import FMIndex
-
         spans = split_balanced([len(d) for d in docs], n_shards)
         return cls([FMIndex.build(docs[a:b], vocab_size, sa_sample=sa_sample, progress=progress) for a, b in spans])
 
@@ -164,8 +80,6 @@ class ShardedFMIndex(FMQueries):
     def load(cls, directory: str | Path, params: dict[str, Any], *, mmap: bool = True,
              lazy: bool = False) -> ShardedFMIndex:
         """Open every shard listed in ``params`` (``IndexFormatError`` when anything disagrees)."""
-        from ._fm_index import FMIndex
-
         directory = Path(directory)
         if params.get("format") != SHARDED_FORMAT or not isinstance(params.get("shards"), list) \
                 or not params["shards"]:

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from genret.indexing import Index, IndexFormatError, InputError
 
-from ._types import Hit, Provenance, Retriever
+from ._contract import Hit, Provenance, Retriever
 
 
 class BM25SearchConfig(BaseModel):
@@ -38,8 +38,8 @@ class BM25Retriever(Retriever):
     name = "bm25"
 
     def __init__(self, index: Index, config: BM25SearchConfig | None = None) -> None:
-        from genret.indexing._bm25 import ANALYZER, BM25_KIND
-        from genret.indexing._java import import_pyserini
+        from genret.indexing import BM25_ANALYZER as ANALYZER
+        from genret.indexing import BM25_KIND, import_pyserini
 
         config = config or BM25SearchConfig()
         comp = index.component("bm25")
@@ -71,7 +71,7 @@ class BM25Retriever(Retriever):
             return []
         if len(queries) == 1:
             return [self._search_one(str(queries[0]), k)]
-        from genret.indexing._java import java_list
+        from genret.indexing import java_list
 
         qids = [str(i) for i in range(len(queries))]
         try:
@@ -84,7 +84,7 @@ class BM25Retriever(Retriever):
         return [self._hits(by_qid.get(qid) or []) for qid in qids]
 
     def _search_one(self, query: str, k: int) -> list[Hit]:
-        from genret.indexing._java import MAX_QUERY_TERMS
+        from genret.indexing import MAX_QUERY_TERMS
 
         try:
             return self._hits(self._searcher.search(query, int(k)))

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from genret.indexing import Encoder, Index, SentenceTransformerEncoder
 
-from ._types import Hit, Provenance, Retriever
+from ._contract import Hit, Provenance, Retriever
 
 GPU_MAX_K = 2048
 
@@ -30,7 +30,7 @@ class DenseRetriever(Retriever):
 
     The FAISS index (flat, HNSW or IVF-PQ: whatever the manifest records) gets its query-time knobs from
     the config or else the manifest (``search_params`` says which were set), and goes to the GPU when the
-    resolved device is CUDA and faiss has GPU support (``genret.indexing._dense._place_index``; HNSW stays on
+    resolved device is CUDA and faiss has GPU support (``genret.indexing._dense.place_index``; HNSW stays on
     the CPU).  Approximate indexes may return fewer than ``k`` hits (IVF lists visited hold fewer).
     """
 
@@ -38,8 +38,7 @@ class DenseRetriever(Retriever):
 
     def __init__(self, index: Index, config: DenseSearchConfig | None = None,
                  encoder: Encoder | None = None) -> None:
-        from genret.indexing import resolve_device
-        from genret.indexing._dense import _place_index, configure_search, load_faiss
+        from genret.indexing import configure_search, load_faiss, place_index, resolve_device
 
         config = config or DenseSearchConfig()
         comp = index.component("dense")
@@ -51,7 +50,7 @@ class DenseRetriever(Retriever):
         self._cpu_faiss = load_faiss(index.path, comp)
         self.search_params = configure_search(self._cpu_faiss, comp, ef_search=config.ef_search,
                                               nprobe=config.nprobe)
-        self._faiss = _place_index(self._cpu_faiss, resolve_device(config.device))
+        self._faiss = place_index(self._cpu_faiss, resolve_device(config.device))
         self._lock = threading.Lock()
 
     def batch_search(self, queries: Sequence[str], k: int = 10, *, task: str | None = None) -> list[list[Hit]]:

@@ -9,8 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from genret.indexing._device import resolve_device
-from genret.indexing._models import load_tokenizer, resolve_checkpoint
+from genret.indexing import load_tokenizer, resolve_checkpoint, resolve_device
 
 log = logging.getLogger("genret")
 

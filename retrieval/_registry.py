@@ -9,10 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from genret.indexing import Index, NotFoundError
 
 from ._bm25 import BM25Retriever, BM25SearchConfig
+from ._contract import Retriever
 from ._dense import DenseRetriever, DenseSearchConfig
-from ._generative import GenerativeConfig, GenerativeRetriever
-from ._hybrid import HybridConfig, load_hybrid
-from ._types import Retriever
+from .generative import GenerativeConfig, GenerativeRetriever
+from .hybrid import HybridConfig, HybridRetriever, effective_hybrid
 
 
 class RetrievalConfig(BaseModel):
@@ -23,6 +23,28 @@ class RetrievalConfig(BaseModel):
     bm25: BM25SearchConfig = Field(default_factory=BM25SearchConfig)
     generative: GenerativeConfig = Field(default_factory=GenerativeConfig)
     hybrid: HybridConfig = Field(default_factory=HybridConfig)
+
+
+def load_hybrid(index: Index, config: RetrievalConfig) -> HybridRetriever:
+    """The registry factory: a ``HybridRetriever`` over ``index`` whose members are
+    ``load_retriever(index, name, config)`` for each member (``config.hybrid`` and the fitted weights saved in
+    the index decide which: see ``hybrid.effective_hybrid``), fused as they say
+    (``config``: a ``RetrievalConfig`` with a ``hybrid: HybridConfig`` section).  Members a fitted file weighs 0
+    are not loaded.  Members built before a failing one are closed."""
+    hybrid, source = effective_hybrid(index, config.hybrid, base_retrievers(index))
+    members: dict[str, Retriever] = {}
+    try:
+        for name in hybrid.retrievers or ():
+            members[name] = load_retriever(index, name, config)
+    except BaseException:
+        for member in members.values():
+            closer = getattr(member, "close", None)
+            if callable(closer):
+                closer()
+        raise
+    retriever = HybridRetriever(members, hybrid)
+    retriever.tuned_from = None if source is None else str(source)
+    return retriever
 
 
 # retriever name -> (index component it reads, {component kind -> factory})

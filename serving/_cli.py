@@ -155,7 +155,7 @@ def _cmd_rag(a: argparse.Namespace) -> int:
 
 
 def _cmd_add(a: argparse.Namespace) -> int:
-    from genret.indexing._add import add_to_index
+    from genret.indexing import add_to_index
 
     m = add_to_index(a.index, a.corpus, skip_bad=a.skip_bad, corpus_format=a.format, device=a.device,
                      progress=not a.quiet)
@@ -165,8 +165,7 @@ def _cmd_add(a: argparse.Namespace) -> int:
 
 
 def _cmd_rebuild_dense(a: argparse.Namespace) -> int:
-    from genret.indexing import DenseConfig
-    from genret.indexing._dense import rebuild_dense
+    from genret.indexing import DenseConfig, rebuild_dense
 
     m = rebuild_dense(a.index, DenseConfig(index_type=a.index_type, hnsw_m=a.hnsw_m, ivf_nlist=a.ivf_nlist,
                                            pq_m=a.pq_m, device=a.device), progress=not a.quiet)
@@ -176,7 +175,7 @@ def _cmd_rebuild_dense(a: argparse.Namespace) -> int:
 
 
 def _cmd_demo_data(a: argparse.Namespace) -> int:
-    from genret.indexing._demo import write_demo
+    from genret.eval import write_demo
 
     corpus, questions = write_demo(Path(a.out))
     print(f"wrote {corpus} and {questions}")

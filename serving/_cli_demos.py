@@ -10,7 +10,7 @@ import json
 
 
 def _cmd_index_demos(a: argparse.Namespace) -> int:
-    from genret.retrieval import build_demo_pool
+    from genret.retrieval.demos import build_demo_pool
 
     m = build_demo_pool(a.pool, a.task, a.out, model=a.model, instruction=a.instruction, device=a.device,
                         progress=not a.quiet, force=a.force, skip_bad=a.skip_bad)
@@ -24,8 +24,8 @@ def _cmd_index_demos(a: argparse.Namespace) -> int:
 
 def _cmd_train_demos(a: argparse.Namespace) -> int:
     from genret.indexing import ConfigError
-    from genret.retrieval import DemoTrainConfig, train_demos
-    from genret.retrieval._generator import GeneratorConfig
+    from genret.retrieval.demos import DemoTrainConfig, train_demos
+    from genret.retrieval.rag import GeneratorConfig
 
     tasks = {}
     for item in a.task or []:

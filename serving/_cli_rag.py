@@ -71,8 +71,7 @@ def _print_answer(result, as_json: bool) -> None:
 
 def cmd_rag(a: argparse.Namespace, retrieval_config) -> int:
     """``genret rag INDEX "question"`` or ``genret rag INDEX --input FILE [--out FILE]``."""
-    from genret.eval import read_kilt, write_kilt
-    from genret.eval._rag_eval import predict_rag
+    from genret.eval import predict_rag, read_kilt, write_kilt
     from genret.indexing import GenretError
 
     if (a.question is None) == (a.input is None):
@@ -95,7 +94,7 @@ def cmd_rag(a: argparse.Namespace, retrieval_config) -> int:
 
 def cmd_eval_rag(a: argparse.Namespace, task_file: str, retrieval_config) -> int:
     """``genret eval INDEX TASK.jsonl --rag``: answers and provenance scored together."""
-    from genret.eval._rag_eval import evaluate_rag
+    from genret.eval import evaluate_rag
 
     with ExitStack() as stack:
         pipeline = open_from_args(a, stack, retrieval_config)

@@ -12,7 +12,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
     from genret.eval import dev_callback, read_kilt
     from genret.indexing import Index
     from genret.retrieval import GenerativeConfig
-    from genret.retrieval._train import TrainConfig, TrainTask, train_retriever
+    from genret.retrieval.generative.training import TrainConfig, TrainTask, train_retriever
 
     tasks = task_files(a.task, "--task")
     try:

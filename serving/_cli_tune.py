@@ -24,7 +24,7 @@ DESCRIPTION = (
 
 
 def _cmd_tune(a: argparse.Namespace) -> int:
-    from genret.eval._fusion_tune import tune_fusion
+    from genret.eval import tune_fusion
     from genret.retrieval import RetrievalConfig
 
     gen = generative_section(a)

@@ -8,7 +8,7 @@ middlewares turn any of them into ``{"error": ClassName, "detail": message}`` wi
 from __future__ import annotations
 
 from genret.indexing import ConfigError, GenretError, IndexFormatError, InputError, NotFoundError
-from genret.retrieval._openai import EndpointError
+from genret.retrieval.rag import EndpointError
 
 
 class RequestError(GenretError):

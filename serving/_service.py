@@ -17,18 +17,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from genret.indexing import GenretError, Index, NotFoundError
-from genret.retrieval import (
-    Generator,
-    Hit,
-    RagAnswer,
-    RagConfig,
-    RagPipeline,
-    Retriever,
-    available_retrievers,
-    load_generator,
-    load_retriever,
-)
-from genret.retrieval._rag_prompt import prompt_size
+from genret.retrieval import Hit, Retriever, available_retrievers, load_retriever
+from genret.retrieval.rag import Generator, RagAnswer, RagConfig, RagPipeline, load_generator, prompt_size
 
 from ._errors import RequestError, Unavailable
 from ._settings import Settings
@@ -92,7 +82,7 @@ class SearchService:
         self._demo_sources: dict[str, object] = {}
         self.demo_tasks: list[str] = []
         if settings.demos is not None:
-            from genret.retrieval._demo_pool import list_tasks
+            from genret.retrieval.demos import list_tasks
 
             self.demo_tasks = list_tasks(settings.demos)  # a missing directory fails here, at start
             if not self.demo_tasks:
@@ -108,7 +98,7 @@ class SearchService:
         return len(self._retrievers)
 
     def describe(self) -> list[dict]:
-        from genret.retrieval import ANSWER_TASKS
+        from genret.retrieval.rag import ANSWER_TASKS
 
         tasks = sorted({*self.settings.retrieval.generative.prompts, *ANSWER_TASKS})
         return [{"name": name, "units": len(ix.store), "unit_kind": ix.manifest.units.kind,
@@ -224,7 +214,7 @@ class SearchService:
     def demo_source(self, kind: str):
         with self._generator_lock:
             if kind not in self._demo_sources:
-                from genret.retrieval import load_demo_source
+                from genret.retrieval.demos import load_demo_source
 
                 self._demo_sources[kind] = load_demo_source(self.settings.demos, kind,
                                                             device=self.settings.retrieval.dense.device)

@@ -21,7 +21,7 @@ import uvicorn
 from fastapi import Body, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from genret.retrieval._generator import Generator
+from genret.retrieval.rag import Generator
 
 
 class ServerThread:

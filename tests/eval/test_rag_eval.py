@@ -6,11 +6,10 @@ import json
 
 import pytest
 
-from genret.eval import read_kilt, score
-from genret.eval._rag_eval import evaluate_rag
+from genret.eval import evaluate_rag, read_kilt, score
 from genret.indexing import Index
 from genret.retrieval import GeneratorConfig, RagConfig, RagPipeline, load_retriever
-from genret.retrieval._generator import HFGenerator
+from genret.retrieval.rag import HFGenerator
 
 
 @pytest.fixture(scope="module")

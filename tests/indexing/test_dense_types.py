@@ -17,11 +17,11 @@ from genret.indexing._dense import (
     EMBEDDINGS_FILE,
     FAISS_FILE,
     _auto_pq_m,
-    _place_index,
     build_dense,
     build_faiss,
     faiss_params,
     load_embeddings,
+    place_index,
     rebuild_dense,
 )
 from genret.indexing._manifest import MANIFEST_FILE, read_manifest, write_manifest
@@ -328,8 +328,8 @@ def _fake_gpu_faiss(monkeypatch, faiss, *, fail: bool = False) -> list:
 def test_cpu_device_keeps_the_index_on_cpu(caplog):
     flat, _, _ = _flat_and_hnsw()
     with caplog.at_level(logging.INFO, logger="genret"):
-        assert _place_index(flat, "cpu") is flat
-        assert _place_index(flat, "mps") is flat
+        assert place_index(flat, "cpu") is flat
+        assert place_index(flat, "mps") is flat
     assert caplog.text.count("faiss index on cpu") == 2
 
 
@@ -337,21 +337,21 @@ def test_cuda_without_faiss_gpu_support_stays_on_cpu(monkeypatch, caplog):
     flat, _, faiss = _flat_and_hnsw()
     monkeypatch.delattr(faiss, "StandardGpuResources", raising=False)
     with caplog.at_level(logging.INFO, logger="genret"):
-        assert _place_index(flat, "cuda") is flat
+        assert place_index(flat, "cuda") is flat
     assert "faiss index on cpu" in caplog.text and "no GPU support" in caplog.text
     monkeypatch.setattr(faiss, "StandardGpuResources", object, raising=False)
     monkeypatch.setattr(faiss, "get_num_gpus", lambda: 0)  # GPU build, but no GPU visible
-    assert _place_index(flat, "cuda:0") is flat
+    assert place_index(flat, "cuda:0") is flat
 
 
 def test_cuda_with_faiss_gpu_support_moves_all_but_hnsw(monkeypatch, caplog):
     flat, hnsw, faiss = _flat_and_hnsw()
     moved = _fake_gpu_faiss(monkeypatch, faiss)
     with caplog.at_level(logging.INFO, logger="genret"):
-        placed = _place_index(flat, "cuda:1")
+        placed = place_index(flat, "cuda:1")
         assert isinstance(placed, FakeGpuIndex) and placed.cpu_index is flat and moved == [1]
         assert "faiss index on gpu (cuda:1)" in caplog.text
-        assert _place_index(hnsw, "cuda") is hnsw and moved == [1]
+        assert place_index(hnsw, "cuda") is hnsw and moved == [1]
         assert "HNSW has no GPU version" in caplog.text
 
 
@@ -359,7 +359,7 @@ def test_failed_gpu_copy_stays_on_cpu(monkeypatch, caplog):
     flat, _, faiss = _flat_and_hnsw()
     _fake_gpu_faiss(monkeypatch, faiss, fail=True)
     with caplog.at_level(logging.WARNING, logger="genret"):
-        assert _place_index(flat, "cuda") is flat
+        assert place_index(flat, "cuda") is flat
     assert "faiss index on cpu: moving it to cuda failed: unsupported PQ size" in caplog.text
 
 
@@ -376,7 +376,7 @@ def test_cuda_without_a_gpu_is_a_config_error(tiny_index, encoder):
 
 
 def test_retriever_places_its_index(tiny_index, encoder, monkeypatch, caplog):
-    """The retriever asks ``_place_index`` with the resolved device: cuda and no faiss GPU → CPU, logged."""
+    """The retriever asks ``place_index`` with the resolved device: cuda and no faiss GPU → CPU, logged."""
     import faiss
 
     from genret import indexing
@@ -404,11 +404,11 @@ def _gpu_ready() -> bool:
 def test_gpu_search_equals_cpu_search(hnsw_index, query_vectors, tmp_path, caplog):
     ix = _rebuilt(copy_index(hnsw_index, tmp_path / "flat"), "flat")
     with Index(ix) as index:
-        from genret.indexing._dense import load_faiss
+        from genret.indexing import load_faiss
 
         cpu = load_faiss(ix, index.component("dense"))
         with caplog.at_level(logging.INFO, logger="genret"):
-            gpu = _place_index(cpu, "cuda")
+            gpu = place_index(cpu, "cuda")
         assert gpu is not cpu and "faiss index on gpu" in caplog.text
         (cs, ci), (gs, gi) = cpu.search(query_vectors, 10), gpu.search(query_vectors, 10)
         np.testing.assert_array_equal(ci[:, :3], gi[:, :3])

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from genret.indexing._errors import IndexFormatError
+from genret.indexing import IndexFormatError
 from genret.indexing._fm_index import FMIndex
 from genret.indexing._fm_shards import ShardedFMIndex, split_balanced
 
@@ -304,15 +304,15 @@ PAGES = [
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from genret.indexing._models import load_tokenizer
+    from genret.indexing import load_tokenizer
 
     return load_tokenizer("smollm2-135m-instruct")
 
 
 @pytest.fixture(scope="module")
 def fm_store(tmp_path_factory):
+    from genret.indexing import Unit
     from genret.indexing._store import StoreWriter, UnitStore
-    from genret.indexing._units import Unit
 
     d = tmp_path_factory.mktemp("fmstore")
     writer = StoreWriter(d / "units.sqlite")
@@ -328,8 +328,8 @@ def fm_store(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("shards", [1, 2])
 def test_build_fm_component_with_real_tokenizer(fm_store, tokenizer, tmp_path, shards):
+    from genret.indexing import Component
     from genret.indexing._fm_build import FMConfig, build_fm, encode_texts, load_fm, load_fm_tokenizer, unit_token_ids
-    from genret.indexing._manifest import Component
 
     comp = build_fm(fm_store, tmp_path, FMConfig(shards=shards, sa_sample=4), progress=False)
     comp = Component.model_validate(json.loads(comp.model_dump_json()))  # survives the manifest
@@ -388,7 +388,7 @@ def test_load_fm_rejects_mismatch(fm_store, tmp_path):
 def test_fm_config_is_strict():
     from pydantic import ValidationError
 
-    from genret.indexing._fm_build import FMConfig
+    from genret.indexing import FMConfig
 
     assert FMConfig().shards == 1 and FMConfig().sa_sample == 32
     with pytest.raises(ValidationError):

@@ -14,10 +14,17 @@ from pathlib import Path
 
 import pytest
 
-from genret.indexing import GenretError, Index, IndexConfig, IndexFormatError, build_index
+from genret.indexing import (
+    GenretError,
+    Index,
+    IndexConfig,
+    IndexFormatError,
+    build_index,
+    read_manifest,
+    write_manifest,
+)
 from genret.indexing._bm25 import BM25Config, build_bm25, index_args, write_collection
-from genret.indexing._manifest import read_manifest, write_manifest
-from genret.retrieval._bm25 import BM25Retriever, BM25SearchConfig
+from genret.retrieval import BM25Retriever, BM25SearchConfig
 
 pytest.importorskip("pyserini")
 

@@ -9,13 +9,12 @@ import random
 import pytest
 
 from genret.indexing import GenretError, NotFoundError
-from genret.retrieval import DemoTrainConfig, build_demo_pool, load_demo_source, train_demos
-from genret.retrieval._demo_pool import DemoPool
-from genret.retrieval._demo_train import _mine, _queries, lm_feedback
-from genret.retrieval._demos import BM25DemoSource
-from genret.retrieval._generator import GeneratorConfig, HFGenerator
-from genret.retrieval._rag_prompt import build_prompt, resolve_answer_task
-from genret.retrieval._types import Demo
+from genret.retrieval import Demo
+from genret.retrieval.demos import DemoTrainConfig, build_demo_pool, load_demo_source, train_demos
+from genret.retrieval.demos._pool import DemoPool
+from genret.retrieval.demos._sources import BM25DemoSource
+from genret.retrieval.demos._train import _mine, _queries, lm_feedback
+from genret.retrieval.rag import GeneratorConfig, HFGenerator, build_prompt, resolve_answer_task
 from tests.retrieval.demo_pools import CLAIMS, QA, write_pools
 
 

@@ -8,9 +8,9 @@ import shutil
 import pytest
 
 from genret.indexing import GenretError, IndexFormatError, InputError, NotFoundError
-from genret.retrieval import DEMO_SOURCES, DemoSource, build_demo_pool, load_demo_source
-from genret.retrieval._demo_pool import read_pool
-from genret.retrieval._types import Demo
+from genret.retrieval import Demo
+from genret.retrieval.demos import DEMO_SOURCES, DemoSource, build_demo_pool, load_demo_source
+from genret.retrieval.demos._pool import read_pool
 from tests.retrieval.demo_pools import CLAIMS, QA, write_pools
 
 QA_IDS = {rid for rid, _, _ in QA}
@@ -120,7 +120,7 @@ def test_bad_pool_lines(tmp_path):
     with pytest.raises(InputError, match=r"bad\.jsonl:2"):
         build_demo_pool(bad, "qa", tmp_path / "demos", progress=False)
     assert not (tmp_path / "demos" / "qa").exists()
-    from genret.retrieval._demo_pool import PoolStats
+    from genret.retrieval.demos._pool import PoolStats
 
     stats = PoolStats()
     rows = read_pool(bad, skip_bad=True, stats=stats)

@@ -21,7 +21,7 @@ from genret.retrieval import (
     available_retrievers,
     load_retriever,
 )
-from genret.retrieval._fusion_weights import WEIGHTS_FILE, read_tuned
+from genret.retrieval.hybrid import read_tuned, weights_path
 from genret.serving._cli import main
 
 
@@ -140,7 +140,7 @@ def test_search_on_scripted_members_beats_or_equals_every_default():
 
 def test_tuning_writes_a_self_describing_file(tuned, questions):
     ix, doc, path = tuned
-    assert path == ix / WEIGHTS_FILE and read_tuned(path) == doc
+    assert path == weights_path(ix) and read_tuned(path) == doc
     raw = json.loads(path.read_text())
     assert raw["format"] == "genret-hybrid-weights" and raw["format_version"] == 1
     assert raw["members"] == ["dense", "bm25", "generative"] and raw["depth"] == 10
@@ -228,7 +228,7 @@ def test_what_overrides_the_saved_weights(tuned, config, hybrid, used):
 def test_a_bad_weights_file_is_a_clear_error(tiny_index, config, tmp_path, content, words):
     ix = tmp_path / "tiny"
     shutil.copytree(tiny_index, ix)
-    (ix / WEIGHTS_FILE).write_text(content)
+    (weights_path(ix)).write_text(content)
     with Index(ix) as index:  # the index itself still opens, and its other retrievers load
         assert "hybrid" in available_retrievers(index, config)
         with pytest.raises(IndexFormatError, match=words) as err:
@@ -247,9 +247,9 @@ def test_cli_round_trip(tiny_index, questions, tmp_path, capsys):
                  "--step", "0.25", "--quiet"]) == 0
     out = capsys.readouterr().out
     for words in ("bm25 alone", "dense alone", "default weights", "fused (chosen)", "chosen: ",
-                  str(ix / WEIGHTS_FILE)):
+                  str(weights_path(ix))):
         assert words in out
-    doc = read_tuned(ix / WEIGHTS_FILE)
+    doc = read_tuned(weights_path(ix))
     assert doc.members == ["bm25", "dense"] and doc.search["candidates"] == 1 + 3 * 5
     # search / eval --retriever hybrid: the fitted members (no generative LM) and weights
     assert main(["search", str(ix), "Who created Python?", "--retriever", "hybrid", "-k", "2", "--json",
@@ -260,7 +260,7 @@ def test_cli_round_trip(tiny_index, questions, tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["levels"]["page"]["Rprec"] == pytest.approx(doc.results["fused (chosen)"]["page"])
     # a corrupt file: one line, exit 2; --hybrid-tuned off ignores it
-    (ix / WEIGHTS_FILE).write_text("[]")
+    (weights_path(ix)).write_text("[]")
     assert main(["search", str(ix), "x", "--retriever", "hybrid", "--hybrid", "bm25,dense", "--device", "cpu"]) == 2
     assert "not a genret hybrid-weights file" in capsys.readouterr().err
     assert main(["search", str(ix), "x", "--retriever", "hybrid", "--hybrid", "bm25,dense", "--hybrid-tuned", "off",

@@ -7,9 +7,9 @@ import pytest
 
 from genret.indexing import ConfigError, Index
 from genret.retrieval import GenerativeConfig, GenerativeRetriever
-from genret.retrieval._decoding import Key, constrained_beam_search
-from genret.retrieval._prompts import prompt_text, resolve_prompt
-from genret.retrieval._seal_scoring import ScoringConfig
+from genret.retrieval.generative import ScoringConfig
+from genret.retrieval.generative._decoding import Key, constrained_beam_search
+from genret.retrieval.generative._prompts import prompt_text, resolve_prompt
 
 QUERIES = ["Who created the Python programming language?", "When did the oil embargo start?",
            "Which pigment absorbs red light?"]
@@ -148,7 +148,7 @@ def test_unknown_task_falls_back_to_generic(retriever):
 
 
 def test_continuous_prompt_needs_trained_vectors(tiny_index, tiny_lm_dir):
-    from genret.retrieval import PromptSpec
+    from genret.retrieval.generative import PromptSpec
 
     cfg = GenerativeConfig(model=str(tiny_lm_dir), device="cpu", beam=2, max_len=2,
                            prompts={"soft": PromptSpec(kind="continuous", n_vectors=4)})
@@ -179,7 +179,7 @@ def test_encoder_decoder_models_decode_under_the_same_constraints(tiny_index, tm
     import torch
     from transformers import T5Config, T5ForConditionalGeneration
 
-    from genret.indexing._models import load_tokenizer
+    from genret.indexing import load_tokenizer
 
     tok = load_tokenizer("smollm2-135m-instruct")
     torch.manual_seed(0)
@@ -231,7 +231,7 @@ def test_query_keys_are_the_query_ngrams_in_the_index(retriever, unit_tokens):
     that holds a non-stopword and occurs in the index (as body text or as a complete title)."""
     import itertools
 
-    from genret.retrieval._keys import STOPWORDS
+    from genret.retrieval.generative._keys import STOPWORDS
 
     query = "who created the python programming language"
     words = query.split()
@@ -288,7 +288,7 @@ def test_decoded_keys_carry_their_rescored_log_probability(retriever, bonus):
 
 
 def test_the_copy_prior_changes_the_keys(retriever):
-    from genret.retrieval._keys import content_token_ids
+    from genret.retrieval.generative._keys import content_token_ids
 
     def decoded(bonus):
         cfg = retriever.config.model_copy(update=dict(query_keys=False, decode_titles=False, copy_bonus=bonus))
@@ -303,7 +303,7 @@ def test_the_copy_prior_changes_the_keys(retriever):
 
 
 def test_calibrated_weights():
-    from genret.retrieval._seal_scoring import key_weight
+    from genret.retrieval.generative._seal_scoring import key_weight
 
     cfg = ScoringConfig(calibration=1.0)
     # at λ = 1 the weight is the model's PMI between key and query, to the power alpha
@@ -318,7 +318,7 @@ def test_calibrated_weights():
 
 
 def test_stopword_keys_are_dropped(retriever):
-    from genret.retrieval._keys import has_content
+    from genret.retrieval.generative._keys import has_content
 
     _, keys = retriever.decode_keys(QUERIES, task="generic")
     for ks in keys:
@@ -330,7 +330,7 @@ def test_stopword_keys_are_dropped(retriever):
 @pytest.mark.parametrize("seed", range(3))
 def test_unigram_scores_match_brute_force(retriever, unit_tokens, seed):
     """Free tokens (not inside an n-gram match) add their type's unigram weight once, damped by coverage."""
-    from genret.retrieval._seal_scoring import score_tokens
+    from genret.retrieval.generative._seal_scoring import score_tokens
 
     rng = random.Random(seed)
     beta = 0.8

@@ -7,14 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from genret.indexing import ConfigError, GenretError
-from genret.retrieval._generator import (
-    GeneratorConfig,
-    HFGenerator,
-    _stream_cut,
-    cut_at_stop,
-    load_generator,
-    render_plain,
-)
+from genret.retrieval.rag import GeneratorConfig, HFGenerator, load_generator
+from genret.retrieval.rag._generator import cut_at_stop, render_plain, stream_until_stop
 
 QUESTIONS = ["When did the oil embargo start?", "Which pigment absorbs red and blue light in plants?",
              "Who created the Python programming language?", "Who first climbed the highest mountain in the world?",
@@ -156,15 +150,15 @@ def test_long_prompts_keep_their_end(tiny_chat_lm_dir) -> None:
     assert isinstance(g.generate([prompt], max_new_tokens=2)[0], str)
 
 
-def test_cut_at_stop_and_stream_cut() -> None:
+def test_cut_at_stop_andstream_until_stop() -> None:
     assert cut_at_stop("a. b\nc", ["\n", "."]) == "a"
     assert cut_at_stop("abc", ["", "z"]) == "abc"
     pieces = ["Hel", "lo\nWor", "ld"]
-    assert "".join(_stream_cut(iter(pieces), ["\nW"])) == "Hello"
-    assert "".join(_stream_cut(iter(pieces), ["zz"])) == "Hello\nWorld"
-    assert list(_stream_cut(iter(pieces), [])) == pieces
+    assert "".join(stream_until_stop(iter(pieces), ["\nW"])) == "Hello"
+    assert "".join(stream_until_stop(iter(pieces), ["zz"])) == "Hello\nWorld"
+    assert list(stream_until_stop(iter(pieces), [])) == pieces
     # a stop string split across pieces is still found, and nothing after it leaks out
-    assert "".join(_stream_cut(iter(["a<", "/s", ">b"]), ["</s>"])) == "a"
+    assert "".join(stream_until_stop(iter(["a<", "/s", ">b"]), ["</s>"])) == "a"
 
 
 def test_bad_kinds_and_missing_base_url_are_config_errors(monkeypatch) -> None:

@@ -6,15 +6,23 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from genret.indexing import Index, NotFoundError
 from genret.indexing._dense import load_embeddings
-from genret.retrieval import DenseRetriever, DenseSearchConfig, Hit, Provenance, Retriever
-from genret.retrieval._hybrid import HybridConfig, HybridRetriever, load_hybrid
+from genret.retrieval import (
+    DenseRetriever,
+    DenseSearchConfig,
+    Hit,
+    HybridConfig,
+    HybridRetriever,
+    Provenance,
+    RetrievalConfig,
+    Retriever,
+    load_retriever,
+)
 
 QUERIES = ["oil embargo by OAPEC", "who climbed Everest first", "plants turn light into energy",
            "programming language readability", "New Orleans music", "jazz trumpet", "Guido van Rossum"]
@@ -151,10 +159,8 @@ def test_batch_equals_single_and_hits_are_frozen(members):
 
 def test_load_hybrid_builds_members_through_the_registry(index):
     pytest.importorskip("pyserini")
-    from genret.retrieval import BM25SearchConfig
-
-    config = SimpleNamespace(hybrid=HybridConfig(retrievers=["bm25"]), bm25=BM25SearchConfig())
-    hybrid = load_hybrid(index, config)
+    config = RetrievalConfig(hybrid=HybridConfig(retrievers=["bm25"]))
+    hybrid = load_retriever(index, "hybrid", config)
     try:
         assert list(hybrid.members) == ["bm25"] and hybrid.name == "hybrid"
         hits = hybrid.search("price of oil in 1974", k=5)
@@ -163,8 +169,7 @@ def test_load_hybrid_builds_members_through_the_registry(index):
     finally:
         hybrid.close()
     with pytest.raises(NotFoundError, match="unknown retriever 'nope'"):
-        load_hybrid(index, SimpleNamespace(hybrid=HybridConfig(retrievers=["bm25", "nope"]),
-                                           bm25=BM25SearchConfig()))
+        load_retriever(index, "hybrid", RetrievalConfig(hybrid=HybridConfig(retrievers=["bm25", "nope"])))
 
 
 # ------------------------------------------------------------------------------------------ scripted members

@@ -7,8 +7,7 @@ import json
 import pytest
 
 from genret.indexing import ConfigError, GenretError
-from genret.retrieval._generator import GeneratorConfig, HFGenerator, load_generator
-from genret.retrieval._openai import EndpointError, OpenAIGenerator
+from genret.retrieval.rag import EndpointError, GeneratorConfig, HFGenerator, OpenAIGenerator, load_generator
 from tests._openai_server import ChatState, ServerThread, chat_app, closed_port_url
 
 KEY_ENV = "GENRET_TEST_OPENAI_KEY"

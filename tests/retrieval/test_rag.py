@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 
 from genret.indexing import GenretError, Index
-from genret.retrieval import GeneratorConfig, RagConfig, RagPipeline, load_demo_source, load_retriever
-from genret.retrieval._generator import HFGenerator
+from genret.retrieval import GeneratorConfig, RagConfig, RagPipeline, load_retriever
+from genret.retrieval.demos import load_demo_source
+from genret.retrieval.rag import HFGenerator
 from tests.conftest import QUESTIONS
 
 
@@ -76,7 +77,7 @@ def test_no_retrieval_and_bad_input(generator):
 
 
 def test_demonstrations_come_from_the_task_pool_most_similar_last(generator, tmp_path_factory):
-    from genret.retrieval import build_demo_pool
+    from genret.retrieval.demos import build_demo_pool
     from tests.retrieval.demo_pools import write_pools
 
     d = tmp_path_factory.mktemp("rag-demos")

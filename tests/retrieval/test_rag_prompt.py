@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from genret.retrieval import Demo, Hit, Provenance
-from genret.retrieval._rag_prompt import (
+from genret.retrieval.rag._prompt import (
     _MARGIN,
     ANSWER_TASKS,
     build_prompt,
@@ -19,7 +19,7 @@ from genret.retrieval._rag_prompt import (
 
 @pytest.fixture(scope="module")
 def count_tokens():
-    from genret.indexing._models import load_tokenizer
+    from genret.indexing import load_tokenizer
 
     tok = load_tokenizer("smollm2-135m-instruct")
     return lambda text: len(tok(text, add_special_tokens=False)["input_ids"])

@@ -7,7 +7,7 @@ import pytest
 from genret.eval import read_kilt
 from genret.indexing import Index
 from genret.retrieval import GenerativeConfig, GenerativeRetriever
-from genret.retrieval._train import TrainConfig, TrainTask, build_pairs, train_retriever
+from genret.retrieval.generative.training._train import TrainConfig, TrainTask, build_pairs, train_retriever
 
 pytestmark = pytest.mark.slow
 
@@ -22,8 +22,8 @@ def _config(tiny_lm_dir, data_dir, **kw):
 def test_pairs_are_identifiers_in_the_index(tiny_index, tiny_lm_dir, data_dir):
     import random
 
-    from genret.indexing._fm_build import load_fm
-    from genret.retrieval._unit_encoder import UnitEncoder
+    from genret.indexing import load_fm
+    from genret.retrieval.generative._unit_tokens import UnitEncoder
 
     with Index(tiny_index) as index:
         comp = index.component("fm")
@@ -81,7 +81,7 @@ def test_encoder_decoder_training_runs(tiny_index, data_dir, tmp_path):
     import torch
     from transformers import T5Config, T5ForConditionalGeneration
 
-    from genret.indexing._models import load_tokenizer
+    from genret.indexing import load_tokenizer
 
     tok = load_tokenizer("smollm2-135m-instruct")
     torch.manual_seed(0)
@@ -101,8 +101,8 @@ def test_encoder_decoder_training_runs(tiny_index, data_dir, tmp_path):
 def test_spans_start_on_query_words(tiny_index):
     import random
 
-    from genret.retrieval._train_data import _spans, token_words
-    from genret.retrieval._unit_encoder import UnitEncoder
+    from genret.retrieval.generative._unit_tokens import UnitEncoder
+    from genret.retrieval.generative.training._pairs import sample_spans, token_words
 
     with Index(tiny_index) as index:
         enc = UnitEncoder.from_component(index.path, index.component("fm"))
@@ -110,7 +110,7 @@ def test_spans_start_on_query_words(tiny_index):
     words = token_words(enc, toks)
     # byte-level pieces ("ĠGuid" + "o") make whole words; only the first piece starts the word
     assert [w for w, first in words if first][-4:] == ["guido", "van", "rossum", "."]
-    spans = _spans(toks, words, {"guido", "rossum"}, random.Random(0), 2, 2, 3)
+    spans = sample_spans(toks, words, {"guido", "rossum"}, random.Random(0), 2, 2, 3)
     starts = {toks.index(s[0]) for s in spans}
     assert starts == {i for i, (w, first) in enumerate(words) if first and w in {"guido", "rossum"}}
 
@@ -160,7 +160,7 @@ def test_frozen_embeddings_and_lower_layers_do_not_change(tiny_index, tiny_lm_di
 def test_layer_stacks_are_found_in_decoder_and_encoder_decoder_models(tiny_lm_dir):
     from transformers import AutoModelForCausalLM, T5Config, T5ForConditionalGeneration
 
-    from genret.retrieval._train_model import freeze, layer_stacks
+    from genret.retrieval.generative.training._model import freeze, layer_stacks
 
     llama = AutoModelForCausalLM.from_pretrained(tiny_lm_dir)
     assert [n for n, _ in layer_stacks(llama)] == ["model.layers"]
@@ -196,7 +196,7 @@ def test_rank_scores_and_margin_loss():
 
     import torch
 
-    from genret.retrieval._rank_loss import margin_loss, unit_scores
+    from genret.retrieval.generative.training._rank_loss import margin_loss, unit_scores
 
     spans = torch.tensor([-1.0, -3.0, -2.0, -2.0, -5.0])  # gold: rows 0-1; negatives: rows 2-3, row 4
     groups = [[(0, 2), (2, 4), (4, 5)]]
@@ -210,7 +210,7 @@ def test_rank_scores_and_margin_loss():
 def test_training_without_labels_pseudo_labels_from_bm25(tiny_index, tiny_lm_dir, tmp_path):
     import random
 
-    from genret.retrieval._train_pseudo import label_retriever, pseudo_labels
+    from genret.retrieval.generative.training._pseudo import label_retriever, pseudo_labels
 
     with Index(tiny_index) as index:
         bm25 = label_retriever(index, "bm25")

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from genret.retrieval import GeneratorConfig
-from genret.retrieval._openai import OpenAIGenerator
+from genret.retrieval.rag import OpenAIGenerator
 from tests._openai_server import ServerThread
 from tests.conftest import QUESTIONS
 from tests.serving.helpers import ScriptedGenerator, app_over, generator_swapped

@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from genret.retrieval import GeneratorConfig
-from genret.retrieval._openai import OpenAIGenerator
+from genret.retrieval.rag import OpenAIGenerator
 from genret.serving import create_app
 from genret.serving._service import SearchService
 from tests._openai_server import ServerThread, closed_port_url
@@ -139,7 +139,7 @@ def test_bad_rag_requests_are_clear_4xx(client, body, status, words):
 
 
 def test_demonstrations_from_the_servers_pools(tiny_index, tiny_lm_dir, tiny_chat_lm_dir, tmp_path_factory):
-    from genret.retrieval import build_demo_pool
+    from genret.retrieval.demos import build_demo_pool
     from tests.retrieval.demo_pools import write_pools
 
     d = tmp_path_factory.mktemp("serve-demos")

@@ -17,9 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from genret.indexing import GenretError
 
+from .._contract import Demo, Hit, Retriever
 from ._generator import Generator, Prompt
-from ._rag_prompt import ANSWER_TASKS, AnswerTask, build_prompt, parse_answer, resolve_answer_task
-from ._types import Demo, Hit, Retriever
+from ._prompt import ANSWER_TASKS, AnswerTask, build_prompt, parse_answer, resolve_answer_task
 
 
 class RagConfig(BaseModel):
@@ -172,19 +172,3 @@ class RagPipeline:
                 else:
                     yield {"event": "answer", "answer": value.answer, "task": value.task,
                            "citations": [{"number": c.number, **c.hit.to_dict()} for c in value.citations]}
-
-
-def open_pipeline(index: Any | None, generator: Generator, *, retriever: str | None = None,
-                  retrieval: Any | None = None, demos_dir: str | None = None, config: RagConfig | None = None,
-                  device: str = "auto") -> RagPipeline:
-    """A pipeline over an opened ``Index`` (None: no retrieval) and a demos directory (None: no demonstrations)."""
-    from ._registry import load_retriever
-
-    config = config or RagConfig()
-    r = load_retriever(index, retriever, retrieval) if index is not None and config.passages > 0 else None
-    demo_source = None
-    if demos_dir is not None and config.demos > 0:
-        from ._demos import load_demo_source
-
-        demo_source = load_demo_source(demos_dir, config.demo_source, device=device)
-    return RagPipeline(generator, r, demo_source, config)

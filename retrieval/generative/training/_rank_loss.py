@@ -1,7 +1,7 @@
 """LTRGR-style rank loss (Li et al. 2023, "Learning to Rank in Generative Retrieval") for the second stage.
 
 For a query, its gold unit and hard negatives, each unit gets a differentiable SEAL-like score: spans of the
-unit are sampled as the supervised pairs are (anchored on the query's words first; ``_train_data._spans``),
+unit are sampled as the supervised pairs are (anchored on the query's words first; ``_pairs.sample_spans``),
 each span is scored by its teacher-forced log-probability under the query's prompt (mean over its tokens, so
 spans of different lengths compare), and the unit's score is the log of the mean span probability
 (``logsumexp - log n``: a soft maximum, so the unit's best n-grams dominate as in SEAL's aggregation while every
@@ -15,10 +15,10 @@ import math
 import random
 from dataclasses import dataclass
 
-from genret.indexing._store import UnitStore
+from genret.indexing import UnitStore
 
-from ._train_data import Pair, _spans, _words, token_words
-from ._train_pseudo import Labelled
+from ._pairs import Pair, content_words, sample_spans, token_words
+from ._pseudo import Labelled
 
 
 class UnitTokens:
@@ -49,11 +49,11 @@ def rank_batch(examples: list[Labelled], units: UnitTokens, rng: random.Random, 
     pairs: list[Pair] = []
     groups: list[list[tuple[int, int]]] = []
     for ex in examples:
-        qwords = _words(ex.query)
+        qwords = content_words(ex.query)
         ranges = []
         for uid in (rng.choice(ex.gold), *ex.negatives):
             toks, words = units.get(uid)
-            sampled = _spans(toks, words, qwords, rng, spans, min_len, max_len)
+            sampled = sample_spans(toks, words, qwords, rng, spans, min_len, max_len)
             ranges.append((len(pairs), len(pairs) + len(sampled)))
             pairs.extend(Pair(ex.task, ex.query, s, "body") for s in sampled)
         gold, negs = ranges[0], [r for r in ranges[1:] if r[1] > r[0]]

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from genret.indexing._errors import GenretError
+from genret.indexing import GenretError
 
 __all__ = ["DEMO_MODULES", "MIN_QUESTIONS", "build_questions", "iter_stdlib_pages", "load_templates",
            "write_demo"]
@@ -167,12 +167,12 @@ def iter_stdlib_pages() -> Iterator[dict[str, Any]]:
 
 
 def load_templates() -> list[dict[str, Any]]:
-    """The question templates shipped as ``indexing/demo_questions.json``."""
-    resource = importlib.resources.files("genret.indexing") / "demo_questions.json"
+    """The question templates shipped as ``eval/demo_questions.json``."""
+    resource = importlib.resources.files("genret.eval") / "demo_questions.json"
     templates = json.loads(resource.read_text(encoding="utf-8"))
     keys = {"id", "input", "answer", "module", "object"}
     if not isinstance(templates, list) or not all(isinstance(t, dict) and keys <= t.keys() for t in templates):
-        raise GenretError("indexing/demo_questions.json must hold a JSON list of question templates "
+        raise GenretError("eval/demo_questions.json must hold a JSON list of question templates "
                           f"with keys {sorted(keys)}")
     return templates
 

@@ -23,14 +23,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from genret.indexing._device import resolve_device
-from genret.indexing._progress import progress_bar
+from genret.indexing import progress_bar, resolve_device
 
-from ._prompts import PromptSpec, prompt_text
+from .._checkpoint import restore_optimizer, save_checkpoint
+from .._prompts import PromptSpec, prompt_text
+from ._pairs import Pair
+from ._pseudo import Labelled
 from ._rank_loss import UnitTokens, margin_loss, rank_batch
-from ._train_data import Pair
-from ._train_io import restore_optimizer, save_checkpoint
-from ._train_pseudo import Labelled
 
 log = logging.getLogger("genret")
 

@@ -23,8 +23,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from .._contract import Demo, Hit
 from ._generator import Prompt
-from ._types import Demo, Hit
 
 _MARGIN = 8  # tokens kept free for the chat template's generation prompt
 _PER_MESSAGE = 4  # the chat template's markup around each message (role name, start/end markers)

@@ -22,7 +22,7 @@ import httpx
 
 from genret.indexing import ConfigError, GenretError
 
-from ._generator import Generator, GeneratorConfig, Prompt, _stream_cut, cut_at_stop
+from ._generator import Generator, GeneratorConfig, Prompt, cut_at_stop, stream_until_stop
 
 log = logging.getLogger("genret")
 
@@ -157,9 +157,9 @@ class OpenAIGenerator(Generator):
                     except ValueError as exc:
                         raise EndpointError(f"generator endpoint {self.url} sent a reply that is not JSON: "
                                             f"{response.text[:_BODY_CHARS]!r}") from exc
-                    yield from _stream_cut(iter([self._message_content(reply)]), stop)
+                    yield from stream_until_stop(iter([self._message_content(reply)]), stop)
                     return
-                yield from _stream_cut(self._events(response), stop)
+                yield from stream_until_stop(self._events(response), stop)
         except httpx.HTTPError as exc:
             raise self._transport_error(exc) from exc
 

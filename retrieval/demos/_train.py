@@ -32,15 +32,12 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from genret.indexing import ConfigError, GenretError, InputError
-from genret.indexing._manifest import staged_dir, write_json_atomic
-from genret.indexing._progress import progress_bar
+from genret.indexing import ConfigError, GenretError, InputError, progress_bar, staged_dir, write_json_atomic
 
-from ._demo_pool import ENCODER_DIR, DemoPool, PoolStats, check_task_name, read_pool, write_pool_dir
-from ._demos import BM25DemoSource
-from ._generator import Generator, GeneratorConfig, load_generator
-from ._rag_prompt import build_prompt, resolve_answer_task
-from ._types import Demo
+from .._contract import Demo
+from ..rag import Generator, GeneratorConfig, build_prompt, load_generator, resolve_answer_task
+from ._pool import ENCODER_DIR, DemoPool, PoolStats, check_task_name, read_pool, write_pool_dir
+from ._sources import BM25DemoSource
 
 log = logging.getLogger("genret")
 
@@ -283,8 +280,7 @@ def train_demos(demos_dir: str | Path, tasks: dict[str, str | Path], generator: 
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from genret.indexing import resolve_device
-    from genret.indexing._encoder import resolve_model_path
+    from genret.indexing import resolve_device, resolve_model_path
 
     config = config or DemoTrainConfig()
     demos_dir, out = Path(demos_dir), Path(out_dir)

@@ -17,15 +17,14 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from genret.indexing import ConfigError, Index, StoredUnit
-from genret.indexing._units import sentence_spans
+from genret.indexing import ConfigError, Index, StoredUnit, sentence_spans
 
+from .._contract import Hit, Provenance, Retriever
 from ._decoding import Key
 from ._evidence import Evidence, EvidenceGatherer, EvidenceSettings
 from ._keys import has_content
 from ._prompts import DEFAULT_PROMPTS, Granularity, PromptSpec, resolve_prompt
 from ._seal_scoring import ScoringConfig, first_stage, key_weight, score_tokens
-from ._types import Hit, Provenance, Retriever
 
 
 class GenerativeConfig(BaseModel):
@@ -75,11 +74,11 @@ class GenerativeRetriever(Retriever):
     def __init__(self, index: Index, config: GenerativeConfig | None = None, lm=None, *,
                  prompt_vectors: dict | None = None, prompts: dict[str, PromptSpec] | None = None) -> None:
         """``lm``, ``prompt_vectors`` and ``prompts`` override what the config would load (used in training)."""
-        from genret.indexing._fm_build import load_fm
+        from genret.indexing import load_fm
 
-        from ._lm import load_lm
-        from ._train_io import load_prompt_vectors
-        from ._unit_encoder import UnitEncoder
+        from .._lm import load_lm
+        from ._checkpoint import load_prompt_vectors
+        from ._unit_tokens import UnitEncoder
 
         self.config = config = config or GenerativeConfig()
         self.index = index

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from genret.indexing import ConfigError, IndexFormatError, NotFoundError
 
-from ._demo_pool import DemoPool, list_tasks
-from ._types import Demo
+from .._contract import Demo
+from ._pool import DemoPool, list_tasks
 
 
 class DemoSource(ABC):
@@ -109,7 +109,7 @@ class UDRSource(DemoSource):
     def _open(self, pool: DemoPool) -> DemoPool:
         from genret.indexing import SentenceTransformerEncoder
 
-        from ._dense import DenseRetriever, DenseSearchConfig
+        from .._dense import DenseRetriever, DenseSearchConfig
 
         spec = pool.encoder_spec
         if spec not in self._encoders:
@@ -137,7 +137,7 @@ class BM25DemoSource(DemoSource):
         self._retrievers: dict[str, object] = {}
 
     def _open(self, pool: DemoPool) -> DemoPool:
-        from ._bm25 import BM25Retriever
+        from .._bm25 import BM25Retriever
 
         self._retrievers[pool.task] = BM25Retriever(pool.index)
         return pool

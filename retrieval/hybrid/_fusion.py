@@ -12,7 +12,7 @@ Two fusion methods, over the hits each member returns at ``depth`` (or ``k``, if
 Ties are broken by ascending unit id.  Weights default to 1 for every member.
 
 Members: ``retrievers`` when given; else the members ``weights`` names; else those of the weights fitted by
-``genret tune`` and saved in the index (``_fusion_weights``, unless ``tuned="off"``); else every retriever
+``genret tune`` and saved in the index (``_weights``, unless ``tuned="off"``); else every retriever
 the index supports (BM25, dense, and the generative one where the index has an FM-index).
 """
 
@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ._types import Hit, Retriever
+from .._contract import Hit, Retriever
 
 # A member's weight when none is given: 1, but the generative retriever's 0.25.  Fitted on the train splits of the
 # three mini-KILT tasks (`genret tune`, README Results), the generative member's share was 0.1-0.2 of the total on
@@ -183,28 +183,3 @@ class HybridRetriever(Retriever):
             closer = getattr(member, "close", None)
             if callable(closer):
                 closer()
-
-
-def load_hybrid(index: Any, config: Any) -> HybridRetriever:
-    """The registry factory: a ``HybridRetriever`` over ``index`` whose members are
-    ``load_retriever(index, name, config)`` for each member (``config.hybrid`` and the fitted weights saved in
-    the index decide which: see the module doc and ``_fusion_weights.effective_hybrid``), fused as they say
-    (``config``: a ``RetrievalConfig`` with a ``hybrid: HybridConfig`` section).  Members a fitted file weighs 0
-    are not loaded.  Members built before a failing one are closed."""
-    from ._fusion_weights import effective_hybrid
-    from ._registry import load_retriever
-
-    hybrid, source = effective_hybrid(index, config.hybrid)
-    members: dict[str, Retriever] = {}
-    try:
-        for name in hybrid.retrievers or ():
-            members[name] = load_retriever(index, name, config)
-    except BaseException:
-        for member in members.values():
-            closer = getattr(member, "close", None)
-            if callable(closer):
-                closer()
-        raise
-    retriever = HybridRetriever(members, hybrid)
-    retriever.tuned_from = None if source is None else str(source)
-    return retriever

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from genret.indexing._demo import (
+from genret.eval._demo_task import (
     DEMO_MODULES,
     MIN_QUESTIONS,
     build_questions,
@@ -112,7 +112,7 @@ def test_missing_templates_are_dropped_with_a_warning(caplog: pytest.LogCaptureF
         {"id": "b", "input": "q?", "answer": "x", "module": "json", "object": "no_such_function"},
         {"id": "c", "input": "q?", "answer": "x", "module": "no_such_module", "object": None},
     ]
-    with caplog.at_level("WARNING", logger="genret.indexing._demo"):
+    with caplog.at_level("WARNING", logger="genret.eval._demo_task"):
         questions = build_questions(pages, templates)
     assert [q["id"] for q in questions] == ["a"]
     assert "no_such_function" in caplog.text and "no_such_module" in caplog.text
@@ -120,8 +120,8 @@ def test_missing_templates_are_dropped_with_a_warning(caplog: pytest.LogCaptureF
 
 def test_write_demo_raises_when_too_few_questions_resolve(tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    import genret.indexing._demo as demo_module
-    from genret.indexing._errors import GenretError
+    import genret.eval._demo_task as demo_module
+    from genret.indexing import GenretError
 
     monkeypatch.setattr(demo_module, "load_templates", lambda: load_templates()[:MIN_QUESTIONS - 1])
     with pytest.raises(GenretError):

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from genret.indexing import ConfigError, Index, IndexFormatError, read_versioned_json
 
-from ._hybrid import HybridConfig
+from ._fusion import HybridConfig
 
 log = logging.getLogger(__name__)
 
@@ -137,10 +137,10 @@ def _tuned_file(index: Index, tuned: str) -> Path | None:
     return path
 
 
-def effective_hybrid(index: Index, hybrid: HybridConfig) -> tuple[HybridConfig, Path | None]:
-    """The hybrid settings to load over ``index`` (members always explicit), and the fitted-weights file they
-    came from (None: none used).  See the module doc for the precedence."""
-    from ._registry import base_retrievers
+def effective_hybrid(index: Index, hybrid: HybridConfig, available: list[str]) -> tuple[HybridConfig, Path | None]:
+    """The hybrid settings to load over ``index`` (members always explicit; ``available``: the index's non-hybrid
+    retrievers, the default members), and the fitted-weights file they came from (None: none used).  See the
+    module doc for the precedence."""
 
     explicit = hybrid.model_fields_set
     if hybrid.weights is not None:  # explicit weights win; their names are the members when none are given
@@ -158,7 +158,7 @@ def effective_hybrid(index: Index, hybrid: HybridConfig) -> tuple[HybridConfig, 
             log.info("hybrid: fitted weights from %s: %s %s", path, doc.method, doc.weights)
             return doc.hybrid_config(hybrid), path
         log.info("hybrid: not using the fitted weights in %s: %s", path, reason)
-    members = hybrid.retrievers if hybrid.retrievers is not None else base_retrievers(index)
+    members = hybrid.retrievers if hybrid.retrievers is not None else list(available)
     return hybrid.model_copy(update={"retrievers": members}), None
 
 

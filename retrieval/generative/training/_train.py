@@ -33,10 +33,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from genret.indexing import ConfigError, GenretError, Index
 
-from ._prompts import DEFAULT_PROMPTS
-from ._train_data import Pair, corpus_pairs, mix, supervised_pairs, unit_pairs
-from ._train_io import VECTORS_FILE, load_prompt_vectors, load_state
-from ._train_pseudo import Labelled, add_negatives, label_retriever, pseudo_labels, record_labels
+from .._checkpoint import VECTORS_FILE, load_prompt_vectors, load_state
+from .._prompts import DEFAULT_PROMPTS
+from ._pairs import Pair, corpus_pairs, mix, supervised_pairs, unit_pairs
+from ._pseudo import Labelled, add_negatives, label_retriever, pseudo_labels, record_labels
 
 log = logging.getLogger("genret")
 
@@ -149,13 +149,13 @@ def train_retriever(config: TrainConfig, index: Index, out: str | Path, *, resum
     """
     import torch
 
-    from genret.indexing._fm_build import load_fm
+    from genret.indexing import load_fm
 
-    from ._lm import load_lm
+    from ..._lm import load_lm
+    from .._unit_tokens import UnitEncoder
+    from ._loop import Run, make_accelerator, restore, run_stage
+    from ._model import freeze, make_train_module
     from ._rank_loss import UnitTokens
-    from ._train_loop import Run, make_accelerator, restore, run_stage
-    from ._train_model import freeze, make_train_module
-    from ._unit_encoder import UnitEncoder
 
     out = Path(out)
     torch.manual_seed(config.seed)

@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from genret.indexing._fm_build import encode_texts, load_fm_tokenizer
-from genret.indexing._manifest import Component
+from genret.indexing import Component, encode_texts, load_fm_tokenizer
 
 
 class UnitEncoder:

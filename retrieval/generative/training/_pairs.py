@@ -20,13 +20,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
-from genret.indexing import InputError, StoredUnit
-from genret.indexing._store import UnitStore
-from genret.indexing._units import sentence_spans
+from genret.indexing import InputError, StoredUnit, UnitStore, sentence_spans
 
-_WORD = re.compile(r"\w+")
-_STOP = frozenset("a an the of in on at to for by with from and or is are was were be been what which who whom "
-                  "when where why how did does do that this these those it its as".split())
+WORD_RE = re.compile(r"\w+")
+QUERY_STOPWORDS = frozenset("a an the of in on at to for by with from and or is are was were be been what which who "
+                            "whom when where why how did does do that this these those it its as".split())
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,8 +37,8 @@ class Pair:
     kind: Literal["body", "title"]
 
 
-def _words(text: str) -> set[str]:
-    return {w.lower() for w in _WORD.findall(text) if w.lower() not in _STOP}
+def content_words(text: str) -> set[str]:
+    return {w.lower() for w in WORD_RE.findall(text) if w.lower() not in QUERY_STOPWORDS}
 
 
 def token_words(encoder, tokens: list[int]) -> list[tuple[str, bool]]:
@@ -68,7 +66,7 @@ def token_words(encoder, tokens: list[int]) -> list[tuple[str, bool]]:
     return out
 
 
-def _spans(tokens: list[int], words: list[tuple[str, bool]], query_words: set[str], rng: random.Random, n: int,
+def sample_spans(tokens: list[int], words: list[tuple[str, bool]], query_words: set[str], rng: random.Random, n: int,
            min_len: int, max_len: int) -> list[tuple[int, ...]]:
     """Up to ``n`` distinct spans of ``tokens``: first spans that start on a word the query shares (SEAL's
     query-anchored spans), then spans at random starts."""
@@ -91,8 +89,9 @@ def unit_pairs(task: str, query: str, unit: StoredUnit, encoder, rng: random.Ran
                min_len: int, max_len: int, title: bool) -> list[Pair]:
     """Pairs for one (query, gold unit): query-anchored body spans of the unit, and its title."""
     toks = encoder.text_tokens(unit.text)
+    words = token_words(encoder, toks)
     pairs = [Pair(task, query, span, "body")
-             for span in _spans(toks, token_words(encoder, toks), _words(query), rng, spans, min_len, max_len)]
+             for span in sample_spans(toks, words, content_words(query), rng, spans, min_len, max_len)]
     if title and unit.title:
         pairs.append(Pair(task, query, tuple(encoder.title_tokens(unit.title)), "title"))
     return pairs
@@ -137,7 +136,8 @@ def corpus_pairs(store: UnitStore, encoder, *, rng: random.Random, n: int, task:
         if len(spans) >= 2:  # span -> span: one sentence as the query, n-grams of another as targets
             (qs, qe), (ts, te) = rng.sample(spans, 2)
             toks = encoder.text_tokens(u.text[ts:te])
-            for span in _spans(toks, token_words(encoder, toks), _words(u.text[qs:qe]), rng, 1, min_len, max_len):
+            words = token_words(encoder, toks)
+            for span in sample_spans(toks, words, content_words(u.text[qs:qe]), rng, 1, min_len, max_len):
                 # a slice of a sentence's own tokens may tokenise differently inside the unit: keep exact ones
                 pairs.append(Pair(task, u.text[qs:qe], span, "body"))
     rng.shuffle(pairs)

@@ -30,10 +30,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from genret.indexing import GenretError, Index, IndexFormatError, InputError, NotFoundError
-from genret.indexing._corpus import open_text
-from genret.indexing._encoder import DEFAULT_DENSE_MODEL
-from genret.indexing._manifest import (
+from genret.indexing import (
+    DEFAULT_DENSE_MODEL,
+    GenretError,
+    Index,
+    IndexFormatError,
+    InputError,
+    NotFoundError,
+    open_text,
     read_manifest,
     read_versioned_json,
     sha256_file,
@@ -42,7 +46,7 @@ from genret.indexing._manifest import (
     write_manifest,
 )
 
-from ._types import Demo
+from .._contract import Demo
 
 log = logging.getLogger("genret")
 
@@ -206,7 +210,7 @@ def build_demo_pool(pool_file: str | Path, task: str, demos_dir: str | Path, *, 
     ``instruction`` is prefixed to queries of the udr source (default: the task's ``demo_instruction``).
     An existing pool of the task is replaced only with ``force``; other tasks are not touched.
     """
-    from ._rag_prompt import resolve_answer_task
+    from ..rag import resolve_answer_task
 
     check_task_name(task)
     pool_file, out = Path(pool_file), Path(demos_dir) / task

@@ -15,11 +15,9 @@ import random
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from genret.indexing import ConfigError, Index
-from genret.indexing._store import UnitStore
-from genret.indexing._units import sentence_spans
+from genret.indexing import ConfigError, Index, UnitStore, sentence_spans
 
-from ._train_data import _STOP, _WORD
+from ._pairs import QUERY_STOPWORDS, WORD_RE
 
 log = logging.getLogger("genret")
 
@@ -40,7 +38,7 @@ def label_retriever(index: Index, name: str | None):
     """The retriever that labels pseudo-queries / mines negatives: ``bm25`` or ``dense`` (None: none)."""
     if name in (None, "none"):
         return None
-    from ._registry import load_retriever
+    from ..._registry import load_retriever
 
     if name not in PSEUDO_RETRIEVERS:
         raise ConfigError(f"unknown pseudo-label retriever {name!r}: use bm25, dense or none")
@@ -53,7 +51,7 @@ def pseudo_query(text: str, rng: random.Random, max_words: int = 12) -> str | No
     """A keyword pseudo-query from one sentence of ``text`` (None when the text has too few content words)."""
     spans = sentence_spans(text) or [(0, len(text))]
     s, e = spans[rng.randrange(len(spans))]
-    words = [w for w in _WORD.findall(text[s:e]) if w.lower() not in _STOP]
+    words = [w for w in WORD_RE.findall(text[s:e]) if w.lower() not in QUERY_STOPWORDS]
     if len(words) < 3:
         return None
     keep = max(3, min(max_words, round(len(words) * 2 / 3)))

@@ -1,0 +1,18 @@
+"""Retrieval-augmented generation: generators (local Hugging Face or an OpenAI-compatible endpoint), the answer
+tasks and prompt layout, and the pipeline that retrieves, prompts, generates and maps citations back.
+
+``genret.retrieval.open_pipeline`` builds a pipeline from names; ``RagPipeline`` takes the parts directly.
+"""
+
+from ._backends import GENERATORS, load_generator
+from ._generator import Generator, GeneratorConfig, Prompt
+from ._local import HFGenerator
+from ._openai import EndpointError, OpenAIGenerator
+from ._pipeline import Citation, RagAnswer, RagConfig, RagPipeline
+from ._prompt import ANSWER_TASKS, AnswerTask, build_prompt, prompt_size, resolve_answer_task
+
+__all__ = [
+    "ANSWER_TASKS", "AnswerTask", "Citation", "EndpointError", "GENERATORS", "Generator", "GeneratorConfig",
+    "HFGenerator", "OpenAIGenerator", "Prompt", "RagAnswer", "RagConfig", "RagPipeline", "build_prompt",
+    "load_generator", "prompt_size", "resolve_answer_task",
+]

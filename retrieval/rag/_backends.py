@@ -1,0 +1,21 @@
+"""Generator backends, keyed by ``GeneratorConfig.kind``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from genret.indexing import ConfigError
+
+from ._generator import Generator, GeneratorConfig
+from ._local import HFGenerator
+from ._openai import OpenAIGenerator
+
+GENERATORS: dict[str, Callable[[GeneratorConfig], Generator]] = {"hf": HFGenerator, "openai": OpenAIGenerator}
+
+
+def load_generator(config: GeneratorConfig | None = None) -> Generator:
+    """The generator backend named by ``config.kind``."""
+    config = config or GeneratorConfig()
+    if config.kind not in GENERATORS:
+        raise ConfigError(f"unknown generator kind {config.kind!r}; known: {sorted(GENERATORS)}")
+    return GENERATORS[config.kind](config)

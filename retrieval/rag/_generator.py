@@ -1,0 +1,107 @@
+"""Generators: the ``Generator`` interface, its config, and the text helpers every backend shares.
+
+A prompt is a list of chat messages (``{"role": "system"|"user"|"assistant", "content": str}``), so the same
+prompt goes to a local model (rendered with its chat template, or plainly when it has none) and to an
+OpenAI-compatible chat endpoint.  The backends: ``_local`` (Hugging Face) and ``_openai``; ``_backends`` names them.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from genret.indexing import DEFAULT_LM, GenretError
+
+log = logging.getLogger("genret")
+
+Prompt = list[dict[str, str]]
+
+
+class GeneratorConfig(BaseModel):
+    """Settings of the answer generator (one section; each backend reads the fields it needs)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["hf", "openai"] = Field("hf", description="hf: local model; openai: OpenAI-compatible endpoint")
+    model: str = Field(DEFAULT_LM, description="HF name / local path (hf) or the endpoint's model name (openai)")
+    device: str = Field("auto", description="hf: auto, cpu, cuda, cuda:N")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    max_new_tokens: int = Field(32, ge=1, le=4096)
+    max_input_tokens: int = Field(1536, ge=64, description="prompt budget in tokens (RAG truncates to fit)")
+    batch_size: int = Field(8, ge=1)
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 = greedy (reproducible)")
+    base_url: str | None = Field(None, description="openai: e.g. http://127.0.0.1:8000/v1 (else $OPENAI_BASE_URL)")
+    api_key_env: str = Field("OPENAI_API_KEY", description="openai: environment variable holding the key")
+    timeout_s: float = Field(120.0, gt=0)
+
+
+class Generator(ABC):
+    """Contract: ``generate`` returns one completion per prompt, in prompt order, at most ``max_new_tokens``
+    tokens each (default: the config's), greedy unless the config sets a temperature, cut before the first
+    of ``stop``.  ``stream`` yields the pieces of one completion whose concatenation equals ``generate``'s (up
+    to surrounding whitespace).
+    ``loglik`` is the summed log-probability of each target continuing its prompt (backends that cannot
+    score raise ``GenretError``).  Safe to call from several threads."""
+
+    name: str = "generator"
+    config: GeneratorConfig
+
+    @abstractmethod
+    def generate(self, prompts: Sequence[Prompt], *, max_new_tokens: int | None = None,
+                 stop: Sequence[str] = ()) -> list[str]:
+        """One completion per prompt."""
+
+    def stream(self, prompt: Prompt, *, max_new_tokens: int | None = None, stop: Sequence[str] = ()) -> Iterator[str]:
+        """The completion of one prompt, piece by piece (default: all at once)."""
+        yield self.generate([prompt], max_new_tokens=max_new_tokens, stop=stop)[0]
+
+    def loglik(self, prompts: Sequence[Prompt], targets: Sequence[str]) -> list[float]:
+        """log p(target | prompt) for each pair."""
+        raise GenretError(f"generator {self.name!r} cannot score continuations (use a local model)")
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens in ``text`` (for prompt budgets); backends without a tokenizer estimate."""
+        return max(1, (len(text) + 3) // 4)
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """``text`` up to the first occurrence of any stop string."""
+    cut = len(text)
+    for s in stop:
+        if s:
+            i = text.find(s)
+            if 0 <= i < cut:
+                cut = i
+    return text[:cut]
+
+
+def render_plain(prompt: Prompt) -> str:
+    """A chat prompt as plain text, for models without a chat template (assistant turns read "Answer: …", and
+    the text ends where the next answer starts)."""
+    parts = [f"Answer: {m['content']}" if m["role"] == "assistant" else m["content"] for m in prompt]
+    return "\n\n".join(parts) + "\nAnswer:"
+
+
+def stream_until_stop(pieces: Iterator[str], stop: Sequence[str]) -> Iterator[str]:
+    """Pass pieces through until a stop string appears (holding back text that may start one); after a stop the
+    producer is left unread — its owner stops it (a local model's thread is cancelled, a network stream closed)."""
+    if not any(stop):
+        yield from (p for p in pieces if p)
+        return
+    hold = max(len(s) for s in stop) - 1
+    buf = ""
+    for piece in pieces:
+        buf += piece
+        cut = cut_at_stop(buf, stop)
+        if len(cut) < len(buf):
+            if cut:
+                yield cut
+            return
+        if len(buf) > hold:
+            yield buf[:len(buf) - hold]
+            buf = buf[len(buf) - hold:]
+    if buf:
+        yield buf

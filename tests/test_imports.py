@@ -1,0 +1,169 @@
+"""The house rules, checked on the source (see ARCHITECTURE.md):
+
+- a module imports another package's private module (a path segment starting with ``_``) or private name only from
+  inside that package (its own modules and its subpackages); everything else goes through the package's public names;
+- no import circles between modules, counting imports inside functions too (a circle a lazy import hides is still
+  one: each side must know the other).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("indexing", "retrieval", "serving", "eval")
+
+
+def product_modules(root: Path = ROOT) -> dict[str, Path]:
+    """Module name → file for the ``genret`` package (the repository root and its four folders)."""
+    modules = {"genret": root / "__init__.py"}
+    for package in PACKAGES:
+        for path in sorted((root / package).rglob("*.py")):
+            parts = path.relative_to(root).with_suffix("").parts
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            modules[".".join(("genret", *parts))] = path
+    return modules
+
+
+def package_of(module: str, path: Path) -> str:
+    return module if path.name == "__init__.py" else module.rpartition(".")[0]
+
+
+def imports(module: str, path: Path, known: set[str]) -> list[tuple[int, str, str | None]]:
+    """(line, target module, imported name or None) for every import in the file, at any depth."""
+    here = package_of(module, path)
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name, None) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = here.split(".")[: len(here.split(".")) - node.level + 1]
+                base = ".".join([*anchor, *([base] if base else [])])
+            for alias in node.names:
+                sub = f"{base}.{alias.name}"
+                found.append((node.lineno, sub, None) if sub in known else (node.lineno, base, alias.name))
+    return [(line, target, name) for line, target, name in found if target == "genret" or target.startswith("genret.")]
+
+
+def private_reach(module: str, path: Path, target: str, name: str | None) -> str | None:
+    """Why importing ``name`` from ``target`` breaks the rule, or None.
+
+    A private module belongs to the package that holds it (and that package's subpackages); a private name
+    (``_x`` in a module) belongs to its module alone.
+    """
+    here = package_of(module, path)
+    parts = target.split(".")
+    for i, part in enumerate(parts):
+        if part.startswith("_"):
+            owner = ".".join(parts[:i])
+            if not (here == owner or here.startswith(owner + ".")):
+                return f"reaches into {target} (private to {owner})"
+            break
+    if name and name.startswith("_") and not name.startswith("__") and target != module:
+        return f"imports {target}.{name} (private to its module)"
+    return None
+
+
+def violations(files: dict[str, Path]) -> list[str]:
+    known = set(files)
+    found = []
+    for module, path in files.items():
+        for line, target, name in imports(module, path, known):
+            why = private_reach(module, path, target, name)
+            if why:
+                where = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path.name
+                found.append(f"{where}:{line} {why}")
+    return found
+
+
+FILES = product_modules()
+
+
+def import_graph(files: dict[str, Path] = FILES) -> dict[str, set[str]]:
+    known = set(files)
+    graph: dict[str, set[str]] = {m: set() for m in files}
+    for module, path in files.items():
+        for _, target, _name in imports(module, path, known):
+            while target not in known and "." in target:
+                target = target.rpartition(".")[0]
+            if target != module and target in known:
+                graph[module].add(target)
+            # importing a.b.c runs a/__init__ and a/b/__init__ first, but those are not this module's knowledge:
+            # the edge is to what the statement names
+    return graph
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found = []
+    for start in graph:
+        if start in index:
+            continue
+        work = [(start, iter(sorted(graph[start])))]
+        index[start] = low[start] = len(index)
+        stack.append(start)
+        on_stack.add(start)
+        while work:
+            node, edges = work[-1]
+            for nxt in edges:
+                if nxt not in index:
+                    index[nxt] = low[nxt] = len(index)
+                    stack.append(nxt)
+                    on_stack.add(nxt)
+                    work.append((nxt, iter(sorted(graph[nxt]))))
+                    break
+                if nxt in on_stack:
+                    low[node] = min(low[node], index[nxt])
+            else:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[node])
+                if low[node] == index[node]:
+                    component = []
+                    while True:
+                        m = stack.pop()
+                        on_stack.discard(m)
+                        component.append(m)
+                        if m == node:
+                            break
+                    if len(component) > 1:
+                        found.append(sorted(component))
+    return found
+
+
+def test_no_module_reaches_into_another_packages_private_modules():
+    assert violations(FILES) == []
+
+
+def test_no_import_circles():
+    assert circles(import_graph()) == []
+
+
+@pytest.mark.parametrize("module, source, expected", [
+    ("genret.serving._bad", "from genret.indexing._store import UnitStore\n", "reaches into genret.indexing._store"),
+    ("genret.serving._bad", "from genret.eval import _score\n", "reaches into genret.eval._score"),
+    ("genret.eval._bad", "from ._score import _has_answers\n",
+     "imports genret.eval._score._has_answers (private to its module)"),
+])
+def test_the_private_rule_can_fail(tmp_path, module, source, expected):
+    """A deliberate violation, in a module added to the real tree, is reported."""
+    bad = tmp_path / "_bad.py"
+    bad.write_text(source)
+    found = violations({**FILES, module: bad})
+    assert len(found) == 1 and expected in found[0]
+
+
+def test_the_circle_rule_can_fail():
+    graph = import_graph()
+    graph["genret.indexing._store"] = graph["genret.indexing._store"] | {"genret.indexing._build"}
+    assert any({"genret.indexing._store", "genret.indexing._build"} <= set(c) for c in circles(graph))
