@@ -19,12 +19,13 @@ Names load on first use, so ``import genret`` (and ``genret --help``) imports ne
 
 from __future__ import annotations
 
-from importlib import import_module
-from importlib.metadata import PackageNotFoundError, version
+from importlib import import_module as _import_module
+from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
+from importlib.metadata import version as _version
 
 try:
-    __version__ = version("genret")
-except PackageNotFoundError:  # pragma: no cover - a source tree that was never installed
+    __version__ = _version("genret")
+except _PackageNotFoundError:  # pragma: no cover - a source tree that was never installed
     __version__ = "0+unknown"
 
 # name → the package that defines it
@@ -43,7 +44,7 @@ def __getattr__(name: str):
     package = _EXPORTS.get(name)
     if package is None:
         raise AttributeError(f"module 'genret' has no attribute {name!r}")
-    value = getattr(import_module(f"{__name__}.{package}"), name)
+    value = getattr(_import_module(f"{__name__}.{package}"), name)
     globals()[name] = value
     return value
 

@@ -1,0 +1,138 @@
+"""Each package's public surface (in the style of httpx's ``tests/test_exported_members.py``): what ``__all__`` says is
+exactly what the package offers, and it is the curated list below — adding or removing a public name is a decision
+made here, on purpose, not a side effect of an import."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+import types
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SURFACES = {
+    "genret": [
+        "Hit", "Index", "IndexConfig", "RagConfig", "RetrievalConfig", "Retriever", "__version__", "build_index",
+        "create_app", "evaluate", "load_generator", "load_retriever", "open_pipeline", "predict", "read_corpus",
+        "score",
+    ],
+    "genret.indexing": [
+        "BM25Config", "BM25_ANALYZER", "BM25_KIND", "Component", "ConfigError", "DEFAULT_DENSE_MODEL", "DEFAULT_LM",
+        "DenseConfig", "Encoder", "FMConfig", "FMQueries", "GenretError", "Index", "IndexConfig", "IndexFormatError",
+        "InputError", "MAX_QUERY_TERMS", "Manifest", "NotFoundError", "Page", "ReadStats",
+        "SentenceTransformerEncoder", "StoredUnit", "Unit", "UnitConfig", "UnitStore", "add_to_index",
+        "available_components", "build_index", "configure_search", "encode_texts", "import_pyserini", "java_list",
+        "load_faiss", "load_fm", "load_fm_tokenizer", "load_tokenizer", "open_text", "place_index", "progress_bar",
+        "read_corpus", "read_manifest", "read_versioned_json", "rebuild_dense", "resolve_checkpoint",
+        "resolve_device", "resolve_model_path", "sentence_spans", "sha256_file", "staged_dir", "write_json_atomic",
+        "write_manifest",
+    ],
+    "genret.retrieval": [
+        "BM25Retriever", "BM25SearchConfig", "DEFAULT_MEMBER_WEIGHTS", "Demo", "DenseRetriever", "DenseSearchConfig",
+        "GenerativeConfig", "GenerativeRetriever", "Generator", "GeneratorConfig", "Hit", "HybridConfig",
+        "HybridRetriever", "Provenance", "REGISTRY", "RagConfig", "RagPipeline", "RetrievalConfig", "Retriever",
+        "available_retrievers", "base_retrievers", "load_generator", "load_retriever", "open_pipeline",
+    ],
+    "genret.retrieval.generative": [
+        "DEFAULT_PROMPTS", "GenerativeConfig", "GenerativeRetriever", "Granularity", "PromptSpec", "ScoringConfig",
+    ],
+    "genret.retrieval.generative.training": ["TrainConfig", "TrainTask", "train_retriever"],
+    "genret.retrieval.demos": [
+        "DEMO_SOURCES", "DemoSource", "DemoTrainConfig", "build_demo_pool", "list_tasks", "load_demo_source",
+        "train_demos",
+    ],
+    "genret.retrieval.rag": [
+        "ANSWER_TASKS", "AnswerTask", "Citation", "EndpointError", "GENERATORS", "Generator", "GeneratorConfig",
+        "HFGenerator", "OpenAIGenerator", "Prompt", "RagAnswer", "RagConfig", "RagPipeline", "build_prompt",
+        "load_generator", "prompt_size", "resolve_answer_task",
+    ],
+    "genret.retrieval.hybrid": [
+        "DEFAULT_MEMBER_WEIGHTS", "DevInfo", "HybridConfig", "HybridRetriever", "IndexInfo", "Objective",
+        "TunedFusion", "effective_hybrid", "fuse", "fused_order", "member_contributions", "read_tuned",
+        "weights_path", "write_tuned",
+    ],
+    "genret.eval": [
+        "LEVELS", "SuiteConfig", "dev_callback", "downstream_scores", "evaluate", "evaluate_rag", "load_suite",
+        "predict", "predict_rag", "read_kilt", "retrieval_scores", "run_suite", "score", "tune_fusion", "write_demo",
+        "write_kilt",
+    ],
+    "genret.serving": ["ServerConfig", "Settings", "create_app", "main"],
+}
+
+
+def public_members(module: types.ModuleType) -> list[str]:
+    """Public names the module holds, other than its subpackages and modules."""
+    names = {name for name in dir(module) if not name.startswith("_") and name != "annotations"}  # __future__
+    names |= set(getattr(module, "__all__", ()))  # lazily loaded names are listed, not yet present
+    return sorted(n for n in names if not isinstance(getattr(module, n), types.ModuleType))
+
+
+@pytest.mark.parametrize("package", sorted(SURFACES))
+def test_exported_members(package):
+    module = importlib.import_module(package)
+    assert sorted(module.__all__) == sorted(SURFACES[package]), "a public name was added or removed: update SURFACES"
+    assert public_members(module) == sorted(module.__all__), "a public attribute is missing from __all__"
+
+
+def test_the_surface_test_can_fail(monkeypatch):
+    """A name leaking into a package (an import without an underscore alias) is caught."""
+    import genret.eval
+
+    monkeypatch.setattr(genret.eval, "Path", Path, raising=False)
+    assert public_members(genret.eval) != sorted(genret.eval.__all__)
+
+
+def test_every_package_of_the_tree_is_a_surface():
+    """Every folder holding an ``__init__.py`` is a package listed here (and so installed: see pyproject)."""
+    found = {"genret"} | {"genret." + ".".join(p.parent.relative_to(ROOT).parts)
+                          for top in ("indexing", "retrieval", "serving", "eval")
+                          for p in (ROOT / top).rglob("__init__.py")}
+    assert found == set(SURFACES)
+
+
+def test_genret_imports_from_a_folder_with_its_own_eval_and_retrieval(tmp_path):
+    """A user's working directory with its own ``eval/`` and ``retrieval/`` packages shadows nothing of genret's."""
+    for name in ("eval", "retrieval", "indexing", "serving"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text(f"MINE = {name!r}\n")
+    code = ("import genret.eval, genret.retrieval, genret.indexing, eval, retrieval\n"
+            "print(genret.eval.__file__); print(genret.retrieval.evaluate if False else 'ok'); print(eval.MINE)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    first, _, mine = out.stdout.splitlines()
+    assert Path(first).resolve().is_relative_to(ROOT) and mine == "eval"
+
+
+@pytest.mark.slow
+def test_the_wheel_installs_genret_and_nothing_else(tmp_path):
+    """The built wheel holds one top-level package, ``genret`` (every subpackage, the web page, the demo questions);
+    installed alone, it imports from a folder that has its own ``eval/`` and ``retrieval/``."""
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation",
+                           "-q", "-w", str(tmp_path / "dist")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (wheel,) = (tmp_path / "dist").glob("genret-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {n.split("/")[0] for n in names} == {"genret", wheel.name.split("-py")[0] + ".dist-info"}
+    for package in SURFACES:
+        assert "/".join(package.split(".")) + "/__init__.py" in names, package
+    assert {"genret/serving/static/index.html", "genret/eval/demo_questions.json"} <= set(names)
+    assert not [n for n in names if n.startswith(("genret/tests/", "genret/bench/"))]
+    site = tmp_path / "site"
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site),
+                           str(wheel)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(p.name for p in site.iterdir() if not p.name.endswith(".dist-info")) == ["bin", "genret"]  # bin: the script
+    user = tmp_path / "user"
+    for name in ("eval", "retrieval"):
+        (user / name).mkdir(parents=True)
+        (user / name / "__init__.py").write_text("")
+    code = "import genret.eval, genret.retrieval, genret.serving; print(genret.eval.__file__)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=user, capture_output=True, text=True, timeout=120,
+                         env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert Path(out.stdout.strip()).resolve().is_relative_to(site)
