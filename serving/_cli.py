@@ -182,12 +182,7 @@ def _cmd_demo_data(a: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="genret", description="Generative, dense and sparse retrieval with "
-                                "KILT-style evaluation.")
-    p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def _add_index_parser(sub) -> None:
     ix = sub.add_parser("index", help="build an index directory from corpus files")
     ix.add_argument("corpus", nargs="+", help="JSONL {id,title,text} or KILT knowledge-source files (.gz ok)")
     ix.add_argument("--out", required=True, help="index directory to create")
@@ -215,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     ix.add_argument("--quiet", action="store_true", help="no progress bars")
     ix.set_defaults(func=_cmd_index)
 
+
+def _add_search_parser(sub) -> None:
     se = sub.add_parser("search", help="search an index")
     se.add_argument("index")
     se.add_argument("query")
@@ -223,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--json", action="store_true")
     se.set_defaults(func=_cmd_search)
 
+
+def _add_serve_parser(sub) -> None:
     sv = sub.add_parser("serve", help="serve indexes over HTTP (FastAPI)",
                         description="Every setting can also come from the environment: GENRET_SERVER__NAME "
                         "(e.g. GENRET_SERVER__API_KEYS=k1,k2), GENRET_RETRIEVAL__…; flags win.")
@@ -255,6 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="one log line per request (default on)")
     sv.set_defaults(func=_cmd_serve)
 
+
+def _add_eval_parser(sub) -> None:
     ev = sub.add_parser("eval", help="evaluate an index on a KILT task file, or score a KILT guess file",
                         description="genret eval INDEX TASK.jsonl | genret eval score GUESS.jsonl GOLD.jsonl | "
                         "genret eval suite SUITE.toml --out DIR")
@@ -274,6 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_rag_flags(ev)
     ev.set_defaults(func=_cmd_eval)
 
+
+def _add_rag_parser(sub) -> None:
     rg = sub.add_parser("rag", help="answer a question from retrieved passages (+ demonstrations)",
                         description='genret rag INDEX "question" | genret rag INDEX --input TASK.jsonl --out P.jsonl'
                         " (INDEX may be `none`: no retrieval)")
@@ -287,6 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     rg.add_argument("--quiet", action="store_true")
     rg.set_defaults(func=_cmd_rag)
 
+
+def _add_add_parser(sub) -> None:
     ad = sub.add_parser("add", help="add corpus files to an existing index (every component is updated)")
     ad.add_argument("index")
     ad.add_argument("corpus", nargs="+")
@@ -296,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     ad.add_argument("--quiet", action="store_true")
     ad.set_defaults(func=_cmd_add)
 
+
+def _add_rebuild_dense_parser(sub) -> None:
     rb = sub.add_parser("rebuild-dense", help="rebuild the FAISS index from the stored embeddings (no re-encoding)")
     rb.add_argument("index")
     rb.add_argument("--index-type", choices=("flat", "hnsw", "ivfpq"), required=True)
@@ -306,6 +313,19 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--quiet", action="store_true")
     rb.set_defaults(func=_cmd_rebuild_dense)
 
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="genret", description="Generative, dense and sparse retrieval with "
+                                "KILT-style evaluation.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_index_parser(sub)
+    _add_search_parser(sub)
+    _add_serve_parser(sub)
+    _add_eval_parser(sub)
+    _add_rag_parser(sub)
+    _add_add_parser(sub)
+    _add_rebuild_dense_parser(sub)
     tr = sub.add_parser("train", help="train a model: `genret train retriever INDEX --out DIR …` or "
                         "`genret train demos DEMOS_DIR --task NAME=FILE --out DIR`")
     trs = tr.add_subparsers(dest="what", required=True, metavar="WHAT")
@@ -313,7 +333,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_demos_parser(trs)
     register_demos(sub)
     register_tune(sub)
-
     dd = sub.add_parser("demo-data", help="write the demo corpus (stdlib docstrings) and its questions")
     dd.add_argument("out")
     dd.set_defaults(func=_cmd_demo_data)

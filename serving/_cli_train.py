@@ -48,6 +48,20 @@ def add_train_retriever_parser(trs) -> None:
         "(CorpusBrain-style pairs plus keyword pseudo-queries labelled by the index's BM25 or dense retriever). "
         "--rank-loss adds an LTRGR-style second stage (margin between a gold unit's and BM25 hard negatives' "
         "span scores).")
+    _add_data_flags(tg)
+    _add_model_flags(tg)
+    _add_rank_flags(tg)
+    tg.add_argument("--beam", type=int, default=5, help="beam of the dev evaluation")
+    tg.add_argument("--save-every", type=int, default=0, help="also checkpoint every N updates")
+    tg.add_argument("--resume", action="store_true", help="continue the run checkpointed in --out")
+    tg.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    tg.add_argument("--seed", type=int, default=13, help="seed of sampling, shuffling and initialisation")
+    tg.add_argument("--quiet", action="store_true")
+    tg.set_defaults(func=_cmd_train)
+
+
+def _add_data_flags(tg) -> None:
+    """The index, the output, and what is trained on."""
     tg.add_argument("index", help="an index with an fm component")
     tg.add_argument("--out", required=True, help="checkpoint directory (use it with --checkpoint)")
     tg.add_argument("--task", action="append", metavar="NAME=FILE", help="KILT-format training file of a task")
@@ -58,6 +72,10 @@ def add_train_retriever_parser(trs) -> None:
                     help="pseudo-queries from the corpus, labelled by this retriever of the index (no labels needed)")
     tg.add_argument("--pseudo-queries", type=int, default=0,
                     help="pseudo-queries to label (0: as many as --corpus-pairs, else 100)")
+
+
+def _add_model_flags(tg) -> None:
+    """The starting model, the optimisation and the prompts (generation stage)."""
     tg.add_argument("--model", default=None, help="LM to start from (default: the index tokenizer's model); a "
                     "checkpoint directory also brings its prompt vectors")
     tg.add_argument("--epochs", type=int, default=1, help="epochs of the generation stage (0: rank stage only)")
@@ -81,6 +99,10 @@ def add_train_retriever_parser(trs) -> None:
                     help="task prompts: text, learned vectors, or both")
     tg.add_argument("--n-vectors", type=int, default=8, help="learned prompt vectors per task")
     tg.add_argument("--prompts-only", action="store_true", help="learn only prompt vectors (LM frozen)")
+
+
+def _add_rank_flags(tg) -> None:
+    """The LTRGR-style rank stage."""
     tg.add_argument("--rank-loss", action="store_true",
                     help="after the generation epochs, a rank stage: margin loss gold vs BM25 hard negatives")
     tg.add_argument("--rank-epochs", type=int, default=1, help="epochs of the rank stage")
@@ -89,10 +111,3 @@ def add_train_retriever_parser(trs) -> None:
     tg.add_argument("--rank-weight", type=float, default=1.0, help="weight of the rank loss")
     tg.add_argument("--rank-gen-weight", type=float, default=1.0,
                     help="weight of the generation loss in the rank stage (0: rank loss only)")
-    tg.add_argument("--beam", type=int, default=5, help="beam of the dev evaluation")
-    tg.add_argument("--save-every", type=int, default=0, help="also checkpoint every N updates")
-    tg.add_argument("--resume", action="store_true", help="continue the run checkpointed in --out")
-    tg.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    tg.add_argument("--seed", type=int, default=13, help="seed of sampling, shuffling and initialisation")
-    tg.add_argument("--quiet", action="store_true")
-    tg.set_defaults(func=_cmd_train)
