@@ -11,7 +11,8 @@ from ._contract import Demo, Hit, Provenance, Retriever
 from ._dense import DenseRetriever, DenseSearchConfig
 from .hybrid import DEFAULT_MEMBER_WEIGHTS, HybridConfig, HybridRetriever
 from ._open import open_pipeline
-from ._registry import REGISTRY, RetrievalConfig, available_retrievers, base_retrievers, load_retriever
+from ._registry import (REGISTRY, RetrievalConfig, available_retrievers, base_retrievers, load_retriever,
+                        retriever_granularities)
 from .generative import GenerativeConfig, GenerativeRetriever
 from .rag import Generator, GeneratorConfig, RagConfig, RagPipeline, load_generator
 
@@ -20,4 +21,5 @@ __all__ = [
     "GenerativeConfig", "GenerativeRetriever", "Generator", "GeneratorConfig", "Hit", "HybridConfig",
     "HybridRetriever", "Provenance", "REGISTRY", "RagConfig", "RagPipeline", "RetrievalConfig", "Retriever",
     "available_retrievers", "base_retrievers", "load_generator", "load_retriever", "open_pipeline",
+    "retriever_granularities",
 ]

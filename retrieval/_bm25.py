@@ -63,10 +63,12 @@ class BM25Retriever(Retriever):
         if docs != comp.params["count"]:
             raise IndexFormatError(f"{lucene_dir} holds {docs} documents, the manifest says {comp.params['count']}")
 
-    def batch_search(self, queries: Sequence[str], k: int = 10, *, task: str | None = None) -> list[list[Hit]]:
+    def batch_search(self, queries: Sequence[str], k: int = 10, *, task: str | None = None,
+                     granularity: str | None = None) -> list[list[Hit]]:
         """Hits for each query (``task`` is ignored: BM25 has no task prompts)."""
         if k < 1:
             raise ValueError("k must be at least 1")
+        self.check_granularity(granularity)
         if not queries:
             return []
         if len(queries) == 1:

@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from genret.indexing import StoredUnit
+from genret.indexing import InputError, StoredUnit
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,17 +46,34 @@ class Retriever(ABC):
     """Contract: ``search`` returns at most ``k`` hits, best first, ranks 1..n, scores non-increasing;
     ``batch_search`` returns one such list per query, in query order, equal to calling ``search`` on
     each.  ``k`` must be ≥ 1.  ``task`` names a task prompt; retrievers without task prompts ignore it.
+    ``granularity`` (one of ``granularities``; None: the retriever's own) picks the identifier granularity a
+    retriever ranks by; asking one that has none for a granularity raises ``InputError``
+    (``check_granularity``).  ``close`` releases what the retriever holds; it cannot search afterwards.
     Implementations are safe to call from several threads."""
 
     name: str = "retriever"
+    granularities: tuple[str, ...] = ()  # the granularities ``granularity=`` may ask for (empty: none)
 
     @abstractmethod
-    def batch_search(self, queries: Sequence[str], k: int = 10, *, task: str | None = None) -> list[list[Hit]]:
+    def batch_search(self, queries: Sequence[str], k: int = 10, *, task: str | None = None,
+                     granularity: str | None = None) -> list[list[Hit]]:
         """Hits for each query."""
 
-    def search(self, query: str, k: int = 10, *, task: str | None = None) -> list[Hit]:
+    def search(self, query: str, k: int = 10, *, task: str | None = None,
+               granularity: str | None = None) -> list[Hit]:
         """Hits for one query."""
-        return self.batch_search([query], k, task=task)[0]
+        if granularity is None:
+            return self.batch_search([query], k, task=task)[0]
+        return self.batch_search([query], k, task=task, granularity=granularity)[0]
+
+    def check_granularity(self, granularity: str | None) -> None:
+        """Refuse a granularity this retriever does not rank by."""
+        if granularity is not None and granularity not in self.granularities:
+            takes = f"takes {', '.join(self.granularities)}" if self.granularities else "takes no granularity"
+            raise InputError(f"the {self.name} retriever {takes} (asked for {granularity!r})")
+
+    def close(self) -> None:  # noqa: B027 - a default, not an abstract method: most retrievers hold nothing
+        """Release searchers, models or files this retriever holds (default: nothing)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,9 +53,11 @@ class DenseRetriever(Retriever):
         self._faiss = place_index(self._cpu_faiss, resolve_device(config.device))
         self._lock = threading.Lock()
 
-    def batch_search(self, queries: Sequence[str], k: int = 10, *, task: str | None = None) -> list[list[Hit]]:
+    def batch_search(self, queries: Sequence[str], k: int = 10, *, task: str | None = None,
+                     granularity: str | None = None) -> list[list[Hit]]:
         if k < 1:
             raise ValueError("k must be at least 1")
+        self.check_granularity(granularity)
         if not queries:
             return []
         with self._lock:  # the encoder and FAISS are used by one thread at a time

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -38,29 +39,39 @@ def load_hybrid(index: Index, config: RetrievalConfig) -> HybridRetriever:
             members[name] = load_retriever(index, name, config)
     except BaseException:
         for member in members.values():
-            closer = getattr(member, "close", None)
-            if callable(closer):
-                closer()
+            member.close()
         raise
     retriever = HybridRetriever(members, hybrid)
     retriever.tuned_from = None if source is None else str(source)
     return retriever
 
 
-# retriever name -> (index component it reads, {component kind -> factory})
-REGISTRY: dict[str, tuple[str, dict[str, Callable[[Index, RetrievalConfig], Retriever]]]] = {
-    "dense": ("dense", {"dense-faiss": lambda index, cfg: DenseRetriever(index, cfg.dense)}),
-    "bm25": ("bm25", {"bm25-lucene": lambda index, cfg: BM25Retriever(index, cfg.bm25)}),
-    "generative": ("fm", {"fm-index": lambda index, cfg: GenerativeRetriever(index, cfg.generative)}),
+class Backend(NamedTuple):
+    """A registered retriever: the index component it reads, a factory per component kind, and the granularities
+    it takes (None: its members', for hybrid)."""
+
+    component: str
+    factories: dict[str, Callable[[Index, RetrievalConfig], Retriever]]
+    granularities: tuple[str, ...] | None
+
+
+# retriever name -> its backend, in preference order
+REGISTRY: dict[str, Backend] = {
+    "dense": Backend("dense", {"dense-faiss": lambda index, cfg: DenseRetriever(index, cfg.dense)},
+                     DenseRetriever.granularities),
+    "bm25": Backend("bm25", {"bm25-lucene": lambda index, cfg: BM25Retriever(index, cfg.bm25)},
+                    BM25Retriever.granularities),
+    "generative": Backend("fm", {"fm-index": lambda index, cfg: GenerativeRetriever(index, cfg.generative)},
+                          GenerativeRetriever.granularities),
     # last, so that it is never the default; available when all its members are
-    "hybrid": ("store", {"unit-store-sqlite": load_hybrid}),
+    "hybrid": Backend("store", {"unit-store-sqlite": load_hybrid}, None),
 }
 
 
 def base_retrievers(index: Index) -> list[str]:
     """The non-hybrid retrievers this index supports, in preference order (dense, bm25, generative)."""
-    return [name for name, (comp, kinds) in REGISTRY.items()
-            if name != "hybrid" and index.has(comp) and index.component(comp).kind in kinds]
+    return [name for name, backend in REGISTRY.items() if name != "hybrid" and index.has(backend.component)
+            and index.component(backend.component).kind in backend.factories]
 
 
 def available_retrievers(index: Index, config: RetrievalConfig | None = None) -> list[str]:
@@ -86,8 +97,23 @@ def load_retriever(index: Index, name: str | None = None, config: RetrievalConfi
         name = names[0]
     if name not in REGISTRY:
         raise NotFoundError(f"unknown retriever {name!r}; known: {sorted(REGISTRY)}")
-    comp_name, kinds = REGISTRY[name]
+    comp_name, kinds, _ = REGISTRY[name]
     kind = index.component(comp_name).kind
     if kind not in kinds:
         raise NotFoundError(f"retriever {name!r} cannot read component {comp_name!r} of kind {kind!r}")
     return kinds[kind](index, config)
+
+
+def retriever_granularities(index: Index, name: str, config: RetrievalConfig | None = None) -> tuple[str, ...]:
+    """The granularities retriever ``name`` over ``index`` takes, known without loading it (hybrid: those of its
+    configured members, or of every retriever the index has)."""
+    config = config or RetrievalConfig()
+    if name not in REGISTRY:
+        raise NotFoundError(f"unknown retriever {name!r}; known: {sorted(REGISTRY)}")
+    own = REGISTRY[name].granularities
+    if own is not None:
+        return own
+    hybrid = config.hybrid
+    members = hybrid.retrievers if hybrid.retrievers is not None else list(hybrid.weights or base_retrievers(index))
+    return tuple(sorted({g for m in members if m in REGISTRY and m != name
+                         for g in retriever_granularities(index, m, config)}))

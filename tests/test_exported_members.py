@@ -37,6 +37,7 @@ SURFACES = {
         "GenerativeConfig", "GenerativeRetriever", "Generator", "GeneratorConfig", "Hit", "HybridConfig",
         "HybridRetriever", "Provenance", "REGISTRY", "RagConfig", "RagPipeline", "RetrievalConfig", "Retriever",
         "available_retrievers", "base_retrievers", "load_generator", "load_retriever", "open_pipeline",
+        "retriever_granularities",
     ],
     "genret.retrieval.generative": [
         "DEFAULT_PROMPTS", "GenerativeConfig", "GenerativeRetriever", "Granularity", "PromptSpec", "ScoringConfig",

@@ -13,6 +13,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -70,6 +71,7 @@ class GenerativeRetriever(Retriever):
     """SEAL-style retrieval with a prompted LM over the index's ``fm`` component."""
 
     name = "generative"
+    granularities = get_args(Granularity)
 
     def __init__(self, index: Index, config: GenerativeConfig | None = None, lm=None, *,
                  prompt_vectors: dict | None = None, prompts: dict[str, PromptSpec] | None = None) -> None:
@@ -265,6 +267,7 @@ class GenerativeRetriever(Retriever):
         prompt selects."""
         if k < 1:
             raise ValueError("k must be at least 1")
+        self.check_granularity(granularity)
         out: list[list[Hit]] = []
         size = self.config.batch_size
         for start in range(0, len(queries), size):

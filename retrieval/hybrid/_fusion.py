@@ -147,14 +147,23 @@ class HybridRetriever(Retriever):
         if self.config.weights is not None:
             _check_weights(self.config.weights, list(self.members))
         self.weights = {n: self.config.weight(n) for n in self.members}
+        self.granularities = tuple(sorted({g for r in self.members.values() for g in r.granularities}))
 
-    def batch_search(self, queries: Sequence[str], k: int = 10, *, task: str | None = None) -> list[list[Hit]]:
+    def batch_search(self, queries: Sequence[str], k: int = 10, *, task: str | None = None,
+                     granularity: str | None = None) -> list[list[Hit]]:
+        """Fused hits; a ``granularity`` goes to the members that rank by it (the others rank as they do)."""
         if k < 1:
             raise ValueError("k must be at least 1")
+        self.check_granularity(granularity)
         if not queries:
             return []
         depth = max(self.config.depth, k)
-        per_member = {name: r.batch_search(queries, depth, task=task) for name, r in self.members.items()}
+        per_member = {}
+        for name, r in self.members.items():
+            if granularity is not None and granularity in r.granularities:
+                per_member[name] = r.batch_search(queries, depth, task=task, granularity=granularity)
+            else:
+                per_member[name] = r.batch_search(queries, depth, task=task)
         return [self._fuse({name: results[i] for name, results in per_member.items()}, k)
                 for i in range(len(queries))]
 
@@ -178,8 +187,6 @@ class HybridRetriever(Retriever):
                 for rank, uid in enumerate(order, start=1)]
 
     def close(self) -> None:
-        """Close the members that can be closed (e.g. BM25's Lucene searcher)."""
+        """Close the members (e.g. BM25's Lucene searcher)."""
         for member in self.members.values():
-            closer = getattr(member, "close", None)
-            if callable(closer):
-                closer()
+            member.close()

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from genret.indexing import Index, NotFoundError
+from genret.indexing import Index, InputError, NotFoundError
 from genret.indexing._dense import load_embeddings
 from genret.retrieval import (
     DenseRetriever,
@@ -255,3 +255,43 @@ def test_retriever_checks_weights_against_its_members():
     unnamed = HybridRetriever({"x": Scripted([(1, 1.0)]), "y": Scripted([(2, 1.0)])}, HybridConfig(depth=5))
     assert HybridConfig().retrievers is None and unnamed.config.retrievers == ["x", "y"]
     assert HybridConfig(weights={"a": 1.0, "b": 0.0}).weight("b") == 0.0  # weights alone name the members
+
+
+class Granular(Scripted):
+    """A scripted member that ranks by granularity and records what it was asked and whether it was closed."""
+
+    granularities = ("page", "passage")
+
+    def __init__(self, ranking):
+        super().__init__(ranking)
+        self.asked, self.closed = [], False
+
+    def batch_search(self, queries, k=10, *, task=None, granularity=None):
+        self.check_granularity(granularity)
+        self.asked.append(granularity)
+        return super().batch_search(queries, k, task=task)
+
+    def close(self):
+        self.closed = True
+
+
+def test_hybrid_forwards_granularity_and_close_to_its_members():
+    plain, granular = Scripted([(1, 2.0)]), Granular([(2, 1.0)])
+    hybrid = HybridRetriever({"plain": plain, "granular": granular})
+    assert hybrid.granularities == ("page", "passage")
+    hybrid.search("q", k=2, granularity="page")
+    assert granular.asked == ["page"] and len(plain.calls) == 1  # the plain member ranks as it does
+    with pytest.raises(InputError, match="the hybrid retriever takes page, passage"):
+        hybrid.search("q", k=2, granularity="sentence")
+    with pytest.raises(InputError, match="takes no granularity"):
+        plain.check_granularity("page")
+    hybrid.close()
+    assert granular.closed
+
+
+def test_granularities_are_known_without_loading_a_retriever(index):
+    from genret.retrieval import retriever_granularities
+
+    assert retriever_granularities(index, "bm25") == ()
+    config = RetrievalConfig(hybrid=HybridConfig(retrievers=["bm25", "generative"]))
+    assert retriever_granularities(index, "hybrid", config) == ("entity", "page", "passage", "sentence")
