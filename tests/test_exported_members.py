@@ -5,6 +5,7 @@ made here, on purpose, not a side effect of an import."""
 from __future__ import annotations
 
 import importlib
+import shutil
 import subprocess
 import sys
 import types
@@ -113,7 +114,13 @@ def test_genret_imports_from_a_folder_with_its_own_eval_and_retrieval(tmp_path):
 def test_the_wheel_installs_genret_and_nothing_else(tmp_path):
     """The built wheel holds one top-level package, ``genret`` (every subpackage, the web page, the demo questions);
     installed alone, it imports from a folder that has its own ``eval/`` and ``retrieval/``."""
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation",
+    src = tmp_path / "src"  # the tracked files only: the build writes build/ and *.egg-info beside its sources
+    tracked = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z"], capture_output=True, text=True, check=True)
+    for name in filter(None, tracked.stdout.split("\0")):
+        if (ROOT / name).is_file():
+            (src / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, src / name)
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation",
                            "-q", "-w", str(tmp_path / "dist")], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     (wheel,) = (tmp_path / "dist").glob("genret-*.whl")
