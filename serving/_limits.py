@@ -1,4 +1,5 @@
-"""Request limits: admission control and timeouts (``Gate``), the body size limit, and API keys.
+"""Request limits: admission control and timeouts (``Gate``), the body size limit, and API keys
+(``check_api_key``; the route dependency is ``_deps.require_api_key``).
 
 ``Gate.run`` admits a request's model work or refuses it at once — 503 (``Unavailable``) while the server is
 starting (retrievers preloading) or shutting down, 429 (``Overloaded``) when ``max_queue`` requests are
@@ -13,10 +14,7 @@ import asyncio
 import hmac
 import json
 import time
-from collections.abc import Callable
-
-from fastapi import Depends
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from collections.abc import Callable, Sequence
 
 from ._errors import Overloaded, PayloadTooLarge, RequestTimeout, Unauthorized, Unavailable, error_response
 
@@ -126,20 +124,14 @@ async def _send_error(send, exc: Exception) -> None:
     await send({"type": "http.response.body", "body": raw})
 
 
-def api_key_dependency(keys: list[str]):
-    """A FastAPI dependency that requires ``Authorization: Bearer KEY`` with one of ``keys`` (none: open).
-    It declares the HTTP bearer scheme, so ``/docs`` offers an *Authorize* button."""
-    encoded = [k.encode() for k in keys]
-    bearer = HTTPBearer(auto_error=False, description="an API key from server.api_keys")
-
-    async def require_api_key(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
-        if not encoded:
-            return
-        if credentials is None or not credentials.credentials.strip():
-            raise Unauthorized("an API key is required: send 'Authorization: Bearer KEY'")
-        given = credentials.credentials.strip().encode()
-        matches = [hmac.compare_digest(given, k) for k in encoded]  # every key compared: no timing oracle
-        if not any(matches):
-            raise Unauthorized("invalid API key")
-
-    return require_api_key
+def check_api_key(given: str | None, keys: Sequence[str]) -> None:
+    """Refuse (``Unauthorized``) a bearer token that is not one of ``keys``; no keys: everything passes.
+    Every key is compared, in constant time: no timing oracle."""
+    if not keys:
+        return
+    if given is None or not given.strip():
+        raise Unauthorized("an API key is required: send 'Authorization: Bearer KEY'")
+    token = given.strip().encode()
+    matches = [hmac.compare_digest(token, k.encode()) for k in keys]
+    if not any(matches):
+        raise Unauthorized("invalid API key")

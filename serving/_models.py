@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from genret.retrieval import Demo, Hit, RagConfig
+
+if TYPE_CHECKING:
+    from ._service import RagOutcome, RagSpec
 
 Granularity = Literal["page", "passage", "sentence", "entity"]
 
@@ -143,6 +146,11 @@ class Usage(BaseModel):
     completion_tokens: int
     total_tokens: int
 
+    @classmethod
+    def of(cls, outcome: RagOutcome) -> Usage:
+        return cls(prompt_tokens=outcome.prompt_tokens, completion_tokens=outcome.completion_tokens,
+                   total_tokens=outcome.prompt_tokens + outcome.completion_tokens)
+
 
 class RagResponse(BaseModel):
     query: str
@@ -155,6 +163,14 @@ class RagResponse(BaseModel):
     passages: list[HitModel] = Field(description="the passages in the prompt, numbered from 1 in this order")
     demos: list[DemoModel] = Field(description="the demonstrations in the prompt, most similar last")
     usage: Usage
+
+    @classmethod
+    def of(cls, outcome: RagOutcome, spec: RagSpec) -> RagResponse:
+        a = outcome.answer
+        return cls(query=a.query, index=spec.index, retriever=spec.retriever, task=a.task, answer=a.answer,
+                   raw=a.raw, citations=[CitationModel(number=c.number, hit=HitModel.of(c.hit)) for c in a.citations],
+                   passages=[HitModel.of(h) for h in a.passages], demos=[DemoModel.of(d) for d in a.demos],
+                   usage=Usage.of(outcome))
 
 
 # ---- OpenAI-compatible chat completions ---------------------------------------------------------------------

@@ -1,0 +1,64 @@
+"""Operations: liveness and readiness probes and the web page (open), Prometheus metrics (behind the API key
+when there is one: ``create_app`` includes ``metrics_router`` with the auth dependency)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from importlib import resources
+
+from fastapi import APIRouter
+from fastapi.responses import HTMLResponse, PlainTextResponse
+
+from ._deps import GateDep, MetricsDep
+from ._metrics import CONTENT_TYPE
+from ._models import Status, error_responses
+
+router = APIRouter(tags=["operations"])
+metrics_router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", response_model=Status)
+async def healthz() -> Status:
+    """Liveness: the process answers."""
+    return Status(status="ok")
+
+
+@router.get("/readyz", response_model=Status, responses=error_responses(503))
+async def readyz(gate: GateDep) -> Status:
+    """Readiness: 200 once the indexes are open and the preloaded retrievers loaded; 503 before, and while
+    shutting down."""
+    gate.check_ready()
+    return Status(status="ready")
+
+
+@metrics_router.get("/metrics", response_class=PlainTextResponse,
+                    responses={200: {"content": {CONTENT_TYPE: {}}}, **error_responses(401)})
+async def metrics_text(metrics: MetricsDep) -> PlainTextResponse:
+    """Prometheus text exposition: requests by route and status, latency, batch sizes, queue depth."""
+    return PlainTextResponse(metrics.render(), media_type=CONTENT_TYPE)
+
+
+def _web_page() -> tuple[str, str]:
+    """The page and its Content-Security-Policy: only its own inline script and style (by hash) run, and it
+    talks only to this server — injected markup could neither run code nor load anything."""
+    html = resources.files("genret.serving").joinpath("static/index.html").read_text(encoding="utf-8")
+
+    def hashes(tag: str) -> str:
+        return " ".join("'sha256-" + base64.b64encode(hashlib.sha256(body.encode()).digest()).decode() + "'"
+                        for body in re.findall(rf"<{tag}>(.*?)</{tag}>", html, re.S))
+
+    csp = (f"default-src 'none'; script-src {hashes('script')}; style-src {hashes('style')}; "
+           "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+    return html, csp
+
+
+_PAGE, _CSP = _web_page()
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+async def web_page() -> HTMLResponse:
+    """Search and ask in the browser (the API key, if any, is typed into the page)."""
+    return HTMLResponse(_PAGE, headers={"Content-Security-Policy": _CSP, "X-Content-Type-Options": "nosniff",
+                                        "Referrer-Policy": "no-referrer"})

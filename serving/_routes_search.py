@@ -1,0 +1,73 @@
+"""Search: ``POST /v1/search``, ``GET /v1/search`` (query parameters) and ``POST /v1/search/batch``.
+
+The service checks names and values (404 / 422, cheap, on the event loop), the gate admits the model work
+(429 / 503) and bounds its time (504), and the dispatcher runs it in the model pool — single searches
+micro-batched, a batch request as one job.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from fastapi import APIRouter, Query
+
+from ._deps import DispatcherDep, GateDep, ServerDep, ServiceDep
+from ._models import (
+    BatchSearchRequest,
+    BatchSearchResponse,
+    Granularity,
+    HitModel,
+    QueryHits,
+    SearchRequest,
+    SearchResponse,
+    error_responses,
+)
+
+if TYPE_CHECKING:
+    from ._batcher import Dispatcher
+    from ._limits import Gate
+    from ._service import SearchService
+    from ._settings import ServerConfig
+
+router = APIRouter()
+
+_ERRORS = error_responses(401, 404, 413, 422, 429, 503, 504)
+
+
+@router.post("/v1/search", response_model=SearchResponse, responses=_ERRORS)
+async def search_post(req: SearchRequest, service: ServiceDep, dispatcher: DispatcherDep, gate: GateDep,
+                      server: ServerDep) -> SearchResponse:
+    """Search one index with one retriever."""
+    return await _search(service, dispatcher, gate, server, req.query, req.k, req.index, req.retriever, req.task,
+                         req.granularity)
+
+
+@router.get("/v1/search", response_model=SearchResponse, responses=_ERRORS)
+async def search_get(service: ServiceDep, dispatcher: DispatcherDep, gate: GateDep, server: ServerDep,
+                     q: str = Query(min_length=1, description="the query"), k: int | None = None,
+                     index: str | None = None, retriever: str | None = None, task: str | None = None,
+                     granularity: Granularity | None = None) -> SearchResponse:
+    """Search with query parameters (as POST /v1/search)."""
+    return await _search(service, dispatcher, gate, server, q, k, index, retriever, task, granularity)
+
+
+@router.post("/v1/search/batch", response_model=BatchSearchResponse, responses=_ERRORS)
+async def search_batch(req: BatchSearchRequest, service: ServiceDep, dispatcher: DispatcherDep, gate: GateDep,
+                       server: ServerDep) -> BatchSearchResponse:
+    """Several queries, one retriever: one hit list per query, in order (one batch_search call)."""
+    k = server.default_k if req.k is None else req.k
+    index, retriever = service.resolve(req.index, req.retriever)
+    service.check(req.queries, k, retriever, req.granularity)
+    results = await gate.run(lambda: dispatcher.batch(req.queries, k, index, retriever, req.task, req.granularity))
+    return BatchSearchResponse(index=index, retriever=retriever, results=[
+        QueryHits(query=q, hits=[HitModel.of(h) for h in hits]) for q, hits in zip(req.queries, results)])
+
+
+async def _search(service: SearchService, dispatcher: Dispatcher, gate: Gate, server: ServerConfig, query: str,
+                  k: int | None, index: str | None, retriever: str | None, task: str | None,
+                  granularity: str | None) -> SearchResponse:
+    k = server.default_k if k is None else k
+    index, retriever = service.resolve(index, retriever)
+    service.check([query], k, retriever, granularity)
+    hits = await gate.run(lambda: dispatcher.search(query, k, index, retriever, task, granularity))
+    return SearchResponse(query=query, index=index, retriever=retriever, hits=[HitModel.of(h) for h in hits])
