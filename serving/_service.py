@@ -183,6 +183,16 @@ class SearchService:
                 self._retrievers[key] = load_retriever(self.indexes[index], name, self.settings.retrieval)
             return self._retrievers[key]
 
+    def use_retriever(self, index: str | None, name: str | None, retriever: Retriever | None) -> Retriever | None:
+        """Serve ``retriever`` as ``name`` on ``index`` from now on (one built elsewhere, or a test's stand-in;
+        None: load it again on next use); returns the one it replaces, if any, which the caller closes."""
+        key = self.resolve(index, name)
+        with self._lock:
+            old = self._retrievers.pop(key, None)
+            if retriever is not None:
+                self._retrievers[key] = retriever
+            return old
+
     def batch_search(self, queries: Sequence[str], k: int, index: str | None = None, retriever: str | None = None,
                      task: str | None = None, granularity: str | None = None) -> list[list[Hit]]:
         """One hit list per query (unchecked: :meth:`check` first)."""
@@ -210,6 +220,13 @@ class SearchService:
                     raise Unavailable(f"the generator could not be loaded: {type(exc).__name__}: {exc}",
                                       self.settings.server.retry_after_s) from exc
             return self._generator
+
+    def use_generator(self, generator: Generator | None) -> Generator | None:
+        """Answer with ``generator`` from now on (None: load ``settings.generator`` on next use); returns the one
+        it replaces, if any, which the caller closes."""
+        with self._generator_lock:
+            old, self._generator = self._generator, generator
+            return old
 
     def demo_source(self, kind: str):
         with self._generator_lock:

@@ -45,14 +45,13 @@ class Recording(Retriever):
 @contextmanager
 def wrapped(service: SearchService, name: str = "dense", **options):
     """Temporarily replace the service's retriever ``name`` (default index) by a :class:`Recording` of it."""
-    key = (service.default_index, name)
-    inner = service.retriever(*key)
+    inner = service.retriever(None, name)
     rec = Recording(inner, **options)
-    service._retrievers[key] = rec
+    service.use_retriever(None, name, rec)
     try:
         yield rec
     finally:
-        service._retrievers[key] = inner
+        service.use_retriever(None, name, inner)
 
 
 @contextmanager
@@ -108,9 +107,8 @@ class ScriptedGenerator(Generator):
 @contextmanager
 def generator_swapped(service: SearchService, generator: Generator):
     """Temporarily make ``generator`` the service's RAG generator."""
-    old = service._generator
-    service._generator = generator
+    old = service.use_generator(generator)
     try:
         yield generator
     finally:
-        service._generator = old
+        service.use_generator(old)

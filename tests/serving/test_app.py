@@ -8,6 +8,7 @@ from fastapi.testclient import TestClient
 
 import genret.serving._service as service_module
 from genret.serving import Settings, create_app
+from genret.serving._deps import get_service, require_api_key
 from tests.serving.helpers import app_over
 
 
@@ -134,7 +135,7 @@ def test_index_names_never_reach_outside(client, service, tiny_index, monkeypatc
 
     monkeypatch.setattr(service_module, "Index", refuse)
     monkeypatch.setattr(service_module, "load_retriever", refuse)
-    loaded = dict(service._retrievers)
+    loaded = service.loaded
     for r in (client.post("/v1/search", json={"query": "x", "index": name}),
               client.post("/v1/search/batch", json={"queries": ["x"], "index": name}),
               client.get("/v1/search", params={"q": "x", "index": name})):
@@ -142,7 +143,7 @@ def test_index_names_never_reach_outside(client, service, tiny_index, monkeypatc
         assert r.json()["error"] == "NotFoundError" and "unknown index" in r.json()["detail"]
     for raw in ("%2e%2e", "%2e%2e%2fetc", "..%2F..%2Fetc", "%2Fetc"):  # decoded by the server: still names
         assert client.get(f"/v1/search?q=x&index={raw}").status_code == 404
-    assert service._retrievers == loaded
+    assert service.loaded == loaded
     for outside in (str(tiny_index), str(tiny_index.parent)):  # a real directory path is still just a name
         assert client.post("/v1/search", json={"query": "x", "index": outside}).status_code == 404
 
@@ -223,3 +224,19 @@ def test_the_web_page_is_one_self_contained_file(client):
     csp = r.headers["content-security-policy"]
     assert "script-src 'sha256-" in csp and "unsafe-inline" not in csp and "connect-src 'self'" in csp
     assert "/" not in client.get("/openapi.json").json()["paths"]
+
+
+def test_routes_take_the_service_and_the_key_check_as_dependencies(service):
+    class Listing:  # a stand-in service: the route asks it, not the app's
+        def describe(self) -> list[dict]:
+            return [{"name": "stand-in", "units": 1, "unit_kind": "page", "retrievers": [], "tasks": [],
+                     "demo_tasks": []}]
+
+    with app_over(service, api_keys=["s3cret"]) as app, TestClient(app) as c:
+        assert c.get("/v1/indexes").status_code == 401
+        app.dependency_overrides[require_api_key] = lambda: None
+        app.dependency_overrides[get_service] = Listing
+        assert [d["name"] for d in c.get("/v1/indexes").json()] == ["stand-in"]
+        app.dependency_overrides.clear()
+        (own,) = c.get("/v1/indexes", headers={"Authorization": "Bearer s3cret"}).json()
+        assert own["name"] == service.default_index

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+import genret.serving._service as service_module
 from genret.retrieval import GeneratorConfig
 from genret.retrieval.rag import OpenAIGenerator
 from genret.serving import create_app
@@ -214,7 +215,8 @@ def test_a_client_that_goes_away_stops_the_generation(service):
         assert slow.streams_closed_early == 1
 
 
-def test_the_generator_can_be_preloaded(service):
+def test_the_generator_can_be_preloaded(service, monkeypatch):
     assert service.preload(["generator"]) == [("*", "generator")]
-    assert service._generator is not None
+    monkeypatch.setattr(service_module, "load_generator", lambda config: pytest.fail("loaded twice"))
+    assert service.generator() is not None  # loaded already
     service.check_preload(["generator", "dense"])
