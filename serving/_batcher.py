@@ -61,6 +61,7 @@ class Dispatcher:
         self.jobs = 0  # pool jobs submitted and not finished (running or waiting for a thread)
         self.calls = 0  # batch_search calls made
         self.rag_calls = 0  # batch_answer calls made
+        self.closed = False  # the pool is shut down (close)
         self._calls_lock = threading.Lock()
 
     @property
@@ -204,6 +205,7 @@ class Dispatcher:
     def close(self) -> None:
         """Wait for running jobs and stop the threads."""
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self.closed = True
 
 
 _END = object()

@@ -49,7 +49,7 @@ def test_graceful_shutdown_finishes_requests_in_flight(service):
         assert not thread.is_alive()
         assert time.monotonic() - started < 15
         assert app.state.gate.in_flight == 0
-        assert app.state.dispatcher._pool._shutdown  # the lifespan shutdown ran
+        assert app.state.dispatcher.closed  # the lifespan shutdown ran
 
 
 
