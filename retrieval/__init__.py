@@ -1,5 +1,6 @@
 """Retrieval: the ``Retriever`` contract and its ``Hit`` results; BM25, dense, generative and hybrid retrievers by
-name (``load_retriever``); and the parts around them, each its own subpackage:
+name (``load_retriever``); the task registry (``TASKS``: each task's retrieval prompt and answer form); and the
+parts around them, each its own subpackage:
 
 - ``generative``: SEAL/UGR generative retrieval (``generative.training``: fine-tuning it);
 - ``demos``: in-context demonstrations (UDR pools, sources, training);
@@ -11,6 +12,7 @@ from ._contract import Demo, Hit, Provenance, Retriever
 from ._dense import DenseRetriever, DenseSearchConfig
 from .hybrid import DEFAULT_MEMBER_WEIGHTS, HybridConfig, HybridRetriever
 from ._open import open_pipeline
+from ._tasks import TASKS, Task
 from ._registry import (REGISTRY, RetrievalConfig, available_retrievers, base_retrievers, load_retriever,
                         retriever_granularities)
 from .generative import GenerativeConfig, GenerativeRetriever
@@ -20,6 +22,7 @@ __all__ = [
     "BM25Retriever", "BM25SearchConfig", "DEFAULT_MEMBER_WEIGHTS", "Demo", "DenseRetriever", "DenseSearchConfig",
     "GenerativeConfig", "GenerativeRetriever", "Generator", "GeneratorConfig", "Hit", "HybridConfig",
     "HybridRetriever", "Provenance", "REGISTRY", "RagConfig", "RagPipeline", "RetrievalConfig", "Retriever",
+    "TASKS", "Task",
     "available_retrievers", "base_retrievers", "load_generator", "load_retriever", "open_pipeline",
     "retriever_granularities",
 ]

@@ -37,6 +37,7 @@ SURFACES = {
         "BM25Retriever", "BM25SearchConfig", "DEFAULT_MEMBER_WEIGHTS", "Demo", "DenseRetriever", "DenseSearchConfig",
         "GenerativeConfig", "GenerativeRetriever", "Generator", "GeneratorConfig", "Hit", "HybridConfig",
         "HybridRetriever", "Provenance", "REGISTRY", "RagConfig", "RagPipeline", "RetrievalConfig", "Retriever",
+        "TASKS", "Task",
         "available_retrievers", "base_retrievers", "load_generator", "load_retriever", "open_pipeline",
         "retriever_granularities",
     ],
@@ -114,8 +115,9 @@ def test_genret_imports_from_a_folder_with_its_own_eval_and_retrieval(tmp_path):
 def test_the_wheel_installs_genret_and_nothing_else(tmp_path):
     """The built wheel holds one top-level package, ``genret`` (every subpackage, the web page, the demo questions);
     installed alone, it imports from a folder that has its own ``eval/`` and ``retrieval/``."""
-    src = tmp_path / "src"  # the tracked files only: the build writes build/ and *.egg-info beside its sources
-    tracked = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z"], capture_output=True, text=True, check=True)
+    src = tmp_path / "src"  # the source files (not runs/, .venv/): the build writes build/ and *.egg-info beside them
+    tracked = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                             capture_output=True, text=True, check=True)
     for name in filter(None, tracked.stdout.split("\0")):
         if (ROOT / name).is_file():
             (src / name).parent.mkdir(parents=True, exist_ok=True)

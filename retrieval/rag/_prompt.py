@@ -19,47 +19,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from typing import Literal
-
-from pydantic import BaseModel, ConfigDict
 
 from .._contract import Demo, Hit
+from .._tasks import ANSWER_TASKS, AnswerTask, resolve_task
 from ._generator import Prompt
 
 _MARGIN = 8  # tokens kept free for the chat template's generation prompt
 _PER_MESSAGE = 4  # the chat template's markup around each message (role name, start/end markers)
 
 
-class AnswerTask(BaseModel):
-    """How a task is answered: instruction, answer form (short span, label, free text), labels, input name."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    instruction: str
-    form: Literal["short", "label", "free"] = "short"
-    labels: tuple[str, ...] = ()
-    input_name: str = "Question"
-    demo_instruction: str = "Represent the question for retrieving similar questions: "
-
-
-_FACT = AnswerTask(
-    instruction="You verify claims. Decide whether the evidence supports or refutes the claim.",
-    form="label", labels=("SUPPORTS", "REFUTES"), input_name="Claim",
-    demo_instruction="Represent the claim for retrieving similar claims: ")
-_QA = AnswerTask(instruction="You answer questions with a short answer (a few words) taken from the passages.")
-
-ANSWER_TASKS: dict[str, AnswerTask] = {
-    "generic": AnswerTask(instruction="You answer questions from the passages.", form="free"),
-    "qa": _QA, "squad": _QA,
-    "fact_check": _FACT, "scifact": _FACT, "climate_fever": _FACT,
-}
-
-
 def resolve_answer_task(task: str | None, registry: dict[str, AnswerTask] | None = None) -> tuple[str, AnswerTask]:
     """``(name used, spec)``; an unknown or missing task falls back to ``generic``."""
-    registry = registry or ANSWER_TASKS
-    if task and task in registry:
-        return task, registry[task]
-    return "generic", registry.get("generic", ANSWER_TASKS["generic"])
+    return resolve_task(task, registry or ANSWER_TASKS, ANSWER_TASKS)
 
 
 def _one_line(text: str) -> str:
