@@ -16,11 +16,14 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ._errors import IndexFormatError
+from ._params import PARAMS_BY_KIND
+
+P = TypeVar("P", bound=BaseModel)
 
 MANIFEST_FILE = "manifest.json"
 FORMAT_NAME = "genret-index"
@@ -44,6 +47,15 @@ class Component(BaseModel):
     model: str | None = None
     files: dict[str, FileEntry] = Field(default_factory=dict)
     build_seconds: float = 0.0
+
+    def typed_params(self, model: type[P]) -> P:
+        """``params`` as ``model`` (e.g. ``BM25Params``), which must be the model of this component's kind."""
+        if PARAMS_BY_KIND.get(self.kind) is not model:
+            raise IndexFormatError(f"a component of kind {self.kind!r} has no {model.__name__}")
+        try:
+            return model.model_validate(self.params)
+        except ValidationError as exc:
+            raise IndexFormatError(f"{self.kind} parameters: {_first_error(exc)}") from None
 
 
 class CorpusInfo(BaseModel):
@@ -174,9 +186,24 @@ def read_manifest(directory: str | Path) -> Manifest:
         raise IndexFormatError(f"no index at {directory}: not a directory")
     if not path.is_file():
         raise IndexFormatError(f"no index at {directory}: {MANIFEST_FILE} is missing")
-    return read_versioned_json(path, Manifest, tag_field="format", tag=FORMAT_NAME, what="a genret index manifest",
-                               version=FORMAT_VERSION, fix="rebuild the index with `genret index … --force`",
-                               version_of=directory)
+    fix = "rebuild the index with `genret index … --force`"
+    manifest = read_versioned_json(path, Manifest, tag_field="format", tag=FORMAT_NAME,
+                                   what="a genret index manifest", version=FORMAT_VERSION, fix=fix,
+                                   version_of=directory)
+    for name, comp in manifest.components.items():
+        model = PARAMS_BY_KIND.get(comp.kind)
+        if model is not None:
+            try:
+                model.model_validate(comp.params)
+            except ValidationError as exc:
+                raise IndexFormatError(f"{path} is corrupt: component {name!r} ({comp.kind}): {_first_error(exc)}: "
+                                       f"{fix}") from None
+    return manifest
+
+
+def _first_error(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    return f"{'.'.join(str(p) for p in first['loc']) or 'params'}: {first['msg']}"
 
 
 def verify_files(directory: Path, manifest: Manifest, level: Literal["none", "auto", "full"] = "auto") -> None:

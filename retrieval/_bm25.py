@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from genret.indexing import Index, IndexFormatError, InputError
+from genret.indexing import BM25Params, Index, IndexFormatError, InputError
 
 from ._contract import Hit, Provenance, Retriever
 
@@ -45,23 +45,24 @@ class BM25Retriever(Retriever):
         comp = index.component("bm25")
         if comp.kind != BM25_KIND:
             raise IndexFormatError(f"{index.path}: component 'bm25' is of kind {comp.kind!r}, not {BM25_KIND!r}")
-        if comp.params.get("analyzer") != ANALYZER:
-            raise IndexFormatError(f"{index.path}: BM25 index analysed with {comp.params.get('analyzer')!r}; "
+        params = comp.typed_params(BM25Params)
+        if params.analyzer != ANALYZER:
+            raise IndexFormatError(f"{index.path}: BM25 index analysed with {params.analyzer!r}; "
                                    f"this genret searches with {ANALYZER!r}: rebuild the index")
         self.index = index
-        self.k1 = float(comp.params["k1"] if config.k1 is None else config.k1)
-        self.b = float(comp.params["b"] if config.b is None else config.b)
+        self.k1 = float(params.k1 if config.k1 is None else config.k1)
+        self.b = float(params.b if config.b is None else config.b)
         self.threads = config.threads
         self._ps = import_pyserini()
-        lucene_dir = index.path / comp.params["directory"]
+        lucene_dir = index.path / params.directory
         try:
             self._searcher = self._ps.SimpleSearcher(str(lucene_dir))
         except self._ps.JavaException as exc:
             raise IndexFormatError(f"{lucene_dir}: Lucene cannot open the BM25 index: {exc}") from None
         self._searcher.set_bm25(self.k1, self.b)
         docs = int(self._searcher.get_total_num_docs())
-        if docs != comp.params["count"]:
-            raise IndexFormatError(f"{lucene_dir} holds {docs} documents, the manifest says {comp.params['count']}")
+        if docs != params.count:
+            raise IndexFormatError(f"{lucene_dir} holds {docs} documents, the manifest says {params.count}")
 
     def batch_search(self, queries: Sequence[str], k: int = 10, *, task: str | None = None,
                      granularity: str | None = None) -> list[list[Hit]]:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from genret.indexing import Encoder, Index, SentenceTransformerEncoder
+from genret.indexing import DenseParams, Encoder, Index, SentenceTransformerEncoder
 
 from ._contract import Hit, Provenance, Retriever
 
@@ -45,8 +45,9 @@ class DenseRetriever(Retriever):
         self.index = index
         self._config = config
         self._encoder = encoder or SentenceTransformerEncoder(comp.model, config.device)
-        if self._encoder.dim != comp.params["dim"]:
-            raise ValueError(f"encoder dim {self._encoder.dim} != index dim {comp.params['dim']}")
+        dim = comp.typed_params(DenseParams).dim
+        if self._encoder.dim != dim:
+            raise ValueError(f"encoder dim {self._encoder.dim} != index dim {dim}")
         self._cpu_faiss = load_faiss(index.path, comp)
         self.search_params = configure_search(self._cpu_faiss, comp, ef_search=config.ef_search,
                                               nprobe=config.nprobe)

@@ -165,11 +165,11 @@ def _cmd_add(a: argparse.Namespace) -> int:
 
 
 def _cmd_rebuild_dense(a: argparse.Namespace) -> int:
-    from genret.indexing import DenseConfig, rebuild_dense
+    from genret.indexing import DenseConfig, DenseParams, rebuild_dense
 
     m = rebuild_dense(a.index, DenseConfig(index_type=a.index_type, hnsw_m=a.hnsw_m, ivf_nlist=a.ivf_nlist,
                                            pq_m=a.pq_m, device=a.device), progress=not a.quiet)
-    print(f"rebuilt the dense FAISS index of {a.index} as {m.components['dense'].params['index_type']} "
+    print(f"rebuilt the dense FAISS index of {a.index} as {m.components['dense'].typed_params(DenseParams).index_type} "
           "from the stored embeddings")
     return 0
 

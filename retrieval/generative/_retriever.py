@@ -18,7 +18,7 @@ from typing import get_args
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from genret.indexing import ConfigError, Index, StoredUnit, sentence_spans
+from genret.indexing import ConfigError, FMParams, Index, StoredUnit, sentence_spans
 
 from .._contract import Hit, Provenance, Retriever
 from ._decoding import Key
@@ -87,7 +87,7 @@ class GenerativeRetriever(Retriever):
         comp = index.component("fm")
         self.fm = load_fm(index.path, comp)
         self.encoder = UnitEncoder.from_component(index.path, comp)
-        spec = config.model or config.checkpoint or comp.params["tokenizer"]
+        spec = config.model or config.checkpoint or comp.typed_params(FMParams).tokenizer
         self.lm = lm or load_lm(spec, config.device)
         _check_vocab(self.lm.tokenizer, self.encoder.tokenizer, spec)
         self.prompt_vectors = load_prompt_vectors(config.checkpoint) if config.checkpoint else {}

@@ -5,21 +5,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from genret.indexing import Component, encode_texts, load_fm_tokenizer
+from genret.indexing import Component, FMParams, encode_texts, load_fm_tokenizer
 
 
 class UnitEncoder:
     """``[title_start] title [title_end] text`` with the tokenizer saved in the index (see ``indexing._fm_build``)."""
 
-    def __init__(self, tokenizer, params: dict) -> None:
+    def __init__(self, tokenizer, params: FMParams) -> None:
         self.tokenizer = tokenizer
-        self.title_start = int(params["title_start_id"])
-        self.title_end = int(params["title_end_id"])
-        self.lowercase = bool(params.get("lowercase", False))
+        self.title_start = params.title_start_id
+        self.title_end = params.title_end_id
+        self.lowercase = params.lowercase
 
     @classmethod
     def from_component(cls, index_dir: str | Path, component: Component) -> UnitEncoder:
-        return cls(load_fm_tokenizer(index_dir, component), component.params)
+        return cls(load_fm_tokenizer(index_dir, component), component.typed_params(FMParams))
 
     def texts(self, texts: Sequence[str]) -> list[list[int]]:
         return encode_texts(self.tokenizer, list(texts), lowercase=self.lowercase)

@@ -103,3 +103,21 @@ def test_damaged_index_is_refused_clearly(index_copy, damage, message):
 def test_missing_directory(tmp_path):
     with pytest.raises(IndexFormatError, match="no index at"):
         Index(tmp_path / "absent")
+
+
+def test_component_params_are_typed_and_checked_on_open(tiny_index, tmp_path):
+    """Each component's params are read through its kind's model; a missing field is a clear format error."""
+    from genret.indexing import DenseParams, FMParams
+
+    with Index(tiny_index) as index:
+        dense = index.component("dense").typed_params(DenseParams)
+        assert dense.dim == 384 and dense.count == len(index.store)
+        with pytest.raises(IndexFormatError, match="has no FMParams"):
+            index.component("dense").typed_params(FMParams)
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_index, broken)
+    manifest = json.loads((broken / "manifest.json").read_text())
+    del manifest["components"]["dense"]["params"]["dim"]
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IndexFormatError, match=r"component 'dense' \(dense-faiss\): dim: Field required"):
+        Index(broken)

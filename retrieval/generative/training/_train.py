@@ -31,7 +31,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from genret.indexing import ConfigError, GenretError, Index
+from genret.indexing import ConfigError, FMParams, GenretError, Index
 
 from .._checkpoint import VECTORS_FILE, load_prompt_vectors, load_state
 from .._prompts import DEFAULT_PROMPTS
@@ -167,7 +167,7 @@ def train_retriever(config: TrainConfig, index: Index, out: str | Path, *, resum
     if resume and state is None:
         raise ConfigError(f"nothing to resume in {out}")
     acc = make_accelerator(config, find_unused=config.prompt_kind != "discrete")
-    spec = str(out) if state else (config.model or fm_comp.params["tokenizer"])
+    spec = str(out) if state else (config.model or fm_comp.typed_params(FMParams).tokenizer)
     lm = load_lm(spec, str(acc.device), dtype="float32")  # float32 weights; autocast gives bf16/fp16 compute
     lm.device = str(acc.device)
     if lm.tokenizer.get_vocab() != encoder.tokenizer.get_vocab():
