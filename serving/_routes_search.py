@@ -57,7 +57,7 @@ async def search_batch(req: BatchSearchRequest, service: ServiceDep, dispatcher:
     """Several queries, one retriever: one hit list per query, in order (one batch_search call)."""
     k = server.default_k if req.k is None else req.k
     index, retriever = service.resolve(req.index, req.retriever)
-    service.check(req.queries, k, retriever, req.granularity)
+    service.check(req.queries, k, retriever, req.granularity, index)
     results = await gate.run(lambda: dispatcher.batch(req.queries, k, index, retriever, req.task, req.granularity))
     return BatchSearchResponse(index=index, retriever=retriever, results=[
         QueryHits(query=q, hits=[HitModel.of(h) for h in hits]) for q, hits in zip(req.queries, results)])
@@ -68,6 +68,6 @@ async def _search(service: SearchService, dispatcher: Dispatcher, gate: Gate, se
                   granularity: str | None) -> SearchResponse:
     k = server.default_k if k is None else k
     index, retriever = service.resolve(index, retriever)
-    service.check([query], k, retriever, granularity)
+    service.check([query], k, retriever, granularity, index)
     hits = await gate.run(lambda: dispatcher.search(query, k, index, retriever, task, granularity))
     return SearchResponse(query=query, index=index, retriever=retriever, hits=[HitModel.of(h) for h in hits])

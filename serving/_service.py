@@ -17,7 +17,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from genret.indexing import GenretError, Index, NotFoundError
-from genret.retrieval import Hit, Retriever, available_retrievers, load_retriever
+from genret.retrieval import TASKS, Hit, Retriever, available_retrievers, load_retriever, retriever_granularities
+from genret.retrieval.demos import DemoSource
 from genret.retrieval.rag import Generator, RagAnswer, RagConfig, RagPipeline, load_generator, prompt_size
 
 from ._errors import RequestError, Unavailable
@@ -58,10 +59,6 @@ class RagOutcome:
         """The completion probably hit ``max_new_tokens`` (OpenAI's finish_reason "length")."""
         return self.completion_tokens >= self.max_new_tokens
 
-# retrievers that take a granularity override (the generative retriever's task prompts choose one)
-GRANULAR = ("generative",)
-
-
 class SearchService:
     """Opens every configured index once; retrievers are created on first use and kept."""
 
@@ -79,7 +76,7 @@ class SearchService:
         self._lock = threading.Lock()
         self._generator: Generator | None = None
         self._generator_lock = threading.Lock()
-        self._demo_sources: dict[str, object] = {}
+        self._demo_sources: dict[str, DemoSource] = {}
         self.demo_tasks: list[str] = []
         if settings.demos is not None:
             from genret.retrieval.demos import list_tasks
@@ -98,9 +95,7 @@ class SearchService:
         return len(self._retrievers)
 
     def describe(self) -> list[dict]:
-        from genret.retrieval.rag import ANSWER_TASKS
-
-        tasks = sorted({*self.settings.retrieval.generative.prompts, *ANSWER_TASKS})
+        tasks = sorted({*self.settings.retrieval.generative.prompts, *TASKS})
         return [{"name": name, "units": len(ix.store), "unit_kind": ix.manifest.units.kind,
                  "retrievers": available_retrievers(ix, self.settings.retrieval), "tasks": tasks,
                  "demo_tasks": self.demo_tasks}
@@ -121,14 +116,22 @@ class SearchService:
             raise NotFoundError(f"unknown retriever {retriever!r} for index {index!r}; available: {names}")
         return index, retriever
 
-    def check(self, queries: Sequence[str], k: int, retriever: str, granularity: str | None = None) -> None:
-        """Refuse bad requests with a clear :class:`RequestError` before any model work."""
+    def check(self, queries: Sequence[str], k: int, retriever: str, granularity: str | None = None,
+              index: str | None = None) -> None:
+        """Refuse bad requests with a clear :class:`RequestError` before any model work (``retriever`` of
+        ``index``, as :meth:`resolve` returns them; None: the default index)."""
         cfg = self.settings.server
         if not 1 <= k <= cfg.max_k:
             raise RequestError(f"k must be between 1 and {cfg.max_k}, got {k}")
         self.check_queries(queries)
-        if granularity is not None and retriever not in GRANULAR:
-            raise RequestError(f"granularity applies to the {' / '.join(GRANULAR)} retriever, not {retriever!r}")
+        if granularity is not None:
+            ix = self.indexes[self.default_index if index is None else index]
+            takes = {name: retriever_granularities(ix, name, self.settings.retrieval)
+                     for name in available_retrievers(ix, self.settings.retrieval)}
+            if granularity not in takes.get(retriever, ()):
+                own = [name for name, gs in takes.items() if granularity in gs and name != "hybrid"] or ["generative"]
+                also = " (or a hybrid with it)" if "hybrid" in takes else ""
+                raise RequestError(f"granularity applies to the {' / '.join(own)} retriever{also}, not {retriever!r}")
 
     def check_queries(self, queries: Sequence[str]) -> None:
         cfg = self.settings.server
@@ -205,7 +208,7 @@ class SearchService:
                task: str | None = None, granularity: str | None = None) -> tuple[str, str, list[Hit]]:
         """``(index name, retriever name, hits)``, checked; blocking."""
         index, retriever = self.resolve(index, retriever)
-        self.check([query], k, retriever, granularity)
+        self.check([query], k, retriever, granularity, index)
         return index, retriever, self.batch_search([query], k, index, retriever, task, granularity)[0]
 
     # ---- RAG (blocking: call it off the event loop) ---------------------------------------------------------
@@ -293,15 +296,12 @@ class SearchService:
 
     def close(self) -> None:
         for obj in (self._generator, *self._demo_sources.values()):
-            close = getattr(obj, "close", None)
-            if callable(close):
-                close()
+            if obj is not None:
+                obj.close()
         self._generator = None
         self._demo_sources.clear()
         for r in self._retrievers.values():
-            close = getattr(r, "close", None)
-            if callable(close):
-                close()
+            r.close()
         self._retrievers.clear()
         for index in self.indexes.values():
             index.close()

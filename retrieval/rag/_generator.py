@@ -66,6 +66,9 @@ class Generator(ABC):
         """Tokens in ``text`` (for prompt budgets); backends without a tokenizer estimate."""
         return max(1, (len(text) + 3) // 4)
 
+    def close(self) -> None:  # noqa: B027 - a default, not an abstract method: a local model holds no connection
+        """Release connections or models this generator holds (default: nothing)."""
+
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> str:
     """``text`` up to the first occurrence of any stop string."""

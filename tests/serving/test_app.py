@@ -196,6 +196,16 @@ def test_granularity_overrides_the_task_prompt(client, service):
     assert search(task="no-such-task") == search(task="generic")  # unknown task: the generic prompt
 
 
+def test_a_hybrid_with_a_generative_member_takes_a_granularity(client):
+    """The hybrid forwards the granularity to its generative member (the Retriever contract); dense refuses it."""
+    body = {"query": "Which pigment absorbs red light?", "k": 5, "granularity": "page"}
+    r = client.post("/v1/search", json={**body, "retriever": "hybrid"})
+    assert r.status_code == 200, r.text
+    assert r.json()["retriever"] == "hybrid" and r.json()["hits"]
+    r = client.post("/v1/search", json={**body, "retriever": "dense"})
+    assert r.status_code == 422 and "(or a hybrid with it), not 'dense'" in r.text
+
+
 def test_app_opens_its_own_service(tiny_index):
     app = create_app(Settings(indexes=[tiny_index], retrieval={"dense": {"device": "cpu"}}))
     with TestClient(app) as c:
