@@ -40,48 +40,13 @@ import numpy as np
 from ._errors import IndexFormatError
 from ._fm_queries import FMQueries, FMRange, Limit, NextTokens, empty_next
 from ._progress import progress_bar
+from ._suffix_array import pos_dtype, suffix_array, sym_width
 
 FM_FORMAT = "genret-fm/1"
 END_SYM, SEP_SYM, FIRST_SYM = 0, 1, 2
 _CHUNK = 1 << 22
 _TINY, _SMALL = 8, 32  # range sizes below which extend / next_tokens read the BWT slice in Python
 _ARRAYS = ("bwt", "bwt_hi", "C", "token_of_sym", "sample_rows", "sample_pos", "doc_starts")
-
-def _pos_dtype(n: int) -> np.dtype:
-    return np.dtype(np.uint32 if n < 2**32 else np.uint64)
-
-
-def _sym_width(n_symbols: int) -> int:
-    """Bytes per symbol: 1, 2 or 3 (the BWT is stored as uint8, uint16, or uint16 + uint8)."""
-    return 1 if n_symbols <= 256 else 2 if n_symbols <= 65536 else 3
-
-
-def suffix_array(text: np.ndarray, width: int) -> np.ndarray:
-    """Suffix array of an unsigned int text whose values fit in ``width`` bytes, via libdivsufsort.
-
-    The text is written as big-endian ``width``-byte groups, whose byte order equals the symbol order, and
-    sorted as bytes; only suffixes starting on a group boundary are kept (compacted in place, so the peak is
-    the byte text plus one int32 per byte).
-    """
-    from pydivsufsort import divsufsort
-
-    n = len(text)
-    if width == 1:
-        return divsufsort(np.ascontiguousarray(text, dtype=np.uint8))
-    raw = np.empty((n, width), np.uint8)
-    for k in range(width):
-        raw[:, k] = (text >> (8 * (width - 1 - k))) & 0xFF
-    sa = divsufsort(raw.reshape(-1))
-    del raw
-    j = 0
-    for a in range(0, len(sa), _CHUNK):
-        part = sa[a:a + _CHUNK]
-        keep = part[part % width == 0] // width
-        sa[j:j + len(keep)] = keep
-        j += len(keep)
-    if j != n:
-        raise AssertionError(f"suffix array compaction kept {j} of {n} suffixes")
-    return sa[:n]
 
 
 class FMIndex(FMQueries):
@@ -140,7 +105,7 @@ class FMIndex(FMQueries):
         with progress_bar(5, "FM-index", progress) as bar:
             present = np.flatnonzero(np.bincount(tokens, minlength=vocab_size)) if n_tok else np.zeros(0, np.int64)
             n_sym = len(present) + FIRST_SYM
-            width = _sym_width(n_sym)
+            width = sym_width(n_sym)
             sdt = np.dtype(np.uint8 if width == 1 else np.uint16 if width == 2 else np.uint32)
             remap = np.zeros(vocab_size, sdt)
             remap[present] = np.arange(FIRST_SYM, n_sym)
@@ -155,7 +120,7 @@ class FMIndex(FMQueries):
             sa = suffix_array(rev, width)
             bar.update(1)
             bwt = np.empty(n_rows, sdt)
-            pdt = _pos_dtype(n_rows)
+            pdt = pos_dtype(n_rows)
             rows, pos = [], []
             for a in range(0, n_rows, _CHUNK):
                 part = sa[a:a + _CHUNK]
@@ -182,7 +147,7 @@ class FMIndex(FMQueries):
         return {"format": FM_FORMAT, "text": "reversed", "vocab_size": self.vocab_size,
                 "n_tokens": self.n_tokens, "n_docs": self.n_docs, "n_rows": self.n_rows,
                 "n_symbols": len(self._C) - 1, "sa_sample": self.sa_sample, "n_samples": len(self._srows),
-                "bwt_bits": 8 * _sym_width(len(self._C) - 1), "pos_dtype": str(self._srows.dtype)}
+                "bwt_bits": 8 * sym_width(len(self._C) - 1), "pos_dtype": str(self._srows.dtype)}
 
     def save(self, directory: str | Path) -> list[str]:
         """Write the arrays as ``<name>.npy`` into ``directory`` (created); returns the file names."""
@@ -210,7 +175,7 @@ class FMIndex(FMQueries):
             vocab, sample = int(params["vocab_size"]), int(params["sa_sample"])
             if min(vocab, sample, n_rows, n_sym - 1) < 1 or n_docs < 0:
                 raise IndexFormatError(f"{directory}: impossible FM-index parameters {params}")
-            width, pdt = _sym_width(n_sym), _pos_dtype(n_rows)
+            width, pdt = sym_width(n_sym), pos_dtype(n_rows)
             expect = {"bwt": (np.uint8 if width == 1 else np.uint16, n_rows), "C": (np.int64, n_sym + 1),
                       "token_of_sym": (np.int32, n_sym - FIRST_SYM), "sample_rows": (pdt, params["n_samples"]),
                       "sample_pos": (pdt, params["n_samples"]), "doc_starts": (pdt, n_docs + 1)}
