@@ -1,9 +1,11 @@
-"""The house rules, checked on the source (see ARCHITECTURE.md):
+"""The house rules, checked on the source (ARCHITECTURE.md, "The rules"):
 
 - a module imports another package's private module (a path segment starting with ``_``) or private name only from
   inside that package (its own modules and its subpackages); everything else goes through the package's public names;
 - no import circles between modules, counting imports inside functions too (a circle a lazy import hides is still
-  one: each side must know the other).
+  one: each side must know the other);
+- dependencies point one way between packages (serving → eval → retrieval → indexing) and between retrieval's
+  subpackages (demos → rag only).
 """
 
 from __future__ import annotations
@@ -147,6 +149,48 @@ def test_no_module_reaches_into_another_packages_private_modules():
 
 def test_no_import_circles():
     assert circles(import_graph()) == []
+
+
+# package -> the genret packages it may import (ARCHITECTURE.md); "genret" is the root (its __version__)
+LAYERS = {
+    "indexing": {"genret"},
+    "retrieval": {"genret", "indexing"},
+    "eval": {"genret", "indexing", "retrieval"},
+    "serving": {"genret", "indexing", "retrieval", "eval"},
+}
+# inside retrieval: subpackage -> the sibling subpackages it may import (each may use the root's contract)
+SIBLINGS = {"generative": set(), "hybrid": set(), "rag": set(), "demos": {"rag"}}
+
+
+def layer_breaches(graph: dict[str, set[str]]) -> list[str]:
+    def top(m: str) -> str:
+        return m.split(".")[1] if m.count(".") else "genret"
+
+    def sub(m: str) -> str | None:
+        parts = m.split(".")
+        return parts[2] if len(parts) > 2 and parts[1] == "retrieval" and parts[2] in SIBLINGS else None
+
+    found = []
+    for a, targets in graph.items():
+        for b in targets:
+            if top(a) != top(b) and top(a) != "genret" and top(b) not in LAYERS[top(a)]:
+                found.append(f"{a} imports {b}")
+            if sub(a) and sub(b) and sub(a) != sub(b) and sub(b) not in SIBLINGS[sub(a)]:
+                found.append(f"{a} imports {b}")
+    return found
+
+
+def test_dependencies_point_one_way():
+    """serving → eval → retrieval → indexing; inside retrieval, demos may use rag and nothing else crosses."""
+    assert layer_breaches(import_graph()) == []
+
+
+def test_the_layer_rule_can_fail():
+    graph = import_graph()
+    graph["genret.indexing._store"] = graph["genret.indexing._store"] | {"genret.retrieval._contract"}
+    graph["genret.retrieval.rag._pipeline"] = graph["genret.retrieval.rag._pipeline"] | {"genret.retrieval.demos"}
+    assert layer_breaches(graph) == ["genret.indexing._store imports genret.retrieval._contract",
+                                     "genret.retrieval.rag._pipeline imports genret.retrieval.demos"]
 
 
 @pytest.mark.parametrize("module, source, expected", [
