@@ -67,9 +67,7 @@ class BM25Retriever(Retriever):
     def batch_search(self, queries: Sequence[str], k: int = 10, *, task: str | None = None,
                      granularity: str | None = None) -> list[list[Hit]]:
         """Hits for each query (``task`` is ignored: BM25 has no task prompts)."""
-        if k < 1:
-            raise ValueError("k must be at least 1")
-        self.check_granularity(granularity)
+        self.check_search(k, granularity)
         if not queries:
             return []
         if len(queries) == 1:

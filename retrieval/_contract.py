@@ -66,6 +66,12 @@ class Retriever(ABC):
             return self.batch_search([query], k, task=task)[0]
         return self.batch_search([query], k, task=task, granularity=granularity)[0]
 
+    def check_search(self, k: int, granularity: str | None) -> None:
+        """What every search checks first: ``k`` ≥ 1 (``ValueError``) and the granularity (``InputError``)."""
+        if k < 1:
+            raise ValueError("k must be at least 1")
+        self.check_granularity(granularity)
+
     def check_granularity(self, granularity: str | None) -> None:
         """Refuse a granularity this retriever does not rank by."""
         if granularity is not None and granularity not in self.granularities:

@@ -56,9 +56,7 @@ class DenseRetriever(Retriever):
 
     def batch_search(self, queries: Sequence[str], k: int = 10, *, task: str | None = None,
                      granularity: str | None = None) -> list[list[Hit]]:
-        if k < 1:
-            raise ValueError("k must be at least 1")
-        self.check_granularity(granularity)
+        self.check_search(k, granularity)
         if not queries:
             return []
         with self._lock:  # the encoder and FAISS are used by one thread at a time

@@ -265,9 +265,7 @@ class GenerativeRetriever(Retriever):
                      granularity: Granularity | None = None) -> list[list[Hit]]:
         """Hits for each query; ``granularity`` (page, passage, sentence, entity) overrides the one the task
         prompt selects."""
-        if k < 1:
-            raise ValueError("k must be at least 1")
-        self.check_granularity(granularity)
+        self.check_search(k, granularity)
         out: list[list[Hit]] = []
         size = self.config.batch_size
         for start in range(0, len(queries), size):

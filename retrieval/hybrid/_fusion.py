@@ -152,9 +152,7 @@ class HybridRetriever(Retriever):
     def batch_search(self, queries: Sequence[str], k: int = 10, *, task: str | None = None,
                      granularity: str | None = None) -> list[list[Hit]]:
         """Fused hits; a ``granularity`` goes to the members that rank by it (the others rank as they do)."""
-        if k < 1:
-            raise ValueError("k must be at least 1")
-        self.check_granularity(granularity)
+        self.check_search(k, granularity)
         if not queries:
             return []
         depth = max(self.config.depth, k)
