@@ -4,8 +4,7 @@ import json
 
 from fastapi.testclient import TestClient
 
-from genret.serving import Settings, create_app
-from genret.serving._cli import main
+from genret.serving import Settings, create_app, main
 
 
 def test_index_search_serve_eval(data_dir, tmp_path, capsys):

@@ -9,14 +9,8 @@ from typing import Any
 
 import pytest
 
-from genret.eval._demo_task import (
-    DEMO_MODULES,
-    MIN_QUESTIONS,
-    build_questions,
-    iter_stdlib_pages,
-    load_templates,
-    write_demo,
-)
+from genret.eval import write_demo
+from genret.eval._demo_task import DEMO_MODULES, MIN_QUESTIONS, build_questions, iter_stdlib_pages, load_templates
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from genret.eval import downstream_scores, retrieval_scores, score
-from genret.eval._kilt_io import align, read_kilt
+from genret.eval import downstream_scores, read_kilt, retrieval_scores, score
+from genret.eval._kilt_io import align
 
 FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "minikilt" / "kilt_fixtures"
 TOLERANCE = 1e-6

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from genret.eval import score
-from genret.eval._kilt_io import align, read_kilt, write_kilt
+from genret.eval import read_kilt, score, write_kilt
+from genret.eval._kilt_io import align
 from genret.indexing import GenretError, InputError
 
 GOOD = {"id": "q1", "input": "who?", "output": [{"answer": "x", "provenance": [{"wikipedia_id": "1"}]}]}

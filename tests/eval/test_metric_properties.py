@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from rouge import Rouge
 from rouge import rouge_score as package_rouge_score
 
+from genret.eval import retrieval_scores
 from genret.eval._downstream_metrics import (
     _lcs_words,
     exact_match,
@@ -28,7 +29,6 @@ from genret.eval._retrieval_metrics import (
     ids_list,
     precision_at_k,
     recall_at_k,
-    retrieval_scores,
     rprecision,
     success_rate_at_k,
 )

@@ -6,7 +6,7 @@ import pytest
 
 from genret.eval import load_suite, run_suite
 from genret.indexing import InputError
-from genret.serving._cli import main
+from genret.serving import main
 
 
 def _suite_file(tmp_path, tiny_index, data_dir, extra=""):

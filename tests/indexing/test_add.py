@@ -43,7 +43,7 @@ def test_added_pages_equal_a_full_build(split_corpus, tmp_path):
 
 
 def test_add_from_the_command_line(split_corpus, tmp_path, capsys):
-    from genret.serving._cli import main
+    from genret.serving import main
 
     build_index(split_corpus / "first.jsonl", tmp_path / "ix", IndexConfig(components=("bm25",)), progress=False)
     assert main(["add", str(tmp_path / "ix"), str(split_corpus / "rest.jsonl"), "--quiet"]) == 0

@@ -12,7 +12,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from genret.indexing import ConfigError, DenseConfig, Index, IndexConfig, IndexFormatError, NotFoundError, build_index
+from genret.indexing import (
+    ConfigError,
+    DenseConfig,
+    Index,
+    IndexConfig,
+    IndexFormatError,
+    NotFoundError,
+    build_index,
+    place_index,
+    read_manifest,
+    rebuild_dense,
+    write_manifest,
+)
 from genret.indexing._dense import (
     EMBEDDINGS_FILE,
     FAISS_FILE,
@@ -21,10 +33,8 @@ from genret.indexing._dense import (
     build_faiss,
     faiss_params,
     load_embeddings,
-    place_index,
-    rebuild_dense,
 )
-from genret.indexing._manifest import MANIFEST_FILE, read_manifest, write_manifest
+from genret.indexing._manifest import MANIFEST_FILE
 from genret.retrieval import DenseRetriever, DenseSearchConfig
 
 MINIKILT = Path(__file__).resolve().parents[2].parent / "shared" / "minikilt"

@@ -311,8 +311,8 @@ def tokenizer():
 
 @pytest.fixture(scope="module")
 def fm_store(tmp_path_factory):
-    from genret.indexing import Unit
-    from genret.indexing._store import StoreWriter, UnitStore
+    from genret.indexing import Unit, UnitStore
+    from genret.indexing._store import StoreWriter
 
     d = tmp_path_factory.mktemp("fmstore")
     writer = StoreWriter(d / "units.sqlite")
@@ -328,8 +328,8 @@ def fm_store(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("shards", [1, 2])
 def test_build_fm_component_with_real_tokenizer(fm_store, tokenizer, tmp_path, shards):
-    from genret.indexing import Component
-    from genret.indexing._fm_build import FMConfig, build_fm, encode_texts, load_fm, load_fm_tokenizer, unit_token_ids
+    from genret.indexing import Component, FMConfig, encode_texts, load_fm, load_fm_tokenizer
+    from genret.indexing._fm_build import build_fm, unit_token_ids
 
     comp = build_fm(fm_store, tmp_path, FMConfig(shards=shards, sa_sample=4), progress=False)
     comp = Component.model_validate(json.loads(comp.model_dump_json()))  # survives the manifest
@@ -372,7 +372,8 @@ def test_build_fm_component_with_real_tokenizer(fm_store, tokenizer, tmp_path, s
 
 @pytest.mark.slow
 def test_load_fm_rejects_mismatch(fm_store, tmp_path):
-    from genret.indexing._fm_build import FMConfig, build_fm, load_fm
+    from genret.indexing import FMConfig, load_fm
+    from genret.indexing._fm_build import build_fm
 
     comp = build_fm(fm_store, tmp_path, FMConfig(), progress=False)
     bad = comp.model_copy(update={"params": {**comp.params, "n_tokens": 1}})

@@ -2,8 +2,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from genret.indexing import Page, UnitConfig
-from genret.indexing._units import sentence_spans, split_page
+from genret.indexing import Page, UnitConfig, sentence_spans
+from genret.indexing._units import split_page
 
 PAGE = Page("p1", "Title", (
     "  First paragraph has five words.  ",

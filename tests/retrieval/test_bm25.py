@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from genret.indexing import (
+    BM25Config,
     GenretError,
     Index,
     IndexConfig,
@@ -23,7 +24,7 @@ from genret.indexing import (
     read_manifest,
     write_manifest,
 )
-from genret.indexing._bm25 import BM25Config, build_bm25, index_args, write_collection
+from genret.indexing._bm25 import build_bm25, index_args, write_collection
 from genret.retrieval import BM25Retriever, BM25SearchConfig
 
 pytest.importorskip("pyserini")

@@ -9,8 +9,8 @@ from math import comb
 
 import pytest
 
-from genret.eval import evaluate
-from genret.eval._fusion_tune import _Fusions, _Scorer, simplex, tune_fusion
+from genret.eval import evaluate, tune_fusion
+from genret.eval._fusion_tune import _Fusions, _Scorer, simplex
 from genret.indexing import ConfigError, Index, IndexFormatError
 from genret.retrieval import (
     DEFAULT_MEMBER_WEIGHTS,
@@ -22,7 +22,7 @@ from genret.retrieval import (
     load_retriever,
 )
 from genret.retrieval.hybrid import read_tuned, weights_path
-from genret.serving._cli import main
+from genret.serving import main
 
 
 @pytest.fixture(scope="module")

@@ -7,14 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from genret.retrieval import Demo, Hit, Provenance
-from genret.retrieval.rag._prompt import (
-    _MARGIN,
-    ANSWER_TASKS,
-    build_prompt,
-    parse_answer,
-    prompt_size,
-    resolve_answer_task,
-)
+from genret.retrieval.rag import ANSWER_TASKS, build_prompt, prompt_size, resolve_answer_task
+from genret.retrieval.rag._prompt import _MARGIN, parse_answer
 
 
 @pytest.fixture(scope="module")

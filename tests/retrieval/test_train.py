@@ -7,7 +7,8 @@ import pytest
 from genret.eval import read_kilt
 from genret.indexing import Index
 from genret.retrieval import GenerativeConfig, GenerativeRetriever
-from genret.retrieval.generative.training._train import TrainConfig, TrainTask, build_pairs, train_retriever
+from genret.retrieval.generative.training import TrainConfig, TrainTask, train_retriever
+from genret.retrieval.generative.training._train import build_pairs
 
 pytestmark = pytest.mark.slow
 
@@ -220,7 +221,7 @@ def test_training_without_labels_pseudo_labels_from_bm25(tiny_index, tiny_lm_dir
             hits = bm25.search(lab.query, k=3)
             assert hits[0].unit_id == lab.gold[0] and [h.unit_id for h in hits[1:]] == list(lab.negatives)
         out = tmp_path / "unlabelled"
-        from genret.serving._cli import main
+        from genret.serving import main
 
         code = main(["train", "retriever", str(tiny_index), "--out", str(out), "--model", str(tiny_lm_dir),
                      "--corpus-pairs", "10", "--pseudo-labels", "bm25", "--pseudo-queries", "8", "--epochs", "1",

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from genret.serving._cli import main
+from genret.serving import main
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:

@@ -47,7 +47,7 @@ def test_index_demos_and_train_parsing(tmp_path, capsys):
 
 @pytest.mark.skipif(not _wired(), reason="index-demos is not registered in serving._cli yet")
 def test_cli_errors_are_one_line(tmp_path, capsys):
-    from genret.serving._cli import main
+    from genret.serving import main
 
     assert main(["index-demos", str(tmp_path / "missing.jsonl"), "--task", "qa", "--out", str(tmp_path)]) == 2
     assert "no such file" in capsys.readouterr().err

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from genret.serving._cli import main
+from genret.serving import main
 
 
 def test_rag_question_json(tiny_index, tiny_chat_lm_dir, capsys):

@@ -55,7 +55,7 @@ def test_graceful_shutdown_finishes_requests_in_flight(service):
 
 def test_serve_flags_become_settings(monkeypatch, tiny_index):
     import genret.serving._server as server_module
-    from genret.serving._cli import main
+    from genret.serving import main
 
     got = {}
     monkeypatch.setattr(server_module, "serve", lambda settings: got.setdefault("settings", settings))
