@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work", type=Path, help="keep the indexes here (default: a temporary directory)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    from genret.indexing import import_pyserini
+    from genret.indexing._java import import_pyserini
 
     t0 = time.perf_counter()
     ps = import_pyserini()  # JVM start-up, timed apart from the builds

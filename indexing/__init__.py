@@ -14,12 +14,11 @@ from ._corpus import Page, ReadStats, open_text, read_corpus
 from ._dense import DenseConfig, rebuild_dense
 
 # open and read
-from ._bm25 import ANALYZER as BM25_ANALYZER, BM25_KIND
 from ._dense import configure_search, load_faiss, place_index
 from ._fm_build import FMConfig, encode_texts, load_fm, load_fm_tokenizer
 from ._fm_queries import FMQueries
 from ._index import Index
-from ._java import MAX_QUERY_TERMS, import_pyserini, java_list
+from ._lucene import LuceneIndex, open_lucene
 from ._manifest import Component, Manifest, read_manifest, write_manifest
 from ._params import BM25Params, DenseParams, FMParams, StoreParams
 from ._store import StoredUnit, UnitStore
@@ -36,13 +35,12 @@ from ._manifest import read_versioned_json, sha256_file, staged_dir, write_json_
 from ._progress import progress_bar
 
 __all__ = [
-    "BM25Config", "BM25Params", "BM25_ANALYZER", "BM25_KIND", "Component", "ConfigError", "DEFAULT_DENSE_MODEL",
-    "DEFAULT_LM", "DenseConfig", "DenseParams", "Encoder", "FMConfig", "FMParams", "FMQueries", "GenretError", "Index",
-    "IndexConfig", "IndexFormatError", "InputError", "MAX_QUERY_TERMS", "Manifest", "NotFoundError", "Page",
-    "ReadStats", "SentenceTransformerEncoder", "StoreParams", "StoredUnit", "Unit", "UnitConfig", "UnitStore",
-    "add_to_index", "available_components", "build_index", "configure_search", "encode_texts", "import_pyserini",
-    "java_list", "load_faiss", "load_fm", "load_fm_tokenizer", "load_tokenizer", "open_text", "place_index",
-    "progress_bar", "read_corpus", "read_manifest", "read_versioned_json", "rebuild_dense", "resolve_checkpoint",
-    "resolve_device", "resolve_model_path", "sentence_spans", "sha256_file", "staged_dir", "write_json_atomic",
-    "write_manifest",
+    "BM25Config", "BM25Params", "Component", "ConfigError", "DEFAULT_DENSE_MODEL", "DEFAULT_LM", "DenseConfig",
+    "DenseParams", "Encoder", "FMConfig", "FMParams", "FMQueries", "GenretError", "Index", "IndexConfig",
+    "IndexFormatError", "InputError", "LuceneIndex", "Manifest", "NotFoundError", "Page", "ReadStats",
+    "SentenceTransformerEncoder", "StoreParams", "StoredUnit", "Unit", "UnitConfig", "UnitStore", "add_to_index",
+    "available_components", "build_index", "configure_search", "encode_texts", "load_faiss", "load_fm",
+    "load_fm_tokenizer", "load_tokenizer", "open_lucene", "open_text", "place_index", "progress_bar", "read_corpus",
+    "read_manifest", "read_versioned_json", "rebuild_dense", "resolve_checkpoint", "resolve_device",
+    "resolve_model_path", "sentence_spans", "sha256_file", "staged_dir", "write_json_atomic", "write_manifest",
 ]
