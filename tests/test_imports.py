@@ -203,7 +203,7 @@ def test_the_private_rule_can_fail(tmp_path, module, source, expected):
     """A deliberate violation, in a module added to the real tree, is reported."""
     bad = tmp_path / "_bad.py"
     bad.write_text(source)
-    found = violations({**FILES, module: bad})
+    found = [v for v in violations({**FILES, module: bad}) if v.startswith("_bad.py")]
     assert len(found) == 1 and expected in found[0]
 
 
