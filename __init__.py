@@ -20,13 +20,6 @@ Names load on first use, so ``import genret`` (and ``genret --help``) imports ne
 from __future__ import annotations
 
 from importlib import import_module as _import_module
-from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
-from importlib.metadata import version as _version
-
-try:
-    __version__ = _version("genret")
-except _PackageNotFoundError:  # pragma: no cover - a source tree that was never installed
-    __version__ = "0+unknown"
 
 # name → the package that defines it
 _EXPORTS = {
@@ -41,6 +34,15 @@ __all__ = sorted(["__version__", *_EXPORTS])
 
 
 def __getattr__(name: str):
+    if name == "__version__":  # read on first use: importlib.metadata costs more than the rest of `import genret`
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            value = version("genret")
+        except PackageNotFoundError:  # pragma: no cover - a source tree that was never installed
+            value = "0+unknown"
+        globals()[name] = value
+        return value
     package = _EXPORTS.get(name)
     if package is None:
         raise AttributeError(f"module 'genret' has no attribute {name!r}")
