@@ -81,3 +81,67 @@ def test_skip_bad_counts_and_keeps_the_rest(tmp_path):
 def test_missing_file_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="no such file"):
         list(read_corpus(tmp_path / "nope.jsonl"))
+
+
+# ---- bad bytes: an InputError naming file and line (skippable where it spoils one record), never a traceback ----
+GOOD = json.dumps({"id": "ok", "title": "t", "text": ["fine"]}).encode() + b"\n"
+TAIL = json.dumps({"id": "after", "title": "t", "text": ["also fine"]}).encode() + b"\n"
+
+
+@pytest.mark.parametrize("line, field, words", [
+    (b'{"id": "b", "title": "\xff\xfe", "text": "x"}', None, "not UTF-8 (byte 0xff"),
+    (bytes(range(128, 256)), None, "not UTF-8 (byte 0x80"),
+    (b'{"id": "b", "title": "t", "text": "bad \\ud800 here"}', "text", "lone surrogate \\ud800 at character 4"),
+    (b'{"id": "b", "title": "\\udfff", "text": "x"}', "title", "lone surrogate \\udfff"),
+    (b'{"id": "\\ud83d", "text": "x"}', "id", "lone surrogate"),
+    (b'{"id": "b", "text": ["ok", "x\\udc00"]}', "text", "item 1: lone surrogate"),
+    (b'{"id": "b", "text": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", None, "nested too deeply"),
+], ids=["non-utf8", "binary", "surrogate-text", "surrogate-title", "surrogate-id", "surrogate-item", "deep"])
+def test_bad_bytes_name_the_line_and_can_be_skipped(tmp_path, line, field, words):
+    f = tmp_path / "bad.jsonl"
+    f.write_bytes(GOOD + line + b"\n" + TAIL)
+    with pytest.raises(InputError) as err:
+        list(read_corpus(f))
+    msg = str(err.value)
+    assert msg.startswith(f"{f}:2") and words in msg, msg
+    if field:
+        assert f"field '{field}'" in msg
+    stats = ReadStats()
+    assert [p.page_id for p in read_corpus(f, skip_bad=True, stats=stats)] == ["ok", "after"]
+    assert stats.skipped == 1 and words in stats.errors[0]
+
+
+def test_a_paragraph_over_the_limit_is_refused_by_name(tmp_path):
+    from genret.indexing._corpus import MAX_FIELD_CHARS
+
+    f = tmp_path / "big.jsonl"
+    huge = "word " * (MAX_FIELD_CHARS // 5 + 1)
+    f.write_bytes(GOOD + json.dumps({"id": "big", "title": "B", "text": "intro\n\n" + huge}).encode() + b"\n"
+                  + json.dumps({"id": "big2", "text": ["t", "x", huge]}).encode() + b"\n" + TAIL)
+    with pytest.raises(InputError, match=r"big.jsonl:2, field 'text': paragraph 2: 10,000,005 characters, more "
+                                         r"than the 10,000,000"):
+        list(read_corpus(f))
+    stats = ReadStats()
+    assert [p.page_id for p in read_corpus(f, skip_bad=True, stats=stats)] == ["ok", "after"]
+    assert stats.skipped == 2 and "big.jsonl:3, field 'text': item 2: 10,000,005 characters" in stats.errors[1]
+
+
+def test_truncated_gzip_is_one_error_even_with_skip_bad(tmp_path):
+    f = tmp_path / "cut.jsonl.gz"
+    data = gzip.compress(b"".join(json.dumps({"id": str(i), "text": "w " * 50}).encode() + b"\n"
+                                  for i in range(2000)))
+    f.write_bytes(data[: len(data) // 2])
+    for skip in (False, True):
+        with pytest.raises(InputError, match=r"cut.jsonl.gz: truncated or corrupt gzip data after line \d+"):
+            list(read_corpus(f, skip_bad=skip))
+    g = tmp_path / "plain.jsonl.gz"
+    g.write_bytes(GOOD)
+    with pytest.raises(InputError, match="plain.jsonl.gz: truncated or corrupt gzip data after line 0"):
+        list(read_corpus(g))
+
+
+def test_line_endings_and_bom_are_read_as_text(tmp_path):
+    f = tmp_path / "crlf.jsonl"
+    f.write_bytes(b"\xef\xbb\xbf" + GOOD.replace(b"\n", b"\r\n") + b"\r\n" + TAIL.replace(b"\n", b"\r"))
+    pages = list(read_corpus(f))
+    assert [(p.page_id, p.line) for p in pages] == [("ok", 1), ("after", 3)]
