@@ -38,6 +38,19 @@ GENERATOR = "DefaultLuceneDocumentGenerator"
 COLLECTION = "JsonCollection"
 # Units per collection file at least: Anserini indexes one file per thread.
 MIN_UNITS_PER_FILE = 10_000
+# Anserini's JSON reader (Jackson) refuses a string of more UTF-16 units than this, and with it the rest of the
+# collection file it is in; a longer unit is refused before Anserini runs, by name.
+MAX_CONTENTS_UTF16 = 20_000_000
+
+
+def _check_size(u, contents: str) -> None:
+    if len(contents) * 2 <= MAX_CONTENTS_UTF16:
+        return
+    size = len(contents.encode("utf-16-le")) // 2
+    if size > MAX_CONTENTS_UTF16:
+        raise GenretError(f"unit {u.unit_id} (page {u.page_id!r}, paragraphs {u.start_paragraph}-{u.end_paragraph}) "
+                          f"has {size:,} UTF-16 characters; Lucene's JSON reader takes at most "
+                          f"{MAX_CONTENTS_UTF16:,}: cut the page into smaller units (e.g. a smaller --window-words)")
 
 
 class BM25Config(BaseModel):
@@ -73,6 +86,7 @@ def write_collection(store: UnitStore, directory: Path, *, with_title: bool, fil
                             handle.close()
                         handle = open(directory / f"units-{written // per_file:03d}.jsonl", "w", encoding="utf-8")
                     contents = unit_text(u.title, u.text, with_title)
+                    _check_size(u, contents)
                     handle.write(json.dumps({"id": str(u.unit_id), "contents": contents}, ensure_ascii=False))
                     handle.write("\n")
                     written += 1
