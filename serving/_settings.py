@@ -50,6 +50,18 @@ class ServerConfig(BaseModel):
     micro_batch_wait_ms: float = Field(0.0, ge=0, description="extra wait for companions when the model is idle")
     rag_micro_batch_max: int = Field(8, ge=1, description="questions in one RAG micro-batch (1: RAG answers are not "
                                      "batched; on a CPU batched generation is no faster, bench/README.md)")
+    rag_queue_budget: float = Field(0.7, ge=0, le=1, description="RAG requests get 429 (not a later 504) when the "
+                                    "RAG work in flight, at its measured seconds per question, would take more than "
+                                    "this fraction of request_timeout_s to answer them; 0: no such check")
+    # slow or idle clients (below HTTP routing: the connection guard of _server)
+    header_timeout_s: float = Field(10.0, gt=0, description="a request's headers must arrive within this time of "
+                                    "the connection opening (or of the previous response); else it is closed")
+    body_timeout_s: float = Field(30.0, gt=0, description="a request's body must arrive within this time of its "
+                                  "headers; else 408 and the connection is closed")
+    keep_alive_s: float = Field(5.0, gt=0, description="an idle keep-alive connection is closed after this time")
+    max_connections: int = Field(1024, ge=1, description="open connections (also kept below the open-file limit); "
+                                 "a new one beyond it closes the longest-waiting connection with no request "
+                                 "in progress (idle, or headers unfinished), else it is refused with 503")
 
     @field_validator("api_keys", "preload", mode="before")
     @classmethod
