@@ -24,10 +24,11 @@ from ._dense import EMBEDDINGS_FILE, DenseConfig, build_faiss, device_for_faiss,
 from ._encoder import SentenceTransformerEncoder
 from ._errors import GenretError, InputError
 from ._fm_build import FMConfig, build_fm
-from ._manifest import Component, Manifest, file_entries, read_manifest, staged_dir, verify_files, write_manifest
+from ._manifest import Component, Manifest, file_entries, read_manifest, verify_files, write_manifest
 from ._progress import progress_bar
 from ._store import STORE_FILE, StoreWriter, UnitStore
 from ._units import UnitConfig
+from ._writes import staged_dir, write_lock
 
 
 def _add_dense(tmp: Path, comp: Component, store: UnitStore, old: int, device: str, progress: bool) -> Component:
@@ -68,8 +69,15 @@ def _rebuild(tmp: Path, name: str, comp: Component, store: UnitStore, progress: 
 
 def add_to_index(index_dir: str | Path, corpus: str | Path | Iterable[str | Path], *, skip_bad: bool = False,
                  corpus_format: str = "auto", device: str = "auto", progress: bool = True) -> Manifest:
-    """Add the pages of corpus file(s) to the index at ``index_dir``; returns the new manifest."""
+    """Add the pages of corpus file(s) to the index at ``index_dir``; returns the new manifest.  Holds the
+    index's write lock from reading its manifest to replacing it (a concurrent writer waits or fails)."""
     src = Path(index_dir)
+    with write_lock(src):
+        return _add(src, corpus, skip_bad, corpus_format, device, progress)
+
+
+def _add(src: Path, corpus: str | Path | Iterable[str | Path], skip_bad: bool, corpus_format: str, device: str,
+         progress: bool) -> Manifest:
     manifest = read_manifest(src)
     verify_files(src, manifest)
     paths = [str(corpus)] if isinstance(corpus, (str, Path)) else [str(c) for c in corpus]

@@ -17,10 +17,11 @@ from ._corpus import ReadStats, read_corpus
 from ._dense import DenseConfig, build_dense
 from ._errors import GenretError, InputError
 from ._fm_build import FMConfig, build_fm
-from ._manifest import Component, CorpusInfo, Manifest, UnitsInfo, file_entries, staged_dir, write_manifest
+from ._manifest import Component, CorpusInfo, Manifest, UnitsInfo, file_entries, is_index_dir, write_manifest
 from ._progress import progress_bar
 from ._store import STORE_FILE, StoreWriter, UnitStore
 from ._units import UnitConfig, split_page
+from ._writes import staged_dir, write_lock
 
 log = logging.getLogger("genret")
 
@@ -106,12 +107,30 @@ def build_index(corpus: str | Path | Iterable[str | Path], out: str | Path, conf
     if unknown:
         raise GenretError(f"unknown index component(s) {unknown}; available: {list(COMPONENT_BUILDERS)}")
     out = Path(out)
-    if out.exists() and not force:
-        raise GenretError(f"{out} already exists; pass --force to replace it")
     for p in paths:
         if not Path(p).is_file():
             raise InputError("no such file", path=p)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    with write_lock(out):
+        _check_replaceable(out, force)
+        return _build(paths, out, config, progress)
+
+
+def _check_replaceable(out: Path, force: bool) -> None:
+    """``out`` may be written: it does not exist, or ``force`` is given and it is an empty folder or an index."""
+    if not out.exists() and not out.is_symlink():
+        return
+    if not force:
+        raise GenretError(f"{out} already exists; pass --force to replace it")
+    if not out.is_dir() or out.is_symlink():
+        raise GenretError(f"{out} is not a folder; --force replaces only a genret index or an empty folder")
+    entries = sorted(p.name for p in out.iterdir())
+    if entries and not is_index_dir(out):
+        shown = ", ".join(entries[:3]) + (", …" if len(entries) > 3 else "")
+        raise GenretError(f"{out} is not a genret index (it holds {shown}); --force replaces only a genret index "
+                          "or an empty folder: remove it yourself or choose another --out")
+
+
+def _build(paths: list[str], out: Path, config: IndexConfig, progress: bool) -> Manifest:
     t0 = time.perf_counter()
     with staged_dir(out, "building") as tmp:
         corpus_info, n_units = _write_store(paths, tmp, config, progress)

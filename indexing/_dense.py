@@ -34,6 +34,7 @@ from ._errors import ConfigError, IndexFormatError, NotFoundError
 from ._manifest import Component, Manifest, file_entries, read_manifest, sha256_file, write_manifest
 from ._progress import progress_bar
 from ._store import UnitStore
+from ._writes import write_lock
 
 log = logging.getLogger("genret")
 
@@ -312,12 +313,16 @@ def rebuild_dense(index_dir: str | Path, config: DenseConfig, *, progress: bool 
     checksums, and only then is the old FAISS file removed: an interruption leaves the old, consistent
     index (and at worst an unreferenced file).  Processes that already loaded the old index keep
     working; one that read the old manifest but had not yet opened its FAISS file must reopen the
-    index.  Not safe against two concurrent rebuilds of one directory.  ``ConfigError`` for bad
-    parameters (before any work), ``NotFoundError`` when the index has no dense component.
+    index.  Holds the index's write lock throughout.  ``ConfigError`` for bad parameters (before any work),
+    ``NotFoundError`` when the index has no dense component.
     """
+    with write_lock(Path(index_dir)):
+        return _rebuild_dense(Path(index_dir), config, progress)
+
+
+def _rebuild_dense(index_dir: Path, config: DenseConfig, progress: bool) -> Manifest:
     import faiss
 
-    index_dir = Path(index_dir)
     t0 = time.perf_counter()
     manifest = read_manifest(index_dir)
     comp = manifest.components.get("dense")

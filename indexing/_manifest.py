@@ -11,10 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -117,38 +114,6 @@ def write_json_atomic(path: Path, data: Any) -> None:
         raise
 
 
-@contextmanager
-def staged_dir(out: Path, tag: str, *, copy_from: Path | None = None) -> Iterator[Path]:
-    """A temporary sibling of ``out`` to write a whole directory in (empty, or a copy of ``copy_from``).
-
-    When the block completes, the directory replaces ``out`` (``replace_dir``); if the block raises, it is
-    removed and ``out`` is left as it was.
-    """
-    tmp = out.parent / f".{out.name}.{tag}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    if copy_from is not None:
-        shutil.copytree(copy_from, tmp)
-    else:
-        tmp.mkdir(parents=True)
-    try:
-        yield tmp
-        replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def replace_dir(tmp: Path, out: Path) -> None:
-    """Move the finished directory ``tmp`` to ``out``, replacing an existing ``out`` (old one removed last)."""
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
-
-
 def write_manifest(directory: Path, manifest: Manifest) -> None:
     write_json_atomic(directory / MANIFEST_FILE, manifest.model_dump(mode="json"))
 
@@ -176,6 +141,18 @@ def read_versioned_json(path: Path, model: type[BaseModel], *, tag_field: str, t
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "file"
         raise IndexFormatError(f"{path} is corrupt: {where}: {first['msg']}: {fix}") from None
+
+
+def is_index_dir(directory: Path) -> bool:
+    """Whether ``directory`` holds a genret index manifest (even one this version cannot read)."""
+    try:
+        text = (directory / MANIFEST_FILE).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    try:
+        return json.loads(text).get("format") == FORMAT_NAME
+    except (ValueError, AttributeError):
+        return f'"{FORMAT_NAME}"' in text  # a damaged manifest of an index
 
 
 def read_manifest(directory: str | Path) -> Manifest:

@@ -30,7 +30,8 @@ SURFACES = {
         "available_components", "build_index", "configure_search", "encode_texts", "load_faiss", "load_fm",
         "load_fm_tokenizer", "load_tokenizer", "open_lucene", "open_text", "place_index", "progress_bar", "read_corpus",
         "read_manifest", "read_versioned_json", "rebuild_dense", "resolve_checkpoint", "resolve_device",
-        "resolve_model_path", "sentence_spans", "sha256_file", "staged_dir", "write_json_atomic", "write_manifest",
+        "resolve_model_path", "sentence_spans", "sha256_file", "staged_dir", "write_json_atomic", "write_lock",
+        "write_manifest",
     ],
     "genret.retrieval": [
         "BM25Retriever", "BM25SearchConfig", "DEFAULT_MEMBER_WEIGHTS", "Demo", "DenseRetriever", "DenseSearchConfig",
@@ -49,9 +50,9 @@ SURFACES = {
         "train_demos",
     ],
     "genret.retrieval.rag": [
-        "ANSWER_TASKS", "AnswerTask", "Citation", "EndpointError", "GENERATORS", "Generator", "GeneratorConfig",
-        "HFGenerator", "OpenAIGenerator", "Prompt", "RagAnswer", "RagConfig", "RagPipeline", "build_prompt",
-        "load_generator", "prompt_size", "resolve_answer_task",
+        "ANSWER_TASKS", "AnswerTask", "Citation", "EndpointError", "GENERATORS", "GenerationCancelled",
+        "Generator", "GeneratorConfig", "HFGenerator", "OpenAIGenerator", "Prompt", "RagAnswer", "RagConfig",
+        "RagPipeline", "build_prompt", "load_generator", "prompt_size", "resolve_answer_task", "stop_when",
     ],
     "genret.retrieval.hybrid": [
         "DEFAULT_MEMBER_WEIGHTS", "DevInfo", "HybridConfig", "HybridRetriever", "IndexInfo", "Objective",

@@ -106,12 +106,13 @@ def weights_path(index: Index | str | Path) -> Path:
 
 
 def write_tuned(path: str | Path, doc: TunedFusion) -> Path:
-    """Write ``doc`` atomically to ``path``."""
-    from genret.indexing import write_json_atomic
+    """Write ``doc`` atomically to ``path`` (holding the write lock of the index directory it goes into)."""
+    from genret.indexing import write_json_atomic, write_lock
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, doc.model_dump(mode="json"))
+    with write_lock(path.parent):
+        write_json_atomic(path, doc.model_dump(mode="json"))
     return path
 
 
