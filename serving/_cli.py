@@ -2,7 +2,9 @@
 
 Heavy modules (torch, faiss, FastAPI) are imported inside the command functions, so ``--help``
 answers at once.  Errors the user can fix print one line on stderr and exit with code 2
-(``--debug`` shows the traceback).
+(``--debug`` shows the traceback): bad input and settings, and the environment's refusals (a full disk, a
+file that cannot be written).  Output cut short by its reader (``genret search --json | head``) ends the
+command quietly, with the status of a process stopped by SIGPIPE (141).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-from ._cli_common import UsageError, usage
+from ._cli_common import UsageError, environment_error, quiet_broken_pipe, usage
 from ._cli_demos import add_train_demos_parser
 from ._cli_demos import register as register_demos
 from ._cli_rag import add_rag_flags
@@ -23,6 +25,7 @@ from ._cli_train import add_train_retriever_parser
 from ._cli_tune import register as register_tune
 
 EXIT_USAGE = 2
+EXIT_BROKEN_PIPE = 128 + 13  # as a process stopped by SIGPIPE
 
 
 def _cmd_index(a: argparse.Namespace) -> int:
@@ -58,6 +61,8 @@ def _cmd_search(a: argparse.Namespace) -> int:
     from genret.indexing import Index
     from genret.retrieval import load_retriever
 
+    if a.k < 1:
+        raise usage(f"-k must be at least 1, got {a.k}")
     with Index(a.index) as index:
         hits = load_retriever(index, a.retriever, retrieval_config(a)).search(a.query, a.k, task=a.task)
     if a.json:
@@ -133,6 +138,8 @@ def _cmd_eval(a: argparse.Namespace) -> int:
         return 0
     if len(a.rest) != 1:
         raise usage("usage: genret eval INDEX TASK.jsonl")
+    if a.k < 1:
+        raise usage(f"-k must be at least 1, got {a.k}")
     if a.rag:
         from ._cli_rag import cmd_eval_rag
 
@@ -351,7 +358,12 @@ def main(argv: list[str] | None = None) -> int:
     from genret.indexing import GenretError
 
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # output cut short shows here, not as a traceback at exit
+        return code
+    except BrokenPipeError:
+        quiet_broken_pipe()
+        return EXIT_BROKEN_PIPE
     except (GenretError, ValidationError, UsageError) as exc:
         if args.debug:
             raise
@@ -361,6 +373,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("genret: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        msg = environment_error(exc)
+        if msg is None or args.debug:
+            raise
+        print(f"genret: error: {msg}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 def _validation_line(exc) -> str:

@@ -1,7 +1,11 @@
-"""What the CLI's command modules share: the usage error (one line on stderr, exit 2) and NAME=FILE lists."""
+"""What the CLI's command modules share: the usage error (one line on stderr, exit 2), NAME=FILE lists, and the
+environment's refusals (a full disk, an unwritable file) and a closed stdout, as the CLI reports them."""
 
 from __future__ import annotations
 
+import errno
+import os
+import sys
 from pathlib import Path
 
 
@@ -21,3 +25,41 @@ def task_files(items: list[str] | None, flag: str) -> dict[str, Path]:
             raise usage(f"{flag} takes NAME=FILE, got {item!r}")
         out[name] = Path(path)
     return out
+
+
+_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+# how a full disk reads in the messages of libraries that do not raise OSError (SQLite, FAISS, Rust tokenizers)
+_FULL_WORDS = (os.strerror(errno.ENOSPC), "disk is full", "os error 28", "Disk quota exceeded")
+
+
+def _disk_full(exc: BaseException | None) -> bool:
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _FULL:
+            return True
+        if any(words in str(exc) for words in _FULL_WORDS):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def environment_error(exc: BaseException) -> str | None:
+    """One line for an error the environment caused (a full disk, permissions, a missing folder), or None (a
+    bug: its traceback is worth more)."""
+    where = f": {exc.filename}" if isinstance(exc, OSError) and exc.filename else ""
+    if _disk_full(exc):
+        return f"no space left on device{where}; free some space and run it again"
+    if not isinstance(exc, OSError) or exc.errno is None:
+        return None
+    return f"{exc.strerror or os.strerror(exc.errno)}{where}"
+
+
+def quiet_broken_pipe() -> None:
+    """stdout's reader went away (``genret search --json | head``): send what is left to /dev/null, so that
+    Python's own flush at exit does not complain either."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout replaced (tests) or already closed
+        pass

@@ -27,6 +27,8 @@ def test_help_imports_nothing_heavy():
     (["eval", "/nonexistent/index", "task.jsonl"], "no index at"),
     (["eval", "score", "only-one.jsonl"], "usage: genret eval score"),
     (["index", "/nonexistent/corpus.jsonl", "--out", "/tmp/genret-never-built"], "no such file"),
+    (["search", "/nonexistent/index", "query", "-k", "0"], "-k must be at least 1, got 0"),
+    (["eval", "/nonexistent/index", "task.jsonl", "-k", "-1"], "-k must be at least 1, got -1"),
 ])
 def test_errors_are_one_line_exit_2(args, words):
     r = _run(*args)
