@@ -31,7 +31,9 @@ from ._models import DEFAULT_LM, load_tokenizer, resolve_checkpoint
 
 # shared conventions: files, progress, errors
 from ._errors import ConfigError, GenretError, IndexFormatError, InputError, NotFoundError
-from ._manifest import read_versioned_json, sha256_file, write_json_atomic
+from ._hashing import sha256_file
+from ._manifest import read_versioned_json, write_json_atomic
+from ._verify import verify_index
 from ._writes import staged_dir, write_lock
 from ._progress import progress_bar
 
@@ -43,6 +45,6 @@ __all__ = [
     "available_components", "build_index", "configure_search", "encode_texts", "load_faiss", "load_fm",
     "load_fm_tokenizer", "load_tokenizer", "open_lucene", "open_text", "place_index", "progress_bar", "read_corpus",
     "read_manifest", "read_versioned_json", "rebuild_dense", "resolve_checkpoint", "resolve_device",
-    "resolve_model_path", "sentence_spans", "sha256_file", "staged_dir", "write_json_atomic", "write_lock",
-    "write_manifest",
+    "resolve_model_path", "sentence_spans", "sha256_file", "staged_dir", "verify_index", "write_json_atomic",
+    "write_lock", "write_manifest",
 ]

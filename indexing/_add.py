@@ -24,10 +24,11 @@ from ._dense import EMBEDDINGS_FILE, DenseConfig, build_faiss, device_for_faiss,
 from ._encoder import SentenceTransformerEncoder
 from ._errors import GenretError, InputError
 from ._fm_build import FMConfig, build_fm
-from ._manifest import Component, Manifest, file_entries, read_manifest, verify_files, write_manifest
+from ._manifest import Component, Manifest, file_entries, read_manifest, write_manifest
 from ._progress import progress_bar
 from ._store import STORE_FILE, StoreWriter, UnitStore
 from ._units import UnitConfig
+from ._verify import verify_files
 from ._writes import staged_dir, write_lock
 
 

@@ -31,7 +31,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ._encoder import DEFAULT_DENSE_MODEL, Encoder, SentenceTransformerEncoder
 from ._errors import ConfigError, IndexFormatError, NotFoundError
-from ._manifest import Component, Manifest, file_entries, read_manifest, sha256_file, write_manifest
+from ._hashing import sha256_file
+from ._manifest import Component, Manifest, file_entries, read_manifest, write_manifest
 from ._progress import progress_bar
 from ._store import UnitStore
 from ._writes import write_lock

@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Literal
 
 from ._errors import NotFoundError
-from ._manifest import Component, Manifest, read_manifest, verify_files
+from ._manifest import Component, Manifest, read_manifest
 from ._store import STORE_FILE, UnitStore
+from ._verify import verify_files
 
 
 class Index:

@@ -8,7 +8,6 @@ format-version mismatch, or a missing/truncated/altered file raises ``IndexForma
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -18,6 +17,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ._errors import IndexFormatError
+from ._hashing import sample_sha256, sha256_file
 from ._params import PARAMS_BY_KIND
 
 P = TypeVar("P", bound=BaseModel)
@@ -33,6 +33,7 @@ class FileEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
     size: int
     sha256: str
+    sample_sha256: str | None = None  # size + ~1 MiB of sampled blocks (``_hashing``); older indexes: none
 
 
 class Component(BaseModel):
@@ -85,17 +86,10 @@ class Manifest(BaseModel):
     components: dict[str, Component]
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def file_entries(directory: Path, names: list[str]) -> dict[str, FileEntry]:
     """Size and sha256 of files in ``directory`` (for a component's ``files``)."""
-    return {n: FileEntry(size=(directory / n).stat().st_size, sha256=sha256_file(directory / n)) for n in names}
+    return {n: FileEntry(size=(directory / n).stat().st_size, sha256=sha256_file(directory / n),
+                         sample_sha256=sample_sha256(directory / n)) for n in names}
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -181,21 +175,3 @@ def read_manifest(directory: str | Path) -> Manifest:
 def _first_error(exc: ValidationError) -> str:
     first = exc.errors()[0]
     return f"{'.'.join(str(p) for p in first['loc']) or 'params'}: {first['msg']}"
-
-
-def verify_files(directory: Path, manifest: Manifest, level: Literal["none", "auto", "full"] = "auto") -> None:
-    """Check every component file exists with its recorded size (and sha256: see ``level``)."""
-    if level == "none":
-        return
-    for name, comp in manifest.components.items():
-        for fname, entry in comp.files.items():
-            path = directory / fname
-            if not path.is_file():
-                raise IndexFormatError(f"{directory}: component {name!r} file {fname} is missing")
-            size = path.stat().st_size
-            if size != entry.size:
-                raise IndexFormatError(f"{directory}: {fname} has {size} bytes, manifest says {entry.size} "
-                                       "(truncated or replaced)")
-            if level == "full" or size <= HASH_ON_LOAD_MAX_BYTES:
-                if sha256_file(path) != entry.sha256:
-                    raise IndexFormatError(f"{directory}: {fname} checksum mismatch (corrupt or altered)")

@@ -30,8 +30,8 @@ SURFACES = {
         "available_components", "build_index", "configure_search", "encode_texts", "load_faiss", "load_fm",
         "load_fm_tokenizer", "load_tokenizer", "open_lucene", "open_text", "place_index", "progress_bar", "read_corpus",
         "read_manifest", "read_versioned_json", "rebuild_dense", "resolve_checkpoint", "resolve_device",
-        "resolve_model_path", "sentence_spans", "sha256_file", "staged_dir", "write_json_atomic", "write_lock",
-        "write_manifest",
+        "resolve_model_path", "sentence_spans", "sha256_file", "staged_dir", "verify_index", "write_json_atomic",
+        "write_lock", "write_manifest",
     ],
     "genret.retrieval": [
         "BM25Retriever", "BM25SearchConfig", "DEFAULT_MEMBER_WEIGHTS", "Demo", "DenseRetriever", "DenseSearchConfig",
