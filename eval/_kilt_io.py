@@ -5,7 +5,8 @@ object per line, optionally gzip-compressed (detected from the content, not the 
 :func:`read_kilt` also reads a file holding one JSON object, several concatenated (possibly
 pretty-printed) objects, or a JSON array of objects: KILT's own test file ``guess3_1.json`` is two
 pretty-printed objects one after the other. Every structural problem is an :class:`InputError` naming
-the file, the 1-based line where the record starts and the field.
+the file, the 1-based line where the record starts and the field: bytes that are not UTF-8, JSON nested too
+deeply to parse, a lone surrogate escape (``"\\ud800"``, not Unicode) in an id, input or answer.
 
 Ids are compared as KILT's ``validate_input`` does, by ``str(id).strip()``: ``1`` and ``"1"`` are the
 same id.
@@ -31,6 +32,8 @@ __all__ = ["align", "gc_paused", "id_key", "read_kilt", "write_kilt"]
 Record = dict[str, Any]
 
 _GZIP_MAGIC = b"\x1f\x8b"
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_TOO_DEEP = "invalid JSON (nested too deeply to parse)"
 _JSON_SPACE = re.compile(r"[ \t\n\r]*")
 _SHOWN_IDS = 5
 
@@ -74,6 +77,11 @@ def _iter_lines(path: Path) -> Iterator[tuple[int, Any]]:
                 continue
             try:
                 value = json.loads(raw)
+            except RecursionError:
+                raise InputError(_TOO_DEEP, path=str(path), line=line_number) from None
+            except UnicodeDecodeError as exc:
+                raise InputError(f"not UTF-8 ({exc.reason}: byte {exc.start + 1} of the line)", path=str(path),
+                                 line=line_number) from None
             except ValueError as exc:
                 if first:
                     break
@@ -116,6 +124,8 @@ def _iter_stream(path: Path) -> Iterator[tuple[int, Any]]:
         except json.JSONDecodeError as exc:
             raise InputError(f"invalid JSON ({exc.msg}, column {exc.colno})", path=str(path),
                              line=exc.lineno) from None
+        except RecursionError:
+            raise InputError(_TOO_DEEP, path=str(path), line=line_at(position)) from None
 
     def skip(position: int) -> int:
         match = _JSON_SPACE.match(text, position)
@@ -155,11 +165,21 @@ def _validate(value: Any, path: str, line: int) -> Record:
         raise fail(f"a record must be a JSON object, not {type(value).__name__}")
     if "id" not in value:
         raise fail("missing", "id")
+    def unicode(text: str, field: str) -> None:
+        bad = _SURROGATE.search(text)
+        if bad is not None:
+            raise fail(f"lone surrogate \\u{ord(bad.group()):04x} at character {bad.start()} (not valid Unicode)",
+                       field)
+
     record_id = value["id"]
     if isinstance(record_id, bool) or not isinstance(record_id, str | int):
         raise fail(f"must be a string or an integer, not {type(record_id).__name__}", "id")
-    if "input" in value and not isinstance(value["input"], str):
-        raise fail("must be a string", "input")
+    if isinstance(record_id, str):
+        unicode(record_id, "id")
+    if "input" in value:
+        if not isinstance(value["input"], str):
+            raise fail("must be a string", "input")
+        unicode(value["input"], "input")
     if "output" not in value:
         raise fail("missing", "output")
     outputs = value["output"]
@@ -168,8 +188,10 @@ def _validate(value: Any, path: str, line: int) -> Record:
     for j, output in enumerate(outputs):
         if not isinstance(output, dict):
             raise fail(f"must be an object, not {type(output).__name__}", f"output[{j}]")
-        if "answer" in output and not isinstance(output["answer"], str):
-            raise fail("must be a string", f"output[{j}].answer")
+        if "answer" in output:
+            if not isinstance(output["answer"], str):
+                raise fail("must be a string", f"output[{j}].answer")
+            unicode(output["answer"], f"output[{j}].answer")
         if "provenance" not in output:
             continue
         provenance = output["provenance"]
