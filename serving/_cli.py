@@ -16,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-from ._cli_common import UsageError, environment_error, quiet_broken_pipe, usage
+from ._cli_common import UsageError, environment_error, quiet_broken_pipe, text_arg, usage
 from ._cli_demos import add_train_demos_parser
 from ._cli_demos import register as register_demos
 from ._cli_rag import add_rag_flags
@@ -63,6 +63,7 @@ def _cmd_search(a: argparse.Namespace) -> int:
 
     if a.k < 1:
         raise usage(f"-k must be at least 1, got {a.k}")
+    text_arg(a.query, "query")
     with Index(a.index) as index:
         hits = load_retriever(index, a.retriever, retrieval_config(a)).search(a.query, a.k, task=a.task)
     if a.json:

@@ -17,6 +17,18 @@ def usage(msg: str) -> UsageError:
     return UsageError(msg)
 
 
+def text_arg(value: str, name: str) -> str:
+    """A command-line text (a query, a question) that is valid Unicode: bytes that are not UTF-8 reach Python as
+    lone surrogates (``surrogateescape``), which no tokenizer or Lucene can take."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = value[exc.start]
+        what = f"byte 0x{ord(bad) - 0xDC00:02x}" if "\udc80" <= bad <= "\udcff" else f"\\u{ord(bad):04x}"
+        raise usage(f"the {name} is not valid UTF-8 ({what} at character {exc.start + 1})") from None
+    return value
+
+
 def task_files(items: list[str] | None, flag: str) -> dict[str, Path]:
     out = {}
     for item in items or []:

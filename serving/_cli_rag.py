@@ -7,6 +7,8 @@ import json
 import sys
 from contextlib import ExitStack
 
+from ._cli_common import text_arg
+
 NO_INDEX = "none"
 
 
@@ -76,6 +78,8 @@ def cmd_rag(a: argparse.Namespace, retrieval_config) -> int:
 
     if (a.question is None) == (a.input is None):
         raise GenretError('give either a question or --input FILE: genret rag INDEX "question"')
+    if a.question is not None:
+        text_arg(a.question, "question")
     with ExitStack() as stack:
         pipeline = open_from_args(a, stack, retrieval_config)
         if a.question is not None:

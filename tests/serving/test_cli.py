@@ -29,6 +29,8 @@ def test_help_imports_nothing_heavy():
     (["index", "/nonexistent/corpus.jsonl", "--out", "/tmp/genret-never-built"], "no such file"),
     (["search", "/nonexistent/index", "query", "-k", "0"], "-k must be at least 1, got 0"),
     (["eval", "/nonexistent/index", "task.jsonl", "-k", "-1"], "-k must be at least 1, got -1"),
+    (["search", "/nonexistent/index", "q \udcff"], "the query is not valid UTF-8 (byte 0xff at character 3)"),
+    (["rag", "/nonexistent/index", "q \udcfe"], "the question is not valid UTF-8 (byte 0xfe at character 3)"),
 ])
 def test_errors_are_one_line_exit_2(args, words):
     r = _run(*args)
