@@ -41,6 +41,9 @@ class ServerConfig(BaseModel):
     preload: StrList = Field(default_factory=list,
                              description="retrievers loaded at start (on every index offering them), and "
                                          "'generator' for the RAG generator; /readyz answers 503 until they are")
+    reload_interval_s: float = Field(2.0, ge=0, description="check the served indexes for a new version this "
+                                     "often and swap it in (0: never; a changed index is then reopened only "
+                                     "when a retriever is first loaded over it)")
     shutdown_timeout_s: float = Field(30.0, ge=0, description="graceful shutdown: wait this long for requests")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     access_log: bool = Field(True, description="one log line per request (uvicorn's access log)")
