@@ -33,6 +33,10 @@ class ServerConfig(BaseModel):
     max_batch: int = Field(64, ge=1, description="queries in one /v1/search/batch request")
     max_body_bytes: int = Field(1 << 20, ge=1024, description="larger request bodies get 413")
     api_keys: StrList = Field(default_factory=list, description="Bearer keys; empty: no authentication")
+    trusted_hosts: StrList = Field(default_factory=list, description="Host header values answered (a name or "
+                                   "address, optionally with :port; '*.example.com' for its subdomains); others get "
+                                   "400 InvalidHost.  Empty: any Host (set it when the server is reachable by "
+                                   "name, against DNS rebinding)")
     request_timeout_s: float = Field(30.0, gt=0, description="model work of one request; then 504")
     # the bounded model pool and admission control
     workers: int = Field(4, ge=1, description="threads running model work (search, encoding, decoding)")
@@ -66,7 +70,7 @@ class ServerConfig(BaseModel):
                                  "a new one beyond it closes the longest-waiting connection with no request "
                                  "in progress (idle, or headers unfinished), else it is refused with 503")
 
-    @field_validator("api_keys", "preload", mode="before")
+    @field_validator("api_keys", "preload", "trusted_hosts", mode="before")
     @classmethod
     def _split(cls, value):
         if isinstance(value, str):
