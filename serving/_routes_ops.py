@@ -11,7 +11,8 @@ from importlib import resources
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, PlainTextResponse
 
-from ._deps import GateDep, MetricsDep
+from ._deps import GateDep, MetricsDep, ServerDep, ServiceDep
+from ._errors import Unavailable
 from ._metrics import CONTENT_TYPE
 from ._models import Status, error_responses
 
@@ -26,10 +27,15 @@ async def healthz() -> Status:
 
 
 @router.get("/readyz", response_model=Status, responses=error_responses(503))
-async def readyz(gate: GateDep) -> Status:
-    """Readiness: 200 once the indexes are open and the preloaded retrievers loaded; 503 before, and while
-    shutting down."""
+async def readyz(gate: GateDep, service: ServiceDep, server: ServerDep) -> Status:
+    """Readiness: 200 once the indexes are open and the preloaded retrievers loaded; 503 before, while shutting
+    down, and while an index is not served at its on-disk version (a new version not swapped in yet, or one that
+    failed to open: the old one is still served)."""
     gate.check_ready()
+    stale = service.stale_indexes()
+    if stale:
+        raise Unavailable("; ".join(f"index {name}: {why}" for name, why in sorted(stale.items())),
+                          server.retry_after_s)
     return Status(status="ready")
 
 

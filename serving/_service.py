@@ -1,10 +1,11 @@
 """The search service: opened indexes, their retrievers, and RAG over them, with no knowledge of HTTP.
 
-Indexes are opened once, from the configured directories only, and addressed by name (the directory's
-base name): a name is a dictionary key, never a path, so no request can make the service open anything.
-Retrievers are created on first use (or at start, ``server.preload``) and kept.  RAG: one generator
-(``settings.generator``) shared by all requests, loaded on first use (or at start: ``preload`` names
-``generator``); demonstration sources over ``settings.demos`` per kind, loaded on first use.  A ``RagSpec``
+Indexes are opened from the configured directories only, and addressed by name (the directory's base name): a
+name is a dictionary key, never a path, so no request can make the service open anything.  Each is served as one
+consistent snapshot (``_snapshots``): a new version written under it is swapped in whole, never mixed with the
+old one.  Retrievers are created on first use (or at start, ``server.preload``) and kept with their snapshot.
+RAG: one generator (``settings.generator``) shared by all requests, loaded on first use (or at start: ``preload``
+names ``generator``); demonstration sources over ``settings.demos`` per kind, loaded on first use.  A ``RagSpec``
 is everything a RAG request asks besides its query — requests with equal specs can share one
 ``batch_answer`` call.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from genret.indexing import GenretError, Index, NotFoundError
@@ -23,6 +25,7 @@ from genret.retrieval.rag import Generator, RagAnswer, RagConfig, RagPipeline, l
 
 from ._errors import RequestError, Unavailable
 from ._settings import Settings
+from ._snapshots import Snapshots, StaleSnapshot
 
 __all__ = ["RagOutcome", "RagSpec", "RequestError", "SearchService"]
 
@@ -66,14 +69,8 @@ class SearchService:
         if not settings.indexes:
             raise GenretError("no index to serve: give at least one index directory")
         self.settings = settings
-        self.indexes: dict[str, Index] = {}
-        for path in settings.indexes:
-            index = Index(path)
-            if index.name in self.indexes:
-                raise GenretError(f"two served indexes share the name {index.name!r}")
-            self.indexes[index.name] = index
-        self._retrievers: dict[tuple[str, str], Retriever] = {}
-        self._lock = threading.Lock()
+        self.snapshots = Snapshots(list(settings.indexes), self._load,
+                                   interval=settings.server.reload_interval_s)
         self._generator: Generator | None = None
         self._generator_lock = threading.Lock()
         self._demo_sources: dict[str, DemoSource] = {}
@@ -85,14 +82,22 @@ class SearchService:
             if not self.demo_tasks:
                 raise GenretError(f"{settings.demos} holds no demonstration pool (genret index-demos)")
 
+    def _load(self, index: Index, name: str) -> Retriever:
+        return load_retriever(index, name, self.settings.retrieval)
+
+    @property
+    def indexes(self) -> dict[str, Index]:
+        """The served indexes by name, each as of its current snapshot."""
+        return {name: snap.index for name, snap in self.snapshots.current.items()}
+
     @property
     def default_index(self) -> str:
-        return next(iter(self.indexes))
+        return next(iter(self.snapshots.current))
 
     @property
     def loaded(self) -> int:
-        """Retrievers loaded so far."""
-        return len(self._retrievers)
+        """Retrievers loaded so far (over the current snapshots)."""
+        return sum(len(snap.retrievers) for snap in self.snapshots.current.values())
 
     def describe(self) -> list[dict]:
         tasks = sorted({*self.settings.retrieval.generative.prompts, *TASKS})
@@ -178,31 +183,50 @@ class SearchService:
                        stop=tuple(stop))
 
     # ---- model work (blocking: call it off the event loop) --------------------------------------------------
-    def retriever(self, index: str | None, name: str | None) -> Retriever:
+    @contextmanager
+    def using(self, index: str | None, name: str | None) -> Iterator[Retriever]:
+        """Retriever ``name`` of ``index``'s current snapshot, which stays open until the block ends (a new
+        version swapped in meanwhile serves the next requests)."""
         index, name = self.resolve(index, name)
-        key = (index, name)
-        with self._lock:
-            if key not in self._retrievers:
-                self._retrievers[key] = load_retriever(self.indexes[index], name, self.settings.retrieval)
-            return self._retrievers[key]
+        for _ in range(3):
+            with self.snapshots.use(index) as snap:
+                try:
+                    r = self.snapshots.retriever(snap, name)
+                except StaleSnapshot:
+                    self.snapshots.refresh(index)
+                    continue
+                yield r
+                return
+        raise Unavailable(f"index {index!r} keeps changing on disk; try again", self.settings.server.retry_after_s)
+
+    def retriever(self, index: str | None, name: str | None) -> Retriever:
+        """Retriever ``name`` of ``index``'s current snapshot (loaded on first use); for work that spans a
+        request, prefer :meth:`using`."""
+        with self.using(index, name) as r:
+            return r
 
     def use_retriever(self, index: str | None, name: str | None, retriever: Retriever | None) -> Retriever | None:
         """Serve ``retriever`` as ``name`` on ``index`` from now on (one built elsewhere, or a test's stand-in;
         None: load it again on next use); returns the one it replaces, if any, which the caller closes."""
-        key = self.resolve(index, name)
-        with self._lock:
-            old = self._retrievers.pop(key, None)
+        index, name = self.resolve(index, name)
+        snap = self.snapshots.current[index]
+        with snap.lock:
+            old = snap.retrievers.pop(name, None)
             if retriever is not None:
-                self._retrievers[key] = retriever
+                snap.retrievers[name] = retriever
             return old
+
+    def stale_indexes(self) -> dict[str, str]:
+        """``{index: why}`` for indexes not served at their on-disk version (``/readyz`` answers 503)."""
+        return self.snapshots.stale()
 
     def batch_search(self, queries: Sequence[str], k: int, index: str | None = None, retriever: str | None = None,
                      task: str | None = None, granularity: str | None = None) -> list[list[Hit]]:
         """One hit list per query (unchecked: :meth:`check` first)."""
-        r = self.retriever(index, retriever)
-        if granularity is not None:
-            return r.batch_search(list(queries), k, task=task, granularity=granularity)
-        return r.batch_search(list(queries), k, task=task)
+        with self.using(index, retriever) as r:
+            if granularity is not None:
+                return r.batch_search(list(queries), k, task=task, granularity=granularity)
+            return r.batch_search(list(queries), k, task=task)
 
     def search(self, query: str, k: int, index: str | None = None, retriever: str | None = None,
                task: str | None = None, granularity: str | None = None) -> tuple[str, str, list[Hit]]:
@@ -240,10 +264,18 @@ class SearchService:
                                                             device=self.settings.retrieval.dense.device)
             return self._demo_sources[kind]
 
-    def pipeline(self, spec: RagSpec) -> RagPipeline:
-        """The RAG pipeline of ``spec`` over the shared generator, retriever and demonstration source."""
+    @contextmanager
+    def pipeline(self, spec: RagSpec) -> Iterator[RagPipeline]:
+        """The RAG pipeline of ``spec`` over the shared generator, retriever (its snapshot kept open until the
+        block ends) and demonstration source."""
+        if spec.retriever and spec.passages:
+            with self.using(spec.index, spec.retriever) as retriever:
+                yield self._pipeline(spec, retriever)
+        else:
+            yield self._pipeline(spec, None)
+
+    def _pipeline(self, spec: RagSpec, retriever: Retriever | None) -> RagPipeline:
         generator = self.generator()
-        retriever = self.retriever(spec.index, spec.retriever) if spec.retriever and spec.passages else None
         demos = self.demo_source(spec.demo_source) if spec.demos else None
         rag = self.settings.rag
         config = RagConfig(passages=spec.passages, demos=spec.demos, demo_source=spec.demo_source,
@@ -257,21 +289,22 @@ class SearchService:
 
     def batch_rag(self, queries: Sequence[str], spec: RagSpec) -> list[RagOutcome]:
         """One answer per (checked) query, as one ``batch_answer`` call: retrieval and generation batched."""
-        pipeline = self.pipeline(spec)
-        answers = pipeline.batch_answer(list(queries), task=spec.task, max_new_tokens=spec.max_new_tokens,
-                                        stop=spec.stop)
-        return [self._outcome(pipeline.generator, spec, a) for a in answers]
+        with self.pipeline(spec) as pipeline:
+            answers = pipeline.batch_answer(list(queries), task=spec.task, max_new_tokens=spec.max_new_tokens,
+                                            stop=spec.stop)
+            return [self._outcome(pipeline.generator, spec, a) for a in answers]
 
     def stream_rag(self, query: str, spec: RagSpec) -> Iterator[tuple[str, object]]:
         """``("passages", (hits, demos))``, ``("token", text)``…, then ``("answer", RagOutcome)``.  Closing it
         early stops the generation."""
-        pipeline = self.pipeline(spec)
-        events = pipeline.stream_events(query, task=spec.task, max_new_tokens=spec.max_new_tokens, stop=spec.stop)
-        try:
-            for kind, value in events:
-                yield kind, (self._outcome(pipeline.generator, spec, value) if kind == "answer" else value)
-        finally:
-            events.close()
+        with self.pipeline(spec) as pipeline:
+            events = pipeline.stream_events(query, task=spec.task, max_new_tokens=spec.max_new_tokens,
+                                            stop=spec.stop)
+            try:
+                for kind, value in events:
+                    yield kind, (self._outcome(pipeline.generator, spec, value) if kind == "answer" else value)
+            finally:
+                events.close()
 
     def preload(self, names: Sequence[str]) -> list[tuple[str, str]]:
         """Load the named retrievers on every index that offers them (and the generator when named);
@@ -300,8 +333,4 @@ class SearchService:
                 obj.close()
         self._generator = None
         self._demo_sources.clear()
-        for r in self._retrievers.values():
-            r.close()
-        self._retrievers.clear()
-        for index in self.indexes.values():
-            index.close()
+        self.snapshots.close()
