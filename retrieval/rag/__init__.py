@@ -5,14 +5,14 @@ tasks and prompt layout, and the pipeline that retrieves, prompts, generates and
 """
 
 from ._backends import GENERATORS, load_generator
-from ._generator import Generator, GeneratorConfig, Prompt
+from ._generator import GenerationCancelled, Generator, GeneratorConfig, Prompt, stop_when
 from ._local import HFGenerator
 from ._openai import EndpointError, OpenAIGenerator
 from ._pipeline import Citation, RagAnswer, RagConfig, RagPipeline
 from ._prompt import ANSWER_TASKS, AnswerTask, build_prompt, prompt_size, resolve_answer_task
 
 __all__ = [
-    "ANSWER_TASKS", "AnswerTask", "Citation", "EndpointError", "GENERATORS", "Generator", "GeneratorConfig",
-    "HFGenerator", "OpenAIGenerator", "Prompt", "RagAnswer", "RagConfig", "RagPipeline", "build_prompt",
-    "load_generator", "prompt_size", "resolve_answer_task",
+    "ANSWER_TASKS", "AnswerTask", "Citation", "EndpointError", "GENERATORS", "GenerationCancelled", "Generator",
+    "GeneratorConfig", "HFGenerator", "OpenAIGenerator", "Prompt", "RagAnswer", "RagConfig", "RagPipeline",
+    "build_prompt", "load_generator", "prompt_size", "resolve_answer_task", "stop_when",
 ]

@@ -3,13 +3,19 @@
 A prompt is a list of chat messages (``{"role": "system"|"user"|"assistant", "content": str}``), so the same
 prompt goes to a local model (rendered with its chat template, or plainly when it has none) and to an
 OpenAI-compatible chat endpoint.  The backends: ``_local`` (Hugging Face) and ``_openai``; ``_backends`` names them.
+
+``stop_when(check)``: generation that nobody waits for any more (a server's caller timed out or went away) stops
+at its next decoding step inside the block, with ``GenerationCancelled`` — set by the caller, read by the backends
+(``stop_check``), so no backend's signature changes.
 """
 
 from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -68,6 +74,30 @@ class Generator(ABC):
 
     def close(self) -> None:  # noqa: B027 - a default, not an abstract method: a local model holds no connection
         """Release connections or models this generator holds (default: nothing)."""
+
+
+class GenerationCancelled(GenretError):
+    """Generation stopped early because its ``stop_when`` check said nobody waits for it any more."""
+
+
+_STOP: ContextVar[Callable[[], bool] | None] = ContextVar("genret_generation_stop", default=None)
+
+
+@contextmanager
+def stop_when(check: Callable[[], bool]) -> Iterator[None]:
+    """Inside this block (this thread's context), generation stops at its next decoding step once ``check()`` is
+    true and raises :class:`GenerationCancelled` (the local backend checks at every step and before each batch; a
+    backend that does not check runs to its end)."""
+    token = _STOP.set(check)
+    try:
+        yield
+    finally:
+        _STOP.reset(token)
+
+
+def stop_check() -> Callable[[], bool] | None:
+    """The ``stop_when`` check in force here, if any (for backends)."""
+    return _STOP.get()
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> str:

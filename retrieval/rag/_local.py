@@ -8,7 +8,16 @@ from collections.abc import Iterator, Sequence
 
 from genret.indexing import GenretError
 
-from ._generator import Generator, GeneratorConfig, Prompt, cut_at_stop, render_plain, stream_until_stop
+from ._generator import (
+    GenerationCancelled,
+    Generator,
+    GeneratorConfig,
+    Prompt,
+    cut_at_stop,
+    render_plain,
+    stop_check,
+    stream_until_stop,
+)
 
 log = logging.getLogger("genret")
 
@@ -72,6 +81,10 @@ class HFGenerator(Generator):
                  stop: Sequence[str] = ()) -> list[str]:
         import torch
 
+        check = stop_check()  # inside ``stop_when``: stop at the next decoding step once nobody waits
+        kwargs = self._gen_kwargs(max_new_tokens)
+        if check is not None:
+            kwargs["stopping_criteria"] = _stopping(check)
         texts = [self.render(p) for p in prompts]
         # prompts of similar length go together (less padding: on a CPU the padded prompt dominates the cost)
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
@@ -80,7 +93,9 @@ class HFGenerator(Generator):
             rows = order[start:start + self.config.batch_size]
             enc = self._encode([texts[i] for i in rows], "left")
             with self._lock, torch.inference_mode():
-                ids = self.lm.model.generate(**enc, **self._gen_kwargs(max_new_tokens))
+                _raise_if_stopped(check)  # checked again once the model is ours: the wait may have been long
+                ids = self.lm.model.generate(**enc, **kwargs)
+            _raise_if_stopped(check)  # stopped mid-way: the rows are cut short, not answers
             if not self.lm.seq2seq:
                 ids = ids[:, enc["input_ids"].shape[1]:]
             for i, row in zip(rows, ids):
@@ -89,23 +104,18 @@ class HFGenerator(Generator):
 
     def stream(self, prompt: Prompt, *, max_new_tokens: int | None = None, stop: Sequence[str] = ()) -> Iterator[str]:
         import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+        from transformers import TextIteratorStreamer
 
         enc = self._encode([self.render(prompt)], "left")
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=not self.lm.seq2seq, skip_special_tokens=True)
         errors: list[BaseException] = []
-        cancelled = threading.Event()
-
-        class _Cancelled(StoppingCriteria):  # the consumer went away: stop at the next decoding step
-            def __call__(self, input_ids, scores, **kwargs):
-                return torch.full((input_ids.shape[0],), cancelled.is_set(), dtype=torch.bool,
-                                  device=input_ids.device)
+        cancelled = threading.Event()  # the consumer went away: stop at the next decoding step
 
         def run() -> None:
             try:
                 with self._lock, torch.inference_mode():
                     self.lm.model.generate(**enc, **self._gen_kwargs(max_new_tokens), streamer=streamer,
-                                           stopping_criteria=StoppingCriteriaList([_Cancelled()]))
+                                           stopping_criteria=_stopping(cancelled.is_set))
             except BaseException as exc:  # surfaced to the consumer below
                 errors.append(exc)
                 streamer.end()
@@ -127,8 +137,10 @@ class HFGenerator(Generator):
         if len(prompts) != len(targets):
             raise GenretError(f"{len(prompts)} prompts but {len(targets)} targets")
         tok = self.tokenizer
+        check = stop_check()
         scores: list[float] = []
         for start in range(0, len(prompts), self.config.batch_size):
+            _raise_if_stopped(check)
             ps = [self.render(p) for p in prompts[start:start + self.config.batch_size]]
             ts = list(targets[start:start + self.config.batch_size])
             with self._lock, torch.inference_mode():
@@ -172,3 +184,20 @@ class HFGenerator(Generator):
         logits = self.lm.model(**enc, labels=lab.masked_fill(~lab_mask, -100)).logits
         logp = torch.log_softmax(logits.float(), dim=-1).gather(2, lab[..., None]).squeeze(-1)
         return [float(x) for x in (logp * lab_mask).sum(1)]
+
+
+def _stopping(check):
+    """Stopping criteria that end every row at the next decoding step once ``check()`` is true."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class _Stop(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            return torch.full((input_ids.shape[0],), bool(check()), dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([_Stop()])
+
+
+def _raise_if_stopped(check) -> None:
+    if check is not None and check():
+        raise GenerationCancelled("generation stopped: nobody waits for it any more")
