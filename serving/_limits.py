@@ -1,11 +1,17 @@
-"""Request limits: admission control and timeouts (``Gate``), the body size limit, and API keys
-(``check_api_key``; the route dependency is ``_deps.require_api_key``).
+"""Request limits: admission control and timeouts (``Gate``), the RAG work estimate (``RagLoad``), the body size
+limit, and API keys (``check_api_key``; the route dependency is ``_deps.require_api_key``).
 
 ``Gate.run`` admits a request's model work or refuses it at once — 503 (``Unavailable``) while the server is
 starting (retrievers preloading) or shutting down, 429 (``Overloaded``) when ``max_queue`` requests are
-already in flight — and waits for it at most ``request_timeout_s`` (then 504, ``RequestTimeout``).  A slot is
-held until the model work has really finished, even when its caller timed out or went away, so the number of
-requests the pool may still be working on never exceeds ``max_queue``; ``drain`` waits for them at shutdown.
+already in flight — and waits for it at most ``request_timeout_s`` (then 504, ``RequestTimeout``).  When the
+request times out or its client goes away, the work is given up (its future cancelled: queued work is dropped,
+generation stops at its next token; ``_batcher``).  A slot is held until the model work has really ended, so the
+number of requests the pool may still be working on never exceeds ``max_queue``; ``drain`` waits for them at
+shutdown.
+
+``RagLoad`` refuses RAG work (429, with the expected wait as Retry-After) that would queue behind more RAG work than
+it could finish within ``rag_queue_budget`` × ``request_timeout_s``: excess load is refused at once rather than
+accepted and timed out.
 """
 
 from __future__ import annotations
@@ -13,10 +19,20 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import math
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
+
+from starlette.exceptions import HTTPException
 
 from ._errors import Overloaded, PayloadTooLarge, RequestTimeout, Unauthorized, Unavailable, error_response
+
+# The request's ``receive`` once its body has been read (BodyLimitMiddleware): what tells that the client went away
+_RECEIVE: ContextVar[Callable[[], Awaitable[dict]] | None] = ContextVar("genret_receive", default=None)
+CLIENT_CLOSED = 499  # nginx's "client closed request": the status recorded for work given up that way
+WATCH_AFTER_S = 0.05  # Gate.run watches for the client going away once the work has taken this long
 
 
 class Gate:
@@ -52,12 +68,32 @@ class Gate:
         return fut
 
     async def run(self, start: Callable[[], asyncio.Future]):
-        """Admit, start (``start()`` returns the work's future) and await the work within the timeout."""
+        """Admit, start (``start()`` returns the work's future) and await the work within the timeout.  Past the
+        timeout (504), or when the client goes away, the work's future is cancelled — the dispatcher's futures are
+        tasks that then give the work up and end when it has; the slot is held until then."""
         fut = self.admit(start)
+        deadline = time.monotonic() + self.timeout_s
+        gone: asyncio.Task | None = None
         try:
-            return await asyncio.wait_for(asyncio.shield(fut), self.timeout_s)
-        except TimeoutError:
-            raise self.timed_out() from None
+            # most work ends quickly: the client is watched only after WATCH_AFTER_S (a task less per search)
+            done, _ = await asyncio.wait({fut}, timeout=min(self.timeout_s, WATCH_AFTER_S))
+            if not done and (gone := _client_gone()) is not None:
+                done, _ = await asyncio.wait({fut, gone}, timeout=max(0.0, deadline - time.monotonic()),
+                                             return_when=asyncio.FIRST_COMPLETED)
+            elif not done:
+                done, _ = await asyncio.wait({fut}, timeout=max(0.0, deadline - time.monotonic()))
+        except asyncio.CancelledError:
+            fut.cancel()
+            raise
+        finally:
+            if gone is not None:
+                gone.cancel()
+        if fut in done:
+            return fut.result()
+        fut.cancel()
+        if gone is not None and gone in done:
+            raise HTTPException(CLIENT_CLOSED, "the client closed the connection")
+        raise self.timed_out()
 
     def timed_out(self) -> RequestTimeout:
         """The error of work that passed the per-request timeout."""
@@ -80,9 +116,70 @@ class Gate:
         return self.in_flight == 0
 
 
+def _client_gone() -> asyncio.Task | None:
+    """A task that ends when the current request's client disconnects (None outside a request)."""
+    receive = _RECEIVE.get()
+    if receive is None:
+        return None
+
+    async def watch() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    return asyncio.get_running_loop().create_task(watch())
+
+
+class RagLoad:
+    """The RAG work in flight (requests admitted and not ended: event loop) and its measured cost (seconds per
+    question, an exponentially weighted mean over RAG calls: pool threads).  ``check`` refuses a request (429)
+    when the work ahead of it and its own, at that cost, would take more than ``budget_s``; with nothing in
+    flight, or nothing measured yet, everything passes (so the estimate can never lock the server up)."""
+
+    def __init__(self, budget_s: float, retry_after_s: int = 1, weight: float = 0.3) -> None:
+        self.budget_s, self.retry_after_s, self.weight = budget_s, retry_after_s, weight
+        self.in_flight = 0
+        self.seconds_per_question: float | None = None
+        self._busy_until = 0.0  # the end of the last measured call (calls overlapping it share its time)
+        self._lock = threading.Lock()
+
+    def expected_s(self, more: int = 1) -> float:
+        """Seconds until ``more`` new questions would be answered, behind the work in flight (0: unknown)."""
+        return (self.in_flight + more) * (self.seconds_per_question or 0.0)
+
+    def check(self) -> None:
+        if self.budget_s <= 0 or self.in_flight == 0:
+            return
+        expected = self.expected_s()
+        if expected > self.budget_s:
+            raise Overloaded(f"{self.in_flight} RAG requests in flight, about {expected:.0f} s of work at "
+                             f"{self.seconds_per_question:.1f} s per question: more than the {self.budget_s:g} s "
+                             f"budget (rag_queue_budget x request_timeout_s); retry later",
+                             max(self.retry_after_s, math.ceil(expected - self.budget_s)))
+
+    def track(self, fut: asyncio.Future) -> None:
+        """Count ``fut``'s work as in flight until it is done."""
+        self.in_flight += 1
+        fut.add_done_callback(self._ended)
+
+    def _ended(self, fut: asyncio.Future) -> None:
+        self.in_flight -= 1
+
+    def measure(self, started: float, ended: float, questions: int) -> None:
+        """A RAG call that answered ``questions`` from ``started`` to ``ended`` (``time.monotonic``).  Calls that
+        overlap (generation is serial: they wait for the model) count only the time after the previous one ended,
+        so the mean is the cost of a question in throughput, whatever the parallelism."""
+        with self._lock:
+            busy = max(0.0, ended - max(started, self._busy_until))
+            self._busy_until = max(self._busy_until, ended)
+            per = busy / max(1, questions)
+            old = self.seconds_per_question
+            self.seconds_per_question = per if old is None else self.weight * per + (1 - self.weight) * old
+
+
 class BodyLimitMiddleware:
     """Pure ASGI middleware: reads the request body up to ``max_bytes`` before the app sees it; a larger body
-    (by ``Content-Length`` or as it streams in) is answered 413 at once."""
+    (by ``Content-Length`` or as it streams in) is answered 413 at once.  Then the app runs with the request's
+    ``receive`` recorded for ``Gate.run``, which watches it for the client going away."""
 
     def __init__(self, app, max_bytes: int) -> None:
         self.app, self.max_bytes = app, max_bytes
@@ -112,7 +209,11 @@ class BodyLimitMiddleware:
                 return {"type": "http.request", "body": bytes(body), "more_body": False}
             return await receive()
 
-        await self.app(scope, replay, send)
+        token = _RECEIVE.set(receive)
+        try:
+            await self.app(scope, replay, send)
+        finally:
+            _RECEIVE.reset(token)
 
 
 async def _send_error(send, exc: Exception) -> None:

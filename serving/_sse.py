@@ -55,16 +55,16 @@ async def open_stream(gate: Gate, dispatcher: Dispatcher,
         started.append(events)
         return job
 
-    gate.admit(start)
+    job = gate.admit(start)
     events = started[0]
     deadline = time.monotonic() + gate.timeout_s
     try:
         first = await events.get(gate.timeout_s)
-    except TimeoutError:
+    except BaseException as exc:  # given up: the producer stops at its next item, or never starts
         events.cancel()
-        raise gate.timed_out() from None
-    except BaseException:
-        events.cancel()
+        job.cancel()
+        if isinstance(exc, TimeoutError):
+            raise gate.timed_out() from None
         raise
     return events, first, deadline
 
