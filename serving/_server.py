@@ -4,6 +4,10 @@ On SIGINT/SIGTERM (or ``server.should_exit = True``) uvicorn stops accepting con
 in flight finish (up to ``server.shutdown_timeout_s``) and then runs the app's lifespan shutdown (which waits
 for admitted model work and releases the models).  ``Server`` first closes the app's admission gate, so
 requests that still reach it on open connections, and ``/readyz``, answer 503 with Retry-After.
+
+Every connection is watched by a ``ConnectionGuard`` (``_connections``): deadlines for each request's headers
+(``header_timeout_s``) and body (``body_timeout_s``), idle keep-alive connections closed after ``keep_alive_s``, and at
+most ``max_connections`` open (kept below the open-file limit), so slow or idle clients cannot exhaust the server.
 """
 
 from __future__ import annotations
@@ -12,15 +16,17 @@ import uvicorn
 from fastapi import FastAPI
 
 from ._app import create_app
+from ._connections import ConnectionGuard, connection_cap, guarded_protocol
 from ._settings import Settings
 
 
 class Server(uvicorn.Server):
     """``uvicorn.Server`` whose shutdown first makes the app refuse new work."""
 
-    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+    def __init__(self, config: uvicorn.Config, app: FastAPI, guard: ConnectionGuard | None = None) -> None:
         super().__init__(config)
         self.genret_app = app
+        self.guard = guard
 
     async def shutdown(self, sockets=None) -> None:
         self.genret_app.state.gate.close()
@@ -36,9 +42,15 @@ def make_server(settings: Settings, app: FastAPI | None = None, **uvicorn_option
     """A server for ``settings`` (or the given app); run it with ``.run()`` or ``await .serve()``."""
     app = app or create_app(settings)
     cfg = settings.server
-    options = {"log_level": cfg.log_level, "access_log": cfg.access_log,
-               "timeout_graceful_shutdown": cfg.shutdown_timeout_s, **uvicorn_options}
-    return Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, **options), app)
+    guard = ConnectionGuard(cfg.header_timeout_s, cfg.body_timeout_s, connection_cap(cfg.max_connections))
+    metrics = app.state.metrics
+    metrics.gauge("genret_connections_open", "HTTP connections open.", lambda: len(guard.open))
+    metrics.gauge("genret_connections_cut", "Connections the server closed since it started: header or body "
+                  "deadline missed, or no room (max_connections).", lambda: guard.cut)
+    options = {"log_level": cfg.log_level, "access_log": cfg.access_log, "timeout_keep_alive": cfg.keep_alive_s,
+               "timeout_graceful_shutdown": cfg.shutdown_timeout_s, "http": guarded_protocol(guard),
+               **uvicorn_options}
+    return Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, **options), app, guard)
 
 
 def serve(settings: Settings) -> None:

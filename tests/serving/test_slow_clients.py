@@ -1,0 +1,168 @@
+"""Slow and idle clients against a real uvicorn server (``make_server``: the connection guard): unfinished headers
+and bodies are cut at their deadlines, a flood of idle connections cannot crowd out ``/healthz`` (the oldest waiting
+connection makes room), and with every connection busy a new one gets 503 at once.  The slow test runs the issue's
+scenario: ``genret serve`` under a 300-file limit, 2,000 idle partial requests, and ``/healthz`` still answers."""
+
+from __future__ import annotations
+
+import os
+import resource
+import socket
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from genret.serving._server import make_server
+from tests.serving.helpers import app_over, wrapped
+
+PARTIAL = b"GET /healthz HTTP/1.1\r\nHost: genret.test\r\nX-Slow: "  # headers that never end
+
+
+@contextmanager
+def running(app):
+    server = make_server(app.state.settings, app, log_level="warning")
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    _wait(lambda: server.started)
+    try:
+        yield server, f"http://127.0.0.1:{server.port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+def _wait(predicate, timeout=30.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def _partial_connections(port: int, n: int) -> list[socket.socket]:
+    socks = []
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port), timeout=30)
+        s.sendall(PARTIAL)
+        socks.append(s)
+    return socks
+
+
+def _closed_by_server(s: socket.socket, timeout: float = 30.0) -> bytes:
+    """Everything the server sent before closing ``s`` (fails if it is still open after ``timeout``)."""
+    s.settimeout(timeout)
+    got = b""
+    try:
+        while chunk := s.recv(4096):
+            got += chunk
+    except ConnectionResetError:
+        pass
+    except TimeoutError:
+        pytest.fail(f"the server kept the connection open ({got!r})")
+    return got
+
+
+def test_idle_partial_requests_are_cut_and_healthz_keeps_answering(service):
+    with app_over(service, header_timeout_s=1.0, max_connections=20) as app, running(app) as (server, base):
+        socks = _partial_connections(server.port, 60)  # three times the cap, none will ever finish its headers
+        try:
+            r = httpx.get(f"{base}/healthz", timeout=30)
+            assert r.status_code == 200 and r.json() == {"status": "ok"}
+            assert len(server.guard.open) <= 20
+            assert server.guard.evicted >= 40  # the longest-waiting made room, at once
+            replies = [_closed_by_server(s) for s in socks]  # the rest: at the header deadline
+        finally:
+            for s in socks:
+                s.close()
+        assert server.guard.timed_out >= 1
+        assert all(r == b"" or r.startswith(b"HTTP/1.1 408 ") for r in replies)
+        assert any(r.startswith(b"HTTP/1.1 408 ") for r in replies)  # part of a request came: told why it ends
+        with httpx.Client(base_url=base, timeout=30) as http:  # keep-alive still works for a well-behaved client
+            assert [http.get("/healthz").status_code for _ in range(3)] == [200, 200, 200]
+        assert "genret_connections_cut " in httpx.get(f"{base}/metrics", timeout=30).text
+
+
+def test_a_body_that_never_arrives_is_408(service):
+    with app_over(service, body_timeout_s=1.0) as app, running(app) as (server, base):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+            s.sendall(b"POST /v1/search HTTP/1.1\r\nHost: genret.test\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 100\r\n\r\n{\"query\": ")
+            reply = _closed_by_server(s)
+        assert reply.startswith(b"HTTP/1.1 408 "), reply
+        assert server.guard.timed_out == 1
+        assert app.state.gate.in_flight == 0  # the request never reached the model
+        r = httpx.post(f"{base}/v1/search", json={"query": "Python", "k": 1}, timeout=30)
+        assert r.status_code == 200
+
+
+def test_with_every_connection_busy_a_new_one_is_refused_at_once(service):
+    with wrapped(service, "dense", delay=2.0), app_over(service, max_connections=2) as app, \
+            running(app) as (server, base):
+        results = []
+
+        def slow() -> None:
+            results.append(httpx.post(f"{base}/v1/search", json={"query": "Python", "k": 1}, timeout=60))
+
+        clients = [threading.Thread(target=slow) for _ in range(2)]
+        for c in clients:
+            c.start()
+        _wait(lambda: app.state.gate.in_flight == 2, what="two requests in progress")
+        r = httpx.get(f"{base}/healthz", timeout=30)
+        assert r.status_code == 503 and r.headers["retry-after"] == "1"
+        assert "max_connections" in r.json()["detail"]
+        for c in clients:
+            c.join(60)
+        assert [x.status_code for x in results] == [200, 200]  # the busy ones were never cut
+        assert server.guard.refused == 1 and server.guard.evicted == 0
+
+
+@pytest.mark.slow
+def test_healthz_survives_2000_idle_partial_requests_under_a_300_file_limit(tiny_index, tmp_path):
+    n = 2000
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < n + 200:  # this process holds the client ends
+        if hard != resource.RLIM_INFINITY and hard < n + 200:
+            pytest.skip(f"needs {n + 200} open files here (hard limit {hard})")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (n + 200, hard))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "GENRET_SERVER__HEADER_TIMEOUT_S": "3", "HF_HUB_OFFLINE": "1"}
+    log = open(tmp_path / "server.log", "w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "genret.serving._cli", "serve", str(tiny_index), "--port", str(port),
+         "--log-level", "warning", "--no-access-log"], env=env, stdout=log, stderr=subprocess.STDOUT,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (300, 300)), cwd=Path(__file__).parents[2])
+    base = f"http://127.0.0.1:{port}"
+    socks: list[socket.socket] = []
+    try:
+        def up() -> bool:
+            assert server.poll() is None, (tmp_path / "server.log").read_text()
+            try:
+                return httpx.get(f"{base}/healthz", timeout=5).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        _wait(up, timeout=120, what="the server")
+        socks = _partial_connections(port, n)
+        r = httpx.get(f"{base}/healthz", timeout=30)
+        assert r.status_code == 200, r.text
+        fds = len(os.listdir(f"/proc/{server.pid}/fd"))
+        assert fds < 300
+        replies = [_closed_by_server(s, timeout=60) for s in socks]  # all of them, by eviction or the deadline
+        assert all(r == b"" or r.startswith(b"HTTP/1.1 408 ") for r in replies)
+        assert httpx.get(f"{base}/healthz", timeout=30).status_code == 200
+    finally:
+        for s in socks:
+            s.close()
+        server.terminate()
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
