@@ -1,12 +1,14 @@
 """The FastAPI application factory: the service, the model pool and the limits on ``app.state``, the
 middlewares, the error handlers, and one router per resource.
 
-Layers, outside in: ``MetricsMiddleware`` (every request counted and timed), ``BodyLimitMiddleware`` (413),
+Layers, outside in: ``MetricsMiddleware`` (every request counted and timed), ``TrustedHostMiddleware`` (400,
+only with ``server.trusted_hosts``), ``BodyLimitMiddleware`` (413),
 the API-key dependency on ``/v1/*`` and ``/metrics`` (401), then a route (``_routes_*``): the service checks
 names and values (404 / 422, cheap, on the event loop), ``Gate`` admits the model work (429 / 503) and bounds
 its time (504), and ``Dispatcher`` runs it in the model pool, micro-batched.  Routes reach all of these
 through the dependencies of ``_deps``.  Every error is ``{"error": …, "detail": …}``: the handlers here map
-each exception through ``_errors.error_response``, the one table of statuses.
+each exception through ``_errors.error_response``, the one table of statuses (a 405's ``Allow`` lists every
+method of the path).
 
 Routers: ``_routes_ops`` (``/healthz``, ``/readyz``, ``/metrics``, the web page at ``/``), ``_routes_indexes``
 (``/v1/indexes``), ``_routes_search`` (``/v1/search``, ``/v1/search/batch``), ``_routes_rag`` (``/v1/rag``)
@@ -30,7 +32,8 @@ from genret.indexing import GenretError
 from . import _routes_chat, _routes_indexes, _routes_ops, _routes_rag, _routes_search
 from ._batcher import Dispatcher
 from ._deps import require_api_key
-from ._errors import error_response
+from ._errors import allowed_methods, error_response
+from ._hosts import TrustedHostMiddleware
 from ._limits import BodyLimitMiddleware, Gate
 from ._metrics import Metrics, MetricsMiddleware
 from ._service import SearchService
@@ -61,6 +64,8 @@ def create_app(settings: Settings, service: SearchService | None = None) -> Fast
     app.state.settings, app.state.service, app.state.dispatcher = settings, service, dispatcher
     app.state.gate, app.state.metrics = gate, metrics
     app.add_middleware(BodyLimitMiddleware, max_bytes=cfg.max_body_bytes)
+    if cfg.trusted_hosts:
+        app.add_middleware(TrustedHostMiddleware, hosts=cfg.trusted_hosts)
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: sees 413s too
     _add_gauges(metrics, service, dispatcher, gate)
     _add_error_handlers(app)
@@ -142,8 +147,11 @@ def _add_error_handlers(app: FastAPI) -> None:
             name = HTTPStatus(exc.status_code).phrase.replace(" ", "")
         except ValueError:
             name = "HTTPError"
-        return JSONResponse({"error": name, "detail": str(exc.detail)}, status_code=exc.status_code,
-                            headers=exc.headers)
+        headers, detail = dict(exc.headers or {}), str(exc.detail)
+        if exc.status_code == 405:  # Starlette names the methods of the first route on the path only
+            headers["Allow"] = ", ".join(allowed_methods(request.app.router.routes, request.scope))
+            detail = f"{request.method} is not allowed on {request.url.path}; allowed: {headers['Allow']}"
+        return JSONResponse({"error": name, "detail": detail}, status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(Exception)
     async def _internal_error(request: Request, exc: Exception) -> JSONResponse:

@@ -2,13 +2,19 @@
 
 The service and the batcher raise these (they know nothing of HTTP); the app's exception handlers and the
 middlewares turn any of them into ``{"error": ClassName, "detail": message}`` with the status from
-``_STATUS`` and, for refusals that are worth retrying, a ``Retry-After`` header.
+``_STATUS`` and, for refusals that are worth retrying, a ``Retry-After`` header.  A failed generator endpoint
+(502) is described in general words: its message names the endpoint's URL and quotes its reply, which are the
+server's business — they go to the log.
 """
 
 from __future__ import annotations
 
+import logging
+
 from genret.indexing import ConfigError, GenretError, IndexFormatError, InputError, NotFoundError
 from genret.retrieval.rag import EndpointError
+
+log = logging.getLogger(__name__)
 
 
 class RequestError(GenretError):
@@ -43,12 +49,16 @@ class RequestTimeout(GenretError):
     """The request's model work did not finish within ``server.request_timeout_s``."""
 
 
+class InvalidHost(GenretError):
+    """A ``Host`` header that is not one of ``server.trusted_hosts``."""
+
+
 # Domain errors -> HTTP status, in one place (first match wins; GenretError last).  EndpointError: the
 # generator's upstream (an OpenAI-compatible endpoint) failed — a bad gateway, not the client's fault.
 _STATUS: list[tuple[type[BaseException], int]] = [
     (EndpointError, 502), (NotFoundError, 404), (RequestError, 422), (InputError, 422), (Unauthorized, 401),
     (PayloadTooLarge, 413), (Overloaded, 429), (Unavailable, 503), (RequestTimeout, 504), (IndexFormatError, 500),
-    (ConfigError, 400), (GenretError, 400),
+    (InvalidHost, 400), (ConfigError, 400), (GenretError, 400),
 ]
 
 
@@ -62,4 +72,35 @@ def error_response(exc: BaseException) -> tuple[int, dict, dict[str, str]]:
         headers["Retry-After"] = str(exc.retry_after)
     if isinstance(exc, Unauthorized):
         headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(exc, EndpointError):
+        log.warning("generator endpoint failed: %s", exc)
+        return status, {"error": type(exc).__name__, "detail": endpoint_detail(exc)}, headers
     return status, {"error": type(exc).__name__, "detail": str(exc)}, headers
+
+
+def endpoint_detail(exc: EndpointError) -> str:
+    """What a client may read of a generator endpoint's failure: its kind, never the URL or the reply."""
+    cause = type(exc.__cause__).__name__ if exc.__cause__ is not None else ""
+    if exc.status is not None:
+        what = f"answered HTTP {exc.status}"
+    elif "Timeout" in cause:
+        what = "did not answer in time"
+    elif "Connect" in cause:
+        what = "could not be reached"
+    elif cause:
+        what = "failed to answer"
+    else:
+        what = "sent a reply that is not a completion"
+    return f"the generator's upstream endpoint {what} (details in the server's log)"
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(routes, scope: dict) -> list[str]:
+    """The methods the routes take at ``scope``'s path, all of them (a 405's ``Allow``): each method is asked of
+    every route (included routers too) through ``matches``, Starlette's routing question."""
+    from starlette.routing import Match
+
+    return [method for method in _METHODS
+            if any(route.matches({**scope, "method": method})[0] is Match.FULL for route in routes)]

@@ -167,12 +167,15 @@ def test_demonstrations_from_the_servers_pools(tiny_index, tiny_lm_dir, tiny_cha
         svc.close()
 
 
-def test_upstream_generator_failure_is_502(client, service):
-    upstream = OpenAIGenerator(GeneratorConfig(kind="openai", base_url=closed_port_url(), model="m", timeout_s=5))
-    with generator_swapped(service, upstream):
+def test_upstream_generator_failure_is_502(client, service, caplog):
+    """A 502 says what kind of failure it was, never the generator's (internal) URL: that is in the log."""
+    url = closed_port_url()
+    upstream = OpenAIGenerator(GeneratorConfig(kind="openai", base_url=url, model="m", timeout_s=5))
+    with generator_swapped(service, upstream), caplog.at_level("WARNING"):
         r = client.post("/v1/rag", json={"query": Q, "retriever": "bm25"})
         assert r.status_code == 502 and r.json()["error"] == "EndpointError", r.text
-        assert "cannot connect" in r.json()["detail"]
+        assert r.json()["detail"] == "the generator's upstream endpoint could not be reached (details in the " \
+            "server's log)"
         streamed = client.post("/v1/rag", json={"query": Q, "retriever": "bm25", "stream": True})
         assert streamed.status_code == 200  # the passages went out before the generator failed
         events = sse_events(streamed.text)
@@ -180,6 +183,12 @@ def test_upstream_generator_failure_is_502(client, service):
         assert events[-1][1]["status"] == 502 and events[-1][1]["error"] == "EndpointError"
         chat = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": Q}]})
         assert chat.status_code == 502
+        chat_stream = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": Q}],
+                                                                "stream": True})
+        assert "could not be reached" in chat_stream.text
+        replies = r.text + streamed.text + chat.text + chat_stream.text
+        assert "127.0.0.1" not in replies and "chat/completions" not in replies and "Errno" not in replies
+    assert f"cannot connect to the generator endpoint {url}" in caplog.text
     upstream.close()
 
 
