@@ -8,7 +8,7 @@ names and values (404 / 422, cheap, on the event loop), ``Gate`` admits the mode
 its time (504), and ``Dispatcher`` runs it in the model pool, micro-batched.  Routes reach all of these
 through the dependencies of ``_deps``.  Every error is ``{"error": …, "detail": …}``: the handlers here map
 each exception through ``_errors.error_response``, the one table of statuses (a 405's ``Allow`` lists every
-method of the path).
+method of the path).  The OpenAPI document adds the server's limits and the event schemas (``_openapi``).
 
 Routers: ``_routes_ops`` (``/healthz``, ``/readyz``, ``/metrics``, the web page at ``/``), ``_routes_indexes``
 (``/v1/indexes``), ``_routes_search`` (``/v1/search``, ``/v1/search/batch``), ``_routes_rag`` (``/v1/rag``)
@@ -36,6 +36,7 @@ from ._errors import allowed_methods, error_response
 from ._hosts import TrustedHostMiddleware
 from ._limits import BodyLimitMiddleware, Gate
 from ._metrics import Metrics, MetricsMiddleware
+from ._openapi import install_openapi
 from ._service import SearchService
 from ._settings import ServerConfig, Settings
 
@@ -70,6 +71,7 @@ def create_app(settings: Settings, service: SearchService | None = None) -> Fast
     _add_gauges(metrics, service, dispatcher, gate)
     _add_error_handlers(app)
     _add_routers(app, auth=[Depends(require_api_key)] if cfg.api_keys else [])
+    install_openapi(app, settings, service)
     return app
 
 

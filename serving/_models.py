@@ -1,10 +1,16 @@
-"""HTTP request and response models (pydantic): what the OpenAPI spec at ``/docs`` shows."""
+"""HTTP request and response models (pydantic): what the OpenAPI spec at ``/docs`` shows.
+
+Request numbers and flags are JSON's (``k: true`` or ``k: "5"`` is a 422, not 1 or 5; ``k: 5.0`` is JSON Schema's
+integer 5).  Limits that come from the
+settings (``max_k``, ``max_query_chars``, ``max_batch``, …) are checked by the service and written into the
+served spec by ``_openapi``; the events of streamed answers are modelled here and described there.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from genret.retrieval import Demo, Hit, RagConfig
 
@@ -13,13 +19,35 @@ if TYPE_CHECKING:
 
 Granularity = Literal["page", "passage", "sentence", "entity"]
 
-_K = "number of hits, 1..max_k (server setting, default 100); the server's default_k if omitted"
+
+class JsonRequest(BaseModel):
+    """A request body whose numbers and flags are JSON Schema's: its int, float and bool fields are strict (no
+    ``true`` for 1, no ``"5"`` for 5), and a whole float is an integer (``5.0``, as JSON Schema counts it)."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _whole_floats(cls, value: object, info: ValidationInfo) -> object:
+        if isinstance(value, float) and value.is_integer() and info.field_name in cls._int_fields():
+            return int(value)
+        return value
+
+    @classmethod
+    def _int_fields(cls) -> frozenset[str]:
+        return frozenset(name for name, f in cls.model_fields.items() if f.annotation in (int, int | None))
+
+K_DOC = "number of hits, 1..max_k (server setting, default 100); the server's default_k if omitted"
+# A query needs a character that is not whitespace (as Python's str.isspace() counts it): the spec's pattern,
+# checked by the service (``SearchService.check_queries``), which answers 422 with its own words.
+NON_BLANK = "[^\\t-\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
+_NON_BLANK = {"pattern": NON_BLANK}
+Query = Annotated[str, Field(json_schema_extra={"minLength": 1, **_NON_BLANK})]
 _INDEX = "index name, from GET /v1/indexes (the first served index if omitted)"
-_RETRIEVER = "dense, bm25, generative or hybrid — whichever the index offers (its first if omitted)"
+_RETRIEVER = ("dense, bm25, generative or hybrid — whichever the index offers (if omitted: the index's first; with "
+              "a granularity, its first retriever that ranks by it)")
 _TASK = ("task prompt of the generative retriever (qa, fact_check, page, entity, squad, scifact, climate_fever, "
          "generic, or one configured); an unknown task uses the generic prompt; other retrievers ignore it")
-_GRANULARITY = ("generative retriever only: page / entity (one hit per page), passage (units) or sentence; "
-                "default: the task prompt's")
+_GRANULARITY = ("generative retriever (or a hybrid with it) only: page / entity (one hit per page), passage (units) "
+                "or sentence; default: the task prompt's")
 
 
 class ProvenanceModel(BaseModel):
@@ -47,20 +75,22 @@ class HitModel(BaseModel):
                    matched=list(hit.matched))
 
 
-class SearchRequest(BaseModel):
+class SearchRequest(JsonRequest):
     model_config = ConfigDict(extra="forbid")
-    query: str = Field(min_length=1, description="at most max_query_chars characters (default 2000)")
-    k: int | None = Field(None, description=_K)
+    query: str = Field(min_length=1, description="at most max_query_chars characters (default 2000), not blank",
+                       json_schema_extra=_NON_BLANK)
+    k: int | None = Field(None, strict=True, description=K_DOC)  # 1..max_k: the service checks, _openapi shows
     index: str | None = Field(None, description=_INDEX)
     retriever: str | None = Field(None, description=_RETRIEVER, examples=["dense", "bm25", "generative", "hybrid"])
     task: str | None = Field(None, description=_TASK, examples=["qa", "page", "fact_check"])
     granularity: Granularity | None = Field(None, description=_GRANULARITY)
 
 
-class BatchSearchRequest(BaseModel):
+class BatchSearchRequest(JsonRequest):
     model_config = ConfigDict(extra="forbid")
-    queries: list[str] = Field(min_length=1, description="1..max_batch queries (default 64)")
-    k: int | None = Field(None, description=_K)
+    queries: list[Query] = Field(min_length=1, description="1..max_batch queries (default 64), each at most "
+                                 "max_query_chars characters, not blank")
+    k: int | None = Field(None, strict=True, description=K_DOC)  # 1..max_k: the service checks, _openapi shows
     index: str | None = Field(None, description=_INDEX)
     retriever: str | None = Field(None, description=_RETRIEVER, examples=["dense", "bm25", "generative", "hybrid"])
     task: str | None = Field(None, description=_TASK, examples=["qa", "page", "fact_check"])
@@ -104,25 +134,27 @@ MAX_DEMOS = RagConfig.model_fields["demos"].metadata[-1].le
 DemoSourceName = Literal["udr", "bm25", "random"]
 
 
-class RagRequest(BaseModel):
+class RagRequest(JsonRequest):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"query": "who proclaimed the oil embargo", "task": "qa", "passages": 3},
         {"query": "The oil crisis began in 1973.", "task": "fact_check", "retriever": "bm25", "stream": True}]})
-    query: str = Field(min_length=1, description="the question or claim; at most max_query_chars characters")
+    query: str = Field(min_length=1, description="the question or claim; at most max_query_chars characters, not "
+                       "blank", json_schema_extra=_NON_BLANK)
     index: str | None = Field(None, description=_INDEX)
     retriever: str | None = Field(None, description=_RETRIEVER, examples=["dense", "bm25", "hybrid"])
     task: str | None = Field(None, description="answer task (qa, squad: short answer; fact_check, scifact, "
                              "climate_fever: SUPPORTS / REFUTES; generic: free text — the fallback for unknown "
                              "names); also the generative retriever's task prompt and the demonstrations' pool",
                              examples=["qa", "fact_check", "generic"])
-    passages: int | None = Field(None, ge=0, le=MAX_PASSAGES,
+    passages: int | None = Field(None, ge=0, le=MAX_PASSAGES, strict=True,
                                  description="retrieved passages in the prompt (0: no retrieval); default rag.passages")
-    demos: int | None = Field(None, ge=0, le=MAX_DEMOS,
+    demos: int | None = Field(None, ge=0, le=MAX_DEMOS, strict=True,
                               description="demonstrations in the prompt; needs the server's demos directory and a "
                                           "pool for the task; default rag.demos when the task has a pool, else 0")
     demo_source: DemoSourceName | None = Field(None, description="how demonstrations are chosen; default "
                                                "rag.demo_source")
-    stream: bool = Field(False, description="answer as server-sent events: passages, token…, answer (or error)")
+    stream: bool = Field(False, strict=True,
+                         description="answer as server-sent events: passages, token…, answer (or error)")
 
 
 class CitationModel(BaseModel):
@@ -180,8 +212,16 @@ class ContentPart(BaseModel):
     text: str | None = None
 
 
+_TEXT_PART = {"type": "object", "required": ["type", "text"],
+              "properties": {"type": {"const": "text"}, "text": {"type": "string", **_NON_BLANK}}}
+_USER_MESSAGE = {"type": "object", "required": ["role"], "properties": {"role": {"const": "user"}}}
+# the spec's rule (the service needs only the last user message to have text)
+_USER_HAS_TEXT = {"if": _USER_MESSAGE, "then": {"required": ["content"], "properties": {"content": {"anyOf": [
+    {"type": "string", **_NON_BLANK}, {"type": "array", "contains": _TEXT_PART}]}}}}
+
+
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", json_schema_extra=_USER_HAS_TEXT)
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[ContentPart] | None = None
 
@@ -196,20 +236,20 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
-class GenretChatOptions(BaseModel):
+class GenretChatOptions(JsonRequest):
     """genret's extension of the chat request (OpenAI clients pass it as an extra body field)."""
 
     model_config = ConfigDict(extra="forbid")
     index: str | None = Field(None, description="overrides the index named by `model`")
     retriever: str | None = Field(None, description=_RETRIEVER)
     task: str | None = Field(None, description="answer task (default generic: free text)")
-    passages: int | None = Field(None, ge=0, le=MAX_PASSAGES, description="default rag.passages")
+    passages: int | None = Field(None, ge=0, le=MAX_PASSAGES, strict=True, description="default rag.passages")
 
 
-Stop = Annotated[str, Field(max_length=256)]
+Stop = Annotated[str, Field(max_length=256, json_schema_extra={"minLength": 1})]  # the service refuses ""
 
 
-class ChatRequest(BaseModel):
+class ChatRequest(JsonRequest):
     """OpenAI's chat completion request.  Fields genret does not use (``user``, ``top_p``, ``seed``, …) are
     accepted and ignored; the declared ones are type-checked."""
 
@@ -220,13 +260,16 @@ class ChatRequest(BaseModel):
          "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "oil embargo?"}]}]})
     model: str | None = Field(None, description="an index name (from GET /v1/indexes); any other name: the "
                               "default index")
-    messages: list[ChatMessage] = Field(min_length=1, description="the last user message is the question")
-    max_tokens: int | None = Field(None, ge=1, description="capped at the server's generator.max_new_tokens")
-    max_completion_tokens: int | None = Field(None, ge=1, description="as max_tokens (newer clients)")
-    temperature: float | None = Field(None, ge=0, le=2, description="accepted; the server's generator decides")
-    top_p: float | None = Field(None, ge=0, le=1, description="accepted and ignored")
-    n: int | None = Field(None, ge=1, le=1, description="one choice only")
-    stream: bool = False
+    messages: list[ChatMessage] = Field(min_length=1, description="the last user message is the question: it must "
+                                        "have text", json_schema_extra={"contains": _USER_MESSAGE})
+    max_tokens: int | None = Field(None, ge=1, strict=True, description="capped at the server's "
+                                   "generator.max_new_tokens")
+    max_completion_tokens: int | None = Field(None, ge=1, strict=True, description="as max_tokens (newer clients)")
+    temperature: float | None = Field(None, ge=0, le=2, strict=True,
+                                      description="accepted; the server's generator decides")
+    top_p: float | None = Field(None, ge=0, le=1, strict=True, description="accepted and ignored")
+    n: int | None = Field(None, ge=1, le=1, strict=True, description="one choice only")
+    stream: bool = Field(False, strict=True)
     stream_options: StreamOptions | None = None
     stop: Stop | Annotated[list[Stop], Field(max_length=4)] | None = Field(None, description="up to 4 stop strings")
     user: str | None = None
@@ -267,10 +310,86 @@ class ErrorResponse(BaseModel):
     detail: str = Field(description="what was wrong, in words")
 
 
+ERRORS = """Every error is `{"error": class, "detail": words}` (a streamed answer's error: an `error` event).
+
+* **422** (`ValidationError`, `RequestError`): the request itself is wrong — not the schema's shape, or outside a
+  limit (k 1..max_k, a blank or over-long query, too many queries, a granularity the retriever does not rank by,
+  demonstrations without a pool): change the request.
+* **400** (`InvalidHost`, `ConfigError`, `GenretError`): the request is well formed but this server cannot serve
+  it as configured — a Host header not in server.trusted_hosts, or a retriever or generator setting that does not
+  work for it: nothing in the body fixes it.
+* 401 API key, 404 unknown index or retriever, 405 method (with `Allow`), 413 body too large, 429 busy and 503 not
+  ready (both with `Retry-After`), 502 the generator's upstream endpoint failed (details are in the server's log,
+  not the reply), 504 timed out, 500 a bug (logged)."""
+
+
 def error_responses(*codes: int) -> dict:
     """OpenAPI ``responses`` entries for the error statuses an operation may answer."""
-    words = {401: "API key missing or invalid", 404: "unknown index or retriever", 413: "request body too large",
-             422: "invalid request", 429: "too many requests in flight (Retry-After)",
+    words = {400: "the server cannot serve this request as configured (see the error contract above)",
+             401: "API key missing or invalid", 404: "unknown index or retriever", 413: "request body too large",
+             422: "invalid request: its shape, or a limit (see the error contract above)",
+             429: "too many requests in flight (Retry-After)",
              502: "the generator's upstream endpoint failed", 503: "not ready or shutting down (Retry-After)",
              504: "request timed out"}
     return {c: {"model": ErrorResponse, "description": words[c]} for c in codes}
+
+
+# ---- streamed answers (server-sent events): the data of each event ------------------------------------------
+class RagPassagesEvent(BaseModel):
+    """``event: passages`` — the first event of a streamed /v1/rag answer."""
+
+    index: str
+    retriever: str | None
+    passages: list[HitModel]
+    demos: list[DemoModel]
+
+
+class RagTokenEvent(BaseModel):
+    """``event: token`` — a piece of the answer's text."""
+
+    text: str
+
+
+class StreamErrorEvent(BaseModel):
+    """``event: error`` — the answer failed after the stream began; ``status`` is the status it would have had."""
+
+    error: str
+    detail: str
+    status: int
+
+
+class ChunkDelta(BaseModel):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+
+class ChunkChoice(BaseModel):
+    index: int = 0
+    delta: ChunkDelta
+    finish_reason: Literal["stop", "length"] | None
+    logprobs: None = None
+
+
+class ChatCompletionChunk(BaseModel):
+    """OpenAI's ``chat.completion.chunk``: the role, the content pieces, the finish (with the ``genret``
+    extension), and with ``stream_options.include_usage`` a last chunk with no choices and the usage."""
+
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    usage: Usage | None = None
+    genret: dict[str, Any] | None = None
+
+
+class ChatStreamErrorBody(BaseModel):
+    message: str
+    type: str
+    code: int
+
+
+class ChatStreamError(BaseModel):
+    """OpenAI's error object, as a stream's last event."""
+
+    error: ChatStreamErrorBody

@@ -36,9 +36,9 @@ if TYPE_CHECKING:
 
 router = APIRouter()
 
-_RESPONSES = {**error_responses(401, 404, 413, 422, 429, 502, 503, 504),
+_RESPONSES = {**error_responses(400, 401, 404, 413, 422, 429, 502, 503, 504),
               200: {"description": "a chat completion, or with stream: OpenAI's chat.completion.chunk events, then "
-                                   "data: [DONE]", "content": {SSE: {"schema": {"type": "string"}}}}}
+                                   "data: [DONE]", "content": {SSE: {}}}}  # the events' schemas: _openapi
 
 
 @router.post("/v1/chat/completions", response_model=ChatCompletion, responses=_RESPONSES)

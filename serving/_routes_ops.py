@@ -9,7 +9,7 @@ import re
 from importlib import resources
 
 from fastapi import APIRouter
-from fastapi.responses import HTMLResponse, PlainTextResponse
+from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 
 from ._deps import GateDep, MetricsDep, ServerDep, ServiceDep
 from ._errors import Unavailable
@@ -37,6 +37,20 @@ async def readyz(gate: GateDep, service: ServiceDep, server: ServerDep) -> Statu
         raise Unavailable("; ".join(f"index {name}: {why}" for name, why in sorted(stale.items())),
                           server.retry_after_s)
     return Status(status="ready")
+
+
+@router.head("/healthz", response_class=Response, responses={200: {"description": "the process answers (no body)"}})
+async def healthz_head() -> Response:
+    """Liveness for probes and monitors that ask with HEAD: 200, no body."""
+    return Response()
+
+
+@router.head("/readyz", response_class=Response,
+             responses={200: {"description": "ready (no body)"}, **error_responses(503)})
+async def readyz_head(gate: GateDep, service: ServiceDep, server: ServerDep) -> Response:
+    """Readiness for probes that ask with HEAD: the status of GET /readyz, no body."""
+    await readyz(gate, service, server)
+    return Response()
 
 
 @metrics_router.get("/metrics", response_class=PlainTextResponse,

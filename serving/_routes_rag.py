@@ -22,9 +22,9 @@ if TYPE_CHECKING:
 
 router = APIRouter()
 
-_RESPONSES = {**error_responses(401, 404, 413, 422, 429, 502, 503, 504),
+_RESPONSES = {**error_responses(400, 401, 404, 413, 422, 429, 502, 503, 504),
               200: {"description": "the answer (JSON), or with stream: server-sent events passages, token…, answer "
-                                   "(or error)", "content": {SSE: {"schema": {"type": "string"}}}}}
+                                   "(or error)", "content": {SSE: {}}}}  # the events' schemas: _openapi
 
 
 @router.post("/v1/rag", response_model=RagResponse, responses=_RESPONSES)

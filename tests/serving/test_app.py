@@ -58,7 +58,7 @@ BAD = [
     ({"query": "x", "index": 3}, 422, "index"),
     ({"query": "x", "task": {"a": 1}}, 422, "task"),
     ({"query": "x", "granularity": "chapter"}, 422, "granularity"),
-    ({"query": "x", "granularity": "page"}, 422, "granularity applies to the generative retriever"),
+    ({"query": "x", "retriever": "dense", "granularity": "page"}, 422, "applies to the generative retriever"),
     ({"query": "x", "retriever": "bm25", "granularity": "sentence"}, 422, "not 'bm25'"),
     ({"query": "x", "colour": "blue"}, 422, "colour"),
     ({"query": "x" * 5000}, 422, "longer than 2000"),

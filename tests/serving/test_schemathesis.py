@@ -1,6 +1,8 @@
 """Property-based API testing with schemathesis: every operation of the OpenAPI spec, with generated valid
-(positive) and invalid (negative) input, never answers with a server error (5xx).  Bounded: a few examples
-per operation and mode, derandomized, no example database.  The RAG operations generate with the tiny chat
+(positive) and invalid (negative) input, never answers with a server error (5xx), and valid input is never
+rejected (``positive_data_acceptance``: no 400 or 422 for a request the served document allows — the document
+carries the server's limits, ``serving/_openapi.py``).  Bounded: a few examples per operation and mode,
+derandomized, no example database.  The RAG operations generate with the tiny chat
 LM (4 new tokens at most: ``tests/serving/helpers.tiny_settings``).
 
 (schemathesis' own pytest loader, ``schemathesis.pytest.from_fixture``, does not run under pytest 9 — it sets
@@ -12,12 +14,13 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
-from schemathesis.checks import not_a_server_error
+from schemathesis.checks import not_a_server_error, positive_data_acceptance
 
 from tests.serving.helpers import app_over
 
-OPERATIONS = ["GET /healthz", "GET /readyz", "GET /metrics", "GET /v1/indexes", "POST /v1/search",
-              "GET /v1/search", "POST /v1/search/batch", "POST /v1/rag", "POST /v1/chat/completions"]
+OPERATIONS = ["GET /healthz", "HEAD /healthz", "GET /readyz", "HEAD /readyz", "GET /metrics", "GET /v1/indexes",
+              "POST /v1/search", "GET /v1/search", "POST /v1/search/batch", "POST /v1/rag",
+              "POST /v1/chat/completions"]
 EXAMPLES = 25
 
 
@@ -41,7 +44,7 @@ def test_every_operation_is_covered(api_schema):
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=str)
 @pytest.mark.parametrize("operation", OPERATIONS)
-def test_no_server_error(api_schema, app, operation, mode):
+def test_no_server_error_and_no_valid_input_rejected(api_schema, app, operation, mode):
     method, path = operation.split(" ")
     op = api_schema[path][method]
     n_params = len(list(op.iter_parameters())) + (1 if op.body else 0)
@@ -49,13 +52,15 @@ def test_no_server_error(api_schema, app, operation, mode):
         pytest.skip("nothing to make invalid")
 
     strategy = op.as_strategy(generation_mode=mode)
+    checks = [not_a_server_error]
     if mode is GenerationMode.POSITIVE:  # plus the spec's own examples (every retriever, a few tasks)
         strategy = st.one_of(strategy, *api_schema.get_strategies_from_examples(op))
+        checks.append(positive_data_acceptance)
 
     @given(case=strategy)
     @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
               suppress_health_check=list(HealthCheck))
     def check(case):
-        case.call_and_validate(checks=[not_a_server_error], app=app)
+        case.call_and_validate(checks=checks, app=app)
 
     check()

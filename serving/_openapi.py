@@ -1,0 +1,184 @@
+"""The OpenAPI document as this server serves it: FastAPI's, from the request and response models, plus what only
+the running server knows, so that a request the document allows is one the server takes (the service still
+checks every value, and answers 422 in its own words):
+
+* the limits of ``server`` settings: ``k`` 1..``max_k``, queries of at most ``max_query_chars`` characters and
+  not blank, at most ``max_batch`` queries in a batch;
+* a ``granularity`` only with a retriever that ranks by it (on every served index that offers it) — or with no
+  retriever named: the route then picks the index's first that does;
+* demonstrations (``demos`` > 0) only with a demonstrations directory, and for a task that has a pool;
+* 400 ``InvalidHost`` on every operation when ``server.trusted_hosts`` is set;
+* the events of streamed answers (``text/event-stream``): an ``itemSchema`` per event, as FastAPI writes it for
+  its own event streams (``event``, ``data`` holding JSON of the event's model);
+* the error contract (``_models.ERRORS``: 400 versus 422, and the rest) in the description.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, get_args
+
+from pydantic.json_schema import models_json_schema
+
+from genret.retrieval import available_retrievers, retriever_granularities
+
+from ._models import (
+    ERRORS,
+    NON_BLANK,
+    ChatCompletionChunk,
+    ChatStreamError,
+    Granularity,
+    RagPassagesEvent,
+    RagResponse,
+    RagTokenEvent,
+    StreamErrorEvent,
+)
+from ._sse import SSE
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from ._service import SearchService
+    from ._settings import Settings
+
+_REF = "#/components/schemas/{model}"
+_EVENT_MODELS = (RagPassagesEvent, RagTokenEvent, StreamErrorEvent, RagResponse, ChatCompletionChunk,
+                 ChatStreamError)
+
+
+def install_openapi(app: FastAPI, settings: Settings, service: SearchService) -> None:
+    """Serve FastAPI's document with this server's limits, event schemas and error contract added."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document(build(), settings, service)
+        return app.openapi_schema
+
+    app.openapi = openapi
+
+
+def document(spec: dict[str, Any], settings: Settings, service: SearchService) -> None:
+    """Add to ``spec`` (in place) what the running server knows."""
+    spec["info"]["description"] = f"{spec['info'].get('description', '')}\n\n{ERRORS}".strip()
+    _event_components(spec)
+    _limits(spec, settings)
+    _granularity(spec, service)
+    _demos(spec, settings, service)
+    _event_streams(spec)
+    if settings.server.trusted_hosts:
+        for ops in spec["paths"].values():
+            for op in ops.values():
+                op["responses"].setdefault("400", {"description": "Host not in server.trusted_hosts (InvalidHost)",
+                                                   "content": {"application/json": {"schema": {
+                                                       "$ref": _REF.format(model="ErrorResponse")}}}})
+
+
+def _int_branch(prop: dict) -> dict:
+    return next((b for b in prop.get("anyOf", [prop]) if b.get("type") == "integer"), prop)
+
+
+def _limits(spec: dict[str, Any], settings: Settings) -> None:
+    cfg = settings.server
+    schemas = spec["components"]["schemas"]
+    for name in ("SearchRequest", "BatchSearchRequest"):
+        _int_branch(schemas[name]["properties"]["k"]).update(minimum=1, maximum=cfg.max_k)
+    for prop in (schemas["SearchRequest"]["properties"]["query"], schemas["RagRequest"]["properties"]["query"],
+                 schemas["BatchSearchRequest"]["properties"]["queries"]["items"]):
+        prop["maxLength"] = cfg.max_query_chars
+    schemas["BatchSearchRequest"]["properties"]["queries"]["maxItems"] = cfg.max_batch
+    user_text = schemas["ChatMessage"]["then"]["properties"]["content"]["anyOf"]
+    user_text[0]["maxLength"] = cfg.max_query_chars
+    user_text[1]["contains"]["properties"]["text"]["maxLength"] = cfg.max_query_chars
+    user_text[1]["items"] = {"properties": {"text": {"maxLength": cfg.max_query_chars}}}
+    for param in spec["paths"]["/v1/search"]["get"]["parameters"]:
+        if param["name"] == "q":
+            param["schema"].update(maxLength=cfg.max_query_chars, pattern=NON_BLANK)
+        elif param["name"] == "k":
+            _int_branch(param["schema"]).update(minimum=1, maximum=cfg.max_k)
+
+
+def granularity_retrievers(service: SearchService) -> dict[str, list[str]]:
+    """``{granularity: retrievers ranking by it on every served index that offers them}``."""
+    cfg = service.settings.retrieval
+    offered: dict[str, list[tuple[str, ...]]] = {}
+    for index in service.indexes.values():
+        for name in available_retrievers(index, cfg):
+            offered.setdefault(name, []).append(retriever_granularities(index, name, cfg))
+    return {g: sorted(name for name, takes in offered.items() if all(g in t for t in takes))
+            for g in get_args(Granularity)}
+
+
+def _granularity(spec: dict[str, Any], service: SearchService) -> None:
+    takes = granularity_retrievers(service)
+    usable = [g for g, names in takes.items() if names]
+    schemas = spec["components"]["schemas"]
+    rules = [{"if": {"required": ["granularity", "retriever"],
+                     "properties": {"granularity": {"const": g}, "retriever": {"type": "string"}}},
+              "then": {"properties": {"retriever": {"enum": names}}}} for g, names in takes.items() if names]
+    for name in ("SearchRequest", "BatchSearchRequest"):
+        schemas[name].setdefault("allOf", []).extend(rules)
+        _restrict_enum(schemas[name]["properties"]["granularity"], usable)
+    for param in spec["paths"]["/v1/search"]["get"]["parameters"]:
+        if param["name"] == "granularity":
+            _restrict_enum(param["schema"], usable)
+
+
+def _restrict_enum(prop: dict, values: list[str]) -> None:
+    """Keep only ``values`` in the property's enum (none left: the branch matches nothing)."""
+    for branch in prop.get("anyOf", [prop]):
+        if "enum" in branch:
+            kept = [v for v in branch["enum"] if v in values]
+            if not kept:
+                branch.clear()
+                branch["not"] = {}
+            else:
+                branch["enum"] = kept
+
+
+def _demos(spec: dict[str, Any], settings: Settings, service: SearchService) -> None:
+    rag = spec["components"]["schemas"]["RagRequest"]
+    demos = _int_branch(rag["properties"]["demos"])
+    if settings.demos is None or not service.demo_tasks:
+        demos["maximum"] = 0
+        rag["properties"]["demos"]["description"] += " (this server has no demonstrations directory: 0)"
+        return
+    rag.setdefault("allOf", []).append({
+        "if": {"required": ["demos"], "properties": {"demos": {"type": "integer", "minimum": 1}}},
+        "then": {"required": ["task"], "properties": {"task": {"enum": list(service.demo_tasks)}}}})
+
+
+def _event_components(spec: dict[str, Any]) -> None:
+    _, defs = models_json_schema([(m, "serialization") for m in _EVENT_MODELS], ref_template=_REF)
+    schemas = spec["components"]["schemas"]
+    for name, schema in defs.get("$defs", {}).items():
+        schemas.setdefault(name, schema)
+
+
+def _json_data(model: type) -> dict[str, Any]:
+    return {"type": "string", "contentMediaType": "application/json",
+            "contentSchema": {"$ref": _REF.format(model=model.__name__)}}
+
+
+def _event(name: str, model: type) -> dict[str, Any]:
+    return {"type": "object", "required": ["event", "data"],
+            "properties": {"event": {"const": name}, "data": _json_data(model)}}
+
+
+_RAG_EVENTS = {"description": "passages, then a token per piece of text, then answer — or error (the stream's last "
+                              "event when the answer fails after it began)",
+               "oneOf": [_event("passages", RagPassagesEvent), _event("token", RagTokenEvent),
+                         _event("answer", RagResponse), _event("error", StreamErrorEvent)]}
+_CHAT_EVENTS = {"description": "OpenAI's chat.completion.chunk events (no event names), then data: [DONE]; a failure "
+                               "after the stream began: OpenAI's error object as the last event",
+                "type": "object", "required": ["data"],
+                "properties": {"data": {"oneOf": [
+                    {**_json_data(ChatCompletionChunk), "contentSchema": {"oneOf": [
+                        {"$ref": _REF.format(model=ChatCompletionChunk.__name__)},
+                        {"$ref": _REF.format(model=ChatStreamError.__name__)}]}},
+                    {"const": "[DONE]"}]}}}
+
+
+def _event_streams(spec: dict[str, Any]) -> None:
+    for path, items in (("/v1/rag", _RAG_EVENTS), ("/v1/chat/completions", _CHAT_EVENTS)):
+        content = spec["paths"][path]["post"]["responses"]["200"]["content"]
+        content[SSE] = {"itemSchema": items}
