@@ -87,7 +87,8 @@ def _cmd_serve(a: argparse.Namespace) -> int:
     from ._server import serve
     from ._settings import Settings
 
-    flags = {"host": a.host, "port": a.port, "api_keys": a.api_key, "workers": a.workers,
+    flags = {"host": a.host, "port": a.port, "api_keys": a.api_key, "trusted_hosts": a.trusted_host,
+             "workers": a.workers,
              "max_queue": a.max_queue, "request_timeout_s": a.timeout, "max_body_bytes": a.max_body_bytes,
              "micro_batch": a.micro_batch, "micro_batch_max": a.micro_batch_max,
              "micro_batch_wait_ms": a.micro_batch_wait_ms, "log_level": a.log_level, "access_log": a.access_log,
@@ -238,6 +239,9 @@ def _add_serve_parser(sub) -> None:
     sv.add_argument("--port", type=int, default=None, help="default 8000 (or GENRET_SERVER__PORT)")
     sv.add_argument("--api-key", action="append", default=None, metavar="KEY",
                     help="require 'Authorization: Bearer KEY' on /v1/* and /metrics (repeatable)")
+    sv.add_argument("--trusted-host", action="append", default=None, metavar="HOST",
+                    help="answer only requests whose Host header is HOST (repeatable; HOST:PORT, '*.example.com' "
+                    "for subdomains; others get 400); default any (GENRET_SERVER__TRUSTED_HOSTS=a,b)")
     sv.add_argument("--workers", type=int, default=None, help="model pool threads (default 4)")
     sv.add_argument("--max-queue", type=int, default=None, help="requests in flight before 429 (default 64)")
     sv.add_argument("--timeout", type=float, default=None, help="per-request timeout in seconds (default 30)")

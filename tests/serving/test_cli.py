@@ -56,3 +56,12 @@ def test_bad_corpus_line_reported_and_skip_bad(tmp_path, capsys):
     assert "1 bad record(s) skipped" in capsys.readouterr().out
     manifest = json.loads((tmp_path / "ix" / "manifest.json").read_text())
     assert manifest["corpus"]["skipped"] == 1 and manifest["units"]["count"] == 1
+
+
+def test_serve_takes_trusted_hosts(monkeypatch, tiny_index):
+    import genret.serving._server as server
+
+    got = []
+    monkeypatch.setattr(server, "serve", got.append)
+    assert main(["serve", str(tiny_index), "--trusted-host", "genret.test", "--trusted-host", "*.example.org"]) == 0
+    assert got[0].server.trusted_hosts == ["genret.test", "*.example.org"]
