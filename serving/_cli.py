@@ -23,6 +23,7 @@ from ._cli_rag import add_rag_flags
 from ._cli_retrieval import add_retriever_flags, retrieval_config
 from ._cli_train import add_train_retriever_parser
 from ._cli_tune import register as register_tune
+from ._cli_verify import register as register_verify
 
 EXIT_USAGE = 2
 EXIT_BROKEN_PIPE = 128 + 13  # as a process stopped by SIGPIPE
@@ -345,6 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_demos_parser(trs)
     register_demos(sub)
     register_tune(sub)
+    register_verify(sub)
     dd = sub.add_parser("demo-data", help="write the demo corpus (stdlib docstrings) and its questions")
     dd.add_argument("out")
     dd.set_defaults(func=_cmd_demo_data)

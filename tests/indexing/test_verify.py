@@ -72,3 +72,15 @@ def test_a_flipped_byte_between_samples_is_caught_by_the_full_check(index):
         verify_index(ix, progress=False)
     with pytest.raises(IndexFormatError, match="checksum mismatch"):
         Index(ix, verify="full")
+
+
+def test_genret_verify_from_the_command_line(index, capsys):
+    from genret.serving import main
+
+    ix, store = index
+    assert main(["verify", str(ix), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "1 files" in out and "all match their manifest checksums" in out
+    _flip(store, _between_samples(store.stat().st_size))
+    assert main(["verify", str(ix), "--quiet"]) == 2
+    assert "units.sqlite checksum mismatch" in capsys.readouterr().err
