@@ -70,6 +70,7 @@ class _Item:
 
     value: Any
     result: asyncio.Future  # the caller's result (set by _fan_out)
+    since: float = field(default_factory=time.monotonic)
     gone: threading.Event = field(default_factory=threading.Event)  # the caller gave up (read in the pool)
     job: _Job | None = None
     batch: list[_Item] = field(default_factory=list)  # its batch, once flushed
@@ -125,12 +126,13 @@ class Dispatcher:
     def rag(self, query: str, spec: RagSpec) -> asyncio.Task[RagOutcome]:
         """The RAG answer to one (checked) query, micro-batched with concurrent requests of the same spec;
         ``Overloaded`` when the RAG work in flight leaves it no time (``RagLoad``)."""
-        self.rag_load.check()
+        batched = self.config.micro_batch and self.config.rag_micro_batch_max > 1
+        self.rag_load.check(self._waited(("rag", spec)) if batched else 0.0)
 
         def run(queries: list[str]) -> list[RagOutcome]:
             return self._rag_call(queries, spec)
 
-        if not self.config.micro_batch or self.config.rag_micro_batch_max == 1:
+        if not batched:
             task = self._single(lambda: run([query])[0])
         else:
             task = self._enqueue(("rag", spec), query, run, self.config.rag_micro_batch_max)
@@ -173,6 +175,13 @@ class Dispatcher:
         outcomes = self.service.batch_rag(queries, spec)
         self.rag_load.measure(started, time.monotonic(), len(queries))
         return outcomes
+
+    def _waited(self, key: Key) -> float:
+        """How long the oldest request of the micro-batch a new one of ``key`` would join has waited (0: none)."""
+        q = self._queues.get(key)
+        if q is None or len(q.items) % q.max_size == 0:  # empty, or every waiting batch full: a new batch
+            return 0.0
+        return time.monotonic() - q.items[len(q.items) // q.max_size * q.max_size].since
 
     def _start(self, fn: Callable[[], Any]) -> _Job:
         """Submit ``fn`` to the pool (``RuntimeError`` once the pool is shut down)."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import logging
 import math
 import threading
 import time
@@ -28,6 +29,8 @@ from contextvars import ContextVar
 from starlette.exceptions import HTTPException
 
 from ._errors import Overloaded, PayloadTooLarge, RequestTimeout, Unauthorized, Unavailable, error_response
+
+log = logging.getLogger(__name__)
 
 # The request's ``receive`` once its body has been read (BodyLimitMiddleware): what tells that the client went away
 _RECEIVE: ContextVar[Callable[[], Awaitable[dict]] | None] = ContextVar("genret_receive", default=None)
@@ -130,30 +133,36 @@ def _client_gone() -> asyncio.Task | None:
 
 
 class RagLoad:
-    """The RAG work in flight (requests admitted and not ended: event loop) and its measured cost (seconds per
-    question, an exponentially weighted mean over RAG calls: pool threads).  ``check`` refuses a request (429)
-    when the work ahead of it and its own, at that cost, would take more than ``budget_s``; with nothing in
+    """The RAG work in flight (requests admitted and not ended: event loop) and its measured cost per question (pool
+    threads): an exponentially weighted mean over RAG calls and of the samples' distance to it, the cost reckoned
+    as the mean plus twice that spread (a noisy, shared machine gets a safety margin of its own size).  ``check``
+    refuses a request (429) when the work ahead of it and its own would take more than ``budget_s`` — counting
+    from when the oldest request of the micro-batch it joins arrived, as they answer together; with nothing in
     flight, or nothing measured yet, everything passes (so the estimate can never lock the server up)."""
 
     def __init__(self, budget_s: float, retry_after_s: int = 1, weight: float = 0.3) -> None:
         self.budget_s, self.retry_after_s, self.weight = budget_s, retry_after_s, weight
         self.in_flight = 0
-        self.seconds_per_question: float | None = None
+        self.seconds_per_question: float | None = None  # the mean
+        self.spread = 0.0  # the mean distance of a sample to the mean
         self._busy_until = 0.0  # the end of the last measured call (calls overlapping it share its time)
         self._lock = threading.Lock()
 
-    def expected_s(self, more: int = 1) -> float:
-        """Seconds until ``more`` new questions would be answered, behind the work in flight (0: unknown)."""
-        return (self.in_flight + more) * (self.seconds_per_question or 0.0)
+    @property
+    def cost_s(self) -> float:
+        """Seconds reckoned per question (0: nothing measured yet)."""
+        return 0.0 if self.seconds_per_question is None else self.seconds_per_question + 2 * self.spread
 
-    def check(self) -> None:
+    def check(self, waited_s: float = 0.0) -> None:
+        """Refuse (``Overloaded``) a new question whose answer would come later than ``budget_s`` after the oldest
+        request it will be answered with arrived (``waited_s`` ago; 0: it is answered alone)."""
         if self.budget_s <= 0 or self.in_flight == 0:
             return
-        expected = self.expected_s()
+        expected = waited_s + (self.in_flight + 1) * self.cost_s
         if expected > self.budget_s:
-            raise Overloaded(f"{self.in_flight} RAG requests in flight, about {expected:.0f} s of work at "
-                             f"{self.seconds_per_question:.1f} s per question: more than the {self.budget_s:g} s "
-                             f"budget (rag_queue_budget x request_timeout_s); retry later",
+            raise Overloaded(f"{self.in_flight} RAG requests in flight at about {self.cost_s:.1f} s per question: "
+                             f"an answer would take about {expected:.0f} s, more than the {self.budget_s:g} s budget "
+                             f"(rag_queue_budget x request_timeout_s); retry later",
                              max(self.retry_after_s, math.ceil(expected - self.budget_s)))
 
     def track(self, fut: asyncio.Future) -> None:
@@ -172,8 +181,14 @@ class RagLoad:
             busy = max(0.0, ended - max(started, self._busy_until))
             self._busy_until = max(self._busy_until, ended)
             per = busy / max(1, questions)
-            old = self.seconds_per_question
-            self.seconds_per_question = per if old is None else self.weight * per + (1 - self.weight) * old
+            mean, w = self.seconds_per_question, self.weight
+            if mean is None:
+                self.seconds_per_question = per
+            else:
+                self.seconds_per_question = w * per + (1 - w) * mean
+                self.spread = w * abs(per - mean) + (1 - w) * self.spread
+        log.debug("RAG call: %d questions, %.2f s busy; %.2f s per question (mean %.2f, spread %.2f)", questions,
+                  busy, per, self.seconds_per_question, self.spread)
 
 
 class BodyLimitMiddleware:

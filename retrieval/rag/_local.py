@@ -39,6 +39,7 @@ class HFGenerator(Generator):
         # (taken after ``_lock`` when both are needed, never before).
         self._tok_lock = threading.Lock()
         self._chat = bool(getattr(self.tokenizer, "chat_template", None))
+        _check_stop_per_layer(self.lm.model)
 
     # --- prompts -----------------------------------------------------------------------------------------
     def render(self, prompt: Prompt) -> str:
@@ -196,6 +197,20 @@ def _stopping(check):
             return torch.full((input_ids.shape[0],), bool(check()), dtype=torch.bool, device=input_ids.device)
 
     return StoppingCriteriaList([_Stop()])
+
+
+def _check_stop_per_layer(model) -> None:
+    """Inside ``stop_when``, stop even in the middle of a forward pass: the prompts' pass over a batch (prefill) is
+    one forward of seconds on a CPU, so the ``stop_when`` check also runs before every layer (of every layer list)."""
+    import torch
+
+    def check(module, args) -> None:
+        _raise_if_stopped(stop_check())
+
+    for layers in model.modules():
+        if isinstance(layers, torch.nn.ModuleList):
+            for layer in layers:
+                layer.register_forward_pre_hook(check)
 
 
 def _raise_if_stopped(check) -> None:

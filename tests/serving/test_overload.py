@@ -64,6 +64,21 @@ def test_stop_when_stops_the_local_generator_at_its_next_step(long_generator):
     assert len(steps) >= 2
 
 
+def test_stop_when_stops_the_local_generator_inside_the_prompt_pass(long_generator):
+    # the prompts' pass over a batch is one forward of seconds on a CPU: the check also runs before every layer
+    calls: list[int] = []
+
+    def second_call() -> bool:
+        calls.append(1)
+        return len(calls) >= 2  # the first check comes before the first layer, the second before the next one
+
+    prompts = [[{"role": "user", "content": q}] for _, q, *_ in QUESTIONS[:4]]
+    with counting_steps(long_generator) as steps, pytest.raises(GenerationCancelled):
+        with stop_when(second_call):
+            long_generator.generate(prompts)
+    assert steps == []  # not one forward pass completed
+
+
 @pytest.mark.anyio
 @pytest.mark.parametrize("micro_batch", [True, False])
 async def test_a_timed_out_answer_stops_generating(service, long_generator, micro_batch):
