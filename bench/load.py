@@ -20,6 +20,14 @@ RAG: ``POST /v1/rag`` (``--rag-retriever`` passages, ``--rag-passages``, the pac
 micro-batching server and on the one without; ``--rag-only`` runs just these rows (two servers, on and off
 alternating per concurrency).  Mean batch = questions per ``batch_answer`` call.
 
+RAG overload (``--rag-overload``, only this row): one server with the default limits (``request_timeout_s`` 30,
+``max_queue`` 64, micro-batching on) and the local generator, loaded by ``--rag-overload-concurrency`` (32) clients that
+send ``POST /v1/rag`` back to back and honour Retry-After on a 429, until ``--rag-overload-requests`` (64) requests
+have been answered or failed (429s, refused at once, are counted apart); then the load stops at once (the clients
+drop the requests still in flight).  Per row: the responses by status, p50 / p99 of the answers (200), and how long
+the server's CPU took to return to idle (below 10 % of a core over a second) after the load stopped, with the CPU
+seconds it burnt in that time.
+
 Index: ``--index DIR`` (any genret index), or by default one built into a temporary directory from
 ``../shared/minikilt/squad/knowledge_source.jsonl`` (dense + BM25 + FM-index with the packaged SmolLM2
 tokenizer; 2,067 paragraphs).  Queries: the squad dev questions.
@@ -27,6 +35,7 @@ tokenizer; 2,067 paragraphs).  Queries: the squad dev questions.
     python bench/load.py [--index DIR] [--retrievers dense,bm25,hybrid,generative] [--concurrency 1,8,32]
                          [--requests 200] [--generative-requests 32] [--rag-requests 16] [--json OUT.json]
     python bench/load.py --index DIR --rag-only --concurrency 1,8,32 --rag-requests 16 --rag-max-new-tokens 8
+    python bench/load.py --index DIR --rag-overload [--rag-overload-concurrency 32] [--rag-overload-requests 128]
 """
 
 from __future__ import annotations
@@ -232,6 +241,105 @@ def rag_only(index: Path, queries: list[str], env: dict[str, str], tmp: Path, ar
         args.json.write_text(json.dumps({"rag_rows": rows, "index": str(index)}, indent=1))
 
 
+# ---- RAG overload ---------------------------------------------------------------------------------------------
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def time_to_idle(pid: int, since: float, limit_s: float = 300.0, idle: float = 0.1) -> tuple[float | None, float]:
+    """``(seconds from since until the CPU of pid stays below idle cores over a 1 s window, CPU seconds used in
+    that time)``; None when it is still busy after ``limit_s``."""
+    start_cpu = prev_cpu = cpu_seconds(pid)
+    prev_t = time.perf_counter()
+    while prev_t - since < limit_s:
+        time.sleep(1.0)
+        cpu, t = cpu_seconds(pid), time.perf_counter()
+        if (cpu - prev_cpu) / (t - prev_t) < idle:
+            return prev_t - since, prev_cpu - start_cpu
+        prev_cpu, prev_t = cpu, t
+    return None, prev_cpu - start_cpu
+
+
+async def overload(base: str, bodies: list[dict], n: int, concurrency: int) -> dict:
+    """``concurrency`` clients send ``POST /v1/rag`` back to back (a 429 or 503: wait its Retry-After, then the next
+    question) until ``n`` responses other than 429 have come; then the load stops — requests still in flight are
+    dropped (their connections closed).  Responses by status, answer latencies, and when the load stopped."""
+    codes: dict[str, int] = {}
+    latencies: list[float] = []
+    stop = asyncio.Event()
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base, timeout=900, limits=limits) as client:
+
+        async def worker(i: int) -> None:
+            while not stop.is_set():
+                t0 = time.perf_counter()
+                try:
+                    r = await client.post("/v1/rag", json=bodies[i % len(bodies)])
+                    code = str(r.status_code)
+                except httpx.HTTPError as exc:
+                    r, code = None, type(exc).__name__
+                if stop.is_set():
+                    return
+                codes[code] = codes.get(code, 0) + 1
+                if code == "200":
+                    latencies.append(time.perf_counter() - t0)
+                if sum(v for k, v in codes.items() if k != "429") >= n:
+                    stop.set()
+                    return
+                if r is not None and r.status_code in (429, 503):
+                    await asyncio.sleep(float(r.headers.get("retry-after", "1")))
+                i += concurrency
+
+        t0 = time.perf_counter()
+        workers = [asyncio.create_task(worker(i)) for i in range(concurrency)]
+        await stop.wait()
+        stopped = time.perf_counter()
+        for w in workers:
+            w.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+    return {"codes": codes, "latencies": latencies, "wall": stopped - t0, "stopped": stopped}
+
+
+def rag_overload(index: Path, queries: list[str], env: dict[str, str], tmp: Path, args) -> None:
+    """``--rag-overload``: one server with the default limits, loaded past what its generator answers in time."""
+    server = Server(index, [args.rag_retriever, "generator"], ["--timeout", str(args.rag_overload_timeout)], env,
+                    tmp / "rag-overload.log")
+    try:
+        server.wait_ready()
+        warm_up_rag(server, queries, args)
+        c, n = args.rag_overload_concurrency, args.rag_overload_requests
+        res = asyncio.run(overload(server.base, rag_bodies(queries, max(n, c), args), n, c))
+        idle_s, cpu_s = time_to_idle(server.proc.pid, res["stopped"])
+        rss = server.rss_mb()
+    finally:
+        server.stop()
+    codes = res["codes"]
+    lat = np.array(res["latencies"] or [float("nan")]) * 1000
+    row = {"scenario": "rag-overload", "retriever": args.rag_retriever, "concurrency": c, "responses": n,
+           "ok": codes.get("200", 0), "refused_429": codes.get("429", 0),
+           "server_errors_5xx": sum(v for k, v in codes.items() if k.isdigit() and k >= "500"),
+           "other": {k: v for k, v in codes.items() if k not in ("200", "429") and not (k.isdigit() and k >= "500")},
+           "codes": codes, "wall_s": res["wall"], "p50_ms": float(np.percentile(lat, 50)),
+           "p99_ms": float(np.percentile(lat, 99)), "idle_after_s": idle_s, "cpu_after_s": cpu_s, "rss_mb": rss,
+           "request_timeout_s": args.rag_overload_timeout}
+    print(f"\nindex {index}; RAG overload: retriever {args.rag_retriever}, {args.rag_passages} passages, task "
+          f"{args.task}, generator {env.get('GENRET_GENERATOR__MODEL', 'the packaged SmolLM2-135M-Instruct')}, "
+          f"max_new_tokens {args.rag_max_new_tokens}; server defaults but --timeout {args.rag_overload_timeout:g}; "
+          f"clients honour Retry-After\n")
+    print("| scenario | concurrency | answered or failed | 200 | 429 | 5xx | other | p50 ms (200) | p99 ms (200) "
+          "| wall s | CPU idle after the load stopped, s | server CPU s burnt meanwhile |\n"
+          "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|")
+    idle = "not within 300 s" if idle_s is None else f"{idle_s:.1f}"
+    print(f"| rag-overload | {c} | {n} | {row['ok']} | {row['refused_429']} | {row['server_errors_5xx']} | "
+          f"{row['other'] or '-'} | {row['p50_ms']:.0f} | {row['p99_ms']:.0f} | {res['wall']:.0f} | {idle} | "
+          f"{cpu_s:.1f} |")
+    print(f"\nresponses by status: {codes}")
+    if args.json:
+        args.json.write_text(json.dumps({"rag_overload": row, "index": str(index)}, indent=1))
+
+
 def warm_up(server: Server, retrievers: list[str], queries: list[str], task: str | None, concurrency: int,
             n: int) -> None:
     """A few searches one by one, then (but for the slow generative retriever) ``n`` at the top concurrency,
@@ -316,6 +424,11 @@ def main() -> None:
     p.add_argument("--rag-passages", type=int, default=3)
     p.add_argument("--rag-max-new-tokens", type=int, default=8, help="RAG: the generator's max_new_tokens")
     p.add_argument("--rag-only", action="store_true", help="only the RAG rows (micro-batching on and off)")
+    p.add_argument("--rag-overload", action="store_true", help="only the RAG overload row")
+    p.add_argument("--rag-overload-concurrency", type=int, default=32)
+    p.add_argument("--rag-overload-requests", type=int, default=64,
+                   help="responses other than 429 (answers, errors) before the load stops")
+    p.add_argument("--rag-overload-timeout", type=float, default=30.0, help="the server's request_timeout_s")
     p.add_argument("--json", type=Path, default=None, help="write every row as JSON here")
     a = p.parse_args()
 
@@ -335,6 +448,8 @@ def main() -> None:
            "GENRET_GENERATOR__DEVICE": "cpu", "GENRET_GENERATOR__MAX_NEW_TOKENS": str(a.rag_max_new_tokens)}
     if a.rag_only:
         return rag_only(index, queries, env, tmp, a)
+    if a.rag_overload:
+        return rag_overload(index, queries, env, tmp, a)
 
     def n_for(r: str) -> int:
         return a.generative_requests if r == "generative" else a.requests
