@@ -68,7 +68,7 @@ def _closed_by_server(s: socket.socket, timeout: float = 30.0) -> bytes:
 
 
 def test_idle_partial_requests_are_cut_and_healthz_keeps_answering(service):
-    with app_over(service, header_timeout_s=1.0, max_connections=20) as app, running(app) as (server, base):
+    with app_over(service, header_timeout_s=2.0, max_connections=20) as app, running(app) as (server, base):
         socks = _partial_connections(server.port, 60)  # three times the cap, none will ever finish its headers
         try:
             r = httpx.get(f"{base}/healthz", timeout=30)
