@@ -26,14 +26,19 @@ import os
 
 log = logging.getLogger(__name__)
 
-_REFUSED = json.dumps({"error": "Unavailable", "detail": "too many open connections (max_connections); retry "
-                                                         "later"}).encode()
-REFUSED_RESPONSE = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n"
-                    b"connection: close\r\ncontent-length: " + str(len(_REFUSED)).encode() + b"\r\n\r\n" + _REFUSED)
-_LATE = b"the request did not arrive in time\n"
-TIMEOUT_RESPONSE = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\nconnection: close\r\n"
-                    b"content-length: " + str(len(_LATE)).encode() + b"\r\n\r\n" + _LATE)
+def _raw_response(status: str, error: str, detail: str, extra: bytes = b"") -> bytes:
+    """A whole HTTP/1.1 response with genret's JSON error body, closing the connection (written below the app)."""
+    body = json.dumps({"error": error, "detail": detail}).encode()
+    return (b"HTTP/1.1 " + status.encode() + b"\r\ncontent-type: application/json\r\n" + extra + b"connection: close"
+            b"\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
 
+
+REFUSED_RESPONSE = _raw_response("503 Service Unavailable", "Unavailable", "too many open connections "
+                                 "(max_connections); retry later", b"retry-after: 1\r\n")
+HEADERS_LATE = _raw_response("408 Request Timeout", "ClientTimeout", "the request's headers did not arrive in time "
+                             "(header_timeout_s)")
+BODY_LATE = _raw_response("408 Request Timeout", "ClientTimeout", "the request's body did not arrive in time "
+                          "(body_timeout_s)")
 
 class ConnectionGuard:
     """The open connections, those waiting for a request (longest-waiting first) and what was cut (event loop)."""
@@ -135,7 +140,7 @@ def guarded_protocol(guard: ConnectionGuard, base: type | None = None) -> type[a
                 self._request = cycle
                 guard.busy(self)
                 if cycle.more_body:
-                    self._arm(guard.body_timeout_s, respond=True)
+                    self._arm(guard.body_timeout_s, body=True)
                 else:
                     self._disarm()
             elif not cycle.more_body:  # the body is complete
@@ -150,25 +155,25 @@ def guarded_protocol(guard: ConnectionGuard, base: type | None = None) -> type[a
         def _waiting(self) -> None:
             self._partial = False
             guard.wait(self)
-            self._arm(guard.header_timeout_s, respond=False)
+            self._arm(guard.header_timeout_s, body=False)
 
-        def _arm(self, seconds: float, respond: bool) -> None:
+        def _arm(self, seconds: float, body: bool) -> None:
             self._disarm()
-            self._deadline = self.loop.call_later(seconds, self._expired, respond)
+            self._deadline = self.loop.call_later(seconds, self._expired, body)
 
         def _disarm(self) -> None:
             if self._deadline is not None:
                 self._deadline.cancel()
                 self._deadline = None
 
-        def _expired(self, respond: bool) -> None:
+        def _expired(self, body: bool) -> None:
             self._deadline = None
             if self.transport.is_closing():
                 return
             guard.timed_out += 1
             guard.forget(self)
-            if respond or self._partial:  # a request was on its way: say why it ends
-                self.transport.write(TIMEOUT_RESPONSE)
+            if body or self._partial:  # a request was on its way: say why it ends
+                self.transport.write(BODY_LATE if body else HEADERS_LATE)
             self.transport.close()
 
     return GuardedHTTPProtocol

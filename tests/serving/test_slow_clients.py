@@ -5,6 +5,7 @@ scenario: ``genret serve`` under a 300-file limit, 2,000 idle partial requests, 
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import socket
@@ -81,7 +82,10 @@ def test_idle_partial_requests_are_cut_and_healthz_keeps_answering(service):
                 s.close()
         assert server.guard.timed_out >= 1
         assert all(r == b"" or r.startswith(b"HTTP/1.1 408 ") for r in replies)
-        assert any(r.startswith(b"HTTP/1.1 408 ") for r in replies)  # part of a request came: told why it ends
+        late = [r for r in replies if r.startswith(b"HTTP/1.1 408 ")]
+        assert late  # part of a request came: told why it ends
+        assert json.loads(late[0].split(b"\r\n\r\n", 1)[1]) == {
+            "error": "ClientTimeout", "detail": "the request's headers did not arrive in time (header_timeout_s)"}
         with httpx.Client(base_url=base, timeout=30) as http:  # keep-alive still works for a well-behaved client
             assert [http.get("/healthz").status_code for _ in range(3)] == [200, 200, 200]
         assert "genret_connections_cut " in httpx.get(f"{base}/metrics", timeout=30).text
@@ -94,6 +98,7 @@ def test_a_body_that_never_arrives_is_408(service):
                       b"Content-Length: 100\r\n\r\n{\"query\": ")
             reply = _closed_by_server(s)
         assert reply.startswith(b"HTTP/1.1 408 "), reply
+        assert b"(body_timeout_s)" in reply
         assert server.guard.timed_out == 1
         assert app.state.gate.in_flight == 0  # the request never reached the model
         r = httpx.post(f"{base}/v1/search", json={"query": "Python", "k": 1}, timeout=30)
