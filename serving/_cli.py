@@ -93,6 +93,9 @@ def _cmd_serve(a: argparse.Namespace) -> int:
              "max_queue": a.max_queue, "request_timeout_s": a.timeout, "max_body_bytes": a.max_body_bytes,
              "micro_batch": a.micro_batch, "micro_batch_max": a.micro_batch_max,
              "micro_batch_wait_ms": a.micro_batch_wait_ms, "log_level": a.log_level, "access_log": a.access_log,
+             "rag_queue_budget": a.rag_queue_budget, "header_timeout_s": a.header_timeout,
+             "body_timeout_s": a.body_timeout, "max_connections": a.max_connections,
+             "reload_interval_s": a.reload_interval,
              "preload": a.preload.split(",") if a.preload else None}
     extra = {}
     if a.demos is not None:
@@ -247,6 +250,18 @@ def _add_serve_parser(sub) -> None:
     sv.add_argument("--max-queue", type=int, default=None, help="requests in flight before 429 (default 64)")
     sv.add_argument("--timeout", type=float, default=None, help="per-request timeout in seconds (default 30)")
     sv.add_argument("--max-body-bytes", type=int, default=None, help="default 1 MiB")
+    sv.add_argument("--rag-queue-budget", type=float, default=None, metavar="FRACTION",
+                    help="429 for a RAG request the RAG work in flight would not let finish within this fraction "
+                    "of --timeout (default 0.7; 0: off)")
+    sv.add_argument("--header-timeout", type=float, default=None, metavar="S",
+                    help="close a connection whose request headers take longer (default 10)")
+    sv.add_argument("--body-timeout", type=float, default=None, metavar="S",
+                    help="408 for a request body that takes longer (default 30)")
+    sv.add_argument("--max-connections", type=int, default=None,
+                    help="open connections; beyond, the longest-waiting idle one is closed, else 503 (default 1024, "
+                    "kept under the open-file limit)")
+    sv.add_argument("--reload-interval", type=float, default=None, metavar="S",
+                    help="check the served indexes for a new version this often and swap it in (default 2; 0: off)")
     sv.add_argument("--micro-batch", action=argparse.BooleanOptionalAction, default=None,
                     help="group concurrent searches into batch_search calls (default on)")
     sv.add_argument("--micro-batch-max", type=int, default=None, help="queries per micro-batch (default 32)")
