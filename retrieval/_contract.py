@@ -28,8 +28,9 @@ class Provenance:
 
 @dataclass(frozen=True, slots=True)
 class Hit:
-    """One retrieved unit: its id in the index, score, 1-based rank, provenance, (optional) text, and for
-    the generative retriever the n-grams that matched with their score contributions (explanations)."""
+    """One retrieved unit: its id in the index, score, 1-based rank, provenance, (optional) text; for the
+    generative retriever the n-grams that matched with their score contributions (explanations); for the hybrid
+    retriever each member's rank of the unit (members that did not return it are absent)."""
 
     unit_id: int
     score: float
@@ -37,6 +38,7 @@ class Hit:
     provenance: Provenance
     text: str | None = None
     matched: tuple[tuple[str, float], ...] = ()
+    member_ranks: tuple[tuple[str, int], ...] = ()
 
     def to_dict(self) -> dict:
         return asdict(self)

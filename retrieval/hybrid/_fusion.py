@@ -129,7 +129,8 @@ class HybridRetriever(Retriever):
     Contract: as ``Retriever``; each member's ``batch_search(queries, max(depth, k), task=task)`` is
     called once a batch (members in the order given; ``task`` is passed on), and the fused list is cut
     to ``k``.  A hit's score is the fused score; its provenance and text come from the first member
-    (in member order) that returned the unit, its ``matched`` n-grams from the first that has any.
+    (in member order) that returned the unit, its ``matched`` n-grams from the first that has any, its
+    ``member_ranks`` from every member that returned it.
     Weights in ``config`` must name members.  Thread-safe when the members are.
     """
 
@@ -175,14 +176,16 @@ class HybridRetriever(Retriever):
         fused = self.fused_scores(member_hits)
         source: dict[int, Hit] = {}
         matched: dict[int, tuple[tuple[str, float], ...]] = {}
-        for hits in member_hits.values():
+        ranks: dict[int, list[tuple[str, int]]] = {}
+        for name, hits in member_hits.items():
             for hit in hits:
                 source.setdefault(hit.unit_id, hit)
+                ranks.setdefault(hit.unit_id, []).append((name, hit.rank))
                 if hit.matched and hit.unit_id not in matched:
                     matched[hit.unit_id] = hit.matched
         order = fused_order(fused, k)
-        return [Hit(uid, fused[uid], rank, source[uid].provenance, source[uid].text, matched.get(uid, ()))
-                for rank, uid in enumerate(order, start=1)]
+        return [Hit(uid, fused[uid], rank, source[uid].provenance, source[uid].text, matched.get(uid, ()),
+                    tuple(ranks[uid])) for rank, uid in enumerate(order, start=1)]
 
     def close(self) -> None:
         """Close the members (e.g. BM25's Lucene searcher)."""

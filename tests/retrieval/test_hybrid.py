@@ -198,6 +198,7 @@ def test_rrf_by_hand():
         HybridConfig(retrievers=["a", "b"], method="rrf", rrf_k=10)).search("q", k=10)
     expected = {1: 1 / 11, 2: 1 / 12, 3: 1 / 13 + 1 / 11, 4: 1 / 12}
     assert [h.unit_id for h in hits] == [3, 1, 2, 4]  # 2 and 4 tie: lower unit id first
+    assert [h.member_ranks for h in hits] == [(("a", 3), ("b", 1)), (("a", 1),), (("a", 2),), (("b", 2),)]
     assert [h.score for h in hits] == pytest.approx([expected[u] for u in (3, 1, 2, 4)])
     assert [h.rank for h in hits] == [1, 2, 3, 4]
 
