@@ -66,13 +66,16 @@ class HitModel(BaseModel):
     text: str | None
     provenance: ProvenanceModel
     matched: list[tuple[str, float]] = Field(default_factory=list, description="generative: matched n-grams")
+    member_ranks: list[tuple[str, int]] = Field(default_factory=list,
+                                                description="hybrid: each member's rank of this unit (members that "
+                                                            "did not return it are absent)")
 
     @classmethod
     def of(cls, hit: Hit) -> HitModel:
         p = hit.provenance
         return cls(docid=hit.unit_id, score=hit.score, rank=hit.rank, text=hit.text,
                    provenance=ProvenanceModel(**{f: getattr(p, f) for f in ProvenanceModel.model_fields}),
-                   matched=list(hit.matched))
+                   matched=list(hit.matched), member_ranks=list(hit.member_ranks))
 
 
 class SearchRequest(JsonRequest):
@@ -195,6 +198,7 @@ class RagResponse(BaseModel):
     passages: list[HitModel] = Field(description="the passages in the prompt, numbered from 1 in this order")
     demos: list[DemoModel] = Field(description="the demonstrations in the prompt, most similar last")
     usage: Usage
+    truncated: bool = Field(False, description="the answer probably hit the token limit (max_new_tokens)")
 
     @classmethod
     def of(cls, outcome: RagOutcome, spec: RagSpec) -> RagResponse:
@@ -202,7 +206,7 @@ class RagResponse(BaseModel):
         return cls(query=a.query, index=spec.index, retriever=spec.retriever, task=a.task, answer=a.answer,
                    raw=a.raw, citations=[CitationModel(number=c.number, hit=HitModel.of(c.hit)) for c in a.citations],
                    passages=[HitModel.of(h) for h in a.passages], demos=[DemoModel.of(d) for d in a.demos],
-                   usage=Usage.of(outcome))
+                   usage=Usage.of(outcome), truncated=outcome.truncated)
 
 
 # ---- OpenAI-compatible chat completions ---------------------------------------------------------------------

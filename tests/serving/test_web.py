@@ -209,3 +209,67 @@ def test_no_console_errors(browser):
     """The page's own script and style pass its Content-Security-Policy; nothing failed to load."""
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE" and "401" not in e["message"]]
     assert errors == [], errors
+
+
+def _marks(hit, where=".text"):
+    return [m.text for m in hit.find_elements(By.CSS_SELECTOR, f"{where} mark")]
+
+
+def test_k_control_and_whole_word_query_highlighting(web, browser, tiny_index):
+    """BM25 and dense hits mark the query's words (whole words, any case, stopwords left); k sets the count."""
+    base, _, _ = web
+    _open(browser, base)
+    k = browser.find_element(By.ID, "k")
+    k.clear()
+    k.send_keys("3")
+    hits = _search(browser, tiny_index.name, "dense", "Where did jazz music originate?")
+    assert len(hits) == 3 and hits[0].find_element(By.CSS_SELECTOR, ".title").text == "Jazz"
+    marks = {m.lower() for h in hits for m in _marks(h)}
+    assert "jazz" in marks and marks <= {"jazz", "music", "originate"}  # "where", "did" are stopwords
+    # BM25 matches "solos" for "solo" (stemming), but the page marks whole words only: not "solo" inside "solos"
+    (hit,) = _search(browser, "scripty", "bm25", "solo bold")
+    assert _marks(hit) == ["bold"]
+    html = browser.execute_script("const p = document.createElement('p');"
+                                  "p.append(highlighted('In 1999 Inc. was in', [['In', 1.0]], false));"
+                                  "return p.innerHTML")
+    assert html == "<mark>In</mark> 1999 Inc. was in"
+
+
+def test_hybrid_hits_show_each_members_rank(web, browser, tiny_index):
+    base, _, _ = web
+    _open(browser, base)
+    hits = _search(browser, tiny_index.name, "hybrid", "highest mountain above sea level")
+    api = httpx.post(base + "/v1/search", json={"query": "highest mountain above sea level", "retriever": "hybrid",
+                                                "index": tiny_index.name, "k": 10}).json()
+    first = hits[0].find_element(By.CSS_SELECTOR, ".members").text
+    assert first == "ranks: " + " · ".join(f"{m} #{r}" for m, r in api["hits"][0]["member_ranks"])
+    assert "bm25 #" in first and "dense #" in first
+
+
+def test_the_query_lives_in_the_url(web, browser, tiny_index):
+    base, _, _ = web
+    _open(browser, base)
+    _search(browser, tiny_index.name, "bm25", "oil embargo")
+    url = browser.current_url
+    assert "q=oil+embargo" in url and "retriever=bm25" in url and "mode=search" in url
+    browser.get(base + f"/?q=highest+mountain&index={tiny_index.name}&retriever=dense&k=2&mode=search")
+    _wait(browser, lambda d: "hits from dense" in d.find_element(By.ID, "status").text)
+    hits = browser.find_elements(By.CSS_SELECTOR, "#hits li.hit")
+    assert len(hits) == 2 and hits[0].find_element(By.CSS_SELECTOR, ".title").text == "Mount Everest"
+    assert browser.find_element(By.ID, "q").get_attribute("value") == "highest mountain"
+
+
+def test_a_truncated_answer_is_marked(web, browser, tiny_index):
+    base, _, service = web
+    _open(browser, base)
+    with generator_swapped(service, ScriptedGenerator("word " * 500)):
+        _query(browser, tiny_index.name, "bm25", "Who created the Python programming language?", task="generic")
+        browser.find_element(By.ID, "ask").click()
+        _wait(browser, lambda d: d.find_element(By.ID, "status").text.startswith("answered"))
+    assert browser.find_element(By.ID, "truncated").is_displayed()
+    assert "cut at the limit" in browser.find_element(By.ID, "status").text
+    with generator_swapped(service, ScriptedGenerator("Guido van Rossum [1].")):
+        browser.find_element(By.ID, "ask").click()
+        _wait(browser, lambda d: d.find_element(By.ID, "status").text.startswith("answered")
+              and "Guido" in d.find_element(By.ID, "answer-text").text)
+    assert not browser.find_element(By.ID, "truncated").is_displayed()
