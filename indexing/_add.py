@@ -20,6 +20,7 @@ import numpy as np
 
 from ._bm25 import BM25Config, build_bm25
 from ._build import IndexConfig, ingest
+from ._corpus import corpus_file
 from ._dense import EMBEDDINGS_FILE, DenseConfig, build_faiss, device_for_faiss, faiss_params, unit_text
 from ._encoder import SentenceTransformerEncoder
 from ._errors import GenretError, InputError
@@ -69,29 +70,29 @@ def _rebuild(tmp: Path, name: str, comp: Component, store: UnitStore, progress: 
 
 
 def add_to_index(index_dir: str | Path, corpus: str | Path | Iterable[str | Path], *, skip_bad: bool = False,
-                 corpus_format: str = "auto", device: str = "auto", progress: bool = True) -> Manifest:
+                 corpus_format: str = "auto", device: str = "auto", progress: bool = True,
+                 field_map: dict[str, str] | None = None) -> Manifest:
     """Add the pages of corpus file(s) to the index at ``index_dir``; returns the new manifest.  Holds the
     index's write lock from reading its manifest to replacing it (a concurrent writer waits or fails)."""
     src = Path(index_dir)
     with write_lock(src):
-        return _add(src, corpus, skip_bad, corpus_format, device, progress)
+        return _add(src, corpus, skip_bad, corpus_format, device, progress, field_map or {})
 
 
 def _add(src: Path, corpus: str | Path | Iterable[str | Path], skip_bad: bool, corpus_format: str, device: str,
-         progress: bool) -> Manifest:
+         progress: bool, field_map: dict[str, str]) -> Manifest:
     manifest = read_manifest(src)
     verify_files(src, manifest)
     paths = [str(corpus)] if isinstance(corpus, (str, Path)) else [str(c) for c in corpus]
     for path in paths:
-        if not Path(path).is_file():
-            raise InputError("no such file", path=path)
+        corpus_file(path)  # a file, or a BEIR folder holding corpus.jsonl
     unknown = set(manifest.components) - {"store", "dense", "bm25", "fm"}
     if unknown:
         raise GenretError(f"cannot add to an index with component(s) {sorted(unknown)}")
     t0 = time.perf_counter()
     with staged_dir(src, "adding", copy_from=src) as tmp:
         config = IndexConfig(units=UnitConfig(kind=manifest.units.kind, **manifest.units.params), components=(),
-                             corpus_format=corpus_format, skip_bad=skip_bad)
+                             corpus_format=corpus_format, skip_bad=skip_bad, field_map=field_map)
         digest = hashlib.sha256(manifest.corpus.sha256.encode())  # the new hash chains the old one
         writer = StoreWriter(tmp / STORE_FILE, append=True)
         old_units = writer.n_units

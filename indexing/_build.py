@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from ._bm25 import BM25Config, build_bm25
-from ._corpus import ReadStats, read_corpus
+from ._corpus import ReadStats, corpus_file, read_corpus
 from ._dense import DenseConfig, build_dense
 from ._errors import GenretError, InputError
 from ._fm_build import FMConfig, build_fm
@@ -37,7 +37,8 @@ class IndexConfig(BaseModel):
     dense: DenseConfig = Field(default_factory=DenseConfig)
     bm25: BM25Config = Field(default_factory=BM25Config)
     fm: FMConfig = Field(default_factory=FMConfig)
-    corpus_format: str = Field("auto", pattern="^(auto|jsonl|kilt)$")
+    corpus_format: str = Field("auto", pattern="^(auto|jsonl|kilt|pyserini|beir|tsv)$")
+    field_map: dict[str, str] = Field(default_factory=dict, description="page field -> record key or TSV column")
     skip_bad: bool = False
 
 
@@ -65,7 +66,8 @@ def ingest(paths: list[str], writer: StoreWriter, config: IndexConfig, progress:
     stats = ReadStats()
     digest = digest if digest is not None else hashlib.sha256()
     with progress_bar(None, "reading corpus", progress) as bar:
-        for page in read_corpus(paths, fmt=config.corpus_format, skip_bad=config.skip_bad, stats=stats):
+        for page in read_corpus(paths, fmt=config.corpus_format, skip_bad=config.skip_bad, stats=stats,
+                                field_map=config.field_map):
             canon = json.dumps([page.page_id, page.title, page.paragraphs], ensure_ascii=False)
             digest.update(canon.encode("utf-8"))
             digest.update(b"\n")
@@ -108,8 +110,7 @@ def build_index(corpus: str | Path | Iterable[str | Path], out: str | Path, conf
         raise GenretError(f"unknown index component(s) {unknown}; available: {list(COMPONENT_BUILDERS)}")
     out = Path(out)
     for p in paths:
-        if not Path(p).is_file():
-            raise InputError("no such file", path=p)
+        corpus_file(p)  # a file, or a BEIR folder holding corpus.jsonl
     with write_lock(out):
         _check_replaceable(out, force)
         return _build(paths, out, config, progress)

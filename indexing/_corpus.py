@@ -1,6 +1,7 @@
-"""Streaming corpus readers: JSONL ``{id, title, text}`` and the KILT knowledge-source format.
+"""Streaming corpus readers: JSONL ``{id, title, text}``, KILT knowledge sources, Pyserini JSONL ``{id, contents}``,
+BEIR corpora (``corpus.jsonl`` or its folder) and MS MARCO-style TSV (the formats: :mod:`._corpus_records`).
 
-Both formats yield :class:`Page` records whose paragraphs are numbered from 1, as in KILT
+Every format yields :class:`Page` records whose paragraphs are numbered from 1, as in KILT
 (paragraph 0 is the title).  Paragraph strings are kept exactly as given, so character offsets
 into them stay valid (KILT provenance points into these strings).  Files may be gzip-compressed
 (``.gz``).  Records are read one line at a time: memory does not grow with the corpus.
@@ -17,32 +18,29 @@ import codecs
 import gzip
 import io
 import json
-import re
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ._errors import InputError
+from ._corpus_records import (
+    FORMATS,
+    MAX_FIELD_CHARS,
+    Page,
+    detect_format,
+    is_tsv,
+    json_keys,
+    parse_field_map,
+    parse_keyed_page,
+    parse_kilt_page,
+    parse_tsv_page,
+    tsv_layout,
+)
+from ._errors import ConfigError, InputError
 
-_BLANK_LINE = re.compile(r"\n\s*\n")
-_SURROGATE = re.compile("[\ud800-\udfff]")
+__all__ = ["MAX_FIELD_CHARS", "Page", "ReadStats", "corpus_file", "open_text", "read_corpus"]
 
-# The longest paragraph (or title) a corpus record may hold, in characters.  Lucene's JSON reader (Anserini's
-# JsonCollection, Jackson) refuses a document of more than 20,000,000 UTF-16 units and takes the rest of its
-# collection file down with it; half of that leaves room for the title and for characters outside the BMP.
-MAX_FIELD_CHARS = 10_000_000
-
-
-@dataclass(frozen=True, slots=True)
-class Page:
-    """One page of the corpus; ``paragraphs[i]`` is KILT paragraph ``i + 1``."""
-
-    page_id: str
-    title: str
-    paragraphs: tuple[str, ...]
-    source: str = ""
-    line: int = 0
+BEIR_CORPUS_FILES = ("corpus.jsonl", "corpus.jsonl.gz")
 
 
 @dataclass(slots=True)
@@ -68,83 +66,6 @@ def open_text(path: str | Path) -> io.TextIOBase:
     if p.suffix == ".gz":
         return io.TextIOWrapper(gzip.open(p, "rb"), encoding="utf-8")
     return open(p, encoding="utf-8")
-
-
-def _check_text(value: str, path: str, line: int, name: str, what: str = "", *, unicode: bool = True,
-                limit: bool = True) -> str:
-    """``value`` if it is storable Unicode (no lone surrogate) of at most ``MAX_FIELD_CHARS`` characters."""
-    bad = _SURROGATE.search(value) if unicode else None
-    if bad is not None:
-        raise InputError(f"{what}lone surrogate \\u{ord(bad.group()):04x} at character {bad.start()} (not valid "
-                         "Unicode)", path=path, line=line, field=name)
-    if limit and len(value) > MAX_FIELD_CHARS:
-        raise InputError(f"{what}{len(value):,} characters, more than the {MAX_FIELD_CHARS:,} a paragraph or "
-                         "title may hold (split it into paragraphs)", path=path, line=line, field=name)
-    return value
-
-
-def _text_field(value: object, path: str, line: int, name: str) -> str:
-    if not isinstance(value, str):
-        raise InputError(f"expected a string, got {type(value).__name__}", path=path, line=line, field=name)
-    return _check_text(value, path, line, name)
-
-
-def _id_field(value: object, path: str, line: int, name: str) -> str:
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise InputError(f"expected a string or integer id, got {type(value).__name__}",
-                         path=path, line=line, field=name)
-    text = str(value).strip()
-    if not text:
-        raise InputError("empty id", path=path, line=line, field=name)
-    return _check_text(text, path, line, name)
-
-
-def _paragraph_list(value: object, path: str, line: int, name: str) -> tuple[str, ...]:
-    if not isinstance(value, list):
-        raise InputError(f"expected a list of strings, got {type(value).__name__}",
-                         path=path, line=line, field=name)
-    for i, item in enumerate(value):
-        if not isinstance(item, str):
-            raise InputError(f"item {i} is {type(item).__name__}, expected a string",
-                             path=path, line=line, field=name)
-        _check_text(item, path, line, name, f"item {i}: ")
-    return tuple(value)
-
-
-def _parse_jsonl_page(rec: dict, path: str, line: int) -> Page:
-    if "id" not in rec:
-        raise InputError("missing", path=path, line=line, field="id")
-    if "text" not in rec:
-        raise InputError("missing", path=path, line=line, field="text")
-    page_id = _id_field(rec["id"], path, line, "id")
-    title = _text_field(rec.get("title", ""), path, line, "title")
-    text = rec["text"]
-    if isinstance(text, str):
-        _check_text(text, path, line, "text", limit=False)
-        paragraphs = tuple(p for p in _BLANK_LINE.split(text) if p.strip())
-        for i, para in enumerate(paragraphs, start=1):
-            _check_text(para, path, line, "text", f"paragraph {i}: ", unicode=False)
-    else:
-        paragraphs = _paragraph_list(text, path, line, "text")
-    return Page(page_id, title, paragraphs, path, line)
-
-
-def _parse_kilt_page(rec: dict, path: str, line: int) -> Page:
-    for name in ("wikipedia_id", "text"):
-        if name not in rec:
-            raise InputError("missing", path=path, line=line, field=name)
-    page_id = _id_field(rec["wikipedia_id"], path, line, "wikipedia_id")
-    text = _paragraph_list(rec["text"], path, line, "text")
-    if not text:
-        raise InputError("empty list: text[0] must be the title", path=path, line=line, field="text")
-    title = rec.get("wikipedia_title", text[0])
-    title = _text_field(title, path, line, "wikipedia_title").strip()
-    return Page(page_id, title, text[1:], path, line)
-
-
-def detect_format(rec: dict) -> str:
-    """``"kilt"`` for knowledge-source records (``wikipedia_id``), else ``"jsonl"``."""
-    return "kilt" if "wikipedia_id" in rec else "jsonl"
 
 
 def _open_binary(path: Path) -> io.BufferedIOBase:
@@ -178,7 +99,20 @@ def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
                              path=str(path)) from None
 
 
-def _parse_line(raw: bytes, name: str, line_no: int) -> object:
+def corpus_file(path: str | Path) -> Path:
+    """The file to read for a corpus path: the path itself, or a BEIR folder's ``corpus.jsonl(.gz)``."""
+    p = Path(path)
+    if p.is_dir():
+        for name in BEIR_CORPUS_FILES:
+            if (p / name).is_file():
+                return p / name
+        raise InputError("a folder must be a BEIR dataset holding corpus.jsonl (or corpus.jsonl.gz)", path=str(p))
+    if not p.is_file():
+        raise InputError("no such file", path=str(p))
+    return p
+
+
+def _decode(raw: bytes, name: str, line_no: int) -> str:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -186,6 +120,11 @@ def _parse_line(raw: bytes, name: str, line_no: int) -> object:
                          path=name, line=line_no) from None
     if line_no == 1 and text.startswith(codecs.BOM_UTF8.decode()):
         text = text[1:]
+    return text
+
+
+def _parse_line(raw: bytes, name: str, line_no: int) -> object:
+    text = _decode(raw, name, line_no)
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
@@ -194,21 +133,39 @@ def _parse_line(raw: bytes, name: str, line_no: int) -> object:
         raise InputError("invalid JSON (nested too deeply to parse)", path=name, line=line_no) from None
 
 
-def _iter_file(path: Path, fmt: str, skip_bad: bool, stats: ReadStats) -> Iterator[Page]:
+def _json_page(raw: bytes, name: str, line_no: int, fmt: str | None, field_map: Mapping[str, str],
+               keys: dict[str, str] | None) -> tuple[Page, str, dict[str, str]]:
+    rec = _parse_line(raw, name, line_no)
+    if not isinstance(rec, dict):
+        raise InputError(f"expected a JSON object, got {type(rec).__name__}", path=name, line=line_no)
+    if fmt is None:
+        fmt = detect_format(rec)
+    if keys is None:
+        keys = json_keys(fmt, field_map, name)
+    page = parse_kilt_page(rec, name, line_no) if fmt == "kilt" else parse_keyed_page(rec, fmt, keys, name, line_no)
+    return page, fmt, keys
+
+
+def _iter_file(path: Path, fmt: str, skip_bad: bool, stats: ReadStats, field_map: Mapping[str, str]) -> Iterator[Page]:
     name = str(path)
     file_fmt = None if fmt == "auto" else fmt
+    if file_fmt is None and is_tsv(path.name):
+        file_fmt = "tsv"
+    keys: dict[str, str] | None = None
+    layout: dict[str, int] | None = None
     for line_no, raw in _lines(path):
         if not raw.strip():
             continue
         try:
-            rec = _parse_line(raw, name, line_no)
-            if not isinstance(rec, dict):
-                raise InputError(f"expected a JSON object, got {type(rec).__name__}",
-                                 path=name, line=line_no)
-            if file_fmt is None:
-                file_fmt = detect_format(rec)
-            parse = _parse_kilt_page if file_fmt == "kilt" else _parse_jsonl_page
-            page = parse(rec, name, line_no)
+            if file_fmt == "tsv":
+                cols = _decode(raw, name, line_no).rstrip("\n").split("\t")
+                if layout is None:
+                    layout, header = tsv_layout(cols, field_map, name)
+                    if header:
+                        continue
+                page = parse_tsv_page(cols, layout, name, line_no)
+            else:
+                page, file_fmt, keys = _json_page(raw, name, line_no, file_fmt, field_map, keys)
         except InputError as err:
             if not skip_bad:
                 raise
@@ -220,19 +177,22 @@ def _iter_file(path: Path, fmt: str, skip_bad: bool, stats: ReadStats) -> Iterat
 
 
 def read_corpus(paths: str | Path | Iterable[str | Path], *, fmt: str = "auto", skip_bad: bool = False,
-                stats: ReadStats | None = None) -> Iterator[Page]:
-    """Stream the pages of one or more corpus files.
+                stats: ReadStats | None = None, field_map: str | Mapping[str, str] | None = None) -> Iterator[Page]:
+    """Stream the pages of one or more corpus files (a BEIR folder stands for its ``corpus.jsonl``).
 
-    ``fmt`` is ``"auto"`` (per file, from its first record), ``"jsonl"`` or ``"kilt"``.  A malformed
+    ``fmt`` is ``"auto"`` (per file: TSV by its name, ``.tsv`` or ``.tsv.gz``, else from its first JSON record),
+    or one of ``"jsonl"``, ``"kilt"``, ``"pyserini"``, ``"beir"``, ``"tsv"``.  ``field_map`` (``"id=_id,text=body"``
+    or a dict) names the keys, or TSV columns, the page's ``id``, ``title`` and ``text`` come from.  A malformed
     record (bad JSON or UTF-8, a missing or mistyped field, a lone surrogate, a paragraph or title over
-    :data:`MAX_FIELD_CHARS` characters) raises :class:`InputError` naming file, line and field, unless
-    ``skip_bad`` is set: then it is counted in ``stats`` and skipped.  A truncated ``.gz`` always raises.
-    Duplicate page ids are detected by the unit store, not here.
+    :data:`MAX_FIELD_CHARS` characters, too few TSV columns) raises :class:`InputError` naming file, line and
+    field, unless ``skip_bad`` is set: then it is counted in ``stats`` and skipped.  A truncated ``.gz`` always
+    raises.  Duplicate page ids are detected by the unit store, not here.
     """
-    if fmt not in ("auto", "jsonl", "kilt"):
-        raise ValueError(f"unknown corpus format {fmt!r}")
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown corpus format {fmt!r}; use one of {', '.join(FORMATS)}")
+    fields = parse_field_map(field_map)
     if isinstance(paths, (str, Path)):
         paths = [paths]
     stats = stats if stats is not None else ReadStats()
     for path in paths:
-        yield from _iter_file(Path(path), fmt, skip_bad, stats)
+        yield from _iter_file(corpus_file(path), fmt, skip_bad, stats, fields)
