@@ -38,6 +38,8 @@ class ServerConfig(BaseModel):
                                    "400 InvalidHost.  Empty: any Host (set it when the server is reachable by "
                                    "name, against DNS rebinding)")
     request_timeout_s: float = Field(30.0, gt=0, description="model work of one request; then 504")
+    max_tokens: int = Field(1024, ge=1, description="the most new tokens a chat completion may ask for (max_tokens, "
+                            "max_completion_tokens; more: 400); without them the answer gets generator.max_new_tokens")
     # the bounded model pool and admission control
     workers: int = Field(4, ge=1, description="threads running model work (search, encoding, decoding)")
     max_queue: int = Field(64, ge=1, description="requests in flight (queued or running); more get 429")
