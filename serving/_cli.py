@@ -48,7 +48,7 @@ def _cmd_index(a: argparse.Namespace) -> int:
                           hnsw_m=a.hnsw_m, ivf_nlist=a.ivf_nlist, pq_m=a.pq_m),
         bm25=BM25Config(k1=a.k1, b=a.b),
         fm=FMConfig(tokenizer=a.fm_tokenizer, shards=a.fm_shards),
-        corpus_format=a.format, skip_bad=a.skip_bad,
+        corpus_format=a.format, skip_bad=a.skip_bad, field_map=_field_map(a.field_map),
     )
     m = build_index(a.corpus, a.out, config, force=a.force, progress=not a.quiet)
     skipped = f", {m.corpus.skipped} bad record(s) skipped" if m.corpus.skipped else ""
@@ -56,6 +56,19 @@ def _cmd_index(a: argparse.Namespace) -> int:
     print(f"indexed {m.corpus.pages} pages -> {m.units.count} {m.units.kind} units{skipped}; "
           f"components: {comps}; {m.build_seconds:.1f}s -> {a.out}")
     return 0
+
+
+def _field_map(spec: str | None) -> dict[str, str]:
+    """``--field-map id=_id,title=title,text=body`` → a dict (the reader checks the names)."""
+    out: dict[str, str] = {}
+    for item in spec.split(",") if spec else []:
+        name, eq, key = item.partition("=")
+        if not eq:
+            raise usage(f"--field-map: {item.strip()!r} is not FIELD=KEY (e.g. id=_id,title=title,text=text)")
+        if name.strip() in out:
+            raise usage(f"--field-map: {name.strip()!r} mapped twice")
+        out[name.strip()] = key.strip()
+    return out
 
 
 def _cmd_search(a: argparse.Namespace) -> int:
@@ -197,7 +210,8 @@ def _cmd_demo_data(a: argparse.Namespace) -> int:
 
 def _add_index_parser(sub) -> None:
     ix = sub.add_parser("index", help="build an index directory from corpus files")
-    ix.add_argument("corpus", nargs="+", help="JSONL {id,title,text} or KILT knowledge-source files (.gz ok)")
+    ix.add_argument("corpus", nargs="+", help="corpus files (.gz ok): JSONL {id,title,text}, KILT knowledge source, "
+                    "Pyserini JSONL {id,contents}, BEIR corpus.jsonl or a BEIR folder, MS MARCO-style .tsv")
     ix.add_argument("--out", required=True, help="index directory to create")
     ix.add_argument("--dense", action="store_true", help="build the dense FAISS component")
     ix.add_argument("--bm25", action="store_true", help="build the BM25 (Lucene, pyserini) component")
@@ -210,7 +224,12 @@ def _add_index_parser(sub) -> None:
     ix.add_argument("--unit", choices=("paragraph", "window", "sentence"), default="paragraph")
     ix.add_argument("--window-words", type=int, default=100, help="words per window (--unit window)")
     ix.add_argument("--stride", type=int, default=None, help="words between window starts")
-    ix.add_argument("--format", choices=("auto", "jsonl", "kilt"), default="auto")
+    ix.add_argument("--format", choices=("auto", "jsonl", "kilt", "pyserini", "beir", "tsv"), default="auto",
+                    help="auto: .tsv by name, JSON formats from the first record (wikipedia_id: kilt, _id: beir, "
+                    "contents: pyserini, else jsonl)")
+    ix.add_argument("--field-map", default=None, metavar="MAP",
+                    help="where id, title and text come from: JSON keys, or TSV columns (0-based or header names), "
+                    "e.g. id=_id,title=title,text=text or id=0,text=2")
     ix.add_argument("--model", default="sentence-transformers/all-MiniLM-L6-v2", help="dense encoder")
     ix.add_argument("--index-type", choices=("flat", "hnsw", "ivfpq"), default="flat", help="FAISS index type")
     ix.add_argument("--hnsw-m", type=int, default=32)
