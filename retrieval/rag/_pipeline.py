@@ -85,12 +85,14 @@ class RagPipeline:
         return [list(reversed(d)) for d in found]  # most similar last, next to the input
 
     def prepare(self, queries: Sequence[str], task: str | None = None,
-                exclude: Sequence[Sequence[str]] | None = None) -> list[tuple[Prompt, list[Hit], list[Demo]]]:
-        """The prompt of each query with the passages and demonstrations it kept (after the token budget)."""
+                exclude: Sequence[Sequence[str]] | None = None,
+                history: Sequence[dict] = ()) -> list[tuple[Prompt, list[Hit], list[Demo]]]:
+        """The prompt of each query with the passages and demonstrations it kept (after the token budget);
+        ``history``: chat messages before each query (``build_prompt``)."""
         _, spec = resolve_answer_task(task, self.tasks)
         hits, demos = self._retrieve(queries, task), self._demos(queries, task, exclude)
         budget = self.generator.config.max_input_tokens - self.generator.config.max_new_tokens
-        return [build_prompt(spec, q, demos=d, passages=h, count_tokens=self.generator.count_tokens,
+        return [build_prompt(spec, q, demos=d, passages=h, history=history, count_tokens=self.generator.count_tokens,
                              budget=budget, max_passage_tokens=self.config.max_passage_tokens)
                 for q, h, d in zip(queries, hits, demos)]
 
@@ -115,13 +117,14 @@ class RagPipeline:
     # --- public ----------------------------------------------------------------------------------------
     def batch_answer(self, queries: Sequence[str], *, task: str | None = None,
                      exclude: Sequence[Sequence[str]] | None = None, max_new_tokens: int | None = None,
-                     stop: Sequence[str] = ()) -> list[RagAnswer]:
+                     stop: Sequence[str] = (), history: Sequence[dict] = ()) -> list[RagAnswer]:
         """One answer per query, in order (``exclude``: demonstration ids never used, per query;
-        ``max_new_tokens`` / ``stop``: passed to the generator)."""
+        ``max_new_tokens`` / ``stop``: passed to the generator; ``history``: the chat messages before each query
+        — system messages and earlier turns —, in the prompt as far as the token budget allows)."""
         if any(not q.strip() for q in queries):
             raise GenretError("empty input")
         name, spec = resolve_answer_task(task, self.tasks)
-        prepared = self.prepare(queries, task, exclude)
+        prepared = self.prepare(queries, task, exclude, history)
         prompts = [p for p, _, _ in prepared]
         raws = self._label_by_score(spec, prompts)
         if raws is None:
@@ -129,19 +132,19 @@ class RagPipeline:
         return [self._answer(q, name, spec, raw, prep) for q, raw, prep in zip(queries, raws, prepared)]
 
     def answer(self, query: str, *, task: str | None = None, max_new_tokens: int | None = None,
-               stop: Sequence[str] = ()) -> RagAnswer:
+               stop: Sequence[str] = (), history: Sequence[dict] = ()) -> RagAnswer:
         """The answer to one query."""
-        return self.batch_answer([query], task=task, max_new_tokens=max_new_tokens, stop=stop)[0]
+        return self.batch_answer([query], task=task, max_new_tokens=max_new_tokens, stop=stop, history=history)[0]
 
     def stream_events(self, query: str, *, task: str | None = None, max_new_tokens: int | None = None,
-                      stop: Sequence[str] = ()) -> Iterator[tuple[str, Any]]:
+                      stop: Sequence[str] = (), history: Sequence[dict] = ()) -> Iterator[tuple[str, Any]]:
         """Typed events: ``("passages", (hits, demos))``, then ``("token", text)`` pieces, then
         ``("answer", RagAnswer)`` (label tasks send the label as one token).  Closing the iterator early
         closes the generator's stream (a local model stops at its next decoding step)."""
         if not query.strip():
             raise GenretError("empty input")
         name, spec = resolve_answer_task(task, self.tasks)
-        prepared = self.prepare([query], task)[0]
+        prepared = self.prepare([query], task, history=history)[0]
         prompt, hits, demos = prepared
         yield "passages", (hits, demos)
         labels = self._label_by_score(spec, [prompt])

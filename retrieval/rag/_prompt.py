@@ -2,17 +2,22 @@
 
 Layout (chat messages; demonstrations are few-shot turns, which instruction-tuned models follow best)::
 
-    system:    the task instruction and the answer form
+    system:    [the conversation's system text]  the task instruction and the answer form
     user:      <Question|Claim>: demonstration input        ┐ k demonstrations, least similar first,
     assistant: demonstration output                         ┘ most similar last
+    user / assistant: the conversation's earlier turns      (a chat's history, oldest first)
     user:      Passages: [1] (title) text … [n] (title) text   (retrieval rank order)
                <Question|Claim>: the input
                <how to answer, how to cite>
 
+A conversation (``history``: the chat messages before the input) gives its system (and developer) messages'
+text, put before the task instruction, and its user and assistant turns (``conversation``).
+
 Budget: every passage is first cut to ``max_passage_tokens``; if the whole prompt is still over ``budget``
 tokens, items are dropped in this order until it fits: demonstrations beyond the most similar one (least
-similar first), passages beyond the first (lowest ranked first), the last demonstration, the last passage;
-the input itself is cut last (from its end).  Passage numbers always follow the passages kept.
+similar first), the conversation's earlier turns (oldest first), passages beyond the first (lowest ranked
+first), the last demonstration, the conversation's system text (cut from its end), the last passage; the input
+itself is cut last (from its end).  Passage numbers always follow the passages kept.
 """
 
 from __future__ import annotations
@@ -91,10 +96,35 @@ def prompt_size(prompt: Prompt, count_tokens: Callable[[str], int]) -> int:
     return sum(count_tokens(m["content"]) + _PER_MESSAGE for m in prompt)
 
 
+def conversation(history: Sequence[dict]) -> tuple[str, Prompt]:
+    """``(system text, turns)`` of chat messages (``{"role", "content"}``): the text of the system and developer
+    messages, joined; the user and assistant turns with text, in order, consecutive turns of one role merged and
+    starting with a user turn; other roles (tool, function) are left out."""
+    system = "\n\n".join(m["content"].strip() for m in history
+                           if m["role"] in ("system", "developer") and m["content"].strip())
+    turns: Prompt = []
+    for m in history:
+        if m["role"] not in ("user", "assistant") or not m["content"].strip():
+            continue
+        if turns and turns[-1]["role"] == m["role"]:
+            turns[-1] = {"role": m["role"], "content": f"{turns[-1]['content']}\n\n{m['content']}"}
+        elif turns or m["role"] == "user":
+            turns.append({"role": m["role"], "content": m["content"]})
+    return system, turns
+
+
+def _drop_oldest_turn(turns: Prompt) -> None:
+    """Drop the oldest turn, and an assistant turn it leaves first."""
+    turns.pop(0)
+    while turns and turns[0]["role"] == "assistant":
+        turns.pop(0)
+
+
 def build_prompt(task: AnswerTask, query: str, *, demos: Sequence[Demo] = (), passages: Sequence[Hit] = (),
-                 count_tokens: Callable[[str], int], budget: int, max_passage_tokens: int = 200,
-                 ) -> tuple[Prompt, list[Hit], list[Demo]]:
-    """``(prompt, passages kept, demonstrations kept)``; ``demos`` come most similar last, ``passages`` best first.
+                 history: Sequence[dict] = (), count_tokens: Callable[[str], int], budget: int,
+                 max_passage_tokens: int = 200) -> tuple[Prompt, list[Hit], list[Demo]]:
+    """``(prompt, passages kept, demonstrations kept)``; ``demos`` come most similar last, ``passages`` best first,
+    ``history`` (chat messages before the input, oldest first) as :func:`conversation` reads it.
 
     Kept passages have their text cut to ``max_passage_tokens`` (their numbers in the prompt are their
     positions in the returned list, from 1).
@@ -103,29 +133,40 @@ def build_prompt(task: AnswerTask, query: str, *, demos: Sequence[Demo] = (), pa
 
     cut = [replace(h, text=_truncate(h.text or "", max_passage_tokens, count_tokens)) for h in passages]
     kept_demos, kept_passages = list(demos), cut
-    system = f"{task.instruction} {_how_to_answer(task, bool(passages))}"
+    system, turns = conversation(history)
+    instruction = f"{task.instruction} {_how_to_answer(task, bool(passages))}"
     limit = budget - _MARGIN
 
+    def assemble() -> Prompt:
+        return [{"role": "system", "content": f"{system}\n\n{instruction}" if system else instruction},
+                *demo_turns(task, kept_demos), *turns,
+                {"role": "user", "content": render_user(task, query, kept_passages)}]
+
     def size() -> int:
-        return prompt_size([{"role": "system", "content": system}, *demo_turns(task, kept_demos),
-                            {"role": "user", "content": render_user(task, query, kept_passages)}], count_tokens)
+        return prompt_size(assemble(), count_tokens)
 
     while size() > limit:
         if len(kept_demos) > 1:
             kept_demos.pop(0)
+        elif turns:
+            _drop_oldest_turn(turns)
         elif len(kept_passages) > 1:
             kept_passages.pop()
         elif kept_demos:
             kept_demos.pop()
+        elif system:
+            whole, system = system, ""
+            room = limit - size() - 1  # the blank line between it and the instruction
+            system = _truncate(whole, room, count_tokens) if room > 0 else ""
+            if size() > limit:
+                system = ""
         elif kept_passages:
             kept_passages.pop()
         else:
             fixed = size() - count_tokens(_one_line(query))
             query = _truncate(query, max(1, limit - fixed), count_tokens)
             break
-    prompt = [{"role": "system", "content": system}, *demo_turns(task, kept_demos),
-              {"role": "user", "content": render_user(task, query, kept_passages)}]
-    return prompt, kept_passages, kept_demos
+    return assemble(), kept_passages, kept_demos
 
 
 _CITE = re.compile(r"\[(\d{1,3})\]")
