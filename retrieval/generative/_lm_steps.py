@@ -11,14 +11,47 @@ KV cache.  From there:
 
 Causal models (Llama-class) and encoder-decoder models (T5/BART: the prompt is the encoder input) are both
 handled; log-probabilities are the model's unconstrained log-softmax.
+
+The KV cache is transformers' ``Cache`` API: the stepper makes the ``DynamicCache`` (``EncoderDecoderCache`` for
+seq2seq) the model would make itself, hands it over by the keyword the model's ``forward`` takes (``cache``;
+``past_key_values`` on older transformers, where ``cache`` does not exist yet), and the model fills it in place —
+nothing reads the deprecated ``past_key_values`` names of newer versions.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
 from collections.abc import Sequence
 
 import numpy as np
+
+
+@functools.cache
+def _cache_keyword(forward_owner: type) -> str:
+    """The keyword ``forward_owner.forward`` takes a KV cache by: ``cache`` (current transformers) or
+    ``past_key_values`` (older ones)."""
+    return "cache" if "cache" in inspect.signature(forward_owner.forward).parameters else "past_key_values"
+
+
+def new_cache(model, seq2seq: bool):
+    """An empty KV cache of the kind ``model`` makes itself when asked to cache: ``DynamicCache`` (causal) or
+    ``EncoderDecoderCache`` over two of them (seq2seq: self-attention, cross-attention)."""
+    from transformers import DynamicCache, EncoderDecoderCache
+
+    def dynamic():
+        try:
+            return DynamicCache(config=model.config)
+        except TypeError:  # older transformers: DynamicCache() takes no config
+            return DynamicCache()
+
+    return EncoderDecoderCache(dynamic(), dynamic()) if seq2seq else dynamic()
+
+
+def cache_kwargs(module, cache_obj) -> dict:
+    """``{keyword: cache_obj, "use_cache": True}`` for a call of ``module`` (a model or its base model)."""
+    return {_cache_keyword(type(module)): cache_obj, "use_cache": True}
 
 
 class Stepper:
@@ -67,18 +100,18 @@ class Stepper:
         pad = self.lm.tokenizer.pad_token_id
         with torch.inference_mode():
             emb, mask = self._embed(prompts, self.model.get_input_embeddings(), pad)
+            self.cache = new_cache(self.model, self.lm.seq2seq)
+            kv = cache_kwargs(self.model, self.cache)
             if self.lm.seq2seq:
                 self.enc = self.model.get_encoder()(inputs_embeds=emb, attention_mask=mask)
                 self.mask = mask
                 start_id = self.model.config.decoder_start_token_id
                 dec = torch.full((len(prompts), 1), start_id, dtype=torch.long, device=self.device)
-                out = self.model(encoder_outputs=self.enc, attention_mask=mask, decoder_input_ids=dec,
-                                 use_cache=True)
+                out = self.model(encoder_outputs=self.enc, attention_mask=mask, decoder_input_ids=dec, **kv)
             else:
                 pos = (mask.cumsum(-1) - 1).clamp(min=0)
-                out = self.model(inputs_embeds=emb, attention_mask=mask, position_ids=pos, use_cache=True)
+                out = self.model(inputs_embeds=emb, attention_mask=mask, position_ids=pos, **kv)
                 self.mask = mask
-            self.cache = out.past_key_values
             self.first = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
             return self.first
 
@@ -102,18 +135,16 @@ class Stepper:
         tok = torch.tensor(list(tokens), dtype=torch.long, device=self.device).unsqueeze(-1)
         with torch.inference_mode():
             self.cache.reorder_cache(idx)
+            kv = cache_kwargs(self.model, self.cache)  # the model appends this step to the cache, in place
             if self.lm.seq2seq:
                 self.mask = self.mask.index_select(0, idx)
                 hidden = self.enc.last_hidden_state.index_select(0, idx)
                 self.enc = type(self.enc)(last_hidden_state=hidden)
-                out = self.model(encoder_outputs=self.enc, attention_mask=self.mask, decoder_input_ids=tok,
-                                 past_key_values=self.cache, use_cache=True)
+                out = self.model(encoder_outputs=self.enc, attention_mask=self.mask, decoder_input_ids=tok, **kv)
             else:
                 self.mask = torch.cat([self.mask.index_select(0, idx), torch.ones_like(tok)], dim=-1)
                 pos = self.mask.sum(-1, keepdim=True) - 1
-                out = self.model(input_ids=tok, attention_mask=self.mask, position_ids=pos,
-                                 past_key_values=self.cache, use_cache=True)
-            self.cache = out.past_key_values
+                out = self.model(input_ids=tok, attention_mask=self.mask, position_ids=pos, **kv)
             return torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
 
     def teacher_force(self, rows: Sequence[int], sequences: Sequence[Sequence[int]], chunk: int = 64) -> np.ndarray:
@@ -169,8 +200,9 @@ class Stepper:
                 else:
                     mask = torch.cat([row.mask, valid[:, :-1].long()], dim=1)
                     pos = row.mask.sum(-1, keepdim=True) + torch.arange(width - 1, device=self.device).unsqueeze(0)
-                    hidden = self.model.base_model(input_ids=ids[:, :-1], attention_mask=mask, position_ids=pos,
-                                                   past_key_values=row.cache, use_cache=True).last_hidden_state
+                    base = self.model.base_model
+                    hidden = base(input_ids=ids[:, :-1], attention_mask=mask, position_ids=pos,
+                                  **cache_kwargs(base, row.cache)).last_hidden_state
                 sel = valid[:, 1:]
                 if self.lm.seq2seq:
                     logits = logits[sel].float()
