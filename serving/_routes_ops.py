@@ -8,12 +8,12 @@ import hashlib
 import re
 from importlib import resources
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 
 from ._deps import GateDep, MetricsDep, ServerDep, ServiceDep
 from ._errors import Unavailable
-from ._metrics import CONTENT_TYPE
+from ._metrics import CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE
 from ._models import Status, error_responses
 
 router = APIRouter(tags=["operations"])
@@ -54,10 +54,13 @@ async def readyz_head(gate: GateDep, service: ServiceDep, server: ServerDep) -> 
 
 
 @metrics_router.get("/metrics", response_class=PlainTextResponse,
-                    responses={200: {"content": {CONTENT_TYPE: {}}}, **error_responses(401)})
-async def metrics_text(metrics: MetricsDep) -> PlainTextResponse:
-    """Prometheus text exposition: requests by route and status, latency, batch sizes, queue depth."""
-    return PlainTextResponse(metrics.render(), media_type=CONTENT_TYPE)
+                    responses={200: {"content": {CONTENT_TYPE: {}, OPENMETRICS_CONTENT_TYPE: {}}},
+                               **error_responses(401)})
+async def metrics_text(metrics: MetricsDep, request: Request) -> Response:
+    """Prometheus exposition (OpenMetrics when the Accept header asks for it): requests by route and status,
+    latency, batch sizes, queue depth, and the process (CPU, memory, open files) and Python GC."""
+    body, content_type = metrics.exposition(request.headers.get("accept"))
+    return Response(body, media_type=content_type)
 
 
 def _web_page() -> tuple[str, str]:

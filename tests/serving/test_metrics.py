@@ -1,11 +1,12 @@
-"""/metrics: Prometheus text exposition that parses, with request counts, latency, batch sizes and gauges."""
+"""/metrics: Prometheus text exposition (prometheus-client) that parses, with request counts, latency, batch sizes,
+gauges and the process and GC collectors; OpenMetrics when asked for; one registry per app."""
 
-import math
 import re
 
 from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry, generate_latest
 
-from genret.serving._metrics import Counter, Histogram
+from genret.serving._metrics import Counter, Histogram, Metrics
 from tests.serving.helpers import app_over
 
 SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})? (\S+)$')
@@ -20,13 +21,13 @@ def parse(text: str) -> dict[tuple[str, frozenset], float]:
             continue
         if line.startswith("# TYPE "):
             _, _, name, kind = line.split(" ")
-            assert kind in ("counter", "gauge", "histogram"), line
+            assert kind in ("counter", "gauge", "histogram", "untyped"), line
             types[name] = kind
             continue
         m = SAMPLE.match(line)
         assert m, f"not a sample line: {line!r}"
         name, labels, value = m.group(1), m.group(2) or "", m.group(3)
-        assert re.sub(r"_(bucket|sum|count)$", "", name) in types or name in types, line
+        assert re.sub(r"_(bucket|sum|count|created)$", "", name) in types or name in types, line
         samples[(name, frozenset(LABEL.findall(labels)))] = float(value.replace("+Inf", "inf"))
     return samples
 
@@ -57,17 +58,44 @@ def test_metrics_count_requests_latency_and_batches(service):
 
 
 def test_histogram_and_counter_text():
-    h = Histogram("h_seconds", "help", (0.1, 1.0), ("route",))
+    reg = CollectorRegistry()
+    h = Histogram("h_seconds", "help", (0.1, 1.0), ("route",), registry=reg)
     for v in (0.05, 0.5, 5.0):
         h.observe(v, 'a"b\\c')
-    c = Counter("c_total", "help", ("x",))
+    c = Counter("c_total", "help", ("x",), registry=reg)
     c.inc("1")
     c.inc("1", amount=2)
-    text = "\n".join([*h.render(), *c.render()]) + "\n"
-    s = parse(text)
+    s = parse(generate_latest(reg).decode())
     lab = ("route", 'a\\"b\\\\c')
     assert s[("h_seconds_bucket", frozenset([lab, ("le", "0.1")]))] == 1
-    assert s[("h_seconds_bucket", frozenset([lab, ("le", "1")]))] == 2
-    assert math.isinf(h.buckets[-1]) and s[("h_seconds_bucket", frozenset([lab, ("le", "+Inf")]))] == 3
+    assert s[("h_seconds_bucket", frozenset([lab, ("le", "1.0")]))] == 2
+    assert s[("h_seconds_bucket", frozenset([lab, ("le", "+Inf")]))] == 3
     assert s[("h_seconds_sum", frozenset([lab]))] == 5.55
     assert s[("c_total", frozenset([("x", "1")]))] == 3
+    assert c.value("1") == 3 and h.count('a"b\\c') == 3 and h.total('a"b\\c') == 5.55
+
+
+def test_process_and_gc_collectors_and_openmetrics(service):
+    with app_over(service) as app, TestClient(app) as client:
+        assert client.get("/healthz").status_code == 200
+        plain = client.get("/metrics")
+        om = client.get("/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+        odd = client.get("/metrics", headers={"Accept": "application/openmetrics-text; version=x"})
+    s = parse(plain.text)
+    names = {name for name, _ in s}
+    assert {"process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds"} <= names
+    assert any(n.startswith("python_gc_") for n in names) and "python_info" in names
+    assert om.status_code == 200 and om.headers["content-type"].startswith("application/openmetrics-text")
+    assert om.text.endswith("# EOF\n")
+    assert re.search(r'^genret_http_requests_total\{method="GET",route="/healthz",status="200"\} 1', om.text, re.M)
+    assert odd.status_code == 200 and odd.headers["content-type"].startswith("text/plain")
+
+
+def test_each_app_counts_in_a_registry_of_its_own():
+    a, b = Metrics(), Metrics()
+    a.requests.inc("/x", "GET", "200")
+    a.gauge("genret_thing", "a gauge", lambda: 7)
+    a.gauge("genret_thing", "registered again: replaced", lambda: 8)
+    assert a.requests.value("/x", "GET", "200") == 1 and b.requests.value("/x", "GET", "200") == 0
+    sa, sb = parse(a.render()), parse(b.render())
+    assert sa[("genret_thing", frozenset())] == 8 and ("genret_thing", frozenset()) not in sb
