@@ -1,5 +1,6 @@
 """Evaluation: KILT-format predictions, the official KILT metrics (retrieval and downstream, equal to KILT's own
-scripts), evaluation suites, RAG evaluation, fitting hybrid weights on dev data, and the built-in demo task."""
+scripts), IR metrics through ir-measures on TREC runs and qrels (BEIR folders too), evaluation suites with paired
+significance tests, RAG evaluation, fitting hybrid weights on dev data, and the built-in demo task."""
 
 # predictions and reports
 from ._runner import LEVELS, evaluate, predict
@@ -13,10 +14,15 @@ from ._kilt_io import read_kilt, write_kilt
 from ._retrieval_metrics import retrieval_scores
 from ._score import downstream_scores, score
 
+# TREC runs and qrels, IR metrics (ir-measures), paired significance tests
+from ._trec import read_qrels, write_trec_run
+from ._ir_metrics import ir_scores, paired_p
+
 # the built-in demo task (a corpus and questions from the standard library's docstrings)
 from ._demo_task import write_demo
 
 __all__ = [
-    "LEVELS", "SuiteConfig", "dev_callback", "downstream_scores", "evaluate", "evaluate_rag", "load_suite", "predict",
-    "predict_rag", "read_kilt", "retrieval_scores", "run_suite", "score", "tune_fusion", "write_demo", "write_kilt",
+    "LEVELS", "SuiteConfig", "dev_callback", "downstream_scores", "evaluate", "evaluate_rag", "ir_scores", "load_suite",
+    "paired_p", "predict", "predict_rag", "read_kilt", "read_qrels", "retrieval_scores", "run_suite", "score",
+    "tune_fusion", "write_demo", "write_kilt", "write_trec_run",
 ]

@@ -1,4 +1,4 @@
-"""Run a retriever over a KILT task file, write KILT-format predictions, score them."""
+"""Run a retriever over a task (KILT file, BEIR folder, queries + qrels), write predictions and runs, score them."""
 
 from __future__ import annotations
 
@@ -9,8 +9,11 @@ from pathlib import Path
 from genret.indexing import GenretError, Index, progress_bar
 from genret.retrieval import Hit, RetrievalConfig, Retriever, load_retriever
 
-from ._kilt_io import read_kilt, write_kilt
+from ._ir_metrics import ir_scores, kilt_per_query
+from ._ir_tasks import load_task, qrels_from_gold
+from ._kilt_io import id_key, write_kilt
 from ._score import score
+from ._trec import doc_run, write_trec_run
 
 log = logging.getLogger("genret")
 
@@ -73,20 +76,32 @@ def predict(r: Retriever, task: list[dict], k: int = 100, *, batch_size: int = 6
 def evaluate(index: str | Path | Index, task_path: str | Path, retriever: str | None = None, k: int = 100, *,
              ks: tuple[int, ...] = DEFAULT_KS, levels: tuple[str, ...] = ("page", "passage"),
              out: str | Path | None = None, config: RetrievalConfig | None = None, with_text: int = 20,
-             task_name: str | None = None, max_records: int | None = None, progress: bool = True) -> dict:
-    """Retrieve for every record of a KILT task file and score at each level.
+             task_name: str | None = None, max_records: int | None = None, progress: bool = True,
+             qrels: str | Path | None = None, split: str = "test", trec_run: str | Path | None = None,
+             per_query: bool = False) -> dict:
+    """Retrieve for every record of a task and score at each level, with KILT's metrics and IR metrics.
 
-    Returns ``{"task", "records", "retriever", "k", "seconds", "levels": {level: metrics}}``; with
-    ``out``, the predictions are written there (KILT JSONL) as well.  Unit text is kept for the
-    first ``with_text`` hits only, so the text-based metrics (``answer_in_context@k`` and its
-    kin) are reported for ``k <= with_text`` only.
+    The task is a KILT task file, a BEIR folder (its ``split`` qrels) or a query file with ``qrels`` (see
+    ``_ir_tasks``); tasks from judgments have a page level only.  Returns ``{"task", "records", "retriever", "k",
+    "seconds", "levels": {level: KILT metrics}, "ir": {level: IR metrics}, "qrels"}``, ``"qrels"`` naming the
+    judgments the IR metrics used (a file, or ``gold provenance``); with ``per_query``, also ``"per_query":
+    {level: {metric: {record id: value}}}`` for both kinds of metrics.  With ``out``, the predictions are
+    written there (KILT JSONL); with ``trec_run``, the page-level run (passage level when there is no page level)
+    as a TREC run file.  Unit text is kept for the first ``with_text`` hits only, so the text-based metrics
+    (``answer_in_context@k`` and its kin) are reported for ``k <= with_text`` only; tasks from judgments have no
+    answers and report none of them.
     """
     unknown = [lv for lv in levels if lv not in LEVELS]
     if unknown:
         raise GenretError(f"unknown level(s) {unknown}; use {sorted(LEVELS)}")
     opened = index if isinstance(index, Index) else Index(index)
     try:
-        gold = read_kilt(task_path)[:max_records]
+        task = load_task(task_path, qrels=qrels, split=split)
+        if task.judged:
+            if "page" not in levels:
+                raise GenretError(f"{task_path}: judgments are per document; evaluate it at page level")
+            levels = ("page",)
+        gold = task.records[:max_records]
         if not gold:
             raise GenretError(f"{task_path} holds no records")
         r = load_retriever(opened, retriever, config)
@@ -99,10 +114,26 @@ def evaluate(index: str | Path | Index, task_path: str | Path, retriever: str | 
             opened.close()
     if out is not None:
         write_kilt(out, preds)
-    metrics = {lv: _drop_textless(score(preds, gold, ks=ks, rank_keys=LEVELS[lv], downstream=False)["retrieval"],
-                                  with_text) for lv in levels}
-    return {"task": str(task_path), "records": len(gold), "retriever": r.name, "k": k,
-            "seconds": round(seconds, 3), "levels": metrics}
+    report = {"task": str(task_path), "records": len(gold), "retriever": r.name, "k": k,
+              "seconds": round(seconds, 3), "levels": {}, "ir": {},
+              "qrels": task.qrels_source or "gold provenance"}
+    if per_query:
+        report["per_query"] = {}
+    asked = {id_key(rec["id"]) for rec in gold}
+    run_level = "page" if "page" in levels else levels[0]
+    for lv in levels:
+        metrics = score(preds, gold, ks=ks, rank_keys=LEVELS[lv], downstream=False)["retrieval"]
+        report["levels"][lv] = _drop_textless(metrics, 0 if task.judged else with_text)
+        judged = task.qrels if task.qrels is not None and lv == "page" else qrels_from_gold(gold, LEVELS[lv])
+        run = doc_run(preds, LEVELS[lv])
+        report["ir"][lv], ir_values = ir_scores({q: d for q, d in judged.items() if q in asked}, run, ks,
+                                                per_query=per_query)
+        if trec_run is not None and lv == run_level:
+            write_trec_run(trec_run, run, f"genret-{r.name}")
+        if per_query:
+            kilt = kilt_per_query(preds, gold, ks, LEVELS[lv])
+            report["per_query"][lv] = {**{m: kilt[m] for m in report["levels"][lv]}, **ir_values}
+    return report
 
 
 _TEXT_METRICS = ("answer_in_context@", "answer_and_ent_in_context@", "entity_in_context@")
@@ -110,4 +141,5 @@ _TEXT_METRICS = ("answer_in_context@", "answer_and_ent_in_context@", "entity_in_
 
 def _drop_textless(metrics: dict, with_text: int) -> dict:
     return {name: v for name, v in metrics.items()
-            if not (name.startswith(_TEXT_METRICS) and int(name.rsplit("@", 1)[1]) > with_text)}
+            if not (name.startswith(_TEXT_METRICS) and int(name.rsplit("@", 1)[1]) > with_text)
+            and not (with_text == 0 and name == "entity_in_input")}

@@ -133,6 +133,11 @@ def _print_metrics(report: dict) -> None:
         shown.update({f"AiC@{k.split('@')[1]}": v for k, v in metrics.items()
                       if k.startswith("answer_in_context@")})
         print(f"  {level:<8} " + "  ".join(f"{k}={v * 100:.1f}" for k, v in shown.items()))
+        ir = report.get("ir", {}).get(level)
+        if ir:  # ir-measures' names; the means of RR@10 and AP are MRR@10 and MAP
+            names = {"RR@10": "MRR@10", "AP": "MAP"}
+            print(f"  {'':<8} IR: " + "  ".join(f"{names.get(k, k)}={v * 100:.1f}" for k, v in ir.items())
+                  + f"  (qrels: {report['qrels']})")
 
 
 def _cmd_eval(a: argparse.Namespace) -> int:
@@ -166,7 +171,7 @@ def _cmd_eval(a: argparse.Namespace) -> int:
     levels = tuple(a.level.split(","))
     report = evaluate(a.index, a.rest[0], a.retriever, a.k, ks=ks or (1, 5, 10, 20, 100), levels=levels,
                       out=a.out, config=retrieval_config(a), task_name=a.task, max_records=a.max_records,
-                      progress=not a.quiet)
+                      progress=not a.quiet, qrels=a.qrels, split=a.split, trec_run=a.trec_run)
     if a.json:
         print(json.dumps(report, indent=1))
     else:
@@ -303,9 +308,10 @@ def _add_serve_parser(sub) -> None:
 
 
 def _add_eval_parser(sub) -> None:
-    ev = sub.add_parser("eval", help="evaluate an index on a KILT task file, or score a KILT guess file",
-                        description="genret eval INDEX TASK.jsonl | genret eval score GUESS.jsonl GOLD.jsonl | "
-                        "genret eval suite SUITE.toml --out DIR")
+    ev = sub.add_parser("eval", help="evaluate an index on a KILT task file or a BEIR folder, or score KILT guesses",
+                        description="genret eval INDEX TASK.jsonl|BEIR_FOLDER|QUERIES --qrels QRELS | "
+                        "genret eval score GUESS.jsonl GOLD.jsonl | genret eval suite SUITE.toml --out DIR. "
+                        "Reports KILT's metrics and IR metrics through ir-measures (nDCG@10, MRR@10, MAP, R@k).")
     ev.add_argument("index", metavar="INDEX|score|suite")
     ev.add_argument("rest", nargs="+", metavar="FILE")
     add_retriever_flags(ev)
@@ -315,6 +321,11 @@ def _add_eval_parser(sub) -> None:
     ev.add_argument("--level", default="page,passage", help="page, passage or both (comma-separated)")
     ev.add_argument("--rank-keys", default=None, help="for `eval score`: e.g. wikipedia_id,start_paragraph_id")
     ev.add_argument("--out", default=None, help="write KILT-format predictions here (suite: output directory)")
+    ev.add_argument("--trec-run", default=None, metavar="FILE",
+                    help="write the page-level run as a TREC run file (docno = page id, e.g. a BEIR _id)")
+    ev.add_argument("--qrels", default=None, metavar="FILE",
+                    help="TREC or BEIR qrels for the IR metrics (needed for a query file: queries.jsonl or .tsv)")
+    ev.add_argument("--split", default="test", help="BEIR folder: which qrels/SPLIT.tsv")
     ev.add_argument("--json", action="store_true")
     ev.add_argument("--quiet", action="store_true")
     ev.add_argument("--rag", action="store_true", help="answer with RAG and score answers + provenance together "
