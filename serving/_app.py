@@ -8,11 +8,14 @@ names and values (404 / 422, cheap, on the event loop), ``Gate`` admits the mode
 its time (504), and ``Dispatcher`` runs it in the model pool, micro-batched.  Routes reach all of these
 through the dependencies of ``_deps``.  Every error is ``{"error": …, "detail": …}``: the handlers here map
 each exception through ``_errors.error_response``, the one table of statuses (a 405's ``Allow`` lists every
-method of the path).  The OpenAPI document adds the server's limits and the event schemas (``_openapi``).
+method of the path) — on the OpenAI-compatible routes in OpenAI's shape (``_errors.openai_error``; the errors
+of the middlewares below it through ``OpenAIErrorMiddleware``).  The OpenAPI document adds the server's limits,
+its model ids and the event schemas (``_openapi``).
 
 Routers: ``_routes_ops`` (``/healthz``, ``/readyz``, ``/metrics``, the web page at ``/``), ``_routes_indexes``
-(``/v1/indexes``), ``_routes_search`` (``/v1/search``, ``/v1/search/batch``), ``_routes_rag`` (``/v1/rag``)
-and ``_routes_chat`` (``/v1/chat/completions``); streamed answers are server-sent events (``_sse``).
+(``/v1/indexes``), ``_routes_search`` (``/v1/search``, ``/v1/search/batch``), ``_routes_rag`` (``/v1/rag``),
+and OpenAI's: ``_routes_chat`` (``/v1/chat/completions``), ``_routes_models`` (``/v1/models``) and
+``_routes_embeddings`` (``/v1/embeddings``); streamed answers are server-sent events (``_sse``).
 """
 
 from __future__ import annotations
@@ -29,10 +32,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from genret.indexing import GenretError
 
-from . import _routes_chat, _routes_indexes, _routes_ops, _routes_rag, _routes_search
+from . import (
+    _routes_chat,
+    _routes_embeddings,
+    _routes_indexes,
+    _routes_models,
+    _routes_ops,
+    _routes_rag,
+    _routes_search,
+)
 from ._batcher import Dispatcher
 from ._deps import require_api_key
-from ._errors import allowed_methods, error_response
+from ._errors import OpenAIErrorMiddleware, allowed_methods, error_param, error_response, openai_error, openai_route
 from ._hosts import TrustedHostMiddleware
 from ._limits import BodyLimitMiddleware, Gate
 from ._metrics import Metrics, MetricsMiddleware
@@ -67,6 +78,7 @@ def create_app(settings: Settings, service: SearchService | None = None) -> Fast
     app.add_middleware(BodyLimitMiddleware, max_bytes=cfg.max_body_bytes)
     if cfg.trusted_hosts:
         app.add_middleware(TrustedHostMiddleware, hosts=cfg.trusted_hosts)
+    app.add_middleware(OpenAIErrorMiddleware)  # OpenAI's error shape on its routes, for the 413 and 400 above
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: sees 413s too
     _add_gauges(metrics, service, dispatcher, gate)
     _add_error_handlers(app)
@@ -79,7 +91,7 @@ def _add_routers(app: FastAPI, auth: list) -> None:
     """The routers, in the order of the OpenAPI spec; ``auth`` guards ``/v1/*`` and ``/metrics``."""
     app.include_router(_routes_ops.router)
     app.include_router(_routes_ops.metrics_router, dependencies=auth)
-    for resource in (_routes_indexes, _routes_search, _routes_rag, _routes_chat):
+    for resource in (_routes_indexes, _routes_search, _routes_rag, _routes_chat, _routes_models, _routes_embeddings):
         app.include_router(resource.router, dependencies=auth)
 
 
@@ -124,24 +136,34 @@ def _add_gauges(metrics: Metrics, service: SearchService, dispatcher: Dispatcher
     metrics.gauge("genret_retrievers_loaded", "Retrievers loaded.", lambda: service.loaded)
 
 
-def _json_error(exc: BaseException) -> JSONResponse:
-    status, body, headers = error_response(exc)
+def _error(request: Request, status: int, body: dict, headers: dict | None = None,
+           param: str | None = None) -> JSONResponse:
+    """genret's error, in OpenAI's shape on the OpenAI-compatible routes."""
+    if openai_route(request.scope["path"]):
+        status, body = openai_error(status, body, param)
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def _json_error(request: Request, exc: BaseException) -> JSONResponse:
+    status, body, headers = error_response(exc)
+    return _error(request, status, body, headers, error_param(exc))
+
+
 def _add_error_handlers(app: FastAPI) -> None:
-    """Every error as ``{"error", "detail"}``: domain errors and anything unexpected by ``error_response``'s
-    table, request validation as 422, Starlette's HTTP errors (404, 405, …) by their status."""
+    """Every error as ``{"error", "detail"}`` (OpenAI's routes: OpenAI's error object): domain errors and
+    anything unexpected by ``error_response``'s table, request validation as 422, Starlette's HTTP errors (404,
+    405, …) by their status."""
 
     @app.exception_handler(GenretError)
     async def _domain_error(request: Request, exc: GenretError) -> JSONResponse:
-        return _json_error(exc)
+        return _json_error(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        where = ".".join(str(x) for x in first.get("loc", ()))
-        return JSONResponse({"error": "ValidationError", "detail": f"{where}: {first['msg']}"}, status_code=422)
+        loc = [str(x) for x in first.get("loc", ())]
+        return _error(request, 422, {"error": "ValidationError", "detail": f"{'.'.join(loc)}: {first['msg']}"},
+                      param=".".join(loc[1:]) or None)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -153,9 +175,9 @@ def _add_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 405:  # Starlette names the methods of the first route on the path only
             headers["Allow"] = ", ".join(allowed_methods(request.app.router.routes, request.scope))
             detail = f"{request.method} is not allowed on {request.url.path}; allowed: {headers['Allow']}"
-        return JSONResponse({"error": name, "detail": detail}, status_code=exc.status_code, headers=headers)
+        return _error(request, exc.status_code, {"error": name, "detail": detail}, headers)
 
     @app.exception_handler(Exception)
     async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
         log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
-        return _json_error(exc)
+        return _json_error(request, exc)

@@ -5,10 +5,16 @@ middlewares turn any of them into ``{"error": ClassName, "detail": message}`` wi
 ``_STATUS`` and, for refusals that are worth retrying, a ``Retry-After`` header.  A failed generator endpoint
 (502) is described in general words: its message names the endpoint's URL and quotes its reply, which are the
 server's business — they go to the log.
+
+The OpenAI-compatible routes (``OPENAI_PATHS``) answer the same errors in OpenAI's shape, ``{"error": {"message",
+"type", "param", "code"}}``, and with 400 where genret says 422 (OpenAI has no 422): ``openai_error`` converts,
+the app's handlers call it on those paths, and ``OpenAIErrorMiddleware`` converts the errors that middlewares
+below it write (413, ``InvalidHost``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 
 from genret.indexing import ConfigError, GenretError, IndexFormatError, InputError, NotFoundError
@@ -18,7 +24,22 @@ log = logging.getLogger(__name__)
 
 
 class RequestError(GenretError):
-    """A request the service refuses (bad k, empty or over-long query, too many queries, …)."""
+    """A request the service refuses (bad k, empty or over-long query, too many queries, …); ``param``: the
+    request field at fault, when one is (OpenAI's error names it)."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class UnsupportedParameter(RequestError):
+    """An OpenAI request parameter (or value) this server does not support (``tools``, ``n`` > 1, …): 400."""
+
+
+class ModelNotFound(NotFoundError):
+    """A ``model`` of an OpenAI-compatible request that names no served index (or no retriever of it)."""
+
+    param = "model"
 
 
 class Unauthorized(GenretError):
@@ -56,9 +77,9 @@ class InvalidHost(GenretError):
 # Domain errors -> HTTP status, in one place (first match wins; GenretError last).  EndpointError: the
 # generator's upstream (an OpenAI-compatible endpoint) failed — a bad gateway, not the client's fault.
 _STATUS: list[tuple[type[BaseException], int]] = [
-    (EndpointError, 502), (NotFoundError, 404), (RequestError, 422), (InputError, 422), (Unauthorized, 401),
-    (PayloadTooLarge, 413), (Overloaded, 429), (Unavailable, 503), (RequestTimeout, 504), (IndexFormatError, 500),
-    (InvalidHost, 400), (ConfigError, 400), (GenretError, 400),
+    (EndpointError, 502), (NotFoundError, 404), (UnsupportedParameter, 400), (RequestError, 422), (InputError, 422),
+    (Unauthorized, 401), (PayloadTooLarge, 413), (Overloaded, 429), (Unavailable, 503), (RequestTimeout, 504),
+    (IndexFormatError, 500), (InvalidHost, 400), (ConfigError, 400), (GenretError, 400),
 ]
 
 
@@ -92,6 +113,87 @@ def endpoint_detail(exc: EndpointError) -> str:
     else:
         what = "sent a reply that is not a completion"
     return f"the generator's upstream endpoint {what} (details in the server's log)"
+
+
+# ---- OpenAI's error shape on the OpenAI-compatible routes ---------------------------------------------------
+OPENAI_PATHS = ("/v1/chat/completions", "/v1/embeddings", "/v1/models")
+_OPENAI_CODES = {"ModelNotFound": "model_not_found", "UnsupportedParameter": "unsupported_parameter",
+                 "Unauthorized": "invalid_api_key", "Overloaded": "rate_limit_exceeded"}
+
+
+def openai_route(path: str) -> bool:
+    """Whether ``path`` is one of the OpenAI-compatible routes (``/v1/models/{model}`` included)."""
+    return path in OPENAI_PATHS or path.startswith("/v1/models/")
+
+
+def openai_type(status: int) -> str:
+    """OpenAI's error ``type`` for a status."""
+    if status == 401:
+        return "authentication_error"
+    if status == 429:
+        return "rate_limit_error"
+    return "server_error" if status >= 500 else "invalid_request_error"
+
+
+def openai_error(status: int, body: dict, param: str | None = None) -> tuple[int, dict]:
+    """genret's error (``status``, ``{"error": kind, "detail": words}``) as OpenAI's: 422 becomes 400, ``code`` is
+    OpenAI's own where it has one (``model_not_found``, ``unsupported_parameter``, ``invalid_api_key``,
+    ``rate_limit_exceeded``), else genret's error kind."""
+    status = 400 if status == 422 else status
+    kind = body["error"]
+    return status, {"error": {"message": body["detail"], "type": openai_type(status), "param": param,
+                              "code": _OPENAI_CODES.get(kind, kind)}}
+
+
+def error_param(exc: BaseException) -> str | None:
+    """The request field an error names, if any (``RequestError.param``, ``ModelNotFound``)."""
+    param = getattr(exc, "param", None)
+    return param if isinstance(param, str) else None
+
+
+class OpenAIErrorMiddleware:
+    """On the OpenAI-compatible routes, a JSON error in genret's shape written by a layer below (a middleware's
+    413 or ``InvalidHost``; the app's handlers write OpenAI's shape themselves) is rewritten in OpenAI's."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or not openai_route(scope["path"]):
+            return await self.app(scope, receive, send)
+        held: list[dict] = []
+
+        async def convert(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                json_error = message["status"] >= 400 and any(
+                    k.lower() == b"content-type" and v.startswith(b"application/json") for k, v in message["headers"])
+                if json_error:
+                    held.append(message)
+                    return
+            elif held and message["type"] == "http.response.body":
+                held.append(message)
+                if message.get("more_body"):
+                    return
+                start, body = held[0], b"".join(m.get("body", b"") for m in held[1:])
+                held.clear()
+                return await _send_converted(send, start, body)
+            await send(message)
+
+        await self.app(scope, receive, convert)
+
+
+async def _send_converted(send, start: dict, raw: bytes) -> None:
+    status = start["status"]
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("error"), str) and isinstance(body.get("detail"), str):
+        status, body = openai_error(status, body)
+        raw = json.dumps(body).encode()
+    headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
+    await send({**start, "status": status, "headers": [*headers, (b"content-length", str(len(raw)).encode())]})
+    await send({"type": "http.response.body", "body": raw})
 
 
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")

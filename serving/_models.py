@@ -8,7 +8,7 @@ served spec by ``_openapi``; the events of streamed answers are modelled here an
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -209,112 +209,14 @@ class RagResponse(BaseModel):
                    usage=Usage.of(outcome), truncated=outcome.truncated)
 
 
-# ---- OpenAI-compatible chat completions ---------------------------------------------------------------------
-class ContentPart(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    type: str
-    text: str | None = None
-
-
-_TEXT_PART = {"type": "object", "required": ["type", "text"],
-              "properties": {"type": {"const": "text"}, "text": {"type": "string", **_NON_BLANK}}}
-_USER_MESSAGE = {"type": "object", "required": ["role"], "properties": {"role": {"const": "user"}}}
-# the spec's rule (the service needs only the last user message to have text)
-_USER_HAS_TEXT = {"if": _USER_MESSAGE, "then": {"required": ["content"], "properties": {"content": {"anyOf": [
-    {"type": "string", **_NON_BLANK}, {"type": "array", "contains": _TEXT_PART}]}}}}
-
-
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore", json_schema_extra=_USER_HAS_TEXT)
-    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
-    content: str | list[ContentPart] | None = None
-
-    def text(self) -> str:
-        if isinstance(self.content, list):
-            return "\n".join(p.text for p in self.content if p.type == "text" and p.text)
-        return self.content or ""
-
-
-class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    include_usage: bool = False
-
-
-class GenretChatOptions(JsonRequest):
-    """genret's extension of the chat request (OpenAI clients pass it as an extra body field)."""
-
-    model_config = ConfigDict(extra="forbid")
-    index: str | None = Field(None, description="overrides the index named by `model`")
-    retriever: str | None = Field(None, description=_RETRIEVER)
-    task: str | None = Field(None, description="answer task (default generic: free text)")
-    passages: int | None = Field(None, ge=0, le=MAX_PASSAGES, strict=True, description="default rag.passages")
-
-
-Stop = Annotated[str, Field(max_length=256, json_schema_extra={"minLength": 1})]  # the service refuses ""
-
-
-class ChatRequest(JsonRequest):
-    """OpenAI's chat completion request.  Fields genret does not use (``user``, ``top_p``, ``seed``, …) are
-    accepted and ignored; the declared ones are type-checked."""
-
-    model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [
-        {"model": "my-index", "messages": [{"role": "user", "content": "who proclaimed the oil embargo?"}],
-         "max_tokens": 32},
-        {"model": "my-index", "stream": True, "genret": {"task": "qa", "passages": 2},
-         "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "oil embargo?"}]}]})
-    model: str | None = Field(None, description="an index name (from GET /v1/indexes); any other name: the "
-                              "default index")
-    messages: list[ChatMessage] = Field(min_length=1, description="the last user message is the question: it must "
-                                        "have text", json_schema_extra={"contains": _USER_MESSAGE})
-    max_tokens: int | None = Field(None, ge=1, strict=True, description="capped at the server's "
-                                   "generator.max_new_tokens")
-    max_completion_tokens: int | None = Field(None, ge=1, strict=True, description="as max_tokens (newer clients)")
-    temperature: float | None = Field(None, ge=0, le=2, strict=True,
-                                      description="accepted; the server's generator decides")
-    top_p: float | None = Field(None, ge=0, le=1, strict=True, description="accepted and ignored")
-    n: int | None = Field(None, ge=1, le=1, strict=True, description="one choice only")
-    stream: bool = Field(False, strict=True)
-    stream_options: StreamOptions | None = None
-    stop: Stop | Annotated[list[Stop], Field(max_length=4)] | None = Field(None, description="up to 4 stop strings")
-    user: str | None = None
-    genret: GenretChatOptions | None = Field(None, description="genret extension: index, retriever, task, "
-                                             "passages")
-
-    def stops(self) -> tuple[str, ...]:
-        if self.stop is None:
-            return ()
-        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
-
-
-class ChatChoiceMessage(BaseModel):
-    role: Literal["assistant"] = "assistant"
-    content: str
-
-
-class ChatChoice(BaseModel):
-    index: int = 0
-    message: ChatChoiceMessage
-    finish_reason: Literal["stop", "length"]
-    logprobs: None = None
-
-
-class ChatCompletion(BaseModel):
-    id: str
-    object: Literal["chat.completion"] = "chat.completion"
-    created: int
-    model: str = Field(description="the index answered from")
-    choices: list[ChatChoice]
-    usage: Usage
-    genret: dict[str, Any] = Field(description="genret extension: index, retriever, task, answer (parsed), "
-                                   "citations and passages")
-
-
+# ---- errors (the OpenAI-compatible routes: ``_models_openai``) ----------------------------------------------
 class ErrorResponse(BaseModel):
     error: str = Field(description="error class, e.g. ValidationError, NotFoundError, Overloaded")
     detail: str = Field(description="what was wrong, in words")
 
 
-ERRORS = """Every error is `{"error": class, "detail": words}` (a streamed answer's error: an `error` event).
+ERRORS = """Every error of genret's routes is `{"error": class, "detail": words}` (a streamed answer's error: an
+`error` event); OpenAI's routes answer in OpenAI's shape (below).
 
 * **422** (`ValidationError`, `RequestError`): the request itself is wrong — not the schema's shape, or outside a
   limit (k 1..max_k, a blank or over-long query, too many queries, a granularity the retriever does not rank by,
@@ -360,40 +262,3 @@ class StreamErrorEvent(BaseModel):
     error: str
     detail: str
     status: int
-
-
-class ChunkDelta(BaseModel):
-    role: Literal["assistant"] | None = None
-    content: str | None = None
-
-
-class ChunkChoice(BaseModel):
-    index: int = 0
-    delta: ChunkDelta
-    finish_reason: Literal["stop", "length"] | None
-    logprobs: None = None
-
-
-class ChatCompletionChunk(BaseModel):
-    """OpenAI's ``chat.completion.chunk``: the role, the content pieces, the finish (with the ``genret``
-    extension), and with ``stream_options.include_usage`` a last chunk with no choices and the usage."""
-
-    id: str
-    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
-    created: int
-    model: str
-    choices: list[ChunkChoice]
-    usage: Usage | None = None
-    genret: dict[str, Any] | None = None
-
-
-class ChatStreamErrorBody(BaseModel):
-    message: str
-    type: str
-    code: int
-
-
-class ChatStreamError(BaseModel):
-    """OpenAI's error object, as a stream's last event."""
-
-    error: ChatStreamErrorBody

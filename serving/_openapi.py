@@ -8,30 +8,27 @@ checks every value, and answers 422 in its own words):
   retriever named: the route then picks the index's first that does;
 * demonstrations (``demos`` > 0) only with a demonstrations directory, and for a task that has a pool;
 * 400 ``InvalidHost`` on every operation when ``server.trusted_hosts`` is set;
+* the OpenAI-compatible operations: the served model ids (``INDEX``, ``INDEX/RETRIEVER``; for embeddings those of
+  indexes with a dense component, and their dimension), ``max_tokens`` up to ``server.max_tokens``, OpenAI's
+  error object on every error and no 422 (those routes answer 400);
 * the events of streamed answers (``text/event-stream``): an ``itemSchema`` per event, as FastAPI writes it for
   its own event streams (``event``, ``data`` holding JSON of the event's model);
-* the error contract (``_models.ERRORS``: 400 versus 422, and the rest) in the description.
+* the error contract (``_models.ERRORS``: 400 versus 422, and the rest; ``_models_openai.OPENAI_ERRORS``) in
+  the description.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import TYPE_CHECKING, Any, get_args
 
 from pydantic.json_schema import models_json_schema
 
 from genret.retrieval import available_retrievers, retriever_granularities
 
-from ._models import (
-    ERRORS,
-    NON_BLANK,
-    ChatCompletionChunk,
-    ChatStreamError,
-    Granularity,
-    RagPassagesEvent,
-    RagResponse,
-    RagTokenEvent,
-    StreamErrorEvent,
-)
+from ._errors import openai_route
+from ._models import ERRORS, NON_BLANK, Granularity, RagPassagesEvent, RagResponse, RagTokenEvent, StreamErrorEvent
+from ._models_openai import OPENAI_ERRORS, ChatCompletionChunk, OpenAIErrorResponse
 from ._sse import SSE
 
 if TYPE_CHECKING:
@@ -42,7 +39,7 @@ if TYPE_CHECKING:
 
 _REF = "#/components/schemas/{model}"
 _EVENT_MODELS = (RagPassagesEvent, RagTokenEvent, StreamErrorEvent, RagResponse, ChatCompletionChunk,
-                 ChatStreamError)
+                 OpenAIErrorResponse)
 
 
 def install_openapi(app: FastAPI, settings: Settings, service: SearchService) -> None:
@@ -51,7 +48,9 @@ def install_openapi(app: FastAPI, settings: Settings, service: SearchService) ->
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            document(build(), settings, service)
+            spec = copy.deepcopy(build())  # the models' schema constants stay as they are
+            document(spec, settings, service)
+            app.openapi_schema = spec
         return app.openapi_schema
 
     app.openapi = openapi
@@ -59,18 +58,20 @@ def install_openapi(app: FastAPI, settings: Settings, service: SearchService) ->
 
 def document(spec: dict[str, Any], settings: Settings, service: SearchService) -> None:
     """Add to ``spec`` (in place) what the running server knows."""
-    spec["info"]["description"] = f"{spec['info'].get('description', '')}\n\n{ERRORS}".strip()
+    spec["info"]["description"] = f"{spec['info'].get('description', '')}\n\n{ERRORS}\n\n{OPENAI_ERRORS}".strip()
     _event_components(spec)
     _limits(spec, settings)
+    _openai(spec, service)
     _granularity(spec, service)
     _demos(spec, settings, service)
     _event_streams(spec)
     if settings.server.trusted_hosts:
-        for ops in spec["paths"].values():
+        for path, ops in spec["paths"].items():
+            model = OpenAIErrorResponse.__name__ if openai_route(path) else "ErrorResponse"
             for op in ops.values():
                 op["responses"].setdefault("400", {"description": "Host not in server.trusted_hosts (InvalidHost)",
                                                    "content": {"application/json": {"schema": {
-                                                       "$ref": _REF.format(model="ErrorResponse")}}}})
+                                                       "$ref": _REF.format(model=model)}}}})
 
 
 def _int_branch(prop: dict) -> dict:
@@ -95,6 +96,54 @@ def _limits(spec: dict[str, Any], settings: Settings) -> None:
             param["schema"].update(maxLength=cfg.max_query_chars, pattern=NON_BLANK)
         elif param["name"] == "k":
             _int_branch(param["schema"]).update(minimum=1, maximum=cfg.max_k)
+    for name in ("max_tokens", "max_completion_tokens"):
+        _int_branch(schemas["ChatRequest"]["properties"][name]).update(maximum=cfg.max_tokens)
+    one, many = schemas["EmbeddingRequest"]["properties"]["input"]["anyOf"]
+    for text in (one, many["items"]):
+        text["maxLength"] = cfg.max_query_chars
+    many["maxItems"] = cfg.max_batch
+
+
+def _openai(spec: dict[str, Any], service: SearchService) -> None:
+    """The served model ids (embeddings: of the indexes with a dense component, with their dimension), and no 422
+    on the OpenAI-compatible routes (they answer 400)."""
+    schemas = spec["components"]["schemas"]
+    models = service.models()
+    _string_enum(schemas["ChatRequest"]["properties"]["model"], [m for m, _, _ in models])
+    for param in spec["paths"]["/v1/models/{model}"]["get"]["parameters"]:
+        if param["name"] == "model":
+            param["schema"]["enum"] = [m for m, _, _ in models]
+    embeds = {m: index for m, index, retriever in models
+              if service.indexes[index].has("dense") and (m == index or retriever == "dense")}
+    request = schemas["EmbeddingRequest"]
+    _string_enum(request["properties"]["model"], list(embeds))
+    if service.default_index not in embeds.values():  # no model: the default index, which has no embeddings
+        request["required"] = [*request.get("required", []), "model"]
+        request["properties"]["model"] = _string_branch(request["properties"]["model"])
+    dims = [({"const": m}, service.embedding_dim(index)) for m, index in embeds.items()]
+    if service.default_index in embeds.values():
+        dims.append(({"type": "null"}, service.embedding_dim(service.default_index)))
+    request.setdefault("allOf", []).extend(
+        {"if": {"required": ["dimensions"], "properties": {"model": model, "dimensions": {"type": "integer"}}},
+         "then": {"properties": {"dimensions": {"const": dim}}}} for model, dim in dims)
+    for path, ops in spec["paths"].items():
+        if openai_route(path):
+            for op in ops.values():
+                op["responses"].pop("422", None)
+
+
+def _string_branch(prop: dict) -> dict:
+    return next((b for b in prop.get("anyOf", [prop]) if b.get("type") == "string"), prop)
+
+
+def _string_enum(prop: dict, values: list[str]) -> None:
+    """Only ``values`` for the property's string (none: the string branch matches nothing)."""
+    branch = _string_branch(prop)
+    if values:
+        branch["enum"] = values
+    else:
+        branch.clear()
+        branch["not"] = {}
 
 
 def granularity_retrievers(service: SearchService) -> dict[str, list[str]]:
@@ -174,7 +223,7 @@ _CHAT_EVENTS = {"description": "OpenAI's chat.completion.chunk events (no event 
                 "properties": {"data": {"oneOf": [
                     {**_json_data(ChatCompletionChunk), "contentSchema": {"oneOf": [
                         {"$ref": _REF.format(model=ChatCompletionChunk.__name__)},
-                        {"$ref": _REF.format(model=ChatStreamError.__name__)}]}},
+                        {"$ref": _REF.format(model=OpenAIErrorResponse.__name__)}]}},
                     {"const": "[DONE]"}]}}}
 
 

@@ -1,8 +1,11 @@
 """``POST /v1/chat/completions``: OpenAI's chat completion, answered with the RAG pipeline.
 
-The last user message is the question, ``model`` names the index (any other name: the default index) and the
-``genret`` extension picks the retriever, task and passages.  Streamed, the answer is OpenAI's
-``chat.completion.chunk`` events, then ``data: [DONE]``.
+The last user message is the question (the passages are retrieved for it); the system messages and the earlier
+turns go into the prompt as far as its token budget allows.  ``model`` is a model id (``INDEX`` or
+``INDEX/RETRIEVER``, ``GET /v1/models``; another name: 404) and the ``genret`` extension can override the index
+and retriever and pick the task and passages.  Parameters genret cannot honour are a 400; errors are OpenAI's
+(``_errors.openai_error``).  Streamed, the answer is OpenAI's ``chat.completion.chunk`` events, then
+``data: [DONE]``.
 """
 
 from __future__ import annotations
@@ -16,16 +19,15 @@ from typing import TYPE_CHECKING
 from fastapi import APIRouter
 
 from ._deps import DispatcherDep, GateDep, ServiceDep
-from ._errors import RequestError
-from ._models import (
+from ._errors import RequestError, UnsupportedParameter, openai_error
+from ._models import RagResponse, Usage
+from ._models_openai import (
     ChatChoice,
     ChatChoiceMessage,
     ChatCompletion,
     ChatRequest,
     GenretChatOptions,
-    RagResponse,
-    Usage,
-    error_responses,
+    openai_error_responses,
 )
 from ._sse import SSE, EventStreamResponse, open_stream, relay, sse
 
@@ -36,19 +38,20 @@ if TYPE_CHECKING:
 
 router = APIRouter()
 
-_RESPONSES = {**error_responses(400, 401, 404, 413, 422, 429, 502, 503, 504),
+_RESPONSES = {**openai_error_responses(400, 401, 404, 413, 429, 502, 503, 504),
               200: {"description": "a chat completion, or with stream: OpenAI's chat.completion.chunk events, then "
                                    "data: [DONE]", "content": {SSE: {}}}}  # the events' schemas: _openapi
+_ROLES = ("system", "developer", "user", "assistant")  # of the history; tool and function messages are left out
 
 
 @router.post("/v1/chat/completions", response_model=ChatCompletion, responses=_RESPONSES)
 async def chat_completions(req: ChatRequest, service: ServiceDep, dispatcher: DispatcherDep, gate: GateDep):
-    """OpenAI-compatible chat completions answered with retrieval: the last user message is the question,
-    `model` names the index (else the default index); `genret` (extension) picks the retriever, task,
-    passages."""
-    query = _last_user_message(req)
-    spec = _rag_spec(req, query, service)
-    chat = _Chat(spec, f"chatcmpl-{uuid.uuid4().hex}", int(time.time()))
+    """OpenAI-compatible chat completions answered with retrieval: the last user message is the question, system
+    messages and earlier turns are in the prompt; `model` names the index (and retriever); `genret` (extension)
+    picks the retriever, task, passages."""
+    query, history = _conversation(req)
+    spec = _rag_spec(req, query, history, service)
+    chat = _Chat(spec, req.model or spec.index, f"chatcmpl-{uuid.uuid4().hex}", int(time.time()))
     if not req.stream:
         return chat.completion(await gate.run(lambda: dispatcher.rag(query, spec)))
     events, _, deadline = await open_stream(gate, dispatcher, lambda: service.stream_rag(query, spec))
@@ -56,21 +59,31 @@ async def chat_completions(req: ChatRequest, service: ServiceDep, dispatcher: Di
     return EventStreamResponse(chat.chunks(events, deadline, gate, include_usage), events.cancel)
 
 
-def _last_user_message(req: ChatRequest) -> str:
-    for m in reversed(req.messages):
-        if m.role == "user":
-            text = m.text()
-            if not text.strip():
-                raise RequestError("the last user message has no text")
-            return text
-    raise RequestError("no user message: the last user message is the question")
+def _conversation(req: ChatRequest) -> tuple[str, list[tuple[str, str]]]:
+    """``(the question, the (role, text) messages before it)``; a 400 for what genret cannot honour."""
+    if (unsupported := req.unsupported()) is not None:
+        name, what = unsupported
+        raise UnsupportedParameter(f"{name} is not supported by this server ({what}): it answers with one text "
+                                   "choice from retrieved passages; leave it out", param=name)
+    for i, m in enumerate(req.messages):
+        if (part := m.other_part()) is not None:
+            raise UnsupportedParameter(f"messages[{i}] has a content part of type {part!r}: this server reads text "
+                                       "only", param=f"messages.{i}.content")
+    last = next((i for i in reversed(range(len(req.messages))) if req.messages[i].role == "user"), None)
+    if last is None:
+        raise RequestError("no user message: the last user message is the question", param="messages")
+    text = req.messages[last].text()
+    if not text.strip():
+        raise RequestError("the last user message has no text", param="messages")
+    return text, [(m.role, m.text()) for m in req.messages[:last] if m.role in _ROLES and m.text().strip()]
 
 
-def _rag_spec(req: ChatRequest, query: str, service: SearchService) -> RagSpec:
+def _rag_spec(req: ChatRequest, query: str, history: list[tuple[str, str]], service: SearchService) -> RagSpec:
     opts = req.genret or GenretChatOptions()
-    index = opts.index or (req.model if req.model in service.indexes else None)
-    return service.rag_spec(query, index=index, retriever=opts.retriever, task=opts.task, passages=opts.passages,
-                            max_new_tokens=req.max_completion_tokens or req.max_tokens, stop=req.stops())
+    index, retriever = service.resolve_model(req.model)
+    return service.rag_spec(query, index=opts.index or index, retriever=opts.retriever or retriever, task=opts.task,
+                            passages=opts.passages, max_new_tokens=req.max_completion_tokens or req.max_tokens,
+                            stop=req.stops(), history=history)
 
 
 @dataclass(frozen=True)
@@ -78,6 +91,7 @@ class _Chat:
     """One completion's identity, and its answer in OpenAI's shapes (whole, or as chunks)."""
 
     spec: RagSpec
+    model: str
     id: str
     created: int
 
@@ -88,14 +102,14 @@ class _Chat:
                 "citations": [c.model_dump() for c in r.citations], "passages": [h.model_dump() for h in r.passages]}
 
     def completion(self, outcome: RagOutcome) -> ChatCompletion:
-        return ChatCompletion(id=self.id, created=self.created, model=self.spec.index, usage=Usage.of(outcome),
+        return ChatCompletion(id=self.id, created=self.created, model=self.model, usage=Usage.of(outcome),
                               genret=self.extension(outcome), choices=[ChatChoice(
                                   message=ChatChoiceMessage(content=outcome.answer.raw),
                                   finish_reason="length" if outcome.truncated else "stop")])
 
     def envelope(self, **fields) -> str:
         return sse({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                    "model": self.spec.index, **fields})
+                    "model": self.model, **fields})
 
     def chunk(self, delta: dict, finish: str | None = None, **extra) -> str:
         return self.envelope(choices=[{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
@@ -116,7 +130,7 @@ class _Chat:
             return out + ["data: [DONE]\n\n"]
 
         def on_error(status: int, body: dict) -> list[str]:
-            return [sse({"error": {"message": body["detail"], "type": body["error"], "code": status}})]
+            return [sse(openai_error(status, body)[1])]
 
         yield self.chunk({"role": "assistant", "content": ""})
         async for text in relay(events, deadline, gate, on, on_error):

@@ -7,7 +7,9 @@ old one.  Retrievers are created on first use (or at start, ``server.preload``) 
 RAG: one generator (``settings.generator``) shared by all requests, loaded on first use (or at start: ``preload``
 names ``generator``); demonstration sources over ``settings.demos`` per kind, loaded on first use.  A ``RagSpec``
 is everything a RAG request asks besides its query — requests with equal specs can share one
-``batch_answer`` call.
+``batch_answer`` call.  The OpenAI-compatible routes name an index and retriever by a model id (``INDEX`` or
+``INDEX/RETRIEVER``: :meth:`models`, :meth:`resolve_model`), and embed with an index's dense encoder
+(:meth:`embed`, through ``_embeddings``).
 """
 
 from __future__ import annotations
@@ -17,15 +19,20 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from genret.indexing import GenretError, Index, NotFoundError
 from genret.retrieval import TASKS, Hit, Retriever, available_retrievers, load_retriever, retriever_granularities
 from genret.retrieval.demos import DemoSource
 from genret.retrieval.rag import Generator, RagAnswer, RagConfig, RagPipeline, load_generator, prompt_size
 
-from ._errors import RequestError, Unavailable
+from ._embeddings import Embedder
+from ._errors import ModelNotFound, RequestError, Unavailable
 from ._settings import Settings
 from ._snapshots import Snapshots, StaleSnapshot
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["RagOutcome", "RagSpec", "RequestError", "SearchService"]
 
@@ -46,6 +53,11 @@ class RagSpec:
     demo_source: str
     max_new_tokens: int | None = None
     stop: tuple[str, ...] = ()
+    history: tuple[tuple[str, str], ...] = ()  # a chat's (role, text) messages before the query
+
+    def messages(self) -> list[dict[str, str]]:
+        """``history`` as chat messages (``RagPipeline``'s ``history``)."""
+        return [{"role": role, "content": text} for role, text in self.history]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +86,7 @@ class SearchService:
         self._generator: Generator | None = None
         self._generator_lock = threading.Lock()
         self._demo_sources: dict[str, DemoSource] = {}
+        self.embedder = Embedder(settings.retrieval.dense.device, settings.retrieval.dense.batch_size)
         self.demo_tasks: list[str] = []
         if settings.demos is not None:
             from genret.retrieval.demos import list_tasks
@@ -158,8 +171,9 @@ class SearchService:
     def rag_spec(self, query: str, *, index: str | None = None, retriever: str | None = None,
                  task: str | None = None, passages: int | None = None, demos: int | None = None,
                  demo_source: str | None = None, max_new_tokens: int | None = None,
-                 stop: Sequence[str] = ()) -> RagSpec:
-        """Check a RAG request and fill in the defaults (``settings.rag``); cheap, loads nothing."""
+                 stop: Sequence[str] = (), history: Sequence[tuple[str, str]] = ()) -> RagSpec:
+        """Check a RAG request and fill in the defaults (``settings.rag``); cheap, loads nothing.  ``max_new_tokens``:
+        at most ``server.max_tokens``; ``history``: a chat's ``(role, text)`` messages before the query."""
         self.check_queries([query])
         rag = self.settings.rag
         passages = rag.passages if passages is None else passages
@@ -176,11 +190,13 @@ class SearchService:
                 raise RequestError(f"no demonstration pool for task {task!r}; pools: {self.demo_tasks}")
         if any(not s for s in stop):
             raise RequestError("stop strings must not be empty")
-        cap = self.settings.generator.max_new_tokens
+        cap = self.settings.server.max_tokens
+        if max_new_tokens is not None and max_new_tokens > cap:
+            raise RequestError(f"max_tokens {max_new_tokens} is over this server's limit of {cap} new tokens "
+                               "(server.max_tokens)", param="max_tokens")
         return RagSpec(index=index, retriever=name if passages > 0 else None, task=task, passages=passages,
-                       demos=demos, demo_source=demo_source or rag.demo_source,
-                       max_new_tokens=None if max_new_tokens is None else min(max_new_tokens, cap),
-                       stop=tuple(stop))
+                       demos=demos, demo_source=demo_source or rag.demo_source, max_new_tokens=max_new_tokens,
+                       stop=tuple(stop), history=tuple(history))
 
     # ---- model work (blocking: call it off the event loop) --------------------------------------------------
     @contextmanager
@@ -291,7 +307,7 @@ class SearchService:
         """One answer per (checked) query, as one ``batch_answer`` call: retrieval and generation batched."""
         with self.pipeline(spec) as pipeline:
             answers = pipeline.batch_answer(list(queries), task=spec.task, max_new_tokens=spec.max_new_tokens,
-                                            stop=spec.stop)
+                                            stop=spec.stop, history=spec.messages())
             return [self._outcome(pipeline.generator, spec, a) for a in answers]
 
     def stream_rag(self, query: str, spec: RagSpec) -> Iterator[tuple[str, object]]:
@@ -299,12 +315,55 @@ class SearchService:
         early stops the generation."""
         with self.pipeline(spec) as pipeline:
             events = pipeline.stream_events(query, task=spec.task, max_new_tokens=spec.max_new_tokens,
-                                            stop=spec.stop)
+                                            stop=spec.stop, history=spec.messages())
             try:
                 for kind, value in events:
                     yield kind, (self._outcome(pipeline.generator, spec, value) if kind == "answer" else value)
             finally:
                 events.close()
+
+    # ---- OpenAI-compatible model ids (cheap: nothing is loaded) ------------------------------------------------
+    def models(self) -> list[tuple[str, str, str]]:
+        """``(model id, index, retriever)``: per served index ``INDEX`` (its default retriever), then
+        ``INDEX/RETRIEVER`` for each retriever it offers."""
+        out = []
+        for index, ix in self.indexes.items():
+            names = available_retrievers(ix, self.settings.retrieval)
+            out += [(index, index, names[0])] if names else []
+            out += [(f"{index}/{name}", index, name) for name in names]
+        return out
+
+    def resolve_model(self, model: str | None) -> tuple[str | None, str | None]:
+        """``(index, retriever)`` a model id names (None: the defaults); ``ModelNotFound`` for any other name."""
+        if model is None:
+            return None, None
+        index, _, retriever = model.partition("/")
+        if index in self.indexes and (not retriever or retriever in available_retrievers(
+                self.indexes[index], self.settings.retrieval)):
+            return index, retriever or None
+        ids = [m for m, _, _ in self.models()]
+        shown = ", ".join(ids[:20]) + (f" … ({len(ids)} in all)" if len(ids) > 20 else "")
+        raise ModelNotFound(f"the model {model!r} does not exist on this server; its models (GET /v1/models) are "
+                            f"INDEX or INDEX/RETRIEVER: {shown}")
+
+    def embedding_index(self, model: str | None) -> str:
+        """The index whose dense encoder a model id names (``INDEX`` or ``INDEX/dense``; None: the default)."""
+        index, retriever = self.resolve_model(model)
+        index = index or self.default_index
+        if not self.indexes[index].has("dense"):
+            raise ModelNotFound(f"the model {model or index!r} has no embeddings: index {index!r} has no dense "
+                                "component (genret index … --dense)")
+        if retriever not in (None, "dense"):
+            raise ModelNotFound(f"the model {model!r} does not embed: embeddings come from the index's dense "
+                                f"encoder, model {index!r} or '{index}/dense'")
+        return index
+
+    def embedding_dim(self, index: str) -> int:
+        return self.embedder.dim(self.indexes[index])
+
+    def embed(self, index: str, texts: Sequence[str]) -> tuple[np.ndarray, int]:
+        """``(vectors, tokens)`` of (checked) texts by the index's dense encoder (loaded on first use); blocking."""
+        return self.embedder.embed(self.indexes[index], texts)
 
     def preload(self, names: Sequence[str]) -> list[tuple[str, str]]:
         """Load the named retrievers on every index that offers them (and the generator when named);

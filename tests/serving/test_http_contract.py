@@ -1,6 +1,7 @@
 """The HTTP contract: JSON numbers are numbers, the served OpenAPI document carries the server's limits, the event
-schemas of streamed answers and the error contract (400 versus 422), a 405 names every method of its path, HEAD
-probes answer, and a trusted-hosts setting refuses other Host headers in the error shape."""
+schemas of streamed answers and the error contract (400 versus 422; OpenAI's error object on the OpenAI-compatible
+routes), a 405 names every method of its path, HEAD probes answer, and a trusted-hosts setting refuses other Host
+headers in the error shape."""
 
 import json
 
@@ -36,9 +37,14 @@ def _validator(spec: dict, ref: str) -> jsonschema.Draft202012Validator:
     ("/v1/chat/completions", {"messages": [{"role": "user", "content": "oil"}], "max_tokens": True}, "max_tokens"),
     ("/v1/chat/completions", {"messages": [{"role": "user", "content": "oil"}], "temperature": True},
      "temperature"),
+    ("/v1/embeddings", {"input": "oil", "dimensions": True}, "dimensions"),
 ])
 def test_json_numbers_and_flags_are_not_coerced(client, path, body, field):
     r = client.post(path, json=body)
+    if path in ("/v1/chat/completions", "/v1/embeddings"):  # OpenAI's routes: 400 and OpenAI's error object
+        assert r.status_code == 400 and r.json()["error"]["code"] == "ValidationError", r.text
+        assert r.json()["error"]["param"] == field and f"body.{field}" in r.json()["error"]["message"]
+        return
     assert r.status_code == 422 and r.json()["error"] == "ValidationError", r.text
     assert f"body.{field}" in r.json()["detail"]
 
@@ -103,13 +109,67 @@ def test_chat_messages_need_a_user_message_with_text(spec):
 
 def test_the_error_contract_is_documented(spec):
     description = spec["info"]["description"]
-    assert "**422**" in description and "**400**" in description
+    assert "**422**" in description and "**400**" in description and "OpenAI's shape" in description
     for path, method in (("/v1/search", "post"), ("/v1/search", "get"), ("/v1/search/batch", "post"),
-                         ("/v1/rag", "post"), ("/v1/chat/completions", "post")):
+                         ("/v1/rag", "post")):
         responses = spec["paths"][path][method]["responses"]
         assert {"400", "422"} <= set(responses)
         assert responses["400"]["content"]["application/json"]["schema"] == {
             "$ref": "#/components/schemas/ErrorResponse"}
+    for path, method in (("/v1/chat/completions", "post"), ("/v1/embeddings", "post"), ("/v1/models", "get"),
+                         ("/v1/models/{model}", "get")):
+        responses = spec["paths"][path][method]["responses"]
+        assert "422" not in responses and "401" in responses  # OpenAI's routes answer 400 for a bad request
+        for status, response in responses.items():
+            if status != "200":
+                assert response["content"]["application/json"]["schema"] == {
+                    "$ref": "#/components/schemas/OpenAIErrorResponse"}, (path, status)
+    error = _validator(spec, "#/components/schemas/OpenAIErrorResponse")
+    assert error.is_valid({"error": {"message": "m", "type": "invalid_request_error", "param": None, "code": "c"}})
+    assert not error.is_valid({"error": "ValidationError", "detail": "m"})
+
+
+def test_the_document_names_the_served_models_and_the_token_cap(service, tiny_index):
+    name = tiny_index.name
+    with app_over(service, max_tokens=77) as app, TestClient(app) as c:
+        spec = c.get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    ids = [name] + [f"{name}/{r}" for r in service.describe()[0]["retrievers"]]
+    chat = _validator(spec, "#/components/schemas/ChatRequest")
+    user = [{"role": "user", "content": "oil"}]
+    assert all(chat.is_valid({"model": m, "messages": user}) for m in ids) and chat.is_valid({"messages": user})
+    assert not chat.is_valid({"model": "gpt-4o", "messages": user})
+    assert chat.is_valid({"messages": user, "max_tokens": 77}) and not chat.is_valid({"messages": user,
+                                                                                       "max_tokens": 78})
+    assert chat.is_valid({"messages": user, "tools": [], "logprobs": False, "response_format": {"type": "text"}})
+    for extra in ({"tools": [{"type": "function"}]}, {"logprobs": True}, {"n": 2},
+                  {"response_format": {"type": "json_object"}}, {"audio": {}}):
+        assert not chat.is_valid({"messages": user, **extra}), extra
+    (param,) = spec["paths"]["/v1/models/{model}"]["get"]["parameters"]
+    assert param["schema"]["enum"] == ids
+    embed = _validator(spec, "#/components/schemas/EmbeddingRequest")
+    assert embed.is_valid({"model": name, "input": ["a", "b"]}) and embed.is_valid({"model": f"{name}/dense",
+                                                                                    "input": "a"})
+    assert not embed.is_valid({"model": f"{name}/bm25", "input": "a"})
+    assert embed.is_valid({"input": "a", "dimensions": 384}) and not embed.is_valid({"input": "a", "dimensions": 8})
+    assert not embed.is_valid({"input": []}) and not embed.is_valid({"input": [" "]})
+    assert schemas["EmbeddingRequest"]["properties"]["input"]["anyOf"][1]["maxItems"] == 64
+
+
+def test_errors_written_below_the_app_are_openai_shaped_on_openais_routes(service):
+    with app_over(service, max_body_bytes=1024, trusted_hosts=["genret.test"]) as app:
+        c = TestClient(app, base_url="http://genret.test")
+        big = {"messages": [{"role": "user", "content": "x" * 2000}]}
+        for path in ("/v1/chat/completions", "/v1/embeddings"):
+            r = c.post(path, json=big)
+            assert r.status_code == 413 and r.json()["error"]["code"] == "PayloadTooLarge", r.text
+            assert int(r.headers["content-length"]) == len(r.content)
+        r = c.get("/v1/models", headers={"host": "evil.test"})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "InvalidHost", r.text
+        assert r.json()["error"]["message"] == "Host 'evil.test' is not one of this server's trusted_hosts"
+        # genret's own routes keep genret's shape
+        r = c.post("/v1/search", json={"query": "x" * 2000})
+        assert r.status_code == 413 and r.json()["error"] == "PayloadTooLarge"
 
 
 def _event_schemas(spec: dict, path: str) -> dict:
@@ -137,7 +197,7 @@ def test_streamed_chat_chunks_match_their_schema(client, service, spec):
     items = _event_schemas(spec, "/v1/chat/completions")
     json_data, done = items["properties"]["data"]["oneOf"]
     assert done == {"const": "[DONE]"}
-    chunk = _validator(spec, json_data["contentSchema"]["oneOf"][0]["$ref"])
+    chunk, error = (_validator(spec, alt["$ref"]) for alt in json_data["contentSchema"]["oneOf"])
     with generator_swapped(service, ScriptedGenerator("Guido van Rossum")):
         r = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "Who created Python?"}],
                                                       "stream": True, "stream_options": {"include_usage": True}})
@@ -145,6 +205,14 @@ def test_streamed_chat_chunks_match_their_schema(client, service, spec):
     assert datas[-1] == "[DONE]"
     for data in datas[:-1]:
         chunk.validate(json.loads(data))
+    # a failure after the stream began: OpenAI's error object as the last event
+    with generator_swapped(service, ScriptedGenerator("one two three", delay=0.3, pieces=40)), \
+            app_over(service, request_timeout_s=0.5) as app, TestClient(app) as c:
+        r = c.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "Who created Python?"}],
+                                                 "stream": True, "genret": {"retriever": "bm25"}})
+    last = json.loads(r.text.strip().split("\n\n")[-1][len("data: "):])
+    error.validate(last)
+    assert last["error"]["code"] == "RequestTimeout" and last["error"]["type"] == "server_error"
 
 
 @pytest.mark.parametrize("method, path, allow", [

@@ -117,10 +117,14 @@ def keyed_client(service):
 ])
 def test_api_key_required_when_configured(keyed_client, headers, detail):
     for method, path in (("POST", "/v1/search"), ("GET", "/v1/indexes"), ("POST", "/v1/search/batch"),
-                         ("GET", "/metrics"), ("POST", "/v1/rag"), ("POST", "/v1/chat/completions")):
+                         ("GET", "/metrics"), ("POST", "/v1/rag")):
         r = keyed_client.request(method, path, json={"query": "x", "queries": ["x"]}, headers=headers)
         assert r.headers["www-authenticate"] == "Bearer"
         assert detail in _is_error(r, 401, "Unauthorized")["detail"]
+    for method, path in (("POST", "/v1/chat/completions"), ("GET", "/v1/models"), ("POST", "/v1/embeddings")):
+        r = keyed_client.request(method, path, json={"input": "x"}, headers=headers)  # OpenAI's error object
+        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+        assert r.json()["error"]["code"] == "invalid_api_key" and detail in r.json()["error"]["message"]
 
 
 def test_right_key_passes_and_probes_stay_open(keyed_client):

@@ -3,7 +3,8 @@
 rejected (``positive_data_acceptance``: no 400 or 422 for a request the served document allows — the document
 carries the server's limits, ``serving/_openapi.py``).  Bounded: a few examples per operation and mode,
 derandomized, no example database.  The RAG operations generate with the tiny chat
-LM (4 new tokens at most: ``tests/serving/helpers.tiny_settings``).
+LM (4 new tokens by default: ``tests/serving/helpers.tiny_settings``; a chat's ``max_tokens`` at most
+``MAX_TOKENS`` here).
 
 (schemathesis' own pytest loader, ``schemathesis.pytest.from_fixture``, does not run under pytest 9 — it sets
 ``node._nodeid`` — so the operations' hypothesis strategies are driven here directly.)
@@ -20,20 +21,30 @@ from tests.serving.helpers import app_over
 
 OPERATIONS = ["GET /healthz", "HEAD /healthz", "GET /readyz", "HEAD /readyz", "GET /metrics", "GET /v1/indexes",
               "POST /v1/search", "GET /v1/search", "POST /v1/search/batch", "POST /v1/rag",
-              "POST /v1/chat/completions"]
+              "POST /v1/chat/completions", "GET /v1/models", "GET /v1/models/{model}", "POST /v1/embeddings"]
 EXAMPLES = 25
+MAX_TOKENS = 8  # server.max_tokens here: the tiny chat LM writes what a chat asks for, up to this
 
 
 @pytest.fixture(scope="module")
-def api_schema(service):
-    with app_over(service) as app:
+def small_token_cap(service):
+    """The shared service checks its own settings' cap; the apps here document the same one."""
+    server = service.settings.server
+    old, server.max_tokens = server.max_tokens, MAX_TOKENS
+    yield
+    server.max_tokens = old
+
+
+@pytest.fixture(scope="module")
+def api_schema(service, small_token_cap):
+    with app_over(service, max_tokens=MAX_TOKENS) as app:
         yield schemathesis.openapi.from_asgi("/openapi.json", app)
 
 
 @pytest.fixture
-def app(service):
+def app(service, small_token_cap):
     """A fresh app per test: schemathesis ends an app's lifespan (a shutdown) after each test."""
-    with app_over(service) as app:
+    with app_over(service, max_tokens=MAX_TOKENS) as app:
         yield app
 
 

@@ -1,0 +1,190 @@
+"""The official ``openai`` client against a live genret server (uvicorn on a free port, the genret app over the
+tiny index and the tiny chat LM): the model list, chat completions plain and streamed with the conversation in
+the prompt and ``max_tokens`` honoured, embeddings from the index's dense encoder, and errors as the client's
+typed exceptions with OpenAI's message, type, param and code."""
+
+from __future__ import annotations
+
+import numpy as np
+import openai
+import pytest
+
+from tests._openai_server import ServerThread
+from tests.conftest import QUESTIONS
+from tests.serving.helpers import ScriptedGenerator, app_over, generator_swapped
+
+Q = QUESTIONS[2][1]
+
+
+@pytest.fixture(scope="module")
+def server(service):
+    with app_over(service) as app, ServerThread(app) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    with openai.OpenAI(base_url=server.base_url + "/v1", api_key="unused", max_retries=0, timeout=60) as c:
+        yield c
+
+
+class Recording(ScriptedGenerator):
+    """A scripted generator that also records the ``max_new_tokens`` it was asked for and streamed prompts."""
+
+    def __init__(self, text: str = "Guido van Rossum [1]") -> None:
+        super().__init__(text)
+        self.max_new_tokens: list[int | None] = []
+
+    def generate(self, prompts, *, max_new_tokens=None, stop=()):
+        self.max_new_tokens.append(max_new_tokens)
+        return super().generate(prompts, max_new_tokens=max_new_tokens, stop=stop)
+
+    def stream(self, prompt, *, max_new_tokens=None, stop=()):
+        self.prompts.append(prompt)
+        self.max_new_tokens.append(max_new_tokens)
+        yield from super().stream(prompt, max_new_tokens=max_new_tokens, stop=stop)
+
+
+def test_models_list_each_index_and_retriever(client, service, tiny_index):
+    name = tiny_index.name
+    retrievers = service.describe()[0]["retrievers"]
+    models = client.models.list()
+    assert [m.id for m in models.data] == [name] + [f"{name}/{r}" for r in retrievers]
+    assert {m.object for m in models.data} == {"model"} and {m.owned_by for m in models.data} == {"genret"}
+    assert all(m.created > 0 for m in models.data)
+    assert models.data[0].genret == {"index": name, "retriever": retrievers[0], "embeddings": True}
+    bm25 = client.models.retrieve(f"{name}/bm25")
+    assert bm25.id == f"{name}/bm25" and bm25.genret["embeddings"] is False
+    with pytest.raises(openai.NotFoundError) as err:
+        client.models.retrieve("gpt-4o")
+    assert err.value.code == "model_not_found" and "'gpt-4o' does not exist" in err.value.message
+
+
+def test_chat_completion_answers_from_the_index_with_the_conversation(client, service, tiny_index):
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello"},
+                {"role": "assistant", "content": "hi"}, {"role": "user", "content": Q}]
+    got = client.chat.completions.create(model=f"{tiny_index.name}/bm25", messages=messages)
+    history = [("system", "Be brief."), ("user", "hello"), ("assistant", "hi")]
+    expected = service.batch_rag([Q], service.rag_spec(Q, retriever="bm25", history=history))[0]
+    assert got.choices[0].message.content == expected.answer.raw and got.choices[0].message.role == "assistant"
+    assert got.model == f"{tiny_index.name}/bm25" and got.object == "chat.completion"
+    assert got.choices[0].finish_reason in ("stop", "length")
+    assert got.usage.prompt_tokens == expected.prompt_tokens
+    prompt = expected.answer.prompt
+    assert prompt[0]["content"].startswith("Be brief.\n\n") and [m["content"] for m in prompt[1:3]] == ["hello", "hi"]
+    # the genret extension says what answered
+    assert got.genret["retriever"] == "bm25" and got.genret["passages"]
+
+
+def test_streamed_chat_equals_the_plain_answer(client, tiny_index):
+    kw = {"model": tiny_index.name, "messages": [{"role": "user", "content": Q}], "max_tokens": 6}
+    plain = client.chat.completions.create(**kw)
+    chunks = list(client.chat.completions.create(**kw, stream=True, stream_options={"include_usage": True}))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.strip() == plain.choices[0].message.content
+    finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finish == [plain.choices[0].finish_reason]
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == plain.usage.completion_tokens
+    assert {c.model for c in chunks} == {tiny_index.name} and len({c.id for c in chunks}) == 1
+
+
+def test_max_tokens_is_honoured_up_to_the_servers_cap(client, service, tiny_index):
+    recording = Recording()
+    with generator_swapped(service, recording):
+        client.chat.completions.create(model=tiny_index.name, messages=[{"role": "user", "content": Q}],
+                                       max_tokens=200)
+        client.chat.completions.create(model=tiny_index.name, messages=[{"role": "user", "content": Q}],
+                                       max_completion_tokens=1024)
+        list(client.chat.completions.create(model=tiny_index.name, messages=[{"role": "user", "content": Q}],
+                                            max_tokens=300, stream=True))
+    assert recording.max_new_tokens == [200, 1024, 300]
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model=tiny_index.name, messages=[{"role": "user", "content": Q}],
+                                       max_tokens=1025)
+    assert err.value.param == "max_tokens" and "over this server's limit of 1024" in err.value.message
+    # the real (tiny) model writes more than the server's default of 4 new tokens when asked to
+    longer = client.chat.completions.create(model=tiny_index.name, messages=[{"role": "user", "content": Q}],
+                                            max_tokens=12)
+    assert longer.usage.completion_tokens > 4
+
+
+def test_a_streamed_answer_has_the_conversation_in_its_prompt(client, service, tiny_index):
+    recording = Recording("streamed words")
+    with generator_swapped(service, recording):
+        chunks = list(client.chat.completions.create(
+            model=tiny_index.name, stream=True, messages=[
+                {"role": "developer", "content": "Answer in English."}, {"role": "user", "content": "earlier"},
+                {"role": "assistant", "content": "reply"}, {"role": "user", "content": Q}]))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks).strip() == "streamed words"
+    (prompt,) = recording.prompts
+    assert prompt[0]["content"].startswith("Answer in English.")
+    assert [m["content"] for m in prompt[1:3]] == ["earlier", "reply"] and Q in prompt[-1]["content"]
+
+
+@pytest.mark.parametrize("kwargs, param, words", [
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools", "function calling"),
+    ({"n": 2}, "n", "more than one choice"),
+    ({"logprobs": True}, "logprobs", "log probabilities"),
+    ({"response_format": {"type": "json_object"}}, "response_format", "structured output"),
+])
+def test_unsupported_parameters_are_a_clear_400(client, tiny_index, kwargs, param, words):
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model=tiny_index.name, messages=[{"role": "user", "content": Q}], **kwargs)
+    e = err.value
+    assert (e.status_code, e.code, e.param, e.type) == (400, "unsupported_parameter", param, "invalid_request_error")
+    assert words in e.message and f"Error code: 400 - {param} is not supported" in str(e)
+
+
+def test_errors_are_the_clients_typed_exceptions_with_the_message(client, tiny_index):
+    with pytest.raises(openai.NotFoundError) as err:
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": Q}])
+    assert err.value.code == "model_not_found" and err.value.param == "model"
+    assert "the model 'gpt-4o' does not exist on this server" in str(err.value) and tiny_index.name in str(err.value)
+    with pytest.raises(openai.BadRequestError) as err:  # a bad value: 400 (OpenAI has no 422), with its field
+        client.chat.completions.create(model=tiny_index.name, messages=[{"role": "user", "content": Q}],
+                                       temperature=5)
+    assert err.value.param == "temperature" and "less than or equal to 2" in err.value.message
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model=tiny_index.name, messages=[{"role": "system", "content": "hi"}])
+    assert err.value.body == {"message": "no user message: the last user message is the question", "param": "messages",
+                              "type": "invalid_request_error", "code": "RequestError"}
+    assert str(err.value) == "Error code: 400 - no user message: the last user message is the question"
+
+
+def test_a_wrong_api_key_is_an_authentication_error(service, tiny_index):
+    with app_over(service, api_keys=["s3cret"]) as app, ServerThread(app) as server:
+        for key, ok in (("wrong", False), ("s3cret", True)):
+            with openai.OpenAI(base_url=server.base_url + "/v1", api_key=key, max_retries=0) as c:
+                if ok:
+                    assert c.models.list().data[0].id == tiny_index.name
+                    continue
+                with pytest.raises(openai.AuthenticationError) as err:
+                    c.models.list()
+                assert err.value.code == "invalid_api_key" and "invalid API key" in err.value.message
+
+
+def test_embeddings_come_from_the_index_dense_encoder(client, encoder, tiny_index):
+    texts = ["Who created Python?", "oil embargo", "Mount Everest"]
+    expected = encoder.encode(texts)
+    got = client.embeddings.create(model=tiny_index.name, input=texts)  # the client asks for base64
+    assert [d.index for d in got.data] == [0, 1, 2] and got.model == tiny_index.name and got.object == "list"
+    assert np.allclose(np.array([d.embedding for d in got.data]), expected, atol=1e-5)
+    floats = client.embeddings.create(model=f"{tiny_index.name}/dense", input=texts[1], encoding_format="float",
+                                      dimensions=expected.shape[1])
+    assert np.allclose(floats.data[0].embedding, expected[1], atol=1e-5)
+    assert got.usage.prompt_tokens == got.usage.total_tokens > len(texts)
+
+
+@pytest.mark.parametrize("kwargs, error, param, words", [
+    ({"model": "tiny/bm25"}, openai.NotFoundError, "model", "does not embed"),
+    ({"model": "nope"}, openai.NotFoundError, "model", "does not exist"),
+    ({"input": [[1, 2, 3]]}, openai.BadRequestError, "input", "token ids"),
+    ({"dimensions": 8}, openai.BadRequestError, "dimensions", "384 dimensions"),
+    ({"input": ["ok", "  "]}, openai.BadRequestError, "input", "input[1] is empty"),
+])
+def test_embedding_errors(client, tiny_index, kwargs, error, param, words):
+    kwargs = {"model": tiny_index.name, "input": "text", **kwargs}
+    with pytest.raises(error) as err:
+        client.embeddings.create(**kwargs)
+    assert err.value.param == param and words in err.value.message
