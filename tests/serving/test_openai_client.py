@@ -72,8 +72,11 @@ def test_chat_completion_answers_from_the_index_with_the_conversation(client, se
     assert got.usage.prompt_tokens == expected.prompt_tokens
     prompt = expected.answer.prompt
     assert prompt[0]["content"].startswith("Be brief.\n\n") and [m["content"] for m in prompt[1:3]] == ["hello", "hi"]
-    # the genret extension says what answered
+    # the genret extension says what answered, and the client can pass it (extra_body)
     assert got.genret["retriever"] == "bm25" and got.genret["passages"]
+    ext = client.chat.completions.create(model=tiny_index.name, messages=[{"role": "user", "content": Q}],
+                                         extra_body={"genret": {"retriever": "bm25", "task": "qa", "passages": 1}})
+    assert (ext.genret["retriever"], ext.genret["task"], len(ext.genret["passages"])) == ("bm25", "qa", 1)
 
 
 def test_streamed_chat_equals_the_plain_answer(client, tiny_index):
