@@ -152,25 +152,40 @@ def mark_significance(rows: list[dict], per_query: list[dict], ks: list[int], su
 
 
 def plot_recall(task: str, rows: list[dict], ks: list[int], path: Path) -> None:
-    """recall@k against k (log scale) for every retriever and level of one task."""
+    """recall@k against k (log scale) for every retriever of one task, one panel per level.  Series that coincide
+    (several retrievers at 100 %) stay visible: each retriever has its own colour and marker, and its points are
+    moved a little sideways (in log space) from the others'."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    for r in rows:
-        xs = [k for k in ks if f"recall@{k}" in r["metrics"]]
-        ax.plot(xs, [r["metrics"][f"recall@{k}"] * 100 for k in xs], marker="o",
-                linestyle="-" if r["level"] == "page" else "--", label=f"{r['retriever']} ({r['level']})")
-    ax.set_xscale("log")
-    ax.set_xticks(ks, [str(k) for k in ks])
-    ax.set_xlabel("k")
-    ax.set_ylabel("recall@k (%)")
-    ax.set_title(f"{task}: recall@k")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    levels = [lv for lv in ("page", "passage") if any(r["level"] == lv for r in rows)] or ["page"]
+    retrievers = list(dict.fromkeys(r["retriever"] for r in rows))
+    colours = plt.get_cmap("tab10")
+    markers = "osD^vP*Xh<>"
+    fig, axes = plt.subplots(1, len(levels), figsize=(5.2 * len(levels), 4.2), dpi=100, sharey=True, squeeze=False)
+    for ax, level in zip(axes[0], levels):
+        for i, name in enumerate(retrievers):
+            r = next((r for r in rows if r["retriever"] == name and r["level"] == level), None)
+            xs = [k for k in ks if r is not None and f"recall@{k}" in r["metrics"]]
+            if not xs:
+                continue
+            dodge = 10 ** ((i - (len(retrievers) - 1) / 2) * 0.018)
+            ax.plot([k * dodge for k in xs], [r["metrics"][f"recall@{k}"] * 100 for k in xs],
+                    color=colours(i % 10), marker=markers[i % len(markers)], markersize=6, linewidth=1.4,
+                    alpha=0.85, label=name)
+        ax.set_xscale("log")
+        ax.set_xticks(ks, [str(k) for k in ks])
+        ax.minorticks_off()
+        ax.set_xlabel("k")
+        ax.set_title(f"{level} level")
+        ax.grid(True, alpha=0.3)
+    axes[0][0].set_ylabel("recall@k (%)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=9, frameon=False)
+    fig.suptitle(f"{task}: recall@k")
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(path)
     plt.close(fig)
 
