@@ -27,7 +27,7 @@ from ._units import Unit, UnitConfig, sentence_spans
 # models and devices
 from ._device import resolve_device
 from ._encoder import DEFAULT_DENSE_MODEL, Encoder, SentenceTransformerEncoder, resolve_model_path
-from ._models import DEFAULT_LM, load_tokenizer, resolve_checkpoint
+from ._models import DEFAULT_LM, load_tokenizer, loading_model, resolve_checkpoint
 
 # shared conventions: files, progress, errors
 from ._errors import ConfigError, GenretError, IndexFormatError, InputError, NotFoundError
@@ -43,8 +43,9 @@ __all__ = [
     "IndexFormatError", "InputError", "LuceneIndex", "Manifest", "NotFoundError", "Page", "ReadStats",
     "SentenceTransformerEncoder", "StoreParams", "StoredUnit", "Unit", "UnitConfig", "UnitStore", "add_to_index",
     "available_components", "build_index", "configure_search", "encode_texts", "load_faiss", "load_fm",
-    "load_fm_tokenizer", "load_tokenizer", "open_lucene", "open_text", "place_index", "progress_bar", "read_corpus",
-    "read_manifest", "read_versioned_json", "rebuild_dense", "resolve_checkpoint", "resolve_device",
+    "load_fm_tokenizer", "load_tokenizer", "loading_model", "open_lucene", "open_text", "place_index",
+    "progress_bar", "read_corpus", "read_manifest", "read_versioned_json", "rebuild_dense", "resolve_checkpoint",
+    "resolve_device",
     "resolve_model_path", "sentence_spans", "sha256_file", "staged_dir", "verify_index", "write_json_atomic",
     "write_lock", "write_manifest",
 ]

@@ -9,6 +9,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from ._device import resolve_device
+from ._models import loading_model
 
 log = logging.getLogger("genret")
 
@@ -56,7 +57,8 @@ class SentenceTransformerEncoder:
         self.device = resolve_device(device)
         path = resolve_model_path(model)
         log.info("dense encoder %s on %s", model, self.device)
-        self._model = SentenceTransformer(path, device=self.device)
+        with loading_model(model, "dense encoder"):
+            self._model = SentenceTransformer(path, device=self.device)
         dim = self._model.get_embedding_dimension() if hasattr(self._model, "get_embedding_dimension") \
             else self._model.get_sentence_embedding_dimension()
         self.dim = int(dim)

@@ -14,9 +14,11 @@ import importlib.util
 import logging
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from ._errors import ConfigError
+from ._errors import ConfigError, GenretError
 
 DEFAULT_LM = "smollm2-135m-instruct"
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -89,11 +91,38 @@ def resolve_checkpoint(spec: str) -> str:
     return str(_gguf_checkpoint(name, gguf)) if gguf else name
 
 
+@contextmanager
+def loading_model(spec: str, what: str = "model") -> Iterator[None]:
+    """Turns what goes wrong while loading the model ``spec`` (a name that is neither a folder nor on the Hub or
+    in its cache, a folder without a model, weights that do not fit the config) into one ``ConfigError`` naming
+    the model and the reason: one line on the command line, not a traceback.  The environment's refusals (an
+    ``OSError`` with an errno: a full disk, permissions) and genret's own errors pass through."""
+    try:
+        yield
+    except GenretError:
+        raise
+    except (OSError, ValueError, KeyError, RuntimeError, ImportError) as exc:
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise
+        raise ConfigError(f"cannot load the {what} {spec!r}: {_load_failure(spec, exc)}") from exc
+
+
+def _load_failure(spec: str, exc: BaseException) -> str:
+    if isinstance(exc, OSError) and not os.path.exists(spec):
+        if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+            return ("no such folder, and not in the Hugging Face cache (the Hub is not asked: HF_HUB_OFFLINE is "
+                    "set)")
+        return "no such folder, and the Hugging Face Hub did not give it (a typo, a private model or no network?)"
+    first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+    return first if len(first) <= 300 else first[:297] + "..."
+
+
 def load_tokenizer(spec: str):
     """The Hugging Face tokenizer of a model spec; a pad token is set (to EOS) when the model has none."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(resolve_checkpoint(spec))
+    with loading_model(spec, "tokenizer of"):
+        tok = AutoTokenizer.from_pretrained(resolve_checkpoint(spec))
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return tok

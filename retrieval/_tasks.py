@@ -2,7 +2,8 @@
 
 A task has a name, the prompt the generative retriever reads (and with it the identifier granularity it ranks by:
 ``PromptSpec``) and how RAG answers it (``AnswerTask``: instruction, answer form, labels).  Both are looked up by
-name with ``resolve_task``: an unknown or missing name falls back to ``generic``.  The UGR prompt kinds
+name with ``resolve_task``: an unknown or missing name falls back to ``generic`` (logged once per name; the command
+line refuses unknown names first, ``check_task``).  The UGR prompt kinds
 (Unified Generative Retriever, Chen et al. 2023):
 
 - ``discrete``: a text instruction placed before the query;
@@ -16,9 +17,16 @@ n-grams and titles and returns units; ``sentence`` does the same and returns the
 
 from __future__ import annotations
 
+import logging
+import threading
+from collections.abc import Iterable
 from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from genret.indexing import NotFoundError
+
+log = logging.getLogger("genret")
 
 Granularity = Literal["page", "passage", "sentence", "entity"]
 
@@ -87,7 +95,31 @@ Spec = TypeVar("Spec", PromptSpec, AnswerTask)
 
 def resolve_task(task: str | None, registry: dict[str, Spec], default: dict[str, Spec]) -> tuple[str, Spec]:
     """``(name used, spec)`` from ``registry``; an unknown or missing task falls back to ``generic`` (the
-    registry's own, else ``default``'s)."""
+    registry's own, else ``default``'s).  An unknown name is logged, once per name and process."""
     if task and task in registry:
         return task, registry[task]
+    if task:
+        _log_fallback(task, registry)
     return "generic", registry.get("generic", default["generic"])
+
+
+_FALLEN_BACK: set[str] = set()
+_FALLEN_BACK_LOCK = threading.Lock()
+
+
+def _log_fallback(task: str, registry: dict) -> None:
+    with _FALLEN_BACK_LOCK:
+        if task in _FALLEN_BACK:
+            return
+        _FALLEN_BACK.add(task)
+    log.warning("unknown task %r: using the generic one (known: %s)", task, ", ".join(sorted(registry)))
+
+
+def check_task(task: str | None, extra: Iterable[str] = ()) -> str | None:
+    """``task`` itself when it is None or a known name — the registry's (``TASKS``) or one of ``extra`` (e.g. a
+    checkpoint's prompts, a demonstrations directory's pools); else ``NotFoundError`` listing the known names.
+    For what a person typed (``--task``): a misspelling should not quietly become ``generic``."""
+    known = set(TASKS) | set(extra)
+    if task is None or task in known:
+        return task
+    raise NotFoundError(f"unknown task {task!r}; known tasks: {', '.join(sorted(known))}")

@@ -93,7 +93,7 @@ class GenerativeRetriever(Retriever):
         self.prompt_vectors = load_prompt_vectors(config.checkpoint) if config.checkpoint else {}
         self.prompts = {**DEFAULT_PROMPTS, **config.prompts}
         if config.checkpoint:
-            self.prompts.update(_checkpoint_prompts(config.checkpoint))
+            self.prompts.update(checkpoint_prompts(config.checkpoint))
         if prompt_vectors is not None:
             self.prompt_vectors = dict(prompt_vectors)
         if prompts is not None:
@@ -324,10 +324,13 @@ def _check_vocab(lm_tok, fm_tok, spec: str) -> None:
                           f"({len(a)} vs {len(b)} tokens): rebuild the index with `--fm-tokenizer {spec}`")
 
 
-def _checkpoint_prompts(checkpoint: str) -> dict[str, PromptSpec]:
+def checkpoint_prompts(checkpoint: str | Path) -> dict[str, PromptSpec]:
+    """The task prompts saved with a ``genret train retriever`` checkpoint (empty when it has none)."""
     import json
 
-    path = Path(checkpoint) / "prompts.json"
+    from ._checkpoint import PROMPTS_FILE
+
+    path = Path(checkpoint) / PROMPTS_FILE
     if not path.is_file():
         return {}
     return {name: PromptSpec.model_validate(p) for name, p in json.loads(path.read_text()).items()}
