@@ -16,11 +16,12 @@ import os
 import sys
 from pathlib import Path
 
-from ._cli_common import UsageError, environment_error, quiet_broken_pipe, text_arg, usage
+from ._cli_common import Parser, UsageError, environment_error, quiet_broken_pipe, usage
 from ._cli_demos import add_train_demos_parser
 from ._cli_demos import register as register_demos
 from ._cli_rag import add_rag_flags
 from ._cli_retrieval import add_retriever_flags, retrieval_config
+from ._cli_search import add_search_parser
 from ._cli_train import add_train_retriever_parser
 from ._cli_tune import register as register_tune
 from ._cli_verify import register as register_verify
@@ -69,29 +70,6 @@ def _field_map(spec: str | None) -> dict[str, str]:
             raise usage(f"--field-map: {name.strip()!r} mapped twice")
         out[name.strip()] = key.strip()
     return out
-
-
-def _cmd_search(a: argparse.Namespace) -> int:
-    from genret.indexing import Index
-    from genret.retrieval import load_retriever
-
-    if a.k < 1:
-        raise usage(f"-k must be at least 1, got {a.k}")
-    text_arg(a.query, "query")
-    with Index(a.index) as index:
-        hits = load_retriever(index, a.retriever, retrieval_config(a)).search(a.query, a.k, task=a.task)
-    if a.json:
-        print(json.dumps([h.to_dict() for h in hits], ensure_ascii=False, indent=1))
-        return 0
-    for h in hits:
-        p = h.provenance
-        text = " ".join((h.text or "").split())
-        print(f"{h.rank:>3}. {h.score:.4f}  {p.title} [{p.wikipedia_id} ¶{p.start_paragraph_id}"
-              f"{'' if p.end_paragraph_id == p.start_paragraph_id else '-' + str(p.end_paragraph_id)}]  "
-              f"{text[:140]}")
-        if h.matched:
-            print("      matched: " + "; ".join(f"{n!r} {s:.2f}" for n, s in h.matched[:6]))
-    return 0
 
 
 def _cmd_serve(a: argparse.Namespace) -> int:
@@ -248,16 +226,6 @@ def _add_index_parser(sub) -> None:
     ix.set_defaults(func=_cmd_index)
 
 
-def _add_search_parser(sub) -> None:
-    se = sub.add_parser("search", help="search an index")
-    se.add_argument("index")
-    se.add_argument("query")
-    se.add_argument("-k", type=int, default=10)
-    add_retriever_flags(se)
-    se.add_argument("--json", action="store_true")
-    se.set_defaults(func=_cmd_search)
-
-
 def _add_serve_parser(sub) -> None:
     sv = sub.add_parser("serve", help="serve indexes over HTTP (FastAPI)",
                         description="Every setting can also come from the environment: GENRET_SERVER__NAME "
@@ -373,12 +341,11 @@ def _add_rebuild_dense_parser(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="genret", description="Generative, dense and sparse retrieval with "
-                                "KILT-style evaluation.")
+    p = Parser(prog="genret", description="Generative, dense and sparse retrieval with KILT-style evaluation.")
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_index_parser(sub)
-    _add_search_parser(sub)
+    add_search_parser(sub)
     _add_serve_parser(sub)
     _add_eval_parser(sub)
     _add_rag_parser(sub)

@@ -1,12 +1,46 @@
-"""What the CLI's command modules share: the usage error (one line on stderr, exit 2), NAME=FILE lists, and the
-environment's refusals (a full disk, an unwritable file) and a closed stdout, as the CLI reports them."""
+"""What the CLI's command modules share: the parser class (``--help`` shows defaults), the usage error (one line on
+stderr, exit 2), NAME=FILE lists, and the environment's refusals (a full disk, an unwritable file) and a closed
+stdout, as the CLI reports them."""
 
 from __future__ import annotations
 
+import argparse
+import copy
 import errno
 import os
 import sys
 from pathlib import Path
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` with each option's default, "(default: X)", except where there is nothing worth showing (None, a
+    flag's False) or the help text already says what the default is."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if not self._shows_default(action) or "default" in (action.help or "").lower():
+            return action.help
+        return f"{action.help or ''} (default: %(default)s)".lstrip()
+
+    def _format_action(self, action: argparse.Action) -> str:
+        if action.help is None and self._shows_default(action):  # argparse prints nothing for an option
+            action = copy.copy(action)  # without help: give it one, the default alone
+            action.help = ""
+            action.help = self._get_help_string(action)
+        return super()._format_action(action)
+
+    @staticmethod
+    def _shows_default(action: argparse.Action) -> bool:
+        return action.default not in (None, False, argparse.SUPPRESS) and bool(
+            action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE))
+
+
+class Parser(argparse.ArgumentParser):
+    """genret's argument parser: ``HelpFormatter`` unless told otherwise; subcommand parsers are of this class too
+    (``add_subparsers`` makes parsers of its parser's class)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
 
 class UsageError(Exception):

@@ -89,13 +89,38 @@ def add_retriever_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     add_generative_flags(p)
     add_hybrid_flags(p)
-    p.add_argument("--ef-search", type=int, default=None, help="dense HNSW: query-time ef")
-    p.add_argument("--nprobe", type=int, default=None, help="dense IVF: lists probed")
+    p.add_argument("--ef-search", type=int, default=None, help="dense HNSW: query-time ef (default: the index's)")
+    p.add_argument("--nprobe", type=int, default=None, help="dense IVF: lists probed (default: the index's)")
+
+
+def check_task_flag(a: argparse.Namespace) -> str | None:
+    """``--task`` when it names a task genret knows — the registry's, the ``--checkpoint``'s prompts, or a pool of
+    ``--demos`` — else ``NotFoundError`` listing them (the library falls back to ``generic``; a person who typed a
+    name meant it)."""
+    from pathlib import Path
+
+    from genret.retrieval import check_task
+
+    task = getattr(a, "task", None)
+    if task is None:
+        return None
+    extra: list[str] = []
+    if getattr(a, "checkpoint", None):
+        from genret.retrieval.generative import checkpoint_prompts
+
+        extra += checkpoint_prompts(a.checkpoint)
+    if getattr(a, "demos", None) and Path(a.demos).is_dir():
+        from genret.retrieval.demos import list_tasks
+
+        extra += list_tasks(a.demos)
+    return check_task(task, extra)
 
 
 def retrieval_config(a: argparse.Namespace):
-    """The retrieval section from the common retriever flags."""
+    """The retrieval section from the common retriever flags (``--task`` checked: ``check_task_flag``)."""
     from genret.retrieval import RetrievalConfig
+
+    check_task_flag(a)
 
     dense = {"device": a.device, "ef_search": a.ef_search, "nprobe": a.nprobe}
     return RetrievalConfig(dense=dense, generative=generative_section(a), hybrid=hybrid_section(a))

@@ -41,7 +41,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
 
 def add_train_retriever_parser(trs) -> None:
     tg = trs.add_parser(
-        "retriever", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "retriever",
         help="fine-tune the generative retriever (supervised, self-supervised, pseudo-labelled, rank loss)",
         description="Fine-tune the generative retriever on accelerate (CPU, GPU, `accelerate launch` for several "
         "GPUs). Without labels: --corpus-pairs N --pseudo-labels bm25 trains on the index's corpus alone "

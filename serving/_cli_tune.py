@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ._cli_retrieval import add_generative_flags, generative_section
+from ._cli_retrieval import add_generative_flags, check_task_flag, generative_section
 
 DESCRIPTION = (
     "Fit the hybrid retriever's fusion on a KILT dev file and save it in the index (INDEX/hybrid-weights.json), "
@@ -27,6 +27,7 @@ def _cmd_tune(a: argparse.Namespace) -> int:
     from genret.eval import tune_fusion
     from genret.retrieval import RetrievalConfig
 
+    check_task_flag(a)
     gen = generative_section(a)
     config = RetrievalConfig(dense={"device": a.device, "ef_search": a.ef_search, "nprobe": a.nprobe},
                              generative=gen, hybrid={"rrf_k": a.rrf_k, "depth": a.depth, "tuned": "off"})
