@@ -14,7 +14,8 @@ from ._corpus import Page, ReadStats, open_text, read_corpus
 from ._dense import DenseConfig, rebuild_dense
 
 # open and read
-from ._dense import configure_search, load_faiss, place_index
+from ._dense import load_faiss
+from ._faiss import configure_search, place_index
 from ._fm_build import FMConfig, encode_texts, load_fm, load_fm_tokenizer
 from ._fm_queries import FMQueries
 from ._index import Index

@@ -11,6 +11,8 @@ FAISS index types (``DenseConfig.index_type``):
   links a node, ``ef_construction`` candidates while building, ``ef_search`` while searching.
 * ``ivfpq``: ``IVF{nlist},PQ{m}x{bits}`` on inner product, trained on a sample of the stored
   embeddings; ``nprobe`` lists are visited a query.  ``pq_m`` bytes a vector (8-bit codes).
+* ``factory``: any FAISS factory string (``DenseConfig.factory``, e.g. ``"OPQ64,IVF65536_HNSW32,PQ64"``; see
+  ``_faiss``); ``"flat"``, ``"hnsw"`` and ``"ivfpq"`` given as the factory string are the types above.
 
 The effective parameters (after the small-corpus fallbacks, which are logged) are recorded in the
 component's ``params``; query-time knobs (``ef_search``, ``nprobe``) are read back from there and
@@ -27,10 +29,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ._encoder import DEFAULT_DENSE_MODEL, Encoder, SentenceTransformerEncoder
 from ._errors import ConfigError, IndexFormatError, NotFoundError
+from ._faiss import (
+    MIN_POINTS_PER_CENTROID,
+    SHORTCUTS,
+    add_in_chunks,
+    build_factory_index,
+    factory_params,
+    place_index,
+    train_sample,
+)
 from ._hashing import sha256_file
 from ._manifest import Component, Manifest, file_entries, read_manifest, write_manifest
 from ._progress import progress_bar
@@ -42,11 +53,10 @@ log = logging.getLogger("genret")
 DENSE_KIND = "dense-faiss"
 EMBEDDINGS_FILE = "dense.f32"
 FAISS_FILE = "dense.faiss"
-IndexType = Literal["flat", "hnsw", "ivfpq"]
+IndexType = Literal["flat", "hnsw", "ivfpq", "factory"]
 
-# faiss's k-means warns below 39 training points a centroid; an IVF list count is capped to keep above it.
-MIN_POINTS_PER_CENTROID = 39
-_ADD_CHUNK = 65536
+# faiss's k-means warns below MIN_POINTS_PER_CENTROID (39) training points a centroid; an IVF list count is capped
+# to keep above it.
 
 
 class DenseConfig(BaseModel):
@@ -54,7 +64,10 @@ class DenseConfig(BaseModel):
 
     Only the parameters of the chosen ``index_type`` are used; ``rebuild_dense`` uses the FAISS fields
     alone (the vectors are the stored ones).  ``ivf_nlist=None`` means ≈ 4·√n, ``pq_m=None`` means dim/8
-    (a divisor of dim), ``train_size=None`` means min(n, max(64·nlist, 39·2^pq_bits)).
+    (a divisor of dim), ``train_size=None`` means min(n, max(64·nlist, 39·2^pq_bits)).  ``factory``, a FAISS
+    factory string, makes ``index_type`` ``factory`` (``flat``, ``hnsw``, ``ivfpq``: that type instead); the
+    index's ``nprobe``, ``ef_search`` and ``train_size`` apply to it where it has inverted lists, a graph or
+    something to train.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -71,6 +84,24 @@ class DenseConfig(BaseModel):
     pq_bits: int = Field(8, ge=1, le=16, description="IVF-PQ: bits a sub-quantizer code")
     nprobe: int = Field(16, ge=1, description="IVF-PQ: lists visited a query")
     train_size: int | None = Field(None, ge=1, description="IVF-PQ: training sample (default: see class doc)")
+    factory: str | None = Field(None, description="a FAISS factory string, e.g. 'OPQ64,IVF65536_HNSW32,PQ64' "
+                                "(inner product); 'flat', 'hnsw' and 'ivfpq' are the index types")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _factory_sets_the_type(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("factory") is None:
+            if isinstance(data, dict) and data.get("index_type") == "factory":
+                raise ValueError("index_type 'factory' needs a factory string (factory=…)")
+            return data
+        factory = str(data["factory"]).strip()
+        if not factory:
+            raise ValueError("factory: an empty FAISS factory string")
+        if factory.lower() in SHORTCUTS:
+            return {**data, "index_type": factory.lower(), "factory": None}
+        if data.get("index_type", "factory") not in ("factory", "flat"):  # flat: the field's default, given
+            raise ValueError(f"give index_type {data['index_type']!r} or the factory string {factory!r}, not both")
+        return {**data, "index_type": "factory", "factory": factory}
 
 
 def unit_text(title: str, text: str, with_title: bool) -> str:
@@ -99,6 +130,9 @@ def faiss_params(config: DenseConfig, dim: int, n: int) -> dict[str, Any]:
     params: dict[str, Any] = {"index_type": kind}
     if kind == "flat":
         return params
+    if kind == "factory":
+        return factory_params(str(config.factory), dim, n, train_size=config.train_size, nprobe=config.nprobe,
+                              ef_search=config.ef_search)
     if kind == "hnsw":
         params.update(hnsw_m=config.hnsw_m, ef_construction=config.ef_construction, ef_search=config.ef_search)
         return params
@@ -132,83 +166,7 @@ def faiss_params(config: DenseConfig, dim: int, n: int) -> dict[str, Any]:
     return params
 
 
-# --------------------------------------------------------------------------------------------- placement
-
-
-def place_index(index: Any, device: str) -> Any:
-    """``index`` on the GPU when ``device`` (a resolved device: ``cpu``, ``cuda``, ``cuda:N``, ``mps``) is CUDA
-    and this faiss has GPU support with a GPU visible; else ``index`` itself, on the CPU.
-
-    HNSW has no GPU version in faiss and stays on the CPU; a failed copy (e.g. PQ parameters the GPU
-    does not support) also leaves it there.  Either way one log line says where the index is.  The
-    GPU index keeps its ``StandardGpuResources`` alive (``referenced_objects``).  Importable and
-    callable without a GPU.
-    """
-    import faiss
-
-    if not device.startswith("cuda"):
-        log.info("faiss index on cpu (device %s)", device)
-        return index
-    if not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() < 1:
-        log.warning("faiss index on cpu: device %s asked for, but this faiss has no GPU support "
-                    "(install faiss-gpu for GPU search)", device)
-        return index
-    if isinstance(faiss.downcast_index(index), faiss.IndexHNSW):
-        log.info("faiss index on cpu: HNSW has no GPU version in faiss (device %s)", device)
-        return index
-    gpu = int(device.split(":", 1)[1]) if ":" in device else 0
-    try:
-        res = faiss.StandardGpuResources()
-        placed = faiss.index_cpu_to_gpu(res, gpu, index)
-    except (RuntimeError, AssertionError) as exc:
-        log.warning("faiss index on cpu: moving it to %s failed: %s", device, exc)
-        return index
-    try:
-        placed.referenced_objects = [res]
-    except AttributeError:  # pragma: no cover - SWIG proxies take new attributes
-        pass
-    log.info("faiss index on gpu (%s)", device)
-    return placed
-
-
-def configure_search(index: Any, component: Component, *, ef_search: int | None = None,
-                     nprobe: int | None = None) -> dict[str, int]:
-    """Set the query-time knobs of a CPU FAISS index: ``ef_search`` (HNSW) or ``nprobe`` (IVF), each the
-    given value or, when None, the one recorded in ``component``.  Returns the values set (empty for flat).
-    Call before ``place_index`` (a GPU copy takes ``nprobe`` with it)."""
-    import faiss
-
-    kind = component.params.get("index_type", "flat")
-    if kind == "hnsw":
-        ef = int(ef_search if ef_search is not None else component.params.get("ef_search", 16))
-        faiss.downcast_index(index).hnsw.efSearch = ef
-        return {"ef_search": ef}
-    if kind == "ivfpq":
-        probe = int(nprobe if nprobe is not None else component.params.get("nprobe", 1))
-        faiss.extract_index_ivf(index).nprobe = probe
-        return {"nprobe": probe}
-    return {}
-
-
 # --------------------------------------------------------------------------------------------- building
-
-
-def _train_sample(vectors: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
-    """``size`` rows of ``vectors`` drawn without replacement (in storage order), as a contiguous array."""
-    n = len(vectors)
-    if size >= n:
-        return np.ascontiguousarray(vectors, dtype=np.float32)
-    rows = np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
-    return np.ascontiguousarray(vectors[rows], dtype=np.float32)
-
-
-def _add_all(index: Any, vectors: np.ndarray, desc: str, progress: bool) -> None:
-    n = len(vectors)
-    with progress_bar(n, desc, progress and n > _ADD_CHUNK) as bar:
-        for start in range(0, n, _ADD_CHUNK):
-            chunk = np.ascontiguousarray(vectors[start:start + _ADD_CHUNK], dtype=np.float32)
-            index.add(chunk)
-            bar.update(len(chunk))
 
 
 def build_faiss(vectors: np.ndarray, params: dict[str, Any], *, device: str = "cpu", progress: bool = False) -> Any:
@@ -221,22 +179,24 @@ def build_faiss(vectors: np.ndarray, params: dict[str, Any], *, device: str = "c
     kind = params["index_type"]
     if kind == "flat":
         index = faiss.IndexFlatIP(dim)
-        _add_all(index, vectors, "flat index", progress)
+        add_in_chunks(index, vectors, "flat index", progress)
         return index
     if kind == "hnsw":
         index = faiss.IndexHNSWFlat(dim, int(params["hnsw_m"]), faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = int(params["ef_construction"])
         index.hnsw.efSearch = int(params["ef_search"])
-        _add_all(index, vectors, "hnsw graph", progress)
+        add_in_chunks(index, vectors, "hnsw graph", progress)
         return index
+    if kind == "factory":
+        return build_factory_index(vectors, params, device=device, progress=progress)
     if kind != "ivfpq":
-        raise ConfigError(f"unknown dense index type {kind!r}: use flat, hnsw or ivfpq")
+        raise ConfigError(f"unknown dense index type {kind!r}: use flat, hnsw, ivfpq or a factory string")
     nlist, m, bits = int(params["ivf_nlist"]), int(params["pq_m"]), int(params["pq_bits"])
     index = faiss.index_factory(dim, f"IVF{nlist},PQ{m}x{bits}", faiss.METRIC_INNER_PRODUCT)
     ivfpq = faiss.downcast_index(index)  # an IndexIVFPQ
     ivfpq.nprobe = int(params["nprobe"])
     ivfpq.do_polysemous_training = False  # the factory's default: minutes of training that only Hamming filters use
-    sample = _train_sample(vectors, int(params["train_size"]))
+    sample = train_sample(vectors, int(params["train_size"]))
     per_centroid = len(sample) // 2 ** bits
     if per_centroid < MIN_POINTS_PER_CENTROID:
         log.warning("dense ivfpq: %d training vectors for 2^%d PQ centroids (faiss advises %d a centroid); "
@@ -247,13 +207,14 @@ def build_faiss(vectors: np.ndarray, params: dict[str, Any], *, device: str = "c
     placed.train(sample)
     log.info("dense ivfpq: trained IVF%d,PQ%dx%d on %d vectors in %.1f s", nlist, m, bits, len(sample),
              time.perf_counter() - t0)
-    _add_all(placed, vectors, "ivfpq codes", progress)
+    add_in_chunks(placed, vectors, "ivfpq codes", progress)
     return index if placed is index else faiss.index_gpu_to_cpu(placed)
 
 
 def device_for_faiss(config: DenseConfig) -> str:
-    """The device FAISS work may use: only IVF-PQ builds on a GPU, so nothing else resolves (imports torch)."""
-    if config.index_type != "ivfpq":
+    """The device FAISS work may use: only trained indexes (IVF-PQ, factory strings) build on a GPU, so nothing
+    else resolves (imports torch)."""
+    if config.index_type not in ("ivfpq", "factory"):
         return "cpu"
     from ._device import resolve_device
 
@@ -290,7 +251,7 @@ def build_dense(store: UnitStore, out_dir: Path, config: DenseConfig, *, progres
     faiss.write_index(index, str(out_dir / FAISS_FILE))
     faiss_seconds = round(time.perf_counter() - t1, 3)
     del vectors, index
-    log.info("dense: %d vectors of dim %d, %s index", n, encoder.dim, plan["index_type"])
+    log.info("dense: %d vectors of dim %d, %s index", n, encoder.dim, plan.get("factory") or plan["index_type"])
     return Component(
         kind=DENSE_KIND, model=encoder.model_id,
         params={"dim": encoder.dim, "metric": "inner_product", "normalized": True, "with_title": config.with_title,

@@ -40,7 +40,8 @@ class DenseParams(_Params):
     normalized: bool = True
     with_title: bool = True
     count: int
-    index_type: Literal["flat", "hnsw", "ivfpq"] = "flat"
+    index_type: Literal["flat", "hnsw", "ivfpq", "factory"] = "flat"
+    factory: str | None = None  # the FAISS factory string of index_type "factory"
     faiss_file: str = "dense.faiss"
 
 

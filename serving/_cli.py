@@ -27,6 +27,8 @@ from ._cli_tune import register as register_tune
 from ._cli_verify import register as register_verify
 
 EXIT_USAGE = 2
+FAISS_FACTORY_HELP = ("any FAISS index_factory string, inner product: e.g. 'HNSW32,Flat', 'IVF4096,PQ48', "
+                      "'OPQ64,IVF65536_HNSW32,PQ64' (flat, hnsw, ivfpq: --index-type's)")
 EXIT_BROKEN_PIPE = 128 + 13  # as a process stopped by SIGPIPE
 
 
@@ -46,7 +48,7 @@ def _cmd_index(a: argparse.Namespace) -> int:
         units=UnitConfig(kind=a.unit, window_words=a.window_words, stride=a.stride),
         components=tuple(chosen or available_components()),
         dense=DenseConfig(model=a.model, device=a.device, batch_size=a.batch_size, index_type=a.index_type,
-                          hnsw_m=a.hnsw_m, ivf_nlist=a.ivf_nlist, pq_m=a.pq_m),
+                          hnsw_m=a.hnsw_m, ivf_nlist=a.ivf_nlist, pq_m=a.pq_m, factory=a.faiss_factory),
         bm25=BM25Config(k1=a.k1, b=a.b),
         fm=FMConfig(tokenizer=a.fm_tokenizer, shards=a.fm_shards),
         corpus_format=a.format, skip_bad=a.skip_bad, field_map=_field_map(a.field_map),
@@ -176,10 +178,12 @@ def _cmd_add(a: argparse.Namespace) -> int:
 def _cmd_rebuild_dense(a: argparse.Namespace) -> int:
     from genret.indexing import DenseConfig, DenseParams, rebuild_dense
 
-    m = rebuild_dense(a.index, DenseConfig(index_type=a.index_type, hnsw_m=a.hnsw_m, ivf_nlist=a.ivf_nlist,
-                                           pq_m=a.pq_m, device=a.device), progress=not a.quiet)
-    print(f"rebuilt the dense FAISS index of {a.index} as {m.components['dense'].typed_params(DenseParams).index_type} "
-          "from the stored embeddings")
+    m = rebuild_dense(a.index, DenseConfig(index_type=a.index_type or "flat", hnsw_m=a.hnsw_m, ivf_nlist=a.ivf_nlist,
+                                           pq_m=a.pq_m, device=a.device, factory=a.faiss_factory),
+                      progress=not a.quiet)
+    params = m.components["dense"].typed_params(DenseParams)
+    print(f"rebuilt the dense FAISS index of {a.index} as {params.factory or params.index_type} from the stored "
+          "embeddings")
     return 0
 
 
@@ -215,6 +219,7 @@ def _add_index_parser(sub) -> None:
                     "e.g. id=_id,title=title,text=text or id=0,text=2")
     ix.add_argument("--model", default="sentence-transformers/all-MiniLM-L6-v2", help="dense encoder")
     ix.add_argument("--index-type", choices=("flat", "hnsw", "ivfpq"), default="flat", help="FAISS index type")
+    ix.add_argument("--faiss-factory", default=None, metavar="STRING", help=FAISS_FACTORY_HELP)
     ix.add_argument("--hnsw-m", type=int, default=32)
     ix.add_argument("--ivf-nlist", type=int, default=None, help="IVF lists (default ≈ 4·sqrt(n))")
     ix.add_argument("--pq-m", type=int, default=None, help="PQ sub-quantizers (default dim/8)")
@@ -331,7 +336,9 @@ def _add_add_parser(sub) -> None:
 def _add_rebuild_dense_parser(sub) -> None:
     rb = sub.add_parser("rebuild-dense", help="rebuild the FAISS index from the stored embeddings (no re-encoding)")
     rb.add_argument("index")
-    rb.add_argument("--index-type", choices=("flat", "hnsw", "ivfpq"), required=True)
+    kind = rb.add_mutually_exclusive_group(required=True)
+    kind.add_argument("--index-type", choices=("flat", "hnsw", "ivfpq"), default=None)
+    kind.add_argument("--faiss-factory", default=None, metavar="STRING", help=FAISS_FACTORY_HELP)
     rb.add_argument("--hnsw-m", type=int, default=32)
     rb.add_argument("--ivf-nlist", type=int, default=None)
     rb.add_argument("--pq-m", type=int, default=None)
