@@ -63,3 +63,16 @@ def test_failed_add_leaves_the_index_as_it_was(split_corpus, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ix"]
     with pytest.raises(GenretError, match="no index"):
         add_to_index(tmp_path / "nope", split_corpus / "rest.jsonl", progress=False)
+
+
+def test_add_takes_the_other_corpus_formats(split_corpus, tmp_path, capsys):
+    """`genret add --format pyserini --field-map …`: the formats `genret index` reads."""
+    from genret.serving import main
+
+    build_index(split_corpus / "first.jsonl", tmp_path / "ix", IndexConfig(components=()), progress=False)
+    (tmp_path / "more.jsonl").write_text(json.dumps({"docid": "d-1", "contents": "Bebop is a style of jazz."}) + "\n")
+    assert main(["add", str(tmp_path / "ix"), str(tmp_path / "more.jsonl"), "--format", "pyserini",
+                 "--field-map", "id=docid", "--quiet"]) == 0
+    assert "now 4 pages" in capsys.readouterr().out
+    with Index(tmp_path / "ix") as index:
+        assert index.store.get([len(index.store) - 1])[0].page_id == "d-1"

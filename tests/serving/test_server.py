@@ -74,7 +74,7 @@ def test_serve_flags_become_settings(monkeypatch, tiny_index):
         ("some/model", 7, 5, "demos-dir")
     got.clear()
     assert main(["serve", str(tiny_index), "--rag-queue-budget", "0.5", "--header-timeout", "3", "--body-timeout",
-                 "4", "--max-connections", "99", "--reload-interval", "0"]) == 0
+                 "4", "--max-connections", "99", "--reload-interval", "0", "--max-tokens", "512"]) == 0
     s = got["settings"].server
-    assert (s.rag_queue_budget, s.header_timeout_s, s.body_timeout_s, s.max_connections, s.reload_interval_s) == \
-        (0.5, 3.0, 4.0, 99, 0.0)
+    assert (s.rag_queue_budget, s.header_timeout_s, s.body_timeout_s, s.max_connections, s.reload_interval_s,
+            s.max_tokens) == (0.5, 3.0, 4.0, 99, 0.0, 512)
