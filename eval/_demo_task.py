@@ -217,7 +217,7 @@ def build_questions(pages: list[dict[str, Any]], templates: list[dict[str, Any]]
                       "start_character": start, "end_character": end}
         questions.append({"id": template["id"], "input": template["input"],
                           "output": [{"answer": answer, "provenance": [provenance]}],
-                          "meta": {"task": "stdlib_qa"}})
+                          "meta": {"task": "generic"}})
     return questions
 
 
