@@ -64,6 +64,14 @@ class Generator(ABC):
         """The completion of one prompt, piece by piece (default: all at once)."""
         yield self.generate([prompt], max_new_tokens=max_new_tokens, stop=stop)[0]
 
+    def generate_spans(self, prompts: Sequence[Prompt], sources: Sequence[Sequence[str]], *,
+                       max_new_tokens: int | None = None, avoid: Sequence[str] = ()) -> list[str]:
+        """One completion per prompt, copied from its sources: the text of a span of one of ``sources[i]`` that
+        starts at a word — not a function word nor a word of ``avoid[i]`` (the question) — (decoding constrained
+        to those spans; ``rag._spans``).  Backends that cannot constrain
+        decoding raise ``GenretError`` (the caller generates freely instead)."""
+        raise GenretError(f"generator {self.name!r} cannot constrain decoding to spans (use a local model)")
+
     def loglik(self, prompts: Sequence[Prompt], targets: Sequence[str]) -> list[float]:
         """log p(target | prompt) for each pair."""
         raise GenretError(f"generator {self.name!r} cannot score continuations (use a local model)")

@@ -103,6 +103,53 @@ class HFGenerator(Generator):
                 out[i] = cut_at_stop(self.tokenizer.decode(row, skip_special_tokens=True), stop).strip()
         return out
 
+    def generate_spans(self, prompts: Sequence[Prompt], sources: Sequence[Sequence[str]], *,
+                       max_new_tokens: int | None = None, avoid: Sequence[str] = ()) -> list[str]:
+        """Greedy (or sampled) decoding where every step may only continue a word-initial span of the prompt's
+        sources (``SpanTrie``, via ``prefix_allowed_tokens_fn``), ending at a word boundary."""
+        import torch
+
+        from ._spans import SpanTrie
+
+        if len(prompts) != len(sources):
+            raise GenretError(f"{len(prompts)} prompts but {len(sources)} source lists")
+        check = stop_check()
+        kwargs = self._gen_kwargs(max_new_tokens)
+        if check is not None:
+            kwargs["stopping_criteria"] = _stopping(check)
+        eos = self.lm.model.generation_config.eos_token_id
+        eos = [e for e in ([eos] if isinstance(eos, int) else list(eos or [])) if e is not None]
+        eos = eos or [self.tokenizer.eos_token_id]
+        avoid = list(avoid) or [""] * len(sources)
+        tries = [SpanTrie(src, self._encode_offsets, eos, max_tokens=min(kwargs["max_new_tokens"], SPAN_TOKENS),
+                          avoid=q) for src, q in zip(sources, avoid)]
+        kwargs["max_new_tokens"] = min(kwargs["max_new_tokens"], SPAN_TOKENS)
+        kwargs["logits_processor"] = _end_bias(eos, END_BIAS)
+        texts = [self.render(p) for p in prompts]
+        out: list[str] = [""] * len(texts)
+        for start in range(0, len(texts), self.config.batch_size):
+            rows = list(range(start, min(start + self.config.batch_size, len(texts))))
+            enc = self._encode([texts[i] for i in rows], "left")
+            skip = 1 if self.lm.seq2seq else enc["input_ids"].shape[1]  # decoder start token / the prompt
+
+            def allowed(b: int, ids, rows=rows, skip=skip) -> list[int]:
+                return tries[rows[b]].allowed(ids[skip:].tolist())
+
+            with self._lock, torch.inference_mode():
+                _raise_if_stopped(check)
+                ids = self.lm.model.generate(**enc, **kwargs, prefix_allowed_tokens_fn=allowed)
+            _raise_if_stopped(check)
+            if not self.lm.seq2seq:
+                ids = ids[:, enc["input_ids"].shape[1]:]
+            for i, row in zip(rows, ids):
+                out[i] = self.tokenizer.decode(row, skip_special_tokens=True).strip()
+        return out
+
+    def _encode_offsets(self, text: str) -> list[tuple[int, int, int]]:
+        with self._tok_lock:
+            enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        return [(t, a, b) for t, (a, b) in zip(enc["input_ids"], enc["offset_mapping"])]
+
     def stream(self, prompt: Prompt, *, max_new_tokens: int | None = None, stop: Sequence[str] = ()) -> Iterator[str]:
         import torch
         from transformers import TextIteratorStreamer
@@ -185,6 +232,21 @@ class HFGenerator(Generator):
         logits = self.lm.model(**enc, labels=lab.masked_fill(~lab_mask, -100)).logits
         logp = torch.log_softmax(logits.float(), dim=-1).gather(2, lab[..., None]).squeeze(-1)
         return [float(x) for x in (logp * lab_mask).sum(1)]
+
+
+SPAN_TOKENS = 16  # the longest span answer, in tokens
+END_BIAS = 2.0  # added to the end-of-answer logit where a span may end: short spans, as short answers are
+
+
+def _end_bias(eos: list[int], bias: float):
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    class _Bias(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            scores[:, eos] += bias
+            return scores
+
+    return LogitsProcessorList([_Bias()])
 
 
 def _stopping(check):

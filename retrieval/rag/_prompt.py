@@ -38,12 +38,12 @@ def resolve_answer_task(task: str | None, registry: dict[str, AnswerTask] | None
     return resolve_task(task, registry or ANSWER_TASKS, ANSWER_TASKS)
 
 
-def _one_line(text: str) -> str:
+def one_line(text: str) -> str:
     return " ".join(text.split())
 
 
 def _passage_line(number: int, hit: Hit) -> str:
-    return f"[{number}] ({hit.provenance.title}) {_one_line(hit.text or '')}"
+    return f"[{number}] ({hit.provenance.title}) {one_line(hit.text or '')}"
 
 
 def _how_to_answer(task: AnswerTask, with_passages: bool) -> str:
@@ -78,7 +78,7 @@ def render_user(task: AnswerTask, query: str, passages: Sequence[Hit]) -> str:
     parts = []
     if passages:
         parts.append("Passages:\n" + "\n".join(_passage_line(i, h) for i, h in enumerate(passages, 1)))
-    parts.append(f"{task.input_name}: {_one_line(query)}\n{_how_to_answer(task, bool(passages))}")
+    parts.append(f"{task.input_name}: {one_line(query)}\n{_how_to_answer(task, bool(passages))}")
     return "\n\n".join(parts)
 
 
@@ -86,8 +86,8 @@ def demo_turns(task: AnswerTask, demos: Sequence[Demo]) -> Prompt:
     """Demonstrations as few-shot turns: the input as a user message, the output as the assistant's answer."""
     turns: Prompt = []
     for d in demos:
-        turns.append({"role": "user", "content": f"{task.input_name}: {_one_line(d.input)}"})
-        turns.append({"role": "assistant", "content": _one_line(d.output)})
+        turns.append({"role": "user", "content": f"{task.input_name}: {one_line(d.input)}"})
+        turns.append({"role": "assistant", "content": one_line(d.output)})
     return turns
 
 
@@ -163,7 +163,7 @@ def build_prompt(task: AnswerTask, query: str, *, demos: Sequence[Demo] = (), pa
         elif kept_passages:
             kept_passages.pop()
         else:
-            fixed = size() - count_tokens(_one_line(query))
+            fixed = size() - count_tokens(one_line(query))
             query = _truncate(query, max(1, limit - fixed), count_tokens)
             break
     return assemble(), kept_passages, kept_demos
@@ -171,6 +171,27 @@ def build_prompt(task: AnswerTask, query: str, *, demos: Sequence[Demo] = (), pa
 
 _CITE = re.compile(r"\[(\d{1,3})\]")
 _LEAD = re.compile(r"^(answer|a)\s*[:\-]\s*", re.IGNORECASE)
+_HEAD = re.compile(r"^\s*(here is |here's )?(the )?(final |short )?answer( is)?\s*[:\-]\s*", re.IGNORECASE)
+_TAIL = re.compile(r"\s*(so |therefore,? )?(the )?(final |short )?answer( is)?\s*[:\-]?\s*$", re.IGNORECASE)
+_SPACE_PUNCT = re.compile(r"[ \t]+([.,;:!?])")
+_SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s|$)")
+TRUNCATED = "…"  # ends a free answer that stopped before a sentence's end
+
+
+def whole_sentences(text: str) -> str:
+    """A free answer that ends at a sentence end: ``text`` up to its last sentence end; with none, its words but
+    the last (which the token budget may have cut) followed by the truncation marker ``…``."""
+    text = text.strip()
+    end = _last_end(text)
+    if not text or end:
+        return text[:end]
+    words = text.split()
+    return " ".join(words[:-1] if len(words) > 1 else words) + " " + TRUNCATED
+
+
+def _last_end(text: str) -> int:
+    ends = [m.end() for m in _SENTENCE_END.finditer(text)]
+    return ends[-1] if ends else 0
 
 
 def parse_answer(task: AnswerTask, raw: str, n_passages: int) -> tuple[str, list[int]]:
@@ -182,7 +203,10 @@ def parse_answer(task: AnswerTask, raw: str, n_passages: int) -> tuple[str, list
         n = int(m.group(1))
         if 1 <= n <= n_passages and n not in cited:
             cited.append(n)
-    text = _CITE.sub("", raw).strip()
+    text = _SPACE_PUNCT.sub(r"\1", re.sub(r"[ \t]{2,}", " ", _CITE.sub("", raw))).strip()
+    text = _TAIL.sub("", _HEAD.sub("", text)).strip() or text
+    if task.form == "free":
+        return whole_sentences(text), cited
     if task.form != "free":
         text = next((line for line in text.splitlines() if line.strip()), "").strip()
     text = _LEAD.sub("", text).strip().rstrip(".").strip() if task.form != "free" else text

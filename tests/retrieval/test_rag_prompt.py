@@ -91,7 +91,7 @@ def test_parse_answer_citations_and_forms():
     assert parse_answer(label, "The evidence refutes it [1]. SUPPORTS?", 2) == ("REFUTES", [1])
     assert parse_answer(label, "maybe", 2) == ("maybe", [])
     free = ANSWER_TASKS["generic"]
-    assert parse_answer(free, "Line one [1].\nLine two.", 1) == ("Line one .\nLine two.", [1])
+    assert parse_answer(free, "Line one [1].\nLine two.", 1) == ("Line one.\nLine two.", [1])
 
 
 def test_unknown_task_falls_back_to_generic():
