@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from genret.indexing import GenretError, progress_bar
-from genret.retrieval.rag import RagAnswer, RagPipeline
+from genret.retrieval.rag import RagAnswer, RagPipeline, resolve_answer_task
 
 from ._kilt_io import read_kilt, write_kilt
 from ._runner import LEVELS, group_by_task, hits_to_provenance
@@ -69,3 +69,51 @@ def evaluate_rag(pipeline: RagPipeline, task_path: str | Path, *, task_name: str
     scores = score(preds, gold, ks=(k,), rank_keys=LEVELS[level], downstream=True)
     return {"task": str(task_path), "records": len(gold), "seconds": round(seconds, 3),
             "downstream": scores["downstream"], "kilt": scores["kilt"], "retrieval": scores["retrieval"]}
+
+
+RAG_SETTINGS = ("closed book", "retrieval", "retrieval + demonstrations")
+
+
+def compare_rag(pipeline: RagPipeline, task_path: str | Path, *, task_name: str | None = None,
+                max_records: int | None = None, level: str = "page", batch_size: int = 8,
+                progress: bool = True) -> dict[str, dict]:
+    """``evaluate_rag`` under each of ``RAG_SETTINGS`` with the pipeline's own parts: closed book (no passages,
+    no demonstrations), retrieval (its passages, no demonstrations) and retrieval + demonstrations (settings
+    the pipeline lacks the parts for — no retriever, no demonstration source — are left out).  Returns
+    ``{setting: report}``, each report with ``majority`` (the share of the most frequent gold answer of a label
+    task named by ``task_name``, else None) added."""
+    cfg = pipeline.config
+    variants = {"closed book": (None, None, cfg.model_copy(update={"passages": 0, "demos": 0}))}
+    if pipeline.retriever is not None and cfg.passages:
+        variants["retrieval"] = (pipeline.retriever, None, cfg.model_copy(update={"demos": 0}))
+        if pipeline.demo_source is not None and cfg.demos:
+            variants["retrieval + demonstrations"] = (pipeline.retriever, pipeline.demo_source, cfg)
+    gold = read_kilt(task_path)[:max_records]
+    answers = [str((r.get("output") or [{}])[0].get("answer", "")) for r in gold]
+    label_task = resolve_answer_task(task_name, pipeline.tasks)[1].form == "label"
+    majority = max(answers.count(a) for a in set(answers)) / len(answers) if answers and label_task else None
+    out = {}
+    for name, (retriever, demos, config) in variants.items():
+        variant = RagPipeline(pipeline.generator, retriever, demos, config, pipeline.tasks)
+        report = evaluate_rag(variant, task_path, task_name=task_name, max_records=max_records, level=level,
+                              batch_size=batch_size, progress=progress)
+        report["majority"] = majority
+        out[name] = report
+    return out
+
+
+def rag_table(reports: dict[str, dict]) -> str:
+    """A Markdown table of ``compare_rag``'s reports: one row per setting, the downstream and KILT metrics in %
+    (label tasks: accuracy and the majority-label rate; others: EM, F1, ROUGE-L)."""
+    first = next(iter(reports.values()))
+    names = ("accuracy",) if first.get("majority") is not None else ("em", "f1", "rougel")
+    metrics = [m for m in (*first["downstream"], *first["kilt"]) if m.removeprefix("KILT-") in names]
+    head = ["setting", *metrics] + (["majority label"] if first.get("majority") is not None else [])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, r in reports.items():
+        values = {**r["downstream"], **r["kilt"]}
+        cells = [name, *(f"{values[m] * 100:.1f}" for m in metrics)]
+        if r.get("majority") is not None:
+            cells.append(f"{r['majority'] * 100:.1f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

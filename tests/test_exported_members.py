@@ -62,9 +62,10 @@ SURFACES = {
         "weights_path", "write_tuned",
     ],
     "genret.eval": [
-        "LEVELS", "SuiteConfig", "dev_callback", "downstream_scores", "evaluate", "evaluate_rag", "ir_scores",
-        "load_suite", "paired_p", "predict", "predict_rag", "read_kilt", "read_qrels", "retrieval_scores", "run_suite",
-        "score", "tune_fusion", "write_demo", "write_kilt", "write_trec_run",
+        "LEVELS", "RAG_SETTINGS", "SuiteConfig", "compare_rag", "dev_callback", "downstream_scores", "evaluate",
+        "evaluate_rag", "ir_scores", "load_suite", "paired_p", "predict", "predict_rag", "rag_table", "read_kilt",
+        "read_qrels", "retrieval_scores", "run_suite", "score", "tune_fusion", "write_demo", "write_kilt",
+        "write_trec_run",
     ],
     "genret.serving": ["ServerConfig", "Settings", "create_app", "main"],
 }
