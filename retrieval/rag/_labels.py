@@ -57,7 +57,7 @@ def _normalised(scores: Sequence[float]) -> list[float]:
 class LabelScorer:
     """Picks a label per prompt by (calibrated) log-likelihood; caches content-free priors.  Thread-safe."""
 
-    def __init__(self, generator: Generator, calibration: Calibration = "content-free",
+    def __init__(self, generator: Generator, calibration: Calibration = "none",
                  inputs: Sequence[str] = CONTENT_FREE_INPUTS) -> None:
         self.generator = generator
         self.calibration = calibration
