@@ -52,7 +52,7 @@ SURFACES = {
         "train_demos",
     ],
     "genret.retrieval.rag": [
-        "ANSWER_TASKS", "AnswerTask", "Citation", "EndpointError", "GENERATORS", "GenerationCancelled",
+        "ANSWER_TASKS", "AnswerSpan", "AnswerTask", "Citation", "EndpointError", "GENERATORS", "GenerationCancelled",
         "Generator", "GeneratorConfig", "HFGenerator", "OpenAIGenerator", "Prompt", "RagAnswer", "RagConfig",
         "RagPipeline", "build_prompt", "load_generator", "prompt_size", "resolve_answer_task", "stop_when",
     ],

@@ -10,9 +10,10 @@ from ._local import HFGenerator
 from ._openai import EndpointError, OpenAIGenerator
 from ._pipeline import Citation, RagAnswer, RagConfig, RagPipeline
 from ._prompt import ANSWER_TASKS, AnswerTask, build_prompt, prompt_size, resolve_answer_task
+from ._spans import AnswerSpan
 
 __all__ = [
-    "ANSWER_TASKS", "AnswerTask", "Citation", "EndpointError", "GENERATORS", "GenerationCancelled", "Generator",
-    "GeneratorConfig", "HFGenerator", "OpenAIGenerator", "Prompt", "RagAnswer", "RagConfig", "RagPipeline",
+    "ANSWER_TASKS", "AnswerSpan", "AnswerTask", "Citation", "EndpointError", "GENERATORS", "GenerationCancelled",
+    "Generator", "GeneratorConfig", "HFGenerator", "OpenAIGenerator", "Prompt", "RagAnswer", "RagConfig", "RagPipeline",
     "build_prompt", "load_generator", "prompt_size", "resolve_answer_task", "stop_when",
 ]

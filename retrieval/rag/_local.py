@@ -122,7 +122,7 @@ class HFGenerator(Generator):
         eos = eos or [self.tokenizer.eos_token_id]
         avoid = list(avoid) or [""] * len(sources)
         tries = [SpanTrie(src, self._encode_offsets, eos, max_tokens=min(kwargs["max_new_tokens"], SPAN_TOKENS),
-                          avoid=q) for src, q in zip(sources, avoid)]
+                          avoid=q, focus=FOCUS) for src, q in zip(sources, avoid)]
         kwargs["max_new_tokens"] = min(kwargs["max_new_tokens"], SPAN_TOKENS)
         kwargs["logits_processor"] = _end_bias(eos, END_BIAS)
         texts = [self.render(p) for p in prompts]
@@ -235,7 +235,10 @@ class HFGenerator(Generator):
 
 
 SPAN_TOKENS = 16  # the longest span answer, in tokens
-END_BIAS = 2.0  # added to the end-of-answer logit where a span may end: short spans, as short answers are
+FOCUS = 1  # spans come from the sentence of the passages sharing most words with the question
+# added to the end-of-answer logit where a span may end: short spans, as short answers are (24 squad train
+# questions, bm25, EM: bias 2 0.12, 8 0.21, 20 0.25)
+END_BIAS = 20.0
 
 
 def _end_bias(eos: list[int], bias: float):

@@ -1,7 +1,8 @@
 """Span answers: decoding constrained to spans of the passages in the prompt, and grounding answers in them.
 
 ``SpanTrie`` holds, as a token trie, every span of a few passage texts that starts at a word (not a function
-word) and holds no word of the question (``avoid``), up to ``max_tokens`` tokens (each start tokenised as it is
+word) and holds no word of the question (``avoid``) — with ``focus``, only in the sentences sharing most
+words with the question —, up to ``max_tokens`` tokens (each start tokenised as it is
 and with a leading space, for tokenizers that mark one); decoding
 may continue a node by its children and may end (EOS) where the span ends at a word boundary (or at a leaf).  A
 completion built under it decodes to a substring of one passage.  The same machinery as the retriever's
@@ -25,6 +26,7 @@ Encode = Callable[[str], list[tuple[int, int, int]]]
 
 _WORD = re.compile(r"\S+")
 _TERM = re.compile(r"\W+")
+_ARTICLES = {"a", "an", "the"}
 _ARTICLE = re.compile(r"^(the|an?)\s+(?=\S)", re.IGNORECASE)
 # words a short answer does not start with (function words; articles may start one: answer metrics drop them), nor
 # does it hold a word of the question (case-sensitive: the question's words are what it asks about, not the answer)
@@ -59,11 +61,11 @@ class SpanTrie:
     may end)."""
 
     def __init__(self, texts: Sequence[str], encode: Encode, eos: Sequence[int], *, max_tokens: int = 16,
-                 max_chars: int = 160, avoid: str = "") -> None:
+                 max_chars: int = 160, avoid: str = "", focus: int = 0) -> None:
         self.root = _Node()
         self.eos = list(eos)
         asked = set(re.findall(r"\w+", avoid))
-        for text in texts:
+        for text in focus_sentences(texts, avoid, focus):
             for m in _WORD.finditer(text):
                 word = _TERM.sub("", m.group())
                 if word.lower() in _NO_START or word in asked:
@@ -71,19 +73,25 @@ class SpanTrie:
                 piece = text[m.start():m.start() + max_chars]
                 # the span stops before the next word of the question
                 stop = next((w.start() for w in _WORD.finditer(piece) if _TERM.sub("", w.group()) in asked), len(piece))
+                first = len(m.group()) if word.lower() in _ARTICLES else 0  # an article alone is no answer
                 for lead in ("", " "):
-                    self._add(encode(lead + piece), piece, len(lead), max_tokens, stop)
+                    self._add(encode(lead + piece), piece, len(lead), max_tokens, stop, first)
 
-    def _add(self, toks: list[tuple[int, int, int]], piece: str, shift: int, max_tokens: int, stop: int) -> None:
-        node = self.root
+        _prune(self.root)
+
+    def _add(self, toks: list[tuple[int, int, int]], piece: str, shift: int, max_tokens: int, stop: int,
+             first: int) -> None:
+        node, last = self.root, 0
         for depth, (tid, _, end) in enumerate(toks[:max_tokens], 1):
             end -= shift
             if end > stop and node is not self.root:
                 break
-            node = node.children.setdefault(tid, _Node())
+            node, last = node.children.setdefault(tid, _Node()), end
+            if len(piece[:end].rstrip()) <= first:
+                continue
             if end >= len(piece) or (end > 0 and not piece[end].isalnum()) or depth == max_tokens:
                 node.end = True
-        node.end = True  # a leaf can always end
+        node.end = node.end or len(piece[:last].rstrip()) > first  # a leaf can end (not on an article alone)
 
     def allowed(self, prefix: Sequence[int]) -> list[int]:
         node = self.root
@@ -97,6 +105,34 @@ class SpanTrie:
         if node.end and node is not self.root:
             out.extend(self.eos)
         return out or self.eos
+
+
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
+
+
+def _content(text: str) -> set[str]:
+    return {w.lower() for w in re.findall(r"\w+", text)} - _NO_START
+
+
+def focus_sentences(texts: Sequence[str], question: str, focus: int) -> list[str]:
+    """The ``focus`` sentences of ``texts`` sharing most content words with ``question`` (passage order kept; ties
+    go to the earlier passage), where the answer to it most likely is; all of ``texts`` when ``focus`` is 0 or no
+    sentence shares a word."""
+    q = _content(question)
+    if not focus or not q:
+        return list(texts)
+    sents = [s for t in texts for s in _SENTENCE.split(t) if s.strip()]
+    scored = sorted(range(len(sents)), key=lambda i: (-len(q & _content(sents[i])), i))[:focus]
+    if not scored or not q & _content(sents[scored[0]]):
+        return list(texts)
+    return [sents[i] for i in sorted(scored) if q & _content(sents[i])]
+
+
+def _prune(node: _Node) -> bool:
+    """Drop the branches in which no span may end (an article alone before a question word); True if any may."""
+    for tid in [t for t, child in node.children.items() if not _prune(child)]:
+        del node.children[tid]
+    return node.end or bool(node.children)
 
 
 def _pattern(answer: str) -> re.Pattern | None:
@@ -137,7 +173,7 @@ def ground(form: str, answer: str, cited: list[int],
     were used.  Label answers keep what the model cited."""
     span = None
     if form == "short":
-        answer = _ARTICLE.sub("", answer) or answer
+        answer = _ARTICLE.sub("", answer.strip().rstrip(",;:").strip()) or answer
     if form == "short" and passages:
         span = locate(answer, passages, cited)
         if span is not None and span.number not in cited:
