@@ -226,6 +226,8 @@ def _add_eval_parser(sub) -> None:
     ev.add_argument("--quiet", action="store_true")
     ev.add_argument("--rag", action="store_true", help="answer with RAG and score answers + provenance together "
                     "(INDEX may be `none`: no retrieval)")
+    ev.add_argument("--compare", action="store_true", help="with --rag: one table of closed book vs retrieval vs "
+                    "retrieval + demonstrations (with --demos)")
     add_rag_flags(ev)
     ev.set_defaults(func=_cmd_eval)
 

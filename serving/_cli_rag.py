@@ -20,6 +20,11 @@ def add_rag_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--n-demos", type=int, default=2, help="demonstrations in the prompt")
     g.add_argument("--demo-source", choices=("udr", "bm25", "random"), default="udr")
     g.add_argument("--max-passage-tokens", type=int, default=200)
+    g.add_argument("--labels", default=None, metavar="A,B,…",
+                   help="label tasks: this label set instead of the task's, e.g. SUPPORTS,REFUTES,NOT ENOUGH INFO")
+    g.add_argument("--label-calibration", choices=("content-free", "batch", "none"), default=None,
+                   help="label tasks: contextual calibration by content-free inputs, by the batch's mean label "
+                   "distribution, or none (the default: best on mini-KILT train with the packaged model)")
     g.add_argument("--generator", choices=("hf", "openai"), default="hf",
                    help="hf: local model; openai: OpenAI-compatible endpoint")
     g.add_argument("--generator-model", default=None, help="HF name/path, or the endpoint's model name")
@@ -42,8 +47,13 @@ def _generator_config(a: argparse.Namespace):
 def _rag_config(a: argparse.Namespace):
     from genret.retrieval import RagConfig
 
+    fields = {}
+    if a.labels:
+        fields["labels"] = tuple(x.strip() for x in a.labels.split(",") if x.strip())
+    if a.label_calibration:
+        fields["label_calibration"] = a.label_calibration
     return RagConfig(passages=a.passages, demos=a.n_demos if a.demos else 0, demo_source=a.demo_source,
-                     max_passage_tokens=a.max_passage_tokens)
+                     max_passage_tokens=a.max_passage_tokens, **fields)
 
 
 def open_from_args(a: argparse.Namespace, stack: ExitStack, retrieval_config):
@@ -97,11 +107,17 @@ def cmd_rag(a: argparse.Namespace, retrieval_config) -> int:
 
 
 def cmd_eval_rag(a: argparse.Namespace, task_file: str, retrieval_config) -> int:
-    """``genret eval INDEX TASK.jsonl --rag``: answers and provenance scored together."""
-    from genret.eval import evaluate_rag
+    """``genret eval INDEX TASK.jsonl --rag``: answers and provenance scored together (``--compare``: closed
+    book vs retrieval vs retrieval + demonstrations, one table)."""
+    from genret.eval import compare_rag, evaluate_rag, rag_table
 
     with ExitStack() as stack:
         pipeline = open_from_args(a, stack, retrieval_config)
+        if getattr(a, "compare", False):
+            reports = compare_rag(pipeline, task_file, task_name=a.task, max_records=a.max_records,
+                                  level=a.level.split(",")[0], progress=not a.quiet)
+            print(json.dumps(reports, indent=1) if a.json else f"task {task_file}\n" + rag_table(reports))
+            return 0
         report = evaluate_rag(pipeline, task_file, task_name=a.task, max_records=a.max_records,
                               level=a.level.split(",")[0], out=a.out, progress=not a.quiet)
     if a.json:

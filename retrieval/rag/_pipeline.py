@@ -19,6 +19,7 @@ from genret.indexing import GenretError
 
 from .._contract import Demo, Hit, Retriever
 from ._generator import Generator, Prompt
+from ._labels import Calibration, LabelScorer, with_labels
 from ._prompt import ANSWER_TASKS, AnswerTask, build_prompt, parse_answer, resolve_answer_task
 
 
@@ -31,6 +32,10 @@ class RagConfig(BaseModel):
     demo_source: Literal["udr", "bm25", "random"] = Field("udr", description="how demonstrations are chosen")
     max_passage_tokens: int = Field(200, ge=8)
     label_scoring: bool = Field(True, description="label tasks: pick the most likely label when possible")
+    label_calibration: Calibration = Field(
+        "none", description="label scoring: plain log-likelihood, or calibrated (content-free inputs or the "
+                            "batch's mean label distribution: _labels); none measured best on mini-KILT train")
+    labels: tuple[str, ...] = Field((), description="label tasks: this label set instead of the task's (empty: its)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +72,8 @@ class RagPipeline:
         self.retriever = retriever
         self.demo_source = demo_source
         self.config = config or RagConfig()
-        self.tasks = tasks or ANSWER_TASKS
+        self.tasks = with_labels(tasks or ANSWER_TASKS, self.config.labels)
+        self._labels = LabelScorer(generator, self.config.label_calibration)
 
     # --- the parts -------------------------------------------------------------------------------------
     def _retrieve(self, queries: Sequence[str], task: str | None) -> list[list[Hit]]:
@@ -96,16 +102,10 @@ class RagPipeline:
                              budget=budget, max_passage_tokens=self.config.max_passage_tokens)
                 for q, h, d in zip(queries, hits, demos)]
 
-    def _label_by_score(self, spec: AnswerTask, prompts: list[Prompt]) -> list[str] | None:
+    def _label_by_score(self, spec: AnswerTask, prepared: list) -> list[str] | None:
         if spec.form != "label" or not spec.labels or not self.config.label_scoring:
             return None
-        try:
-            flat = self.generator.loglik([p for p in prompts for _ in spec.labels],
-                                         [label for _ in prompts for label in spec.labels])
-        except GenretError:
-            return None  # a backend that cannot score: generate instead
-        n = len(spec.labels)
-        return [spec.labels[max(range(n), key=lambda j: flat[i * n + j])] for i in range(len(prompts))]
+        return self._labels.pick(spec, [p for p, _, _ in prepared], [len(h) for _, h, _ in prepared])
 
     def _answer(self, query: str, name: str, spec: AnswerTask, raw: str, prepared) -> RagAnswer:
         prompt, hits, demos = prepared
@@ -126,7 +126,7 @@ class RagPipeline:
         name, spec = resolve_answer_task(task, self.tasks)
         prepared = self.prepare(queries, task, exclude, history)
         prompts = [p for p, _, _ in prepared]
-        raws = self._label_by_score(spec, prompts)
+        raws = self._label_by_score(spec, prepared)
         if raws is None:
             raws = self.generator.generate(prompts, max_new_tokens=max_new_tokens, stop=stop)
         return [self._answer(q, name, spec, raw, prep) for q, raw, prep in zip(queries, raws, prepared)]
@@ -147,7 +147,7 @@ class RagPipeline:
         prepared = self.prepare([query], task, history=history)[0]
         prompt, hits, demos = prepared
         yield "passages", (hits, demos)
-        labels = self._label_by_score(spec, [prompt])
+        labels = self._label_by_score(spec, [prepared])
         if labels is not None:
             raw = labels[0]
             yield "token", raw

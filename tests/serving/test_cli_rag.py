@@ -34,3 +34,15 @@ def test_rag_batch_without_retrieval_and_eval(tiny_index, tiny_chat_lm_dir, data
 def test_rag_needs_a_question_or_input(tiny_index, capsys):
     assert main(["rag", str(tiny_index)]) == 2
     assert "give either a question or --input" in capsys.readouterr().err
+
+
+def test_eval_compare_table_and_labels_option(tiny_index, tiny_chat_lm_dir, data_dir, capsys):
+    common = ["--generator-model", str(tiny_chat_lm_dir), "--device", "cpu", "--max-new-tokens", "3", "--quiet"]
+    assert main(["eval", str(tiny_index), str(data_dir / "questions.jsonl"), "--rag", "--compare", "--retriever",
+                 "bm25", "--task", "qa", "--passages", "1", *common]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[1].startswith("| setting | em | f1 |")
+    assert [row.split(" | ")[0] for row in table[3:]] == ["| closed book", "| retrieval"]  # no demos given
+    assert main(["rag", "none", "Python was created by Guido van Rossum.", "--task", "fact_check", "--labels",
+                 "TRUE, FALSE", "--label-calibration", "none", "--json", *common]) == 0
+    assert json.loads(capsys.readouterr().out)["answer"] in ("TRUE", "FALSE")
