@@ -3,7 +3,8 @@
 ``RagPipeline(retriever, generator, demos, config)``: ``answer`` / ``batch_answer`` give a frozen ``RagAnswer``
 (answer, cited passages with KILT provenance, the passages and demonstrations used, the prompt); ``stream``
 yields events for server-sent streaming.  Label tasks (fact checking) are answered by rank classification
-when the generator can score continuations (the label the model finds most likely), else by generation.
+when the generator can score continuations (the label the model finds most likely), else by generation.  Short
+answers are spans copied from the passages when the generator can constrain decoding (``_spans``; ``span_answers``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from genret.indexing import GenretError
 from .._contract import Demo, Hit, Retriever
 from ._generator import Generator, Prompt
 from ._labels import Calibration, LabelScorer, with_labels
-from ._prompt import ANSWER_TASKS, AnswerTask, build_prompt, parse_answer, resolve_answer_task
+from ._prompt import ANSWER_TASKS, AnswerTask, build_prompt, one_line, parse_answer, resolve_answer_task
+from ._spans import AnswerSpan, ground
 
 
 class RagConfig(BaseModel):
@@ -31,6 +33,8 @@ class RagConfig(BaseModel):
     demos: int = Field(2, ge=0, le=32, description="demonstrations put in the prompt")
     demo_source: Literal["udr", "bm25", "random"] = Field("udr", description="how demonstrations are chosen")
     max_passage_tokens: int = Field(200, ge=8)
+    span_answers: bool = Field(True, description="short answers: decode only spans of the passages in the prompt "
+                                                 "(when the generator can constrain decoding; else generate freely)")
     label_scoring: bool = Field(True, description="label tasks: pick the most likely label when possible")
     label_calibration: Calibration = Field(
         "none", description="label scoring: plain log-likelihood, or calibrated (content-free inputs or the "
@@ -58,6 +62,7 @@ class RagAnswer:
     passages: tuple[Hit, ...]
     demos: tuple[Demo, ...]
     prompt: tuple[dict, ...]
+    span: AnswerSpan | None = None  # a short answer found in a passage (a cited one first): where
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -110,9 +115,23 @@ class RagPipeline:
     def _answer(self, query: str, name: str, spec: AnswerTask, raw: str, prepared) -> RagAnswer:
         prompt, hits, demos = prepared
         answer, cited = parse_answer(spec, raw, len(hits))
+        answer, cited, span = ground(spec.form, answer, cited, hits)
         return RagAnswer(query=query, task=name, answer=answer, raw=raw,
                          citations=tuple(Citation(n, hits[n - 1]) for n in cited), passages=tuple(hits),
-                         demos=tuple(demos), prompt=tuple(prompt))
+                         demos=tuple(demos), prompt=tuple(prompt), span=span)
+
+    def _spans(self, spec: AnswerTask, prepared: list, queries: Sequence[str],
+               max_new_tokens: int | None) -> list[str] | None:
+        """Short answers copied from the passages (constrained decoding), or None (other forms, no passages,
+        ``span_answers`` off, or a generator that cannot constrain decoding)."""
+        if spec.form != "short" or not self.config.span_answers or not all(h for _, h, _ in prepared):
+            return None
+        try:
+            return self.generator.generate_spans([p for p, _, _ in prepared],
+                                                 [[one_line(h.text or "") for h in hits] for _, hits, _ in prepared],
+                                                 max_new_tokens=max_new_tokens, avoid=queries)
+        except GenretError:
+            return None
 
     # --- public ----------------------------------------------------------------------------------------
     def batch_answer(self, queries: Sequence[str], *, task: str | None = None,
@@ -127,6 +146,8 @@ class RagPipeline:
         prepared = self.prepare(queries, task, exclude, history)
         prompts = [p for p, _, _ in prepared]
         raws = self._label_by_score(spec, prepared)
+        if raws is None:
+            raws = self._spans(spec, prepared, queries, max_new_tokens)
         if raws is None:
             raws = self.generator.generate(prompts, max_new_tokens=max_new_tokens, stop=stop)
         return [self._answer(q, name, spec, raw, prep) for q, raw, prep in zip(queries, raws, prepared)]
@@ -147,7 +168,7 @@ class RagPipeline:
         prepared = self.prepare([query], task, history=history)[0]
         prompt, hits, demos = prepared
         yield "passages", (hits, demos)
-        labels = self._label_by_score(spec, [prepared])
+        labels = self._label_by_score(spec, [prepared]) or self._spans(spec, [prepared], [query], max_new_tokens)
         if labels is not None:
             raw = labels[0]
             yield "token", raw
