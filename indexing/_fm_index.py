@@ -4,76 +4,87 @@ Layout.  Documents (units) are int arrays of token ids ``0..vocab_size-1``.  Tok
 dense *symbols* ``2..n_symbols-1`` (only ids that occur get one, in id order, so the wavelet matrix has as
 few bit levels as possible); symbol 1 is the document boundary and 0 a unique end marker.  With
 ``T = d0 1 d1 1 ... d_{k-1} 1`` the index is built over the **reversed** text ``R = reverse(T) + [0]``:
-appending a token to the right of an n-gram is then one backward-search step (two ``rank`` calls), and
-the distinct tokens that follow an n-gram are the symbols of one contiguous BWT slice (its suffix-array
-range).  No query symbol is a boundary, so an n-gram never matches across two documents.
+appending a token to the right of an n-gram is then one backward-search step, and the distinct tokens that
+follow an n-gram are the distinct symbols of one contiguous BWT slice (its suffix-array range).  No query
+symbol is a boundary, so an n-gram never matches across two documents.
 
-Arrays (plain ``.npy``, no pickle): ``bwt`` (uint8, or uint16 holding the low 16 bits), ``bwt_hi``
-(uint8, high bits, only past 65536 symbols), ``C`` (int64 cumulative symbol counts), ``token_of_sym``
-(int32), ``sample_rows``/``sample_pos`` (suffix-array rows whose text position is a multiple of
-``sa_sample``, and those positions; uint32 below 2**32 rows) and ``doc_starts`` (start of each document in
-``T``, plus ``len(T)``).  The ``wavelet_matrix.WaveletMatrix`` over the BWT cannot be saved without
-pickle, so it is rebuilt from ``bwt`` on load (about 0.5 µs per token) and lives in RAM (2 bits per bit
-level per token: about 4 bytes/token for 16-bit symbols).
+Arrays (plain ``.npy``, no pickle, all memory-mapped on open: opening reads only the headers and the small
+per-symbol arrays; nothing is rebuilt).  The BWT is held only as a wavelet matrix (``_wavelet``):
+``wm_bits`` (uint64 ``[L, W]``, ``L = ceil(log2 n_symbols)`` bit planes), ``wm_ranks`` (rank directory, one
+uint32 per 512 bits) and ``wm_zeros``; ``C`` (int64 cumulative symbol counts), ``token_of_sym`` (int32);
+``sample_bits``/``sample_ranks`` (a bit vector marking the suffix-array rows whose text position is a multiple
+of ``sa_sample``) and ``sample_pos`` (those positions, in row order; uint32 below 2**32 rows);
+``doc_starts`` (start of each document in ``T``, plus ``len(T)``); ``hot_ranges``/``hot_offsets``/
+``hot_syms``/``hot_counts``: the next-token lists of the 1-grams whose list is long (see ``_fm_hot``).
+Bytes per token for 16-bit symbols and ``sa_sample=32``: 2 (bit planes) + 0.125 (ranks) + 0.133 (marks) +
+0.125 (positions) + documents + hot lists.
 
 Ranges.  ``FMRange = (lo, hi, length)``: suffix-array rows ``[lo, hi)`` of an n-gram of ``length`` tokens;
 ``(0, n_rows, 0)`` is the empty n-gram (every position); an n-gram that does not occur has ``lo == hi``.
 
-Costs (r = occurrences, σ = distinct tokens; a ``rank`` call is 1-3 µs at 1e6-5e7 tokens):
-``extend`` 2 ranks (1 when r <= 8, none from the root); ``count``/``range_of`` one ``extend`` per token;
-``next_tokens_of_range`` O(r) for r <= 32, then ``np.unique``/``np.bincount`` over the BWT slice (the root's
-answer is precomputed); ``locate``/``doc_counts`` up to ``sa_sample - 1`` LF steps (one rank each, about
-``sa_sample / 2`` on average) per returned occurrence, vectorised over all occurrences of the call.
+Costs (compiled kernels; r = occurrences, k = distinct next tokens, L = bit levels): ``extend`` 2L
+``rank1`` (none from the root); ``count``/``range_of`` one compiled call for the whole n-gram;
+``next_tokens_of_range`` a walk of about ``k (L - log2 k + 2)`` wavelet nodes (2 ``rank1`` each), or a
+precomputed list for long ones; ``locate``/``doc_counts`` up to ``sa_sample - 1`` LF steps (L ``rank1``
+each, about ``sa_sample / 2`` on average) per returned occurrence, all occurrences of a call in lock step.
 """
 
 from __future__ import annotations
 
-import ctypes
-import threading
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from . import _wavelet as wv
 from ._errors import IndexFormatError
+from ._fm_hot import hot_lists
 from ._fm_queries import FMQueries, FMRange, Limit, NextTokens, empty_next
 from ._progress import progress_bar
 from ._suffix_array import pos_dtype, suffix_array, sym_width
 
-FM_FORMAT = "genret-fm/1"
+FM_FORMAT = "genret-fm/2"
+OLD_FORMATS = ("genret-fm/1",)
 END_SYM, SEP_SYM, FIRST_SYM = 0, 1, 2
 _CHUNK = 1 << 22
-_TINY, _SMALL = 8, 32  # range sizes below which extend / next_tokens read the BWT slice in Python
-_ARRAYS = ("bwt", "bwt_hi", "C", "token_of_sym", "sample_rows", "sample_pos", "doc_starts")
+_ARRAYS = ("wm_bits", "wm_ranks", "wm_zeros", "C", "token_of_sym", "sample_bits", "sample_ranks", "sample_pos",
+           "doc_starts", "hot_ranges", "hot_offsets", "hot_syms", "hot_counts")
 
 
 class FMIndex(FMQueries):
     """A succinct n-gram index over the documents of one shard (see the module docstring)."""
 
-    def __init__(self, arrays: dict[str, np.ndarray], vocab_size: int, sa_sample: int,
-                 bwt_path: Path | None = None) -> None:
-        """Wrap validated arrays (use ``build``/``from_flat``/``load``); the wavelet matrix is built lazily."""
+    def __init__(self, arrays: dict[str, np.ndarray], vocab_size: int, sa_sample: int) -> None:
+        """Wrap validated arrays (use ``build``/``from_flat``/``load``)."""
         self.vocab_size, self.sa_sample = int(vocab_size), int(sa_sample)
         self._a = arrays
-        self._bwt, self._bwt_hi = arrays["bwt"], arrays.get("bwt_hi")
-        self._C = np.asarray(arrays["C"], dtype=np.int64)
+        self._bits, self._ranks = arrays["wm_bits"], arrays["wm_ranks"]
+        self._zeros = np.ascontiguousarray(arrays["wm_zeros"], dtype=np.int64)
+        self._C = np.ascontiguousarray(arrays["C"], dtype=np.int64)
         self._C_list: list[int] = self._C.tolist()
         self._tok = np.asarray(arrays["token_of_sym"], dtype=np.int64)
         sym = np.full(self.vocab_size, -1, np.int64)
         sym[self._tok] = np.arange(FIRST_SYM, FIRST_SYM + len(self._tok))
+        self._sym_arr = sym
         self._sym: list[int] = sym.tolist()
-        self._srows, self._spos = arrays["sample_rows"], arrays["sample_pos"]
+        self._mbits, self._mranks, self._spos = arrays["sample_bits"], arrays["sample_ranks"], arrays["sample_pos"]
         self._starts = arrays["doc_starts"]
-        self.n_rows = len(self._bwt)
+        self.n_rows = int(self._C[-1])
         self.n_docs = len(self._starts) - 1
         self.n_tokens = self.n_rows - self.n_docs - 1
         self.n_symbols = len(self._C) - 1
-        self._root_next = (self._tok.copy(), np.diff(self._C)[FIRST_SYM:].astype(np.int64))
-        self._bwt_path = bwt_path
-        self._wm: Any = None
-        self._wm_lock = threading.Lock()
+        self.n_levels = self._bits.shape[0]
+        counts = np.diff(self._C)
+        # bottom position of each symbol's block in the wavelet matrix -> LF(i) = bottom(i) + delta[sym]
+        self._delta = self._C[:-1] - wv.bottom_starts(counts, self.n_levels)
+        self._delta_list: list[int] = self._delta.tolist()
+        self._root_next = (self._tok.copy(), counts[FIRST_SYM:].astype(np.int64))
+        hot = arrays["hot_ranges"]
+        self._hot_lo = np.ascontiguousarray(hot[:, 0]) if len(hot) else np.zeros(0, np.int64)
+        sizes = hot[:, 1].astype(np.int64) - hot[:, 0].astype(np.int64)
+        self._hot_min = int(sizes.min()) if len(hot) else self.n_rows + 1
+        self._out_sym = np.empty(max(self.n_symbols, 1), np.int64)
 
     # -- construction ---------------------------------------------------------------------------------
     @classmethod
@@ -89,7 +100,12 @@ class FMIndex(FMQueries):
     @classmethod
     def from_flat(cls, tokens: np.ndarray, lengths: np.ndarray, vocab_size: int, *, sa_sample: int = 32,
                   progress: bool = False) -> FMIndex:
-        """Index the concatenated ``tokens`` of documents of the given ``lengths`` (ValueError on bad input)."""
+        """Index the concatenated ``tokens`` of documents of the given ``lengths`` (ValueError on bad input).
+
+        Peak memory: the suffix-array phase, about 15 bytes/token with 16-bit symbols (input 2, reversed text
+        2, byte text 2, byte-level suffix array 8 below 2**31 bytes); the wavelet matrix is built afterwards
+        from the BWT (BWT 2 + scratch 2 + bit planes 2).
+        """
         tokens, lengths = np.asarray(tokens), np.asarray(lengths, dtype=np.int64)
         tokens = tokens if tokens.size else tokens.astype(np.int64)
         if tokens.ndim != 1 or (tokens.size and tokens.dtype.kind not in "iu"):
@@ -102,7 +118,7 @@ class FMIndex(FMQueries):
             raise ValueError(f"token ids must lie in [0, {vocab_size})")
         n_docs, n_tok = len(lengths), tokens.size
         n_rows = n_tok + n_docs + 1
-        with progress_bar(5, "FM-index", progress) as bar:
+        with progress_bar(6, "FM-index", progress) as bar:
             present = np.flatnonzero(np.bincount(tokens, minlength=vocab_size)) if n_tok else np.zeros(0, np.int64)
             n_sym = len(present) + FIRST_SYM
             width = sym_width(n_sym)
@@ -128,16 +144,23 @@ class FMIndex(FMQueries):
                 hit = part % sa_sample == 0
                 rows.append((np.flatnonzero(hit) + a).astype(pdt))
                 pos.append(part[hit].astype(pdt))
-            del sa, rev
+            del sa, rev, part
+            bar.update(1)
+            sample_rows = np.concatenate(rows)
+            del rows
+            sample_bits, sample_ranks = wv.build_marks(n_rows, sample_rows)
+            del sample_rows
+            n_lev = wv.n_levels(n_sym)
+            bits, ranks, zeros = wv.build_wavelet(bwt, n_lev)  # consumes bwt as scratch
+            del bwt
             bar.update(2)
             starts = np.zeros(n_docs + 1, pdt)
             starts[1:] = np.cumsum(lengths + 1)
-            arrays = {"bwt": bwt if width < 3 else (bwt & 0xFFFF).astype(np.uint16),
-                      "C": np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
-                      "token_of_sym": present.astype(np.int32), "sample_rows": np.concatenate(rows),
-                      "sample_pos": np.concatenate(pos), "doc_starts": starts}
-            if width == 3:
-                arrays["bwt_hi"] = (bwt >> 16).astype(np.uint8)
+            C = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+            arrays = {"wm_bits": bits, "wm_ranks": ranks, "wm_zeros": zeros, "C": C,
+                      "token_of_sym": present.astype(np.int32), "sample_bits": sample_bits,
+                      "sample_ranks": sample_ranks, "sample_pos": np.concatenate(pos), "doc_starts": starts}
+            arrays.update(hot_lists(bits, ranks, zeros, C, sdt, pdt))
             bar.update(1)
         return cls(arrays, vocab_size, sa_sample)
 
@@ -146,8 +169,9 @@ class FMIndex(FMQueries):
         """JSON-able description of the arrays, for the manifest; ``load`` checks the files against it."""
         return {"format": FM_FORMAT, "text": "reversed", "vocab_size": self.vocab_size,
                 "n_tokens": self.n_tokens, "n_docs": self.n_docs, "n_rows": self.n_rows,
-                "n_symbols": len(self._C) - 1, "sa_sample": self.sa_sample, "n_samples": len(self._srows),
-                "bwt_bits": 8 * sym_width(len(self._C) - 1), "pos_dtype": str(self._srows.dtype)}
+                "n_symbols": self.n_symbols, "sa_sample": self.sa_sample, "n_samples": len(self._spos),
+                "n_levels": self.n_levels, "pos_dtype": str(self._spos.dtype),
+                "n_hot": len(self._a["hot_ranges"]), "n_hot_entries": len(self._a["hot_syms"])}
 
     def save(self, directory: str | Path) -> list[str]:
         """Write the arrays as ``<name>.npy`` into ``directory`` (created); returns the file names."""
@@ -155,9 +179,8 @@ class FMIndex(FMQueries):
         directory.mkdir(parents=True, exist_ok=True)
         names = []
         for name in _ARRAYS:
-            if name in self._a:
-                np.save(directory / f"{name}.npy", np.ascontiguousarray(self._a[name]), allow_pickle=False)
-                names.append(f"{name}.npy")
+            np.save(directory / f"{name}.npy", np.ascontiguousarray(self._a[name]), allow_pickle=False)
+            names.append(f"{name}.npy")
         return names
 
     @classmethod
@@ -165,61 +188,24 @@ class FMIndex(FMQueries):
              lazy: bool = False) -> FMIndex:
         """Open a saved index, checking every array against ``params`` (``IndexFormatError`` on mismatch).
 
-        ``mmap`` memory-maps the arrays; the wavelet matrix is built now unless ``lazy``.
+        ``mmap`` memory-maps the arrays (O(1) in the index size: nothing is read but headers and per-symbol
+        arrays); without it they are read into memory.  ``lazy`` is accepted for compatibility (no effect).
         """
         directory = Path(directory)
-        try:
-            if params.get("format") != FM_FORMAT:
-                raise IndexFormatError(f"{directory}: FM-index format {params.get('format')!r}, expected {FM_FORMAT}")
-            n_rows, n_docs, n_sym = int(params["n_rows"]), int(params["n_docs"]), int(params["n_symbols"])
-            vocab, sample = int(params["vocab_size"]), int(params["sa_sample"])
-            if min(vocab, sample, n_rows, n_sym - 1) < 1 or n_docs < 0:
-                raise IndexFormatError(f"{directory}: impossible FM-index parameters {params}")
-            width, pdt = sym_width(n_sym), pos_dtype(n_rows)
-            expect = {"bwt": (np.uint8 if width == 1 else np.uint16, n_rows), "C": (np.int64, n_sym + 1),
-                      "token_of_sym": (np.int32, n_sym - FIRST_SYM), "sample_rows": (pdt, params["n_samples"]),
-                      "sample_pos": (pdt, params["n_samples"]), "doc_starts": (pdt, n_docs + 1)}
-            if width == 3:
-                expect["bwt_hi"] = (np.uint8, n_rows)
-            if params["bwt_bits"] != 8 * width or params["pos_dtype"] != str(pdt) or \
-                    params["n_tokens"] != n_rows - n_docs - 1 or params["n_samples"] != -(-n_rows // sample):
-                raise IndexFormatError(f"{directory}: inconsistent FM-index parameters {params}")
-        except (KeyError, TypeError, ValueError) as exc:
-            raise IndexFormatError(f"{directory}: bad FM-index parameters ({exc!r})") from None
-        arrays = {name: _load_array(directory / f"{name}.npy", np.dtype(dt), int(n), mmap)
-                  for name, (dt, n) in expect.items()}
-        _check_contents(directory, arrays, n_rows, n_docs, vocab)
-        index = cls(arrays, vocab, sample, bwt_path=directory / "bwt.npy" if mmap else None)
-        if not lazy:
-            index.warm()
-        return index
+        expect, vocab, sample = _expected_arrays(directory, params)
+        arrays = {name: _load_array(directory / f"{name}.npy", np.dtype(dt), shape, mmap)
+                  for name, (dt, shape) in expect.items()}
+        _check_contents(directory, arrays, int(params["n_rows"]), int(params["n_docs"]), vocab)
+        return cls(arrays, vocab, sample)
 
     def warm(self) -> None:
-        """Build the wavelet matrix now (otherwise it is built by the first query that needs it)."""
-        _ = self.wm
-
-    @property
-    def wm(self) -> Any:
-        """The ``wavelet_matrix.WaveletMatrix`` over the BWT symbols."""
-        if self._wm is None:
-            with self._wm_lock:
-                if self._wm is None:
-                    self._wm = self._build_wm()
-        return self._wm
-
-    def _build_wm(self) -> Any:
-        from wavelet_matrix import WaveletMatrix
-
-        # a private map of the file, dropped afterwards, so the pages read here leave this process's RSS
-        src = np.load(self._bwt_path, mmap_mode="r") if self._bwt_path is not None else self._bwt
-        vals = src if self._bwt_hi is None else src.astype(np.uint32) | (self._bwt_hi.astype(np.uint32) << 16)
-        wm = WaveletMatrix(memoryview(np.ascontiguousarray(vals)))
-        del src, vals
-        _release_freed_memory()  # the constructor's temporaries (~4 bytes/token) would otherwise stay in RSS
-        return wm
+        """Read every page of the arrays once (page cache), so that the first queries do not wait on disk."""
+        for a in self._a.values():
+            if a.size:
+                np.add.reduce(a.reshape(-1).view(np.uint8)[::4096])
 
     def nbytes(self) -> int:
-        """Bytes of the stored arrays (what the index takes on disk)."""
+        """Bytes of the stored arrays (what the index takes on disk, and in RAM when all of it is touched)."""
         return sum(int(a.nbytes) for a in self._a.values())
 
     # -- primitives -----------------------------------------------------------------------------------
@@ -234,21 +220,28 @@ class FMIndex(FMQueries):
         return (0, self.n_rows, 0)
 
     def extend(self, rng: FMRange, token: int) -> FMRange:
-        """The range of the n-gram of ``rng`` followed by ``token`` (empty for unknown tokens): O(log σ)."""
+        """The range of the n-gram of ``rng`` followed by ``token`` (empty for unknown tokens): 2L ``rank1``."""
         lo, hi, length = rng
         s = self._sym[token] if 0 <= token < self.vocab_size else -1
         if s < 0 or lo >= hi:
             return (0, 0, length + 1)
-        c, rank = self._C_list[s], self.wm.rank
         if length == 0:  # root: the rows of the suffixes starting with s
-            return (c, self._C_list[s + 1], 1)
-        if hi - lo <= _TINY:  # one rank call: the new range's size is read off the BWT slice
-            k = self._bwt_slice(lo, hi).tolist().count(s)
-            if not k:
-                return (0, 0, length + 1)
-            new_lo = c + rank(s, lo)
-            return (new_lo, new_lo + k, length + 1)
-        return (c + rank(s, lo), c + rank(s, hi), length + 1)
+            return (self._C_list[s], self._C_list[s + 1], 1)
+        a, b = wv.wm_range(self._bits, self._ranks, self._zeros, s, lo, hi)
+        if a >= b:
+            return (0, 0, length + 1)
+        d = self._delta_list[s]
+        return (a + d, b + d, length + 1)
+
+    def range_of(self, ngram: Sequence[int]) -> FMRange:
+        """The range of ``ngram``: one compiled backward search over all its tokens."""
+        ids = np.asarray(ngram, dtype=np.int64).ravel()
+        if not len(ids):
+            return self.root()
+        ok = (ids >= 0) & (ids < self.vocab_size)
+        syms = np.where(ok, self._sym_arr[np.where(ok, ids, 0)], -1) if len(self._sym_arr) else -np.ones_like(ids)
+        lo, hi = wv.fm_range(self._bits, self._ranks, self._zeros, self._delta, self._C, syms, 0, self.n_rows, 0)
+        return (int(lo), int(hi), len(ids)) if lo < hi else (0, 0, len(ids))
 
     def count_range(self, rng: FMRange) -> int:
         """Occurrences of the n-gram of ``rng`` (the empty n-gram: ``n_tokens``)."""
@@ -257,34 +250,39 @@ class FMIndex(FMQueries):
     def next_tokens_of_range(self, rng: FMRange) -> NextTokens:
         """Distinct tokens that follow the n-gram of ``rng``, ascending, with counts.
 
-        They are the symbols of the contiguous BWT slice ``[lo, hi)``: counted in Python for tiny ranges,
-        with ``np.unique`` (O(r log r)) or ``np.bincount`` (O(r + σ)) above.  This is 2-30x faster than the
-        wavelet matrix's ``range_list``, which builds a Python dict per distinct value (see bench/README_fm.md).
+        They are the distinct symbols of the BWT slice ``[lo, hi)``: a walk down the wavelet matrix that
+        visits only the symbols present (about ``k (L - log2 k + 2)`` nodes for ``k`` of them), or the list
+        precomputed at build time for the long ones (the root's comes from ``C``).
         """
         lo, hi, length = rng
         if length == 0:
             return self._root_next[0].copy(), self._root_next[1].copy()
         if lo >= hi:
             return empty_next()
-        syms = self._bwt_slice(lo, hi)
-        if hi - lo <= _SMALL:
-            counter = Counter(syms.tolist())
-            keys = sorted(k for k in counter if k >= FIRST_SYM)
-            if not keys:
-                return empty_next()
-            return self._tok[np.array(keys) - FIRST_SYM], np.array([counter[k] for k in keys], dtype=np.int64)
-        if hi - lo < self.n_symbols:
-            u, c = np.unique(syms, return_counts=True)
-            keep = u >= FIRST_SYM
-            return self._tok[u[keep].astype(np.int64) - FIRST_SYM], c[keep].astype(np.int64)
-        counts = np.bincount(syms, minlength=self.n_symbols)[FIRST_SYM:]
-        nz = np.flatnonzero(counts)
-        return self._tok[nz], counts[nz].astype(np.int64)
+        if hi - lo >= self._hot_min:
+            found = self._hot(lo, hi)
+            if found is not None:
+                return found
+        cnt = np.empty(min(hi - lo, self.n_symbols), np.int64)
+        k = wv.wm_distinct(self._bits, self._ranks, self._zeros, lo, hi, self._out_sym, cnt) \
+            if len(cnt) <= len(self._out_sym) else 0
+        syms = self._out_sym[:k]
+        first = int(np.searchsorted(syms, FIRST_SYM))
+        return self._tok[syms[first:] - FIRST_SYM], cnt[first:k]
+
+    def _hot(self, lo: int, hi: int) -> NextTokens | None:
+        j = int(np.searchsorted(self._hot_lo, lo))
+        ranges = self._a["hot_ranges"]
+        if j < len(ranges) and int(ranges[j, 0]) == lo and int(ranges[j, 1]) == hi:
+            a, b = int(self._a["hot_offsets"][j]), int(self._a["hot_offsets"][j + 1])
+            syms = self._a["hot_syms"][a:b].astype(np.int64)
+            return self._tok[syms - FIRST_SYM], self._a["hot_counts"][a:b].astype(np.int64)
+        return None
 
     def locate_ranges(self, rngs: Sequence[FMRange], limit: Limit = None) -> list[list[tuple[int, int]]]:
-        """``locate_range`` of each range (``limit``: one for all, or one per range), in one vectorised walk.
+        """``locate_range`` of each range (``limit``: one for all, or one per range), in one compiled walk.
 
-        Cost: about ``sa_sample / 2`` LF steps (a ``rank`` call each) per located occurrence.
+        Cost: about ``sa_sample / 2`` LF steps (L ``rank1`` each) per located occurrence.
         """
         docs, offs, bounds = self._positions(rngs, limit)
         out = []
@@ -304,6 +302,10 @@ class FMIndex(FMQueries):
         return out
 
     # -- internals ------------------------------------------------------------------------------------
+    def bwt_symbols(self, rows: np.ndarray) -> np.ndarray:
+        """BWT symbols at ``rows`` (decoded from the wavelet matrix; for tests and tools)."""
+        return wv.wm_access_many(self._bits, self._ranks, self._zeros, np.asarray(rows, dtype=np.int64))
+
     def _positions(self, rngs: Sequence[FMRange], limit: Limit) -> tuple[np.ndarray, np.ndarray, list[int]]:
         limits = [limit] * len(rngs) if limit is None or isinstance(limit, int) else list(limit)
         rows, lens, bounds = [], [], [0]
@@ -318,72 +320,81 @@ class FMIndex(FMQueries):
         if bounds[-1] == 0:
             z = np.zeros(0, np.int64)
             return z, z, bounds
-        rev_pos = self._resolve(np.concatenate(rows))
+        rev_pos = wv.fm_locate(self._bits, self._ranks, self._zeros, self._delta, self._mbits, self._mranks,
+                               self._spos, np.concatenate(rows), self.sa_sample)
+        if (rev_pos < 0).any():
+            raise IndexFormatError("FM-index locate walked past the sampling rate: corrupt sampled suffix array")
         tpos = (self.n_rows - 1) - rev_pos - np.concatenate(lens)  # start in T of the (un-reversed) n-gram
         doc = np.searchsorted(self._starts, tpos.astype(self._starts.dtype), side="right") - 1
         return doc, tpos - self._starts[doc].astype(np.int64), bounds
 
-    def _bwt_slice(self, lo: int, hi: int) -> np.ndarray:
-        if self._bwt_hi is None:
-            return self._bwt[lo:hi]
-        return self._bwt[lo:hi].astype(np.int64) | (self._bwt_hi[lo:hi].astype(np.int64) << 16)
 
-    def _bwt_at(self, rows: np.ndarray) -> np.ndarray:
-        sym = self._bwt[rows].astype(np.int64)
-        if self._bwt_hi is not None:
-            sym |= self._bwt_hi[rows].astype(np.int64) << 16
-        return sym
-
-    def _resolve(self, rows: np.ndarray) -> np.ndarray:
-        """Positions in the reversed text of the suffixes at ``rows``: LF-walks to the nearest sample."""
-        out = np.empty(len(rows), np.int64)
-        idx, cur = np.arange(len(rows)), rows
-        srows, spos, last = self._srows, self._spos, len(self._srows) - 1
-        rank = self.wm.rank
-        for step in range(self.sa_sample):
-            k = np.minimum(np.searchsorted(srows, cur.astype(srows.dtype)), last)
-            hit = srows[k] == cur
-            if hit.any():
-                out[idx[hit]] = spos[k[hit]].astype(np.int64) + step
-                miss = ~hit
-                idx, cur = idx[miss], cur[miss]
-                if not len(cur):
-                    return out
-            sym = self._bwt_at(cur)
-            cur = self._C[sym] + np.fromiter(map(rank, sym.tolist(), cur.tolist()), np.int64, len(cur))
-        raise IndexFormatError("FM-index locate walked past the sampling rate: corrupt sampled suffix array")
-
-
-def _release_freed_memory() -> None:
+def _expected_arrays(directory: Path, params: dict[str, Any]) -> tuple[dict[str, tuple[Any, tuple]], int, int]:
+    """``{name: (dtype, shape)}`` that ``params`` implies, the vocabulary size and the sampling rate."""
+    fmt = params.get("format") if isinstance(params, dict) else None
+    if fmt in OLD_FORMATS:
+        raise IndexFormatError(f"{directory}: FM-index format {fmt!r} was written by an older genret (its wavelet "
+                               f"matrix was rebuilt at every open); rebuild the index (`genret index --fm ...`) "
+                               f"to get {FM_FORMAT}")
+    if fmt != FM_FORMAT:
+        raise IndexFormatError(f"{directory}: FM-index format {fmt!r}, expected {FM_FORMAT}")
     try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
+        n_rows, n_docs, n_sym = int(params["n_rows"]), int(params["n_docs"]), int(params["n_symbols"])
+        vocab, sample = int(params["vocab_size"]), int(params["sa_sample"])
+        n_samples, n_lev = int(params["n_samples"]), int(params["n_levels"])
+        n_hot, n_entries = int(params["n_hot"]), int(params["n_hot_entries"])
+        if min(vocab, sample, n_rows, n_sym - 1) < 1 or min(n_docs, n_hot, n_entries) < 0:
+            raise IndexFormatError(f"{directory}: impossible FM-index parameters {params}")
+        pdt = pos_dtype(n_rows)
+        sdt = {1: np.uint8, 2: np.uint16, 3: np.uint32}[sym_width(n_sym)]
+        if n_lev != wv.n_levels(n_sym) or params["pos_dtype"] != str(pdt) or \
+                params["n_tokens"] != n_rows - n_docs - 1 or n_samples != -(-n_rows // sample):
+            raise IndexFormatError(f"{directory}: inconsistent FM-index parameters {params}")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise IndexFormatError(f"{directory}: bad FM-index parameters ({exc!r})") from None
+    rdt, words, blocks = wv.rank_dtype(n_rows), wv.n_words(n_rows), wv.n_blocks(n_rows)
+    expect = {"wm_bits": (np.uint64, (n_lev, words)), "wm_ranks": (rdt, (n_lev, blocks)),
+              "wm_zeros": (np.int64, (n_lev,)), "C": (np.int64, (n_sym + 1,)),
+              "token_of_sym": (np.int32, (n_sym - FIRST_SYM,)), "sample_bits": (np.uint64, (1, words)),
+              "sample_ranks": (rdt, (1, blocks)), "sample_pos": (pdt, (n_samples,)),
+              "doc_starts": (pdt, (n_docs + 1,)), "hot_ranges": (pdt, (n_hot, 2)),
+              "hot_offsets": (np.int64, (n_hot + 1,)), "hot_syms": (sdt, (n_entries,)),
+              "hot_counts": (pdt, (n_entries,))}
+    return expect, vocab, sample
 
 
-def _load_array(path: Path, dtype: np.dtype, n: int, mmap: bool) -> np.ndarray:
+def _load_array(path: Path, dtype: np.dtype, shape: tuple, mmap: bool) -> np.ndarray:
     if not path.is_file():
         raise IndexFormatError(f"FM-index array missing: {path}")
     try:
         arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
         raise IndexFormatError(f"FM-index array {path} is corrupt: {exc}") from None
-    if arr.dtype != dtype or arr.shape != (n,):
-        raise IndexFormatError(f"FM-index array {path} is {arr.dtype}{list(arr.shape)}, expected {dtype}[{n}]")
+    if arr.dtype != dtype or arr.shape != tuple(shape):
+        raise IndexFormatError(f"FM-index array {path} is {arr.dtype}{list(arr.shape)}, "
+                               f"expected {dtype}{list(shape)}")
     return arr
 
 
 def _check_contents(directory: Path, a: dict[str, np.ndarray], n_rows: int, n_docs: int, vocab: int) -> None:
-    """Cheap consistency checks (O(σ + docs/…)): a mismatched or hand-edited array set fails here."""
-    C, tok, starts = a["C"], np.asarray(a["token_of_sym"]), a["doc_starts"]
+    """Cheap consistency checks (O(σ + levels + hot lists), nothing proportional to the corpus)."""
+    C, tok, starts, zeros = a["C"], np.asarray(a["token_of_sym"]), a["doc_starts"], a["wm_zeros"]
     problems = []
     if C[0] != 0 or C[1] != 1 or C[2] != n_docs + 1 or C[-1] != n_rows or (np.diff(C)[FIRST_SYM:] <= 0).any():
         problems.append("C")
     if len(tok) and (tok[0] < 0 or tok[-1] >= vocab or (np.diff(tok) <= 0).any()):
         problems.append("token_of_sym")
-    if starts[0] != 0 or int(starts[-1]) != n_rows - 1 or (starts[1:] <= starts[:-1]).any():
+    if starts[0] != 0 or int(starts[-1]) != n_rows - 1:
         problems.append("doc_starts")
-    if len(a["sample_rows"]) and int(a["sample_rows"][-1]) >= n_rows:
-        problems.append("sample_rows")
+    if (zeros < 0).any() or (zeros > n_rows).any():
+        problems.append("wm_zeros")
+    ranks = a["wm_ranks"]
+    if int(ranks[:, 0].max(initial=0)) != 0 or (ranks[:, -1].astype(np.int64) != n_rows - zeros).any():
+        problems.append("wm_ranks")
+    if int(a["sample_ranks"][0, -1]) != len(a["sample_pos"]):
+        problems.append("sample_ranks")
+    off = a["hot_offsets"]
+    if off[0] != 0 or off[-1] != len(a["hot_syms"]) or (np.diff(off) < 0).any():
+        problems.append("hot_offsets")
     if problems:
         raise IndexFormatError(f"{directory}: FM-index arrays {problems} are inconsistent with the parameters")

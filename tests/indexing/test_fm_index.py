@@ -123,9 +123,9 @@ def test_24_bit_symbols_and_dtype_paths(tmp_path):
     docs = [ids[i:i + 60].tolist() for i in range(0, len(ids), 60)]
     docs += [docs[5], docs[17][:30]]  # some repeats
     index = FMIndex.build(docs, 200_000, sa_sample=8)
-    assert index.params()["bwt_bits"] == 24 and index.n_symbols > 65536
+    assert index.params()["n_levels"] == 17 and index.n_symbols > 65536
     names = index.save(tmp_path)
-    assert "bwt_hi.npy" in names
+    assert "wm_bits.npy" in names and np.load(tmp_path / "hot_syms.npy").dtype == np.uint32
     loaded = FMIndex.load(tmp_path, index.params())
     for d in (0, 17, 1199, 1200):
         g = docs[d][10:13]
@@ -232,13 +232,14 @@ def test_save_load_round_trip(tmp_path, mmap):
     assert all((tmp_path / n).is_file() for n in names)
     params = json.loads(json.dumps(index.params()))  # as stored in the manifest
     loaded = FMIndex.load(tmp_path, params, mmap=mmap)
-    assert isinstance(loaded._bwt, np.memmap) == mmap
+    assert all(isinstance(a, np.memmap) == mmap for a in loaded._a.values() if a.size)
     for g in queries(docs, 30)[:300]:
         assert loaded.count(g) == index.count(g)
         assert loaded.locate(g) == index.locate(g)
         assert [x.tolist() for x in loaded.next_tokens(g)] == [x.tolist() for x in index.next_tokens(g)]
-    with open(tmp_path / "bwt.npy", "rb") as fh:
-        assert b"pickle" not in fh.read(128)
+    for name in names:
+        with open(tmp_path / name, "rb") as fh:
+            assert b"pickle" not in fh.read(128) and b"object" not in fh.read(128)
 
 
 def test_sharded_save_load(tmp_path):
@@ -269,15 +270,18 @@ def test_load_rejects_mismatched_arrays(tmp_path):
     np.save(tmp_path / "C.npy", np.load(tmp_path / "C.npy")[::-1].copy())
     fails(match="inconsistent")
     index.save(tmp_path)
-    np.save(tmp_path / "sample_rows.npy", np.zeros(3, np.uint32))
-    fails(match=r"sample_rows.npy is uint32\[3\]")
+    np.save(tmp_path / "sample_pos.npy", np.zeros(3, np.uint32))
+    fails(match=r"sample_pos.npy is uint32\[3\]")
     index.save(tmp_path)
-    (tmp_path / "bwt.npy").write_bytes(b"garbage")
+    np.save(tmp_path / "wm_zeros.npy", np.load(tmp_path / "wm_zeros.npy") + 1)
+    fails(match="inconsistent")
+    index.save(tmp_path)
+    (tmp_path / "wm_bits.npy").write_bytes(b"garbage")
     fails(match="corrupt")
-    (tmp_path / "bwt.npy").unlink()
+    (tmp_path / "wm_bits.npy").unlink()
     fails(match="missing")
     index.save(tmp_path)
-    np.save(tmp_path / "bwt.npy", np.array([object()]), allow_pickle=True)
+    np.save(tmp_path / "wm_bits.npy", np.array([object()]), allow_pickle=True)
     fails(match="corrupt|expected")
 
 
@@ -416,4 +420,11 @@ def test_title_markers_fallbacks():
 
 def test_empty_path_is_rejected(tmp_path):
     with pytest.raises(IndexFormatError):
-        FMIndex.load(Path(tmp_path) / "nope", {"format": "genret-fm/1"})
+        FMIndex.load(Path(tmp_path) / "nope", {"format": "genret-fm/2"})
+
+
+def test_old_format_gets_a_clear_error(tmp_path):
+    docs, index = _corpus_index()
+    index.save(tmp_path)
+    with pytest.raises(IndexFormatError, match="older genret.*rebuild"):
+        FMIndex.load(tmp_path, {**index.params(), "format": "genret-fm/1"})

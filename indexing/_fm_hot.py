@@ -1,0 +1,53 @@
+"""Precomputed next-token lists of the 1-grams that have many distinct followers (the FM-index's worst case).
+
+Without them, ``next_tokens`` of a frequent token walks the wavelet matrix once per distinct follower
+(``k (L - log2 k + 2)`` nodes: tens of thousands of ``rank1`` for the most frequent tokens, i.e. milliseconds).
+At build time the 1-grams with at least ``HOT_MIN_ROWS`` occurrences and ``HOT_MIN_DISTINCT`` distinct
+followers get their list stored, longest first, within ``HOT_BUDGET`` entries per text row (an entry is a
+symbol and a count: 6 bytes for 16-bit symbols, so 1/64 per row is at most ~0.09 bytes/token).  Lists are keyed
+by their suffix-array range ``(lo, hi)``: two n-grams with the same range have the same followers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _wavelet as wv
+
+HOT_MIN_ROWS = 1024
+HOT_MIN_DISTINCT = 384
+HOT_BUDGET = 1 / 64
+FIRST_SYM = 2
+
+
+def hot_lists(bits: np.ndarray, ranks: np.ndarray, zeros: np.ndarray, C: np.ndarray, sdt: np.dtype,
+              pdt: np.dtype) -> dict[str, np.ndarray]:
+    """``hot_ranges`` (``[n, 2]``, sorted), ``hot_offsets``, ``hot_syms``, ``hot_counts`` of the wavelet matrix
+    ``bits, ranks, zeros`` of a BWT with cumulative symbol counts ``C`` (boundary symbols left out)."""
+    counts = np.diff(C)
+    n_sym = len(counts)
+    cand = [s for s in np.flatnonzero(counts >= HOT_MIN_ROWS).tolist() if s >= FIRST_SYM]
+    found = []
+    out_sym = np.empty(max(n_sym, 1), np.int64)
+    for s in cand:
+        lo, hi = int(C[s]), int(C[s + 1])
+        out_cnt = np.empty(min(hi - lo, n_sym), np.int64)
+        k = wv.wm_distinct(bits, ranks, zeros, lo, hi, out_sym, out_cnt)
+        keep = out_sym[:k] >= FIRST_SYM
+        if int(keep.sum()) >= HOT_MIN_DISTINCT:
+            found.append((int(keep.sum()), lo, hi, out_sym[:k][keep], out_cnt[:k][keep]))
+    found.sort(key=lambda f: -f[0])
+    budget, kept = int(int(C[-1]) * HOT_BUDGET), []
+    for f in found:
+        if f[0] > budget:
+            break
+        budget -= f[0]
+        kept.append(f)
+    kept.sort(key=lambda f: f[1])
+    if not kept:
+        return {"hot_ranges": np.zeros((0, 2), pdt), "hot_offsets": np.zeros(1, np.int64),
+                "hot_syms": np.zeros(0, sdt), "hot_counts": np.zeros(0, pdt)}
+    return {"hot_ranges": np.array([(f[1], f[2]) for f in kept], dtype=pdt),
+            "hot_offsets": np.concatenate([[0], np.cumsum([f[0] for f in kept])]).astype(np.int64),
+            "hot_syms": np.concatenate([f[3] for f in kept]).astype(sdt),
+            "hot_counts": np.concatenate([f[4] for f in kept]).astype(pdt)}

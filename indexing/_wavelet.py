@@ -1,0 +1,297 @@
+"""Compiled (numba) kernels over plain arrays: rank bit vectors and a wavelet matrix, built and queried.
+
+A *bit vector* is ``bits`` (uint64 words, bit ``i`` is bit ``i % 64`` of word ``i // 64``) plus a rank
+directory ``ranks`` (the number of ones before each 512-bit block: ``ranks[b]`` = ones in words ``[0, 8b)``,
+one entry per block and a last one, the total; uint32 below 2**32 bits, else uint64): ``rank1(i)`` reads one directory
+entry and popcounts at most 8 words, i.e. one or two cache lines.  Overhead: 6.25 % (uint32).
+
+A *wavelet matrix* over a sequence of ``n`` symbols of ``L`` bits is ``L`` such bit vectors stacked as 2-D arrays
+(``bits[L, W]``, ``ranks[L, W // 8 + 1]``) and ``zeros[L]`` (zeros of each level): level ``l`` holds bit
+``L - 1 - l`` of every symbol, in the order left by stably partitioning the previous level by its bit (zeros
+first).  ``rank(c, i)`` walks ``i`` down the levels (one ``rank1`` per level); the walk of ``i`` ends at
+``start(c) + rank(c, i)``, where ``start(c)`` (the bottom position of symbol ``c``'s block) depends only on the
+symbol counts (``bottom_starts``).  Everything is a plain array: saved as ``.npy`` and memory-mapped on open.
+
+Every kernel is ``nogil`` and cached on disk (``cache=True``): the first use in a fresh checkout compiles them
+(a few seconds), later processes load the machine code.  ``tests/indexing/test_fm_wavelet.py`` checks each one against a
+numpy reference.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+BLOCK_WORDS = 8  # 512-bit rank blocks
+_M1 = np.uint64(0x5555555555555555)
+_M2 = np.uint64(0x3333333333333333)
+_M4 = np.uint64(0x0F0F0F0F0F0F0F0F)
+_H01 = np.uint64(0x0101010101010101)
+_ONE = np.uint64(1)
+_U1, _U2, _U4, _U56, _U63 = np.uint64(1), np.uint64(2), np.uint64(4), np.uint64(56), np.uint64(63)
+_JIT = {"cache": True, "nogil": True}
+
+
+def rank_dtype(n_bits: int) -> np.dtype:
+    return np.dtype(np.uint32 if n_bits < 2**32 else np.uint64)
+
+
+def n_words(n_bits: int) -> int:
+    return (n_bits + 63) // 64
+
+
+def n_blocks(n_bits: int) -> int:
+    """Directory entries: one per 512-bit block and a last one holding the total."""
+    return -(-n_words(n_bits) // BLOCK_WORDS) + 1
+
+
+def n_levels(n_symbols: int) -> int:
+    """Bits per symbol for symbols ``0..n_symbols-1`` (at least 1)."""
+    return max(1, int(n_symbols - 1).bit_length())
+
+
+@njit(inline="always", **_JIT)
+def _popcount(x):  # the SWAR idiom, which LLVM compiles to one popcnt instruction
+    x = x - ((x >> _U1) & _M1)
+    x = (x & _M2) + ((x >> _U2) & _M2)
+    x = (x + (x >> _U4)) & _M4
+    return (x * _H01) >> _U56
+
+
+@njit(inline="always", **_JIT)
+def _rank1(bits, ranks, lev, i):
+    """Ones among bits ``[0, i)`` of level ``lev``."""
+    w = i >> 6
+    r = np.int64(ranks[lev, w >> 3])
+    for k in range(w & ~7, w):
+        r += np.int64(_popcount(bits[lev, k]))
+    rem = i & 63
+    if rem:
+        r += np.int64(_popcount(bits[lev, w] & ((_ONE << np.uint64(rem)) - _ONE)))
+    return r
+
+
+@njit(inline="always", **_JIT)
+def _bit(bits, lev, i):
+    return np.int64((bits[lev, i >> 6] >> np.uint64(i & 63)) & _ONE)
+
+
+@njit(**_JIT)
+def fill_ranks(bits, ranks):
+    """Fill the rank directory of every level of ``bits`` (2-D) into ``ranks``."""
+    n_lev, n_w = bits.shape
+    for lev in range(n_lev):
+        acc = 0
+        for b in range(ranks.shape[1]):
+            ranks[lev, b] = acc
+            for k in range(b * 8, min(b * 8 + 8, n_w)):
+                acc += np.int64(_popcount(bits[lev, k]))
+
+
+@njit(**_JIT)
+def rank1_many(bits, ranks, lev, idx):
+    """``rank1`` of level ``lev`` at each position of ``idx`` (for tests and batch use)."""
+    out = np.empty(len(idx), np.int64)
+    for j in range(len(idx)):
+        out[j] = _rank1(bits, ranks, lev, idx[j])
+    return out
+
+
+@njit(**_JIT)
+def build_levels(vals, n_lev, bits, zeros):
+    """Write the bit planes of the wavelet matrix of ``vals`` (consumed: used as scratch) into ``bits``."""
+    n = len(vals)
+    cur = vals
+    tmp = np.empty_like(vals)
+    for lev in range(n_lev):
+        shift = n_lev - 1 - lev
+        nz = 0
+        for i in range(n):
+            if (cur[i] >> shift) & 1:
+                bits[lev, i >> 6] |= _ONE << np.uint64(i & 63)
+            else:
+                nz += 1
+        zeros[lev] = nz
+        a, b = 0, nz
+        for i in range(n):
+            v = cur[i]
+            if (v >> shift) & 1:
+                tmp[b] = v
+                b += 1
+            else:
+                tmp[a] = v
+                a += 1
+        cur, tmp = tmp, cur
+
+
+@njit(**_JIT)
+def set_bits(bits, positions):
+    """Set the given bit positions of a 1-row bit array ``bits[0, :]``."""
+    for p in positions:
+        bits[0, p >> 6] |= _ONE << np.uint64(p & 63)
+
+
+@njit(**_JIT)
+def wm_range(bits, ranks, zeros, c, lo, hi):
+    """Bottom positions ``(lo', hi')`` of the walk of ``[lo, hi)`` for symbol ``c`` (``hi' - lo'``: count)."""
+    n_lev = bits.shape[0]
+    for lev in range(n_lev):
+        r_lo = _rank1(bits, ranks, lev, lo)
+        r_hi = _rank1(bits, ranks, lev, hi)
+        if (c >> (n_lev - 1 - lev)) & 1:
+            lo = zeros[lev] + r_lo
+            hi = zeros[lev] + r_hi
+        else:
+            lo -= r_lo
+            hi -= r_hi
+        if lo >= hi:
+            return 0, 0
+    return lo, hi
+
+
+@njit(**_JIT)
+def fm_range(bits, ranks, zeros, delta, C, syms, lo, hi, length):
+    """Backward search: the FM range ``(lo, hi)`` after appending each symbol of ``syms`` (< 0: absent)."""
+    for s in syms:
+        if s < 0 or lo >= hi:
+            return 0, 0
+        if length == 0:
+            lo, hi = C[s], C[s + 1]
+        else:
+            a, b = wm_range(bits, ranks, zeros, s, lo, hi)
+            if a >= b:
+                return 0, 0
+            lo, hi = a + delta[s], b + delta[s]
+        length += 1
+    return lo, hi
+
+
+@njit(**_JIT)
+def wm_access(bits, ranks, zeros, i):
+    """``(symbol at i, bottom position of i)``: one ``rank1`` per level."""
+    n_lev = bits.shape[0]
+    c = 0
+    for lev in range(n_lev):
+        r1 = _rank1(bits, ranks, lev, i)
+        if _bit(bits, lev, i):
+            c |= 1 << (n_lev - 1 - lev)
+            i = zeros[lev] + r1
+        else:
+            i -= r1
+    return c, i
+
+
+@njit(**_JIT)
+def wm_access_many(bits, ranks, zeros, idx):
+    """Symbols at each position of ``idx``."""
+    out = np.empty(len(idx), np.int64)
+    for j in range(len(idx)):
+        out[j] = wm_access(bits, ranks, zeros, idx[j])[0]
+    return out
+
+
+@njit(**_JIT)
+def wm_distinct(bits, ranks, zeros, lo, hi, out_sym, out_cnt):
+    """Distinct symbols of ``[lo, hi)`` ascending with their counts into ``out_*``; returns how many.
+
+    A depth-first walk of the levels: 2 ``rank1`` per visited node, about ``k (L - log2 k + 2)`` nodes for
+    ``k`` distinct symbols.
+    """
+    n_lev = bits.shape[0]
+    st_lev = np.empty(2 * n_lev + 2, np.int64)
+    st_lo = np.empty(2 * n_lev + 2, np.int64)
+    st_hi = np.empty(2 * n_lev + 2, np.int64)
+    st_sym = np.empty(2 * n_lev + 2, np.int64)
+    top, k = 0, 0
+    if lo >= hi:
+        return 0
+    st_lev[0], st_lo[0], st_hi[0], st_sym[0] = 0, lo, hi, 0
+    top = 1
+    while top:
+        top -= 1
+        lev, a, b, sym = st_lev[top], st_lo[top], st_hi[top], st_sym[top]
+        if lev == n_lev:
+            out_sym[k] = sym
+            out_cnt[k] = b - a
+            k += 1
+            continue
+        r_a = _rank1(bits, ranks, lev, a)
+        r_b = _rank1(bits, ranks, lev, b)
+        z = zeros[lev]
+        if r_b > r_a:  # ones child, pushed first so that the zeros child comes out first (ascending order)
+            st_lev[top], st_lo[top], st_hi[top] = lev + 1, z + r_a, z + r_b
+            st_sym[top] = sym | (1 << (n_lev - 1 - lev))
+            top += 1
+        if (b - r_b) > (a - r_a):
+            st_lev[top], st_lo[top], st_hi[top], st_sym[top] = lev + 1, a - r_a, b - r_b, sym
+            top += 1
+    return k
+
+
+@njit(**_JIT)
+def fm_locate(bits, ranks, zeros, delta, mbits, mranks, spos, rows, max_steps):
+    """Text positions of the suffixes at ``rows``: LF steps until a sampled row (-1 if ``max_steps`` pass).
+
+    All rows advance in lock step, so the cache misses of independent walks overlap.
+    """
+    n = len(rows)
+    out = np.empty(n, np.int64)
+    cur = rows.astype(np.int64)
+    live = np.arange(n)
+    n_live = n
+    for step in range(max_steps + 1):
+        j = 0
+        for t in range(n_live):
+            q = live[t]
+            r = cur[q]
+            if _bit(mbits, 0, r):
+                out[q] = np.int64(spos[_rank1(mbits, mranks, 0, r)]) + step
+            else:
+                c, p = wm_access(bits, ranks, zeros, r)
+                cur[q] = p + delta[c]
+                live[j] = q
+                j += 1
+        n_live = j
+        if n_live == 0:
+            return out
+    for t in range(n_live):
+        out[live[t]] = -1
+    return out
+
+
+def bottom_starts(counts: np.ndarray, n_lev: int) -> np.ndarray:
+    """``start(c)`` for every symbol: where its block begins at the bottom of the wavelet matrix.
+
+    The bottom level orders symbols by their bit-reversed values (stable partitions from the top bit down).
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    syms = np.arange(len(counts), dtype=np.int64)
+    rev = np.zeros(len(counts), np.int64)
+    for b in range(n_lev):
+        rev |= ((syms >> b) & 1) << (n_lev - 1 - b)
+    order = np.argsort(rev, kind="stable")
+    starts = np.empty(len(counts), np.int64)
+    starts[order] = np.concatenate([[0], np.cumsum(counts[order])[:-1]])
+    return starts
+
+
+def build_wavelet(vals: np.ndarray, n_lev: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(bits, ranks, zeros)`` of the wavelet matrix of ``vals`` (uint8/16/32; ``vals`` is overwritten)."""
+    n = len(vals)
+    bits = np.zeros((n_lev, n_words(n)), np.uint64)
+    zeros = np.zeros(n_lev, np.int64)
+    if n:
+        build_levels(vals, n_lev, bits, zeros)
+    ranks = np.zeros((n_lev, n_blocks(n)), rank_dtype(n))
+    fill_ranks(bits, ranks)
+    return bits, ranks, zeros
+
+
+def build_marks(n: int, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A 1-row bit vector of length ``n`` with ones at ``positions``, and its rank directory."""
+    bits = np.zeros((1, n_words(n)), np.uint64)
+    if len(positions):
+        set_bits(bits, np.asarray(positions, dtype=np.int64))
+    ranks = np.zeros((1, n_blocks(n)), rank_dtype(n))
+    fill_ranks(bits, ranks)
+    return bits, ranks

@@ -1,0 +1,111 @@
+"""The compiled FM-index kernels (``_wavelet``, ``_fm_hot``) against numpy references, and the O(1) open."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from genret.indexing import _fm_hot
+from genret.indexing import _wavelet as wv
+from genret.indexing._fm_index import FMIndex
+
+SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _ref_bits(bits: np.ndarray, lev: int, n: int) -> np.ndarray:
+    return np.unpackbits(bits[lev].view(np.uint8), bitorder="little")[:n].astype(np.int64)
+
+
+@SETTINGS
+@given(vals=st.lists(st.integers(0, 299), max_size=1500), sigma=st.sampled_from([1, 2, 3, 255, 300, 70000]))
+def test_wavelet_kernels_match_numpy(vals, sigma):
+    v = np.array(vals, dtype=np.int64) % sigma
+    n, n_lev = len(v), wv.n_levels(max(sigma, 2))
+    dt = np.uint8 if sigma <= 256 else np.uint16 if sigma <= 65536 else np.uint32
+    bits, ranks, zeros = wv.build_wavelet(v.astype(dt), n_lev)
+    assert bits.shape == (n_lev, wv.n_words(n)) and ranks.shape == (n_lev, wv.n_blocks(n))
+    for lev in range(n_lev):  # rank1 and the directory's total
+        cum = np.concatenate([[0], np.cumsum(_ref_bits(bits, lev, n))])
+        assert wv.rank1_many(bits, ranks, lev, np.arange(n + 1)).tolist() == cum.tolist()
+        assert int(ranks[lev, -1]) == cum[-1] == n - zeros[lev]
+    assert wv.wm_access_many(bits, ranks, zeros, np.arange(n)).tolist() == v.tolist()
+    starts = wv.bottom_starts(np.bincount(v, minlength=1 << n_lev), n_lev)
+    rng = np.random.default_rng(n)
+    for _ in range(20):
+        lo, hi = sorted(rng.integers(0, n + 1, 2).tolist())
+        c = int(rng.choice(v)) if n else 0
+        a, b = wv.wm_range(bits, ranks, zeros, c, lo, hi)
+        k = int(np.count_nonzero(v[lo:hi] == c))
+        assert b - a == k and (k == 0 or a == starts[c] + int(np.count_nonzero(v[:lo] == c)))
+        syms, cnts = np.empty(1 << n_lev, np.int64), np.empty(max(hi - lo, 1), np.int64)
+        got = wv.wm_distinct(bits, ranks, zeros, lo, hi, syms, cnts)
+        u, uc = np.unique(v[lo:hi], return_counts=True)
+        assert syms[:got].tolist() == u.tolist() and cnts[:got].tolist() == uc.tolist()
+
+
+def test_marks_rank_across_block_edges():
+    for n in (0, 1, 63, 64, 511, 512, 513, 4097):
+        pos = np.arange(0, n, 3)
+        bits, ranks = wv.build_marks(n, pos)
+        ref = np.zeros(n, np.int64)
+        ref[pos] = 1
+        expect = np.concatenate([[0], np.cumsum(ref)])
+        assert wv.rank1_many(bits, ranks, 0, np.arange(n + 1)).tolist() == expect.tolist()
+
+
+def _zipf_docs(n_docs=300, seed=0):
+    rng = np.random.default_rng(seed)
+    return [(rng.zipf(1.3, int(rng.integers(5, 60))) % 120).tolist() for _ in range(n_docs)]
+
+
+def test_bwt_is_the_suffix_sort():
+    docs = _zipf_docs(40)
+    index = FMIndex.build(docs, 120, sa_sample=4)
+    text = []  # reversed text with symbols, as the module docstring lays it out
+    sym = {t: i + 2 for i, t in enumerate(sorted({t for d in docs for t in d}))}
+    for d in docs:
+        text += [sym[t] for t in d] + [1]
+    rev = text[::-1] + [0]
+    sa = sorted(range(len(rev)), key=lambda i: rev[i:])
+    assert index.bwt_symbols(np.arange(len(rev))).tolist() == [rev[i - 1] for i in sa]
+
+
+@pytest.mark.parametrize("budget", [1.0, 1e-9])
+def test_hot_lists_equal_the_wavelet_walk(monkeypatch, tmp_path, budget):
+    docs = _zipf_docs()
+    plain = FMIndex.build(docs, 120, sa_sample=8)
+    assert plain.params()["n_hot"] == 0  # thresholds above this corpus
+    monkeypatch.setattr(_fm_hot, "HOT_MIN_ROWS", 2)
+    monkeypatch.setattr(_fm_hot, "HOT_MIN_DISTINCT", 2)
+    monkeypatch.setattr(_fm_hot, "HOT_BUDGET", budget)
+    hot = FMIndex.build(docs, 120, sa_sample=8)
+    n_hot = hot.params()["n_hot"]
+    assert (n_hot > 10) if budget == 1.0 else n_hot == 0
+    hot.save(tmp_path)
+    loaded = FMIndex.load(tmp_path, json.loads(json.dumps(hot.params())))
+    for tok in range(121):
+        for g in ([tok], [tok, 0], [tok, tok]):
+            a, b = plain.next_tokens(g), loaded.next_tokens(g)
+            assert a[0].tolist() == b[0].tolist() and a[1].tolist() == b[1].tolist(), g
+            assert plain.count(g) == loaded.count(g)
+
+
+def test_open_is_constant_time(tmp_path):
+    rng = np.random.default_rng(1)
+    small = FMIndex.from_flat(rng.integers(0, 5000, 20_000), np.full(200, 100), 5000)
+    big = FMIndex.from_flat(rng.integers(0, 5000, 2_000_000), np.full(20_000, 100), 5000)
+    times = []
+    for name, index in (("small", small), ("big", big)):
+        index.save(tmp_path / name)
+        params = json.loads(json.dumps(index.params()))
+        FMIndex.load(tmp_path / name, params)
+        t0 = time.perf_counter()
+        for _ in range(5):
+            FMIndex.load(tmp_path / name, params)
+        times.append((time.perf_counter() - t0) / 5)
+    assert times[1] < 0.05 and times[1] < 5 * times[0] + 0.01, times  # 100x the tokens, about the same time
