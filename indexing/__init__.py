@@ -12,6 +12,7 @@ from ._bm25 import BM25Config
 from ._build import IndexConfig, available_components, build_index
 from ._corpus import Page, ReadStats, open_text, read_corpus
 from ._dense import DenseConfig, rebuild_dense
+from ._ray_build import build_index_ray
 
 # open and read
 from ._dense import load_faiss
@@ -27,6 +28,7 @@ from ._units import Unit, UnitConfig, sentence_spans
 
 # models and devices
 from ._device import resolve_device
+from ._ray_cluster import ray_session
 from ._encoder import DEFAULT_DENSE_MODEL, Encoder, SentenceTransformerEncoder, resolve_model_path
 from ._models import DEFAULT_LM, load_tokenizer, loading_model, resolve_checkpoint
 
@@ -43,9 +45,11 @@ __all__ = [
     "DenseParams", "Encoder", "FMConfig", "FMParams", "FMQueries", "GenretError", "Index", "IndexConfig",
     "IndexFormatError", "InputError", "LuceneIndex", "Manifest", "NotFoundError", "Page", "ReadStats",
     "SentenceTransformerEncoder", "StoreParams", "StoredUnit", "Unit", "UnitConfig", "UnitStore", "add_to_index",
-    "available_components", "build_index", "configure_search", "encode_texts", "load_faiss", "load_fm",
+    "available_components", "build_index", "build_index_ray", "configure_search", "encode_texts", "load_faiss",
+    "load_fm",
     "load_fm_tokenizer", "load_tokenizer", "loading_model", "open_lucene", "open_text", "place_index",
-    "progress_bar", "read_corpus", "read_manifest", "read_versioned_json", "rebuild_dense", "resolve_checkpoint",
+    "progress_bar", "ray_session", "read_corpus", "read_manifest", "read_versioned_json", "rebuild_dense",
+    "resolve_checkpoint",
     "resolve_device",
     "resolve_model_path", "sentence_spans", "sha256_file", "staged_dir", "verify_index", "write_json_atomic",
     "write_lock", "write_manifest",

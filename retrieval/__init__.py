@@ -12,6 +12,7 @@ from ._contract import Demo, Hit, Provenance, Retriever
 from ._dense import DenseRetriever, DenseSearchConfig
 from .hybrid import DEFAULT_MEMBER_WEIGHTS, HybridConfig, HybridRetriever
 from ._open import open_pipeline
+from ._ray_retrievers import load_ray_retriever
 from ._tasks import TASKS, Task, check_task
 from ._registry import (REGISTRY, RetrievalConfig, available_retrievers, base_retrievers, load_retriever,
                         retriever_granularities)
@@ -23,6 +24,8 @@ __all__ = [
     "GenerativeConfig", "GenerativeRetriever", "Generator", "GeneratorConfig", "Hit", "HybridConfig",
     "HybridRetriever", "Provenance", "REGISTRY", "RagConfig", "RagPipeline", "RetrievalConfig", "Retriever",
     "TASKS", "Task",
-    "available_retrievers", "base_retrievers", "check_task", "load_generator", "load_retriever", "open_pipeline",
+    "available_retrievers", "base_retrievers", "check_task", "load_generator", "load_ray_retriever",
+    "load_retriever",
+    "open_pipeline",
     "retriever_granularities",
 ]

@@ -54,7 +54,15 @@ def _cmd_index(a: argparse.Namespace) -> int:
         fm=FMConfig(tokenizer=a.fm_tokenizer, shards=a.fm_shards),
         corpus_format=a.format, skip_bad=a.skip_bad, field_map=_field_map(a.field_map),
     )
-    m = build_index(a.corpus, a.out, config, force=a.force, progress=not a.quiet)
+    if a.ray is not None:  # the same index directory, built on a Ray cluster (the genret[ray] extra)
+        from genret.indexing import build_index_ray
+
+        m = build_index_ray(a.corpus, a.out, config, address=a.ray or None, shards=a.shards or a.fm_shards,
+                            workers=a.ray_workers, num_cpus=a.ray_cpus, force=a.force, progress=not a.quiet)
+    else:
+        if a.shards:
+            config = config.model_copy(update={"fm": config.fm.model_copy(update={"shards": a.shards})})
+        m = build_index(a.corpus, a.out, config, force=a.force, progress=not a.quiet)
     skipped = f", {m.corpus.skipped} bad record(s) skipped" if m.corpus.skipped else ""
     comps = ", ".join(f"{n} ({c.kind})" for n, c in m.components.items() if n != "store")
     print(f"indexed {m.corpus.pages} pages -> {m.units.count} {m.units.kind} units{skipped}; "
@@ -200,6 +208,15 @@ def _add_index_parser(sub) -> None:
     ix.add_argument("--skip-bad", action="store_true", help="skip malformed records and report a count")
     ix.add_argument("--force", action="store_true", help="replace an existing index directory")
     ix.add_argument("--quiet", action="store_true", help="no progress bars")
+    ix.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                    help="build on Ray (pip install 'genret[ray]'): the cluster at ADDRESS ('auto', "
+                    "'ray://host:10001'), or a local one without it")
+    ix.add_argument("--shards", type=int, default=None, help="index shards: FM-index shards (one Ray task each with "
+                    "--ray), served apart by `genret serve --ray` (default --fm-shards)")
+    ix.add_argument("--ray-workers", type=int, default=None, metavar="N",
+                    help="--ray: encoder actors (default one per GPU, else half the CPUs)")
+    ix.add_argument("--ray-cpus", type=int, default=None, metavar="N", help="--ray without ADDRESS: the local "
+                    "cluster's CPUs (default all)")
     ix.set_defaults(func=_cmd_index)
 
 

@@ -18,7 +18,7 @@ from typing import get_args
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from genret.indexing import ConfigError, FMParams, Index, StoredUnit, sentence_spans
+from genret.indexing import ConfigError, FMParams, FMQueries, Index, StoredUnit, sentence_spans
 
 from .._contract import Hit, Provenance, Retriever
 from ._decoding import Key
@@ -74,8 +74,10 @@ class GenerativeRetriever(Retriever):
     granularities = get_args(Granularity)
 
     def __init__(self, index: Index, config: GenerativeConfig | None = None, lm=None, *,
-                 prompt_vectors: dict | None = None, prompts: dict[str, PromptSpec] | None = None) -> None:
-        """``lm``, ``prompt_vectors`` and ``prompts`` override what the config would load (used in training)."""
+                 prompt_vectors: dict | None = None, prompts: dict[str, PromptSpec] | None = None,
+                 fm: FMQueries | None = None) -> None:
+        """``lm``, ``prompt_vectors`` and ``prompts`` override what the config would load (used in training);
+        ``fm``, the index's FM-index (e.g. its shards on a Ray cluster: ``load_ray_retriever``)."""
         from genret.indexing import load_fm
 
         from .._lm import load_lm
@@ -85,7 +87,7 @@ class GenerativeRetriever(Retriever):
         self.config = config = config or GenerativeConfig()
         self.index = index
         comp = index.component("fm")
-        self.fm = load_fm(index.path, comp)
+        self.fm = fm if fm is not None else load_fm(index.path, comp)
         self.encoder = UnitEncoder.from_component(index.path, comp)
         spec = config.model or config.checkpoint or comp.typed_params(FMParams).tokenizer
         self.lm = lm or load_lm(spec, config.device)

@@ -1,0 +1,140 @@
+"""Ray (the optional ``genret[ray]`` extra) on a local two-CPU cluster: a 2- and 3-shard build of the tiny corpus
+is the single-machine index (the same dense, generative and BM25 results: ids, order, scores within 1e-6); a
+worker killed during a build is retried by Ray and the index is still right; the retrievers over shard actors
+answer as the single-process ones; the HTTP API over them passes the same request tests as ``genret serve``.
+
+Skipped when Ray is not installed; marked ``ray`` and ``slow`` (about a minute: the cluster, three builds)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from genret.indexing import DenseConfig, Index, IndexConfig, build_index_ray, verify_index  # noqa: E402
+from genret.retrieval import RetrievalConfig, load_ray_retriever, load_retriever  # noqa: E402
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+FAIL_ONCE_ENV = "GENRET_RAY_FAIL_ONCE_DIR"
+QUERIES = ["Who created the Python programming language?", "When did the oil embargo start?",
+           "Which pigment absorbs red light?", "Louis Armstrong jazz trumpet", "highest mountain first ascent"]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A local Ray cluster of two CPUs; workers see ``$GENRET_RAY_FAIL_ONCE_DIR`` (fault injection)."""
+    chaos = tmp_path_factory.mktemp("chaos")
+    old = os.environ.get(FAIL_ONCE_ENV)
+    os.environ[FAIL_ONCE_ENV] = str(chaos)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {FAIL_ONCE_ENV: str(chaos), "OMP_NUM_THREADS": "1",
+                                       "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}})
+    try:
+        yield chaos
+    finally:
+        ray.shutdown()
+        if old is None:
+            os.environ.pop(FAIL_ONCE_ENV, None)
+        else:
+            os.environ[FAIL_ONCE_ENV] = old
+
+
+def _config() -> IndexConfig:
+    return IndexConfig(dense=DenseConfig(device="cpu"))  # the tiny_index fixture's
+
+
+@pytest.fixture(scope="module")
+def ray2(cluster, data_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ray-indexes") / "tiny"  # the name the served-API tests expect
+    build_index_ray(data_dir / "corpus.jsonl", out, _config(), shards=2, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def ray3_killed(cluster, data_dir, tmp_path_factory):
+    """A 3-shard build during which the worker tokenizing shard 1 and an encoder actor are killed once."""
+    for step in ("fm-1", "dense"):
+        (cluster / step).touch()
+    out = tmp_path_factory.mktemp("ray-indexes") / "killed"
+    build_index_ray(data_dir / "corpus.jsonl", out, _config(), shards=3, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def retrieval_config(tiny_lm_dir) -> RetrievalConfig:
+    return RetrievalConfig(dense={"device": "cpu"},
+                           generative={"model": str(tiny_lm_dir), "device": "cpu", "beam": 2, "max_len": 2})
+
+
+def _same_hits(got, want, *, tol=1e-6):
+    for g, w in zip(got, want, strict=True):
+        assert [h.unit_id for h in g] == [h.unit_id for h in w]
+        assert [h.score for h in g] == pytest.approx([h.score for h in w], abs=tol, rel=0)
+        assert [h.provenance for h in g] == [h.provenance for h in w]
+
+
+def _compare(path_a, path_b, config, names=("dense", "bm25", "generative"), loader_b=load_retriever, **kw):
+    a, b = Index(path_a), Index(path_b)
+    try:
+        for name in names:
+            ra, rb = load_retriever(a, name, config), loader_b(b, name, config, **kw)
+            try:
+                _same_hits(rb.batch_search(QUERIES, 5), ra.batch_search(QUERIES, 5))
+                if name == "generative":
+                    for gran in ("page", "sentence"):
+                        _same_hits(rb.batch_search(QUERIES, 4, task="qa", granularity=gran),
+                                   ra.batch_search(QUERIES, 4, task="qa", granularity=gran))
+            finally:
+                ra.close()
+                rb.close()
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_two_shard_ray_build_is_the_single_machine_index(ray2, tiny_index, retrieval_config):
+    verify_index(ray2, progress=False)  # every file the manifest lists, by its sha256
+    single, sharded = Index(tiny_index).manifest, Index(ray2).manifest
+    assert list(sharded.components) == list(single.components)
+    assert sharded.corpus.sha256 == single.corpus.sha256 and sharded.units == single.units
+    fm = sharded.components["fm"].params
+    assert fm["shards"] == 2 and [s["dir"] for s in fm["index"]["shards"]] == ["shard-000", "shard-001"]
+    assert {k: v for k, v in fm.items() if k not in ("shards", "index")} == \
+        {k: v for k, v in single.components["fm"].params.items() if k not in ("shards", "index")}
+    for name in ("dense", "bm25"):
+        assert {n: f.size for n, f in sharded.components[name].files.items()} == \
+            {n: f.size for n, f in single.components[name].files.items()}
+    _compare(tiny_index, ray2, retrieval_config)
+
+
+def test_a_killed_worker_is_retried_and_the_index_is_still_right(ray3_killed, cluster, tiny_index,
+                                                                  retrieval_config):
+    assert not (cluster / "fm-1").exists() and not (cluster / "dense").exists(), "the workers were killed"
+    verify_index(ray3_killed, progress=False)
+    assert Index(ray3_killed).manifest.components["fm"].params["shards"] == 3
+    _compare(tiny_index, ray3_killed, retrieval_config)
+
+
+def test_retrievers_over_shard_actors_answer_as_one_process(ray2, ray3_killed, tiny_index, retrieval_config):
+    """Dense top-k merged over the shards, generative counts summed over FM shard actors, BM25 replicated."""
+    _compare(tiny_index, ray2, retrieval_config, names=("dense", "generative", "bm25"), loader_b=load_ray_retriever,
+             replicas=2)
+    _compare(tiny_index, ray3_killed, retrieval_config, names=("dense", "generative", "hybrid"),
+             loader_b=load_ray_retriever)
+
+
+def test_nothing_imports_ray_without_the_extra(tmp_path, data_dir):
+    """With Ray hidden, genret imports and its CLI help work, and ``--ray`` says how to install the extra."""
+    code = ("import sys; sys.modules['ray'] = None\n"
+            "import genret, genret.indexing, genret.retrieval, genret.serving\n"
+            "from genret.serving import main\n"
+            f"rc = main(['index', {str(data_dir / 'corpus.jsonl')!r}, '--out', {str(tmp_path / 'x')!r}, '--ray'])\n"
+            "sys.exit(rc)\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0 and "pip install 'genret[ray]'" in run.stderr, run.stderr[-2000:]
+    assert "Traceback" not in run.stderr
