@@ -25,6 +25,9 @@ def _cmd_serve(a: argparse.Namespace) -> int:
     extra = {}
     if a.demos is not None:
         extra["demos"] = a.demos
+    if a.ray is not None:  # the retrievers' index parts as Ray actors behind this server (genret[ray])
+        extra["ray"] = {k: v for k, v in (("address", a.ray or None), ("replicas", a.replicas),
+                                          ("shards", a.shards), ("num_cpus", a.ray_cpus)) if v is not None}
     generator = {k: v for k, v in (("model", a.generator_model), ("kind", a.generator),
                                    ("base_url", a.base_url)) if v is not None}
     if generator:
@@ -83,4 +86,11 @@ def register(sub) -> None:
     sv.add_argument("--log-level", choices=("critical", "error", "warning", "info", "debug"), default=None)
     sv.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=None,
                     help="one log line per request (default on)")
+    sv.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                    help="serve each index shard as Ray actors (pip install 'genret[ray]'): the cluster at ADDRESS "
+                    "('auto', 'ray://host:10001'), or a local one without it; the HTTP API is the same")
+    sv.add_argument("--replicas", type=int, default=None, help="--ray: actors per shard (default 1)")
+    sv.add_argument("--shards", type=int, default=None, help="--ray: dense shards (default the FM-index's)")
+    sv.add_argument("--ray-cpus", type=int, default=None, metavar="N",
+                    help="--ray without ADDRESS: the local cluster's CPUs (default all)")
     sv.set_defaults(func=_cmd_serve)

@@ -81,6 +81,11 @@ class SearchService:
         if not settings.indexes:
             raise GenretError("no index to serve: give at least one index directory")
         self.settings = settings
+        self._ray = None
+        if settings.ray is not None:  # the retrievers' index parts in Ray actors (genret serve --ray)
+            from ._ray_serving import RayBackend
+
+            self._ray = RayBackend(settings.ray)
         self.snapshots = Snapshots(list(settings.indexes), self._load,
                                    interval=settings.server.reload_interval_s)
         self._generator: Generator | None = None
@@ -96,6 +101,8 @@ class SearchService:
                 raise GenretError(f"{settings.demos} holds no demonstration pool (genret index-demos)")
 
     def _load(self, index: Index, name: str) -> Retriever:
+        if self._ray is not None:
+            return self._ray.load(index, name, self.settings.retrieval)
         return load_retriever(index, name, self.settings.retrieval)
 
     @property
@@ -393,3 +400,5 @@ class SearchService:
         self._generator = None
         self._demo_sources.clear()
         self.snapshots.close()
+        if self._ray is not None:
+            self._ray.close()

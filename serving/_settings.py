@@ -17,6 +17,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from genret.retrieval import GeneratorConfig, RagConfig, RetrievalConfig
 
+from ._ray_serving import RayServing
+
 StrList = Annotated[list[str], NoDecode]
 
 
@@ -96,3 +98,5 @@ class Settings(BaseSettings):
     rag: RagConfig = Field(default_factory=RagConfig, description="RAG defaults (passages, demonstrations)")
     demos: Path | None = Field(None, description="demonstrations directory (genret index-demos); none: no "
                                                  "demonstrations")
+    ray: RayServing | None = Field(None, description="serve the retrievers' index parts as Ray actors (genret[ray]; "
+                                   "`genret serve --ray`); none: in this process")

@@ -138,3 +138,60 @@ def test_nothing_imports_ray_without_the_extra(tmp_path, data_dir):
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode != 0 and "pip install 'genret[ray]'" in run.stderr, run.stderr[-2000:]
     assert "Traceback" not in run.stderr
+
+
+# ---- the HTTP API over shard actors: test_app's request tests, with the service of `genret serve --ray` -------
+
+from tests.serving import test_app as http  # noqa: E402
+from tests.serving.helpers import app_over  # noqa: E402
+
+
+class TestServedOnRay:
+    """``genret serve``'s request tests (tests/serving/test_app.py) against ``genret serve --ray`` over the 2-shard
+    Ray-built index: 2 replicas a shard, the same FastAPI app and limits."""
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def tiny_index(cls, ray2):
+        return ray2
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def service(cls, ray2, tiny_lm_dir):
+        from genret.serving import Settings
+        from genret.serving._service import SearchService
+
+        svc = SearchService(Settings(indexes=[ray2], ray={"replicas": 2},
+                                     retrieval={"dense": {"device": "cpu"},
+                                                "generative": {"model": str(tiny_lm_dir), "device": "cpu",
+                                                               "beam": 2, "max_len": 2}}))
+        yield svc
+        svc.close()
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def client(cls, service):
+        from fastapi.testclient import TestClient
+
+        with app_over(service) as app, TestClient(app) as c:
+            yield c
+
+    def test_the_retrievers_are_the_ray_ones(self, service):
+        loaded = {name: type(service.retriever(None, name)).__name__ for name in ("dense", "bm25", "generative")}
+        assert loaded == {"dense": "RayDenseRetriever", "bm25": "RayBM25Retriever",
+                          "generative": "RayGenerativeRetriever"}
+
+    test_health_and_indexes = staticmethod(http.test_health_and_indexes)
+    test_search_post_and_get_agree = staticmethod(http.test_search_post_and_get_agree)
+    test_bad_requests_are_clear_4xx = staticmethod(http.test_bad_requests_are_clear_4xx)
+    test_malformed_bodies_are_4xx = staticmethod(http.test_malformed_bodies_are_4xx)
+    test_bad_get_requests_are_clear_4xx = staticmethod(http.test_bad_get_requests_are_clear_4xx)
+    test_bad_batch_requests_are_422 = staticmethod(http.test_bad_batch_requests_are_422)
+    test_unknown_paths_and_methods_are_json = staticmethod(http.test_unknown_paths_and_methods_are_json)
+    test_index_names_never_reach_outside = staticmethod(http.test_index_names_never_reach_outside)
+    test_batch_equals_individual_searches = staticmethod(http.test_batch_equals_individual_searches)
+    test_search_with_bm25 = staticmethod(http.test_search_with_bm25)
+    test_generative_search_over_http = staticmethod(http.test_generative_search_over_http)
+    test_granularity_overrides_the_task_prompt = staticmethod(http.test_granularity_overrides_the_task_prompt)
+    test_a_hybrid_with_a_generative_member_takes_a_granularity = staticmethod(
+        http.test_a_hybrid_with_a_generative_member_takes_a_granularity)
