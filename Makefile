@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.genret-installed
 
-.PHONY: setup demo test lint clean minikilt minikilt-indexes minikilt-rag browser
+.PHONY: setup demo test test-ray lint clean minikilt minikilt-indexes minikilt-rag browser
 
 setup: $(STAMP) browser
 
@@ -35,6 +35,12 @@ demo: setup
 
 test: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+# The optional Ray extra (genret[ray], ~80 MB) and its tests on a local 2-CPU cluster (tests/test_ray.py, ~3 minutes);
+# `make test` skips them where Ray is not installed.
+test-ray: setup
+	$(BIN)/pip install -q -e '.[dev,ray]'
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m ray
 
 # The README's mini-KILT tables: index each task's knowledge source, run the dev suite.
 MINIKILT ?= ../shared/minikilt
