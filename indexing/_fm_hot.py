@@ -25,17 +25,13 @@ def hot_lists(bits: np.ndarray, ranks: np.ndarray, zeros: np.ndarray, C: np.ndar
     """``hot_ranges`` (``[n, 2]``, sorted), ``hot_offsets``, ``hot_syms``, ``hot_counts`` of the wavelet matrix
     ``bits, ranks, zeros`` of a BWT with cumulative symbol counts ``C`` (boundary symbols left out)."""
     counts = np.diff(C)
-    n_sym = len(counts)
     cand = [s for s in np.flatnonzero(counts >= HOT_MIN_ROWS).tolist() if s >= FIRST_SYM]
     found = []
-    out_sym = np.empty(max(n_sym, 1), np.int64)
     for s in cand:
         lo, hi = int(C[s]), int(C[s + 1])
-        out_cnt = np.empty(min(hi - lo, n_sym), np.int64)
-        k = wv.wm_distinct(bits, ranks, zeros, lo, hi, out_sym, out_cnt)
-        keep = out_sym[:k] >= FIRST_SYM
-        if int(keep.sum()) >= HOT_MIN_DISTINCT:
-            found.append((int(keep.sum()), lo, hi, out_sym[:k][keep], out_cnt[:k][keep]))
+        out = wv.wm_distinct(bits, ranks, zeros, lo, hi, FIRST_SYM)
+        if out.shape[1] >= HOT_MIN_DISTINCT:
+            found.append((out.shape[1], lo, hi, out[0], out[1]))
     found.sort(key=lambda f: -f[0])
     budget, kept = int(int(C[-1]) * HOT_BUDGET), []
     for f in found:

@@ -79,12 +79,13 @@ class FMIndex(FMQueries):
         # bottom position of each symbol's block in the wavelet matrix -> LF(i) = bottom(i) + delta[sym]
         self._delta = self._C[:-1] - wv.bottom_starts(counts, self.n_levels)
         self._delta_list: list[int] = self._delta.tolist()
+        self._aux = wv.fm_aux(self._zeros, self._delta, self._C)
         self._root_next = (self._tok.copy(), counts[FIRST_SYM:].astype(np.int64))
         hot = arrays["hot_ranges"]
         self._hot_lo = np.ascontiguousarray(hot[:, 0]) if len(hot) else np.zeros(0, np.int64)
         sizes = hot[:, 1].astype(np.int64) - hot[:, 0].astype(np.int64)
         self._hot_min = int(sizes.min()) if len(hot) else self.n_rows + 1
-        self._out_sym = np.empty(max(self.n_symbols, 1), np.int64)
+        self._no_syms = np.zeros(0, np.int64)
 
     # -- construction ---------------------------------------------------------------------------------
     @classmethod
@@ -233,15 +234,22 @@ class FMIndex(FMQueries):
         d = self._delta_list[s]
         return (a + d, b + d, length + 1)
 
+    def _syms(self, ngram: Sequence[int]) -> np.ndarray:
+        sym, vocab = self._sym, self.vocab_size
+        return np.array([sym[t] if 0 <= t < vocab else -1 for t in map(int, ngram)], dtype=np.int64)
+
     def range_of(self, ngram: Sequence[int]) -> FMRange:
         """The range of ``ngram``: one compiled backward search over all its tokens."""
-        ids = np.asarray(ngram, dtype=np.int64).ravel()
-        if not len(ids):
+        if not len(ngram):
             return self.root()
-        ok = (ids >= 0) & (ids < self.vocab_size)
-        syms = np.where(ok, self._sym_arr[np.where(ok, ids, 0)], -1) if len(self._sym_arr) else -np.ones_like(ids)
-        lo, hi = wv.fm_range(self._bits, self._ranks, self._zeros, self._delta, self._C, syms, 0, self.n_rows, 0)
-        return (int(lo), int(hi), len(ids)) if lo < hi else (0, 0, len(ids))
+        lo, hi = wv.fm_range(self._bits, self._ranks, self._aux, self._syms(ngram), 0, self.n_rows, 0)
+        return (int(lo), int(hi), len(ngram))
+
+    def next_tokens(self, prefix: Sequence[int]) -> NextTokens:
+        """``FMQueries.next_tokens`` in one compiled call (backward search + the distinct next symbols)."""
+        if not len(prefix):
+            return self.next_tokens_of_range(self.root())
+        return self._next(self._syms(prefix), 0, self.n_rows, 0)
 
     def count_range(self, rng: FMRange) -> int:
         """Occurrences of the n-gram of ``rng`` (the empty n-gram: ``n_tokens``)."""
@@ -257,18 +265,18 @@ class FMIndex(FMQueries):
         lo, hi, length = rng
         if length == 0:
             return self._root_next[0].copy(), self._root_next[1].copy()
+        return self._next(self._no_syms, lo, hi, length)
+
+    def _next(self, syms: np.ndarray, lo: int, hi: int, length: int) -> NextTokens:
+        lo, hi, out = wv.fm_next(self._bits, self._ranks, self._aux, syms, lo, hi, length, FIRST_SYM, self._hot_min)
         if lo >= hi:
             return empty_next()
         if hi - lo >= self._hot_min:
             found = self._hot(lo, hi)
             if found is not None:
                 return found
-        cnt = np.empty(min(hi - lo, self.n_symbols), np.int64)
-        k = wv.wm_distinct(self._bits, self._ranks, self._zeros, lo, hi, self._out_sym, cnt) \
-            if len(cnt) <= len(self._out_sym) else 0
-        syms = self._out_sym[:k]
-        first = int(np.searchsorted(syms, FIRST_SYM))
-        return self._tok[syms[first:] - FIRST_SYM], cnt[first:k]
+            out = wv.wm_distinct(self._bits, self._ranks, self._zeros, lo, hi, FIRST_SYM)
+        return self._tok[out[0] - FIRST_SYM], out[1].copy()
 
     def _hot(self, lo: int, hi: int) -> NextTokens | None:
         j = int(np.searchsorted(self._hot_lo, lo))
@@ -320,7 +328,7 @@ class FMIndex(FMQueries):
         if bounds[-1] == 0:
             z = np.zeros(0, np.int64)
             return z, z, bounds
-        rev_pos = wv.fm_locate(self._bits, self._ranks, self._zeros, self._delta, self._mbits, self._mranks,
+        rev_pos = wv.fm_locate(self._bits, self._ranks, self._aux, self._mbits, self._mranks,
                                self._spos, np.concatenate(rows), self.sa_sample)
         if (rev_pos < 0).any():
             raise IndexFormatError("FM-index locate walked past the sampling rate: corrupt sampled suffix array")

@@ -100,7 +100,7 @@ class ShardedFMIndex(FMQueries):
         return index
 
     def warm(self) -> None:
-        """Build every shard's wavelet matrix now."""
+        """Read every shard's pages once (see ``FMIndex.warm``)."""
         for s in self.shards:
             s.warm()
 
