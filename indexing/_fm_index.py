@@ -11,12 +11,12 @@ symbol is a boundary, so an n-gram never matches across two documents.
 Arrays (plain ``.npy``, no pickle, all memory-mapped on open: opening reads only the headers and the small
 per-symbol arrays; nothing is rebuilt).  The BWT is held only as a wavelet matrix (``_wavelet``):
 ``wm_bits`` (uint64 ``[L, W]``, ``L = ceil(log2 n_symbols)`` bit planes), ``wm_ranks`` (rank directory, one
-uint32 per 512 bits) and ``wm_zeros``; ``C`` (int64 cumulative symbol counts), ``token_of_sym`` (int32);
+uint16 per 512 bits, two-level) and ``wm_zeros``; ``C`` (int64 cumulative symbol counts), ``token_of_sym`` (int32);
 ``sample_bits``/``sample_ranks`` (a bit vector marking the suffix-array rows whose text position is a multiple
 of ``sa_sample``) and ``sample_pos`` (those positions, in row order; uint32 below 2**32 rows);
 ``doc_starts`` (start of each document in ``T``, plus ``len(T)``); ``hot_ranges``/``hot_offsets``/
-``hot_syms``/``hot_counts``: the next-token lists of the 1-grams whose list is long (see ``_fm_hot``).
-Bytes per token for 16-bit symbols and ``sa_sample=32``: 2 (bit planes) + 0.125 (ranks) + 0.133 (marks) +
+``hot_syms``/``hot_counts``/``hot_big``: the next-token lists of the 1-grams whose list is long (see ``_fm_hot``).
+Bytes per token for 16-bit symbols and ``sa_sample=32``: 2 (bit planes) + 0.0625 (ranks) + 0.129 (marks) +
 0.125 (positions) + documents + hot lists.
 
 Ranges.  ``FMRange = (lo, hi, length)``: suffix-array rows ``[lo, hi)`` of an n-gram of ``length`` tokens;
@@ -39,7 +39,7 @@ import numpy as np
 
 from . import _wavelet as wv
 from ._errors import IndexFormatError
-from ._fm_hot import hot_lists
+from ._fm_hot import hot_counts, hot_lists
 from ._fm_queries import FMQueries, FMRange, Limit, NextTokens, empty_next
 from ._progress import progress_bar
 from ._suffix_array import pos_dtype, suffix_array, sym_width
@@ -49,7 +49,7 @@ OLD_FORMATS = ("genret-fm/1",)
 END_SYM, SEP_SYM, FIRST_SYM = 0, 1, 2
 _CHUNK = 1 << 22
 _ARRAYS = ("wm_bits", "wm_ranks", "wm_zeros", "C", "token_of_sym", "sample_bits", "sample_ranks", "sample_pos",
-           "doc_starts", "hot_ranges", "hot_offsets", "hot_syms", "hot_counts")
+           "doc_starts", "hot_ranges", "hot_offsets", "hot_syms", "hot_counts", "hot_big")
 
 
 class FMIndex(FMQueries):
@@ -172,7 +172,8 @@ class FMIndex(FMQueries):
                 "n_tokens": self.n_tokens, "n_docs": self.n_docs, "n_rows": self.n_rows,
                 "n_symbols": self.n_symbols, "sa_sample": self.sa_sample, "n_samples": len(self._spos),
                 "n_levels": self.n_levels, "pos_dtype": str(self._spos.dtype),
-                "n_hot": len(self._a["hot_ranges"]), "n_hot_entries": len(self._a["hot_syms"])}
+                "n_hot": len(self._a["hot_ranges"]), "n_hot_entries": len(self._a["hot_syms"]),
+                "n_hot_big": len(self._a["hot_big"])}
 
     def save(self, directory: str | Path) -> list[str]:
         """Write the arrays as ``<name>.npy`` into ``directory`` (created); returns the file names."""
@@ -284,7 +285,7 @@ class FMIndex(FMQueries):
         if j < len(ranges) and int(ranges[j, 0]) == lo and int(ranges[j, 1]) == hi:
             a, b = int(self._a["hot_offsets"][j]), int(self._a["hot_offsets"][j + 1])
             syms = self._a["hot_syms"][a:b].astype(np.int64)
-            return self._tok[syms - FIRST_SYM], self._a["hot_counts"][a:b].astype(np.int64)
+            return self._tok[syms - FIRST_SYM], hot_counts(self._a["hot_counts"][a:b], self._a["hot_big"], a)
         return None
 
     def locate_ranges(self, rngs: Sequence[FMRange], limit: Limit = None) -> list[list[tuple[int, int]]]:
@@ -350,8 +351,8 @@ def _expected_arrays(directory: Path, params: dict[str, Any]) -> tuple[dict[str,
         n_rows, n_docs, n_sym = int(params["n_rows"]), int(params["n_docs"]), int(params["n_symbols"])
         vocab, sample = int(params["vocab_size"]), int(params["sa_sample"])
         n_samples, n_lev = int(params["n_samples"]), int(params["n_levels"])
-        n_hot, n_entries = int(params["n_hot"]), int(params["n_hot_entries"])
-        if min(vocab, sample, n_rows, n_sym - 1) < 1 or min(n_docs, n_hot, n_entries) < 0:
+        n_hot, n_entries, n_big = int(params["n_hot"]), int(params["n_hot_entries"]), int(params["n_hot_big"])
+        if min(vocab, sample, n_rows, n_sym - 1) < 1 or min(n_docs, n_hot, n_entries, n_big) < 0:
             raise IndexFormatError(f"{directory}: impossible FM-index parameters {params}")
         pdt = pos_dtype(n_rows)
         sdt = {1: np.uint8, 2: np.uint16, 3: np.uint32}[sym_width(n_sym)]
@@ -360,14 +361,14 @@ def _expected_arrays(directory: Path, params: dict[str, Any]) -> tuple[dict[str,
             raise IndexFormatError(f"{directory}: inconsistent FM-index parameters {params}")
     except (KeyError, TypeError, ValueError) as exc:
         raise IndexFormatError(f"{directory}: bad FM-index parameters ({exc!r})") from None
-    rdt, words, blocks = wv.rank_dtype(n_rows), wv.n_words(n_rows), wv.n_blocks(n_rows)
+    rdt, words, blocks = np.uint16, wv.n_words(n_rows), wv.rank_entries(n_rows)
     expect = {"wm_bits": (np.uint64, (n_lev, words)), "wm_ranks": (rdt, (n_lev, blocks)),
               "wm_zeros": (np.int64, (n_lev,)), "C": (np.int64, (n_sym + 1,)),
               "token_of_sym": (np.int32, (n_sym - FIRST_SYM,)), "sample_bits": (np.uint64, (1, words)),
               "sample_ranks": (rdt, (1, blocks)), "sample_pos": (pdt, (n_samples,)),
               "doc_starts": (pdt, (n_docs + 1,)), "hot_ranges": (pdt, (n_hot, 2)),
               "hot_offsets": (np.int64, (n_hot + 1,)), "hot_syms": (sdt, (n_entries,)),
-              "hot_counts": (pdt, (n_entries,))}
+              "hot_counts": (np.uint16, (n_entries,)), "hot_big": (np.int64, (n_big, 2))}
     return expect, vocab, sample
 
 
@@ -397,9 +398,9 @@ def _check_contents(directory: Path, a: dict[str, np.ndarray], n_rows: int, n_do
     if (zeros < 0).any() or (zeros > n_rows).any():
         problems.append("wm_zeros")
     ranks = a["wm_ranks"]
-    if int(ranks[:, 0].max(initial=0)) != 0 or (ranks[:, -1].astype(np.int64) != n_rows - zeros).any():
+    if any(wv.total_ones(ranks[lev], n_rows) != n_rows - int(zeros[lev]) for lev in range(len(zeros))):
         problems.append("wm_ranks")
-    if int(a["sample_ranks"][0, -1]) != len(a["sample_pos"]):
+    if wv.total_ones(a["sample_ranks"][0], n_rows) != len(a["sample_pos"]):
         problems.append("sample_ranks")
     off = a["hot_offsets"]
     if off[0] != 0 or off[-1] != len(a["hot_syms"]) or (np.diff(off) < 0).any():

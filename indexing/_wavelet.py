@@ -1,12 +1,13 @@
 """Compiled (numba) kernels over plain arrays: rank bit vectors and a wavelet matrix, built and queried.
 
-A *bit vector* is ``bits`` (uint64 words, bit ``i`` is bit ``i % 64`` of word ``i // 64``) plus a rank
-directory ``ranks`` (the number of ones before each 512-bit block: ``ranks[b]`` = ones in words ``[0, 8b)``,
-one entry per block and a last one, the total; uint32 below 2**32 bits, else uint64): ``rank1(i)`` reads one directory
-entry and popcounts at most 8 words, i.e. one or two cache lines.  Overhead: 6.25 % (uint32).
+A *bit vector* is ``bits`` (uint64 words, bit ``i`` is bit ``i % 64`` of word ``i // 64``) plus a two-level
+rank directory ``ranks`` (uint16): first, per superblock of 65,536 bits, the ones before it as 4 uint16
+(little-endian 64-bit); then, per 512-bit block (and a last entry past the end), the ones before the block
+within its superblock.  ``rank1(i)`` reads one superblock (cached: 1 per 8 KiB of bits) and one block entry,
+and popcounts at most 8 words.  Overhead: 3.1 % (2 bytes per 512 bits).
 
 A *wavelet matrix* over a sequence of ``n`` symbols of ``L`` bits is ``L`` such bit vectors stacked as 2-D arrays
-(``bits[L, W]``, ``ranks[L, W // 8 + 1]``) and ``zeros[L]`` (zeros of each level): level ``l`` holds bit
+(``bits[L, W]``, ``ranks[L, rank_entries(n)]``) and ``zeros[L]`` (zeros of each level): level ``l`` holds bit
 ``L - 1 - l`` of every symbol, in the order left by stably partitioning the previous level by its bit (zeros
 first).  ``rank(c, i)`` walks ``i`` down the levels (one ``rank1`` per level); the walk of ``i`` ends at
 ``start(c) + rank(c, i)``, where ``start(c)`` (the bottom position of symbol ``c``'s block) depends only on the
@@ -23,6 +24,7 @@ import numpy as np
 from numba import njit
 
 BLOCK_WORDS = 8  # 512-bit rank blocks
+SUPER_BLOCKS = 128  # blocks per superblock (65,536 bits: block counts fit uint16)
 _M1 = np.uint64(0x5555555555555555)
 _M2 = np.uint64(0x3333333333333333)
 _M4 = np.uint64(0x0F0F0F0F0F0F0F0F)
@@ -32,17 +34,28 @@ _U1, _U2, _U4, _U56, _U63 = np.uint64(1), np.uint64(2), np.uint64(4), np.uint64(
 _JIT = {"cache": True, "nogil": True}
 
 
-def rank_dtype(n_bits: int) -> np.dtype:
-    return np.dtype(np.uint32 if n_bits < 2**32 else np.uint64)
-
-
 def n_words(n_bits: int) -> int:
     return (n_bits + 63) // 64
 
 
 def n_blocks(n_bits: int) -> int:
-    """Directory entries: one per 512-bit block and a last one holding the total."""
+    """Block entries: one per 512-bit block and a last one (past the end)."""
     return -(-n_words(n_bits) // BLOCK_WORDS) + 1
+
+
+def rank_entries(n_bits: int) -> int:
+    """uint16 entries of a rank directory: 4 per superblock, then the block entries."""
+    nb = n_blocks(n_bits)
+    return 4 * ((nb - 1) // SUPER_BLOCKS + 1) + nb
+
+
+def total_ones(ranks_row: np.ndarray, n_bits: int) -> int:
+    """Ones of a whole bit vector, read off its directory (its last block entry and that one's superblock)."""
+    nb = n_blocks(n_bits)
+    sb = (nb - 1) // SUPER_BLOCKS
+    sup = ranks_row[4 * sb:4 * sb + 4].astype(np.int64)
+    base = int(sup[0] | (sup[1] << 16) | (sup[2] << 32) | (sup[3] << 48))
+    return base + int(ranks_row[-1])
 
 
 def n_levels(n_symbols: int) -> int:
@@ -62,13 +75,38 @@ def _popcount(x):  # the SWAR idiom, which LLVM compiles to one popcnt instructi
 def _rank1(bits, ranks, lev, i):
     """Ones among bits ``[0, i)`` of level ``lev``."""
     w = i >> 6
-    r = np.int64(ranks[lev, w >> 3])
+    b = w >> 3
+    o = 4 * (b >> 7)
+    r = np.int64(ranks[lev, o]) | (np.int64(ranks[lev, o + 1]) << 16) | (np.int64(ranks[lev, o + 2]) << 32) \
+        | (np.int64(ranks[lev, o + 3]) << 48)
+    n_super = (((bits.shape[1] + 7) >> 3) >> 7) + 1  # (n_blocks - 1) // 128 + 1
+    r += np.int64(ranks[lev, 4 * n_super + b])
     for k in range(w & ~7, w):
         r += np.int64(_popcount(bits[lev, k]))
     rem = i & 63
     if rem:
         r += np.int64(_popcount(bits[lev, w] & ((_ONE << np.uint64(rem)) - _ONE)))
     return r
+
+
+@njit(inline="always", **_JIT)
+def _rank1_pair(bits, ranks, lev, a, b):
+    """``(rank1(a), rank1(b))`` for ``a <= b``: the second by popcounting ``[a, b)`` when it spans <= 8 words."""
+    ra = _rank1(bits, ranks, lev, a)
+    wa, wb = a >> 6, b >> 6
+    if wb - wa > 8:
+        return ra, _rank1(bits, ranks, lev, b)
+    ea, eb = np.uint64(a & 63), np.uint64(b & 63)
+    if wa == wb:
+        if eb == ea:
+            return ra, ra
+        return ra, ra + np.int64(_popcount((bits[lev, wa] >> ea) & ((_ONE << (eb - ea)) - _ONE)))
+    c = np.int64(_popcount(bits[lev, wa] >> ea))
+    for k in range(wa + 1, wb):
+        c += np.int64(_popcount(bits[lev, k]))
+    if eb:
+        c += np.int64(_popcount(bits[lev, wb] & ((_ONE << eb) - _ONE)))
+    return ra, ra + c
 
 
 @njit(inline="always", **_JIT)
@@ -80,10 +118,17 @@ def _bit(bits, lev, i):
 def fill_ranks(bits, ranks):
     """Fill the rank directory of every level of ``bits`` (2-D) into ``ranks``."""
     n_lev, n_w = bits.shape
+    nb = (n_w + 7) // 8 + 1
+    n_super = (nb - 1) // 128 + 1
     for lev in range(n_lev):
         acc = 0
-        for b in range(ranks.shape[1]):
-            ranks[lev, b] = acc
+        base = 0
+        for b in range(nb):
+            if b % 128 == 0:
+                base = acc
+                for q in range(4):
+                    ranks[lev, 4 * (b // 128) + q] = (base >> (16 * q)) & 0xFFFF
+            ranks[lev, 4 * n_super + b] = acc - base
             for k in range(b * 8, min(b * 8 + 8, n_w)):
                 acc += np.int64(_popcount(bits[lev, k]))
 
@@ -94,6 +139,15 @@ def rank1_many(bits, ranks, lev, idx):
     out = np.empty(len(idx), np.int64)
     for j in range(len(idx)):
         out[j] = _rank1(bits, ranks, lev, idx[j])
+    return out
+
+
+@njit(**_JIT)
+def rank1_pairs(bits, ranks, lev, a, b):
+    """``_rank1_pair`` at each ``(a[j], b[j])`` (for tests): an int64 ``[n, 2]`` array."""
+    out = np.empty((len(a), 2), np.int64)
+    for j in range(len(a)):
+        out[j, 0], out[j, 1] = _rank1_pair(bits, ranks, lev, a[j], b[j])
     return out
 
 
@@ -136,8 +190,7 @@ def wm_range(bits, ranks, zeros, c, lo, hi):
     """Bottom positions ``(lo', hi')`` of the walk of ``[lo, hi)`` for symbol ``c`` (``hi' - lo'``: count)."""
     n_lev = bits.shape[0]
     for lev in range(n_lev):
-        r_lo = _rank1(bits, ranks, lev, lo)
-        r_hi = _rank1(bits, ranks, lev, hi)
+        r_lo, r_hi = _rank1_pair(bits, ranks, lev, lo, hi)
         if (c >> (n_lev - 1 - lev)) & 1:
             lo = zeros[lev] + r_lo
             hi = zeros[lev] + r_hi
@@ -239,8 +292,7 @@ def _distinct(bits, ranks, zeros, lo, hi, out, first):
         n_g = 0
         for t in range(n_f):
             a, b = f_lo[t], f_hi[t]
-            r_a = _rank1(bits, ranks, lev, a)
-            r_b = _rank1(bits, ranks, lev, b)
+            r_a, r_b = _rank1_pair(bits, ranks, lev, a, b)
             if (b - r_b) > (a - r_a):  # zeros child first: ascending symbols
                 g_lo[n_g], g_hi[n_g], g_sym[n_g] = a - r_a, b - r_b, f_sym[t]
                 n_g += 1
@@ -346,7 +398,7 @@ def build_wavelet(vals: np.ndarray, n_lev: int) -> tuple[np.ndarray, np.ndarray,
     zeros = np.zeros(n_lev, np.int64)
     if n:
         build_levels(vals, n_lev, bits, zeros)
-    ranks = np.zeros((n_lev, n_blocks(n)), rank_dtype(n))
+    ranks = np.zeros((n_lev, rank_entries(n)), np.uint16)
     fill_ranks(bits, ranks)
     return bits, ranks, zeros
 
@@ -356,6 +408,6 @@ def build_marks(n: int, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     bits = np.zeros((1, n_words(n)), np.uint64)
     if len(positions):
         set_bits(bits, np.asarray(positions, dtype=np.int64))
-    ranks = np.zeros((1, n_blocks(n)), rank_dtype(n))
+    ranks = np.zeros((1, rank_entries(n)), np.uint16)
     fill_ranks(bits, ranks)
     return bits, ranks

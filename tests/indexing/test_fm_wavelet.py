@@ -28,11 +28,15 @@ def test_wavelet_kernels_match_numpy(vals, sigma):
     n, n_lev = len(v), wv.n_levels(max(sigma, 2))
     dt = np.uint8 if sigma <= 256 else np.uint16 if sigma <= 65536 else np.uint32
     bits, ranks, zeros = wv.build_wavelet(v.astype(dt), n_lev)
-    assert bits.shape == (n_lev, wv.n_words(n)) and ranks.shape == (n_lev, wv.n_blocks(n))
+    assert bits.shape == (n_lev, wv.n_words(n)) and ranks.shape == (n_lev, wv.rank_entries(n))
     for lev in range(n_lev):  # rank1 and the directory's total
         cum = np.concatenate([[0], np.cumsum(_ref_bits(bits, lev, n))])
         assert wv.rank1_many(bits, ranks, lev, np.arange(n + 1)).tolist() == cum.tolist()
-        assert int(ranks[lev, -1]) == cum[-1] == n - zeros[lev]
+        assert wv.total_ones(ranks[lev], n) == cum[-1] == n - zeros[lev]
+        a = np.arange(n + 1)
+        for width in (0, 1, 63, 64, 65, 300, 513, 700):
+            b = np.minimum(a + width, n)
+            assert wv.rank1_pairs(bits, ranks, lev, a, b).tolist() == np.stack([cum[a], cum[b]], 1).tolist()
     assert wv.wm_access_many(bits, ranks, zeros, np.arange(n)).tolist() == v.tolist()
     starts = wv.bottom_starts(np.bincount(v, minlength=1 << n_lev), n_lev)
     rng = np.random.default_rng(n)
@@ -48,8 +52,22 @@ def test_wavelet_kernels_match_numpy(vals, sigma):
         assert out[0].tolist() == u[u >= first].tolist() and out[1].tolist() == uc[u >= first].tolist()
 
 
+def test_many_superblocks():
+    rng = np.random.default_rng(5)
+    v = rng.zipf(1.2, 300_000) % 3000
+    bits, ranks, zeros = wv.build_wavelet(v.astype(np.uint16), wv.n_levels(3000))
+    idx = rng.integers(0, len(v), 2000)
+    assert wv.wm_access_many(bits, ranks, zeros, idx).tolist() == v[idx].tolist()
+    for lev in (0, 5, 11):
+        cum = np.concatenate([[0], np.cumsum(_ref_bits(bits, lev, len(v)))])
+        assert wv.rank1_many(bits, ranks, lev, idx).tolist() == cum[idx].tolist()
+    out = wv.wm_distinct(bits, ranks, zeros, 1000, 250_000, 0)
+    u, c = np.unique(v[1000:250_000], return_counts=True)
+    assert out[0].tolist() == u.tolist() and out[1].tolist() == c.tolist()
+
+
 def test_marks_rank_across_block_edges():
-    for n in (0, 1, 63, 64, 511, 512, 513, 4097):
+    for n in (0, 1, 63, 64, 511, 512, 513, 4097, 65535, 65536, 65537, 200_000):
         pos = np.arange(0, n, 3)
         bits, ranks = wv.build_marks(n, pos)
         ref = np.zeros(n, np.int64)
@@ -83,9 +101,10 @@ def test_hot_lists_equal_the_wavelet_walk(monkeypatch, tmp_path, budget):
     monkeypatch.setattr(_fm_hot, "HOT_MIN_ROWS", 2)
     monkeypatch.setattr(_fm_hot, "HOT_MIN_DISTINCT", 2)
     monkeypatch.setattr(_fm_hot, "HOT_BUDGET", budget)
+    monkeypatch.setattr(_fm_hot, "BIG", 7)  # counts >= 7 are stored apart
     hot = FMIndex.build(docs, 120, sa_sample=8)
     n_hot = hot.params()["n_hot"]
-    assert (n_hot > 10) if budget == 1.0 else n_hot == 0
+    assert (n_hot > 10 and hot.params()["n_hot_big"] > 5) if budget == 1.0 else n_hot == 0
     hot.save(tmp_path)
     loaded = FMIndex.load(tmp_path, json.loads(json.dumps(hot.params())))
     for tok in range(121):
@@ -104,8 +123,10 @@ def test_open_is_constant_time(tmp_path):
         index.save(tmp_path / name)
         params = json.loads(json.dumps(index.params()))
         FMIndex.load(tmp_path / name, params)
-        t0 = time.perf_counter()
-        for _ in range(5):
+        best = 1e9
+        for _ in range(7):
+            t0 = time.perf_counter()
             FMIndex.load(tmp_path / name, params)
-        times.append((time.perf_counter() - t0) / 5)
-    assert times[1] < 0.05 and times[1] < 5 * times[0] + 0.01, times  # 100x the tokens, about the same time
+            best = min(best, time.perf_counter() - t0)
+        times.append(best)
+    assert times[1] < 0.1 and times[1] < 4 * times[0] + 0.02, times  # 100x the tokens, about the same time
