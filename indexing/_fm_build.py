@@ -16,15 +16,26 @@ plain text, so the marker ids occur only where this layout puts them.  Queries m
 (``encode_texts``); mid-sentence n-grams usually start with a space-prefixed token (``" word"``).
 
 Files: ``fm/shard-NNN/*.npy`` (see ``_fm_index``) and ``fm/tokenizer/*`` (``save_pretrained``), all listed
-in the component with size and sha256.  Shards hold contiguous unit-id ranges of about equal size and are
-built one after another (memory: one shard's tokens and suffix array at a time).
+in the component with size and sha256.  Shards hold contiguous unit-id ranges of about equal size.
+
+Parallel build (``FMConfig.workers``, default: one per CPU; 1 = everything in this process).  Units are read
+in batches and tokenized by ``workers`` spawned processes whose output is consumed in order (``imap``), so
+the index does not depend on the number of workers.  Each complete shard is built in a process of its own
+(``FMIndex.from_flat`` + ``save``) while the next shards are tokenized; a shard build waits while the builds
+already running, plus this one, would need more than 80 % of the memory available at the start (estimated
+at ``BUILD_BYTES_PER_TOKEN`` = 16 bytes/token, the suffix-array phase of ``from_flat``).  Peak memory:
+about 16 bytes/token of the shards building at once + 2 bytes/token of the tokenized shard being filled +
+one tokenizer per worker (~150 MB each for the packaged tokenizer).
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +66,8 @@ class FMConfig(BaseModel):
     shards: int = Field(1, ge=1, description="independent FM-indexes over contiguous unit ranges")
     sa_sample: int = Field(32, ge=1, description="suffix-array sampling rate: locate cost vs 8/sa_sample bytes/token")
     lowercase: bool = Field(False, description="lowercase titles and texts (and queries) before tokenizing")
+    workers: int | None = Field(None, ge=1, description="tokenizer / shard-builder processes (default: one per "
+                                "CPU; 1: all in this process); the index does not depend on it")
 
 
 def title_markers(tokenizer: Any) -> tuple[int, int, int]:
@@ -84,6 +97,126 @@ def unit_token_ids(tokenizer: Any, params: dict[str, Any], title: str, text: str
     return [params["title_start_id"], *title_ids, params["title_end_id"], *text_ids]
 
 
+BUILD_BYTES_PER_TOKEN = 16  # FMIndex.from_flat's peak (suffix-array phase, 16-bit symbols)
+_BATCH = 1024
+_PARALLEL_MIN_UNITS = 20_000  # below this, worker start-up (a tokenizer each) costs more than it saves
+_worker: dict[str, Any] = {}
+
+
+def _init_worker(spec: str, lowercase: bool, markers: tuple[int, int], dtype: str) -> None:
+    _worker.update(tokenizer=load_tokenizer(spec), lowercase=lowercase, markers=markers, dtype=np.dtype(dtype))
+
+
+def _encode_units(tokenizer: Any, lowercase: bool, markers: tuple[int, int], dtype: np.dtype,
+                  batch: tuple[list[str], list[str]]) -> tuple[np.ndarray, np.ndarray]:
+    """One batch of units (titles, texts) -> (concatenated token ids in the unit layout, per-unit lengths)."""
+    titles, texts = batch
+    start, end = markers
+    ids = encode_texts(tokenizer, titles + texts, lowercase=lowercase)
+    n = len(titles)
+    docs = [np.array([start, *ids[k], end, *ids[n + k]], dtype=dtype) for k in range(n)]
+    lengths = np.array([len(d) for d in docs], dtype=np.int64)
+    return (np.concatenate(docs) if docs else np.zeros(0, dtype)), lengths
+
+
+def _encode_batch(batch: tuple[list[str], list[str]]) -> tuple[np.ndarray, np.ndarray]:
+    """``_encode_units`` in a worker process (its tokenizer loaded once by ``_init_worker``)."""
+    w = _worker
+    return _encode_units(w["tokenizer"], w["lowercase"], w["markers"], w["dtype"], batch)
+
+
+def _build_shard(tokens_path: str, lengths: np.ndarray, vocab: int, sa_sample: int, out: str,
+                 progress: bool) -> tuple[list[str], dict[str, Any]]:
+    tokens = np.load(tokens_path)
+    os.unlink(tokens_path)
+    index = FMIndex.from_flat(tokens, lengths, vocab, sa_sample=sa_sample, progress=progress)
+    del tokens
+    return index.save(out), index.params()
+
+
+def _mem_available() -> int:
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 8 << 30
+
+
+def _batches(store: UnitStore) -> Iterator[tuple[list[str], list[str]]]:
+    next_id = 0
+    for batch in store.iter_units(batch=_BATCH):
+        for u in batch:
+            if u.unit_id != next_id:
+                raise IndexFormatError(f"unit store ids are not dense: expected {next_id}, got {u.unit_id}")
+            next_id += 1
+        yield [u.title for u in batch], [u.text for u in batch]
+
+
+class _ShardWriter:
+    """Collects tokenized units, cuts them into shards and builds each one (in a process pool or here)."""
+
+    def __init__(self, fm_dir: Path, cuts: list[int], vocab: int, config: FMConfig, workers: int,
+                 progress: bool) -> None:
+        self.fm_dir, self.cuts, self.vocab, self.config, self.progress = fm_dir, cuts, vocab, config, progress
+        self.parts: list[np.ndarray] = []
+        self.lengths: list[np.ndarray] = []
+        self.n_units = 0  # units received so far
+        self.results: dict[int, Future | tuple[list[str], dict[str, Any]]] = {}
+        self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) \
+            if workers > 1 and len(cuts) > 2 else None
+        self.budget = 0.8 * _mem_available()
+        self.running: dict[Future, int] = {}
+
+    def add(self, flat: np.ndarray, lengths: np.ndarray) -> None:
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        k = 0
+        while k < len(lengths):
+            self.flush()  # complete the shards whose last unit has come (empty ones too)
+            shard = len(self.results)
+            take = min(len(lengths) - k, self.cuts[shard + 1] - self.n_units)
+            self.parts.append(flat[offsets[k]:offsets[k + take]])
+            self.lengths.append(lengths[k:k + take])
+            self.n_units += take
+            k += take
+
+    def flush(self) -> None:
+        while len(self.results) + 1 < len(self.cuts) and self.cuts[len(self.results) + 1] == self.n_units:
+            i = len(self.results)
+            lengths = np.concatenate(self.lengths) if self.lengths else np.zeros(0, np.int64)
+            flat = np.concatenate(self.parts) if self.parts else np.zeros(0, np.int32)
+            self.parts, self.lengths = [], []
+            out = self.fm_dir / shard_dir(i)
+            if self.pool is None:
+                index = FMIndex.from_flat(flat, lengths, self.vocab, sa_sample=self.config.sa_sample,
+                                          progress=self.progress)
+                self.results[i] = (index.save(out), index.params())
+                continue
+            need = BUILD_BYTES_PER_TOKEN * max(len(flat), 1)
+            while self.running and sum(self.running.values()) + need > self.budget:
+                done, _ = wait(list(self.running), return_when="FIRST_COMPLETED")
+                for f in done:
+                    f.result()  # raise a builder's error now
+                    del self.running[f]
+            self.fm_dir.mkdir(parents=True, exist_ok=True)
+            path = self.fm_dir / f".tokens-{i:03d}.npy"
+            np.save(path, flat, allow_pickle=False)
+            fut = self.pool.submit(_build_shard, str(path), lengths, self.vocab, self.config.sa_sample, str(out),
+                                   False)
+            self.running[fut] = need
+            self.results[i] = fut
+
+    def finish(self) -> list[tuple[list[str], dict[str, Any]]]:
+        self.flush()
+        try:
+            return [r.result() if isinstance(r, Future) else r for _, r in sorted(self.results.items())]
+        finally:
+            if self.pool is not None:
+                self.pool.shutdown()
+
+
 def build_fm(store: UnitStore, out_dir: Path, config: FMConfig, progress: bool = True) -> Component:
     """Tokenize every unit of ``store`` and write the (sharded) FM-index and the tokenizer under ``out_dir/fm``."""
     t0 = time.perf_counter()
@@ -92,40 +225,41 @@ def build_fm(store: UnitStore, out_dir: Path, config: FMConfig, progress: bool =
     n_units = len(store)
     cuts = [n_units * k // config.shards for k in range(config.shards + 1)]
     fm_dir = Path(out_dir) / FM_DIR
-    shard_params: list[dict[str, Any]] = []
+    dtype = np.dtype(np.uint16 if vocab <= 65536 else np.int32)
+    workers = config.workers or (os.cpu_count() or 1)
+    if n_units < _PARALLEL_MIN_UNITS and config.workers is None:
+        workers = 1
+    writer = _ShardWriter(fm_dir, cuts, vocab, config, workers, progress)
+    args = (config.tokenizer, config.lowercase, (start, end), dtype.str)
+    try:
+        with progress_bar(n_units, "tokenizing units (fm)", progress) as bar:
+            if workers > 1:
+                ctx = multiprocessing.get_context("spawn")
+                with ctx.Pool(workers, initializer=_init_worker, initargs=args) as pool:
+                    for flat, lengths in pool.imap(_encode_batch, _batches(store)):
+                        writer.add(flat, lengths)
+                        bar.update(len(lengths))
+            else:
+                for batch in _batches(store):
+                    flat, lengths = _encode_units(tokenizer, config.lowercase, (start, end), dtype, batch)
+                    writer.add(flat, lengths)
+                    bar.update(len(lengths))
+        built = writer.finish()
+    finally:
+        if writer.pool is not None:
+            writer.pool.shutdown(cancel_futures=True)
     names: list[str] = []
-    pending: list[np.ndarray] = []
-    dtype = np.uint16 if vocab <= 65536 else np.int32
-    next_id = 0
-
-    def flush() -> None:
-        lengths = np.array([len(d) for d in pending], dtype=np.int64)
-        flat = np.concatenate(pending) if pending else np.zeros(0, dtype)
-        index = FMIndex.from_flat(flat, lengths, vocab, sa_sample=config.sa_sample, progress=progress)
-        sub = shard_dir(len(shard_params))
-        names.extend(f"{FM_DIR}/{sub}/{n}" for n in index.save(fm_dir / sub))
-        shard_params.append({"dir": sub, **index.params()})
-        pending.clear()
-
-    with progress_bar(n_units, "tokenizing units (fm)", progress) as bar:
-        for batch in store.iter_units(batch=1024):
-            ids = encode_texts(tokenizer, [u.title for u in batch] + [u.text for u in batch],
-                               lowercase=config.lowercase)
-            for k, u in enumerate(batch):
-                if u.unit_id != next_id:
-                    raise IndexFormatError(f"unit store ids are not dense: expected {next_id}, got {u.unit_id}")
-                while next_id == cuts[len(shard_params) + 1]:  # the current shard is complete
-                    flush()
-                pending.append(np.array([start, *ids[k], end, *ids[len(batch) + k]], dtype=dtype))
-                next_id += 1
-            bar.update(len(batch))
-    while len(shard_params) < config.shards:  # the last shard (and any left empty)
-        flush()
+    shard_params: list[dict[str, Any]] = []
+    for i, (files, params) in enumerate(built):
+        names += [f"{FM_DIR}/{shard_dir(i)}/{n}" for n in files]
+        shard_params.append({"dir": shard_dir(i), **params})
     tok_dir = Path(out_dir) / TOKENIZER_DIR
     tokenizer.save_pretrained(str(tok_dir))
     names += sorted(p.relative_to(out_dir).as_posix() for p in tok_dir.rglob("*") if p.is_file())
     n_tokens = sum(p["n_tokens"] for p in shard_params)
-    log.info("fm-index: %d units, %d tokens, %d shard(s)", n_units, n_tokens, config.shards)
+    seconds = time.perf_counter() - t0
+    log.info("fm-index: %d units, %d tokens, %d shard(s), %d worker(s), %.1f s (%.2f M tokens/s)", n_units,
+             n_tokens, config.shards, workers, seconds, n_tokens / max(seconds, 1e-9) / 1e6)
     index_params = {"format": SHARDED_FORMAT, "vocab_size": vocab, "n_docs": n_units, "n_tokens": n_tokens,
                     "shards": shard_params}
     return Component(
@@ -136,7 +270,7 @@ def build_fm(store: UnitStore, out_dir: Path, config: FMConfig, progress: bool =
                 "shards": config.shards, "n_docs": n_units, "n_tokens": n_tokens, "dir": FM_DIR,
                 "index": index_params},
         files=file_entries(Path(out_dir), names),
-        build_seconds=round(time.perf_counter() - t0, 3),
+        build_seconds=round(seconds, 3),
     )
 
 

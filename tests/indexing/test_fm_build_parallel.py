@@ -1,0 +1,59 @@
+"""``build_fm`` with worker processes: the same index as in one process, shards cut at the same units."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from genret.indexing import FMConfig, load_fm
+from genret.indexing._fm_build import _ShardWriter, build_fm
+
+
+def _arrays(path):
+    return {p.relative_to(path).as_posix(): np.load(p) for p in sorted(path.rglob("*.npy"))}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    from genret.indexing import Unit, UnitStore
+    from genret.indexing._store import StoreWriter
+
+    d = tmp_path_factory.mktemp("fmpar")
+    writer = StoreWriter(d / "units.sqlite")
+    rng = np.random.default_rng(0)
+    words = ["alpha", "beta", "gamma", "delta", "Tokyo", "café", "<|im_end|>", "🙂", "über", "1973"]
+    for i in range(7):
+        paras = [" ".join(rng.choice(words, int(rng.integers(0, 30)))) for _ in range(int(rng.integers(1, 4)))]
+        writer.add(f"p{i}", f"Page {i}", len(paras), "mem", i + 1,
+                   [Unit(f"p{i}", f"Page {i}", p + 1, 0, p + 1, len(t), t) for p, t in enumerate(paras)])
+    writer.close()
+    s = UnitStore(d / "units.sqlite")
+    yield s
+    s.close()
+
+
+@pytest.mark.slow
+def test_workers_build_the_same_index(store, tmp_path, monkeypatch):
+    import genret.indexing._fm_build as fb
+
+    monkeypatch.setattr(fb, "_BATCH", 3)  # several batches, straddling the shard cuts
+    one = build_fm(store, tmp_path / "one", FMConfig(shards=3, workers=1, sa_sample=2), progress=False)
+    two = build_fm(store, tmp_path / "two", FMConfig(shards=3, workers=2, sa_sample=2), progress=False)
+    assert json.dumps(one.params, sort_keys=True) == json.dumps(two.params, sort_keys=True)
+    a, b = _arrays(tmp_path / "one" / "fm"), _arrays(tmp_path / "two" / "fm")
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    assert not list((tmp_path / "two" / "fm").glob(".tokens-*"))
+    index = load_fm(tmp_path / "two", two)
+    assert index.n_docs == len(store)
+
+
+def test_shard_writer_cuts_batches_and_empty_shards(tmp_path):
+    cfg = FMConfig(shards=4, sa_sample=1)
+    writer = _ShardWriter(tmp_path, [0, 0, 2, 5, 5], 10, cfg, 1, False)
+    writer.add(np.array([1, 2, 3, 4], np.uint16), np.array([1, 3]))
+    writer.add(np.array([5, 6, 7], np.uint16), np.array([0, 2, 1]))
+    built = writer.finish()
+    assert [p["n_docs"] for _, p in built] == [0, 2, 3, 0]
+    assert [p["n_tokens"] for _, p in built] == [0, 4, 3, 0]
