@@ -22,6 +22,7 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("RAY_worker_niceness", "0")  # Ray runs workers at nice 15: give the peers equal priority
 
 import argparse  # noqa: E402
 import json  # noqa: E402

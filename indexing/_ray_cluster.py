@@ -42,10 +42,14 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None) -> I
         options["address"] = address
     else:
         options["num_cpus"] = num_cpus or os.cpu_count() or 1
+        # Ray runs its workers at nice 15; on a machine shared with other work that starves them (a local cluster
+        # is this machine: its workers get the driver's priority unless the user set one)
+        os.environ.setdefault("RAY_worker_niceness", "0")
     # workers inherit the driver's environment: one BLAS/OpenMP thread each unless the user said otherwise
     env = {k: os.environ.get(k, "1") for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TOKENIZERS_PARALLELISM")}
     env["TOKENIZERS_PARALLELISM"] = os.environ.get("TOKENIZERS_PARALLELISM", "false")
-    env.update({k: v for k, v in os.environ.items() if k.startswith(("HF_", "GENRET_", "TRANSFORMERS_"))})
+    env.update({k: v for k, v in os.environ.items() if k.startswith(("HF_", "GENRET_", "TRANSFORMERS_"))
+                and "KEY" not in k and "TOKEN" not in k})  # model caches and offline flags; no credentials
     options["runtime_env"] = {"env_vars": env}
     try:
         ray.init(**options)
