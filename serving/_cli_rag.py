@@ -25,6 +25,9 @@ def add_rag_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--label-calibration", choices=("content-free", "batch", "none"), default=None,
                    help="label tasks: contextual calibration by content-free inputs, by the batch's mean label "
                    "distribution, or none (the default: best on mini-KILT train with the packaged model)")
+    g.add_argument("--span-reader", default=None, metavar="packaged|greedy|FILE",
+                   help="short answers: the packaged span reader (default), constrained greedy decoding, or a "
+                   "reader fitted by `genret train reader`")
     g.add_argument("--generator", choices=("hf", "openai"), default="hf",
                    help="hf: local model; openai: OpenAI-compatible endpoint")
     g.add_argument("--generator-model", default=None, help="HF name/path, or the endpoint's model name")
@@ -52,6 +55,8 @@ def _rag_config(a: argparse.Namespace):
         fields["labels"] = tuple(x.strip() for x in a.labels.split(",") if x.strip())
     if a.label_calibration:
         fields["label_calibration"] = a.label_calibration
+    if getattr(a, "span_reader", None):
+        fields["span_reader"] = a.span_reader
     return RagConfig(passages=a.passages, demos=a.n_demos if a.demos else 0, demo_source=a.demo_source,
                      max_passage_tokens=a.max_passage_tokens, **fields)
 
@@ -129,3 +134,43 @@ def cmd_eval_rag(a: argparse.Namespace, task_file: str, retrieval_config) -> int
     print("  retrieval  " + "  ".join(f"{k}={v * 100:.1f}" for k, v in report["retrieval"].items()
                                       if k == "Rprec" or k.startswith("recall@")))
     return 0
+
+
+def cmd_train_reader(a: argparse.Namespace, retrieval_config) -> int:
+    """``genret train reader INDEX TRAIN.jsonl --task squad --out reader.json``: fit the span reader's weights on
+    training questions answered through this pipeline (its retriever, passages and generator)."""
+    from genret.eval import fit_span_reader, read_kilt
+    from genret.indexing import InputError
+    from genret.retrieval.rag import SpanReader
+
+    records = read_kilt(a.train)[:a.max_records] if a.max_records else read_kilt(a.train)
+    if not records:
+        raise InputError(f"{a.train}: no records")
+    base = SpanReader(focus=a.focus, max_words=a.max_words)
+    with ExitStack() as stack:
+        pipeline = open_from_args(a, stack, retrieval_config)
+        reader, stats = fit_span_reader(pipeline, records, task=a.task, l2=a.l2, base=base, progress=not a.quiet)
+    model = a.generator_model or "the packaged model"
+    reader = reader.model_copy(update={"fitted_on": f"{reader.fitted_on}, {a.train}, retriever "
+                                                    f"{a.retriever or 'default'}, generator {model}"})
+    reader.save(a.out)
+    print(json.dumps({**stats, "out": a.out}, indent=1))
+    return 0
+
+
+def add_train_reader_parser(trs, add_retriever_flags, handler) -> None:
+    """``genret train reader``: its parser (the retriever flags and the handler come from the caller)."""
+    tr = trs.add_parser("reader", help="fit the span reader (short answers) on training questions",
+                        description="genret train reader INDEX TRAIN.jsonl --task squad --out reader.json; then "
+                        "`genret rag … --span-reader reader.json`")
+    tr.add_argument("index")
+    tr.add_argument("train", help="KILT-format records with answers")
+    tr.add_argument("--out", required=True, help="the reader's JSON file")
+    tr.add_argument("--max-records", type=int, default=None, help="the first N records only")
+    tr.add_argument("--l2", type=float, default=1.0, help="L2 penalty on the standardised weights")
+    tr.add_argument("--focus", type=int, default=2, help="sentences the candidates come from")
+    tr.add_argument("--max-words", type=int, default=6, help="longest candidate, in words")
+    add_retriever_flags(tr)
+    add_rag_flags(tr)
+    tr.add_argument("--quiet", action="store_true")
+    tr.set_defaults(func=handler)

@@ -55,9 +55,10 @@ SURFACES = {
         "train_demos",
     ],
     "genret.retrieval.rag": [
-        "ANSWER_TASKS", "AnswerSpan", "AnswerTask", "Citation", "EndpointError", "GENERATORS", "GenerationCancelled",
-        "Generator", "GeneratorConfig", "HFGenerator", "OpenAIGenerator", "Prompt", "RagAnswer", "RagConfig",
-        "RagPipeline", "build_prompt", "load_generator", "prompt_size", "resolve_answer_task", "stop_when",
+        "ANSWER_TASKS", "AnswerSpan", "AnswerTask", "Candidate", "Citation", "EndpointError", "GENERATORS",
+        "GenerationCancelled", "Generator", "GeneratorConfig", "HFGenerator", "OpenAIGenerator", "Prompt", "RagAnswer",
+        "RagConfig", "RagPipeline", "SpanReader", "build_prompt", "fit_reader", "load_generator", "prompt_size",
+        "resolve_answer_task", "stop_when",
     ],
     "genret.retrieval.hybrid": [
         "DEFAULT_MEMBER_WEIGHTS", "DevInfo", "HybridConfig", "HybridRetriever", "IndexInfo", "Objective",
@@ -66,9 +67,9 @@ SURFACES = {
     ],
     "genret.eval": [
         "LEVELS", "RAG_SETTINGS", "SuiteConfig", "compare_rag", "dev_callback", "downstream_scores", "evaluate",
-        "evaluate_rag", "ir_scores", "load_suite", "paired_p", "predict", "predict_rag", "rag_table", "read_kilt",
-        "read_qrels", "retrieval_scores", "run_suite", "score", "tune_fusion", "write_demo", "write_kilt",
-        "write_trec_run",
+        "evaluate_rag", "fit_span_reader", "ir_scores", "load_suite", "paired_p", "predict", "predict_rag",
+        "rag_table", "read_kilt", "read_qrels", "retrieval_scores", "run_suite", "score", "tune_fusion", "write_demo",
+        "write_kilt", "write_trec_run",
     ],
     "genret.serving": ["ServerConfig", "Settings", "create_app", "main"],
 }

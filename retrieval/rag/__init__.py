@@ -10,10 +10,12 @@ from ._local import HFGenerator
 from ._openai import EndpointError, OpenAIGenerator
 from ._pipeline import Citation, RagAnswer, RagConfig, RagPipeline
 from ._prompt import ANSWER_TASKS, AnswerTask, build_prompt, prompt_size, resolve_answer_task
+from ._reader import Candidate, SpanReader, fit_reader
 from ._spans import AnswerSpan
 
 __all__ = [
-    "ANSWER_TASKS", "AnswerSpan", "AnswerTask", "Citation", "EndpointError", "GENERATORS", "GenerationCancelled",
-    "Generator", "GeneratorConfig", "HFGenerator", "OpenAIGenerator", "Prompt", "RagAnswer", "RagConfig", "RagPipeline",
-    "build_prompt", "load_generator", "prompt_size", "resolve_answer_task", "stop_when",
+    "ANSWER_TASKS", "AnswerSpan", "AnswerTask", "Candidate", "Citation", "EndpointError", "GENERATORS",
+    "GenerationCancelled", "Generator", "GeneratorConfig", "HFGenerator", "OpenAIGenerator", "Prompt", "RagAnswer",
+    "RagConfig", "RagPipeline", "SpanReader", "build_prompt", "fit_reader", "load_generator", "prompt_size",
+    "resolve_answer_task", "stop_when",
 ]

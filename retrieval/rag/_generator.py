@@ -72,6 +72,14 @@ class Generator(ABC):
         decoding raise ``GenretError`` (the caller generates freely instead)."""
         raise GenretError(f"generator {self.name!r} cannot constrain decoding to spans (use a local model)")
 
+    def span_logprobs(self, prompt: Prompt, pieces: Sequence[str]) -> list[list[tuple[int, float, float]]]:
+        """For each piece (a candidate answer, read after ``prompt``'s answer start), one row per token of it:
+        ``(end, logp, end_logp)`` — the character where the token ends in the piece, log p(piece[:end] | prompt)
+        and the log-probability that the answer ends right there (end of turn, a full stop or a newline).  Every
+        prefix of every piece is thus scored at once (the span reader, ``rag._reader``).  Backends that cannot score
+        raise ``GenretError``."""
+        raise GenretError(f"generator {self.name!r} cannot score continuations (use a local model)")
+
     def loglik(self, prompts: Sequence[Prompt], targets: Sequence[str]) -> list[float]:
         """log p(target | prompt) for each pair."""
         raise GenretError(f"generator {self.name!r} cannot score continuations (use a local model)")

@@ -145,6 +145,76 @@ class HFGenerator(Generator):
                 out[i] = self.tokenizer.decode(row, skip_special_tokens=True).strip()
         return out
 
+    def span_logprobs(self, prompt: Prompt, pieces: Sequence[str]) -> list[list[tuple[int, float, float]]]:
+        """Every prefix of every piece scored in two forward passes: the prompt once (its key/value cache), then all
+        pieces packed into one sequence whose attention mask lets each token see the prompt and its own piece only
+        (block-diagonal causal, each piece's positions restarting after the prompt) — equal, within float error, to
+        scoring each piece after the prompt apart (``loglik``), at the cost of one short sequence.  Causal models
+        only (a seq2seq model raises ``GenretError``: its short answers use constrained decoding)."""
+        import torch
+
+        if self.lm.seq2seq:
+            raise GenretError("span scoring needs a causal model; seq2seq models decode spans under a constraint")
+        check = stop_check()
+        rows = [self._encode_offsets(p)[:SPAN_TOKENS] for p in pieces]
+        flat = [t for r in rows for t, _, _ in r]
+        if not flat:
+            return [[] for _ in pieces]
+        enc = self._encode([self.render(prompt)], "left")
+        n_prompt, n_flat, device = enc["input_ids"].shape[1], len(flat), self.lm.device
+        dtype = next(self.lm.model.parameters()).dtype
+        blocked = torch.finfo(dtype).min
+        mask = torch.full((n_flat, n_prompt + n_flat), blocked, dtype=dtype)
+        mask[:, :n_prompt] = 0
+        start, positions = 0, []
+        for r in rows:
+            n = len(r)
+            mask[start:start + n, n_prompt + start:n_prompt + start + n] = torch.triu(
+                torch.full((n, n), blocked, dtype=dtype), diagonal=1)
+            positions.extend(range(n_prompt, n_prompt + n))
+            start += n
+        ends = self._end_ids()
+        with self._lock, torch.inference_mode():
+            _raise_if_stopped(check)
+            first = self.lm.model(**enc, use_cache=True)
+            prev = torch.log_softmax(first.logits[0, -1].float(), -1)
+            out = self.lm.model(input_ids=torch.tensor([flat], device=device),
+                                attention_mask=mask[None, None].to(device),
+                                position_ids=torch.tensor([positions], device=device),
+                                **self._with_cache(first))
+            logp = torch.log_softmax(out.logits[0].float(), -1)
+        _raise_if_stopped(check)
+        result, start = [], 0
+        for r in rows:
+            row, total = [], 0.0
+            for j, (tid, _, end) in enumerate(r):
+                total += float((prev if j == 0 else logp[start + j - 1])[tid])
+                row.append((end, total, float(torch.logsumexp(logp[start + j, ends], 0))))
+            result.append(row)
+            start += len(r)
+        return result
+
+    def _end_ids(self) -> list[int]:
+        """Tokens that end a short answer: end of turn (the model's EOS ids), a full stop, a newline."""
+        eos = self.lm.model.generation_config.eos_token_id
+        ids = {e for e in ([eos] if isinstance(eos, int) else list(eos or [])) if e is not None}
+        ids.add(self.tokenizer.eos_token_id)
+        for text in (".", "\n"):
+            with self._tok_lock:
+                toks = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            if len(toks) == 1:
+                ids.add(toks[0])
+        return sorted(i for i in ids if i is not None)
+
+    def _with_cache(self, output) -> dict:
+        """``output``'s key/value cache as the keyword the model's forward takes (``cache`` in transformers ≥ 5.2x,
+        ``past_key_values`` before)."""
+        import inspect
+
+        if "cache" in inspect.signature(self.lm.model.forward).parameters:
+            return {"cache": output.cache}
+        return {"past_key_values": output.past_key_values}
+
     def _encode_offsets(self, text: str) -> list[tuple[int, int, int]]:
         with self._tok_lock:
             enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)

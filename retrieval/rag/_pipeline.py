@@ -4,7 +4,8 @@
 (answer, cited passages with KILT provenance, the passages and demonstrations used, the prompt); ``stream``
 yields events for server-sent streaming.  Label tasks (fact checking) are answered by rank classification
 when the generator can score continuations (the label the model finds most likely), else by generation.  Short
-answers are spans copied from the passages when the generator can constrain decoding (``_spans``; ``span_answers``).
+answers are spans copied from the passages: chosen by the span reader (``_reader``) when the generator can score
+continuations, else decoded under a constraint (``_spans``) when it can do that (``span_answers``).
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from genret.indexing import GenretError
 
 from .._contract import Demo, Hit, Retriever
-from ._generator import Generator, Prompt
+from ._generator import GenerationCancelled, Generator, Prompt
 from ._labels import Calibration, LabelScorer, with_labels
 from ._prompt import ANSWER_TASKS, AnswerTask, build_prompt, one_line, parse_answer, resolve_answer_task
+from ._reader import SpanReader
 from ._spans import AnswerSpan, ground
 
 
@@ -33,8 +35,12 @@ class RagConfig(BaseModel):
     demos: int = Field(2, ge=0, le=32, description="demonstrations put in the prompt")
     demo_source: Literal["udr", "bm25", "random"] = Field("udr", description="how demonstrations are chosen")
     max_passage_tokens: int = Field(200, ge=8)
-    span_answers: bool = Field(True, description="short answers: decode only spans of the passages in the prompt "
-                                                 "(when the generator can constrain decoding; else generate freely)")
+    span_answers: bool = Field(True, description="short answers: copy a span of the passages in the prompt "
+                                                 "(when the generator can score or constrain decoding; else generate "
+                                                 "freely)")
+    span_reader: str = Field("packaged", description="span answers: 'packaged' (the span reader fitted for the "
+                                                     "packaged model), a reader JSON file (`genret train reader`), "
+                                                     "or 'greedy' (constrained greedy decoding, no reader)")
     label_scoring: bool = Field(True, description="label tasks: pick the most likely label when possible")
     label_calibration: Calibration = Field(
         "none", description="label scoring: plain log-likelihood, or calibrated (content-free inputs or the "
@@ -79,6 +85,9 @@ class RagPipeline:
         self.config = config or RagConfig()
         self.tasks = with_labels(tasks or ANSWER_TASKS, self.config.labels)
         self._labels = LabelScorer(generator, self.config.label_calibration)
+        reader = self.config.span_reader
+        self._reader = (None if reader == "greedy" else SpanReader.default() if reader == "packaged"
+                        else SpanReader.load(reader))
 
     # --- the parts -------------------------------------------------------------------------------------
     def _retrieve(self, queries: Sequence[str], task: str | None) -> list[list[Hit]]:
@@ -112,26 +121,44 @@ class RagPipeline:
             return None
         return self._labels.pick(spec, [p for p, _, _ in prepared], [len(h) for _, h, _ in prepared])
 
-    def _answer(self, query: str, name: str, spec: AnswerTask, raw: str, prepared) -> RagAnswer:
+    def _answer(self, query: str, name: str, spec: AnswerTask, raw: str, prepared, copied: int = 0) -> RagAnswer:
         prompt, hits, demos = prepared
         answer, cited = parse_answer(spec, raw, len(hits))
-        answer, cited, span = ground(spec.form, answer, cited, hits)
+        answer, cited, span = ground(spec.form, answer, cited or ([copied] if copied else []), hits)
         return RagAnswer(query=query, task=name, answer=answer, raw=raw,
                          citations=tuple(Citation(n, hits[n - 1]) for n in cited), passages=tuple(hits),
                          demos=tuple(demos), prompt=tuple(prompt), span=span)
 
     def _spans(self, spec: AnswerTask, prepared: list, queries: Sequence[str],
-               max_new_tokens: int | None) -> list[str] | None:
-        """Short answers copied from the passages (constrained decoding), or None (other forms, no passages,
-        ``span_answers`` off, or a generator that cannot constrain decoding)."""
+               max_new_tokens: int | None) -> list[tuple[str, int]] | None:
+        """Short answers copied from the passages, each with the number of the passage it was copied from (0: not
+        known) — chosen by the span reader where the generator can score, else by constrained decoding —, or None
+        (other forms, no passages, ``span_answers`` off, or a generator that can do neither)."""
         if spec.form != "short" or not self.config.span_answers or not all(h for _, h, _ in prepared):
             return None
-        try:
-            return self.generator.generate_spans([p for p, _, _ in prepared],
-                                                 [[one_line(h.text or "") for h in hits] for _, hits, _ in prepared],
-                                                 max_new_tokens=max_new_tokens, avoid=queries)
-        except GenretError:
-            return None
+        texts = [[one_line(h.text or "") for h in hits] for _, hits, _ in prepared]
+        out: list[tuple[str, int] | None] = [None] * len(prepared)
+        if self._reader is not None:
+            try:
+                for i, ((prompt, hits, _), t, q) in enumerate(zip(prepared, texts, queries)):
+                    best = self._reader.read(self.generator, prompt, t, q, [h.provenance.title for h in hits])
+                    out[i] = (best.text, best.number) if best else None
+            except GenerationCancelled:
+                raise
+            except GenretError:  # a generator that cannot score: constrained decoding below
+                pass
+        rest = [i for i, o in enumerate(out) if o is None]  # no reader, or no candidate in the focus sentences
+        if rest:
+            try:
+                raws = self.generator.generate_spans([prepared[i][0] for i in rest], [texts[i] for i in rest],
+                                                     max_new_tokens=max_new_tokens, avoid=[queries[i] for i in rest])
+            except GenerationCancelled:
+                raise
+            except GenretError:
+                return None
+            for i, raw in zip(rest, raws):
+                out[i] = (raw, 0)
+        return out
 
     # --- public ----------------------------------------------------------------------------------------
     def batch_answer(self, queries: Sequence[str], *, task: str | None = None,
@@ -145,12 +172,23 @@ class RagPipeline:
         name, spec = resolve_answer_task(task, self.tasks)
         prepared = self.prepare(queries, task, exclude, history)
         prompts = [p for p, _, _ in prepared]
-        raws = self._label_by_score(spec, prepared)
-        if raws is None:
-            raws = self._spans(spec, prepared, queries, max_new_tokens)
-        if raws is None:
-            raws = self.generator.generate(prompts, max_new_tokens=max_new_tokens, stop=stop)
-        return [self._answer(q, name, spec, raw, prep) for q, raw, prep in zip(queries, raws, prepared)]
+        copied = self._spans(spec, prepared, queries, max_new_tokens)
+        if copied is None:
+            raws = self._label_by_score(spec, prepared)
+            if raws is None:
+                raws = self.generator.generate(prompts, max_new_tokens=max_new_tokens, stop=stop)
+            copied = [(r, 0) for r in raws]
+        return [self._answer(q, name, spec, raw, prep, n) for q, (raw, n), prep in zip(queries, copied, prepared)]
+
+    def span_candidates(self, query: str, *, task: str | None = None, reader: SpanReader | None = None) -> list:
+        """The span reader's candidates for ``query`` (``_reader.Candidate``: text, passage number, offsets, features)
+        under this pipeline's prompt and passages; ``reader``: another reader's candidate settings (for fitting)."""
+        reader = reader or self._reader or SpanReader()
+        prompt, hits, _ = self.prepare([query], task)[0]
+        if not hits:
+            return []
+        return reader.candidates(self.generator, prompt, [one_line(h.text or "") for h in hits], query,
+                                 [h.provenance.title for h in hits])
 
     def answer(self, query: str, *, task: str | None = None, max_new_tokens: int | None = None,
                stop: Sequence[str] = (), history: Sequence[dict] = ()) -> RagAnswer:
@@ -168,9 +206,11 @@ class RagPipeline:
         prepared = self.prepare([query], task, history=history)[0]
         prompt, hits, demos = prepared
         yield "passages", (hits, demos)
-        labels = self._label_by_score(spec, [prepared]) or self._spans(spec, [prepared], [query], max_new_tokens)
-        if labels is not None:
-            raw = labels[0]
+        copied = self._spans(spec, [prepared], [query], max_new_tokens)
+        labels = self._label_by_score(spec, [prepared])
+        number = 0
+        if copied is not None or labels is not None:
+            raw, number = copied[0] if copied is not None else (labels[0], 0)
             yield "token", raw
         else:
             pieces = []
@@ -179,7 +219,7 @@ class RagPipeline:
                     pieces.append(piece)
                     yield "token", piece
             raw = "".join(pieces).strip()
-        yield "answer", self._answer(query, name, spec, raw, prepared)
+        yield "answer", self._answer(query, name, spec, raw, prepared, number)
 
     def stream(self, query: str, *, task: str | None = None, max_new_tokens: int | None = None,
                stop: Sequence[str] = ()) -> Iterator[dict]:

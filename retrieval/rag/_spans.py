@@ -30,7 +30,7 @@ _ARTICLES = {"a", "an", "the"}
 _ARTICLE = re.compile(r"^(the|an?)\s+(?=\S)", re.IGNORECASE)
 # words a short answer does not start with (function words; articles may start one: answer metrics drop them), nor
 # does it hold a word of the question (case-sensitive: the question's words are what it asks about, not the answer)
-_NO_START = {"and", "or", "of", "in", "on", "at", "to", "for", "by", "with", "from", "as", "is",
+FUNCTION_WORDS = {"and", "or", "of", "in", "on", "at", "to", "for", "by", "with", "from", "as", "is",
              "are", "was", "were", "be", "been", "it", "its", "this", "that", "these", "those", "which", "who", "he",
              "she", "they", "his", "her", "their", "but", "not", "also", "has", "have", "had", ""}
 
@@ -68,7 +68,7 @@ class SpanTrie:
         for text in focus_sentences(texts, avoid, focus):
             for m in _WORD.finditer(text):
                 word = _TERM.sub("", m.group())
-                if word.lower() in _NO_START or word in asked:
+                if word.lower() in FUNCTION_WORDS or word in asked:
                     continue
                 piece = text[m.start():m.start() + max_chars]
                 # the span stops before the next word of the question
@@ -107,25 +107,25 @@ class SpanTrie:
         return out or self.eos
 
 
-_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
+SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
 
 
-def _content(text: str) -> set[str]:
-    return {w.lower() for w in re.findall(r"\w+", text)} - _NO_START
+def content_terms(text: str) -> set[str]:
+    return {w.lower() for w in re.findall(r"\w+", text)} - FUNCTION_WORDS
 
 
 def focus_sentences(texts: Sequence[str], question: str, focus: int) -> list[str]:
     """The ``focus`` sentences of ``texts`` sharing most content words with ``question`` (passage order kept; ties
     go to the earlier passage), where the answer to it most likely is; all of ``texts`` when ``focus`` is 0 or no
     sentence shares a word."""
-    q = _content(question)
+    q = content_terms(question)
     if not focus or not q:
         return list(texts)
-    sents = [s for t in texts for s in _SENTENCE.split(t) if s.strip()]
-    scored = sorted(range(len(sents)), key=lambda i: (-len(q & _content(sents[i])), i))[:focus]
-    if not scored or not q & _content(sents[scored[0]]):
+    sents = [s for t in texts for s in SENTENCE_BREAK.split(t) if s.strip()]
+    scored = sorted(range(len(sents)), key=lambda i: (-len(q & content_terms(sents[i])), i))[:focus]
+    if not scored or not q & content_terms(sents[scored[0]]):
         return list(texts)
-    return [sents[i] for i in sorted(scored) if q & _content(sents[i])]
+    return [sents[i] for i in sorted(scored) if q & content_terms(sents[i])]
 
 
 def _prune(node: _Node) -> bool:

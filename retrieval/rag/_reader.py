@@ -1,0 +1,251 @@
+"""The span reader: a short answer chosen among the spans of the passages, scored by the generator and a linear model.
+
+Constrained greedy decoding (``_spans.SpanTrie``) commits to the first token it likes; the reader instead scores
+every candidate.  Candidates start at a word of the ``focus`` sentences sharing most words with the question (not a
+function word, nor a word of the question) and run up to ``max_words`` words (stopping before a question word);
+each of their word-boundary prefixes is one candidate.  The generator gives, in two forward passes per question,
+log p(candidate | prompt) and the log-probability that the answer ends there (``Generator.span_logprobs``).  A
+linear model over those and a few features of the question and the span (``span_features``: question type × span
+shape, distance to the question's words, the sentence's rank) picks the answer; its weights are fitted on training
+questions with gold answers (``fit_reader``: a list-wise softmax over each question's candidates, as a reader is
+trained) and saved as JSON (``SpanReader.save`` / ``load``).  The packaged weights (``span_reader.json``) were fitted
+with the packaged SmolLM2-135M on mini-KILT squad train questions (``genret train reader``); with weights all zero
+but ``logp`` and ``end_logp`` it is the model's own sequence probability.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from genret.indexing import GenretError, IndexFormatError, write_json_atomic
+
+from ._generator import Generator, Prompt
+from ._spans import FUNCTION_WORDS, SENTENCE_BREAK, content_terms
+
+READER_FORMAT = "genret-span-reader/1"
+_DEFAULT = Path(__file__).with_name("span_reader.json")
+_WORD = re.compile(r"\S+")
+_TERM = re.compile(r"\W+")
+_ARTICLES = {"a", "an", "the"}
+_MONTHS = {"january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
+           "november", "december"}
+# question types, first match wins (the span shapes each asks for are learnt, not written here)
+QUESTION_TYPES = (
+    ("when", r"\bwhen\b|\b(what|which) (year|century|decade|month|day|date|time|period)\b"),
+    ("quantity", r"\bhow (many|much|long|old|far|large|big|tall|high|often|fast)\b"
+                 r"|\bwhat (percentage|percent|number|amount|proportion)\b"),
+    ("who", r"\bwho(m|se)?\b"),
+    ("where", r"\bwhere\b|\b(what|which) (country|city|place|state|region|continent|location)\b"),
+    ("why", r"\bwhy\b"),
+    ("how", r"\bhow\b"),
+    ("what", r""),
+)
+SPAN_SHAPES = ("digit", "year", "capital", "all_capital", "month")
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """The longest candidate from one start word: passage ``number`` (1-based), character ``start`` in its text,
+    its ``text``; the sentence it is in (``sentence``, with the piece at ``offset``), that sentence's ``rank`` among the
+    focus sentences and how many question words it shares (``overlap``)."""
+
+    number: int
+    start: int
+    text: str
+    sentence: str
+    offset: int
+    rank: int
+    overlap: int
+
+
+def span_pieces(texts: Sequence[str], question: str, *, focus: int, max_words: int,
+                titles: Sequence[str] = ()) -> list[Piece]:
+    """The candidate pieces of ``texts`` (the passages, in prompt order) for ``question``: one per start word of the
+    ``focus`` sentences sharing most content words with it (ties: the earlier one), then the passages' distinct
+    ``titles`` where they occur in their passage's text (rank -1: the answer to "which module / person / …" is often
+    the page a passage is from)."""
+    asked = set(re.findall(r"\w+", question))
+    q = content_terms(question)
+    sents = []  # (passage number, char start in the passage, sentence)
+    for n, text in enumerate(texts, 1):
+        pos = 0
+        for s in SENTENCE_BREAK.split(text):
+            at = text.find(s, pos)
+            pos = at + len(s)
+            if s.strip():
+                sents.append((n, at, s))
+    order = sorted(range(len(sents)), key=lambda i: (-len(q & content_terms(sents[i][2])), i))[:max(focus, 1)]
+    pieces = []
+    for rank, i in enumerate(order):
+        n, at, sent = sents[i]
+        words = list(_WORD.finditer(sent))
+        for k, m in enumerate(words):
+            word = _TERM.sub("", m.group())
+            if not word or word.lower() in FUNCTION_WORDS or word.lower() in _ARTICLES or word in asked:
+                continue
+            last = m
+            for w in words[k + 1:k + max_words]:
+                if _TERM.sub("", w.group()) in asked:
+                    break
+                last = w
+            pieces.append(Piece(n, at + m.start(), sent[m.start():last.end()], sent, m.start(),
+                                rank, len(q & content_terms(sent))))
+    seen = set()
+    for n, (title, text) in enumerate(zip(titles, texts), 1):
+        m = re.search(rf"(?<!\w){re.escape(title)}(?!\w)", text) if title and title not in question else None
+        if m and title not in seen:  # the title as it occurs in its passage (so still a span of it)
+            seen.add(title)
+            pieces.append(Piece(n, m.start(), title, text, m.start(), -1, len(q & content_terms(title))))
+    return pieces
+
+
+def question_type(question: str) -> str:
+    q = question.lower()
+    return next(name for name, pattern in QUESTION_TYPES if re.search(pattern, q))
+
+
+def _shapes(span: str) -> dict[str, bool]:
+    words = span.split()
+    content = [w for w in words if w.lower() not in FUNCTION_WORDS and w.lower() not in _ARTICLES]
+    return {"digit": any(c.isdigit() for c in span), "year": bool(re.search(r"\b(1\d{3}|20\d{2})s?\b", span)),
+            "capital": span[:1].isupper(), "all_capital": bool(content) and all(w[:1].isupper() for w in content),
+            "month": any(w.lower().strip(",.;") in _MONTHS for w in words)}
+
+
+def span_features(question: str, piece: Piece, end: int, logp: float, end_logp: float,
+                  first_logp: float, n_tokens: int) -> dict[str, float]:
+    """The features of the candidate ``piece.text[:end]`` (scores from ``Generator.span_logprobs``)."""
+    span = piece.text[:end]
+    asked = content_terms(question)
+    a, b = piece.offset, piece.offset + end
+    left = [w.lower() for w in re.findall(r"\w+", piece.sentence[:a])]
+    right = [w.lower() for w in re.findall(r"\w+", piece.sentence[b:])]
+    near = min(next((i for i, w in enumerate(reversed(left)) if w in asked), 50),
+               next((i for i, w in enumerate(right) if w in asked), 50))
+    n_words = len(span.split())
+    after = piece.sentence[b:b + 1]
+    f = {"logp": logp, "end_logp": end_logp, "first_logp": first_logp, "tokens": float(n_tokens),
+         "words": float(n_words), "one_word": float(n_words == 1), "log_distance": math.log1p(near),
+         "window": float(sum(w in asked for w in left[-4:] + right[:4])), "sentence_rank": float(piece.rank),
+         "passage": float(piece.number), "overlap": float(piece.overlap), "title": float(piece.rank < 0),
+         "ends_clause": float(after in ("", ",", ".", ";", ")", ":")),
+         "continues": float(bool(re.match(r"\W*\b(and|or|of|in|the|to|a)\b", piece.sentence[b:])))}
+    qtype, shapes = question_type(question), _shapes(span)
+    for name, _ in QUESTION_TYPES:
+        for shape in SPAN_SHAPES:
+            f[f"{name}:{shape}"] = float(name == qtype and shapes[shape])
+    for shape in SPAN_SHAPES:
+        f[shape] = float(shapes[shape])
+    return f
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One scored candidate: passage ``number``, character offsets in that passage's text, the text, features."""
+
+    number: int
+    start: int
+    end: int
+    text: str
+    features: dict[str, float]
+
+
+class SpanReader(BaseModel):
+    """Candidate settings and the linear model's weights (feature name → weight; missing names weigh 0)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    format: str = READER_FORMAT
+    focus: int = Field(2, ge=1, description="sentences the candidates come from (those sharing most question words)")
+    max_words: int = Field(6, ge=1, le=32, description="longest candidate, in words")
+    weights: dict[str, float] = Field(default_factory=lambda: {"logp": 1.0, "end_logp": 1.0})
+    fitted_on: str = Field("", description="what the weights were fitted on (model, data, command)")
+
+    @classmethod
+    def default(cls) -> SpanReader:
+        """The packaged reader (fitted for the packaged SmolLM2-135M)."""
+        return cls.load(_DEFAULT)
+
+    @classmethod
+    def load(cls, path: str | Path) -> SpanReader:
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            reader = cls.model_validate(data)
+        except (OSError, ValueError) as exc:
+            raise IndexFormatError(f"{path}: not a span reader file ({exc})") from exc
+        if reader.format != READER_FORMAT:
+            raise IndexFormatError(f"{path}: span reader format {reader.format!r}, this genret reads {READER_FORMAT}")
+        return reader
+
+    def save(self, path: str | Path) -> None:
+        write_json_atomic(Path(path), self.model_dump())
+
+    def candidates(self, generator: Generator, prompt: Prompt, texts: Sequence[str], question: str,
+                   titles: Sequence[str] = ()) -> list[Candidate]:
+        """Every candidate of the passages ``texts`` (and their ``titles``) with its features (``GenretError`` if the
+        generator cannot score)."""
+        pieces = span_pieces(texts, question, focus=self.focus, max_words=self.max_words, titles=titles)
+        if not pieces:
+            return []
+        out = []
+        for piece, rows in zip(pieces, generator.span_logprobs(prompt, [p.text for p in pieces])):
+            for k, (end, logp, end_logp) in enumerate(rows):
+                if piece.rank < 0 and end < len(piece.text):
+                    continue  # a title is a candidate whole
+                if end < len(piece.text) and piece.text[end].isalnum():
+                    continue  # inside a word
+                span = piece.text[:end].rstrip(",;:")
+                if not span or span.lower() in _ARTICLES:
+                    continue
+                feats = span_features(question, piece, end, logp, end_logp, rows[0][1], k + 1)
+                out.append(Candidate(piece.number, piece.start, piece.start + len(span), span, feats))
+        return out
+
+    def score(self, candidate: Candidate) -> float:
+        return sum(self.weights.get(k, 0.0) * v for k, v in candidate.features.items())
+
+    def read(self, generator: Generator, prompt: Prompt, texts: Sequence[str], question: str,
+             titles: Sequence[str] = ()) -> Candidate | None:
+        """The best candidate (ties: the first), or None when the passages hold none."""
+        cands = self.candidates(generator, prompt, texts, question, titles)
+        return max(cands, key=self.score) if cands else None
+
+
+def fit_reader(examples: Sequence[tuple[Sequence[Candidate], Sequence[bool]]], *, l2: float = 1.0,
+               base: SpanReader | None = None, fitted_on: str = "") -> SpanReader:
+    """Weights that maximise the probability of the right candidates (a softmax over each question's candidates;
+    questions with no right candidate are skipped), with an L2 penalty ``l2`` on standardised features (L-BFGS,
+    torch)."""
+    import torch
+
+    used = [(c, y) for c, y in examples if any(y)]
+    if not used:
+        raise GenretError("no training question has a right candidate among the passages: nothing to fit")
+    names = sorted({k for c, _ in used for cand in c for k in cand.features})
+    xs = [torch.tensor([[cand.features.get(k, 0.0) for k in names] for cand in c], dtype=torch.float64)
+          for c, _ in used]
+    ys = [torch.tensor(list(y), dtype=torch.bool) for _, y in used]
+    allx = torch.cat(xs)
+    mean, std = allx.mean(0), allx.std(0).clamp_min(1e-6)
+    xs = [(x - mean) / std for x in xs]
+    w = torch.zeros(len(names), dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w], max_iter=300, line_search_fn="strong_wolfe")
+
+    def loss() -> torch.Tensor:
+        opt.zero_grad()
+        nll = sum(torch.logsumexp(x @ w, 0) - torch.logsumexp((x @ w)[y], 0) for x, y in zip(xs, ys)) / len(xs)
+        total = nll + l2 * w.pow(2).sum() / (2 * len(xs))
+        total.backward()
+        return total
+
+    opt.step(loss)
+    raw = (w.detach() / std).tolist()  # weights on the raw features (the mean shifts every score alike)
+    base = base or SpanReader()
+    return base.model_copy(update={"weights": {k: round(v, 6) for k, v in zip(names, raw) if abs(v) > 1e-9},
+                                   "fitted_on": fitted_on})
