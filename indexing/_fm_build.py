@@ -19,7 +19,8 @@ Files: ``fm/shard-NNN/*.npy`` (see ``_fm_index``) and ``fm/tokenizer/*`` (``save
 in the component with size and sha256.  Shards hold contiguous unit-id ranges of about equal size.
 
 Parallel build (``FMConfig.workers``, default: one per CPU; 1 = everything in this process).  Units are read
-in batches and tokenized by ``workers`` spawned processes whose output is consumed in order (``imap``), so
+in batches and tokenized by ``workers`` processes (forked, or spawned when other threads run: a script then
+needs the ``if __name__ == "__main__":`` guard) whose output is consumed in order, so
 the index does not depend on the number of workers.  Each complete shard is built in a process of its own
 (``FMIndex.from_flat`` + ``save``) while the next shards are tokenized; a shard build waits while the builds
 already running, plus this one, would need more than 80 % of the memory available at the start (estimated
@@ -30,9 +31,12 @@ one tokenizer per worker (~150 MB each for the packaged tokenizer).
 
 from __future__ import annotations
 
+import collections
+import itertools
 import logging
 import multiprocessing
 import os
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, wait
@@ -103,26 +107,67 @@ _PARALLEL_MIN_UNITS = 20_000  # below this, worker start-up (a tokenizer each) c
 _worker: dict[str, Any] = {}
 
 
-def _init_worker(spec: str, lowercase: bool, markers: tuple[int, int], dtype: str) -> None:
-    _worker.update(tokenizer=load_tokenizer(spec), lowercase=lowercase, markers=markers, dtype=np.dtype(dtype))
+class _Encoder:
+    """``encode_texts`` of one tokenizer, through its Rust backend when it has one (``tokenizers.Tokenizer``,
+    rebuilt from its JSON in worker processes: no transformers import, and none of transformers' per-text
+    conversion, which costs half as much as the tokenization itself); ``tests/indexing/test_fm_build_parallel``
+    checks that both give the same ids."""
+
+    def __init__(self, tokenizer: Any = None, backend_json: str | None = None, lowercase: bool = False) -> None:
+        self.lowercase = lowercase
+        self.tokenizer = tokenizer
+        self.backend = None
+        if backend_json is not None:
+            from tokenizers import Tokenizer
+
+            self.backend = Tokenizer.from_str(backend_json)
+        elif getattr(tokenizer, "is_fast", False):
+            from tokenizers import Tokenizer
+
+            self.backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())  # a private copy
+        if self.backend is not None:
+            self.backend.encode_special_tokens = True  # = split_special_tokens=True
+
+    def __call__(self, texts: list[str]) -> list[list[int]]:
+        if self.backend is None:
+            return encode_texts(self.tokenizer, texts, lowercase=self.lowercase)
+        if not texts:
+            return []
+        texts = [t.lower() for t in texts] if self.lowercase else texts
+        return [e.ids for e in self.backend.encode_batch(texts, add_special_tokens=False)]
 
 
-def _encode_units(tokenizer: Any, lowercase: bool, markers: tuple[int, int], dtype: np.dtype,
+def _init_worker(backend_json: str | None, spec: str, lowercase: bool, markers: tuple[int, int],
+                 dtype: str) -> None:
+    encoder = _Encoder(load_tokenizer(spec) if backend_json is None else None, backend_json, lowercase)
+    _worker.update(encoder=encoder, markers=markers, dtype=np.dtype(dtype))
+
+
+def _encode_units(encoder: _Encoder, markers: tuple[int, int], dtype: np.dtype,
                   batch: tuple[list[str], list[str]]) -> tuple[np.ndarray, np.ndarray]:
     """One batch of units (titles, texts) -> (concatenated token ids in the unit layout, per-unit lengths)."""
     titles, texts = batch
-    start, end = markers
-    ids = encode_texts(tokenizer, titles + texts, lowercase=lowercase)
     n = len(titles)
-    docs = [np.array([start, *ids[k], end, *ids[n + k]], dtype=dtype) for k in range(n)]
-    lengths = np.array([len(d) for d in docs], dtype=np.int64)
-    return (np.concatenate(docs) if docs else np.zeros(0, dtype)), lengths
+    ids = encoder(titles + texts)
+    tl = np.fromiter(map(len, ids[:n]), np.int64, n)
+    xl = np.fromiter(map(len, ids[n:]), np.int64, n)
+    lengths = tl + xl + 2
+    ends = np.cumsum(lengths)
+    starts = ends - lengths
+    out = np.empty(int(ends[-1]) if n else 0, dtype)
+    out[starts] = markers[0]
+    out[starts + tl + 1] = markers[1]
+    for part, sizes, first in ((ids[:n], tl, starts + 1), (ids[n:], xl, starts + tl + 2)):
+        total = int(sizes.sum())
+        if total:
+            flat = np.fromiter(itertools.chain.from_iterable(part), dtype, total)
+            out[np.repeat(first - (np.cumsum(sizes) - sizes), sizes) + np.arange(total)] = flat
+    return out, lengths
 
 
 def _encode_batch(batch: tuple[list[str], list[str]]) -> tuple[np.ndarray, np.ndarray]:
-    """``_encode_units`` in a worker process (its tokenizer loaded once by ``_init_worker``)."""
-    w = _worker
-    return _encode_units(w["tokenizer"], w["lowercase"], w["markers"], w["dtype"], batch)
+    """``_encode_units`` in a worker process (its encoder made once by ``_init_worker``)."""
+    return _encode_units(_worker["encoder"], _worker["markers"], _worker["dtype"], batch)
 
 
 def _build_shard(tokens_path: str, lengths: np.ndarray, vocab: int, sa_sample: int, out: str,
@@ -132,6 +177,26 @@ def _build_shard(tokens_path: str, lengths: np.ndarray, vocab: int, sa_sample: i
     index = FMIndex.from_flat(tokens, lengths, vocab, sa_sample=sa_sample, progress=progress)
     del tokens
     return index.save(out), index.params()
+
+
+def _ordered_map(pool: ProcessPoolExecutor, fn: Any, items: Iterator[Any], window: int) -> Iterator[Any]:
+    """``fn`` over ``items`` in ``pool``, results in input order, at most ``window`` in flight (a dead worker
+    raises ``BrokenProcessPool`` instead of hanging)."""
+    pending: collections.deque[Future] = collections.deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) >= window:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+def _mp_context() -> Any:
+    """``fork`` when this process runs no other Python thread (the children inherit the loaded tokenizer and
+    need no importable ``__main__``), else ``spawn`` (safe next to threads)."""
+    if "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1:
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("spawn")
 
 
 def _mem_available() -> int:
@@ -165,7 +230,7 @@ class _ShardWriter:
         self.lengths: list[np.ndarray] = []
         self.n_units = 0  # units received so far
         self.results: dict[int, Future | tuple[list[str], dict[str, Any]]] = {}
-        self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) \
+        self.pool = ProcessPoolExecutor(workers, mp_context=_mp_context()) \
             if workers > 1 and len(cuts) > 2 else None
         self.budget = 0.8 * _mem_available()
         self.running: dict[Future, int] = {}
@@ -230,18 +295,20 @@ def build_fm(store: UnitStore, out_dir: Path, config: FMConfig, progress: bool =
     if n_units < _PARALLEL_MIN_UNITS and config.workers is None:
         workers = 1
     writer = _ShardWriter(fm_dir, cuts, vocab, config, workers, progress)
-    args = (config.tokenizer, config.lowercase, (start, end), dtype.str)
+    encoder = _Encoder(tokenizer, lowercase=config.lowercase)
+    backend_json = encoder.backend.to_str() if encoder.backend is not None and workers > 1 else None
+    args = (backend_json, config.tokenizer, config.lowercase, (start, end), dtype.str)
     try:
         with progress_bar(n_units, "tokenizing units (fm)", progress) as bar:
             if workers > 1:
-                ctx = multiprocessing.get_context("spawn")
-                with ctx.Pool(workers, initializer=_init_worker, initargs=args) as pool:
-                    for flat, lengths in pool.imap(_encode_batch, _batches(store)):
+                with ProcessPoolExecutor(workers, mp_context=_mp_context(), initializer=_init_worker,
+                                         initargs=args) as pool:
+                    for flat, lengths in _ordered_map(pool, _encode_batch, _batches(store), 2 * workers):
                         writer.add(flat, lengths)
                         bar.update(len(lengths))
             else:
                 for batch in _batches(store):
-                    flat, lengths = _encode_units(tokenizer, config.lowercase, (start, end), dtype, batch)
+                    flat, lengths = _encode_units(encoder, (start, end), dtype, batch)
                     writer.add(flat, lengths)
                     bar.update(len(lengths))
         built = writer.finish()

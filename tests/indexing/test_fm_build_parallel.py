@@ -57,3 +57,20 @@ def test_shard_writer_cuts_batches_and_empty_shards(tmp_path):
     built = writer.finish()
     assert [p["n_docs"] for _, p in built] == [0, 2, 3, 0]
     assert [p["n_tokens"] for _, p in built] == [0, 4, 3, 0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lowercase", [False, True])
+def test_backend_encoder_equals_encode_texts(lowercase):
+    from genret.indexing import encode_texts, load_tokenizer
+    from genret.indexing._fm_build import _Encoder, _encode_units
+
+    tok = load_tokenizer("smollm2-135m-instruct")
+    texts = ["Le café <|im_end|> «x»", " <|im_start|>user", "", "  spaces  ", "東京 🙂 Köln", "A\\nB\\tC", "<|endoftext|>"]
+    want = encode_texts(tok, texts, lowercase=lowercase)
+    enc = _Encoder(tok, lowercase=lowercase)
+    assert enc.backend is not None and enc(texts) == want
+    assert _Encoder(None, enc.backend.to_str(), lowercase)(texts) == want  # as rebuilt in a worker
+    flat, lengths = _encode_units(enc, (1, 2), np.dtype(np.uint16), (texts[:3], texts[3:6]))
+    docs = [[1, *want[k], 2, *want[3 + k]] for k in range(3)]
+    assert lengths.tolist() == [len(d) for d in docs] and flat.tolist() == sum(docs, [])
