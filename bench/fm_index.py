@@ -1,4 +1,9 @@
-"""Benchmark of the FM-index (``genret.indexing._fm_index``) against tokengrams and a plain numpy suffix array.
+"""Benchmark of the FM-index (``genret.indexing._fm_index``) against the previous one, tokengrams and infini-gram.
+
+Systems: ``fm`` (memory-mapped wavelet matrix, numba kernels), ``fm-v1`` (the previous index, ``bench/_fm_v1.py``:
+the ``wavelet-matrix`` package rebuilt at every open), ``tokengrams`` (Rust suffix table), ``infini-gram`` (C++
+suffix array engine, memory-mapped; its licence rules it out as a dependency, not as a yardstick) and
+``numpy-sa`` (tokens + int32 suffix array, ``bisect``).  Yardsticks: ``pip install -e '.[bench]'``.
 
 Corpora: Zipf-distributed synthetic token ids (vocabulary 50k, documents of ~100 tokens) of the given sizes, and
 the mini-KILT knowledge sources (one document per paragraph, laid out as ``[1] title [2] paragraph`` like the
@@ -6,12 +11,13 @@ the mini-KILT knowledge sources (one document per paragraph, laid out as ``[1] t
 so its peak RSS is its own.  Queries are n-grams sampled from random document positions (so frequent tokens are
 frequent prefixes, as in decoding); all systems answer the same queries in the same run.
 
-    python bench/fm_index.py [--sizes 1e6,1e7] [--full] [--no-minikilt] [--queries 1000] [--sa-sample 32]
-                             [--systems fm,tokengrams,numpy-sa]
+    python bench/fm_index.py [--sizes 1e7,5e7] [--full] [--no-minikilt] [--queries 1000] [--sa-sample 32]
+                             [--systems fm,fm-v1,tokengrams,infini-gram]
 
-Columns: build time (FM: arrays written; the wavelet matrix is built on load, column ``load s``), tokens/s,
-peak RSS of the build process, bytes/token on disk, bytes/token of RSS added by loading (FM: memory-mapped
-arrays + the in-RAM wavelet matrix), then median / p99 latency in µs of ``count`` (3-grams), ``next_tokens``
+Columns: build time (arrays written), tokens/s, peak RSS of the build process, bytes/token on disk, open time,
+bytes/token of RSS added by opening (peak during the open in brackets) and after all the queries (FM: the
+memory-mapped pages the queries touched, page cache; fm-v1: + its wavelet matrix in anonymous memory), then
+median / p99 latency in µs of ``count`` (3-grams), ``next_tokens``
 (1-token and 3-token prefixes; "step": ``next_tokens_of_range`` + ``extend`` on a range kept from the previous
 step, the per-token cost of constrained decoding) and ``locate(limit=100)`` (3-grams).
 """
@@ -128,39 +134,109 @@ def dir_bytes(path: Path) -> int:
 
 
 # -- workers (each run in its own process) -------------------------------------------------------------------
-def work_fm(work: Path, q: dict[str, list]) -> dict[str, Any]:
-    from genret.indexing._fm_index import FMIndex
+def _fm_class(v1: bool) -> Any:
+    if v1:
+        sys.path.insert(0, str(ROOT / "bench"))
+        from _fm_v1 import FMIndex
+    else:
+        from genret.indexing._fm_index import FMIndex
+    return FMIndex
 
+
+def work_fm(work: Path, q: dict[str, list], v1: bool = False) -> dict[str, Any]:
+    FMIndex = _fm_class(v1)
     tokens, lengths = np.load(work / "tokens.npy"), np.load(work / "lengths.npy")
     meta = json.loads((work / "meta.json").read_text())
+    if not v1:  # compile / load the kernels first: not part of the build
+        FMIndex.from_flat(np.array([1, 2, 3]), np.array([3]), 5)
     t0 = time.perf_counter()
     index = FMIndex.from_flat(tokens, lengths, meta["vocab"], sa_sample=meta["sa_sample"])
-    index.save(work / "fm")
+    index.save(work / ("fm1" if v1 else "fm"))
     build = time.perf_counter() - t0
-    (work / "fm_params.json").write_text(json.dumps(index.params()))
-    return {"build_s": build, "peak": peak_bytes(), "disk": dir_bytes(work / "fm")}
+    (work / ("fm1_params.json" if v1 else "fm_params.json")).write_text(json.dumps(index.params()))
+    return {"build_s": build, "peak": peak_bytes(), "disk": dir_bytes(work / ("fm1" if v1 else "fm"))}
 
 
-def query_fm(work: Path, q: dict[str, list]) -> dict[str, Any]:
-    import wavelet_matrix  # noqa: F401 - imported before the baseline is taken
+def _reset_peak() -> None:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
+    except OSError:
+        pass
 
-    from genret.indexing._fm_index import FMIndex
 
-    params = json.loads((work / "fm_params.json").read_text())
+def query_fm(work: Path, q: dict[str, list], v1: bool = False) -> dict[str, Any]:
+    FMIndex = _fm_class(v1)
+    params = json.loads((work / ("fm1_params.json" if v1 else "fm_params.json")).read_text())
+    if v1:
+        import wavelet_matrix  # noqa: F401 - imported before the baseline is taken
+    else:  # the kernels' machine code (numba, llvmlite: ~50 MB) is loaded before the baseline is taken
+        tiny = FMIndex.from_flat(np.array([1, 2, 3, 1, 2]), np.array([3, 2]), 5, sa_sample=2)
+        tiny.next_tokens([1]), tiny.locate([1, 2]), tiny.count([1, 2]), tiny.next_tokens_of_range(tiny.extend(
+            tiny.range_of([1]), 2))
     before = rss_bytes()
+    _reset_peak()
     t0 = time.perf_counter()
-    index = FMIndex.load(work / "fm", params, mmap=True)
+    index = FMIndex.load(work / ("fm1" if v1 else "fm"), params, mmap=True)
     load = time.perf_counter() - t0
-    ram = rss_bytes() - before
+    ram, ram_peak = rss_bytes() - before, peak_bytes() - before
     steps = [(index.range_of(p[:2]), p[2]) for p in q["q3"]]
 
     def step(s: tuple) -> None:
         index.next_tokens_of_range(index.extend(*s))
 
-    out = {"load_s": load, "ram": ram,
+    out = {"load_s": load, "ram": ram, "ram_peak": ram_peak,
            "count3": latency(index.count, q["q3"]), "next1": latency(index.next_tokens, q["q1"]),
            "next3": latency(index.next_tokens, q["q3"]), "step3": latency(step, steps),
            "locate": latency(lambda g: index.locate(g, limit=100), q["q3"][: len(q["q3"]) // 2])}
+    out["ram_after"] = rss_bytes() - before
+    out["mapped"] = index.nbytes()
+    return out
+
+
+def work_infinigram(work: Path, q: dict[str, list]) -> dict[str, Any]:
+    """infini-gram's suffix array over our token ids (its tokenize step skipped: we write its files)."""
+    from infini_gram.engine import InfiniGramEngine
+
+    tokens, lengths = np.load(work / "tokens.npy"), np.load(work / "lengths.npy")
+    save = work / "ig"
+    (work / "ig-data").mkdir(exist_ok=True)
+    save.mkdir(exist_ok=True)
+    starts = np.concatenate([[0], np.cumsum(lengths)])
+    sep = np.array([0xFFFF], np.uint16)
+    offsets, pos = [], 0
+    with open(save / "tokenized.0", "wb") as fh:
+        for a, b in zip(starts[:-1], starts[1:]):
+            offsets.append(pos)
+            chunk = np.concatenate([sep, tokens[a:b].astype(np.uint16)])
+            fh.write(chunk.tobytes())
+            pos += chunk.nbytes
+    np.array(offsets, np.uint64).tofile(save / "offset.0")
+    del tokens
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "infini_gram.indexing", "--data_dir", str(work / "ig-data"),
+                           "--save_dir", str(save), "--token_dtype", "u16", "--mem", "8", "--cpus", "1",
+                           "--ulimit", str(resource.getrlimit(resource.RLIMIT_NOFILE)[1])],
+                          capture_output=True, text=True)
+    build = time.perf_counter() - t0
+    if proc.returncode:
+        raise RuntimeError(proc.stdout[-2000:] + proc.stderr[-2000:])
+    disk = dir_bytes(save)
+    before = rss_bytes()
+    t0 = time.perf_counter()
+    engine = InfiniGramEngine(index_dir=str(save), eos_token_id=0, vocab_size=65535, version=4, token_dtype="u16")
+    load = time.perf_counter() - t0
+    ram = rss_bytes() - before
+
+    def locate(g: list[int]) -> list:
+        seg = engine.find(input_ids=g)["segment_by_shard"][0]
+        docs = engine.get_docs_by_ranks([(0, r) for r in range(seg[0], min(seg[1], seg[0] + 100))], max_disp_len=1)
+        return sorted((d["doc_ix"], d["needle_offset"]) for d in docs)
+
+    out = {"build_s": build, "peak": 0, "disk": disk, "load_s": load, "ram": ram,
+           "count3": latency(lambda g: engine.count(input_ids=g)["count"], q["q3"]),
+           "next1": latency(lambda g: engine.ntd(prompt_ids=g, max_support=10**9), q["q1"]),
+           "next3": latency(lambda g: engine.ntd(prompt_ids=g, max_support=10**9), q["q3"]),
+           "locate": latency(locate, q["q3"][: len(q["q3"]) // 2])}
     out["ram_after"] = rss_bytes() - before
     return out
 
@@ -248,7 +324,9 @@ def work_numpy(work: Path, q: dict[str, list]) -> dict[str, Any]:
             "next3": latency(next_tokens, q["q3"]), "locate": latency(locate, q["q3"][: len(q["q3"]) // 2])}
 
 
-WORKERS = {"fm": work_fm, "fm-query": query_fm, "tokengrams": work_tokengrams, "numpy-sa": work_numpy}
+WORKERS = {"fm": work_fm, "fm-query": query_fm, "fm-v1": lambda w, q: work_fm(w, q, True),
+           "fm-v1-query": lambda w, q: query_fm(w, q, True), "tokengrams": work_tokengrams,
+           "infini-gram": work_infinigram, "numpy-sa": work_numpy}
 
 
 def worker_main(kind: str, work: Path) -> None:
@@ -282,33 +360,42 @@ def bench_corpus(name: str, tokens: np.ndarray, lengths: np.ndarray, vocab: int,
         (work / "queries.json").write_text(json.dumps(q))
         n = len(tokens)
         for system in systems:
-            r = run_worker(system, work)
-            if system == "fm":
-                r.update(run_worker("fm-query", work))
+            try:
+                r = run_worker(system, work)
+                if system in ("fm", "fm-v1"):
+                    r.update(run_worker(f"{system}-query", work))
+            except RuntimeError as exc:
+                print(f"{system} failed: {exc}", file=sys.stderr, flush=True)
+                rows.append(f"| {name} | {n / 1e6:.2f}M | {system} | failed ({str(exc).splitlines()[0][:60]}) |")
+                continue
             mb = r["peak"] / 2**20
-            label = system if system != "fm" or sa_sample == 32 else f"fm (sa_sample={sa_sample})"
+            label = system if not system.startswith("fm") or sa_sample == 32 else f"{system} (sa_sample={sa_sample})"
+            ram = f"{r['ram'] / n:.2f}" + (f" [{r['ram_peak'] / n:.2f}]" if "ram_peak" in r else "")
             row = [name, f"{n / 1e6:.2f}M", label, f"{r['build_s']:.2f}", f"{n / r['build_s'] / 1e6:.2f}",
-                   f"{r['load_s']:.1f}" if "load_s" in r else "–", f"{mb:.0f}", f"{r['disk'] / n:.2f}",
-                   f"{r['ram'] / n:.2f}" + (f" ({r['ram_after'] / n:.2f})" if "ram_after" in r else ""),
+                   f"{mb:.0f}" if mb else "–", f"{r['disk'] / n:.2f}",
+                   f"{r['load_s']:.3f}" if "load_s" in r else "–", ram,
+                   f"{r['ram_after'] / n:.2f}" if "ram_after" in r else "–",
+                   f"{r['mapped'] / n:.2f}" if "mapped" in r else "–",
                    r["count3"], r["next1"], r["next3"], r.get("step3", "–"), r["locate"]]
             rows.append("| " + " | ".join(row) + " |")
             print(rows[-1], file=sys.stderr, flush=True)
     return rows
 
 
-HEADER = ("| corpus | tokens | system | build s | Mtok/s | load s | peak RSS MB | disk B/tok "
-          "| RAM B/tok (after queries) | count 3-gram µs | next_tokens 1-tok µs | next_tokens 3-tok µs "
-          "| decode step µs | locate≤100 µs |\n"
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+HEADER = ("| corpus | tokens | system | build s | Mtok/s | build peak MB | disk B/tok | open s "
+          "| RSS at open B/tok [peak] | RSS after queries B/tok | mapped B/tok | count 3-gram µs "
+          "| next_tokens 1-tok µs | next_tokens 3-tok µs | decode step µs | locate≤100 µs |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="1e6,1e7", help="synthetic corpus sizes in tokens, comma-separated")
     ap.add_argument("--full", action="store_true", help="also 5e7 tokens")
+    ap.add_argument("--only-minikilt", action="store_true", help="no synthetic corpora")
     ap.add_argument("--no-minikilt", action="store_true")
     ap.add_argument("--queries", type=int, default=1000, help="queries per operation (locate: half)")
-    ap.add_argument("--systems", default="fm,tokengrams,numpy-sa")
+    ap.add_argument("--systems", default="fm,fm-v1,tokengrams,infini-gram")
     ap.add_argument("--sa-sample", type=int, default=32, help="FM-index suffix-array sampling rate")
     ap.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -316,7 +403,7 @@ def main() -> None:
         worker_main(args.worker[0], Path(args.worker[1]))
         return
     systems = args.systems.split(",")
-    sizes = [int(float(s)) for s in args.sizes.split(",") if s]
+    sizes = [] if args.only_minikilt else [int(float(s)) for s in args.sizes.split(",") if s]
     if args.full and 50_000_000 not in sizes:
         sizes.append(50_000_000)
     rows, notes = [], []

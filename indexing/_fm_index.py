@@ -62,12 +62,10 @@ class FMIndex(FMQueries):
         self._bits, self._ranks = arrays["wm_bits"], arrays["wm_ranks"]
         self._zeros = np.ascontiguousarray(arrays["wm_zeros"], dtype=np.int64)
         self._C = np.ascontiguousarray(arrays["C"], dtype=np.int64)
-        self._C_list: list[int] = self._C.tolist()
         self._tok = np.asarray(arrays["token_of_sym"], dtype=np.int64)
-        sym = np.full(self.vocab_size, -1, np.int64)
+        sym = np.full(self.vocab_size, -1, np.int32)  # numpy, not lists: a few bytes per vocabulary entry
         sym[self._tok] = np.arange(FIRST_SYM, FIRST_SYM + len(self._tok))
-        self._sym_arr = sym
-        self._sym: list[int] = sym.tolist()
+        self._sym = sym
         self._mbits, self._mranks, self._spos = arrays["sample_bits"], arrays["sample_ranks"], arrays["sample_pos"]
         self._starts = arrays["doc_starts"]
         self.n_rows = int(self._C[-1])
@@ -78,7 +76,6 @@ class FMIndex(FMQueries):
         counts = np.diff(self._C)
         # bottom position of each symbol's block in the wavelet matrix -> LF(i) = bottom(i) + delta[sym]
         self._delta = self._C[:-1] - wv.bottom_starts(counts, self.n_levels)
-        self._delta_list: list[int] = self._delta.tolist()
         self._aux = wv.fm_aux(self._zeros, self._delta, self._C)
         self._root_next = (self._tok.copy(), counts[FIRST_SYM:].astype(np.int64))
         hot = arrays["hot_ranges"]
@@ -224,15 +221,15 @@ class FMIndex(FMQueries):
     def extend(self, rng: FMRange, token: int) -> FMRange:
         """The range of the n-gram of ``rng`` followed by ``token`` (empty for unknown tokens): 2L ``rank1``."""
         lo, hi, length = rng
-        s = self._sym[token] if 0 <= token < self.vocab_size else -1
+        s = int(self._sym[token]) if 0 <= token < self.vocab_size else -1
         if s < 0 or lo >= hi:
             return (0, 0, length + 1)
         if length == 0:  # root: the rows of the suffixes starting with s
-            return (self._C_list[s], self._C_list[s + 1], 1)
+            return (int(self._C[s]), int(self._C[s + 1]), 1)
         a, b = wv.wm_range(self._bits, self._ranks, self._zeros, s, lo, hi)
         if a >= b:
             return (0, 0, length + 1)
-        d = self._delta_list[s]
+        d = int(self._delta[s])
         return (a + d, b + d, length + 1)
 
     def _syms(self, ngram: Sequence[int]) -> np.ndarray:

@@ -63,7 +63,7 @@ def test_shard_writer_cuts_batches_and_empty_shards(tmp_path):
 @pytest.mark.parametrize("lowercase", [False, True])
 def test_backend_encoder_equals_encode_texts(lowercase):
     from genret.indexing import encode_texts, load_tokenizer
-    from genret.indexing._fm_build import _Encoder, _encode_units
+    from genret.indexing._fm_build import _encode_units, _Encoder
 
     tok = load_tokenizer("smollm2-135m-instruct")
     texts = ["Le café <|im_end|> «x»", " <|im_start|>user", "", "  spaces  ", "東京 🙂 Köln", "A\\nB\\tC", "<|endoftext|>"]
