@@ -66,7 +66,8 @@ def test_backend_encoder_equals_encode_texts(lowercase):
     from genret.indexing._fm_build import _encode_units, _Encoder
 
     tok = load_tokenizer("smollm2-135m-instruct")
-    texts = ["Le café <|im_end|> «x»", " <|im_start|>user", "", "  spaces  ", "東京 🙂 Köln", "A\\nB\\tC", "<|endoftext|>"]
+    texts = ["Le café <|im_end|> «x»", " <|im_start|>user", "", "  spaces  ", "東京 🙂 Köln", "A\\nB\\tC",
+             "<|endoftext|>"]
     want = encode_texts(tok, texts, lowercase=lowercase)
     enc = _Encoder(tok, lowercase=lowercase)
     assert enc.backend is not None and enc(texts) == want
