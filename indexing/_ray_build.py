@@ -201,7 +201,7 @@ class EncodeUnits:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         fail_once("dense")
-        ids = [int(i) for i in batch["id"]]
+        ids = [int(i) for i in batch["data"]]
         texts = [unit_text(u.title, u.text, self.with_title) for u in self.store.get(ids)]
         vecs = self.encoder.encode(texts, batch_size=self.batch_size)
         return {"id": np.asarray(ids, dtype=np.int64), "vec": np.asarray(vecs, dtype=np.float32)}
@@ -232,7 +232,11 @@ def _dense(ray: Any, tmp: Path, n_units: int, config: IndexConfig, workers: int 
     chunk = max(cfg.batch_size * 8, 256)  # build_dense's chunks: encoder batches sorted by length inside each
     import ray.data  # noqa: F401 - Ray Data is part of the extra
 
-    ds = ray.data.range(n_units, override_num_blocks=max(1, -(-n_units // chunk)))
+    # the unit ids as in-memory blocks of whole chunks (no read tasks: an actor pool holding every CPU would starve
+    # them), at most ~1,000 blocks
+    per_block = chunk * max(1, -(-n_units // (chunk * 1000)))
+    ids = np.arange(n_units, dtype=np.int64)
+    ds = ray.data.from_numpy([ids[a:a + per_block] for a in range(0, n_units, per_block)])
     gpu_args = {"num_gpus": gpus} if gpus else {}
     # an actor pool restarts a dead actor and retries its batches (Ray Data's defaults for actors)
     ds = ds.map_batches(EncodeUnits, batch_size=chunk, batch_format="numpy",
