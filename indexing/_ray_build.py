@@ -132,9 +132,14 @@ def _build(ray: Any, paths: list[str], out: Path, config: IndexConfig, workers: 
             pending[task.remote(str(tmp), config.bm25)] = "bm25"
         per_component = {c: n_units for c in config.components}
         with progress_bar(n_units * len(config.components), "building on ray (units × components)", progress) as bar:
-            if "dense" in config.components:
-                components["dense"] = _dense(ray, tmp, n_units, config, workers, bar)
-            fm_parts = _collect(ray, pending, bar, cuts, per_component)
+            try:
+                if "dense" in config.components:
+                    components["dense"] = _dense(ray, tmp, n_units, config, workers, bar)
+                fm_parts = _collect(ray, pending, bar, cuts, per_component)
+            except BaseException:  # a part failed for good (or ^C): the others would write into a removed folder
+                for ref in pending:
+                    ray.cancel(ref, force=True)
+                raise
         if "bm25" in config.components:
             components["bm25"] = fm_parts.pop("bm25")
         if "fm" in config.components:

@@ -13,7 +13,15 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from genret.indexing import DenseConfig, Index, IndexConfig, build_index_ray, verify_index  # noqa: E402
+from genret.indexing import (  # noqa: E402
+    DenseConfig,
+    FMConfig,
+    Index,
+    IndexConfig,
+    build_index,
+    build_index_ray,
+    verify_index,
+)
 from genret.retrieval import RetrievalConfig, load_ray_retriever, load_retriever  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -96,7 +104,7 @@ def _compare(path_a, path_b, config, names=("dense", "bm25", "generative"), load
         b.close()
 
 
-def test_a_two_shard_ray_build_is_the_single_machine_index(ray2, tiny_index, retrieval_config):
+def test_a_two_shard_ray_build_is_the_single_machine_index(ray2, tiny_index, retrieval_config, data_dir, tmp_path):
     verify_index(ray2, progress=False)  # every file the manifest lists, by its sha256
     single, sharded = Index(tiny_index).manifest, Index(ray2).manifest
     assert list(sharded.components) == list(single.components)
@@ -108,6 +116,12 @@ def test_a_two_shard_ray_build_is_the_single_machine_index(ray2, tiny_index, ret
     for name in ("dense", "bm25"):
         assert {n: f.size for n, f in sharded.components[name].files.items()} == \
             {n: f.size for n, f in single.components[name].files.items()}
+    fm_only = tmp_path / "fm2"  # a single-machine build with the same FM shards: byte for byte the same arrays
+    build_index(data_dir / "corpus.jsonl", fm_only, IndexConfig(components=("fm",), fm=FMConfig(shards=2)),
+                progress=False)
+    arrays = {n: f.sha256 for n, f in sharded.components["fm"].files.items() if "/shard-" in n}
+    assert arrays and arrays == {n: f.sha256 for n, f in Index(fm_only).manifest.components["fm"].files.items()
+                                 if "/shard-" in n}
     _compare(tiny_index, ray2, retrieval_config)
 
 
