@@ -42,6 +42,6 @@ for r in dense bm25 generative hybrid; do
 done
 echo "predictions: $OUT/predictions.*.jsonl"
 
-echo "== 5. RAG: answer a question from retrieved passages with the packaged SmolLM2-135M (CPU, greedy)"
-genret rag "$OUT/index" "Which module serializes Python objects to JSON strings?" --retriever hybrid --hybrid bm25,dense \
+echo "== 5. RAG: answer a question from retrieved passages with the packaged SmolLM2-135M (CPU): a span of a passage, cited"
+genret rag "$OUT/index" "Which syntax is JSON a subset of?" --retriever hybrid --hybrid bm25,dense \
   --task qa --passages 3 --max-new-tokens 24
