@@ -27,6 +27,7 @@ import numpy as np
 from genret.indexing import Component, FMQueries
 
 ACTOR_OPTIONS = {"max_restarts": -1, "max_task_retries": -1}
+COUNT_CACHE = 200_000  # n-gram counts a RemoteFM keeps (the same keys recur within and across queries)
 
 
 class FMShard:
@@ -148,9 +149,9 @@ class ReplicaSet:
 class RemoteFM(FMQueries):
     """The FM-index query API over FM shard actors, with global document ids: what ``ShardedFMIndex`` does in
     one process, scattered.  Counts are summed over the shards (so a key's count, and so its SEAL weight, is the
-    single index's), next-token sets merged with counts added, located documents shifted by their shard's offset;
-    a ``limit`` is filled from shard 0 onwards, as ``ShardedFMIndex`` does.  N-gram ranges and counts take one
-    call per shard (``range_of``, ``count``, ``count_many``)."""
+    single index's) and kept (the same keys recur), next-token sets merged with counts added, located documents
+    shifted by their shard's offset; a ``limit`` is filled from shard 0 onwards, as ``ShardedFMIndex`` does.
+    N-gram ranges and counts take one call per shard (``range_of``, ``count``, ``count_many``)."""
 
     def __init__(self, shards: list[ReplicaSet]) -> None:
         import ray
@@ -167,6 +168,8 @@ class RemoteFM(FMQueries):
         self.n_tokens = sum(t for _, _, t in infos)
         self._root = tuple(ray.get([s.pick().root.remote() for s in shards]))
         self._root_next = None
+        self._counts: dict[tuple[int, ...], int] = {}  # n-gram -> corpus count (bounded: COUNT_CACHE)
+        self._counts_lock = threading.Lock()
 
     def _each(self, method: str, args: Sequence[tuple]) -> list[Any]:
         """``method(*args[i])`` on a replica of every shard ``i``, in parallel."""
@@ -189,10 +192,20 @@ class RemoteFM(FMQueries):
         return int(self.count_many([ngram])[0])
 
     def count_many(self, ngrams) -> np.ndarray:
-        grams = [[int(t) for t in g] for g in ngrams]
-        if not grams:
-            return np.zeros(0, np.int64)
-        return np.sum(np.array(self._same("counts", grams), dtype=np.int64), axis=0)
+        """Counts summed over the shards, one call per shard for the n-grams not counted before (the index does not
+        change under a retriever: a new version is a new snapshot, a new ``RemoteFM``)."""
+        grams = [tuple(int(t) for t in g) for g in ngrams]
+        todo = list(dict.fromkeys(g for g in grams if g not in self._counts))
+        if todo:
+            sums = np.sum(np.array(self._same("counts", [list(g) for g in todo]), dtype=np.int64), axis=0)
+            with self._counts_lock:
+                if len(self._counts) + len(todo) > COUNT_CACHE:
+                    self._counts.clear()
+                self._counts.update(zip(todo, (int(c) for c in sums)))
+            fresh = dict(zip(todo, (int(c) for c in sums)))
+        else:
+            fresh = {}
+        return np.array([fresh[g] if g in fresh else self._counts[g] for g in grams], dtype=np.int64)
 
     def count_range(self, rng) -> int:
         return sum(self._each("count_range", [(r,) for r in rng]))

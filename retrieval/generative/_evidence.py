@@ -102,18 +102,11 @@ class EvidenceGatherer:
         strings = query_ngram_strings(query, max_words)
         if not strings:
             return [], []
-        seqs = self.encoder.texts(strings)
-        body, titles = {}, {}
-        for s in seqs:
-            if not s:
-                continue
-            t = tuple(s)
-            if t not in body and self.fm.count(t) > 0:
-                body[t] = None
-            title = (self.encoder.title_start, *t, self.encoder.title_end)
-            if title not in titles and self.fm.count(title) > 0:
-                titles[title] = None
-        return list(body), list(titles)
+        seqs = list(dict.fromkeys(tuple(s) for s in self.encoder.texts(strings) if s))
+        titles = [(self.encoder.title_start, *t, self.encoder.title_end) for t in seqs]
+        counts = self.fm.count_many(seqs + titles)  # one batch: a sharded or remote index answers it at once
+        return ([t for t, c in zip(seqs, counts[:len(seqs)]) if c > 0],
+                [t for t, c in zip(titles, counts[len(seqs):]) if c > 0])
 
     def gather(self, queries: Sequence[str], task: str, spec: PromptSpec, settings: EvidenceSettings,
                prefix=None, granularity: str = "passage") -> list[Evidence]:
