@@ -165,6 +165,14 @@ class CitationModel(BaseModel):
     hit: HitModel
 
 
+class SpanModel(BaseModel):
+    number: int = Field(description="the cited passage the answer was copied from (1-based)")
+    start: int = Field(description="the answer's first character in that passage's text")
+    end: int = Field(description="one past its last character")
+    provenance: ProvenanceModel = Field(description="KILT provenance of the span (the unit's start character + the "
+                                                    "offsets)")
+
+
 class DemoModel(BaseModel):
     id: str
     input: str
@@ -199,14 +207,20 @@ class RagResponse(BaseModel):
     demos: list[DemoModel] = Field(description="the demonstrations in the prompt, most similar last")
     usage: Usage
     truncated: bool = Field(False, description="the answer probably hit the token limit (max_new_tokens)")
+    span: SpanModel | None = Field(None, description="short answers found in a passage: where (null otherwise)")
 
     @classmethod
     def of(cls, outcome: RagOutcome, spec: RagSpec) -> RagResponse:
         a = outcome.answer
+        span = None
+        if a.span is not None:
+            prov = {f: getattr(a.span.provenance, f) for f in ProvenanceModel.model_fields}
+            span = SpanModel(number=a.span.number, start=a.span.start, end=a.span.end,
+                             provenance=ProvenanceModel(**prov))
         return cls(query=a.query, index=spec.index, retriever=spec.retriever, task=a.task, answer=a.answer,
                    raw=a.raw, citations=[CitationModel(number=c.number, hit=HitModel.of(c.hit)) for c in a.citations],
                    passages=[HitModel.of(h) for h in a.passages], demos=[DemoModel.of(d) for d in a.demos],
-                   usage=Usage.of(outcome), truncated=outcome.truncated)
+                   usage=Usage.of(outcome), truncated=outcome.truncated, span=span)
 
 
 # ---- errors (the OpenAI-compatible routes: ``_models_openai``) ----------------------------------------------

@@ -168,7 +168,7 @@ def _overlap(answer: str, text: str) -> int:
 def ground(form: str, answer: str, cited: list[int],
            passages: Sequence[Hit]) -> tuple[str, list[int], AnswerSpan | None]:
     """``(answer, citations, span)``: a short answer loses a leading article and, found in a passage (those it
-    cites first), carries its span and, when it cites none (span answers never do), cites that passage; a short or free
+    cites first), carries its span and cites that passage (added to its own citations if missing); a short or free
     answer without a citation cites the passage sharing most words with it (the first on ties) whenever passages
     were used.  Label answers keep what the model cited."""
     span = None
@@ -176,8 +176,8 @@ def ground(form: str, answer: str, cited: list[int],
         answer = _ARTICLE.sub("", answer.strip().rstrip(",;:").strip()) or answer
     if form == "short" and passages:
         span = locate(answer, passages, cited)
-        if span is not None and not cited:
-            cited = [span.number]
+        if span is not None and span.number not in cited:  # found in a passage it did not cite: cite that one too
+            cited = [*cited, span.number]
     if form != "label" and passages and not cited:
         cited = [max(range(1, len(passages) + 1), key=lambda n: (_overlap(answer, passages[n - 1].text or ""), -n))]
     return answer, cited, span

@@ -46,7 +46,7 @@ def test_rag_answer_passages_and_citations(client, service):
     assert r.status_code == 200, r.text
     got = r.json()
     assert set(got) == {"query", "index", "retriever", "task", "answer", "raw", "citations", "passages", "demos",
-                        "usage", "truncated"}
+                        "usage", "truncated", "span"}
     assert (got["retriever"], got["task"], got["demos"]) == ("bm25", "qa", [])
     expected = service.retriever(None, "bm25").search(Q, 2, task="qa")
     assert [h["docid"] for h in got["passages"]] == [h.unit_id for h in expected]
@@ -58,8 +58,14 @@ def test_rag_answer_passages_and_citations(client, service):
     # citations carry the cited passage's hit (KILT provenance)
     with generator_swapped(service, ScriptedGenerator("Guido van Rossum [2] [9]")):
         cited = client.post("/v1/rag", json=body).json()
-    assert cited["answer"] == "Guido van Rossum" and [c["number"] for c in cited["citations"]] == [2]
+    assert cited["answer"] == "Guido van Rossum" and [c["number"] for c in cited["citations"]][0] == 2
     assert cited["citations"][0]["hit"] == cited["passages"][1]
+    # a short answer found in a passage says where (that passage is cited too): offsets in its text, KILT provenance
+    span = cited["span"]
+    found = cited["passages"][span["number"] - 1]
+    assert span["number"] in [c["number"] for c in cited["citations"]]
+    assert found["text"][span["start"]:span["end"]] == "Guido van Rossum"
+    assert span["provenance"]["start_character"] == found["provenance"]["start_character"] + span["start"]
     # no retrieval
     bare = client.post("/v1/rag", json={"query": Q, "passages": 0}).json()
     assert bare["passages"] == [] and bare["retriever"] is None and bare["task"] == "generic"
