@@ -149,7 +149,8 @@ def cmd_train_reader(a: argparse.Namespace, retrieval_config) -> int:
     base = SpanReader(focus=a.focus, max_words=a.max_words)
     with ExitStack() as stack:
         pipeline = open_from_args(a, stack, retrieval_config)
-        reader, stats = fit_span_reader(pipeline, records, task=a.task, l2=a.l2, base=base, progress=not a.quiet)
+        reader, stats = fit_span_reader(pipeline, records, task=a.task, l2=a.l2, base=base, folds=a.folds,
+                                        progress=not a.quiet)
     model = a.generator_model or "the packaged model"
     reader = reader.model_copy(update={"fitted_on": f"{reader.fitted_on}, {a.train}, retriever "
                                                     f"{a.retriever or 'default'}, generator {model}"})
@@ -168,6 +169,8 @@ def add_train_reader_parser(trs, add_retriever_flags, handler) -> None:
     tr.add_argument("--out", required=True, help="the reader's JSON file")
     tr.add_argument("--max-records", type=int, default=None, help="the first N records only")
     tr.add_argument("--l2", type=float, default=1.0, help="L2 penalty on the standardised weights")
+    tr.add_argument("--folds", type=int, default=5, help="cross-validation folds for the held-out exact match "
+                    "(0: none)")
     tr.add_argument("--focus", type=int, default=2, help="sentences the candidates come from")
     tr.add_argument("--max-words", type=int, default=6, help="longest candidate, in words")
     add_retriever_flags(tr)

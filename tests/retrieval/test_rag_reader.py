@@ -132,9 +132,20 @@ def test_genret_train_reader_writes_a_reader_the_pipeline_loads(tiny_index, data
     out = tmp_path / "reader.json"
     code = main(["train", "reader", str(tiny_index), str(data_dir / "questions.jsonl"), "--out", str(out),
                  "--retriever", "bm25", "--task", "qa", "--generator-model", str(tiny_lm_dir), "--device", "cpu",
-                 "--max-records", "6", "--quiet"])
+                 "--max-records", "6", "--folds", "2", "--quiet"])
     assert code == 0
     stats = json.loads(capsys.readouterr().out)
-    assert 1 <= stats["questions"] <= 6 and 0 <= stats["em_after"] <= 100  # records with an answer
+    assert 2 <= stats["questions"] <= 6 and 0 <= stats["em_after"] <= 100  # records with an answer
+    assert 0 <= stats["em_held_out"] <= 100
     reader = SpanReader.load(out)
     assert "qa" in reader.fitted_on and "bm25" in reader.fitted_on
+
+
+def test_held_out_exact_match_sees_what_generalises():
+    from genret.eval._reader_fit import held_out_em
+
+    marked = [([_cand(marked=float(j == i % 4)) for j in range(4)], [j == i % 4 for j in range(4)]) for i in range(20)]
+    assert held_out_em(marked, l2=0.1, base=SpanReader(), folds=4) == 100.0
+    # the right answer's position is random and no feature marks it: nothing generalises beyond chance
+    noise = [([_cand(pos=float(j)) for j in range(4)], [j == (i * 7) % 4 for j in range(4)]) for i in range(20)]
+    assert held_out_em(noise, l2=0.1, base=SpanReader(), folds=4) < 50.0
