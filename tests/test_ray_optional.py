@@ -24,3 +24,19 @@ def test_importing_genret_does_not_import_ray():
     code = "import sys, genret.indexing, genret.retrieval, genret.serving._service; print('ray' in sys.modules)"
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.stdout.strip() == "False", run.stderr[-2000:]
+
+
+def test_serve_ray_flags_make_the_ray_settings(monkeypatch, tiny_index):
+    """``genret serve --ray [ADDRESS] --replicas N --shards N`` make ``settings.ray`` (no Ray needed); none without."""
+    import genret.serving._server as server
+    from genret.serving import main
+
+    got = []
+    monkeypatch.setattr(server, "serve", got.append)
+    assert main(["serve", str(tiny_index), "--ray", "auto", "--replicas", "2", "--shards", "3"]) == 0
+    assert got[-1].ray.model_dump() == {"address": "auto", "replicas": 2, "shards": 3, "num_cpus": None,
+                                        "actor_cpus": None}
+    assert main(["serve", str(tiny_index), "--ray", "--ray-cpus", "2"]) == 0
+    assert got[-1].ray.address is None and got[-1].ray.num_cpus == 2
+    assert main(["serve", str(tiny_index)]) == 0
+    assert got[-1].ray is None
