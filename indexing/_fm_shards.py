@@ -120,6 +120,10 @@ class ShardedFMIndex(FMQueries):
         """The range of the empty n-gram in every shard."""
         return tuple(s.root() for s in self.shards)
 
+    def range_of(self, ngram: Sequence[int]) -> FMRange:
+        """Every shard's range of ``ngram`` (S compiled backward searches)."""
+        return tuple(s.range_of(ngram) for s in self.shards)
+
     def extend(self, rng: FMRange, token: int) -> FMRange:
         """Every shard's range extended by ``token`` (S times ``FMIndex.extend``)."""
         return tuple(s.extend(r, token) for s, r in zip(self.shards, rng, strict=True))
