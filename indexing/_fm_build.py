@@ -139,6 +139,7 @@ class _Encoder:
 
 def _init_worker(backend_json: str | None, spec: str, lowercase: bool, markers: tuple[int, int],
                  dtype: str) -> None:
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one thread per worker: the workers are the parallelism
     encoder = _Encoder(load_tokenizer(spec) if backend_json is None else None, backend_json, lowercase)
     _worker.update(encoder=encoder, markers=markers, dtype=np.dtype(dtype))
 
