@@ -248,6 +248,8 @@ def fm_next(bits, ranks, aux, syms, lo, hi, length, first, hot_min):
         return lo, hi, np.empty((2, 0), np.int64)
     out = np.empty((2, min(hi - lo, n_sym)), np.int64)
     k = _distinct(bits, ranks, aux[:bits.shape[0]], lo, hi, out, first)
+    if k < 0:
+        raise ValueError("FM-index wavelet matrix is corrupt: more distinct symbols than rows")
     return lo, hi, out[:, :k]
 
 
@@ -323,7 +325,9 @@ def wm_distinct(bits, ranks, zeros, lo, hi, first):
     """
     out = np.empty((2, max(min(hi - lo, 1 << bits.shape[0]), 0)), np.int64)
     k = _distinct(bits, ranks, zeros, lo, hi, out, first)
-    return out[:, :max(k, 0)]
+    if k < 0:
+        raise ValueError("FM-index wavelet matrix is corrupt: more distinct symbols than rows")
+    return out[:, :k]
 
 
 @njit(**_JIT)
