@@ -152,7 +152,8 @@ def cmd_train_reader(a: argparse.Namespace, retrieval_config) -> int:
         reader, stats = fit_span_reader(pipeline, records, task=a.task, l2=a.l2, base=base, folds=a.folds,
                                         progress=not a.quiet)
     model = a.generator_model or "the packaged model"
-    reader = reader.model_copy(update={"fitted_on": f"{reader.fitted_on}, {a.train}, retriever "
+    reader = reader.model_copy(update={"prefilter": a.prefilter,
+                                       "fitted_on": f"{reader.fitted_on}, {a.train}, retriever "
                                                     f"{a.retriever or 'default'}, generator {model}"})
     reader.save(a.out)
     print(json.dumps({**stats, "out": a.out}, indent=1))
@@ -173,6 +174,8 @@ def add_train_reader_parser(trs, add_retriever_flags, handler) -> None:
                     "(0: none)")
     tr.add_argument("--focus", type=int, default=2, help="sentences the candidates come from")
     tr.add_argument("--max-words", type=int, default=6, help="longest candidate, in words")
+    tr.add_argument("--prefilter", type=int, default=32, help="the saved reader scores with the model only the "
+                    "pieces ranked this high by the other features (0: all; fitting always scores all)")
     add_retriever_flags(tr)
     add_rag_flags(tr)
     tr.add_argument("--quiet", action="store_true")

@@ -149,3 +149,21 @@ def test_held_out_exact_match_sees_what_generalises():
     # the right answer's position is random and no feature marks it: nothing generalises beyond chance
     noise = [([_cand(pos=float(j)) for j in range(4)], [j == (i * 7) % 4 for j in range(4)]) for i in range(20)]
     assert held_out_em(noise, l2=0.1, base=SpanReader(), folds=4) < 50.0
+
+
+def test_the_prefilter_keeps_the_pieces_the_free_features_rank_first(generator):
+    texts = ["In March 1991 Guido van Rossum released Python at CWI in Amsterdam, the Netherlands, for all users."]
+    question = "When was Python released?"
+    weights = {"logp": 1.0, "end_logp": 1.0, "when:year": 5.0, "when:month": 4.0}
+    full = SpanReader(weights=weights).candidates(generator, _prompt(question), texts, question)
+    kept = SpanReader(weights=weights, prefilter=2).candidates(generator, _prompt(question), texts, question)
+    starts = sorted({c.start for c in kept})
+    assert len(starts) == 2 and len({c.start for c in full}) > 2
+    assert {texts[0][s:].split()[0] for s in starts} == {"March", "1991"}
+    by_offsets = {(c.start, c.end): c for c in full}
+    for c in kept:  # a kept piece's candidates are the unfiltered ones, with the same scores
+        twin = by_offsets[(c.start, c.end)]
+        assert c.text == twin.text and c.features["logp"] == pytest.approx(twin.features["logp"], abs=1e-3)
+    # without weights on model-free features there is nothing to rank by: every piece is scored
+    unranked = SpanReader(prefilter=2).candidates(generator, _prompt(question), texts, question)
+    assert [(c.start, c.end) for c in unranked] == [(c.start, c.end) for c in full]
