@@ -18,7 +18,7 @@ from ._ray_build import build_index_ray
 from ._dense import load_faiss
 from ._faiss import configure_search, place_index
 from ._fm_build import FMConfig, encode_texts, load_fm, load_fm_tokenizer
-from ._fm_queries import FMQueries
+from ._fm_queries import FMQueries, merge_next_tokens
 from ._index import Index
 from ._lucene import LuceneIndex, open_lucene
 from ._manifest import Component, Manifest, read_manifest, write_manifest
@@ -47,7 +47,8 @@ __all__ = [
     "SentenceTransformerEncoder", "StoreParams", "StoredUnit", "Unit", "UnitConfig", "UnitStore", "add_to_index",
     "available_components", "build_index", "build_index_ray", "configure_search", "encode_texts", "load_faiss",
     "load_fm",
-    "load_fm_tokenizer", "load_tokenizer", "loading_model", "open_lucene", "open_text", "place_index",
+    "load_fm_tokenizer", "load_tokenizer", "loading_model", "merge_next_tokens", "open_lucene", "open_text",
+    "place_index",
     "progress_bar", "ray_session", "read_corpus", "read_manifest", "read_versioned_json", "rebuild_dense",
     "resolve_checkpoint",
     "resolve_device",

@@ -79,7 +79,9 @@ def ingest(paths: list[str], writer: StoreWriter, config: IndexConfig, progress:
     return stats
 
 
-def _write_store(paths: list[str], tmp: Path, config: IndexConfig, progress: bool) -> tuple[CorpusInfo, int]:
+def write_store(paths: list[str], tmp: Path, config: IndexConfig, progress: bool) -> tuple[CorpusInfo, int]:
+    """Read the corpus once into ``tmp``'s unit store (``InputError`` when it yields no unit): its info and its
+    unit count."""
     digest = hashlib.sha256()
     writer = StoreWriter(tmp / STORE_FILE)
     try:
@@ -134,7 +136,7 @@ def _check_replaceable(out: Path, force: bool) -> None:
 def _build(paths: list[str], out: Path, config: IndexConfig, progress: bool) -> Manifest:
     t0 = time.perf_counter()
     with staged_dir(out, "building") as tmp:
-        corpus_info, n_units = _write_store(paths, tmp, config, progress)
+        corpus_info, n_units = write_store(paths, tmp, config, progress)
         components = {"store": Component(kind=STORE_KIND, files=file_entries(tmp, [STORE_FILE]),
                                          params={"units": n_units})}
         store = UnitStore(tmp / STORE_FILE)

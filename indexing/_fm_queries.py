@@ -16,6 +16,19 @@ def empty_next() -> NextTokens:
     return np.zeros(0, np.int64), np.zeros(0, np.int64)
 
 
+def merge_next_tokens(parts: list[NextTokens]) -> NextTokens:
+    """The next tokens of one n-gram over several shards: the union of the shards' tokens (sorted), counts added."""
+    parts = [p for p in parts if len(p[0])]
+    if not parts:
+        return empty_next()
+    if len(parts) == 1:
+        return parts[0]
+    tokens, inverse = np.unique(np.concatenate([p[0] for p in parts]), return_inverse=True)
+    counts = np.zeros(len(tokens), np.int64)
+    np.add.at(counts, inverse, np.concatenate([p[1] for p in parts]))
+    return tokens, counts
+
+
 class FMQueries(ABC):
     """The query API shared by ``FMIndex`` and ``ShardedFMIndex``; n-grams are sequences of token ids.
 

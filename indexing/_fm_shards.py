@@ -15,7 +15,7 @@ import numpy as np
 
 from ._errors import IndexFormatError
 from ._fm_index import FMIndex
-from ._fm_queries import FMQueries, FMRange, Limit, NextTokens, empty_next
+from ._fm_queries import FMQueries, FMRange, Limit, NextTokens, merge_next_tokens
 
 SHARDED_FORMAT = "genret-fm-sharded/1"
 
@@ -136,21 +136,9 @@ class ShardedFMIndex(FMQueries):
         """Union of the shards' next tokens (ascending), counts added: S shard calls and a merge."""
         if all(r[2] == 0 for r in rng):  # the root: every token's corpus frequency, merged once
             if self._root_next is None:
-                self._root_next = self._merge([s.next_tokens_of_range(r) for s, r in zip(self.shards, rng)])
+                self._root_next = merge_next_tokens([s.next_tokens_of_range(r) for s, r in zip(self.shards, rng)])
             return self._root_next[0].copy(), self._root_next[1].copy()
-        return self._merge([s.next_tokens_of_range(r) for s, r in zip(self.shards, rng, strict=True)])
-
-    @staticmethod
-    def _merge(parts: list[NextTokens]) -> NextTokens:
-        parts = [p for p in parts if len(p[0])]
-        if not parts:
-            return empty_next()
-        if len(parts) == 1:
-            return parts[0]
-        tokens, inverse = np.unique(np.concatenate([p[0] for p in parts]), return_inverse=True)
-        counts = np.zeros(len(tokens), np.int64)
-        np.add.at(counts, inverse, np.concatenate([p[1] for p in parts]))
-        return tokens, counts
+        return merge_next_tokens([s.next_tokens_of_range(r) for s, r in zip(self.shards, rng, strict=True)])
 
     def locate_ranges(self, rngs: Sequence[FMRange], limit: Limit = None) -> list[list[tuple[int, int]]]:
         """Sorted global ``(doc, offset)`` per range; ``limit`` is global, filled from shard 0 onwards."""

@@ -22,7 +22,6 @@ cluster any folder is.  Its manifest is the one ``build_index`` writes: every lo
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -35,17 +34,17 @@ from typing import Any
 
 import numpy as np
 
-from ._build import STORE_KIND, IndexConfig, ingest
+from ._build import STORE_KIND, IndexConfig, write_store
 from ._corpus import corpus_file
 from ._dense import DENSE_KIND, EMBEDDINGS_FILE, FAISS_FILE, build_faiss, device_for_faiss, faiss_params, unit_text
-from ._errors import GenretError, InputError
+from ._errors import GenretError
 from ._fm_build import FM_DIR, FM_KIND, LAYOUT, TOKENIZER_DIR, FMConfig, encode_texts, title_markers
 from ._fm_index import FMIndex
 from ._fm_shards import SHARDED_FORMAT, shard_dir
-from ._manifest import Component, CorpusInfo, Manifest, UnitsInfo, file_entries, is_index_dir, write_manifest
+from ._manifest import Component, Manifest, UnitsInfo, file_entries, is_index_dir, write_manifest
 from ._progress import progress_bar
 from ._ray_cluster import ray_session
-from ._store import STORE_FILE, StoreWriter, UnitStore
+from ._store import STORE_FILE, UnitStore
 from ._writes import staged_dir, write_lock
 
 log = logging.getLogger("genret")
@@ -100,25 +99,11 @@ def _check_replaceable(out: Path, force: bool) -> None:
         raise GenretError(f"{out} is not a genret index or an empty folder; --force replaces only those")
 
 
-def _write_store(paths: list[str], tmp: Path, config: IndexConfig, progress: bool) -> tuple[CorpusInfo, int]:
-    digest = hashlib.sha256()
-    writer = StoreWriter(tmp / STORE_FILE)
-    try:
-        stats = ingest(paths, writer, config, progress, digest)
-    finally:
-        writer.close()
-    if writer.n_units == 0:
-        raise InputError(f"the corpus yielded no units ({stats.pages} pages read)", path=", ".join(paths))
-    info = CorpusInfo(sources=[str(Path(p).resolve()) for p in paths], sha256=digest.hexdigest(),
-                      pages=stats.pages, paragraphs=stats.paragraphs, skipped=stats.skipped)
-    return info, writer.n_units
-
-
 def _build(ray: Any, paths: list[str], out: Path, config: IndexConfig, workers: int | None, progress: bool,
            max_retries: int) -> Manifest:
     t0 = time.perf_counter()
     with staged_dir(out, "building") as tmp:
-        corpus_info, n_units = _write_store(paths, tmp, config, progress)
+        corpus_info, n_units = write_store(paths, tmp, config, progress)
         components = {"store": Component(kind=STORE_KIND, files=file_entries(tmp, [STORE_FILE]),
                                          params={"units": n_units})}
         cuts = shard_cuts(n_units, config.fm.shards)

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from genret.indexing import Component, FMQueries
+from genret.indexing import Component, FMQueries, merge_next_tokens
 
 ACTOR_OPTIONS = {"max_restarts": -1, "max_task_retries": -1}
 COUNT_CACHE = 200_000  # n-gram counts a RemoteFM keeps (the same keys recur within and across queries)
@@ -213,9 +213,9 @@ class RemoteFM(FMQueries):
     def next_tokens_of_range(self, rng):
         if all(r[2] == 0 for r in rng):  # the root: every token's corpus frequency, merged once
             if self._root_next is None:
-                self._root_next = _merge(self._each("next_tokens_of_range", [(r,) for r in rng]))
+                self._root_next = merge_next_tokens(self._each("next_tokens_of_range", [(r,) for r in rng]))
             return self._root_next[0].copy(), self._root_next[1].copy()
-        return _merge(self._each("next_tokens_of_range", [(r,) for r in rng]))
+        return merge_next_tokens(self._each("next_tokens_of_range", [(r,) for r in rng]))
 
     def doc_length(self, doc: int) -> int:
         if not 0 <= doc < self.n_docs:
@@ -258,13 +258,3 @@ def _size(part: Any) -> int:
     return len(part) if isinstance(part, list) else sum(part.values())
 
 
-def _merge(parts: list) -> tuple[np.ndarray, np.ndarray]:
-    parts = [p for p in parts if len(p[0])]
-    if not parts:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    if len(parts) == 1:
-        return parts[0]
-    tokens, inverse = np.unique(np.concatenate([p[0] for p in parts]), return_inverse=True)
-    counts = np.zeros(len(tokens), np.int64)
-    np.add.at(counts, inverse, np.concatenate([p[1] for p in parts]))
-    return tokens, counts
