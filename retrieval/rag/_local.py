@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator, Sequence
+from functools import cached_property
 
 from genret.indexing import GenretError
 
@@ -117,9 +118,7 @@ class HFGenerator(Generator):
         kwargs = self._gen_kwargs(max_new_tokens)
         if check is not None:
             kwargs["stopping_criteria"] = _stopping(check)
-        eos = self.lm.model.generation_config.eos_token_id
-        eos = [e for e in ([eos] if isinstance(eos, int) else list(eos or [])) if e is not None]
-        eos = eos or [self.tokenizer.eos_token_id]
+        eos = self._eos_ids
         avoid = list(avoid) or [""] * len(sources)
         tries = [SpanTrie(src, self._encode_offsets, eos, max_tokens=min(kwargs["max_new_tokens"], SPAN_TOKENS),
                           avoid=q, focus=FOCUS) for src, q in zip(sources, avoid)]
@@ -173,7 +172,7 @@ class HFGenerator(Generator):
                 torch.full((n, n), blocked, dtype=dtype), diagonal=1)
             positions.extend(range(n_prompt, n_prompt + n))
             start += n
-        ends = self._end_ids()
+        ends = self._end_ids
         with self._lock, torch.inference_mode():
             _raise_if_stopped(check)
             first = self.lm.model(**enc, use_cache=True)
@@ -194,11 +193,17 @@ class HFGenerator(Generator):
             start += len(r)
         return result
 
+    @cached_property
+    def _eos_ids(self) -> list[int]:
+        """The model's end-of-sequence ids (its generation config's, else the tokenizer's)."""
+        eos = self.lm.model.generation_config.eos_token_id
+        eos = [e for e in ([eos] if isinstance(eos, int) else list(eos or [])) if e is not None]
+        return eos or [self.tokenizer.eos_token_id]
+
+    @cached_property
     def _end_ids(self) -> list[int]:
         """Tokens that end a short answer: end of turn (the model's EOS ids), a full stop, a newline."""
-        eos = self.lm.model.generation_config.eos_token_id
-        ids = {e for e in ([eos] if isinstance(eos, int) else list(eos or [])) if e is not None}
-        ids.add(self.tokenizer.eos_token_id)
+        ids = {*self._eos_ids, self.tokenizer.eos_token_id}
         for text in (".", "\n"):
             with self._tok_lock:
                 toks = self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -206,14 +211,17 @@ class HFGenerator(Generator):
                 ids.add(toks[0])
         return sorted(i for i in ids if i is not None)
 
-    def _with_cache(self, output) -> dict:
-        """``output``'s key/value cache as the keyword the model's forward takes (``cache`` in transformers ≥ 5.2x,
+    @cached_property
+    def _cache_kwarg(self) -> str:
+        """The keyword the model's forward takes a key/value cache by (``cache`` in transformers ≥ 5.2x,
         ``past_key_values`` before)."""
         import inspect
 
-        if "cache" in inspect.signature(self.lm.model.forward).parameters:
-            return {"cache": output.cache}
-        return {"past_key_values": output.past_key_values}
+        return "cache" if "cache" in inspect.signature(self.lm.model.forward).parameters else "past_key_values"
+
+    def _with_cache(self, output) -> dict:
+        """``output``'s key/value cache, under the keyword the model's forward takes it by."""
+        return {self._cache_kwarg: getattr(output, self._cache_kwarg)}
 
     def _encode_offsets(self, text: str) -> list[tuple[int, int, int]]:
         with self._tok_lock:
