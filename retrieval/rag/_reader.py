@@ -27,13 +27,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from genret.indexing import GenretError, IndexFormatError, write_json_atomic
 
 from ._generator import Generator, Prompt
-from ._spans import FUNCTION_WORDS, SENTENCE_BREAK, content_terms
+from ._spans import ARTICLES, FUNCTION_WORDS, NON_WORD, WORD, content_terms, ranked_sentences
 
 READER_FORMAT = "genret-span-reader/1"
 _DEFAULT = Path(__file__).with_name("span_reader.json")
-_WORD = re.compile(r"\S+")
-_TERM = re.compile(r"\W+")
-_ARTICLES = {"a", "an", "the"}
 _MONTHS = {"january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
            "november", "december"}
 # question types, first match wins (the span shapes each asks for are learnt, not written here)
@@ -74,30 +71,19 @@ def span_pieces(texts: Sequence[str], question: str, *, focus: int, max_words: i
     the page a passage is from)."""
     asked = set(re.findall(r"\w+", question))
     q = content_terms(question)
-    sents = []  # (passage number, char start in the passage, sentence)
-    for n, text in enumerate(texts, 1):
-        pos = 0
-        for s in SENTENCE_BREAK.split(text):
-            at = text.find(s, pos)
-            pos = at + len(s)
-            if s.strip():
-                sents.append((n, at, s))
-    order = sorted(range(len(sents)), key=lambda i: (-len(q & content_terms(sents[i][2])), i))[:max(focus, 1)]
     pieces = []
-    for rank, i in enumerate(order):
-        n, at, sent = sents[i]
-        words = list(_WORD.finditer(sent))
+    for rank, (n, at, sent, shared) in enumerate(ranked_sentences(texts, question)[:max(focus, 1)]):
+        words = list(WORD.finditer(sent))
         for k, m in enumerate(words):
-            word = _TERM.sub("", m.group())
-            if not word or word.lower() in FUNCTION_WORDS or word.lower() in _ARTICLES or word in asked:
+            word = NON_WORD.sub("", m.group())
+            if not word or word.lower() in FUNCTION_WORDS or word.lower() in ARTICLES or word in asked:
                 continue
             last = m
             for w in words[k + 1:k + max_words]:
-                if _TERM.sub("", w.group()) in asked:
+                if NON_WORD.sub("", w.group()) in asked:
                     break
                 last = w
-            pieces.append(Piece(n, at + m.start(), sent[m.start():last.end()], sent, m.start(),
-                                rank, len(q & content_terms(sent))))
+            pieces.append(Piece(n, at + m.start(), sent[m.start():last.end()], sent, m.start(), rank, shared))
     seen = set()
     for n, (title, text) in enumerate(zip(titles, texts), 1):
         m = re.search(rf"(?<!\w){re.escape(title)}(?!\w)", text) if title and title not in question else None
@@ -114,7 +100,7 @@ def question_type(question: str) -> str:
 
 def _shapes(span: str) -> dict[str, bool]:
     words = span.split()
-    content = [w for w in words if w.lower() not in FUNCTION_WORDS and w.lower() not in _ARTICLES]
+    content = [w for w in words if w.lower() not in FUNCTION_WORDS and w.lower() not in ARTICLES]
     return {"digit": any(c.isdigit() for c in span), "year": bool(re.search(r"\b(1\d{3}|20\d{2})s?\b", span)),
             "capital": span[:1].isupper(), "all_capital": bool(content) and all(w[:1].isupper() for w in content),
             "month": any(w.lower().strip(",.;") in _MONTHS for w in words)}
@@ -205,7 +191,7 @@ class SpanReader(BaseModel):
                 if end < len(piece.text) and piece.text[end].isalnum():
                     continue  # inside a word
                 span = piece.text[:end].rstrip(",;:")
-                if not span or span.lower() in _ARTICLES:
+                if not span or span.lower() in ARTICLES:
                     continue
                 feats = span_features(question, piece, end, logp, end_logp, rows[0][1], k + 1)
                 out.append(Candidate(piece.number, piece.start, piece.start + len(span), span, feats))
@@ -220,7 +206,7 @@ class SpanReader(BaseModel):
             return pieces
 
         def best(piece: Piece) -> float:
-            ends = [len(piece.text)] if piece.rank < 0 else [m.end() for m in _WORD.finditer(piece.text)]
+            ends = [len(piece.text)] if piece.rank < 0 else [m.end() for m in WORD.finditer(piece.text)]
             return max(sum(free.get(k, 0.0) * v for k, v in span_features(question, piece, end, 0.0, 0.0, 0.0,
                                                                               0).items()) for end in ends)
 

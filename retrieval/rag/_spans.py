@@ -24,9 +24,9 @@ from .._contract import Hit, Provenance
 # encode(text) -> [(token id, start char, end char)] (a fast tokenizer's offsets), no special tokens
 Encode = Callable[[str], list[tuple[int, int, int]]]
 
-_WORD = re.compile(r"\S+")
-_TERM = re.compile(r"\W+")
-_ARTICLES = {"a", "an", "the"}
+WORD = re.compile(r"\S+")  # a word as the passages hold it (punctuation attached)
+NON_WORD = re.compile(r"\W+")  # what a word loses to be compared with the question's
+ARTICLES = {"a", "an", "the"}
 _ARTICLE = re.compile(r"^(the|an?)\s+(?=\S)", re.IGNORECASE)
 # words a short answer does not start with (function words; articles may start one: answer metrics drop them), nor
 # does it hold a word of the question (case-sensitive: the question's words are what it asks about, not the answer)
@@ -66,14 +66,15 @@ class SpanTrie:
         self.eos = list(eos)
         asked = set(re.findall(r"\w+", avoid))
         for text in focus_sentences(texts, avoid, focus):
-            for m in _WORD.finditer(text):
-                word = _TERM.sub("", m.group())
+            for m in WORD.finditer(text):
+                word = NON_WORD.sub("", m.group())
                 if word.lower() in FUNCTION_WORDS or word in asked:
                     continue
                 piece = text[m.start():m.start() + max_chars]
                 # the span stops before the next word of the question
-                stop = next((w.start() for w in _WORD.finditer(piece) if _TERM.sub("", w.group()) in asked), len(piece))
-                first = len(m.group()) if word.lower() in _ARTICLES else 0  # an article alone is no answer
+                stop = next((w.start() for w in WORD.finditer(piece) if NON_WORD.sub("", w.group()) in asked),
+                            len(piece))
+                first = len(m.group()) if word.lower() in ARTICLES else 0  # an article alone is no answer
                 for lead in ("", " "):
                     self._add(encode(lead + piece), piece, len(lead), max_tokens, stop, first)
 
@@ -114,18 +115,31 @@ def content_terms(text: str) -> set[str]:
     return {w.lower() for w in re.findall(r"\w+", text)} - FUNCTION_WORDS
 
 
+def ranked_sentences(texts: Sequence[str], question: str) -> list[tuple[int, int, str, int]]:
+    """Every sentence of ``texts`` as ``(passage number from 1, its first character in that passage, the sentence,
+    content words it shares with question)``, those sharing most first (ties: passage order)."""
+    q = content_terms(question)
+    sents = []
+    for n, text in enumerate(texts, 1):
+        pos = 0
+        for sent in SENTENCE_BREAK.split(text):
+            at = text.find(sent, pos)
+            pos = at + len(sent)
+            if sent.strip():
+                sents.append((n, at, sent, len(q & content_terms(sent))))
+    return sorted(sents, key=lambda s: -s[3])  # stable: ties keep their order
+
+
 def focus_sentences(texts: Sequence[str], question: str, focus: int) -> list[str]:
     """The ``focus`` sentences of ``texts`` sharing most content words with ``question`` (passage order kept; ties
     go to the earlier passage), where the answer to it most likely is; all of ``texts`` when ``focus`` is 0 or no
     sentence shares a word."""
-    q = content_terms(question)
-    if not focus or not q:
+    if not focus or not content_terms(question):
         return list(texts)
-    sents = [s for t in texts for s in SENTENCE_BREAK.split(t) if s.strip()]
-    scored = sorted(range(len(sents)), key=lambda i: (-len(q & content_terms(sents[i])), i))[:focus]
-    if not scored or not q & content_terms(sents[scored[0]]):
+    top = ranked_sentences(texts, question)[:focus]
+    if not top or not top[0][3]:
         return list(texts)
-    return [sents[i] for i in sorted(scored) if q & content_terms(sents[i])]
+    return [sent for _, _, sent, shared in sorted(top, key=lambda s: (s[0], s[1])) if shared]
 
 
 def _prune(node: _Node) -> bool:
