@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from genret.retrieval import Demo, Hit, RagConfig
+from genret.retrieval import Demo, Hit, Provenance, RagConfig
 
 if TYPE_CHECKING:
     from ._service import RagOutcome, RagSpec
@@ -58,6 +58,11 @@ class ProvenanceModel(BaseModel):
     start_character: int
     end_character: int
 
+    @classmethod
+    def of(cls, provenance: Provenance) -> ProvenanceModel:
+        """The same fields, by name."""
+        return cls(**{f: getattr(provenance, f) for f in cls.model_fields})
+
 
 class HitModel(BaseModel):
     docid: int = Field(description="unit id in the index")
@@ -72,9 +77,8 @@ class HitModel(BaseModel):
 
     @classmethod
     def of(cls, hit: Hit) -> HitModel:
-        p = hit.provenance
         return cls(docid=hit.unit_id, score=hit.score, rank=hit.rank, text=hit.text,
-                   provenance=ProvenanceModel(**{f: getattr(p, f) for f in ProvenanceModel.model_fields}),
+                   provenance=ProvenanceModel.of(hit.provenance),
                    matched=list(hit.matched), member_ranks=list(hit.member_ranks))
 
 
@@ -212,11 +216,8 @@ class RagResponse(BaseModel):
     @classmethod
     def of(cls, outcome: RagOutcome, spec: RagSpec) -> RagResponse:
         a = outcome.answer
-        span = None
-        if a.span is not None:
-            prov = {f: getattr(a.span.provenance, f) for f in ProvenanceModel.model_fields}
-            span = SpanModel(number=a.span.number, start=a.span.start, end=a.span.end,
-                             provenance=ProvenanceModel(**prov))
+        span = None if a.span is None else SpanModel(number=a.span.number, start=a.span.start, end=a.span.end,
+                                                     provenance=ProvenanceModel.of(a.span.provenance))
         return cls(query=a.query, index=spec.index, retriever=spec.retriever, task=a.task, answer=a.answer,
                    raw=a.raw, citations=[CitationModel(number=c.number, hit=HitModel.of(c.hit)) for c in a.citations],
                    passages=[HitModel.of(h) for h in a.passages], demos=[DemoModel.of(d) for d in a.demos],
