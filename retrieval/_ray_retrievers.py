@@ -24,9 +24,8 @@ from genret.indexing import DenseParams, Index, NotFoundError, SentenceTransform
 
 from ._contract import Hit, Provenance, Retriever
 from ._ray_shards import BM25Replica, DenseShard, FMShard, RemoteFM, ReplicaSet, spawn
-from ._registry import REGISTRY, RetrievalConfig, base_retrievers
+from ._registry import REGISTRY, RetrievalConfig, base_retrievers, load_hybrid
 from .generative import GenerativeRetriever
-from .hybrid import HybridRetriever, effective_hybrid
 
 
 def shard_spans(index: Index, shards: int | None = None) -> list[tuple[int, int]]:
@@ -149,18 +148,7 @@ def load_ray_retriever(index: Index, name: str | None = None, config: RetrievalC
     if name == "generative" and "generative" in names:
         return RayGenerativeRetriever(index, config, replicas, num_cpus)
     if name == "hybrid":
-        hybrid, source = effective_hybrid(index, config.hybrid, names)
-        members: dict[str, Retriever] = {}
-        try:
-            for member in hybrid.retrievers or ():
-                members[member] = load_ray_retriever(index, member, config, shards=shards, replicas=replicas,
-                                                     num_cpus=num_cpus)
-        except BaseException:
-            for m in members.values():
-                m.close()
-            raise
-        retriever = HybridRetriever(members, hybrid)
-        retriever.tuned_from = None if source is None else str(source)
-        return retriever
+        return load_hybrid(index, config, lambda member: load_ray_retriever(
+            index, member, config, shards=shards, replicas=replicas, num_cpus=num_cpus))
     raise NotFoundError(f"retriever {name!r} cannot be served on Ray over {index.path} (it has {names}; "
                         f"known: {sorted(REGISTRY)})")

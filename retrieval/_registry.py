@@ -26,17 +26,20 @@ class RetrievalConfig(BaseModel):
     hybrid: HybridConfig = Field(default_factory=HybridConfig)
 
 
-def load_hybrid(index: Index, config: RetrievalConfig) -> HybridRetriever:
+def load_hybrid(index: Index, config: RetrievalConfig,
+                load: Callable[[str], Retriever] | None = None) -> HybridRetriever:
     """The registry factory: a ``HybridRetriever`` over ``index`` whose members are
-    ``load_retriever(index, name, config)`` for each member (``config.hybrid`` and the fitted weights saved in
-    the index decide which: see ``hybrid.effective_hybrid``), fused as they say
-    (``config``: a ``RetrievalConfig`` with a ``hybrid: HybridConfig`` section).  Members a fitted file weighs 0
-    are not loaded.  Members built before a failing one are closed."""
+    ``load_retriever(index, name, config)`` for each member (``load(name)`` instead when given: the Ray-served
+    members) — ``config.hybrid`` and the fitted weights saved in the index decide which: see
+    ``hybrid.effective_hybrid`` —, fused as they say (``config``: a ``RetrievalConfig`` with a ``hybrid:
+    HybridConfig`` section).  Members a fitted file weighs 0 are not loaded.  Members built before a failing one are
+    closed."""
     hybrid, source = effective_hybrid(index, config.hybrid, base_retrievers(index))
+    load = load or (lambda name: load_retriever(index, name, config))
     members: dict[str, Retriever] = {}
     try:
         for name in hybrid.retrievers or ():
-            members[name] = load_retriever(index, name, config)
+            members[name] = load(name)
     except BaseException:
         for member in members.values():
             member.close()
