@@ -146,11 +146,18 @@ def _build(paths: list[str], out: Path, config: IndexConfig, progress: bool) -> 
                 components[name] = COMPONENT_BUILDERS[name](store, tmp, config, progress)
         finally:
             store.close()
-        manifest = Manifest(
-            genret_version=_version(), created=datetime.now(UTC).isoformat(timespec="seconds"),
-            build_seconds=round(time.perf_counter() - t0, 3), corpus=corpus_info,
-            units=UnitsInfo(kind=config.units.kind, params=config.units.params(), count=n_units),
-            components=components,
-        )
-        write_manifest(tmp, manifest)
+        manifest = write_build_manifest(tmp, config, corpus_info, n_units, components, t0)
+    return manifest
+
+
+def write_build_manifest(tmp: Path, config: IndexConfig, corpus: CorpusInfo, n_units: int,
+                         components: dict[str, Component], t0: float) -> Manifest:
+    """The manifest of a build started at ``t0`` (``time.perf_counter``), written into its staging folder."""
+    manifest = Manifest(
+        genret_version=_version(), created=datetime.now(UTC).isoformat(timespec="seconds"),
+        build_seconds=round(time.perf_counter() - t0, 3), corpus=corpus,
+        units=UnitsInfo(kind=config.units.kind, params=config.units.params(), count=n_units),
+        components=components,
+    )
+    write_manifest(tmp, manifest)
     return manifest

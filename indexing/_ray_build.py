@@ -28,20 +28,19 @@ import shutil
 import time
 import uuid
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ._build import STORE_KIND, IndexConfig, write_store
+from ._build import STORE_KIND, IndexConfig, write_build_manifest, write_store
 from ._corpus import corpus_file
 from ._dense import DENSE_KIND, EMBEDDINGS_FILE, FAISS_FILE, build_faiss, device_for_faiss, faiss_params, unit_text
 from ._errors import GenretError
 from ._fm_build import FM_DIR, FM_KIND, LAYOUT, TOKENIZER_DIR, FMConfig, encode_texts, title_markers
 from ._fm_index import FMIndex
 from ._fm_shards import SHARDED_FORMAT, shard_dir
-from ._manifest import Component, Manifest, UnitsInfo, file_entries, is_index_dir, write_manifest
+from ._manifest import Component, Manifest, file_entries, is_index_dir
 from ._progress import progress_bar
 from ._ray_cluster import ray_session
 from ._store import STORE_FILE, UnitStore
@@ -50,12 +49,6 @@ from ._writes import staged_dir, write_lock
 log = logging.getLogger("genret")
 
 RAY_COMPONENTS = ("dense", "bm25", "fm")
-
-
-def _version() -> str:
-    from genret import __version__
-
-    return __version__
 
 
 def shard_cuts(n_units: int, shards: int) -> list[int]:
@@ -131,13 +124,7 @@ def _build(ray: Any, paths: list[str], out: Path, config: IndexConfig, workers: 
             components["fm"] = _fm_component(tmp, config.fm, n_units, [fm_parts[f"fm:{i}"]
                                                                          for i in range(config.fm.shards)])
         ordered = {"store": components["store"], **{c: components[c] for c in config.components}}
-        manifest = Manifest(
-            genret_version=_version(), created=datetime.now(UTC).isoformat(timespec="seconds"),
-            build_seconds=round(time.perf_counter() - t0, 3), corpus=corpus_info,
-            units=UnitsInfo(kind=config.units.kind, params=config.units.params(), count=n_units),
-            components=ordered,
-        )
-        write_manifest(tmp, manifest)
+        manifest = write_build_manifest(tmp, config, corpus_info, n_units, ordered, t0)
     log.info("ray build: %d units, %d fm shard(s), %s in %.1f s", n_units, config.fm.shards,
              "+".join(config.components), time.perf_counter() - t0)
     return manifest
