@@ -1,9 +1,11 @@
 """Benchmark of the FM-index (``genret.indexing._fm_index``) against the previous one, tokengrams and infini-gram.
 
 Systems: ``fm`` (memory-mapped wavelet matrix, numba kernels), ``fm-v1`` (the previous index, ``bench/_fm_v1.py``:
-the ``wavelet-matrix`` package rebuilt at every open), ``tokengrams`` (Rust suffix table), ``infini-gram`` (C++
-suffix array engine, memory-mapped; its licence rules it out as a dependency, not as a yardstick) and
-``numpy-sa`` (tokens + int32 suffix array, ``bisect``).  Yardsticks: ``pip install -e '.[bench]'``.
+the ``wavelet-matrix`` package rebuilt at every open), ``fm-prev`` (``fm`` as of the git revision ``--prev``, its
+modules copied out of git into a package of their own: a side-by-side check of a change), ``tokengrams`` (Rust
+suffix table), ``infini-gram`` (C++ suffix array engine, memory-mapped; its licence rules it out as a dependency,
+not as a yardstick) and ``numpy-sa`` (tokens + int32 suffix array, ``bisect``).
+Yardsticks: ``pip install -e '.[bench]'``.
 
 Corpora: Zipf-distributed synthetic token ids (vocabulary 50k, documents of ~100 tokens) of the given sizes, and
 the mini-KILT knowledge sources (one document per paragraph, laid out as ``[1] title [2] paragraph`` like the
@@ -12,7 +14,7 @@ so its peak RSS is its own.  Queries are n-grams sampled from random document po
 frequent prefixes, as in decoding); all systems answer the same queries in the same run.
 
     python bench/fm_index.py [--sizes 1e7,5e7] [--full] [--no-minikilt] [--queries 1000] [--sa-sample 32]
-                             [--systems fm,fm-v1,tokengrams,infini-gram]
+                             [--systems fm,fm-v1,tokengrams,infini-gram] [--prev REV (system fm-prev)]
 
 Columns: build time (arrays written), tokens/s, peak RSS of the build process, bytes/token on disk, open time,
 bytes/token of RSS added by opening (peak during the open in brackets) and after all the queries (FM: the
@@ -134,8 +136,26 @@ def dir_bytes(path: Path) -> int:
 
 
 # -- workers (each run in its own process) -------------------------------------------------------------------
-def _fm_class(v1: bool) -> Any:
-    if v1:
+PREV_MODULES = ("__init__", "_fm_index", "_fm_hot", "_fm_queries", "_wavelet", "_errors", "_progress",
+                "_suffix_array")
+
+
+def materialize_prev(rev: str, dest: Path) -> None:
+    """The FM-index modules of git revision ``rev`` as the package ``fmprev`` under ``dest`` (for ``fm-prev``)."""
+    pkg = dest / "fmprev"
+    pkg.mkdir(parents=True, exist_ok=True)
+    for name in PREV_MODULES:
+        text = "" if name == "__init__" else subprocess.run(
+            ["git", "-C", str(ROOT), "show", f"{rev}:indexing/{name}.py"], check=True, capture_output=True,
+            text=True).stdout
+        (pkg / f"{name}.py").write_text(text)
+
+
+def _fm_class(v1: bool | str) -> Any:
+    if v1 == "prev":
+        sys.path.insert(0, os.environ["FM_PREV_DIR"])
+        from fmprev._fm_index import FMIndex
+    elif v1:
         sys.path.insert(0, str(ROOT / "bench"))
         from _fm_v1 import FMIndex
     else:
@@ -143,18 +163,22 @@ def _fm_class(v1: bool) -> Any:
     return FMIndex
 
 
-def work_fm(work: Path, q: dict[str, list], v1: bool = False) -> dict[str, Any]:
+def _fm_name(v1: bool | str) -> str:
+    return "fmprev" if v1 == "prev" else "fm1" if v1 else "fm"
+
+
+def work_fm(work: Path, q: dict[str, list], v1: bool | str = False) -> dict[str, Any]:
     FMIndex = _fm_class(v1)
     tokens, lengths = np.load(work / "tokens.npy"), np.load(work / "lengths.npy")
     meta = json.loads((work / "meta.json").read_text())
-    if not v1:  # compile / load the kernels first: not part of the build
+    if v1 is not True:  # compile / load the kernels first: not part of the build
         FMIndex.from_flat(np.array([1, 2, 3]), np.array([3]), 5)
     t0 = time.perf_counter()
     index = FMIndex.from_flat(tokens, lengths, meta["vocab"], sa_sample=meta["sa_sample"])
-    index.save(work / ("fm1" if v1 else "fm"))
+    index.save(work / _fm_name(v1))
     build = time.perf_counter() - t0
-    (work / ("fm1_params.json" if v1 else "fm_params.json")).write_text(json.dumps(index.params()))
-    return {"build_s": build, "peak": peak_bytes(), "disk": dir_bytes(work / ("fm1" if v1 else "fm"))}
+    (work / f"{_fm_name(v1)}_params.json").write_text(json.dumps(index.params()))
+    return {"build_s": build, "peak": peak_bytes(), "disk": dir_bytes(work / _fm_name(v1))}
 
 
 def _reset_peak() -> None:
@@ -164,10 +188,10 @@ def _reset_peak() -> None:
         pass
 
 
-def query_fm(work: Path, q: dict[str, list], v1: bool = False) -> dict[str, Any]:
+def query_fm(work: Path, q: dict[str, list], v1: bool | str = False) -> dict[str, Any]:
     FMIndex = _fm_class(v1)
-    params = json.loads((work / ("fm1_params.json" if v1 else "fm_params.json")).read_text())
-    if v1:
+    params = json.loads((work / f"{_fm_name(v1)}_params.json").read_text())
+    if v1 is True:
         import wavelet_matrix  # noqa: F401 - imported before the baseline is taken
     else:  # the kernels' machine code (numba, llvmlite: ~50 MB) is loaded before the baseline is taken
         tiny = FMIndex.from_flat(np.array([1, 2, 3, 1, 2]), np.array([3, 2]), 5, sa_sample=2)
@@ -176,7 +200,7 @@ def query_fm(work: Path, q: dict[str, list], v1: bool = False) -> dict[str, Any]
     before = rss_bytes()
     _reset_peak()
     t0 = time.perf_counter()
-    index = FMIndex.load(work / ("fm1" if v1 else "fm"), params, mmap=True)
+    index = FMIndex.load(work / _fm_name(v1), params, mmap=True)
     load = time.perf_counter() - t0
     ram, ram_peak = rss_bytes() - before, peak_bytes() - before
     steps = [(index.range_of(p[:2]), p[2]) for p in q["q3"]]
@@ -326,7 +350,8 @@ def work_numpy(work: Path, q: dict[str, list]) -> dict[str, Any]:
 
 
 WORKERS = {"fm": work_fm, "fm-query": query_fm, "fm-v1": lambda w, q: work_fm(w, q, True),
-           "fm-v1-query": lambda w, q: query_fm(w, q, True), "tokengrams": work_tokengrams,
+           "fm-v1-query": lambda w, q: query_fm(w, q, True), "fm-prev": lambda w, q: work_fm(w, q, "prev"),
+           "fm-prev-query": lambda w, q: query_fm(w, q, "prev"), "tokengrams": work_tokengrams,
            "infini-gram": work_infinigram, "numpy-sa": work_numpy}
 
 
@@ -363,7 +388,7 @@ def bench_corpus(name: str, tokens: np.ndarray, lengths: np.ndarray, vocab: int,
         for system in systems:
             try:
                 r = run_worker(system, work)
-                if system in ("fm", "fm-v1"):
+                if system in ("fm", "fm-v1", "fm-prev"):
                     r.update(run_worker(f"{system}-query", work))
             except RuntimeError as exc:
                 print(f"{system} failed: {exc}", file=sys.stderr, flush=True)
@@ -398,12 +423,20 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=1000, help="queries per operation (locate: half)")
     ap.add_argument("--systems", default="fm,fm-v1,tokengrams,infini-gram")
     ap.add_argument("--sa-sample", type=int, default=32, help="FM-index suffix-array sampling rate")
+    ap.add_argument("--prev", default="HEAD", help="git revision of the fm-prev system")
     ap.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         worker_main(args.worker[0], Path(args.worker[1]))
         return
     systems = args.systems.split(",")
+    if "fm-prev" in systems:
+        prev_dir = Path(tempfile.mkdtemp(prefix="fmprev-"))
+        materialize_prev(args.prev, prev_dir)
+        os.environ["FM_PREV_DIR"] = str(prev_dir)
+        rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", args.prev], capture_output=True,
+                             text=True).stdout.strip()
+        print(f"fm-prev: the FM-index modules of {args.prev} ({rev})", file=sys.stderr, flush=True)
     sizes = [] if args.only_minikilt else [int(float(s)) for s in args.sizes.split(",") if s]
     if args.full and 50_000_000 not in sizes:
         sizes.append(50_000_000)

@@ -3,29 +3,111 @@
 Without them, ``next_tokens`` of a frequent token walks the wavelet matrix once per distinct follower
 (``k (L - log2 k + 2)`` nodes: tens of thousands of ``rank1`` for the most frequent tokens, i.e. milliseconds).
 At build time the 1-grams with at least ``HOT_MIN_ROWS`` occurrences and ``HOT_MIN_DISTINCT`` distinct
-followers get their list stored, longest first, within ``HOT_BUDGET`` bytes per text row (an entry is a
-symbol and a uint16 count, 4 bytes for 16-bit symbols; counts of 65,535 or more are kept apart in
-``hot_big``, ``[entry, count]`` rows).  Lists are keyed by their suffix-array range ``(lo, hi)``: two n-grams
-with the same range have the same followers.
+followers get their list stored, longest first, within ``HOT_BUDGET`` bytes per text row.  Lists are keyed by
+their suffix-array range ``(lo, hi)``: two n-grams with the same range have the same followers.
+
+Encoding (``hot_bytes``, one byte stream; ``hot_offsets[j]`` is where list ``j`` starts, ``hot_sizes[j]`` its
+entries).  An entry is a symbol (ascending) and its count (>= 1); its *gap* is the symbol minus the previous
+one (the first: minus ``FIRST_SYM - 1``), >= 1.  Long lists are dense (gaps of a few symbols) and most
+followers are rare (counts of a few), so an entry with ``gap <= 15`` and ``count <= 15`` is one byte,
+``gap << 4 | count``; any other is a zero byte followed by the gap and the count as LEB128 varints (7 bits a
+byte, low bits first, high bit set on every byte but the last).  About 1.3 bytes an entry on Zipf text where a
+uint16 symbol and a uint16 count took 4 (format ``genret-fm/2``): three times the lists in the same budget.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 from . import _wavelet as wv
 
 HOT_MIN_ROWS = 1024
 HOT_MIN_DISTINCT = 384
 HOT_BUDGET = 0.08
-BIG = 0xFFFF
 FIRST_SYM = 2
+_JIT = {"cache": True, "nogil": True}
 
 
-def hot_lists(bits: np.ndarray, ranks: np.ndarray, zeros: np.ndarray, C: np.ndarray, sdt: np.dtype,
+@njit(**_JIT)
+def _varint(buf, p, v):
+    while v >= 128:
+        buf[p] = np.uint8((v & 127) | 128)
+        v >>= 7
+        p += 1
+    buf[p] = np.uint8(v)
+    return p + 1
+
+
+@njit(**_JIT)
+def encode_list(syms, counts, first):
+    """The bytes of one list (``syms`` ascending, ``>= first``; ``counts >= 1``), see the module docstring."""
+    buf = np.empty(21 * len(syms), np.uint8)  # worst case: 1 + 10 + 10 bytes an entry
+    p, prev = 0, first - 1
+    for j in range(len(syms)):
+        g, c = syms[j] - prev, counts[j]
+        prev = syms[j]
+        if g <= 15 and c <= 15:
+            buf[p] = np.uint8((g << 4) | c)
+            p += 1
+        else:
+            buf[p] = 0
+            p = _varint(buf, p + 1, g)
+            p = _varint(buf, p, c)
+    return buf[:p].copy()
+
+
+@njit(inline="always", **_JIT)
+def _read(buf, p, end):
+    v, shift = 0, 0
+    while p < end:
+        b = np.int64(buf[p])
+        p += 1
+        v |= (b & 127) << shift
+        if b < 128:
+            return v, p
+        shift += 7
+        if shift > 56:
+            break
+    return -1, end + 1
+
+
+@njit(**_JIT)
+def decode_list(buf, a, b, size, tok, first):
+    """Tokens (``tok[sym - first]``) and counts of the list stored in ``buf[a:b]`` with ``size`` entries.
+
+    ValueError when the bytes do not hold exactly ``size`` entries (a corrupt index).
+    """
+    tokens = np.empty(size, np.int64)
+    counts = np.empty(size, np.int64)
+    p, s = a, first - 1
+    for j in range(size):
+        if p >= b:
+            raise ValueError("FM-index next-token list is corrupt (too few bytes)")
+        x = np.int64(buf[p])
+        p += 1
+        if x >= 16:
+            g, c = x >> 4, x & 15
+        else:
+            g, p = _read(buf, p, b)
+            c, p = _read(buf, p, b)
+            if p > b or g < 1 or c < 1:
+                raise ValueError("FM-index next-token list is corrupt (bad varint)")
+        s += g
+        if s - first >= len(tok):
+            raise ValueError("FM-index next-token list is corrupt (symbol out of range)")
+        tokens[j] = tok[s - first]
+        counts[j] = c
+    if p != b:
+        raise ValueError("FM-index next-token list is corrupt (bytes left over)")
+    return tokens, counts
+
+
+def hot_lists(bits: np.ndarray, ranks: np.ndarray, zeros: np.ndarray, C: np.ndarray,
               pdt: np.dtype) -> dict[str, np.ndarray]:
-    """``hot_ranges`` (``[n, 2]``, sorted), ``hot_offsets``, ``hot_syms``, ``hot_counts`` of the wavelet matrix
-    ``bits, ranks, zeros`` of a BWT with cumulative symbol counts ``C`` (boundary symbols left out)."""
+    """``hot_ranges`` (``[n, 2]``, sorted), ``hot_offsets`` (``n + 1``), ``hot_sizes``, ``hot_bytes`` of the
+    wavelet matrix ``bits, ranks, zeros`` of a BWT with cumulative symbol counts ``C`` (boundary symbols left
+    out)."""
     counts = np.diff(C)
     cand = [s for s in np.flatnonzero(counts >= HOT_MIN_ROWS).tolist() if s >= FIRST_SYM]
     found = []
@@ -33,28 +115,29 @@ def hot_lists(bits: np.ndarray, ranks: np.ndarray, zeros: np.ndarray, C: np.ndar
         lo, hi = int(C[s]), int(C[s + 1])
         out = wv.wm_distinct(bits, ranks, zeros, lo, hi, FIRST_SYM)
         if out.shape[1] >= HOT_MIN_DISTINCT:
-            found.append((out.shape[1], lo, hi, out[0], out[1]))
-    found.sort(key=lambda f: -f[0])
-    budget, kept = int(int(C[-1]) * HOT_BUDGET) // (np.dtype(sdt).itemsize + 2), []
+            found.append((out.shape[1], lo, hi, encode_list(out[0], out[1], FIRST_SYM)))
+    found.sort(key=lambda f: -f[0])  # longest first: the slowest walks
+    budget, kept = int(int(C[-1]) * HOT_BUDGET), []
     for f in found:
-        if f[0] > budget:
-            break
-        budget -= f[0]
-        kept.append(f)
+        if len(f[3]) <= budget:
+            budget -= len(f[3])
+            kept.append(f)
     kept.sort(key=lambda f: f[1])
-    counts = np.concatenate([f[4] for f in kept]) if kept else np.zeros(0, np.int64)
-    big = np.flatnonzero(counts >= BIG)
+    sizes = np.array([len(f[3]) for f in kept], dtype=np.int64)
     return {"hot_ranges": np.array([(f[1], f[2]) for f in kept], dtype=pdt).reshape(-1, 2),
-            "hot_offsets": np.concatenate([[0], np.cumsum([f[0] for f in kept])]).astype(np.int64),
-            "hot_syms": (np.concatenate([f[3] for f in kept]) if kept else np.zeros(0)).astype(sdt),
-            "hot_counts": np.minimum(counts, BIG).astype(np.uint16),
-            "hot_big": np.stack([big, counts[big]], axis=1).astype(np.int64).reshape(-1, 2)}
+            "hot_offsets": np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+            "hot_sizes": np.array([f[0] for f in kept], dtype=np.int64),
+            "hot_bytes": np.concatenate([f[3] for f in kept]) if kept else np.zeros(0, np.uint8)}
 
 
-def hot_counts(counts: np.ndarray, big: np.ndarray, a: int) -> np.ndarray:
-    """The true counts of entries ``[a, a + len(counts))`` (uint16, saturated) given the ``hot_big`` rows."""
+V2_BIG = 0xFFFF
+
+
+def v2_counts(counts: np.ndarray, big: np.ndarray, a: int) -> np.ndarray:
+    """A ``genret-fm/2`` list's true counts of entries ``[a, a + len(counts))`` (uint16, saturated at
+    ``V2_BIG``; the larger ones are ``[entry, count]`` rows of ``big``)."""
     out = counts.astype(np.int64)
-    if len(big) and (out == BIG).any():
+    if len(big) and (out == V2_BIG).any():
         lo, hi = np.searchsorted(big[:, 0], [a, a + len(out)])
         rows = np.asarray(big[lo:hi])
         out[rows[:, 0] - a] = rows[:, 1]

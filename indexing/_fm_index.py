@@ -15,7 +15,7 @@ uint16 per 512 bits, two-level) and ``wm_zeros``; ``C`` (int64 cumulative symbol
 ``sample_bits``/``sample_ranks`` (a bit vector marking the suffix-array rows whose text position is a multiple
 of ``sa_sample``) and ``sample_pos`` (those positions, in row order; uint32 below 2**32 rows);
 ``doc_starts`` (start of each document in ``T``, plus ``len(T)``); ``hot_ranges``/``hot_offsets``/
-``hot_syms``/``hot_counts``/``hot_big``: the next-token lists of the 1-grams whose list is long (see ``_fm_hot``).
+``hot_sizes``/``hot_bytes``: the next-token lists of the 1-grams whose list is long, byte-coded (see ``_fm_hot``).
 Bytes per token for 16-bit symbols and ``sa_sample=32``: 2 (bit planes) + 0.0625 (ranks) + 0.129 (marks) +
 0.125 (positions) + documents + hot lists.
 
@@ -39,17 +39,16 @@ import numpy as np
 
 from . import _wavelet as wv
 from ._errors import IndexFormatError
-from ._fm_hot import hot_counts, hot_lists
+from ._fm_hot import decode_list, hot_lists, v2_counts
 from ._fm_queries import FMQueries, FMRange, Limit, NextTokens, empty_next
 from ._progress import progress_bar
 from ._suffix_array import pos_dtype, suffix_array, sym_width
 
-FM_FORMAT = "genret-fm/2"
+FM_FORMAT = "genret-fm/3"
+READABLE_FORMATS = ("genret-fm/2",)  # read as they are: only their next-token lists differ
 OLD_FORMATS = ("genret-fm/1",)
 END_SYM, SEP_SYM, FIRST_SYM = 0, 1, 2
 _CHUNK = 1 << 22
-_ARRAYS = ("wm_bits", "wm_ranks", "wm_zeros", "C", "token_of_sym", "sample_bits", "sample_ranks", "sample_pos",
-           "doc_starts", "hot_ranges", "hot_offsets", "hot_syms", "hot_counts", "hot_big")
 
 
 class FMIndex(FMQueries):
@@ -158,26 +157,30 @@ class FMIndex(FMQueries):
             arrays = {"wm_bits": bits, "wm_ranks": ranks, "wm_zeros": zeros, "C": C,
                       "token_of_sym": present.astype(np.int32), "sample_bits": sample_bits,
                       "sample_ranks": sample_ranks, "sample_pos": np.concatenate(pos), "doc_starts": starts}
-            arrays.update(hot_lists(bits, ranks, zeros, C, sdt, pdt))
+            arrays.update(hot_lists(bits, ranks, zeros, C, pdt))
             bar.update(1)
         return cls(arrays, vocab_size, sa_sample)
 
     # -- persistence ----------------------------------------------------------------------------------
     def params(self) -> dict[str, Any]:
         """JSON-able description of the arrays, for the manifest; ``load`` checks the files against it."""
-        return {"format": FM_FORMAT, "text": "reversed", "vocab_size": self.vocab_size,
+        if "hot_syms" in self._a:  # a genret-fm/2 index, opened as it is
+            hot = {"format": READABLE_FORMATS[0], "n_hot_entries": len(self._a["hot_syms"]),
+                   "n_hot_big": len(self._a["hot_big"])}
+        else:
+            hot = {"format": FM_FORMAT, "n_hot_bytes": len(self._a["hot_bytes"])}
+        return {"format": hot.pop("format"), "text": "reversed", "vocab_size": self.vocab_size,
                 "n_tokens": self.n_tokens, "n_docs": self.n_docs, "n_rows": self.n_rows,
                 "n_symbols": self.n_symbols, "sa_sample": self.sa_sample, "n_samples": len(self._spos),
                 "n_levels": self.n_levels, "pos_dtype": str(self._spos.dtype),
-                "n_hot": len(self._a["hot_ranges"]), "n_hot_entries": len(self._a["hot_syms"]),
-                "n_hot_big": len(self._a["hot_big"])}
+                "n_hot": len(self._a["hot_ranges"]), **hot}
 
     def save(self, directory: str | Path) -> list[str]:
         """Write the arrays as ``<name>.npy`` into ``directory`` (created); returns the file names."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         names = []
-        for name in _ARRAYS:
+        for name in self._a:
             np.save(directory / f"{name}.npy", np.ascontiguousarray(self._a[name]), allow_pickle=False)
             names.append(f"{name}.npy")
         return names
@@ -281,8 +284,13 @@ class FMIndex(FMQueries):
         ranges = self._a["hot_ranges"]
         if j < len(ranges) and int(ranges[j, 0]) == lo and int(ranges[j, 1]) == hi:
             a, b = int(self._a["hot_offsets"][j]), int(self._a["hot_offsets"][j + 1])
-            syms = self._a["hot_syms"][a:b].astype(np.int64)
-            return self._tok[syms - FIRST_SYM], hot_counts(self._a["hot_counts"][a:b], self._a["hot_big"], a)
+            if "hot_syms" in self._a:  # genret-fm/2
+                syms = self._a["hot_syms"][a:b].astype(np.int64)
+                return self._tok[syms - FIRST_SYM], v2_counts(self._a["hot_counts"][a:b], self._a["hot_big"], a)
+            try:
+                return decode_list(self._a["hot_bytes"], a, b, int(self._a["hot_sizes"][j]), self._tok, FIRST_SYM)
+            except ValueError as exc:
+                raise IndexFormatError(str(exc)) from None
         return None
 
     def locate_ranges(self, rngs: Sequence[FMRange], limit: Limit = None) -> list[list[tuple[int, int]]]:
@@ -339,17 +347,20 @@ def _expected_arrays(directory: Path, params: dict[str, Any]) -> tuple[dict[str,
     """``{name: (dtype, shape)}`` that ``params`` implies, the vocabulary size and the sampling rate."""
     fmt = params.get("format") if isinstance(params, dict) else None
     if fmt in OLD_FORMATS:
-        raise IndexFormatError(f"{directory}: FM-index format {fmt!r} was written by an older genret (its wavelet "
-                               f"matrix was rebuilt at every open); rebuild the index (`genret index --fm ...`) "
-                               f"to get {FM_FORMAT}")
-    if fmt != FM_FORMAT:
+        why = "its wavelet matrix was rebuilt at every open" if fmt == "genret-fm/1" else \
+            "its next-token lists were not byte-coded"
+        raise IndexFormatError(f"{directory}: FM-index format {fmt!r} was written by an older genret ({why}); "
+                               f"rebuild the index (`genret index --fm ...`) to get {FM_FORMAT}")
+    if fmt != FM_FORMAT and fmt not in READABLE_FORMATS:
         raise IndexFormatError(f"{directory}: FM-index format {fmt!r}, expected {FM_FORMAT}")
     try:
         n_rows, n_docs, n_sym = int(params["n_rows"]), int(params["n_docs"]), int(params["n_symbols"])
         vocab, sample = int(params["vocab_size"]), int(params["sa_sample"])
         n_samples, n_lev = int(params["n_samples"]), int(params["n_levels"])
-        n_hot, n_entries, n_big = int(params["n_hot"]), int(params["n_hot_entries"]), int(params["n_hot_big"])
-        if min(vocab, sample, n_rows, n_sym - 1) < 1 or min(n_docs, n_hot, n_entries, n_big) < 0:
+        n_hot = int(params["n_hot"])
+        v2 = fmt == "genret-fm/2"
+        n_bytes, n_big = int(params["n_hot_entries" if v2 else "n_hot_bytes"]), int(params.get("n_hot_big", 0))
+        if min(vocab, sample, n_rows, n_sym - 1) < 1 or min(n_docs, n_hot, n_bytes, n_big) < 0:
             raise IndexFormatError(f"{directory}: impossible FM-index parameters {params}")
         pdt = pos_dtype(n_rows)
         sdt = {1: np.uint8, 2: np.uint16, 3: np.uint32}[sym_width(n_sym)]
@@ -364,8 +375,12 @@ def _expected_arrays(directory: Path, params: dict[str, Any]) -> tuple[dict[str,
               "token_of_sym": (np.int32, (n_sym - FIRST_SYM,)), "sample_bits": (np.uint64, (1, words)),
               "sample_ranks": (rdt, (1, blocks)), "sample_pos": (pdt, (n_samples,)),
               "doc_starts": (pdt, (n_docs + 1,)), "hot_ranges": (pdt, (n_hot, 2)),
-              "hot_offsets": (np.int64, (n_hot + 1,)), "hot_syms": (sdt, (n_entries,)),
-              "hot_counts": (np.uint16, (n_entries,)), "hot_big": (np.int64, (n_big, 2))}
+              "hot_offsets": (np.int64, (n_hot + 1,)), "hot_sizes": (np.int64, (n_hot,)),
+              "hot_bytes": (np.uint8, (n_bytes,))}
+    if v2:
+        del expect["hot_sizes"], expect["hot_bytes"]
+        expect.update({"hot_syms": (sdt, (n_bytes,)), "hot_counts": (np.uint16, (n_bytes,)),
+                       "hot_big": (np.int64, (n_big, 2))})
     return expect, vocab, sample
 
 
@@ -399,8 +414,13 @@ def _check_contents(directory: Path, a: dict[str, np.ndarray], n_rows: int, n_do
         problems.append("wm_ranks")
     if wv.total_ones(a["sample_ranks"][0], n_rows) != len(a["sample_pos"]):
         problems.append("sample_ranks")
-    off = a["hot_offsets"]
-    if off[0] != 0 or off[-1] != len(a["hot_syms"]) or (np.diff(off) < 0).any():
-        problems.append("hot_offsets")
+    off = np.asarray(a["hot_offsets"])
+    if "hot_syms" in a:  # genret-fm/2: one symbol an entry
+        if off[0] != 0 or off[-1] != len(a["hot_syms"]) or (np.diff(off) < 0).any():
+            problems.append("hot_offsets")
+    else:
+        sizes = np.asarray(a["hot_sizes"])
+        if off[0] != 0 or off[-1] != len(a["hot_bytes"]) or (np.diff(off) < sizes).any() or (sizes < 1).any():
+            problems.append("hot_offsets")  # every entry takes one byte at least
     if problems:
         raise IndexFormatError(f"{directory}: FM-index arrays {problems} are inconsistent with the parameters")

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from genret.indexing import IndexFormatError
-from genret.indexing._fm_index import FMIndex
+from genret.indexing._fm_index import FM_FORMAT, FMIndex
 from genret.indexing._fm_shards import ShardedFMIndex, split_balanced
 
 MAX_N = 4  # longest n-gram checked exhaustively
@@ -125,7 +125,7 @@ def test_24_bit_symbols_and_dtype_paths(tmp_path):
     index = FMIndex.build(docs, 200_000, sa_sample=8)
     assert index.params()["n_levels"] == 17 and index.n_symbols > 65536
     names = index.save(tmp_path)
-    assert "wm_bits.npy" in names and np.load(tmp_path / "hot_syms.npy").dtype == np.uint32
+    assert "wm_bits.npy" in names and np.load(tmp_path / "hot_bytes.npy").dtype == np.uint8
     loaded = FMIndex.load(tmp_path, index.params())
     for d in (0, 17, 1199, 1200):
         g = docs[d][10:13]
@@ -420,7 +420,7 @@ def test_title_markers_fallbacks():
 
 def test_empty_path_is_rejected(tmp_path):
     with pytest.raises(IndexFormatError):
-        FMIndex.load(Path(tmp_path) / "nope", {"format": "genret-fm/2"})
+        FMIndex.load(Path(tmp_path) / "nope", {"format": FM_FORMAT})
 
 
 def test_old_format_gets_a_clear_error(tmp_path):
