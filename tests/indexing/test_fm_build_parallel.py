@@ -75,3 +75,39 @@ def test_backend_encoder_equals_encode_texts(lowercase):
     flat, lengths = _encode_units(enc, (1, 2), np.dtype(np.uint16), (texts[:3], texts[3:6]))
     docs = [[1, *want[k], 2, *want[3 + k]] for k in range(3)]
     assert lengths.tolist() == [len(d) for d in docs] and flat.tolist() == sum(docs, [])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lowercase", [False, True])
+def test_fast_tokenizer_equals_transformers(tmp_path, lowercase):
+    """The tokenizer read with the tokenizers package alone gives the ids, length and markers of transformers'
+    one, and the folder it saves loads (with transformers) into the same tokenizer."""
+    from genret.indexing import encode_texts, load_tokenizer
+    from genret.indexing._fm_build import FastTokenizer, _Encoder, fast_tokenizer, title_markers
+
+    tok = load_tokenizer("smollm2-135m-instruct")
+    fast = fast_tokenizer("smollm2-135m-instruct")
+    assert isinstance(fast, FastTokenizer)
+    texts = ["Le café <|im_end|> «x»", " <|im_start|>user", "", "  spaces  ", "東京 🙂 Köln", "A\\nB\\tC",
+             "<|endoftext|>", "The Eiffel Tower, 1889: 324 m."]
+    assert _Encoder(fast, lowercase=lowercase)(texts) == encode_texts(tok, texts, lowercase=lowercase)
+    assert len(fast) == len(tok) and title_markers(fast) == title_markers(tok) == (1, 2, len(tok))
+    for name in ("bos", "eos", "unk", "pad", "cls", "sep", "mask"):
+        assert getattr(fast, f"{name}_token_id") == getattr(tok, f"{name}_token_id"), name
+    fast.save_pretrained(str(tmp_path / "tok"))
+    from transformers import AutoTokenizer
+
+    again = AutoTokenizer.from_pretrained(str(tmp_path / "tok"))
+    assert len(again) == len(tok) and encode_texts(again, texts) == encode_texts(tok, texts)
+
+
+def test_fast_tokenizer_falls_back(tmp_path):
+    """Folders transformers would not load as they are get None (then transformers loads them)."""
+    from genret.indexing._fm_build import fast_tokenizer
+
+    assert fast_tokenizer(str(tmp_path / "missing")) is None
+    (tmp_path / "tokenizer.json").write_text("{}")
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "LlamaTokenizer"}))
+    assert fast_tokenizer(str(tmp_path)) is None  # a model-specific class
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "TokenizersBackend"}))
+    assert fast_tokenizer(str(tmp_path)) is None  # an unreadable tokenizer.json
