@@ -13,7 +13,7 @@ the mini-KILT knowledge sources (one document per paragraph, laid out as ``[1] t
 so its peak RSS is its own.  Queries are n-grams sampled from random document positions (so frequent tokens are
 frequent prefixes, as in decoding); all systems answer the same queries in the same run.
 
-    python bench/fm_index.py [--sizes 1e7,5e7] [--full] [--no-minikilt] [--queries 1000] [--sa-sample 32]
+    python bench/fm_index.py [--sizes 1e7,5e7] [--full] [--no-minikilt] [--queries 1000] [--sa-sample N]
                              [--systems fm,fm-v1,tokengrams,infini-gram] [--prev REV (system fm-prev)]
 
 Columns: build time (arrays written), tokens/s, peak RSS of the build process, bytes/token on disk, open time,
@@ -174,11 +174,13 @@ def work_fm(work: Path, q: dict[str, list], v1: bool | str = False) -> dict[str,
     if v1 is not True:  # compile / load the kernels first: not part of the build
         FMIndex.from_flat(np.array([1, 2, 3]), np.array([3]), 5)
     t0 = time.perf_counter()
-    index = FMIndex.from_flat(tokens, lengths, meta["vocab"], sa_sample=meta["sa_sample"])
+    rate = {} if meta["sa_sample"] is None else {"sa_sample": meta["sa_sample"]}  # None: the system's default
+    index = FMIndex.from_flat(tokens, lengths, meta["vocab"], **rate)
     index.save(work / _fm_name(v1))
     build = time.perf_counter() - t0
     (work / f"{_fm_name(v1)}_params.json").write_text(json.dumps(index.params()))
-    return {"build_s": build, "peak": peak_bytes(), "disk": dir_bytes(work / _fm_name(v1))}
+    return {"build_s": build, "peak": peak_bytes(), "disk": dir_bytes(work / _fm_name(v1)),
+            "sa_sample": index.sa_sample}
 
 
 def _reset_peak() -> None:
@@ -374,7 +376,7 @@ def run_worker(kind: str, work: Path) -> dict[str, Any]:
 
 # -- driver --------------------------------------------------------------------------------------------------
 def bench_corpus(name: str, tokens: np.ndarray, lengths: np.ndarray, vocab: int, n_queries: int,
-                 systems: list[str], sa_sample: int = 32) -> list[str]:
+                 systems: list[str], sa_sample: int | None = None) -> list[str]:
     rows = []
     with tempfile.TemporaryDirectory(prefix="fmbench-") as tmp:
         work = Path(tmp)
@@ -395,7 +397,7 @@ def bench_corpus(name: str, tokens: np.ndarray, lengths: np.ndarray, vocab: int,
                 rows.append(f"| {name} | {n / 1e6:.2f}M | {system} | failed ({str(exc).splitlines()[0][:60]}) |")
                 continue
             mb = r["peak"] / 2**20
-            label = system if not system.startswith("fm") or sa_sample == 32 else f"{system} (sa_sample={sa_sample})"
+            label = f"{system} (sa_sample={r['sa_sample']})" if "sa_sample" in r else system
             ram = f"{r['ram'] / n:.2f}" + (f" [{r['ram_peak'] / n:.2f}]" if "ram_peak" in r else "")
             row = [name, f"{n / 1e6:.2f}M", label, f"{r['build_s']:.2f}", f"{n / r['build_s'] / 1e6:.2f}",
                    f"{mb:.0f}" if mb else "–", f"{r['disk'] / n:.2f}",
@@ -422,7 +424,8 @@ def main() -> None:
     ap.add_argument("--no-minikilt", action="store_true")
     ap.add_argument("--queries", type=int, default=1000, help="queries per operation (locate: half)")
     ap.add_argument("--systems", default="fm,fm-v1,tokengrams,infini-gram")
-    ap.add_argument("--sa-sample", type=int, default=32, help="FM-index suffix-array sampling rate")
+    ap.add_argument("--sa-sample", type=int, default=None,
+                    help="FM-index suffix-array sampling rate (default: each system's own)")
     ap.add_argument("--prev", default="HEAD", help="git revision of the fm-prev system")
     ap.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()

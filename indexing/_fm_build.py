@@ -49,7 +49,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from ._errors import IndexFormatError
-from ._fm_index import FMIndex
+from ._fm_index import SA_SAMPLE, FMIndex
 from ._fm_shards import SHARDED_FORMAT, ShardedFMIndex, load_any, shard_dir
 from ._manifest import Component, file_entries
 from ._models import DEFAULT_LM, load_tokenizer, resolve_checkpoint
@@ -70,7 +70,8 @@ class FMConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     tokenizer: str = Field(DEFAULT_LM, description="Hugging Face tokenizer name/path, GGUF file or packaged alias")
     shards: int = Field(1, ge=1, description="independent FM-indexes over contiguous unit ranges")
-    sa_sample: int = Field(32, ge=1, description="suffix-array sampling rate: locate cost vs 8/sa_sample bytes/token")
+    sa_sample: int = Field(SA_SAMPLE, ge=1, description="suffix-array sampling rate: locate cost (about sa_sample/2 "
+                           "LF steps an occurrence) vs about 3/sa_sample bytes/token")
     lowercase: bool = Field(False, description="lowercase titles and texts (and queries) before tokenizing")
     workers: int | None = Field(None, ge=1, description="tokenizer / shard-builder processes (default: one per "
                                 "CPU; 1: all in this process); the index does not depend on it")

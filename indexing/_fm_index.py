@@ -13,11 +13,14 @@ per-symbol arrays; nothing is rebuilt).  The BWT is held only as a wavelet matri
 ``wm_bits`` (uint64 ``[L, W]``, ``L = ceil(log2 n_symbols)`` bit planes), ``wm_ranks`` (rank directory, one
 uint16 per 512 bits, two-level) and ``wm_zeros``; ``C`` (int64 cumulative symbol counts), ``token_of_sym`` (int32);
 ``sample_bits``/``sample_ranks`` (a bit vector marking the suffix-array rows whose text position is a multiple
-of ``sa_sample``) and ``sample_pos`` (those positions, in row order; uint32 below 2**32 rows);
+of ``sa_sample``) and ``sample_pos`` (those positions divided by ``sa_sample``, in row order, bit-packed in
+``sample_width = bit_length((n_rows - 1) // sa_sample)``-bit fields: ``_wavelet.pack``);
 ``doc_starts`` (start of each document in ``T``, plus ``len(T)``); ``hot_ranges``/``hot_offsets``/
 ``hot_sizes``/``hot_bytes``: the next-token lists of the 1-grams whose list is long, byte-coded (see ``_fm_hot``).
-Bytes per token for 16-bit symbols and ``sa_sample=32``: 2 (bit planes) + 0.0625 (ranks) + 0.129 (marks) +
-0.125 (positions) + documents + hot lists.
+Bytes per token for 16-bit symbols and ``sa_sample=20``: 2 (bit planes) + 0.0625 (ranks) + 0.129 (marks) +
+``sample_width / 160`` (positions: 0.14 at 50M tokens, 0.15 at 200M) + documents + hot lists.  Formats
+``genret-fm/2`` (next-token lists as uint16 pairs, positions as plain integers) and ``genret-fm/3`` (positions
+as plain integers) are read as they are.
 
 Ranges.  ``FMRange = (lo, hi, length)``: suffix-array rows ``[lo, hi)`` of an n-gram of ``length`` tokens;
 ``(0, n_rows, 0)`` is the empty n-gram (every position); an n-gram that does not occur has ``lo == hi``.
@@ -44,19 +47,21 @@ from ._fm_queries import FMQueries, FMRange, Limit, NextTokens, empty_next
 from ._progress import progress_bar
 from ._suffix_array import pos_dtype, suffix_array, sym_width
 
-FM_FORMAT = "genret-fm/3"
-READABLE_FORMATS = ("genret-fm/2",)  # read as they are: only their next-token lists differ
+FM_FORMAT = "genret-fm/4"
+READABLE_FORMATS = ("genret-fm/2", "genret-fm/3")  # read as they are (plain positions; fm/2: uint16 lists)
 OLD_FORMATS = ("genret-fm/1",)
 END_SYM, SEP_SYM, FIRST_SYM = 0, 1, 2
+SA_SAMPLE = 20  # the default sampling rate: about sa_sample / 2 LF steps a located occurrence
 _CHUNK = 1 << 22
 
 
 class FMIndex(FMQueries):
     """A succinct n-gram index over the documents of one shard (see the module docstring)."""
 
-    def __init__(self, arrays: dict[str, np.ndarray], vocab_size: int, sa_sample: int) -> None:
-        """Wrap validated arrays (use ``build``/``from_flat``/``load``)."""
-        self.vocab_size, self.sa_sample = int(vocab_size), int(sa_sample)
+    def __init__(self, arrays: dict[str, np.ndarray], vocab_size: int, sa_sample: int,
+                 sample_width: int = 0) -> None:
+        """Wrap validated arrays (use ``build``/``from_flat``/``load``); ``sample_width`` 0: plain positions."""
+        self.vocab_size, self.sa_sample, self.sample_width = int(vocab_size), int(sa_sample), int(sample_width)
         self._a = arrays
         self._bits, self._ranks = arrays["wm_bits"], arrays["wm_ranks"]
         self._zeros = np.ascontiguousarray(arrays["wm_zeros"], dtype=np.int64)
@@ -85,7 +90,7 @@ class FMIndex(FMQueries):
 
     # -- construction ---------------------------------------------------------------------------------
     @classmethod
-    def build(cls, docs: Iterable[Sequence[int] | np.ndarray], vocab_size: int, *, sa_sample: int = 32,
+    def build(cls, docs: Iterable[Sequence[int] | np.ndarray], vocab_size: int, *, sa_sample: int = SA_SAMPLE,
               progress: bool = False) -> FMIndex:
         """Index ``docs`` (token-id arrays, document ``i`` gets id ``i``); ids must be in ``[0, vocab_size)``."""
         arrays = [np.asarray(d).ravel() for d in docs]
@@ -95,7 +100,7 @@ class FMIndex(FMQueries):
         return cls.from_flat(flat, lengths, vocab_size, sa_sample=sa_sample, progress=progress)
 
     @classmethod
-    def from_flat(cls, tokens: np.ndarray, lengths: np.ndarray, vocab_size: int, *, sa_sample: int = 32,
+    def from_flat(cls, tokens: np.ndarray, lengths: np.ndarray, vocab_size: int, *, sa_sample: int = SA_SAMPLE,
                   progress: bool = False) -> FMIndex:
         """Index the concatenated ``tokens`` of documents of the given ``lengths`` (ValueError on bad input).
 
@@ -140,7 +145,7 @@ class FMIndex(FMQueries):
                 bwt[a:a + len(part)] = rev[part - 1]  # row of position 0 gets rev[-1] = END
                 hit = part % sa_sample == 0
                 rows.append((np.flatnonzero(hit) + a).astype(pdt))
-                pos.append(part[hit].astype(pdt))
+                pos.append((part[hit] // sa_sample).astype(pdt))
             del sa, rev, part
             bar.update(1)
             sample_rows = np.concatenate(rows)
@@ -156,23 +161,30 @@ class FMIndex(FMQueries):
             C = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
             arrays = {"wm_bits": bits, "wm_ranks": ranks, "wm_zeros": zeros, "C": C,
                       "token_of_sym": present.astype(np.int32), "sample_bits": sample_bits,
-                      "sample_ranks": sample_ranks, "sample_pos": np.concatenate(pos), "doc_starts": starts}
+                      "sample_ranks": sample_ranks, "doc_starts": starts}
+            width = wv.pack_width((n_rows - 1) // sa_sample)
+            arrays["sample_pos"] = wv.pack(np.concatenate(pos), width)
+            del pos
             arrays.update(hot_lists(bits, ranks, zeros, C, pdt))
             bar.update(1)
-        return cls(arrays, vocab_size, sa_sample)
+        return cls(arrays, vocab_size, sa_sample, width)
 
     # -- persistence ----------------------------------------------------------------------------------
     def params(self) -> dict[str, Any]:
         """JSON-able description of the arrays, for the manifest; ``load`` checks the files against it."""
         if "hot_syms" in self._a:  # a genret-fm/2 index, opened as it is
-            hot = {"format": READABLE_FORMATS[0], "n_hot_entries": len(self._a["hot_syms"]),
+            hot = {"format": "genret-fm/2", "n_hot_entries": len(self._a["hot_syms"]),
                    "n_hot_big": len(self._a["hot_big"])}
         else:
-            hot = {"format": FM_FORMAT, "n_hot_bytes": len(self._a["hot_bytes"])}
+            hot = {"format": "genret-fm/3" if self.sample_width == 0 else FM_FORMAT,
+                   "n_hot_bytes": len(self._a["hot_bytes"])}
+            if self.sample_width:
+                hot["sample_width"] = self.sample_width
         return {"format": hot.pop("format"), "text": "reversed", "vocab_size": self.vocab_size,
                 "n_tokens": self.n_tokens, "n_docs": self.n_docs, "n_rows": self.n_rows,
-                "n_symbols": self.n_symbols, "sa_sample": self.sa_sample, "n_samples": len(self._spos),
-                "n_levels": self.n_levels, "pos_dtype": str(self._spos.dtype),
+                "n_symbols": self.n_symbols, "sa_sample": self.sa_sample,
+                "n_samples": -(-self.n_rows // self.sa_sample), "n_levels": self.n_levels,
+                "pos_dtype": str(self._starts.dtype),
                 "n_hot": len(self._a["hot_ranges"]), **hot}
 
     def save(self, directory: str | Path) -> list[str]:
@@ -194,11 +206,12 @@ class FMIndex(FMQueries):
         arrays); without it they are read into memory.  ``lazy`` is accepted for compatibility (no effect).
         """
         directory = Path(directory)
-        expect, vocab, sample = _expected_arrays(directory, params)
+        expect, vocab, sample, width = _expected_arrays(directory, params)
         arrays = {name: _load_array(directory / f"{name}.npy", np.dtype(dt), shape, mmap)
                   for name, (dt, shape) in expect.items()}
-        _check_contents(directory, arrays, int(params["n_rows"]), int(params["n_docs"]), vocab)
-        return cls(arrays, vocab, sample)
+        _check_contents(directory, arrays, int(params["n_rows"]), int(params["n_docs"]), vocab,
+                        int(params["n_samples"]))
+        return cls(arrays, vocab, sample, width)
 
     def warm(self) -> None:
         """Read every page of the arrays once (page cache), so that the first queries do not wait on disk."""
@@ -302,8 +315,11 @@ class FMIndex(FMQueries):
         out = []
         for a, b in zip(bounds[:-1], bounds[1:]):
             d, o = docs[a:b], offs[a:b]
-            order = np.lexsort((o, d))
-            out.append(list(zip(d[order].tolist(), o[order].tolist())))
+            if b - a <= 32:  # a few: sorting the tuples beats numpy's per-call cost
+                out.append(sorted(zip(d.tolist(), o.tolist())))
+            else:
+                order = np.lexsort((o, d))
+                out.append(list(zip(d[order].tolist(), o[order].tolist())))
         return out
 
     def doc_counts_ranges(self, rngs: Sequence[FMRange], limit: Limit = None) -> list[dict[int, int]]:
@@ -322,29 +338,29 @@ class FMIndex(FMQueries):
 
     def _positions(self, rngs: Sequence[FMRange], limit: Limit) -> tuple[np.ndarray, np.ndarray, list[int]]:
         limits = [limit] * len(rngs) if limit is None or isinstance(limit, int) else list(limit)
-        rows, lens, bounds = [], [], [0]
+        spans, bounds = [], [0]
         for (lo, hi, length), lim in zip(rngs, limits, strict=True):
             if length == 0:
                 lo, length = self.n_docs + 1, 1  # token rows; each token is a 1-gram occurrence
             hi = hi if lim is None else min(hi, lo + max(lim, 0))
             n = max(hi - lo, 0)
-            rows.append(np.arange(lo, lo + n, dtype=np.int64))
-            lens.append(np.full(n, length, np.int64))
+            spans.append((lo, n, length))
             bounds.append(bounds[-1] + n)
         if bounds[-1] == 0:
             z = np.zeros(0, np.int64)
             return z, z, bounds
-        rev_pos = wv.fm_locate(self._bits, self._ranks, self._aux, self._mbits, self._mranks,
-                               self._spos, np.concatenate(rows), self.sa_sample)
-        if (rev_pos < 0).any():
-            raise IndexFormatError("FM-index locate walked past the sampling rate: corrupt sampled suffix array")
-        tpos = (self.n_rows - 1) - rev_pos - np.concatenate(lens)  # start in T of the (un-reversed) n-gram
-        doc = np.searchsorted(self._starts, tpos.astype(self._starts.dtype), side="right") - 1
-        return doc, tpos - self._starts[doc].astype(np.int64), bounds
+        try:
+            doc, off = wv.fm_locate_spans(self._bits, self._ranks, self._aux, self._mbits, self._mranks, self._spos,
+                                          self.sample_width, np.array(spans, dtype=np.int64).reshape(-1, 3),
+                                          self.sa_sample, self._starts)
+        except ValueError as exc:
+            raise IndexFormatError(str(exc)) from None
+        return doc, off, bounds
 
 
-def _expected_arrays(directory: Path, params: dict[str, Any]) -> tuple[dict[str, tuple[Any, tuple]], int, int]:
-    """``{name: (dtype, shape)}`` that ``params`` implies, the vocabulary size and the sampling rate."""
+def _expected_arrays(directory: Path, params: dict[str, Any]) -> tuple[dict[str, tuple[Any, tuple]], int, int, int]:
+    """``{name: (dtype, shape)}`` that ``params`` implies, the vocabulary size, the sampling rate and the width of
+    the packed sampled positions (0: plain integers, formats before ``genret-fm/4``)."""
     fmt = params.get("format") if isinstance(params, dict) else None
     if fmt in OLD_FORMATS:
         why = "its wavelet matrix was rebuilt at every open" if fmt == "genret-fm/1" else \
@@ -364,6 +380,9 @@ def _expected_arrays(directory: Path, params: dict[str, Any]) -> tuple[dict[str,
             raise IndexFormatError(f"{directory}: impossible FM-index parameters {params}")
         pdt = pos_dtype(n_rows)
         sdt = {1: np.uint8, 2: np.uint16, 3: np.uint32}[sym_width(n_sym)]
+        width = int(params["sample_width"]) if fmt == FM_FORMAT else 0
+        if fmt == FM_FORMAT and width != wv.pack_width((n_rows - 1) // sample):
+            raise IndexFormatError(f"{directory}: inconsistent FM-index parameters {params}")
         if n_lev != wv.n_levels(n_sym) or params["pos_dtype"] != str(pdt) or \
                 params["n_tokens"] != n_rows - n_docs - 1 or n_samples != -(-n_rows // sample):
             raise IndexFormatError(f"{directory}: inconsistent FM-index parameters {params}")
@@ -373,7 +392,8 @@ def _expected_arrays(directory: Path, params: dict[str, Any]) -> tuple[dict[str,
     expect = {"wm_bits": (np.uint64, (n_lev, words)), "wm_ranks": (rdt, (n_lev, blocks)),
               "wm_zeros": (np.int64, (n_lev,)), "C": (np.int64, (n_sym + 1,)),
               "token_of_sym": (np.int32, (n_sym - FIRST_SYM,)), "sample_bits": (np.uint64, (1, words)),
-              "sample_ranks": (rdt, (1, blocks)), "sample_pos": (pdt, (n_samples,)),
+              "sample_ranks": (rdt, (1, blocks)),
+              "sample_pos": (np.uint64, (wv.packed_words(n_samples, width),)) if width else (pdt, (n_samples,)),
               "doc_starts": (pdt, (n_docs + 1,)), "hot_ranges": (pdt, (n_hot, 2)),
               "hot_offsets": (np.int64, (n_hot + 1,)), "hot_sizes": (np.int64, (n_hot,)),
               "hot_bytes": (np.uint8, (n_bytes,))}
@@ -381,7 +401,7 @@ def _expected_arrays(directory: Path, params: dict[str, Any]) -> tuple[dict[str,
         del expect["hot_sizes"], expect["hot_bytes"]
         expect.update({"hot_syms": (sdt, (n_bytes,)), "hot_counts": (np.uint16, (n_bytes,)),
                        "hot_big": (np.int64, (n_big, 2))})
-    return expect, vocab, sample
+    return expect, vocab, sample, width
 
 
 def _load_array(path: Path, dtype: np.dtype, shape: tuple, mmap: bool) -> np.ndarray:
@@ -397,7 +417,8 @@ def _load_array(path: Path, dtype: np.dtype, shape: tuple, mmap: bool) -> np.nda
     return arr
 
 
-def _check_contents(directory: Path, a: dict[str, np.ndarray], n_rows: int, n_docs: int, vocab: int) -> None:
+def _check_contents(directory: Path, a: dict[str, np.ndarray], n_rows: int, n_docs: int, vocab: int,
+                    n_samples: int) -> None:
     """Cheap consistency checks (O(σ + levels + hot lists), nothing proportional to the corpus)."""
     C, tok, starts, zeros = a["C"], np.asarray(a["token_of_sym"]), a["doc_starts"], a["wm_zeros"]
     problems = []
@@ -412,7 +433,7 @@ def _check_contents(directory: Path, a: dict[str, np.ndarray], n_rows: int, n_do
     ranks = a["wm_ranks"]
     if any(wv.total_ones(ranks[lev], n_rows) != n_rows - int(zeros[lev]) for lev in range(len(zeros))):
         problems.append("wm_ranks")
-    if wv.total_ones(a["sample_ranks"][0], n_rows) != len(a["sample_pos"]):
+    if wv.total_ones(a["sample_ranks"][0], n_rows) != n_samples:
         problems.append("sample_ranks")
     off = np.asarray(a["hot_offsets"])
     if "hot_syms" in a:  # genret-fm/2: one symbol an entry

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ._errors import IndexFormatError
-from ._fm_index import FMIndex
+from ._fm_index import SA_SAMPLE, FMIndex
 from ._fm_queries import FMQueries, FMRange, Limit, NextTokens, merge_next_tokens
 
 SHARDED_FORMAT = "genret-fm-sharded/1"
@@ -57,7 +57,7 @@ class ShardedFMIndex(FMQueries):
 
     @classmethod
     def build(cls, docs: Sequence[Sequence[int] | np.ndarray], vocab_size: int, n_shards: int, *,
-              sa_sample: int = 32, progress: bool = False) -> ShardedFMIndex:
+              sa_sample: int = SA_SAMPLE, progress: bool = False) -> ShardedFMIndex:
         """Split ``docs`` into ``n_shards`` contiguous, token-balanced groups and index each one."""
         spans = split_balanced([len(d) for d in docs], n_shards)
         return cls([FMIndex.build(docs[a:b], vocab_size, sa_sample=sa_sample, progress=progress) for a, b in spans])

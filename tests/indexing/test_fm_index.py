@@ -267,6 +267,7 @@ def test_load_rejects_mismatched_arrays(tmp_path):
     fails({**params, "format": "other"})
     fails({**params, "vocab_size": "x"})
     fails({k: v for k, v in params.items() if k != "n_docs"})
+    fails({**params, "sample_width": params["sample_width"] + 1}, match="inconsistent")
     np.save(tmp_path / "C.npy", np.load(tmp_path / "C.npy")[::-1].copy())
     fails(match="inconsistent")
     index.save(tmp_path)
@@ -395,7 +396,7 @@ def test_fm_config_is_strict():
 
     from genret.indexing import FMConfig
 
-    assert FMConfig().shards == 1 and FMConfig().sa_sample == 32
+    assert FMConfig().shards == 1 and FMConfig().sa_sample == 20
     with pytest.raises(ValidationError):
         FMConfig(shards=0)
     with pytest.raises(ValidationError):

@@ -181,10 +181,34 @@ def test_v2_index_is_read_as_it_is(monkeypatch, tmp_path):
     np.save(tmp_path / "hot_counts.npy", np.minimum(counts, 7).astype(np.uint16))
     np.save(tmp_path / "hot_big.npy", np.stack([big, counts[big]], axis=1).astype(np.int64))
     np.save(tmp_path / "hot_offsets.npy", np.concatenate([[0], np.cumsum([len(t) for t, _ in lists])]))
-    v2 = {k: v for k, v in params.items() if k != "n_hot_bytes"}
+    n_samples, rate = params["n_samples"], params["sa_sample"]  # plain positions before genret-fm/4
+    plain = wv.unpack_many(a["sample_pos"], params["sample_width"], np.arange(n_samples)) * rate
+    np.save(tmp_path / "sample_pos.npy", plain.astype(params["pos_dtype"]))
+    v2 = {k: v for k, v in params.items() if k not in ("n_hot_bytes", "sample_width")}
     v2.update(format="genret-fm/2", n_hot_entries=len(syms), n_hot_big=len(big))
     old = FMIndex.load(tmp_path, v2)
     assert old.params() == v2
     for tok in range(121):
         x, y = index.next_tokens([tok]), old.next_tokens([tok])
         assert x[0].tolist() == y[0].tolist() and x[1].tolist() == y[1].tolist()
+        assert index.locate([tok, tok + 1]) == old.locate([tok, tok + 1])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(1, 56), st.lists(st.integers(0, 2**56 - 1), max_size=300))
+def test_packed_fields_round_trip(width, raw):
+    values = np.array([v % (1 << width) for v in raw], np.uint64)
+    words = wv.pack(values, width)
+    assert len(words) == wv.packed_words(len(values), width)
+    got = wv.unpack_many(words, width, np.arange(len(values)))
+    assert got.astype(np.uint64).tolist() == values.tolist()
+
+
+def test_locate_spans_reports_a_walk_past_the_sampling_rate():
+    index = FMIndex.build(_zipf_docs(), 120, sa_sample=8)
+    args = (index._bits, index._ranks, index._aux, index._mbits, index._mranks, index._spos, index.sample_width)
+    spans = np.array([[index.n_docs + 1, index.n_tokens, 1]], np.int64)  # every token row
+    doc, off = wv.fm_locate_spans(*args, spans, 8, index._starts)
+    assert sorted(zip(doc.tolist(), off.tolist())) == index.locate_ranges([index.root()])[0]
+    with pytest.raises(ValueError, match="corrupt"):  # 0 steps allowed: the unsampled rows fail
+        wv.fm_locate_spans(*args, spans, 0, index._starts)
