@@ -18,7 +18,8 @@ plain text, so the marker ids occur only where this layout puts them.  Queries m
 Files: ``fm/shard-NNN/*.npy`` (see ``_fm_index``) and ``fm/tokenizer/*`` (``save_pretrained``), all listed
 in the component with size and sha256.  Shards hold contiguous unit-id ranges of about equal size.
 
-Parallel build (``FMConfig.workers``, default: one per CPU; 1 = everything in this process).  Units are read
+Parallel build (``FMConfig.workers``, default: one per CPU from 20,000 units on more than 2 CPUs, else 1;
+1 = everything in this process, the Rust tokenizer encoding each batch on its own threads).  Units are read
 in batches and tokenized by ``workers`` processes (forked, or spawned when other threads run: a script then
 needs the ``if __name__ == "__main__":`` guard) whose output is consumed in order, so
 the index does not depend on the number of workers.  Each complete shard is built in a process of its own
@@ -74,7 +75,8 @@ class FMConfig(BaseModel):
                            "LF steps an occurrence) vs about 3/sa_sample bytes/token")
     lowercase: bool = Field(False, description="lowercase titles and texts (and queries) before tokenizing")
     workers: int | None = Field(None, ge=1, description="tokenizer / shard-builder processes (default: one per "
-                                "CPU; 1: all in this process); the index does not depend on it")
+                                "CPU on more than 2 CPUs, else 1; 1: all in this process); the index does not "
+                                "depend on it")
 
 
 def title_markers(tokenizer: Any) -> tuple[int, int, int]:
@@ -171,6 +173,9 @@ def fast_tokenizer(spec: str) -> FastTokenizer | None:
 BUILD_BYTES_PER_TOKEN = 16  # FMIndex.from_flat's peak (suffix-array phase, 16-bit symbols)
 _BATCH = 1024
 _PARALLEL_MIN_UNITS = 20_000  # below this, worker start-up (a tokenizer each) costs more than it saves
+# On 2 CPUs the Rust tokenizer's own threads already use both and worker processes only add their start-up
+# (measured: 2.6 s for scifact in one process, 5.6 s with 2 spawned workers): one process by default there.
+_ONE_PROCESS_MAX_CPUS = 2
 _worker: dict[str, Any] = {}
 
 
@@ -219,7 +224,11 @@ def _encode_units(encoder: _Encoder, markers: tuple[int, int], dtype: np.dtype,
     """One batch of units (titles, texts) -> (concatenated token ids in the unit layout, per-unit lengths)."""
     titles, texts = batch
     n = len(titles)
-    ids = encoder(titles + texts)
+    uniq = list(dict.fromkeys(titles))  # a page's paragraphs share its title: tokenize it once
+    ids = encoder(uniq + texts)
+    if len(uniq) < n:
+        first = {t: k for k, t in enumerate(uniq)}
+        ids = [ids[first[t]] for t in titles] + ids[len(uniq):]
     tl = np.fromiter(map(len, ids[:n]), np.int64, n)
     xl = np.fromiter(map(len, ids[n:]), np.int64, n)
     lengths = tl + xl + 2
@@ -363,7 +372,7 @@ def build_fm(store: UnitStore, out_dir: Path, config: FMConfig, progress: bool =
     fm_dir = Path(out_dir) / FM_DIR
     dtype = np.dtype(np.uint16 if vocab <= 65536 else np.int32)
     workers = config.workers or (os.cpu_count() or 1)
-    if n_units < _PARALLEL_MIN_UNITS and config.workers is None:
+    if config.workers is None and (n_units < _PARALLEL_MIN_UNITS or workers <= _ONE_PROCESS_MAX_CPUS):
         workers = 1
     writer = _ShardWriter(fm_dir, cuts, vocab, config, workers, progress)
     encoder = _Encoder(tokenizer, lowercase=config.lowercase)

@@ -75,6 +75,10 @@ def test_backend_encoder_equals_encode_texts(lowercase):
     flat, lengths = _encode_units(enc, (1, 2), np.dtype(np.uint16), (texts[:3], texts[3:6]))
     docs = [[1, *want[k], 2, *want[3 + k]] for k in range(3)]
     assert lengths.tolist() == [len(d) for d in docs] and flat.tolist() == sum(docs, [])
+    titles = [texts[0], texts[4], texts[0], texts[0]]  # repeated titles are tokenized once, placed at each unit
+    flat, lengths = _encode_units(enc, (1, 2), np.dtype(np.uint16), (titles, texts[1:5]))
+    docs = [[1, *want[t], 2, *want[1 + k]] for k, t in enumerate([0, 4, 0, 0])]
+    assert lengths.tolist() == [len(d) for d in docs] and flat.tolist() == sum(docs, [])
 
 
 @pytest.mark.slow
