@@ -39,6 +39,8 @@ def main() -> None:
     p.add_argument("--retriever", default="hybrid")
     p.add_argument("--label-calibration", choices=("content-free", "batch", "none"), default="none",
                    help="label tasks: contextual calibration (retrieval.rag._labels) or plain log-likelihood")
+    p.add_argument("--label-head", default="packaged", help="label tasks: packaged, none or a head file "
+                   "(`genret train labels`)")
     p.add_argument("--tasks", default=",".join(TASKS))
     p.add_argument("--out", default="runs/rag")
     p.add_argument("--rows", default=",".join(ROWS), help=f"settings to run, of {list(ROWS)} (results are merged "
@@ -71,7 +73,7 @@ def main() -> None:
                 source = load_demo_source(getattr(args, demos_attr), kind, device="cpu") if kind else None
                 passages = args.passages if with_retrieval else 0
                 cfg = RagConfig(passages=passages, demos=args.n_demos if kind else 0, demo_source=kind or "udr",
-                                label_calibration=args.label_calibration)
+                                label_calibration=args.label_calibration, label_head=args.label_head)
                 pipe = RagPipeline(generator, retriever if passages else None, source, cfg)
                 t0 = time.perf_counter()
                 slug = label.replace(" ", "_").replace("+", "").replace("(", "").replace(")", "")
@@ -87,7 +89,7 @@ def main() -> None:
     saved.write_text(json.dumps(results, indent=1))
     print(f"\nmini-KILT dev, first {args.records} records per task; generator {generator.config.model} (greedy); "
           f"retriever {retriever_name}, {args.passages} passages; {args.n_demos} demonstrations; label calibration "
-          f"{args.label_calibration}\n")
+          f"{args.label_calibration}, label head {args.label_head}\n")
     order = [ROWS[k][0] for k in ROWS]
     results = {label: results[label] for label in order if label in results}
     head = "| setting | squad EM | squad F1 | scifact acc | climate_fever acc | KILT-EM squad | KILT-acc scifact |"

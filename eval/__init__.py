@@ -5,6 +5,7 @@ significance tests, RAG evaluation, fitting hybrid weights on dev data, and the 
 # predictions and reports
 from ._runner import LEVELS, evaluate, predict
 from ._rag_eval import RAG_SETTINGS, compare_rag, evaluate_rag, predict_rag, rag_table
+from ._label_fit import fit_label_head_on
 from ._reader_fit import fit_span_reader
 from ._suite import SuiteConfig, load_suite, run_suite
 from ._fusion_tune import tune_fusion
@@ -24,7 +25,8 @@ from ._demo_task import write_demo
 
 __all__ = [
     "LEVELS", "RAG_SETTINGS", "SuiteConfig", "compare_rag", "dev_callback", "downstream_scores", "evaluate",
-    "evaluate_rag", "fit_span_reader", "ir_scores", "load_suite", "paired_p", "predict", "predict_rag", "rag_table",
+    "evaluate_rag", "fit_label_head_on", "fit_span_reader", "ir_scores", "load_suite", "paired_p", "predict",
+    "predict_rag", "rag_table",
     "read_kilt",
     "read_qrels", "retrieval_scores", "run_suite", "score", "tune_fusion", "write_demo", "write_kilt", "write_trec_run",
 ]

@@ -19,7 +19,7 @@ from pathlib import Path
 from ._cli_common import Parser, UsageError, environment_error, quiet_broken_pipe, usage
 from ._cli_demos import add_train_demos_parser
 from ._cli_demos import register as register_demos
-from ._cli_rag import add_rag_flags, add_train_reader_parser
+from ._cli_rag import add_rag_flags, add_train_labels_parser, add_train_reader_parser
 from ._cli_retrieval import add_retriever_flags, retrieval_config
 from ._cli_search import add_search_parser
 from ._cli_serve import register as register_serve
@@ -149,6 +149,12 @@ def _cmd_train_reader(a: argparse.Namespace) -> int:
     from ._cli_rag import cmd_train_reader
 
     return cmd_train_reader(a, retrieval_config(a))
+
+
+def _cmd_train_labels(a: argparse.Namespace) -> int:
+    from ._cli_rag import cmd_train_labels
+
+    return cmd_train_labels(a, retrieval_config(a))
 
 
 def _cmd_add(a: argparse.Namespace) -> int:
@@ -310,11 +316,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_rebuild_dense_parser(sub)
     tr = sub.add_parser("train", help="train a model: `genret train retriever INDEX --out DIR …`, "
                         "`genret train demos DEMOS_DIR --task NAME=FILE --out DIR` or "
-                        "`genret train reader INDEX TRAIN.jsonl --task squad --out reader.json`")
+                        "`genret train reader INDEX TRAIN.jsonl --task squad --out reader.json` or "
+                        "`genret train labels INDEX TRAIN.jsonl --task scifact --out head.json`")
     trs = tr.add_subparsers(dest="what", required=True, metavar="WHAT")
     add_train_retriever_parser(trs)
     add_train_demos_parser(trs)
     add_train_reader_parser(trs, add_retriever_flags, _cmd_train_reader)
+    add_train_labels_parser(trs, add_retriever_flags, _cmd_train_labels)
     register_demos(sub)
     register_tune(sub)
     register_verify(sub)

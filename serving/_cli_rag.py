@@ -28,6 +28,9 @@ def add_rag_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--span-reader", default=None, metavar="packaged|greedy|FILE",
                    help="short answers: the packaged span reader (default), constrained greedy decoding, or a "
                    "reader fitted by `genret train reader`")
+    g.add_argument("--label-head", default=None, metavar="packaged|none|FILE",
+                   help="label tasks: the packaged label head (default; the packaged model's SUPPORTS / REFUTES), "
+                   "rank classification only (none), or a head fitted by `genret train labels`")
     g.add_argument("--generator", choices=("hf", "openai"), default="hf",
                    help="hf: local model; openai: OpenAI-compatible endpoint")
     g.add_argument("--generator-model", default=None, help="HF name/path, or the endpoint's model name")
@@ -57,6 +60,8 @@ def _rag_config(a: argparse.Namespace):
         fields["label_calibration"] = a.label_calibration
     if getattr(a, "span_reader", None):
         fields["span_reader"] = a.span_reader
+    if getattr(a, "label_head", None):
+        fields["label_head"] = a.label_head
     return RagConfig(passages=a.passages, demos=a.n_demos if a.demos else 0, demo_source=a.demo_source,
                      max_passage_tokens=a.max_passage_tokens, **fields)
 
@@ -158,6 +163,72 @@ def cmd_train_reader(a: argparse.Namespace, retrieval_config) -> int:
     reader.save(a.out)
     print(json.dumps({**stats, "out": a.out}, indent=1))
     return 0
+
+
+def cmd_train_labels(a: argparse.Namespace, retrieval_config) -> int:
+    """``genret train labels INDEX TRAIN.jsonl --task scifact [--also TASK INDEX TRAIN.jsonl …] --out head.json``: fit
+    the label head on training claims answered through these pipelines (one generator, its hidden states)."""
+    from genret.eval import fit_label_head_on, read_kilt
+    from genret.indexing import Index, InputError
+    from genret.retrieval import load_generator, open_pipeline
+
+    groups = [(a.task, a.index, a.train)] + [tuple(x) for x in a.also or ()]
+    depth = _depth(a.depth)
+    with ExitStack() as stack:
+        generator = load_generator(_generator_config(a))
+        stack.callback(generator.close)
+        data = []
+        for task, index, train in groups:
+            records = read_kilt(train)[:a.max_records] if a.max_records else read_kilt(train)
+            if not records:
+                raise InputError(f"{train}: no records")
+            opened = None if index == NO_INDEX else stack.enter_context(Index(index))
+            data.append((open_pipeline(opened, generator, retriever=a.retriever, retrieval=retrieval_config,
+                                       config=_rag_config(a).model_copy(update={"label_head": "none"}),
+                                       device=a.device), records, task))
+        head, stats = fit_label_head_on(data, depth=depth, l2s=[float(x) for x in a.l2.split(",")],
+                                        folds=a.folds, progress=not a.quiet)
+    head = head.model_copy(update={"fitted_on": f"{head.fitted_on}; " + "; ".join(
+        f"{t} {tr} over {i}" for t, i, tr in groups) + f"; retriever {a.retriever or 'default'}, "
+        f"{a.passages} passages, generator {a.generator_model or 'the packaged model'}"})
+    head.save(a.out)
+    print(json.dumps({**stats, "out": a.out}, indent=1))
+    return 0
+
+
+def _depth(text: str) -> tuple[float, float]:
+    from genret.indexing import InputError
+
+    try:
+        parts = [float(x) for x in text.split("-")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2) or not all(0.0 <= f <= 1.0 for f in parts):
+        raise InputError(f"--depth {text!r}: a fraction of the model's depth, or two (LO-HI), each in [0, 1]")
+    return (parts[0], parts[-1])
+
+
+def add_train_labels_parser(trs, add_retriever_flags, handler) -> None:
+    """``genret train labels``: its parser (the retriever flags and the handler come from the caller)."""
+    tr = trs.add_parser("labels", help="fit the label head (fact checking) on training claims",
+                        description="genret train labels INDEX TRAIN.jsonl --task scifact [--also TASK INDEX "
+                        "TRAIN.jsonl …] --out head.json; then `genret rag … --label-head head.json`")
+    tr.add_argument("index", help=f"the index the claims' passages come from ({NO_INDEX}: closed book)")
+    tr.add_argument("train", help="KILT-format records whose answer is a label")
+    tr.add_argument("--also", nargs=3, action="append", metavar=("TASK", "INDEX", "TRAIN"),
+                    help="more training claims of another task with the same labels (repeatable)")
+    tr.add_argument("--out", required=True, help="the head's JSON file")
+    tr.add_argument("--max-records", type=int, default=None, help="the first N records of each file only")
+    tr.add_argument("--l2", default="100,300,1000", help="L2 penalties to choose from by held-out accuracy "
+                    "(comma-separated)")
+    tr.add_argument("--folds", type=int, default=5, help="cross-validation folds for the held-out accuracy (0: none; "
+                    "then the middle penalty)")
+    tr.add_argument("--depth", default="0.6", help="the layers whose hidden states the head reads, as a fraction of "
+                    "the model's depth (LO-HI: their mean)")
+    add_retriever_flags(tr)
+    add_rag_flags(tr)
+    tr.add_argument("--quiet", action="store_true")
+    tr.set_defaults(func=handler)
 
 
 def add_train_reader_parser(trs, add_retriever_flags, handler) -> None:

@@ -57,9 +57,9 @@ SURFACES = {
     ],
     "genret.retrieval.rag": [
         "ANSWER_TASKS", "AnswerSpan", "AnswerTask", "Candidate", "Citation", "EndpointError", "GENERATORS",
-        "GenerationCancelled", "Generator", "GeneratorConfig", "HFGenerator", "OpenAIGenerator", "Prompt", "RagAnswer",
-        "RagConfig", "RagPipeline", "SpanReader", "build_prompt", "fit_reader", "load_generator", "prompt_size",
-        "resolve_answer_task", "stop_when",
+        "GenerationCancelled", "Generator", "GeneratorConfig", "HFGenerator", "LabelHead", "OpenAIGenerator", "Prompt",
+        "RagAnswer", "RagConfig", "RagPipeline", "SpanReader", "build_prompt", "fit_label_head", "fit_reader",
+        "held_out_predictions", "load_generator", "prompt_size", "resolve_answer_task", "stop_when",
     ],
     "genret.retrieval.hybrid": [
         "DEFAULT_MEMBER_WEIGHTS", "DevInfo", "HybridConfig", "HybridRetriever", "IndexInfo", "Objective",
@@ -68,9 +68,9 @@ SURFACES = {
     ],
     "genret.eval": [
         "LEVELS", "RAG_SETTINGS", "SuiteConfig", "compare_rag", "dev_callback", "downstream_scores", "evaluate",
-        "evaluate_rag", "fit_span_reader", "ir_scores", "load_suite", "paired_p", "predict", "predict_rag",
-        "rag_table", "read_kilt", "read_qrels", "retrieval_scores", "run_suite", "score", "tune_fusion", "write_demo",
-        "write_kilt", "write_trec_run",
+        "evaluate_rag", "fit_label_head_on", "fit_span_reader", "ir_scores", "load_suite", "paired_p", "predict",
+        "predict_rag", "rag_table", "read_kilt", "read_qrels", "retrieval_scores", "run_suite", "score", "tune_fusion",
+        "write_demo", "write_kilt", "write_trec_run",
     ],
     "genret.serving": ["ServerConfig", "Settings", "create_app", "main"],
 }

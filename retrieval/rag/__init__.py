@@ -6,6 +6,7 @@ tasks and prompt layout, and the pipeline that retrieves, prompts, generates and
 
 from ._backends import GENERATORS, load_generator
 from ._generator import GenerationCancelled, Generator, GeneratorConfig, Prompt, stop_when
+from ._label_head import LabelHead, fit_label_head, held_out_predictions
 from ._local import HFGenerator
 from ._openai import EndpointError, OpenAIGenerator
 from ._pipeline import Citation, RagAnswer, RagConfig, RagPipeline
@@ -15,7 +16,7 @@ from ._spans import AnswerSpan
 
 __all__ = [
     "ANSWER_TASKS", "AnswerSpan", "AnswerTask", "Candidate", "Citation", "EndpointError", "GENERATORS",
-    "GenerationCancelled", "Generator", "GeneratorConfig", "HFGenerator", "OpenAIGenerator", "Prompt", "RagAnswer",
-    "RagConfig", "RagPipeline", "SpanReader", "build_prompt", "fit_reader", "load_generator", "prompt_size",
-    "resolve_answer_task", "stop_when",
+    "GenerationCancelled", "Generator", "GeneratorConfig", "HFGenerator", "LabelHead", "OpenAIGenerator", "Prompt",
+    "RagAnswer", "RagConfig", "RagPipeline", "SpanReader", "build_prompt", "fit_label_head", "fit_reader",
+    "held_out_predictions", "load_generator", "prompt_size", "resolve_answer_task", "stop_when",
 ]

@@ -80,6 +80,13 @@ class Generator(ABC):
         raise ``GenretError``."""
         raise GenretError(f"generator {self.name!r} cannot score continuations (use a local model)")
 
+    def prompt_features(self, prompts: Sequence[Prompt], depth: tuple[float, float]) -> list[list[float]]:
+        """One vector per prompt: the model's hidden state at the prompt's last position (where the answer's first
+        token is predicted), averaged over the layers between the fractions ``depth`` of the model's depth (0: the
+        embeddings, 1: the last layer; ``(0.6, 0.6)``: one layer at 60 %).  The label head (``rag._label_head``) reads
+        them.  Backends without hidden states raise ``GenretError``."""
+        raise GenretError(f"generator {self.name!r} cannot give hidden states (use a local model)")
+
     def loglik(self, prompts: Sequence[Prompt], targets: Sequence[str]) -> list[float]:
         """log p(target | prompt) for each pair."""
         raise GenretError(f"generator {self.name!r} cannot score continuations (use a local model)")

@@ -273,6 +273,25 @@ class HFGenerator(Generator):
                 scores.extend(self._loglik_seq2seq(ps, ts) if self.lm.seq2seq else self._loglik_causal(ps, ts, tok))
         return scores
 
+    def prompt_features(self, prompts: Sequence[Prompt], depth: tuple[float, float]) -> list[list[float]]:
+        import torch
+
+        if self.lm.seq2seq:
+            raise GenretError("prompt features need a causal model (a seq2seq model's answer starts in its decoder)")
+        check = stop_check()
+        out: list[list[float]] = []
+        for start in range(0, len(prompts), self.config.batch_size):
+            _raise_if_stopped(check)
+            texts = [self.render(p) for p in prompts[start:start + self.config.batch_size]]
+            enc = self._encode(texts, "left")  # left padding: every row's last position is its prompt's end
+            with self._lock, torch.inference_mode():
+                states = self.lm.model(**enc, output_hidden_states=True).hidden_states
+            layers = len(states) - 1
+            lo, hi = (min(layers, max(0, round(f * layers))) for f in depth)
+            picked = torch.stack([states[k][:, -1].float() for k in range(min(lo, hi), max(lo, hi) + 1)])
+            out.extend(picked.mean(0).cpu().tolist())
+        return out
+
     def _loglik_causal(self, ps: list[str], ts: list[str], tok) -> list[float]:
         import torch
 

@@ -17,10 +17,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from genret.indexing import GenretError
+from genret.indexing import ConfigError, GenretError
 
 from .._contract import Demo, Hit, Retriever
 from ._generator import GenerationCancelled, Generator, Prompt
+from ._label_head import LabelHead
 from ._labels import Calibration, LabelScorer, with_labels
 from ._prompt import ANSWER_TASKS, AnswerTask, build_prompt, one_line, parse_answer, resolve_answer_task
 from ._reader import SpanReader
@@ -46,6 +47,9 @@ class RagConfig(BaseModel):
         "none", description="label scoring: plain log-likelihood, or calibrated (content-free inputs or the "
                             "batch's mean label distribution: _labels); none measured best on mini-KILT train")
     labels: tuple[str, ...] = Field((), description="label tasks: this label set instead of the task's (empty: its)")
+    label_head: str = Field("packaged", description="label tasks: 'packaged' (the label head fitted for the packaged "
+                                                    "model, used with that model and its labels), a head JSON file "
+                                                    "(`genret train labels`), or 'none' (rank classification)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +89,11 @@ class RagPipeline:
         self.config = config or RagConfig()
         self.tasks = with_labels(tasks or ANSWER_TASKS, self.config.labels)
         self._labels = LabelScorer(generator, self.config.label_calibration)
+        head = self.config.label_head
+        self._head = None if head == "none" else LabelHead.default() if head == "packaged" else LabelHead.load(head)
+        if head not in ("none", "packaged") and self._head.model != generator.config.model:
+            raise ConfigError(f"label head {head} was fitted for the model {self._head.model!r}, not "
+                              f"{generator.config.model!r}: fit one with `genret train labels`")
         reader = self.config.span_reader
         self._reader = (None if reader == "greedy" else SpanReader.default() if reader == "packaged"
                         else SpanReader.load(reader))
@@ -117,9 +126,25 @@ class RagPipeline:
                 for q, h, d in zip(queries, hits, demos)]
 
     def _label_by_score(self, spec: AnswerTask, prepared: list) -> list[str] | None:
+        """Labels by the label head where it applies (this model, this label set), else by rank classification;
+        None: not a label task, or a generator that can do neither (the caller generates)."""
         if spec.form != "label" or not spec.labels or not self.config.label_scoring:
             return None
-        return self._labels.pick(spec, [p for p, _, _ in prepared], [len(h) for _, h, _ in prepared])
+        prompts = [p for p, _, _ in prepared]
+        head = self._head
+        if head is not None and head.applies(self.generator.config.model, spec.labels):
+            try:
+                return head.pick(self.generator.prompt_features(prompts, head.depth))
+            except GenerationCancelled:
+                raise
+            except GenretError:  # a backend without hidden states: rank classification
+                pass
+        return self._labels.pick(spec, prompts, [len(h) for _, h, _ in prepared])
+
+    def label_features(self, queries: Sequence[str], *, task: str | None = None,
+                       depth: tuple[float, float] = (0.6, 0.6)) -> list[list[float]]:
+        """The label head's input for each query under this pipeline's prompt and passages (for fitting a head)."""
+        return self.generator.prompt_features([p for p, _, _ in self.prepare(queries, task)], depth)
 
     def _answer(self, query: str, name: str, spec: AnswerTask, raw: str, prepared, copied: int = 0) -> RagAnswer:
         prompt, hits, demos = prepared

@@ -15,6 +15,7 @@ but ``logp`` and ``end_logp`` it is the model's own sequence probability.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -159,7 +160,7 @@ class SpanReader(BaseModel):
     @classmethod
     def default(cls) -> SpanReader:
         """The packaged reader (fitted for the packaged SmolLM2-135M)."""
-        return cls.load(_DEFAULT)
+        return _packaged(cls)
 
     @classmethod
     def load(cls, path: str | Path) -> SpanReader:
@@ -255,3 +256,9 @@ def fit_reader(examples: Sequence[tuple[Sequence[Candidate], Sequence[bool]]], *
     base = base or SpanReader()
     return base.model_copy(update={"weights": {k: round(v, 6) for k, v in zip(names, raw) if abs(v) > 1e-9},
                                    "fitted_on": fitted_on})
+
+
+@functools.lru_cache(maxsize=1)
+def _packaged(cls: type[SpanReader]) -> SpanReader:
+    """The packaged file, read once per process (the model is frozen: one copy serves every pipeline)."""
+    return cls.load(_DEFAULT)

@@ -1,0 +1,193 @@
+"""The label head: batched prompt features equal one prompt at a time; fitting finds the direction that separates
+the labels and held out it is chance on noise; head files are checked on load; the pipeline decides by the head
+for its model and labels and falls back to rank classification otherwise; ``genret train labels`` writes a head
+the pipeline loads."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from genret.indexing import ConfigError, GenretError, IndexFormatError
+from genret.retrieval import GeneratorConfig, Hit, Provenance, RagConfig, RagPipeline
+from genret.retrieval.rag import HFGenerator, LabelHead, fit_label_head, held_out_predictions
+
+LABELS = ("SUPPORTS", "REFUTES")
+
+
+@pytest.fixture(scope="module")
+def generator(tiny_chat_lm_dir):
+    return HFGenerator(GeneratorConfig(model=str(tiny_chat_lm_dir), device="cpu", max_new_tokens=8,
+                                       max_input_tokens=512, batch_size=3))
+
+
+def _prompt(claim: str) -> list[dict]:
+    return [{"role": "system", "content": "Answer SUPPORTS or REFUTES."}, {"role": "user", "content": claim}]
+
+
+def test_batched_features_equal_one_prompt_at_a_time(generator):
+    claims = ["Python was created by Guido van Rossum.", "Everest is low.",
+              "Chlorophyll absorbs mostly blue and red light, and oxygen is released as a by-product of it.", "x"]
+    batched = generator.prompt_features([_prompt(c) for c in claims], (0.5, 1.0))  # 3 per batch: padded rows
+    assert len(batched) == 4 and all(len(v) == 64 for v in batched)  # the tiny model's hidden size
+    for claim, row in zip(claims, batched):
+        alone = generator.prompt_features([_prompt(claim)], (0.5, 1.0))[0]
+        assert row == pytest.approx(alone, abs=1e-4)
+    # other layers, other features; the depth is clamped to the model's layers
+    assert generator.prompt_features([_prompt("x")], (0.0, 0.0))[0] != pytest.approx(batched[3], abs=1e-3)
+    assert generator.prompt_features([_prompt("x")], (1.0, 1.0)) == generator.prompt_features([_prompt("x")],
+                                                                                           (0.9, 1.0))
+
+
+def _data(n: int, signal: float, seed: int = 0) -> tuple[list[list[float]], list[str]]:
+    rng = random.Random(seed)
+    golds = [LABELS[i % 3 == 0] for i in range(n)]  # 2:1, like the mini-KILT claims
+    feats = [[rng.gauss(0, 1) + (signal if g == "REFUTES" else 0.0), rng.gauss(5, 3), rng.gauss(0, 1)]
+             for g in golds]
+    return feats, golds
+
+
+def test_fitting_finds_the_feature_that_separates_the_labels():
+    feats, golds = _data(60, signal=6.0)
+    head = fit_label_head(feats, golds, LABELS, model="m", l2=1.0)
+    assert head.pick(feats) == golds
+    z0 = [w[0] for w in head.weights]
+    assert z0[1] - z0[0] > 1.0 and all(abs(w[1]) < abs(z0[1] - z0[0]) / 4 for w in head.weights)
+    assert head.pick([[10.0, 5.0, 0.0], [-10.0, 5.0, 0.0]]) == ["REFUTES", "SUPPORTS"]
+    held = held_out_predictions(feats, golds, LABELS, l2=1.0, folds=5)
+    assert sum(p == g for p, g in zip(held, golds)) >= 58
+
+
+def test_on_noise_held_out_accuracy_is_chance_not_the_training_fit():
+    feats, golds = _data(90, signal=0.0, seed=3)
+    rng = random.Random(7)
+    noisy = [f + [rng.gauss(0, 1) for _ in range(40)] for f in feats]
+    head = fit_label_head(noisy, golds, LABELS, model="m", l2=0.01)
+    train = sum(p == g for p, g in zip(head.pick(noisy), golds)) / len(golds)
+    held = held_out_predictions(noisy, golds, LABELS, l2=0.01, folds=5)
+    held_acc = sum(p == g for p, g in zip(held, golds)) / len(golds)
+    assert train > 0.8 and held_acc < 0.75  # the fit memorises; held out it does not beat the 2:1 majority much
+
+
+def test_fitting_refuses_what_it_cannot_fit():
+    with pytest.raises(GenretError, match="not in the label set"):
+        fit_label_head([[0.0], [1.0]], ["SUPPORTS", "MAYBE"], LABELS, model="m")
+    with pytest.raises(GenretError, match="nothing to tell apart"):
+        fit_label_head([[0.0], [1.0]], ["SUPPORTS", "SUPPORTS"], LABELS, model="m")
+    with pytest.raises(GenretError, match="feature vectors"):
+        fit_label_head([[0.0]], ["SUPPORTS", "REFUTES"], LABELS, model="m")
+
+
+def test_head_files_are_checked_on_load(tmp_path):
+    feats, golds = _data(30, signal=4.0)
+    head = fit_label_head(feats, golds, LABELS, model="m", l2=1.0, fitted_on="toy")
+    path = tmp_path / "head.json"
+    head.save(path)
+    again = LabelHead.load(path)
+    assert again == head and again.pick(feats) == head.pick(feats)
+    data = json.loads(path.read_text())
+    for broken, match in (({**data, "format": "genret-label-head/9"}, "format"),
+                          ({**data, "bias": [0.0]}, "shapes disagree"),
+                          ({**data, "scale": [0.0] * 3}, "positive")):
+        path.write_text(json.dumps(broken))
+        with pytest.raises(IndexFormatError, match=match):
+            LabelHead.load(path)
+    path.write_text("{not json")
+    with pytest.raises(IndexFormatError, match="not a label head"):
+        LabelHead.load(path)
+    with pytest.raises(IndexFormatError):
+        LabelHead.load(tmp_path / "missing.json")
+    with pytest.raises(GenretError, match="reads 3 features"):
+        head.pick([[0.0, 1.0]])
+
+
+def test_the_packaged_head_reads_the_packaged_model():
+    from genret.indexing import DEFAULT_LM
+
+    head = LabelHead.default()
+    assert head.applies(DEFAULT_LM, LABELS) and not head.applies("other", LABELS)
+    assert not head.applies(DEFAULT_LM, ("SUPPORTS", "REFUTES", "NOT ENOUGH INFO"))
+    assert len(head.mean) == 576 and "scifact" in head.fitted_on and "climate_fever" in head.fitted_on
+
+
+class _Retriever:
+    def batch_search(self, queries, k, task=None):
+        hit = Hit(unit_id=1, score=1.0, rank=1, text="Python was created by Guido van Rossum.",
+                  provenance=Provenance("p-python", "Python", 1, 1, 0, 40))
+        return [[hit] for _ in queries]
+
+
+def _head_for(generator, bias: list[float], labels=LABELS) -> LabelHead:
+    d = len(generator.prompt_features([_prompt("x")], (0.6, 0.6))[0])
+    return LabelHead(model=generator.config.model, labels=labels, mean=[0.0] * d, scale=[1.0] * d,
+                     weights=[[0.0] * d for _ in labels], bias=bias)
+
+
+def test_the_pipeline_decides_by_the_head_for_its_model_and_labels(generator, tmp_path):
+    claims = ["Python was created by Guido van Rossum.", "Python was created by nobody."]
+    ranked = RagPipeline(generator, _Retriever(), config=RagConfig(passages=1, demos=0, label_head="none"))
+    by_rank = [a.answer for a in ranked.batch_answer(claims, task="fact_check")]
+    for bias in ([0.0, 1.0], [1.0, 0.0]):
+        path = tmp_path / "head.json"
+        _head_for(generator, bias).save(path)
+        pipe = RagPipeline(generator, _Retriever(), config=RagConfig(passages=1, demos=0, label_head=str(path)))
+        want = LABELS[bias.index(1.0)]
+        assert [a.answer for a in pipe.batch_answer(claims, task="fact_check")] == [want, want]
+        events = list(pipe.stream_events(claims[0], task="fact_check"))
+        assert events[-1][1].answer == want
+        # another label set: the head does not apply, rank classification decides
+        other = RagPipeline(generator, _Retriever(), config=RagConfig(passages=1, demos=0, label_head=str(path),
+                                                                      labels=("TRUE", "FALSE")))
+        assert {a.answer for a in other.batch_answer(claims, task="fact_check")} <= {"TRUE", "FALSE"}
+    # the packaged head is for the packaged model: with another model, rank classification as before
+    packaged = RagPipeline(generator, _Retriever(), config=RagConfig(passages=1, demos=0))
+    assert [a.answer for a in packaged.batch_answer(claims, task="fact_check")] == by_rank
+    # a head file fitted for another model is refused at once
+    foreign = tmp_path / "foreign.json"
+    _head_for(generator, [0.0, 1.0]).model_copy(update={"model": "someone/else"}).save(foreign)
+    with pytest.raises(ConfigError, match="someone/else"):
+        RagPipeline(generator, _Retriever(), config=RagConfig(passages=1, demos=0, label_head=str(foreign)))
+
+
+CLAIMS = [
+    ("c1", "The 1973 oil crisis began in October 1973.", "SUPPORTS"),
+    ("c2", "The oil embargo ended in 1990.", "REFUTES"),
+    ("c3", "Chlorophyll absorbs mostly blue and red light.", "SUPPORTS"),
+    ("c4", "Photosynthesis converts chemical energy into light.", "REFUTES"),
+    ("c5", "Python was created by Guido van Rossum.", "SUPPORTS"),
+    ("c6", "Python was created by Edmund Hillary.", "REFUTES"),
+    ("c7", "Everest was first climbed in 1953.", "SUPPORTS"),
+    ("c8", "Mount Everest is in the Alps.", "REFUTES"),
+    ("c9", "Jazz originated in New Orleans.", "SUPPORTS"),
+    ("c10", "Louis Armstrong had no influence on jazz.", "REFUTES"),
+]
+
+
+def test_genret_train_labels_writes_a_head_the_pipeline_uses(tiny_index, tiny_lm_dir, tmp_path, capsys):
+    from genret.serving import main
+
+    train = tmp_path / "claims.jsonl"
+    train.write_text("".join(json.dumps({"id": i, "input": c, "output": [{"answer": a}]}) + "\n"
+                             for i, c, a in CLAIMS))
+    out = tmp_path / "head.json"
+    code = main(["train", "labels", str(tiny_index), str(train), "--task", "fact_check", "--also", "scifact",
+                 "none", str(train), "--out", str(out), "--retriever", "bm25", "--generator-model", str(tiny_lm_dir),
+                 "--device", "cpu", "--folds", "2", "--l2", "1,10", "--depth", "0.5-1", "--quiet"])
+    assert code == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["claims"] == 20 and stats["l2"] in (1.0, 10.0) and set(stats["tasks"]) == {"fact_check", "scifact"}
+    row = stats["tasks"]["fact_check"]
+    assert row["majority"] == 50.0 and 0 <= row["accuracy_held_out_l2_1"] <= 100
+    head = LabelHead.load(out)
+    assert head.model == str(tiny_lm_dir) and head.depth == (0.5, 1.0) and head.labels == LABELS
+    assert "fact_check" in head.fitted_on and "bm25" in head.fitted_on
+    code = main(["rag", str(tiny_index), CLAIMS[0][1], "--task", "fact_check", "--retriever", "bm25",
+                 "--generator-model", str(tiny_lm_dir), "--device", "cpu", "--label-head", str(out), "--json"])
+    assert code == 0 and json.loads(capsys.readouterr().out)["answer"] in LABELS
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"id": "b", "input": "x", "output": [{"answer": "MAYBE"}]}) + "\n")
+    assert main(["train", "labels", str(tiny_index), str(bad), "--task", "fact_check", "--out", str(tmp_path / "b"),
+                 "--generator-model", str(tiny_lm_dir), "--device", "cpu", "--quiet"]) != 0
+    assert "MAYBE" in capsys.readouterr().err and not (tmp_path / "b").exists()
