@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from genret.indexing import GenretError, Index, NotFoundError
 from genret.retrieval import TASKS, Hit, Retriever, available_retrievers, load_retriever, retriever_granularities
 from genret.retrieval.demos import DemoSource
-from genret.retrieval.rag import Generator, RagAnswer, RagConfig, RagPipeline, load_generator, prompt_size
+from genret.retrieval.rag import Generator, RagAnswer, RagPipeline, load_generator, prompt_size
 
 from ._embeddings import Embedder
 from ._errors import ModelNotFound, RequestError, Unavailable
@@ -301,8 +301,8 @@ class SearchService:
         generator = self.generator()
         demos = self.demo_source(spec.demo_source) if spec.demos else None
         rag = self.settings.rag
-        config = RagConfig(passages=spec.passages, demos=spec.demos, demo_source=spec.demo_source,
-                           max_passage_tokens=rag.max_passage_tokens, label_scoring=rag.label_scoring)
+        config = rag.model_copy(update={"passages": spec.passages, "demos": spec.demos,
+                                        "demo_source": spec.demo_source})
         return RagPipeline(generator, retriever, demos, config)
 
     def _outcome(self, generator: Generator, spec: RagSpec, answer: RagAnswer) -> RagOutcome:

@@ -235,3 +235,25 @@ def test_the_generator_can_be_preloaded(service, monkeypatch):
     monkeypatch.setattr(service_module, "load_generator", lambda config: pytest.fail("loaded twice"))
     assert service.generator() is not None  # loaded already
     service.check_preload(["generator", "dense"])
+
+
+def test_the_server_s_rag_settings_reach_the_pipeline(tiny_index, tiny_lm_dir, tiny_chat_lm_dir, tmp_path):
+    """``rag.label_head`` (``GENRET_RAG__LABEL_HEAD``), like the other ``rag`` settings, decides how /v1/rag answers."""
+    from genret.retrieval.rag import LabelHead
+
+    for forced in ("SUPPORTS", "REFUTES"):
+        path = tmp_path / f"{forced}.json"
+        LabelHead(model=str(tiny_chat_lm_dir), labels=("SUPPORTS", "REFUTES"), mean=[0.0] * 64, scale=[1.0] * 64,
+                  weights=[[0.0] * 64, [0.0] * 64], bias=[float(forced == "SUPPORTS"), float(forced == "REFUTES")]
+                  ).save(path)
+        settings = tiny_settings(tiny_index, tiny_lm_dir, tiny_chat_lm_dir).model_copy(
+            update={"rag": tiny_settings(tiny_index, tiny_lm_dir).rag.model_copy(update={"label_head": str(path)})})
+        svc = SearchService(settings)
+        try:
+            with app_over(svc) as app, TestClient(app) as c:
+                r = c.post("/v1/rag", json={"query": "Python was created by Guido van Rossum.", "task": "fact_check",
+                                            "retriever": "bm25", "passages": 1})
+                assert r.status_code == 200, r.text
+                assert r.json()["answer"] == forced
+        finally:
+            svc.close()
