@@ -10,9 +10,12 @@ Encoding (``hot_bytes``, one byte stream; ``hot_offsets[j]`` is where list ``j``
 entries).  An entry is a symbol (ascending) and its count (>= 1); its *gap* is the symbol minus the previous
 one (the first: minus ``FIRST_SYM - 1``), >= 1.  Long lists are dense (gaps of a few symbols) and most
 followers are rare (counts of a few), so an entry with ``gap <= 15`` and ``count <= 15`` is one byte,
-``gap << 4 | count``; any other is a zero byte followed by the gap and the count as LEB128 varints (7 bits a
-byte, low bits first, high bit set on every byte but the last).  About 1.3 bytes an entry on Zipf text where a
-uint16 symbol and a uint16 count took 4 (format ``genret-fm/2``): three times the lists in the same budget.
+``gap << 4 | count``; any other is an *escape* byte below 16, ``(gap bytes - 1) | (count bytes - 1) << 2``,
+followed by the gap and the count, little-endian, in 1 to 4 bytes each (a list with a count of 2**32 or more is
+not stored).  The stream ends with ``PAD`` zero bytes, so a decoder reads any escaped field as one 4-byte word
+and masks it: about 1-4 ns an entry, where LEB128 varints took up to 21 (the longest lists, whose counts are
+large, are nearly all escapes).  About 1.3 bytes an entry on Zipf text where a uint16 symbol and a uint16 count
+took 4 (format ``genret-fm/2``): three times the lists in the same budget.
 """
 
 from __future__ import annotations
@@ -26,23 +29,14 @@ HOT_MIN_ROWS = 1024
 HOT_MIN_DISTINCT = 384
 HOT_BUDGET = 0.08
 FIRST_SYM = 2
+PAD = 8  # zero bytes after the last list
 _JIT = {"cache": True, "nogil": True}
 
 
 @njit(**_JIT)
-def _varint(buf, p, v):
-    while v >= 128:
-        buf[p] = np.uint8((v & 127) | 128)
-        v >>= 7
-        p += 1
-    buf[p] = np.uint8(v)
-    return p + 1
-
-
-@njit(**_JIT)
 def encode_list(syms, counts, first):
-    """The bytes of one list (``syms`` ascending, ``>= first``; ``counts >= 1``), see the module docstring."""
-    buf = np.empty(21 * len(syms), np.uint8)  # worst case: 1 + 10 + 10 bytes an entry
+    """The bytes of one list (``syms`` ascending, ``>= first``; ``1 <= counts < 2**32``), see the module docstring."""
+    buf = np.empty(9 * len(syms), np.uint8)  # worst case: 1 + 4 + 4 bytes an entry
     p, prev = 0, first - 1
     for j in range(len(syms)):
         g, c = syms[j] - prev, counts[j]
@@ -51,33 +45,35 @@ def encode_list(syms, counts, first):
             buf[p] = np.uint8((g << 4) | c)
             p += 1
         else:
-            buf[p] = 0
-            p = _varint(buf, p + 1, g)
-            p = _varint(buf, p, c)
+            lg = 1 if g < 256 else 2 if g < 65536 else 3 if g < 16777216 else 4
+            lc = 1 if c < 256 else 2 if c < 65536 else 3 if c < 16777216 else 4
+            buf[p] = np.uint8((lg - 1) | ((lc - 1) << 2))
+            p += 1
+            for t in range(lg):
+                buf[p + t] = np.uint8((g >> (8 * t)) & 255)
+            p += lg
+            for t in range(lc):
+                buf[p + t] = np.uint8((c >> (8 * t)) & 255)
+            p += lc
     return buf[:p].copy()
 
 
 @njit(inline="always", **_JIT)
-def _read(buf, p, end):
-    v, shift = 0, 0
-    while p < end:
-        b = np.int64(buf[p])
-        p += 1
-        v |= (b & 127) << shift
-        if b < 128:
-            return v, p
-        shift += 7
-        if shift > 56:
-            break
-    return -1, end + 1
+def _le32(buf, p):
+    return np.int64(buf[p]) | (np.int64(buf[p + 1]) << 8) | (np.int64(buf[p + 2]) << 16) | \
+        (np.int64(buf[p + 3]) << 24)
 
 
 @njit(**_JIT)
 def decode_list(buf, a, b, size, tok, first):
     """Tokens (``tok[sym - first]``) and counts of the list stored in ``buf[a:b]`` with ``size`` entries.
 
-    ValueError when the bytes do not hold exactly ``size`` entries (a corrupt index).
+    Escaped fields are read as 4-byte words and masked (no loop, no branch on their length), so ``buf`` must
+    hold ``PAD`` bytes past ``b``.  ValueError when the bytes do not hold exactly ``size`` entries (a corrupt
+    index).
     """
+    if a < 0 or b + PAD > len(buf):
+        raise ValueError("FM-index next-token list is corrupt (outside its byte stream)")
     tokens = np.empty(size, np.int64)
     counts = np.empty(size, np.int64)
     p, s = a, first - 1
@@ -89,10 +85,13 @@ def decode_list(buf, a, b, size, tok, first):
         if x >= 16:
             g, c = x >> 4, x & 15
         else:
-            g, p = _read(buf, p, b)
-            c, p = _read(buf, p, b)
+            lg, lc = (x & 3) + 1, ((x >> 2) & 3) + 1
+            g = _le32(buf, p) & ((1 << (8 * lg)) - 1)
+            p += lg
+            c = _le32(buf, p) & ((1 << (8 * lc)) - 1)
+            p += lc
             if p > b or g < 1 or c < 1:
-                raise ValueError("FM-index next-token list is corrupt (bad varint)")
+                raise ValueError("FM-index next-token list is corrupt (bad escaped entry)")
         s += g
         if s - first >= len(tok):
             raise ValueError("FM-index next-token list is corrupt (symbol out of range)")
@@ -114,7 +113,7 @@ def hot_lists(bits: np.ndarray, ranks: np.ndarray, zeros: np.ndarray, C: np.ndar
     for s in cand:
         lo, hi = int(C[s]), int(C[s + 1])
         out = wv.wm_distinct(bits, ranks, zeros, lo, hi, FIRST_SYM)
-        if out.shape[1] >= HOT_MIN_DISTINCT:
+        if out.shape[1] >= HOT_MIN_DISTINCT and int(out[1].max()) < 1 << 32:
             found.append((out.shape[1], lo, hi, encode_list(out[0], out[1], FIRST_SYM)))
     found.sort(key=lambda f: -f[0])  # longest first: the slowest walks
     budget, kept = int(int(C[-1]) * HOT_BUDGET), []
@@ -127,7 +126,7 @@ def hot_lists(bits: np.ndarray, ranks: np.ndarray, zeros: np.ndarray, C: np.ndar
     return {"hot_ranges": np.array([(f[1], f[2]) for f in kept], dtype=pdt).reshape(-1, 2),
             "hot_offsets": np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
             "hot_sizes": np.array([f[0] for f in kept], dtype=np.int64),
-            "hot_bytes": np.concatenate([f[3] for f in kept]) if kept else np.zeros(0, np.uint8)}
+            "hot_bytes": np.concatenate([f[3] for f in kept] + [np.zeros(PAD, np.uint8)])}
 
 
 V2_BIG = 0xFFFF

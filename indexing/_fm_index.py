@@ -18,9 +18,8 @@ of ``sa_sample``) and ``sample_pos`` (those positions divided by ``sa_sample``, 
 ``doc_starts`` (start of each document in ``T``, plus ``len(T)``); ``hot_ranges``/``hot_offsets``/
 ``hot_sizes``/``hot_bytes``: the next-token lists of the 1-grams whose list is long, byte-coded (see ``_fm_hot``).
 Bytes per token for 16-bit symbols and ``sa_sample=20``: 2 (bit planes) + 0.0625 (ranks) + 0.129 (marks) +
-``sample_width / 160`` (positions: 0.14 at 50M tokens, 0.15 at 200M) + documents + hot lists.  Formats
-``genret-fm/2`` (next-token lists as uint16 pairs, positions as plain integers) and ``genret-fm/3`` (positions
-as plain integers) are read as they are.
+``sample_width / 160`` (positions: 0.14 at 50M tokens, 0.15 at 200M) + documents + hot lists.  Format
+``genret-fm/2`` (next-token lists as uint16 pairs, positions as plain integers) is read as it is.
 
 Ranges.  ``FMRange = (lo, hi, length)``: suffix-array rows ``[lo, hi)`` of an n-gram of ``length`` tokens;
 ``(0, n_rows, 0)`` is the empty n-gram (every position); an n-gram that does not occur has ``lo == hi``.
@@ -42,14 +41,14 @@ import numpy as np
 
 from . import _wavelet as wv
 from ._errors import IndexFormatError
-from ._fm_hot import decode_list, hot_lists, v2_counts
+from ._fm_hot import PAD, decode_list, hot_lists, v2_counts
 from ._fm_queries import FMQueries, FMRange, Limit, NextTokens, empty_next
 from ._progress import progress_bar
 from ._suffix_array import pos_dtype, suffix_array, sym_width
 
-FM_FORMAT = "genret-fm/4"
-READABLE_FORMATS = ("genret-fm/2", "genret-fm/3")  # read as they are (plain positions; fm/2: uint16 lists)
-OLD_FORMATS = ("genret-fm/1",)
+FM_FORMAT = "genret-fm/5"
+READABLE_FORMATS = ("genret-fm/2",)  # read as it is: plain positions, uint16 next-token lists
+OLD_FORMATS = ("genret-fm/1", "genret-fm/3", "genret-fm/4")  # fm/3, fm/4: varint-coded lists (issue 17, a day)
 END_SYM, SEP_SYM, FIRST_SYM = 0, 1, 2
 SA_SAMPLE = 20  # the default sampling rate: about sa_sample / 2 LF steps a located occurrence
 _CHUNK = 1 << 22
@@ -176,10 +175,7 @@ class FMIndex(FMQueries):
             hot = {"format": "genret-fm/2", "n_hot_entries": len(self._a["hot_syms"]),
                    "n_hot_big": len(self._a["hot_big"])}
         else:
-            hot = {"format": "genret-fm/3" if self.sample_width == 0 else FM_FORMAT,
-                   "n_hot_bytes": len(self._a["hot_bytes"])}
-            if self.sample_width:
-                hot["sample_width"] = self.sample_width
+            hot = {"format": FM_FORMAT, "n_hot_bytes": len(self._a["hot_bytes"]), "sample_width": self.sample_width}
         return {"format": hot.pop("format"), "text": "reversed", "vocab_size": self.vocab_size,
                 "n_tokens": self.n_tokens, "n_docs": self.n_docs, "n_rows": self.n_rows,
                 "n_symbols": self.n_symbols, "sa_sample": self.sa_sample,
@@ -360,11 +356,11 @@ class FMIndex(FMQueries):
 
 def _expected_arrays(directory: Path, params: dict[str, Any]) -> tuple[dict[str, tuple[Any, tuple]], int, int, int]:
     """``{name: (dtype, shape)}`` that ``params`` implies, the vocabulary size, the sampling rate and the width of
-    the packed sampled positions (0: plain integers, formats before ``genret-fm/4``)."""
+    the packed sampled positions (0: plain integers, ``genret-fm/2``)."""
     fmt = params.get("format") if isinstance(params, dict) else None
     if fmt in OLD_FORMATS:
         why = "its wavelet matrix was rebuilt at every open" if fmt == "genret-fm/1" else \
-            "its next-token lists were not byte-coded"
+            "its next-token lists were varint-coded"
         raise IndexFormatError(f"{directory}: FM-index format {fmt!r} was written by an older genret ({why}); "
                                f"rebuild the index (`genret index --fm ...`) to get {FM_FORMAT}")
     if fmt != FM_FORMAT and fmt not in READABLE_FORMATS:
@@ -441,7 +437,8 @@ def _check_contents(directory: Path, a: dict[str, np.ndarray], n_rows: int, n_do
             problems.append("hot_offsets")
     else:
         sizes = np.asarray(a["hot_sizes"])
-        if off[0] != 0 or off[-1] != len(a["hot_bytes"]) or (np.diff(off) < sizes).any() or (sizes < 1).any():
+        if off[0] != 0 or off[-1] + PAD != len(a["hot_bytes"]) or (np.diff(off) < sizes).any() or \
+                (sizes < 1).any():
             problems.append("hot_offsets")  # every entry takes one byte at least
     if problems:
         raise IndexFormatError(f"{directory}: FM-index arrays {problems} are inconsistent with the parameters")

@@ -427,5 +427,6 @@ def test_empty_path_is_rejected(tmp_path):
 def test_old_format_gets_a_clear_error(tmp_path):
     docs, index = _corpus_index()
     index.save(tmp_path)
-    with pytest.raises(IndexFormatError, match="older genret.*rebuild"):
-        FMIndex.load(tmp_path, {**index.params(), "format": "genret-fm/1"})
+    for old in ("genret-fm/1", "genret-fm/3", "genret-fm/4"):
+        with pytest.raises(IndexFormatError, match="older genret.*rebuild"):
+            FMIndex.load(tmp_path, {**index.params(), "format": old})
