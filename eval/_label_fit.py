@@ -46,7 +46,8 @@ def fit_label_head_on(data: Sequence[tuple[RagPipeline, Sequence[Mapping[str, An
                     raise InputError(f"record {r.get('id')!r}: label {_gold(r)!r} is not one of {list(labels)}")
             for start in range(0, len(kept), _BATCH):
                 batch = kept[start:start + _BATCH]
-                feats.extend(pipe.label_features([str(r["input"]) for r in batch], task=task, depth=depth))
+                feats.extend(pipe.label_features([str(r["input"]) for r in batch], task=task, depth=depth,
+                                                 exclude=[[str(r.get("id", ""))] for r in batch]))
                 golds.extend(_gold(r) for r in batch)
                 tasks.extend(task for _ in batch)
                 bar.update(len(batch))

@@ -183,9 +183,9 @@ def cmd_train_labels(a: argparse.Namespace, retrieval_config) -> int:
             if not records:
                 raise InputError(f"{train}: no records")
             opened = None if index == NO_INDEX else stack.enter_context(Index(index))
+            config = _rag_config(a).model_copy(update={"label_head": "none"})
             data.append((open_pipeline(opened, generator, retriever=a.retriever, retrieval=retrieval_config,
-                                       config=_rag_config(a).model_copy(update={"label_head": "none"}),
-                                       device=a.device), records, task))
+                                       demos_dir=a.demos, config=config, device=a.device), records, task))
         head, stats = fit_label_head_on(data, depth=depth, l2s=[float(x) for x in a.l2.split(",")],
                                         folds=a.folds, progress=not a.quiet)
     head = head.model_copy(update={"fitted_on": f"{head.fitted_on}; " + "; ".join(

@@ -142,9 +142,11 @@ class RagPipeline:
         return self._labels.pick(spec, prompts, [len(h) for _, h, _ in prepared])
 
     def label_features(self, queries: Sequence[str], *, task: str | None = None,
-                       depth: tuple[float, float] = (0.6, 0.6)) -> list[list[float]]:
-        """The label head's input for each query under this pipeline's prompt and passages (for fitting a head)."""
-        return self.generator.prompt_features([p for p, _, _ in self.prepare(queries, task)], depth)
+                       depth: tuple[float, float] = (0.6, 0.6),
+                       exclude: Sequence[Sequence[str]] | None = None) -> list[list[float]]:
+        """The label head's input for each query under this pipeline's prompt, passages and demonstrations (never
+        those in ``exclude``, per query: a training claim is not its own demonstration), for fitting a head."""
+        return self.generator.prompt_features([p for p, _, _ in self.prepare(queries, task, exclude)], depth)
 
     def _answer(self, query: str, name: str, spec: AnswerTask, raw: str, prepared, copied: int = 0) -> RagAnswer:
         prompt, hits, demos = prepared

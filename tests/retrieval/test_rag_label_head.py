@@ -191,3 +191,29 @@ def test_genret_train_labels_writes_a_head_the_pipeline_uses(tiny_index, tiny_lm
     assert main(["train", "labels", str(tiny_index), str(bad), "--task", "fact_check", "--out", str(tmp_path / "b"),
                  "--generator-model", str(tiny_lm_dir), "--device", "cpu", "--quiet"]) != 0
     assert "MAYBE" in capsys.readouterr().err and not (tmp_path / "b").exists()
+
+
+def test_a_training_claim_is_not_its_own_demonstration(generator, tmp_path, monkeypatch):
+    from genret.retrieval.demos import build_demo_pool, load_demo_source
+    from tests.retrieval.demo_pools import write_pools
+
+    _, claims = write_pools(tmp_path)
+    build_demo_pool(claims, "fact_check", tmp_path / "demos", device="cpu", progress=False)
+    source = load_demo_source(tmp_path / "demos", "udr", device="cpu")
+    seen: list = []
+    real = generator.prompt_features
+
+    def recording(prompts, depth):
+        seen.extend(prompts)
+        return real(prompts, depth)
+
+    monkeypatch.setattr(generator, "prompt_features", recording)
+    try:
+        pipe = RagPipeline(generator, None, source, RagConfig(passages=0, demos=1, label_head="none"))
+        claim = "The Eiffel Tower is located in Berlin."
+        free, kept = (pipe.label_features([claim], task="fact_check", exclude=ex)[0] for ex in (None, [["fc-1"]]))
+        shown = [" ".join(m["content"] for m in p[1:-1]) for p in seen]  # the demonstration turns
+        assert claim in shown[0] and claim not in shown[1] and shown[1]
+        assert free != pytest.approx(kept, abs=1e-4)
+    finally:
+        source.close()
