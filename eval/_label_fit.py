@@ -31,6 +31,9 @@ def fit_label_head_on(data: Sequence[tuple[RagPipeline, Sequence[Mapping[str, An
     if len(label_sets) != 1 or not next(iter(label_sets)):
         raise InputError(f"the tasks' label sets differ or are empty: {sorted(label_sets)}")
     labels = next(iter(label_sets))
+    demos = {pipe.config.demos if pipe.demo_source is not None else 0 for pipe, _, _ in data}
+    if len(demos) != 1:
+        raise InputError(f"one head reads one kind of prompt: demonstrations per prompt differ ({sorted(demos)})")
     models = {pipe.generator.config.model for pipe, _, _ in data}
     if len(models) != 1:
         raise InputError(f"one head reads one model's hidden states, got {sorted(models)}")
@@ -59,7 +62,7 @@ def fit_label_head_on(data: Sequence[tuple[RagPipeline, Sequence[Mapping[str, An
         held = {l2: held_out_predictions(feats, golds, labels, l2=l2, folds=folds) for l2 in l2s}
     l2 = max(held, key=lambda k: (_accuracy(held[k], golds), -k)) if held else l2s[len(l2s) // 2]
     names = sorted(set(tasks))
-    head = fit_label_head(feats, golds, labels, model=next(iter(models)), depth=depth, l2=l2,
+    head = fit_label_head(feats, golds, labels, model=next(iter(models)), depth=depth, l2=l2, demos=next(iter(demos)),
                          fitted_on=f"{len(golds)} claims ({', '.join(names)}), L2 {l2:g}")
     fitted = head.pick(feats)
     stats: dict[str, Any] = {"labels": list(labels), "l2": l2, "claims": len(golds), "tasks": {}}

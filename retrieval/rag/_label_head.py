@@ -12,8 +12,9 @@ state of an LLM knows when it's lying") ranks the same claims at AUC 0.7.  ``Lab
 
 fitted list-wise (``fit_label_head``: multinomial logistic regression, L2 on the standardised weights, L-BFGS in
 torch) on training claims answered through the RAG pipeline as at inference (its retriever, passages and prompt;
-``genret train labels``).  A head belongs to one model (its hidden states) and one label set; the pipeline uses it
-only for that model and those labels and otherwise falls back to rank classification.  The packaged head
+``genret train labels``).  A head belongs to one model (its hidden states), one label set and one kind of prompt
+(with or without demonstrations); the pipeline uses it only there and otherwise falls back to rank
+classification.  The packaged head
 (``label_head.json``) was fitted with the packaged model on mini-KILT scifact and climate_fever train claims.
 """
 
@@ -45,6 +46,9 @@ class LabelHead(BaseModel):
     scale: list[float]
     weights: list[list[float]] = Field(description="one row per label, one column per feature")
     bias: list[float]
+    demos: int = Field(0, ge=0, description="demonstrations per prompt when fitted: a head fitted without them reads "
+                                            "only prompts without them, and one fitted with them only prompts "
+                                            "with them (demonstrations move the hidden state more than claims do)")
     fitted_on: str = ""
 
     @model_validator(mode="after")
@@ -78,9 +82,10 @@ class LabelHead(BaseModel):
     def save(self, path: str | Path) -> None:
         write_json_atomic(Path(path), self.model_dump(mode="json"))
 
-    def applies(self, model: str, labels: Sequence[str]) -> bool:
-        """Whether this head can decide for ``model``'s features among ``labels`` (same model, same label set)."""
-        return model == self.model and tuple(labels) == self.labels
+    def applies(self, model: str, labels: Sequence[str], with_demos: bool = False) -> bool:
+        """Whether this head can decide for ``model``'s features among ``labels`` for prompts with or without
+        demonstrations (same model, same label set, same kind of prompt as when fitted)."""
+        return model == self.model and tuple(labels) == self.labels and with_demos == (self.demos > 0)
 
     def scores(self, features: Sequence[Sequence[float]]) -> list[list[float]]:
         """The linear scores per feature vector and label."""
@@ -99,7 +104,7 @@ class LabelHead(BaseModel):
 
 
 def fit_label_head(features: Sequence[Sequence[float]], golds: Sequence[str], labels: Sequence[str], *,
-                   model: str, depth: tuple[float, float] = (0.6, 0.6), l2: float = 300.0,
+                   model: str, depth: tuple[float, float] = (0.6, 0.6), l2: float = 300.0, demos: int = 0,
                    fitted_on: str = "") -> LabelHead:
     """A head fitted on ``features`` (one vector per claim) and their gold labels (each one of ``labels``):
     multinomial logistic regression, L2 penalty ``l2`` on the weights over standardised features (L-BFGS, torch)."""
@@ -130,7 +135,7 @@ def fit_label_head(features: Sequence[Sequence[float]], golds: Sequence[str], la
         return total
 
     opt.step(loss)
-    return LabelHead(model=model, depth=depth, labels=labels, mean=_rounded(mean), scale=_rounded(scale),
+    return LabelHead(model=model, depth=depth, labels=labels, demos=demos, mean=_rounded(mean), scale=_rounded(scale),
                      weights=[_rounded(r) for r in w.detach()], bias=_rounded(b.detach()), fitted_on=fitted_on)
 
 

@@ -126,13 +126,16 @@ class RagPipeline:
                 for q, h, d in zip(queries, hits, demos)]
 
     def _label_by_score(self, spec: AnswerTask, prepared: list) -> list[str] | None:
-        """Labels by the label head where it applies (this model, this label set), else by rank classification;
+        """Labels by the label head where it applies (this model, this label set, prompts with demonstrations or
+        without as when it was fitted), else by rank classification;
         None: not a label task, or a generator that can do neither (the caller generates)."""
         if spec.form != "label" or not spec.labels or not self.config.label_scoring:
             return None
         prompts = [p for p, _, _ in prepared]
         head = self._head
-        if head is not None and head.applies(self.generator.config.model, spec.labels):
+        shown = [bool(d) for _, _, d in prepared]
+        if head is not None and len(set(shown)) == 1 and head.applies(self.generator.config.model, spec.labels,
+                                                                     shown[0]):
             try:
                 return head.pick(self.generator.prompt_features(prompts, head.depth))
             except GenerationCancelled:

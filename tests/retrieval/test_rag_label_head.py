@@ -217,3 +217,35 @@ def test_a_training_claim_is_not_its_own_demonstration(generator, tmp_path, monk
         assert free != pytest.approx(kept, abs=1e-4)
     finally:
         source.close()
+
+
+def test_a_head_reads_only_the_kind_of_prompt_it_was_fitted_on(generator, tmp_path):
+    """Demonstrations move the hidden state more than claims do: a head fitted without them does not decide for
+    prompts with them (rank classification does), and one fitted with them decides only for those."""
+    from genret.retrieval.demos import build_demo_pool, load_demo_source
+    from tests.retrieval.demo_pools import write_pools
+
+    _, claims = write_pools(tmp_path)
+    build_demo_pool(claims, "fact_check", tmp_path / "demos", device="cpu", progress=False)
+    source = load_demo_source(tmp_path / "demos", "udr", device="cpu")
+    claim = ["Python was created by nobody."]
+    try:
+        ranked = RagPipeline(generator, _Retriever(), source, RagConfig(passages=1, demos=1, label_head="none"))
+        plain = RagPipeline(generator, _Retriever(), None, RagConfig(passages=1, demos=0, label_head="none"))
+        by_rank = ranked.batch_answer(claim, task="fact_check")[0].answer  # with a demonstration
+        by_rank_plain = plain.batch_answer(claim, task="fact_check")[0].answer
+        for forced in LABELS:
+            bias = [float(forced == "SUPPORTS"), float(forced == "REFUTES")]
+            for demos in (0, 2):
+                path = tmp_path / f"head{demos}.json"
+                _head_for(generator, bias).model_copy(update={"demos": demos}).save(path)
+                assert LabelHead.load(path).demos == demos
+                with_demos = RagPipeline(generator, _Retriever(), source,
+                                         RagConfig(passages=1, demos=1, label_head=str(path)))
+                without = RagPipeline(generator, _Retriever(), None,
+                                      RagConfig(passages=1, demos=0, label_head=str(path)))
+                got = (with_demos.batch_answer(claim, task="fact_check")[0].answer,
+                       without.batch_answer(claim, task="fact_check")[0].answer)
+                assert got == ((by_rank, forced) if demos == 0 else (forced, by_rank_plain))
+    finally:
+        source.close()
