@@ -136,8 +136,8 @@ def dir_bytes(path: Path) -> int:
 
 
 # -- workers (each run in its own process) -------------------------------------------------------------------
-PREV_MODULES = ("__init__", "_fm_index", "_fm_hot", "_fm_queries", "_wavelet", "_errors", "_progress",
-                "_suffix_array")
+PREV_MODULES = ("__init__", "_fm_index", "_fm_hot", "_fm_queries", "_fm_locate", "_wavelet", "_errors", "_progress",
+                "_suffix_array")  # a module a revision lacks is left empty (_fm_locate came after 91e64ea)
 
 
 def materialize_prev(rev: str, dest: Path) -> None:
@@ -145,9 +145,11 @@ def materialize_prev(rev: str, dest: Path) -> None:
     pkg = dest / "fmprev"
     pkg.mkdir(parents=True, exist_ok=True)
     for name in PREV_MODULES:
-        text = "" if name == "__init__" else subprocess.run(
-            ["git", "-C", str(ROOT), "show", f"{rev}:indexing/{name}.py"], check=True, capture_output=True,
-            text=True).stdout
+        shown = None if name == "__init__" else subprocess.run(
+            ["git", "-C", str(ROOT), "show", f"{rev}:indexing/{name}.py"], capture_output=True, text=True)
+        if shown is not None and shown.returncode != 0 and name != "_fm_locate":
+            raise RuntimeError(f"git show {rev}:indexing/{name}.py: {shown.stderr.strip()}")
+        text = shown.stdout if shown is not None and shown.returncode == 0 else ""
         (pkg / f"{name}.py").write_text(text)
 
 

@@ -14,7 +14,7 @@ per-symbol arrays; nothing is rebuilt).  The BWT is held only as a wavelet matri
 uint16 per 512 bits, two-level) and ``wm_zeros``; ``C`` (int64 cumulative symbol counts), ``token_of_sym`` (int32);
 ``sample_bits``/``sample_ranks`` (a bit vector marking the suffix-array rows whose text position is a multiple
 of ``sa_sample``) and ``sample_pos`` (those positions divided by ``sa_sample``, in row order, bit-packed in
-``sample_width = bit_length((n_rows - 1) // sa_sample)``-bit fields: ``_wavelet.pack``);
+``sample_width = bit_length((n_rows - 1) // sa_sample)``-bit fields: ``_fm_locate.pack``);
 ``doc_starts`` (start of each document in ``T``, plus ``len(T)``); ``hot_ranges``/``hot_offsets``/
 ``hot_sizes``/``hot_bytes``: the next-token lists of the 1-grams whose list is long, byte-coded (see ``_fm_hot``).
 Bytes per token for 16-bit symbols and ``sa_sample=20``: 2 (bit planes) + 0.0625 (ranks) + 0.129 (marks) +
@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _fm_locate as loc
 from . import _wavelet as wv
 from ._errors import IndexFormatError
 from ._fm_hot import PAD, decode_list, hot_lists, v2_counts
@@ -161,8 +162,8 @@ class FMIndex(FMQueries):
             arrays = {"wm_bits": bits, "wm_ranks": ranks, "wm_zeros": zeros, "C": C,
                       "token_of_sym": present.astype(np.int32), "sample_bits": sample_bits,
                       "sample_ranks": sample_ranks, "doc_starts": starts}
-            width = wv.pack_width((n_rows - 1) // sa_sample)
-            arrays["sample_pos"] = wv.pack(np.concatenate(pos), width)
+            width = loc.pack_width((n_rows - 1) // sa_sample)
+            arrays["sample_pos"] = loc.pack(np.concatenate(pos), width)
             del pos
             arrays.update(hot_lists(bits, ranks, zeros, C, pdt))
             bar.update(1)
@@ -346,7 +347,7 @@ class FMIndex(FMQueries):
             z = np.zeros(0, np.int64)
             return z, z, bounds
         try:
-            doc, off = wv.fm_locate_spans(self._bits, self._ranks, self._aux, self._mbits, self._mranks, self._spos,
+            doc, off = loc.fm_locate_spans(self._bits, self._ranks, self._aux, self._mbits, self._mranks, self._spos,
                                           self.sample_width, np.array(spans, dtype=np.int64).reshape(-1, 3),
                                           self.sa_sample, self._starts)
         except ValueError as exc:
@@ -377,7 +378,7 @@ def _expected_arrays(directory: Path, params: dict[str, Any]) -> tuple[dict[str,
         pdt = pos_dtype(n_rows)
         sdt = {1: np.uint8, 2: np.uint16, 3: np.uint32}[sym_width(n_sym)]
         width = int(params["sample_width"]) if fmt == FM_FORMAT else 0
-        if fmt == FM_FORMAT and width != wv.pack_width((n_rows - 1) // sample):
+        if fmt == FM_FORMAT and width != loc.pack_width((n_rows - 1) // sample):
             raise IndexFormatError(f"{directory}: inconsistent FM-index parameters {params}")
         if n_lev != wv.n_levels(n_sym) or params["pos_dtype"] != str(pdt) or \
                 params["n_tokens"] != n_rows - n_docs - 1 or n_samples != -(-n_rows // sample):
@@ -389,7 +390,7 @@ def _expected_arrays(directory: Path, params: dict[str, Any]) -> tuple[dict[str,
               "wm_zeros": (np.int64, (n_lev,)), "C": (np.int64, (n_sym + 1,)),
               "token_of_sym": (np.int32, (n_sym - FIRST_SYM,)), "sample_bits": (np.uint64, (1, words)),
               "sample_ranks": (rdt, (1, blocks)),
-              "sample_pos": (np.uint64, (wv.packed_words(n_samples, width),)) if width else (pdt, (n_samples,)),
+              "sample_pos": (np.uint64, (loc.packed_words(n_samples, width),)) if width else (pdt, (n_samples,)),
               "doc_starts": (pdt, (n_docs + 1,)), "hot_ranges": (pdt, (n_hot, 2)),
               "hot_offsets": (np.int64, (n_hot + 1,)), "hot_sizes": (np.int64, (n_hot,)),
               "hot_bytes": (np.uint8, (n_bytes,))}

@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from genret.indexing import _fm_hot
+from genret.indexing import _fm_locate as loc
 from genret.indexing import _wavelet as wv
 from genret.indexing._fm_index import FMIndex
 
@@ -187,7 +188,7 @@ def test_v2_index_is_read_as_it_is(monkeypatch, tmp_path):
     np.save(tmp_path / "hot_big.npy", np.stack([big, counts[big]], axis=1).astype(np.int64))
     np.save(tmp_path / "hot_offsets.npy", np.concatenate([[0], np.cumsum([len(t) for t, _ in lists])]))
     n_samples, rate = params["n_samples"], params["sa_sample"]  # plain positions before genret-fm/4
-    plain = wv.unpack_many(a["sample_pos"], params["sample_width"], np.arange(n_samples)) * rate
+    plain = loc.unpack_many(a["sample_pos"], params["sample_width"], np.arange(n_samples)) * rate
     np.save(tmp_path / "sample_pos.npy", plain.astype(params["pos_dtype"]))
     v2 = {k: v for k, v in params.items() if k not in ("n_hot_bytes", "sample_width")}
     v2.update(format="genret-fm/2", n_hot_entries=len(syms), n_hot_big=len(big))
@@ -203,9 +204,9 @@ def test_v2_index_is_read_as_it_is(monkeypatch, tmp_path):
 @given(st.integers(1, 56), st.lists(st.integers(0, 2**56 - 1), max_size=300))
 def test_packed_fields_round_trip(width, raw):
     values = np.array([v % (1 << width) for v in raw], np.uint64)
-    words = wv.pack(values, width)
-    assert len(words) == wv.packed_words(len(values), width)
-    got = wv.unpack_many(words, width, np.arange(len(values)))
+    words = loc.pack(values, width)
+    assert len(words) == loc.packed_words(len(values), width)
+    got = loc.unpack_many(words, width, np.arange(len(values)))
     assert got.astype(np.uint64).tolist() == values.tolist()
 
 
@@ -213,7 +214,7 @@ def test_locate_spans_reports_a_walk_past_the_sampling_rate():
     index = FMIndex.build(_zipf_docs(), 120, sa_sample=8)
     args = (index._bits, index._ranks, index._aux, index._mbits, index._mranks, index._spos, index.sample_width)
     spans = np.array([[index.n_docs + 1, index.n_tokens, 1]], np.int64)  # every token row
-    doc, off = wv.fm_locate_spans(*args, spans, 8, index._starts)
+    doc, off = loc.fm_locate_spans(*args, spans, 8, index._starts)
     assert sorted(zip(doc.tolist(), off.tolist())) == index.locate_ranges([index.root()])[0]
     with pytest.raises(ValueError, match="corrupt"):  # 0 steps allowed: the unsampled rows fail
-        wv.fm_locate_spans(*args, spans, 0, index._starts)
+        loc.fm_locate_spans(*args, spans, 0, index._starts)
