@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._wavelet import _JIT, _ONE, _bit, _rank1, _split_aux
+from ._wavelet import JIT, ONE, bit_at, rank1, split_aux
 
 
 def packed_words(n: int, width: int) -> int:
@@ -25,7 +25,7 @@ def pack_width(max_value: int) -> int:
     return max(1, int(max_value).bit_length())
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def pack(values, width):
     """``values`` (non-negative, below ``2**width``) as consecutive ``width``-bit fields of uint64 words."""
     out = np.zeros((len(values) * width + 63) // 64 + 1, np.uint64)
@@ -39,17 +39,17 @@ def pack(values, width):
     return out
 
 
-@njit(inline="always", **_JIT)
+@njit(inline="always", **JIT)
 def _unpack(words, k, width):
     bit = k * width
     w, o = bit >> 6, bit & 63
     v = words[w] >> np.uint64(o)
     if o + width > 64:
         v |= words[w + 1] << np.uint64(64 - o)
-    return np.int64(v & ((_ONE << np.uint64(width)) - _ONE))
+    return np.int64(v & ((ONE << np.uint64(width)) - ONE))
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def unpack_many(words, width, idx):
     """The ``width``-bit fields ``idx`` of ``pack``ed words (for tests)."""
     out = np.empty(len(idx), np.int64)
@@ -58,7 +58,7 @@ def unpack_many(words, width, idx):
     return out
 
 
-@njit(inline="always", **_JIT)
+@njit(inline="always", **JIT)
 def _locate(bits, ranks, aux, mbits, mranks, spos, width, rows, max_steps):
     """Text positions of the suffixes at ``rows``: LF steps until a sampled row (-1 if ``max_steps`` pass).
 
@@ -68,7 +68,7 @@ def _locate(bits, ranks, aux, mbits, mranks, spos, width, rows, max_steps):
     of ``L`` dependent misses per LF step).
     """
     n_lev = bits.shape[0]
-    zeros, delta, _ = _split_aux(aux, n_lev)
+    zeros, delta, _ = split_aux(aux, n_lev)
     n = len(rows)
     out = np.empty(n, np.int64)
     cur = rows.astype(np.int64)
@@ -80,8 +80,8 @@ def _locate(bits, ranks, aux, mbits, mranks, spos, width, rows, max_steps):
         for t in range(n_live):
             q = live[t]
             r = cur[q]
-            if _bit(mbits, 0, r):
-                k = _rank1(mbits, mranks, 0, r)
+            if bit_at(mbits, 0, r):
+                k = rank1(mbits, mranks, 0, r)
                 if width:
                     out[q] = _unpack(spos, k, width) * max_steps + step
                 else:
@@ -99,8 +99,8 @@ def _locate(bits, ranks, aux, mbits, mranks, spos, width, rows, max_steps):
             for t in range(n_live):
                 q = live[t]
                 i = cur[q]
-                r1 = _rank1(bits, ranks, lev, i)
-                if _bit(bits, lev, i):
+                r1 = rank1(bits, ranks, lev, i)
+                if bit_at(bits, lev, i):
                     sym[q] |= one
                     cur[q] = z + r1
                 else:
@@ -113,13 +113,13 @@ def _locate(bits, ranks, aux, mbits, mranks, spos, width, rows, max_steps):
     return out
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def fm_locate(bits, ranks, aux, mbits, mranks, spos, width, rows, max_steps):
     """``_locate``: text positions (of the indexed, reversed text) of the suffixes at ``rows``."""
     return _locate(bits, ranks, aux, mbits, mranks, spos, width, rows, max_steps)
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def fm_locate_spans(bits, ranks, aux, mbits, mranks, spos, width, spans, max_steps, starts):
     """Document and offset of the occurrences in row spans ``spans[j] = (first row, rows, n-gram length)``.
 

@@ -29,9 +29,9 @@ _M1 = np.uint64(0x5555555555555555)
 _M2 = np.uint64(0x3333333333333333)
 _M4 = np.uint64(0x0F0F0F0F0F0F0F0F)
 _H01 = np.uint64(0x0101010101010101)
-_ONE = np.uint64(1)
+ONE = np.uint64(1)
 _U1, _U2, _U4, _U56, _U63 = np.uint64(1), np.uint64(2), np.uint64(4), np.uint64(56), np.uint64(63)
-_JIT = {"cache": True, "nogil": True}
+JIT = {"cache": True, "nogil": True}
 
 
 def n_words(n_bits: int) -> int:
@@ -63,7 +63,7 @@ def n_levels(n_symbols: int) -> int:
     return max(1, int(n_symbols - 1).bit_length())
 
 
-@njit(inline="always", **_JIT)
+@njit(inline="always", **JIT)
 def _popcount(x):  # the SWAR idiom, which LLVM compiles to one popcnt instruction
     x = x - ((x >> _U1) & _M1)
     x = (x & _M2) + ((x >> _U2) & _M2)
@@ -71,8 +71,8 @@ def _popcount(x):  # the SWAR idiom, which LLVM compiles to one popcnt instructi
     return (x * _H01) >> _U56
 
 
-@njit(inline="always", **_JIT)
-def _rank1(bits, ranks, lev, i):
+@njit(inline="always", **JIT)
+def rank1(bits, ranks, lev, i):
     """Ones among bits ``[0, i)`` of level ``lev``."""
     w = i >> 6
     b = w >> 3
@@ -85,36 +85,36 @@ def _rank1(bits, ranks, lev, i):
         r += np.int64(_popcount(bits[lev, k]))
     rem = i & 63
     if rem:
-        r += np.int64(_popcount(bits[lev, w] & ((_ONE << np.uint64(rem)) - _ONE)))
+        r += np.int64(_popcount(bits[lev, w] & ((ONE << np.uint64(rem)) - ONE)))
     return r
 
 
-@njit(inline="always", **_JIT)
+@njit(inline="always", **JIT)
 def _rank1_pair(bits, ranks, lev, a, b):
     """``(rank1(a), rank1(b))`` for ``a <= b``: the second by popcounting ``[a, b)`` when it spans <= 8 words."""
-    ra = _rank1(bits, ranks, lev, a)
+    ra = rank1(bits, ranks, lev, a)
     wa, wb = a >> 6, b >> 6
     if wb - wa > 8:
-        return ra, _rank1(bits, ranks, lev, b)
+        return ra, rank1(bits, ranks, lev, b)
     ea, eb = np.uint64(a & 63), np.uint64(b & 63)
     if wa == wb:
         if eb == ea:
             return ra, ra
-        return ra, ra + np.int64(_popcount((bits[lev, wa] >> ea) & ((_ONE << (eb - ea)) - _ONE)))
+        return ra, ra + np.int64(_popcount((bits[lev, wa] >> ea) & ((ONE << (eb - ea)) - ONE)))
     c = np.int64(_popcount(bits[lev, wa] >> ea))
     for k in range(wa + 1, wb):
         c += np.int64(_popcount(bits[lev, k]))
     if eb:
-        c += np.int64(_popcount(bits[lev, wb] & ((_ONE << eb) - _ONE)))
+        c += np.int64(_popcount(bits[lev, wb] & ((ONE << eb) - ONE)))
     return ra, ra + c
 
 
-@njit(inline="always", **_JIT)
-def _bit(bits, lev, i):
-    return np.int64((bits[lev, i >> 6] >> np.uint64(i & 63)) & _ONE)
+@njit(inline="always", **JIT)
+def bit_at(bits, lev, i):
+    return np.int64((bits[lev, i >> 6] >> np.uint64(i & 63)) & ONE)
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def fill_ranks(bits, ranks):
     """Fill the rank directory of every level of ``bits`` (2-D) into ``ranks``."""
     n_lev, n_w = bits.shape
@@ -133,16 +133,16 @@ def fill_ranks(bits, ranks):
                 acc += np.int64(_popcount(bits[lev, k]))
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def rank1_many(bits, ranks, lev, idx):
     """``rank1`` of level ``lev`` at each position of ``idx`` (for tests and batch use)."""
     out = np.empty(len(idx), np.int64)
     for j in range(len(idx)):
-        out[j] = _rank1(bits, ranks, lev, idx[j])
+        out[j] = rank1(bits, ranks, lev, idx[j])
     return out
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def rank1_pairs(bits, ranks, lev, a, b):
     """``_rank1_pair`` at each ``(a[j], b[j])`` (for tests): an int64 ``[n, 2]`` array."""
     out = np.empty((len(a), 2), np.int64)
@@ -151,7 +151,7 @@ def rank1_pairs(bits, ranks, lev, a, b):
     return out
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def build_levels(vals, n_lev, bits, zeros):
     """Write the bit planes of the wavelet matrix of ``vals`` (consumed: used as scratch) into ``bits``."""
     n = len(vals)
@@ -162,7 +162,7 @@ def build_levels(vals, n_lev, bits, zeros):
         nz = 0
         for i in range(n):
             if (cur[i] >> shift) & 1:
-                bits[lev, i >> 6] |= _ONE << np.uint64(i & 63)
+                bits[lev, i >> 6] |= ONE << np.uint64(i & 63)
             else:
                 nz += 1
         zeros[lev] = nz
@@ -178,14 +178,14 @@ def build_levels(vals, n_lev, bits, zeros):
         cur, tmp = tmp, cur
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def set_bits(bits, positions):
     """Set the given bit positions of a 1-row bit array ``bits[0, :]``."""
     for p in positions:
-        bits[0, p >> 6] |= _ONE << np.uint64(p & 63)
+        bits[0, p >> 6] |= ONE << np.uint64(p & 63)
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def wm_range(bits, ranks, zeros, c, lo, hi):
     """Bottom positions ``(lo', hi')`` of the walk of ``[lo, hi)`` for symbol ``c`` (``hi' - lo'``: count)."""
     n_lev = bits.shape[0]
@@ -207,15 +207,15 @@ def fm_aux(zeros: np.ndarray, delta: np.ndarray, C: np.ndarray) -> np.ndarray:
     return np.concatenate([zeros, delta, C]).astype(np.int64)
 
 
-@njit(inline="always", **_JIT)
-def _split_aux(aux, n_lev):
+@njit(inline="always", **JIT)
+def split_aux(aux, n_lev):
     n_sym = (len(aux) - n_lev - 1) // 2
     return aux[:n_lev], aux[n_lev:n_lev + n_sym], aux[n_lev + n_sym:]
 
 
-@njit(inline="always", **_JIT)
+@njit(inline="always", **JIT)
 def _search(bits, ranks, aux, syms, lo, hi, length):
-    zeros, delta, C = _split_aux(aux, bits.shape[0])
+    zeros, delta, C = split_aux(aux, bits.shape[0])
     for s in syms:
         if s < 0 or lo >= hi:
             return 0, 0
@@ -230,13 +230,13 @@ def _search(bits, ranks, aux, syms, lo, hi, length):
     return lo, hi
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def fm_range(bits, ranks, aux, syms, lo, hi, length):
     """Backward search: the FM range ``(lo, hi)`` after appending each symbol of ``syms`` (< 0: absent)."""
     return _search(bits, ranks, aux, syms, lo, hi, length)
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def fm_next(bits, ranks, aux, syms, lo, hi, length, first, hot_min):
     """``fm_range``, then the distinct symbols ``>= first`` of the result with counts (``out[0]``, ``out[1]``).
 
@@ -253,14 +253,14 @@ def fm_next(bits, ranks, aux, syms, lo, hi, length, first, hot_min):
     return lo, hi, out[:, :k]
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def wm_access(bits, ranks, zeros, i):
     """``(symbol at i, bottom position of i)``: one ``rank1`` per level."""
     n_lev = bits.shape[0]
     c = 0
     for lev in range(n_lev):
-        r1 = _rank1(bits, ranks, lev, i)
-        if _bit(bits, lev, i):
+        r1 = rank1(bits, ranks, lev, i)
+        if bit_at(bits, lev, i):
             c |= 1 << (n_lev - 1 - lev)
             i = zeros[lev] + r1
         else:
@@ -268,7 +268,7 @@ def wm_access(bits, ranks, zeros, i):
     return c, i
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def wm_access_many(bits, ranks, zeros, idx):
     """Symbols at each position of ``idx``."""
     out = np.empty(len(idx), np.int64)
@@ -277,7 +277,7 @@ def wm_access_many(bits, ranks, zeros, idx):
     return out
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def _distinct(bits, ranks, zeros, lo, hi, out, first):
     """Breadth-first: the nodes of one level are independent, so their cache misses overlap."""
     n_lev = bits.shape[0]
@@ -316,7 +316,7 @@ def _distinct(bits, ranks, zeros, lo, hi, out, first):
     return k
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def wm_distinct(bits, ranks, zeros, lo, hi, first):
     """Distinct symbols ``>= first`` of ``[lo, hi)``, ascending, and their counts: ``int64[2, k]``.
 
