@@ -43,15 +43,15 @@ def fit_label_head_on(data: Sequence[tuple[RagPipeline, Sequence[Mapping[str, An
     total = sum(len(records) for _, records, _ in data)
     with progress_bar(total, "label features", enabled=progress) as bar:
         for pipe, records, task in data:
-            kept = [r for r in records if _gold(r) is not None]
-            for r in records:
-                if _gold(r) is not None and _gold(r) not in labels:
-                    raise InputError(f"record {r.get('id')!r}: label {_gold(r)!r} is not one of {list(labels)}")
+            kept = [(r, g) for r in records if (g := _gold(r)) is not None]
+            for r, g in kept:
+                if g not in labels:
+                    raise InputError(f"record {r.get('id')!r}: label {g!r} is not one of {list(labels)}")
             for start in range(0, len(kept), _BATCH):
                 batch = kept[start:start + _BATCH]
-                feats.extend(pipe.label_features([str(r["input"]) for r in batch], task=task, depth=depth,
-                                                 exclude=[[str(r.get("id", ""))] for r in batch]))
-                golds.extend(_gold(r) for r in batch)
+                feats.extend(pipe.label_features([str(r["input"]) for r, _ in batch], task=task, depth=depth,
+                                                 exclude=[[str(r.get("id", ""))] for r, _ in batch]))
+                golds.extend(g for _, g in batch)
                 tasks.extend(task for _ in batch)
                 bar.update(len(batch))
             bar.update(len(records) - len(kept))

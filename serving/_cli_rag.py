@@ -144,13 +144,10 @@ def cmd_eval_rag(a: argparse.Namespace, task_file: str, retrieval_config) -> int
 def cmd_train_reader(a: argparse.Namespace, retrieval_config) -> int:
     """``genret train reader INDEX TRAIN.jsonl --task squad --out reader.json``: fit the span reader's weights on
     training questions answered through this pipeline (its retriever, passages and generator)."""
-    from genret.eval import fit_span_reader, read_kilt
-    from genret.indexing import InputError
+    from genret.eval import fit_span_reader
     from genret.retrieval.rag import SpanReader
 
-    records = read_kilt(a.train)[:a.max_records] if a.max_records else read_kilt(a.train)
-    if not records:
-        raise InputError(f"{a.train}: no records")
+    records = _training_records(a.train, a.max_records)
     base = SpanReader(focus=a.focus, max_words=a.max_words)
     with ExitStack() as stack:
         pipeline = open_from_args(a, stack, retrieval_config)
@@ -168,22 +165,20 @@ def cmd_train_reader(a: argparse.Namespace, retrieval_config) -> int:
 def cmd_train_labels(a: argparse.Namespace, retrieval_config) -> int:
     """``genret train labels INDEX TRAIN.jsonl --task scifact [--also TASK INDEX TRAIN.jsonl …] --out head.json``: fit
     the label head on training claims answered through these pipelines (one generator, its hidden states)."""
-    from genret.eval import fit_label_head_on, read_kilt
-    from genret.indexing import Index, InputError
+    from genret.eval import fit_label_head_on
+    from genret.indexing import Index
     from genret.retrieval import load_generator, open_pipeline
 
     groups = [(a.task, a.index, a.train)] + [tuple(x) for x in a.also or ()]
     depth = _depth(a.depth)
+    config = _rag_config(a).model_copy(update={"label_head": "none"})  # the features, not a head's decisions
     with ExitStack() as stack:
         generator = load_generator(_generator_config(a))
         stack.callback(generator.close)
         data = []
         for task, index, train in groups:
-            records = read_kilt(train)[:a.max_records] if a.max_records else read_kilt(train)
-            if not records:
-                raise InputError(f"{train}: no records")
+            records = _training_records(train, a.max_records)
             opened = None if index == NO_INDEX else stack.enter_context(Index(index))
-            config = _rag_config(a).model_copy(update={"label_head": "none"})
             data.append((open_pipeline(opened, generator, retriever=a.retriever, retrieval=retrieval_config,
                                        demos_dir=a.demos, config=config, device=a.device), records, task))
         head, stats = fit_label_head_on(data, depth=depth, l2s=[float(x) for x in a.l2.split(",")],
@@ -194,6 +189,17 @@ def cmd_train_labels(a: argparse.Namespace, retrieval_config) -> int:
     head.save(a.out)
     print(json.dumps({**stats, "out": a.out}, indent=1))
     return 0
+
+
+def _training_records(path: str, limit: int | None) -> list:
+    """The KILT records of a training file (the first ``limit`` when given); InputError when there are none."""
+    from genret.eval import read_kilt
+    from genret.indexing import InputError
+
+    records = read_kilt(path)[:limit] if limit else read_kilt(path)
+    if not records:
+        raise InputError(f"{path}: no records")
+    return records
 
 
 def _depth(text: str) -> tuple[float, float]:
