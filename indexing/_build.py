@@ -114,11 +114,11 @@ def build_index(corpus: str | Path | Iterable[str | Path], out: str | Path, conf
     for p in paths:
         corpus_file(p)  # a file, or a BEIR folder holding corpus.jsonl
     with write_lock(out):
-        _check_replaceable(out, force)
+        check_replaceable(out, force)
         return _build(paths, out, config, progress)
 
 
-def _check_replaceable(out: Path, force: bool) -> None:
+def check_replaceable(out: Path, force: bool) -> None:
     """``out`` may be written: it does not exist, or ``force`` is given and it is an empty folder or an index."""
     if not out.exists() and not out.is_symlink():
         return

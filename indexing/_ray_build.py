@@ -33,14 +33,14 @@ from typing import Any
 
 import numpy as np
 
-from ._build import STORE_KIND, IndexConfig, write_build_manifest, write_store
+from ._build import STORE_KIND, IndexConfig, check_replaceable, write_build_manifest, write_store
 from ._corpus import corpus_file
 from ._dense import DENSE_KIND, EMBEDDINGS_FILE, FAISS_FILE, build_faiss, device_for_faiss, faiss_params, unit_text
 from ._errors import GenretError
 from ._fm_build import FM_DIR, FM_KIND, LAYOUT, TOKENIZER_DIR, FMConfig, encode_texts, title_markers
 from ._fm_index import FMIndex
 from ._fm_shards import SHARDED_FORMAT, shard_dir
-from ._manifest import Component, Manifest, file_entries, is_index_dir
+from ._manifest import Component, Manifest, file_entries
 from ._progress import progress_bar
 from ._ray_cluster import ray_session
 from ._store import STORE_FILE, UnitStore
@@ -78,18 +78,9 @@ def build_index_ray(corpus: str | Path | Iterable[str | Path], out: str | Path, 
         corpus_file(p)
     out = Path(out)
     with write_lock(out):
-        _check_replaceable(out, force)
+        check_replaceable(out, force)
         with ray_session(address, num_cpus=num_cpus) as ray:
             return _build(ray, paths, out, config, workers, progress, max_retries)
-
-
-def _check_replaceable(out: Path, force: bool) -> None:
-    if not out.exists() and not out.is_symlink():
-        return
-    if not force:
-        raise GenretError(f"{out} already exists; pass --force to replace it")
-    if not out.is_dir() or out.is_symlink() or (any(out.iterdir()) and not is_index_dir(out)):
-        raise GenretError(f"{out} is not a genret index or an empty folder; --force replaces only those")
 
 
 def _build(ray: Any, paths: list[str], out: Path, config: IndexConfig, workers: int | None, progress: bool,
