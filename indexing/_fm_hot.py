@@ -30,10 +30,9 @@ HOT_MIN_DISTINCT = 384
 HOT_BUDGET = 0.08
 FIRST_SYM = 2
 PAD = 8  # zero bytes after the last list
-_JIT = {"cache": True, "nogil": True}
 
 
-@njit(**_JIT)
+@njit(**wv.JIT)
 def encode_list(syms, counts, first):
     """The bytes of one list (``syms`` ascending, ``>= first``; ``1 <= counts < 2**32``), see the module docstring."""
     buf = np.empty(9 * len(syms), np.uint8)  # worst case: 1 + 4 + 4 bytes an entry
@@ -58,13 +57,13 @@ def encode_list(syms, counts, first):
     return buf[:p].copy()
 
 
-@njit(inline="always", **_JIT)
+@njit(inline="always", **wv.JIT)
 def _le32(buf, p):
     return np.int64(buf[p]) | (np.int64(buf[p + 1]) << 8) | (np.int64(buf[p + 2]) << 16) | \
         (np.int64(buf[p + 3]) << 24)
 
 
-@njit(**_JIT)
+@njit(**wv.JIT)
 def decode_list(buf, a, b, size, tok, first):
     """Tokens (``tok[sym - first]``) and counts of the list stored in ``buf[a:b]`` with ``size`` entries.
 

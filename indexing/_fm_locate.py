@@ -114,12 +114,6 @@ def _locate(bits, ranks, aux, mbits, mranks, spos, width, rows, max_steps):
 
 
 @njit(**JIT)
-def fm_locate(bits, ranks, aux, mbits, mranks, spos, width, rows, max_steps):
-    """``_locate``: text positions (of the indexed, reversed text) of the suffixes at ``rows``."""
-    return _locate(bits, ranks, aux, mbits, mranks, spos, width, rows, max_steps)
-
-
-@njit(**JIT)
 def fm_locate_spans(bits, ranks, aux, mbits, mranks, spos, width, spans, max_steps, starts):
     """Document and offset of the occurrences in row spans ``spans[j] = (first row, rows, n-gram length)``.
 
