@@ -1,11 +1,11 @@
 """The label head: label tasks decided by a linear model over the generator's hidden state, fitted on training claims.
 
 Asked "SUPPORTS or REFUTES?", a small model's answer follows the prompt's layout more than the claim and its
-evidence: with the packaged SmolLM2-135M the log-likelihood margin between the two labels ranks mini-KILT dev claims
-barely above chance (ROC AUC 0.52 on scifact and 0.47 on climate_fever with retrieval), and calibration
-(``_labels``) moves its threshold, not its ranking.  The same model's hidden state at the position where it would
-write the label holds more: a linear probe of it (Alain & Bengio 2016; as in Azaria & Mitchell 2023, "The internal
-state of an LLM knows when it's lying") ranks the same claims at AUC 0.7.  ``LabelHead`` is that probe:
+evidence: the packaged SmolLM2-135M answers SUPPORTS to nearly every mini-KILT claim, and calibration (``_labels``)
+moves the threshold of its label margin, not its ranking.  The same model's hidden state at the position where it
+would write the label holds more: a linear probe of it (Alain & Bengio 2016; as in Azaria & Mitchell 2023, "The
+internal state of an LLM knows when it's lying") is right more often (README, "Labels: the label head").
+``LabelHead`` is that probe:
 
     x            = mean over the layers in ``depth`` of the hidden state at the prompt's last position
     score(l | x) = w_l · (x − mean) / scale + b_l                   (a softmax over the label set; the decision: argmax)
