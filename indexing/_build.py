@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -16,7 +17,7 @@ from ._bm25 import BM25Config, build_bm25
 from ._corpus import ReadStats, corpus_file, read_corpus
 from ._dense import DenseConfig, build_dense
 from ._errors import GenretError, InputError
-from ._fm_build import FMConfig, build_fm
+from ._fm_build import FMConfig, build_fm, unit_tokens
 from ._manifest import Component, CorpusInfo, Manifest, UnitsInfo, file_entries, is_index_dir, write_manifest
 from ._progress import progress_bar
 from ._store import STORE_FILE, StoreWriter, UnitStore
@@ -42,11 +43,29 @@ class IndexConfig(BaseModel):
     skip_bad: bool = False
 
 
-# Component name -> builder(store, out_dir, config, progress) -> Component.  New index kinds register here.
-COMPONENT_BUILDERS: dict[str, Callable[[UnitStore, Path, IndexConfig, bool], Component]] = {
-    "dense": lambda store, out, cfg, progress: build_dense(store, out, cfg.dense, progress=progress),
-    "bm25": lambda store, out, cfg, progress: build_bm25(store, out, cfg.bm25, progress=progress),
-    "fm": lambda store, out, cfg, progress: build_fm(store, out, cfg.fm, progress=progress),
+# Component name -> builder(store, out_dir, config, progress, early) -> Component.  New index kinds register
+# here.  ``early`` is what the component's entry in EARLY_WORK made of the units while the store was written
+# (None when it has none or declined).
+COMPONENT_BUILDERS: dict[str, Callable[[UnitStore, Path, IndexConfig, bool, Any], Component]] = {
+    "dense": lambda store, out, cfg, progress, early: build_dense(store, out, cfg.dense, progress=progress),
+    "bm25": lambda store, out, cfg, progress, early: build_bm25(store, out, cfg.bm25, progress=progress),
+    "fm": lambda store, out, cfg, progress, early: build_fm(store, out, cfg.fm, progress=progress, tokens=early),
+}
+
+
+class EarlyWork(Protocol):
+    """Work a component starts on the units while the corpus is read (the FM-index tokenizes them on threads
+    that release the GIL, next to the reader): ``add(title, texts)`` gets each page's unit texts in unit order;
+    the builder consumes it; ``close()`` frees it, built or not."""
+
+    def add(self, title: str, texts: Iterable[str]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+# Component name -> factory(config) -> EarlyWork or None (not worth it for this configuration).
+EARLY_WORK: dict[str, Callable[[IndexConfig], EarlyWork | None]] = {
+    "fm": lambda cfg: unit_tokens(cfg.fm),
 }
 
 
@@ -61,8 +80,9 @@ def _version() -> str:
 
 
 def ingest(paths: list[str], writer: StoreWriter, config: IndexConfig, progress: bool,
-           digest=None) -> ReadStats:
-    """Stream corpus pages into ``writer`` (units cut as ``config.units`` says), updating ``digest``."""
+           digest=None, early: Iterable[EarlyWork] = ()) -> ReadStats:
+    """Stream corpus pages into ``writer`` (units cut as ``config.units`` says), updating ``digest``; each of
+    ``early`` sees every page's unit texts too."""
     stats = ReadStats()
     digest = digest if digest is not None else hashlib.sha256()
     with progress_bar(None, "reading corpus", progress) as bar:
@@ -71,21 +91,24 @@ def ingest(paths: list[str], writer: StoreWriter, config: IndexConfig, progress:
             canon = json.dumps([page.page_id, page.title, page.paragraphs], ensure_ascii=False)
             digest.update(canon.encode("utf-8"))
             digest.update(b"\n")
-            writer.add(page.page_id, page.title, len(page.paragraphs), page.source, page.line,
-                       split_page(page, config.units))
+            units = list(split_page(page, config.units))
+            writer.add(page.page_id, page.title, len(page.paragraphs), page.source, page.line, units)
+            for work in early:
+                work.add(page.title, [u.text for u in units])
             bar.update(1)
     if stats.skipped:
         log.warning("skipped %d bad record(s); first: %s", stats.skipped, "; ".join(stats.errors[:3]))
     return stats
 
 
-def write_store(paths: list[str], tmp: Path, config: IndexConfig, progress: bool) -> tuple[CorpusInfo, int]:
+def write_store(paths: list[str], tmp: Path, config: IndexConfig, progress: bool,
+                early: Iterable[EarlyWork] = ()) -> tuple[CorpusInfo, int]:
     """Read the corpus once into ``tmp``'s unit store (``InputError`` when it yields no unit): its info and its
-    unit count."""
+    unit count; ``early`` see the units on the way."""
     digest = hashlib.sha256()
     writer = StoreWriter(tmp / STORE_FILE)
     try:
-        stats = ingest(paths, writer, config, progress, digest)
+        stats = ingest(paths, writer, config, progress, digest, early)
     finally:
         writer.close()
     if writer.n_units == 0:
@@ -135,17 +158,31 @@ def check_replaceable(out: Path, force: bool) -> None:
 
 def _build(paths: list[str], out: Path, config: IndexConfig, progress: bool) -> Manifest:
     t0 = time.perf_counter()
+    early: dict[str, EarlyWork] = {}
     with staged_dir(out, "building") as tmp:
-        corpus_info, n_units = write_store(paths, tmp, config, progress)
-        components = {"store": Component(kind=STORE_KIND, files=file_entries(tmp, [STORE_FILE]),
-                                         params={"units": n_units})}
-        store = UnitStore(tmp / STORE_FILE)
         try:
             for name in config.components:
-                log.info("building component %s", name)
-                components[name] = COMPONENT_BUILDERS[name](store, tmp, config, progress)
+                work = EARLY_WORK[name](config) if name in EARLY_WORK else None
+                if work is not None:
+                    early[name] = work
+            corpus_info, n_units = write_store(paths, tmp, config, progress, early.values())
+            components = {"store": Component(kind=STORE_KIND, files=file_entries(tmp, [STORE_FILE]),
+                                             params={"units": n_units})}
+            store = UnitStore(tmp / STORE_FILE)
+            built: dict[str, Component] = {}
+            try:
+                # components with early work first: what it holds (the FM-index's tokens) is freed sooner
+                for name in sorted(config.components, key=lambda n: n not in early):
+                    log.info("building component %s", name)
+                    built[name] = COMPONENT_BUILDERS[name](store, tmp, config, progress, early.get(name))
+                    if name in early:
+                        early.pop(name).close()
+            finally:
+                store.close()
+            components.update((name, built[name]) for name in config.components)
         finally:
-            store.close()
+            for work in early.values():
+                work.close()
         manifest = write_build_manifest(tmp, config, corpus_info, n_units, components, t0)
     return manifest
 

@@ -18,6 +18,12 @@ plain text, so the marker ids occur only where this layout puts them.  Queries m
 Files: ``fm/shard-NNN/*.npy`` (see ``_fm_index``) and ``fm/tokenizer/*`` (``save_pretrained``), all listed
 in the component with size and sha256.  Shards hold contiguous unit-id ranges of about equal size.
 
+Tokenizing while the corpus is read: ``build_index`` feeds every unit to ``unit_tokens(config)`` as it writes
+the unit store, when the build runs in this process with one shard (on 2 CPUs, by default): batches are
+encoded on threads that release the GIL (``_fm_tokens.UnitTokens``) and the compiled build kernels load in
+another, so only the suffix array and the wavelet matrix are left when the store is written (scifact, 2.6M
+tokens, 2 CPUs: the whole ``genret index --fm`` from 3.4 to 2.3-2.5 s).  Other builds read the store:
+
 Parallel build (``FMConfig.workers``, default: one per CPU from 20,000 units on more than 2 CPUs, else 1;
 1 = everything in this process, the Rust tokenizer encoding each batch on its own threads).  Units are read
 in batches and tokenized by ``workers`` processes (forked, or spawned when other threads run: a script then
@@ -33,29 +39,30 @@ one tokenizer per worker (~150 MB each for the packaged tokenizer).
 from __future__ import annotations
 
 import collections
-import itertools
-import json
 import logging
 import multiprocessing
 import os
-import shutil
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, wait
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from ._errors import IndexFormatError
-from ._fm_index import SA_SAMPLE, FMIndex
+from ._fm_queries import SA_SAMPLE
 from ._fm_shards import SHARDED_FORMAT, ShardedFMIndex, load_any, shard_dir
+from ._fm_tokens import UnitEncoder, UnitTokens, encode_batch, encode_units, fast_tokenizer, init_worker, title_markers
 from ._manifest import Component, file_entries
-from ._models import DEFAULT_LM, load_tokenizer, resolve_checkpoint
+from ._models import DEFAULT_LM, load_tokenizer
 from ._progress import progress_bar
 from ._store import UnitStore
+
+if TYPE_CHECKING:
+    from ._fm_index import FMIndex
 
 log = logging.getLogger("genret")
 
@@ -79,179 +86,18 @@ class FMConfig(BaseModel):
                                 "depend on it")
 
 
-def title_markers(tokenizer: Any) -> tuple[int, int, int]:
-    """``(title_start_id, title_end_id, index_vocab_size)`` for a tokenizer (see the module docstring)."""
-    n = len(tokenizer)
-    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.cls_token_id
-    end = tokenizer.eos_token_id if tokenizer.eos_token_id not in (None, start) else tokenizer.sep_token_id
-    vocab = n
-    if start is None:
-        start, vocab = vocab, vocab + 1
-    if end is None or end == start:
-        end, vocab = vocab, vocab + 1
-    return int(start), int(end), max(vocab, int(start) + 1, int(end) + 1)
-
-
-def encode_texts(tokenizer: Any, texts: Sequence[str], *, lowercase: bool = False) -> list[list[int]]:
-    """Token ids of ``texts`` exactly as the index encodes titles and texts (no special tokens added)."""
-    if not texts:
-        return []
-    texts = [t.lower() for t in texts] if lowercase else list(texts)
-    return tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
-
-
-def unit_token_ids(tokenizer: Any, params: dict[str, Any], title: str, text: str) -> list[int]:
-    """A unit's token ids exactly as indexed (``params``: the component's): its n-grams are its windows."""
-    title_ids, text_ids = encode_texts(tokenizer, [title, text], lowercase=params["lowercase"])
-    return [params["title_start_id"], *title_ids, params["title_end_id"], *text_ids]
-
-
-_FAST_CLASSES = ("TokenizersBackend", "PreTrainedTokenizerFast")  # transformers' plain tokenizers.Tokenizer wrappers
-_NAMED_TOKENS = ("bos", "eos", "unk", "sep", "pad", "cls", "mask")
-_FAST_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
-
-
-class FastTokenizer:
-    """What ``build_fm`` uses of a Hugging Face tokenizer (length, special token ids, Rust backend,
-    ``save_pretrained``) read from its folder with the ``tokenizers`` package alone: no transformers import,
-    which took 2.4 s of every build.  ``fast_tokenizer`` makes one only where transformers would load the same
-    backend unchanged; ``tests/indexing/test_fm_build_parallel.py`` checks ids, length, markers and the saved
-    folder against transformers."""
-
-    is_fast = True
-
-    def __init__(self, folder: Path, backend: Any, config: dict[str, Any]) -> None:
-        self.folder, self.backend_tokenizer = folder, backend
-        for name in _NAMED_TOKENS:
-            tok = _token_content(config.get(f"{name}_token"))
-            setattr(self, f"{name}_token_id", None if tok is None else backend.token_to_id(tok))
-
-    def __len__(self) -> int:
-        return self.backend_tokenizer.get_vocab_size(with_added_tokens=True)
-
-    def save_pretrained(self, out: str) -> None:
-        """Copy the tokenizer's files (what ``AutoTokenizer.from_pretrained`` loaded it from)."""
-        Path(out).mkdir(parents=True, exist_ok=True)
-        for name in _FAST_FILES:
-            if (self.folder / name).is_file():
-                shutil.copyfile(self.folder / name, Path(out) / name)
-
-
-def _token_content(value: Any) -> str | None:
-    return value.get("content") if isinstance(value, dict) else value
-
-
-def fast_tokenizer(spec: str) -> FastTokenizer | None:
-    """``spec``'s tokenizer without transformers when transformers would only wrap its ``tokenizer.json``: a
-    local folder (the packaged SmolLM2 once converted) whose ``tokenizer_config.json`` names a plain
-    tokenizers-backed class, no ``special_tokens_map.json``/``added_tokens.json``, every named special token
-    already an added token of the backend (transformers adds missing ones) and at most 100,000 ids
-    (transformers may patch the pre-tokenizer of larger ones).  Else ``None``: use ``load_tokenizer``."""
-    try:
-        folder = Path(resolve_checkpoint(spec))
-        if not (folder / "tokenizer.json").is_file() or not (folder / "tokenizer_config.json").is_file() or \
-                (folder / "special_tokens_map.json").exists() or (folder / "added_tokens.json").exists():
-            return None
-        config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
-        if not isinstance(config, dict) or config.get("tokenizer_class") not in _FAST_CLASSES or \
-                config.get("extra_special_tokens") or config.get("additional_special_tokens"):
-            return None
-        from tokenizers import Tokenizer
-
-        backend = Tokenizer.from_file(str(folder / "tokenizer.json"))
-        if backend.get_vocab_size() > 100_000:
-            return None
-        added = {t.content for t in backend.get_added_tokens_decoder().values()}
-        named = [_token_content(config.get(f"{name}_token")) for name in _NAMED_TOKENS]
-        if any(t is not None and (not isinstance(t, str) or t not in added) for t in named):
-            return None
-        return FastTokenizer(folder, backend, config)
-    except Exception:  # noqa: BLE001 - anything odd: transformers loads it (and reports its own errors)
-        return None
-
-
 BUILD_BYTES_PER_TOKEN = 16  # FMIndex.from_flat's peak (suffix-array phase, 16-bit symbols)
 _BATCH = 1024
 _PARALLEL_MIN_UNITS = 20_000  # below this, worker start-up (a tokenizer each) costs more than it saves
 # On 2 CPUs the Rust tokenizer's own threads already use both and worker processes only add their start-up
 # (measured: 2.6 s for scifact in one process, 5.6 s with 2 spawned workers): one process by default there.
 _ONE_PROCESS_MAX_CPUS = 2
-_worker: dict[str, Any] = {}
-
-
-class _Encoder:
-    """``encode_texts`` of one tokenizer, through its Rust backend when it has one (``tokenizers.Tokenizer``,
-    rebuilt from its JSON in worker processes: no transformers import, and none of transformers' per-text
-    conversion, which costs half as much as the tokenization itself); ``tests/indexing/test_fm_build_parallel``
-    checks that both give the same ids."""
-
-    def __init__(self, tokenizer: Any = None, backend_json: str | None = None, lowercase: bool = False) -> None:
-        self.lowercase = lowercase
-        self.tokenizer = tokenizer
-        self.backend = None
-        if backend_json is not None:
-            from tokenizers import Tokenizer
-
-            self.backend = Tokenizer.from_str(backend_json)
-        elif isinstance(tokenizer, FastTokenizer):
-            self.backend = tokenizer.backend_tokenizer  # its own, read from the file
-        elif getattr(tokenizer, "is_fast", False):
-            from tokenizers import Tokenizer
-
-            self.backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())  # a private copy
-        if self.backend is not None:
-            self.backend.encode_special_tokens = True  # = split_special_tokens=True
-
-    def __call__(self, texts: list[str]) -> list[list[int]]:
-        if self.backend is None:
-            return encode_texts(self.tokenizer, texts, lowercase=self.lowercase)
-        if not texts:
-            return []
-        texts = [t.lower() for t in texts] if self.lowercase else texts
-        encode = getattr(self.backend, "encode_batch_fast", self.backend.encode_batch)  # fast: no offsets
-        return [e.ids for e in encode(texts, add_special_tokens=False)]
-
-
-def _init_worker(backend_json: str | None, spec: str, lowercase: bool, markers: tuple[int, int],
-                 dtype: str) -> None:
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one thread per worker: the workers are the parallelism
-    encoder = _Encoder(load_tokenizer(spec) if backend_json is None else None, backend_json, lowercase)
-    _worker.update(encoder=encoder, markers=markers, dtype=np.dtype(dtype))
-
-
-def _encode_units(encoder: _Encoder, markers: tuple[int, int], dtype: np.dtype,
-                  batch: tuple[list[str], list[str]]) -> tuple[np.ndarray, np.ndarray]:
-    """One batch of units (titles, texts) -> (concatenated token ids in the unit layout, per-unit lengths)."""
-    titles, texts = batch
-    n = len(titles)
-    uniq = list(dict.fromkeys(titles))  # a page's paragraphs share its title: tokenize it once
-    ids = encoder(uniq + texts)
-    if len(uniq) < n:
-        first = {t: k for k, t in enumerate(uniq)}
-        ids = [ids[first[t]] for t in titles] + ids[len(uniq):]
-    tl = np.fromiter(map(len, ids[:n]), np.int64, n)
-    xl = np.fromiter(map(len, ids[n:]), np.int64, n)
-    lengths = tl + xl + 2
-    ends = np.cumsum(lengths)
-    starts = ends - lengths
-    out = np.empty(int(ends[-1]) if n else 0, dtype)
-    out[starts] = markers[0]
-    out[starts + tl + 1] = markers[1]
-    for part, sizes, first in ((ids[:n], tl, starts + 1), (ids[n:], xl, starts + tl + 2)):
-        total = int(sizes.sum())
-        if total:
-            flat = np.fromiter(itertools.chain.from_iterable(part), dtype, total)
-            out[np.repeat(first - (np.cumsum(sizes) - sizes), sizes) + np.arange(total)] = flat
-    return out, lengths
-
-
-def _encode_batch(batch: tuple[list[str], list[str]]) -> tuple[np.ndarray, np.ndarray]:
-    """``_encode_units`` in a worker process (its encoder made once by ``_init_worker``)."""
-    return _encode_units(_worker["encoder"], _worker["markers"], _worker["dtype"], batch)
 
 
 def _build_shard(tokens_path: str, lengths: np.ndarray, vocab: int, sa_sample: int, out: str,
                  progress: bool) -> tuple[list[str], dict[str, Any]]:
+    from ._fm_index import FMIndex
+
     tokens = np.load(tokens_path)
     os.unlink(tokens_path)
     index = FMIndex.from_flat(tokens, lengths, vocab, sa_sample=sa_sample, progress=progress)
@@ -335,6 +181,8 @@ class _ShardWriter:
             self.parts, self.lengths = [], []
             out = self.fm_dir / shard_dir(i)
             if self.pool is None:
+                from ._fm_index import FMIndex
+
                 index = FMIndex.from_flat(flat, lengths, self.vocab, sa_sample=self.config.sa_sample,
                                           progress=self.progress)
                 self.results[i] = (index.save(out), index.params())
@@ -362,33 +210,86 @@ class _ShardWriter:
                 self.pool.shutdown()
 
 
-def build_fm(store: UnitStore, out_dir: Path, config: FMConfig, progress: bool = True) -> Component:
-    """Tokenize every unit of ``store`` and write the (sharded) FM-index and the tokenizer under ``out_dir/fm``."""
-    t0 = time.perf_counter()
-    tokenizer = fast_tokenizer(config.tokenizer) or load_tokenizer(config.tokenizer)
+def _workers(config: FMConfig, n_units: int | None) -> int:
+    """Processes to tokenize and build with (``n_units`` None: not known yet, the count for a large corpus)."""
+    workers = config.workers or (os.cpu_count() or 1)
+    if config.workers is None and ((n_units is not None and n_units < _PARALLEL_MIN_UNITS)
+                                   or workers <= _ONE_PROCESS_MAX_CPUS):
+        workers = 1
+    return workers
+
+
+def _tokenizer(config: FMConfig) -> Any:
+    return fast_tokenizer(config.tokenizer) or load_tokenizer(config.tokenizer)
+
+
+def unit_tokens(config: FMConfig) -> UnitTokens | None:
+    """A stream that tokenizes the units as ``build_index`` reads the corpus (see ``UnitTokens``), for
+    ``build_fm(..., tokens=)``; ``None`` where the build tokenizes in worker processes or cuts several shards
+    (those read the unit store, one shard at a time).  It also loads the build's compiled kernels meanwhile."""
+    if config.shards != 1 or _workers(config, None) != 1:
+        return None
+    tokenizer = _tokenizer(config)
+    start, end, vocab = title_markers(tokenizer)
+    dtype = _token_dtype(vocab)
+
+    cpus = os.cpu_count() or 1
+    threads = cpus if cpus <= _ONE_PROCESS_MAX_CPUS else 1  # more CPUs, workers=1: one batch on all of them
+    return UnitTokens(tokenizer, (start, end), dtype, lowercase=config.lowercase, threads=threads,
+                      warm=lambda: _warm_build_kernels(dtype, vocab, config.sa_sample))
+
+
+def _warm_build_kernels(dtype: np.dtype, vocab: int, sa_sample: int) -> None:
+    """Import numba and load (or compile) the kernels ``FMIndex.from_flat`` runs on a real corpus, by indexing
+    a tiny one with as many distinct tokens (more than 256: 16-bit symbols): about 0.5 s that otherwise
+    comes after tokenizing."""
+    from ._fm_index import FMIndex
+
+    ids = np.arange(min(vocab, 400), dtype=dtype)
+    FMIndex.from_flat(np.concatenate([ids, ids[::-1]]), np.array([len(ids), len(ids)]), vocab,
+                      sa_sample=sa_sample)
+
+
+def _token_dtype(vocab: int) -> np.dtype:
+    return np.dtype(np.uint16 if vocab <= 65536 else np.int32)
+
+
+def build_fm(store: UnitStore, out_dir: Path, config: FMConfig, progress: bool = True,
+             tokens: UnitTokens | None = None) -> Component:
+    """Tokenize every unit of ``store`` and write the (sharded) FM-index and the tokenizer under ``out_dir/fm``.
+
+    ``tokens``: the units already tokenized while ``store`` was written (``unit_tokens(config)``, fed every
+    unit); its ``build_seconds`` then count from the stream's start."""
+    t0 = tokens.started if tokens is not None else time.perf_counter()
+    tokenizer = tokens.tokenizer if tokens is not None else _tokenizer(config)
     start, end, vocab = title_markers(tokenizer)
     n_units = len(store)
+    if tokens is not None and tokens.n_units != n_units:
+        raise IndexFormatError(f"the tokenized units ({tokens.n_units}) are not the unit store's ({n_units})")
     cuts = [n_units * k // config.shards for k in range(config.shards + 1)]
     fm_dir = Path(out_dir) / FM_DIR
-    dtype = np.dtype(np.uint16 if vocab <= 65536 else np.int32)
-    workers = config.workers or (os.cpu_count() or 1)
-    if config.workers is None and (n_units < _PARALLEL_MIN_UNITS or workers <= _ONE_PROCESS_MAX_CPUS):
-        workers = 1
+    dtype = _token_dtype(vocab)
+    workers = 1 if tokens is not None else _workers(config, n_units)
     writer = _ShardWriter(fm_dir, cuts, vocab, config, workers, progress)
-    encoder = _Encoder(tokenizer, lowercase=config.lowercase)
-    backend_json = encoder.backend.to_str() if encoder.backend is not None and workers > 1 else None
-    args = (backend_json, config.tokenizer, config.lowercase, (start, end), dtype.str)
     try:
         with progress_bar(n_units, "tokenizing units (fm)", progress) as bar:
-            if workers > 1:
-                with ProcessPoolExecutor(workers, mp_context=_mp_context(), initializer=_init_worker,
+            if tokens is not None:
+                for flat, lengths in tokens.batches():
+                    writer.add(flat, lengths)
+                    bar.update(len(lengths))
+            elif workers > 1:
+                encoder = UnitEncoder(tokenizer, lowercase=config.lowercase)
+                backend_json = encoder.backend.to_str() if encoder.backend is not None else None
+                args = (backend_json, config.tokenizer, config.lowercase, (start, end), dtype.str)
+                with ProcessPoolExecutor(workers, mp_context=_mp_context(), initializer=init_worker,
                                          initargs=args) as pool:
-                    for flat, lengths in _ordered_map(pool, _encode_batch, _batches(store), 2 * workers):
+                    for flat, lengths in _ordered_map(pool, encode_batch, _batches(store), 2 * workers):
                         writer.add(flat, lengths)
                         bar.update(len(lengths))
             else:
+                encoder = UnitEncoder(tokenizer, lowercase=config.lowercase)
                 for batch in _batches(store):
-                    flat, lengths = _encode_units(encoder, (start, end), dtype, batch)
+                    flat, lengths = encode_units(encoder, (start, end), dtype, batch)
                     writer.add(flat, lengths)
                     bar.update(len(lengths))
         built = writer.finish()

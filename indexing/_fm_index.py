@@ -43,7 +43,7 @@ from . import _fm_locate as loc
 from . import _wavelet as wv
 from ._errors import IndexFormatError
 from ._fm_hot import PAD, decode_list, hot_lists, v2_counts
-from ._fm_queries import FMQueries, FMRange, Limit, NextTokens, empty_next
+from ._fm_queries import SA_SAMPLE, FMQueries, FMRange, Limit, NextTokens, empty_next
 from ._progress import progress_bar
 from ._suffix_array import pos_dtype, suffix_array, sym_width
 
@@ -51,7 +51,6 @@ FM_FORMAT = "genret-fm/5"
 READABLE_FORMATS = ("genret-fm/2",)  # read as it is: plain positions, uint16 next-token lists
 OLD_FORMATS = ("genret-fm/1", "genret-fm/3", "genret-fm/4")  # fm/3, fm/4: varint-coded lists (issue 17, a day)
 END_SYM, SEP_SYM, FIRST_SYM = 0, 1, 2
-SA_SAMPLE = 20  # the default sampling rate: about sa_sample / 2 LF steps a located occurrence
 _CHUNK = 1 << 22
 
 

@@ -10,6 +10,7 @@ import numpy as np
 FMRange = tuple  # (lo, hi, length) for one shard; a tuple of those for a sharded index
 NextTokens = tuple[np.ndarray, np.ndarray]
 Limit = int | None | Sequence[int | None]
+SA_SAMPLE = 20  # the default suffix-array sampling rate: about sa_sample / 2 LF steps a located occurrence
 
 
 def empty_next() -> NextTokens:

@@ -37,9 +37,9 @@ from ._build import STORE_KIND, IndexConfig, check_replaceable, write_build_mani
 from ._corpus import corpus_file
 from ._dense import DENSE_KIND, EMBEDDINGS_FILE, FAISS_FILE, build_faiss, device_for_faiss, faiss_params, unit_text
 from ._errors import GenretError
-from ._fm_build import FM_DIR, FM_KIND, LAYOUT, TOKENIZER_DIR, FMConfig, encode_texts, title_markers
-from ._fm_index import FMIndex
+from ._fm_build import FM_DIR, FM_KIND, LAYOUT, TOKENIZER_DIR, FMConfig
 from ._fm_shards import SHARDED_FORMAT, shard_dir
+from ._fm_tokens import encode_texts, title_markers
 from ._manifest import Component, Manifest, file_entries
 from ._progress import progress_bar
 from ._ray_cluster import ray_session
@@ -253,6 +253,7 @@ def _publish(private: Path, final: Path) -> None:
 def fm_shard_task(out_dir: str, i: int, start: int, stop: int, config: FMConfig) -> dict[str, Any]:
     """Ray task: tokenize units ``[start, stop)`` of the store in ``out_dir`` and write FM-index shard ``i``.
     Returns the shard's params (with its folder) and file names (relative to ``out_dir``)."""
+    from ._fm_index import FMIndex  # numba loads where a shard is built
     from ._models import load_tokenizer
 
     t0 = time.perf_counter()

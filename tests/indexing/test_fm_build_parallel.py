@@ -63,20 +63,20 @@ def test_shard_writer_cuts_batches_and_empty_shards(tmp_path):
 @pytest.mark.parametrize("lowercase", [False, True])
 def test_backend_encoder_equals_encode_texts(lowercase):
     from genret.indexing import encode_texts, load_tokenizer
-    from genret.indexing._fm_build import _encode_units, _Encoder
+    from genret.indexing._fm_tokens import UnitEncoder, encode_units
 
     tok = load_tokenizer("smollm2-135m-instruct")
     texts = ["Le café <|im_end|> «x»", " <|im_start|>user", "", "  spaces  ", "東京 🙂 Köln", "A\\nB\\tC",
              "<|endoftext|>"]
     want = encode_texts(tok, texts, lowercase=lowercase)
-    enc = _Encoder(tok, lowercase=lowercase)
+    enc = UnitEncoder(tok, lowercase=lowercase)
     assert enc.backend is not None and enc(texts) == want
-    assert _Encoder(None, enc.backend.to_str(), lowercase)(texts) == want  # as rebuilt in a worker
-    flat, lengths = _encode_units(enc, (1, 2), np.dtype(np.uint16), (texts[:3], texts[3:6]))
+    assert UnitEncoder(None, enc.backend.to_str(), lowercase)(texts) == want  # as rebuilt in a worker
+    flat, lengths = encode_units(enc, (1, 2), np.dtype(np.uint16), (texts[:3], texts[3:6]))
     docs = [[1, *want[k], 2, *want[3 + k]] for k in range(3)]
     assert lengths.tolist() == [len(d) for d in docs] and flat.tolist() == sum(docs, [])
     titles = [texts[0], texts[4], texts[0], texts[0]]  # repeated titles are tokenized once, placed at each unit
-    flat, lengths = _encode_units(enc, (1, 2), np.dtype(np.uint16), (titles, texts[1:5]))
+    flat, lengths = encode_units(enc, (1, 2), np.dtype(np.uint16), (titles, texts[1:5]))
     docs = [[1, *want[t], 2, *want[1 + k]] for k, t in enumerate([0, 4, 0, 0])]
     assert lengths.tolist() == [len(d) for d in docs] and flat.tolist() == sum(docs, [])
 
@@ -87,14 +87,14 @@ def test_fast_tokenizer_equals_transformers(tmp_path, lowercase):
     """The tokenizer read with the tokenizers package alone gives the ids, length and markers of transformers'
     one, and the folder it saves loads (with transformers) into the same tokenizer."""
     from genret.indexing import encode_texts, load_tokenizer
-    from genret.indexing._fm_build import FastTokenizer, _Encoder, fast_tokenizer, title_markers
+    from genret.indexing._fm_tokens import FastTokenizer, UnitEncoder, fast_tokenizer, title_markers
 
     tok = load_tokenizer("smollm2-135m-instruct")
     fast = fast_tokenizer("smollm2-135m-instruct")
     assert isinstance(fast, FastTokenizer)
     texts = ["Le café <|im_end|> «x»", " <|im_start|>user", "", "  spaces  ", "東京 🙂 Köln", "A\\nB\\tC",
              "<|endoftext|>", "The Eiffel Tower, 1889: 324 m."]
-    assert _Encoder(fast, lowercase=lowercase)(texts) == encode_texts(tok, texts, lowercase=lowercase)
+    assert UnitEncoder(fast, lowercase=lowercase)(texts) == encode_texts(tok, texts, lowercase=lowercase)
     assert len(fast) == len(tok) and title_markers(fast) == title_markers(tok) == (1, 2, len(tok))
     for name in ("bos", "eos", "unk", "pad", "cls", "sep", "mask"):
         assert getattr(fast, f"{name}_token_id") == getattr(tok, f"{name}_token_id"), name
@@ -107,7 +107,7 @@ def test_fast_tokenizer_equals_transformers(tmp_path, lowercase):
 
 def test_fast_tokenizer_falls_back(tmp_path):
     """Folders transformers would not load as they are get None (then transformers loads them)."""
-    from genret.indexing._fm_build import fast_tokenizer
+    from genret.indexing._fm_tokens import fast_tokenizer
 
     assert fast_tokenizer(str(tmp_path / "missing")) is None
     (tmp_path / "tokenizer.json").write_text("{}")

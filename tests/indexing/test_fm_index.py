@@ -334,7 +334,8 @@ def fm_store(tmp_path_factory):
 @pytest.mark.parametrize("shards", [1, 2])
 def test_build_fm_component_with_real_tokenizer(fm_store, tokenizer, tmp_path, shards):
     from genret.indexing import Component, FMConfig, encode_texts, load_fm, load_fm_tokenizer
-    from genret.indexing._fm_build import build_fm, unit_token_ids
+    from genret.indexing._fm_build import build_fm
+    from genret.indexing._fm_tokens import unit_token_ids
 
     comp = build_fm(fm_store, tmp_path, FMConfig(shards=shards, sa_sample=4), progress=False)
     comp = Component.model_validate(json.loads(comp.model_dump_json()))  # survives the manifest
@@ -404,7 +405,7 @@ def test_fm_config_is_strict():
 
 
 def test_title_markers_fallbacks():
-    from genret.indexing._fm_build import title_markers
+    from genret.indexing._fm_tokens import title_markers
 
     class Tok:
         def __init__(self, bos, eos, cls=None, sep=None, n=100):
