@@ -51,7 +51,7 @@ def _cmd_index(a: argparse.Namespace) -> int:
         dense=DenseConfig(model=a.model, device=a.device, batch_size=a.batch_size, index_type=a.index_type,
                           hnsw_m=a.hnsw_m, ivf_nlist=a.ivf_nlist, pq_m=a.pq_m, factory=a.faiss_factory),
         bm25=BM25Config(k1=a.k1, b=a.b),
-        fm=FMConfig(tokenizer=a.fm_tokenizer, shards=a.fm_shards),
+        fm=FMConfig(tokenizer=a.fm_tokenizer, shards=a.fm_shards, workers=a.fm_workers),
         corpus_format=a.format, skip_bad=a.skip_bad, field_map=_field_map(a.field_map),
     )
     if a.ray is not None:  # the same index directory, built on a Ray cluster (the genret[ray] extra)
@@ -198,6 +198,9 @@ def _add_index_parser(sub) -> None:
     ix.add_argument("--fm-tokenizer", default="smollm2-135m-instruct",
                     help="tokenizer of the generative retriever's LM (HF name/path or packaged alias)")
     ix.add_argument("--fm-shards", type=int, default=1, help="FM-index shards (built independently)")
+    ix.add_argument("--fm-workers", type=int, default=None, metavar="N",
+                    help="FM-index tokenizer/shard-builder processes (default: one per CPU on more than 2 CPUs, "
+                    "else 1, tokenizing while the corpus is read)")
     ix.add_argument("--k1", type=float, default=0.9, help="BM25 k1")
     ix.add_argument("--b", type=float, default=0.4, help="BM25 b")
     ix.add_argument("--unit", choices=("paragraph", "window", "sentence"), default="paragraph")

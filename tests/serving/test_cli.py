@@ -65,3 +65,16 @@ def test_serve_takes_trusted_hosts(monkeypatch, tiny_index):
     monkeypatch.setattr(server, "serve", got.append)
     assert main(["serve", str(tiny_index), "--trusted-host", "genret.test", "--trusted-host", "*.example.org"]) == 0
     assert got[0].server.trusted_hosts == ["genret.test", "*.example.org"]
+
+
+def test_index_fm_options_reach_the_build(tmp_path, caplog):
+    f = tmp_path / "c.jsonl"
+    f.write_text("".join(json.dumps({"id": f"p{i}", "title": f"Page {i}", "text": f"alpha beta {i} gamma"}) + "\n"
+                         for i in range(6)))
+    with caplog.at_level("INFO", logger="genret"):
+        assert main(["index", str(f), "--out", str(tmp_path / "ix"), "--quiet", "--fm", "--fm-shards", "2",
+                     "--fm-workers", "1"]) == 0
+    assert any("6 units" in r.getMessage() and "2 shard(s), 1 worker(s)" in r.getMessage() for r in caplog.records)
+    params = json.loads((tmp_path / "ix" / "manifest.json").read_text())["components"]["fm"]["params"]
+    assert params["shards"] == 2 and params["n_docs"] == 6
+    assert main(["index", str(f), "--out", str(tmp_path / "iy"), "--quiet", "--fm", "--fm-workers", "0"]) == 2
