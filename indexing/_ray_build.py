@@ -39,7 +39,7 @@ from ._dense import DENSE_KIND, EMBEDDINGS_FILE, FAISS_FILE, build_faiss, device
 from ._errors import GenretError
 from ._fm_build import FM_DIR, FM_KIND, LAYOUT, TOKENIZER_DIR, FMConfig
 from ._fm_shards import SHARDED_FORMAT, shard_dir
-from ._fm_tokens import encode_texts, title_markers
+from ._fm_tokens import UnitEncoder, encode_units, fast_tokenizer, title_markers
 from ._manifest import Component, Manifest, file_entries
 from ._progress import progress_bar
 from ._ray_cluster import ray_session
@@ -259,22 +259,24 @@ def fm_shard_task(out_dir: str, i: int, start: int, stop: int, config: FMConfig)
     t0 = time.perf_counter()
     fail_once(f"fm-{i}")
     out = Path(out_dir)
-    tokenizer = load_tokenizer(config.tokenizer)
+    tokenizer = fast_tokenizer(config.tokenizer) or load_tokenizer(config.tokenizer)
     start_id, end_id, vocab = title_markers(tokenizer)
-    dtype = np.uint16 if vocab <= 65536 else np.int32
+    dtype = np.dtype(np.uint16 if vocab <= 65536 else np.int32)
+    encoder = UnitEncoder(tokenizer, lowercase=config.lowercase)  # the Rust backend, as build_fm's
     store = UnitStore(out / STORE_FILE)
-    docs: list[np.ndarray] = []
+    parts: list[np.ndarray] = []
+    sizes: list[np.ndarray] = []
     try:
         for lo in range(start, stop, 1024):
             units = store.get(list(range(lo, min(stop, lo + 1024))))
-            ids = encode_texts(tokenizer, [u.title for u in units] + [u.text for u in units],
-                               lowercase=config.lowercase)
-            docs.extend(np.array([start_id, *ids[k], end_id, *ids[len(units) + k]], dtype=dtype)
-                        for k in range(len(units)))
+            part, size = encode_units(encoder, (start_id, end_id), dtype, ([u.title for u in units],
+                                                                            [u.text for u in units]))
+            parts.append(part)
+            sizes.append(size)
     finally:
         store.close()
-    lengths = np.array([len(d) for d in docs], dtype=np.int64)
-    flat = np.concatenate(docs) if docs else np.zeros(0, dtype)
+    lengths = np.concatenate(sizes) if sizes else np.zeros(0, np.int64)
+    flat = np.concatenate(parts) if parts else np.zeros(0, dtype)
     index = FMIndex.from_flat(flat, lengths, vocab, sa_sample=config.sa_sample, progress=False)
     sub = shard_dir(i)
     fm_dir = out / FM_DIR
