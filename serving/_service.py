@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from genret.indexing import GenretError, Index, NotFoundError
 from genret.retrieval import TASKS, Hit, Retriever, available_retrievers, load_retriever, retriever_granularities
 from genret.retrieval.demos import DemoSource
-from genret.retrieval.rag import Generator, RagAnswer, RagPipeline, load_generator, prompt_size
+from genret.retrieval.rag import Generator, RagAnswer, RagPipeline, default_demos, load_generator, prompt_size
 
 from ._embeddings import Embedder
 from ._errors import ModelNotFound, RequestError, Unavailable
@@ -90,6 +90,7 @@ class SearchService:
                                    interval=settings.server.reload_interval_s)
         self._generator: Generator | None = None
         self._generator_lock = threading.Lock()
+        self._demos_by_task: dict[tuple[str, str | None], int] = {}
         self._demo_sources: dict[str, DemoSource] = {}
         self.embedder = Embedder(settings.retrieval.dense.device, settings.retrieval.dense.batch_size)
         self.demo_tasks: list[str] = []
@@ -186,7 +187,7 @@ class SearchService:
         passages = rag.passages if passages is None else passages
         index, name = self.resolve(index, retriever)
         if demos is None:
-            demos = rag.demos if task in self.demo_tasks else 0
+            demos = self._default_demos(task) if task in self.demo_tasks else 0
         elif demos > 0:
             if self.settings.demos is None:
                 raise RequestError("demonstrations need a demonstrations directory, and this server has none "
@@ -270,6 +271,16 @@ class SearchService:
                     raise Unavailable(f"the generator could not be loaded: {type(exc).__name__}: {exc}",
                                       self.settings.server.retry_after_s) from exc
             return self._generator
+
+    def _default_demos(self, task: str | None) -> int:
+        """``default_demos`` for the generator's model (the one in use, else the configured one: nothing is
+        loaded), kept per model and task (a head file is read once)."""
+        with self._generator_lock:
+            model = self._generator.config.model if self._generator is not None else self.settings.generator.model
+        key = (model, task)
+        if key not in self._demos_by_task:
+            self._demos_by_task[key] = default_demos(self.settings.rag, model, task)
+        return self._demos_by_task[key]
 
     def use_generator(self, generator: Generator | None) -> Generator | None:
         """Answer with ``generator`` from now on (None: load ``settings.generator`` on next use); returns the one

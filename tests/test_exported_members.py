@@ -58,8 +58,8 @@ SURFACES = {
     "genret.retrieval.rag": [
         "ANSWER_TASKS", "AnswerSpan", "AnswerTask", "Candidate", "Citation", "EndpointError", "GENERATORS",
         "GenerationCancelled", "Generator", "GeneratorConfig", "HFGenerator", "LabelHead", "OpenAIGenerator", "Prompt",
-        "RagAnswer", "RagConfig", "RagPipeline", "SpanReader", "build_prompt", "fit_label_head", "fit_reader",
-        "held_out_predictions", "load_generator", "prompt_size", "resolve_answer_task", "stop_when",
+        "RagAnswer", "RagConfig", "RagPipeline", "SpanReader", "build_prompt", "default_demos", "fit_label_head",
+        "fit_reader", "held_out_predictions", "load_generator", "prompt_size", "resolve_answer_task", "stop_when",
     ],
     "genret.retrieval.hybrid": [
         "DEFAULT_MEMBER_WEIGHTS", "DevInfo", "HybridConfig", "HybridRetriever", "IndexInfo", "Objective",

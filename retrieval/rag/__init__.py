@@ -9,7 +9,7 @@ from ._generator import GenerationCancelled, Generator, GeneratorConfig, Prompt,
 from ._label_head import LabelHead, fit_label_head, held_out_predictions
 from ._local import HFGenerator
 from ._openai import EndpointError, OpenAIGenerator
-from ._pipeline import Citation, RagAnswer, RagConfig, RagPipeline
+from ._pipeline import Citation, RagAnswer, RagConfig, RagPipeline, default_demos
 from ._prompt import ANSWER_TASKS, AnswerTask, build_prompt, prompt_size, resolve_answer_task
 from ._reader import Candidate, SpanReader, fit_reader
 from ._spans import AnswerSpan
@@ -17,6 +17,6 @@ from ._spans import AnswerSpan
 __all__ = [
     "ANSWER_TASKS", "AnswerSpan", "AnswerTask", "Candidate", "Citation", "EndpointError", "GENERATORS",
     "GenerationCancelled", "Generator", "GeneratorConfig", "HFGenerator", "LabelHead", "OpenAIGenerator", "Prompt",
-    "RagAnswer", "RagConfig", "RagPipeline", "SpanReader", "build_prompt", "fit_label_head", "fit_reader",
-    "held_out_predictions", "load_generator", "prompt_size", "resolve_answer_task", "stop_when",
+    "RagAnswer", "RagConfig", "RagPipeline", "SpanReader", "build_prompt", "default_demos", "fit_label_head",
+    "fit_reader", "held_out_predictions", "load_generator", "prompt_size", "resolve_answer_task", "stop_when",
 ]

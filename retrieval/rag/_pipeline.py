@@ -52,6 +52,29 @@ class RagConfig(BaseModel):
                                                     "(`genret train labels`), or 'none' (rank classification)")
 
 
+def _label_head(config: RagConfig, model: str) -> LabelHead | None:
+    head = config.label_head
+    found = None if head == "none" else LabelHead.default() if head == "packaged" else LabelHead.load(head)
+    if head not in ("none", "packaged") and found.model != model:
+        raise ConfigError(f"label head {head} was fitted for the model {found.model!r}, not {model!r}: fit one "
+                          "with `genret train labels`")
+    return found
+
+
+def default_demos(config: RagConfig, model: str, task: str | None) -> int:
+    """The demonstrations a question of ``task`` gets when it asks for none in particular: ``config.demos``, except
+    0 for a label task whose label head (for ``model``) reads prompts without demonstrations only — with them the
+    head would step aside for rank classification, which answered SUPPORTS to nearly every mini-KILT claim (README,
+    "Labels")."""
+    _, spec = resolve_answer_task(task, with_labels(ANSWER_TASKS, config.labels))
+    if spec.form != "label" or not spec.labels or not config.label_scoring:
+        return config.demos
+    head = _label_head(config, model)
+    if head is not None and head.applies(model, spec.labels, False) and not head.applies(model, spec.labels, True):
+        return 0
+    return config.demos
+
+
 @dataclass(frozen=True, slots=True)
 class Citation:
     """A passage the answer cites: its number in the prompt and the hit (with KILT provenance)."""
@@ -89,11 +112,7 @@ class RagPipeline:
         self.config = config or RagConfig()
         self.tasks = with_labels(tasks or ANSWER_TASKS, self.config.labels)
         self._labels = LabelScorer(generator, self.config.label_calibration)
-        head = self.config.label_head
-        self._head = None if head == "none" else LabelHead.default() if head == "packaged" else LabelHead.load(head)
-        if head not in ("none", "packaged") and self._head.model != generator.config.model:
-            raise ConfigError(f"label head {head} was fitted for the model {self._head.model!r}, not "
-                              f"{generator.config.model!r}: fit one with `genret train labels`")
+        self._head = _label_head(self.config, generator.config.model)
         reader = self.config.span_reader
         self._reader = (None if reader == "greedy" else SpanReader.default() if reader == "packaged"
                         else SpanReader.load(reader))

@@ -249,3 +249,28 @@ def test_a_head_reads_only_the_kind_of_prompt_it_was_fitted_on(generator, tmp_pa
                 assert got == ((by_rank, forced) if demos == 0 else (forced, by_rank_plain))
     finally:
         source.close()
+
+
+def test_default_demos_skip_label_tasks_whose_head_reads_prompts_without_them(tmp_path):
+    from genret.retrieval.rag import default_demos
+
+    def head(model, demos, labels=LABELS):
+        path = tmp_path / f"head-{model}-{demos}-{len(labels)}.json"
+        LabelHead(model=model, labels=labels, mean=[0.0], scale=[1.0], weights=[[0.0] for _ in labels],
+                  bias=[0.0] * len(labels), demos=demos).save(path)
+        return str(path)
+
+    plain = RagConfig(demos=2, label_head=head("m", 0))
+    assert default_demos(plain, "m", "fact_check") == 0  # with demonstrations the head would step aside
+    assert default_demos(plain, "m", "qa") == 2  # not a label task
+    assert default_demos(plain, "m", None) == 2
+    assert default_demos(RagConfig(demos=2, label_head=head("m", 3)), "m", "fact_check") == 2  # fitted with them
+    assert default_demos(RagConfig(demos=2, label_head="none"), "m", "fact_check") == 2
+    assert default_demos(RagConfig(demos=2, label_head=head("m", 0), label_scoring=False), "m", "fact_check") == 2
+    other = RagConfig(demos=2, label_head=head("m", 0), labels=("TRUE", "FALSE", "UNSURE"))
+    assert default_demos(other, "m", "fact_check") == 2  # the head's labels are not the task's
+    with pytest.raises(ConfigError, match="fitted for the model 'm'"):
+        default_demos(plain, "another", "fact_check")
+    packaged = RagConfig(demos=2)  # the packaged head: the packaged model's, without demonstrations
+    assert default_demos(packaged, LabelHead.default().model, "scifact") == 0
+    assert default_demos(packaged, "a-user-model", "scifact") == 2

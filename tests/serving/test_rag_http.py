@@ -173,6 +173,38 @@ def test_demonstrations_from_the_servers_pools(tiny_index, tiny_lm_dir, tiny_cha
         svc.close()
 
 
+def test_label_tasks_get_no_demonstrations_by_default_where_the_head_reads_none(tiny_index, tiny_lm_dir,
+                                                                                 tiny_chat_lm_dir, tmp_path_factory):
+    """With a pool for a label task, a request that asks for no number of demonstrations gets none when the
+    label head reads prompts without them (else the head would step aside), and the number it asks for otherwise."""
+    from genret.retrieval.demos import build_demo_pool
+    from genret.retrieval.rag import LabelHead
+    from tests.retrieval.demo_pools import write_pools
+
+    d = tmp_path_factory.mktemp("serve-label-demos")
+    _, claims = write_pools(d)
+    build_demo_pool(claims, "fact_check", d / "demos", device="cpu", progress=False)
+    base = tiny_settings(tiny_index, tiny_lm_dir, tiny_chat_lm_dir)
+    LabelHead(model=base.generator.model, labels=("SUPPORTS", "REFUTES"), mean=[0.0], scale=[1.0],
+              weights=[[0.0], [0.0]], bias=[0.0, 1.0]).save(d / "head.json")
+    rag = base.rag.model_copy(update={"label_head": str(d / "head.json")})
+    settings = base.model_copy(update={"demos": d / "demos", "rag": rag})
+    svc = SearchService(settings)
+    try:
+        spec = svc.rag_spec("Mars is red.", task="fact_check", passages=0)
+        assert spec.demos == 0
+        assert svc.rag_spec("Mars is red.", task="fact_check", passages=0, demos=1).demos == 1  # asked: given
+        plain = base.model_copy(update={"demos": d / "demos", "rag": base.rag.model_copy(
+            update={"label_head": "none"})})
+        other = SearchService(plain)
+        try:
+            assert other.rag_spec("Mars is red.", task="fact_check", passages=0).demos == plain.rag.demos
+        finally:
+            other.close()
+    finally:
+        svc.close()
+
+
 def test_upstream_generator_failure_is_502(client, service, caplog):
     """A 502 says what kind of failure it was, never the generator's (internal) URL: that is in the log."""
     url = closed_port_url()
