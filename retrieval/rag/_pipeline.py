@@ -52,10 +52,11 @@ class RagConfig(BaseModel):
                                                     "(`genret train labels`), or 'none' (rank classification)")
 
 
-def _label_head(config: RagConfig, model: str) -> LabelHead | None:
+def _label_head(config: RagConfig, model: str | None) -> LabelHead | None:
+    """``config.label_head`` loaded (None: none); a head file fitted for another model than ``model`` is refused."""
     head = config.label_head
     found = None if head == "none" else LabelHead.default() if head == "packaged" else LabelHead.load(head)
-    if head not in ("none", "packaged") and found.model != model:
+    if head not in ("none", "packaged") and model is not None and found.model != model:
         raise ConfigError(f"label head {head} was fitted for the model {found.model!r}, not {model!r}: fit one "
                           "with `genret train labels`")
     return found
@@ -112,7 +113,7 @@ class RagPipeline:
         self.config = config or RagConfig()
         self.tasks = with_labels(tasks or ANSWER_TASKS, self.config.labels)
         self._labels = LabelScorer(generator, self.config.label_calibration)
-        self._head = _label_head(self.config, generator.config.model)
+        self._head = _label_head(self.config, generator.config.model if generator is not None else None)
         reader = self.config.span_reader
         self._reader = (None if reader == "greedy" else SpanReader.default() if reader == "packaged"
                         else SpanReader.load(reader))
