@@ -55,9 +55,18 @@ from pydantic import BaseModel, ConfigDict, Field
 from ._errors import IndexFormatError
 from ._fm_queries import SA_SAMPLE
 from ._fm_shards import SHARDED_FORMAT, ShardedFMIndex, load_any, shard_dir
-from ._fm_tokens import UnitEncoder, UnitTokens, encode_batch, encode_units, fast_tokenizer, init_worker, title_markers
+from ._fm_tokens import (
+    UnitEncoder,
+    UnitTokens,
+    encode_batch,
+    encode_units,
+    init_worker,
+    title_markers,
+    token_dtype,
+    unit_tokenizer,
+)
 from ._manifest import Component, file_entries
-from ._models import DEFAULT_LM, load_tokenizer
+from ._models import DEFAULT_LM
 from ._progress import progress_bar
 from ._store import UnitStore
 
@@ -219,20 +228,15 @@ def _workers(config: FMConfig, n_units: int | None) -> int:
     return workers
 
 
-def _tokenizer(config: FMConfig) -> Any:
-    return fast_tokenizer(config.tokenizer) or load_tokenizer(config.tokenizer)
-
-
 def unit_tokens(config: FMConfig) -> UnitTokens | None:
     """A stream that tokenizes the units as ``build_index`` reads the corpus (see ``UnitTokens``), for
     ``build_fm(..., tokens=)``; ``None`` where the build tokenizes in worker processes or cuts several shards
     (those read the unit store, one shard at a time).  It also loads the build's compiled kernels meanwhile."""
     if config.shards != 1 or _workers(config, None) != 1:
         return None
-    tokenizer = _tokenizer(config)
+    tokenizer = unit_tokenizer(config.tokenizer)
     start, end, vocab = title_markers(tokenizer)
-    dtype = _token_dtype(vocab)
-
+    dtype = token_dtype(vocab)
     cpus = os.cpu_count() or 1
     threads = cpus if cpus <= _ONE_PROCESS_MAX_CPUS else 1  # more CPUs, workers=1: one batch on all of them
     return UnitTokens(tokenizer, (start, end), dtype, lowercase=config.lowercase, threads=threads,
@@ -250,10 +254,6 @@ def _warm_build_kernels(dtype: np.dtype, vocab: int, sa_sample: int) -> None:
                       sa_sample=sa_sample)
 
 
-def _token_dtype(vocab: int) -> np.dtype:
-    return np.dtype(np.uint16 if vocab <= 65536 else np.int32)
-
-
 def build_fm(store: UnitStore, out_dir: Path, config: FMConfig, progress: bool = True,
              tokens: UnitTokens | None = None) -> Component:
     """Tokenize every unit of ``store`` and write the (sharded) FM-index and the tokenizer under ``out_dir/fm``.
@@ -261,16 +261,17 @@ def build_fm(store: UnitStore, out_dir: Path, config: FMConfig, progress: bool =
     ``tokens``: the units already tokenized while ``store`` was written (``unit_tokens(config)``, fed every
     unit); its ``build_seconds`` then count from the stream's start."""
     t0 = tokens.started if tokens is not None else time.perf_counter()
-    tokenizer = tokens.tokenizer if tokens is not None else _tokenizer(config)
+    tokenizer = tokens.tokenizer if tokens is not None else unit_tokenizer(config.tokenizer)
     start, end, vocab = title_markers(tokenizer)
     n_units = len(store)
     if tokens is not None and tokens.n_units != n_units:
         raise IndexFormatError(f"the tokenized units ({tokens.n_units}) are not the unit store's ({n_units})")
     cuts = [n_units * k // config.shards for k in range(config.shards + 1)]
     fm_dir = Path(out_dir) / FM_DIR
-    dtype = _token_dtype(vocab)
+    dtype = token_dtype(vocab)
     workers = 1 if tokens is not None else _workers(config, n_units)
     writer = _ShardWriter(fm_dir, cuts, vocab, config, workers, progress)
+    encoder = UnitEncoder(tokenizer, lowercase=config.lowercase) if tokens is None else None
     try:
         with progress_bar(n_units, "tokenizing units (fm)", progress) as bar:
             if tokens is not None:
@@ -278,7 +279,6 @@ def build_fm(store: UnitStore, out_dir: Path, config: FMConfig, progress: bool =
                     writer.add(flat, lengths)
                     bar.update(len(lengths))
             elif workers > 1:
-                encoder = UnitEncoder(tokenizer, lowercase=config.lowercase)
                 backend_json = encoder.backend.to_str() if encoder.backend is not None else None
                 args = (backend_json, config.tokenizer, config.lowercase, (start, end), dtype.str)
                 with ProcessPoolExecutor(workers, mp_context=_mp_context(), initializer=init_worker,
@@ -287,7 +287,6 @@ def build_fm(store: UnitStore, out_dir: Path, config: FMConfig, progress: bool =
                         writer.add(flat, lengths)
                         bar.update(len(lengths))
             else:
-                encoder = UnitEncoder(tokenizer, lowercase=config.lowercase)
                 for batch in _batches(store):
                     flat, lengths = encode_units(encoder, (start, end), dtype, batch)
                     writer.add(flat, lengths)

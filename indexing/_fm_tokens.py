@@ -119,6 +119,17 @@ def fast_tokenizer(spec: str) -> FastTokenizer | None:
         return None
 
 
+def unit_tokenizer(spec: str) -> Any:
+    """The tokenizer ``spec`` names, read without transformers where that gives the same ids
+    (``fast_tokenizer``), else through transformers."""
+    return fast_tokenizer(spec) or load_tokenizer(spec)
+
+
+def token_dtype(vocab: int) -> np.dtype:
+    """The dtype of the token ids of an index over ``vocab`` ids."""
+    return np.dtype(np.uint16 if vocab <= 65536 else np.int32)
+
+
 _worker: dict[str, Any] = {}
 
 

@@ -39,7 +39,7 @@ from ._dense import DENSE_KIND, EMBEDDINGS_FILE, FAISS_FILE, build_faiss, device
 from ._errors import GenretError
 from ._fm_build import FM_DIR, FM_KIND, LAYOUT, TOKENIZER_DIR, FMConfig
 from ._fm_shards import SHARDED_FORMAT, shard_dir
-from ._fm_tokens import UnitEncoder, encode_units, fast_tokenizer, title_markers
+from ._fm_tokens import UnitEncoder, encode_units, title_markers, token_dtype, unit_tokenizer
 from ._manifest import Component, Manifest, file_entries
 from ._progress import progress_bar
 from ._ray_cluster import ray_session
@@ -254,14 +254,13 @@ def fm_shard_task(out_dir: str, i: int, start: int, stop: int, config: FMConfig)
     """Ray task: tokenize units ``[start, stop)`` of the store in ``out_dir`` and write FM-index shard ``i``.
     Returns the shard's params (with its folder) and file names (relative to ``out_dir``)."""
     from ._fm_index import FMIndex  # numba loads where a shard is built
-    from ._models import load_tokenizer
 
     t0 = time.perf_counter()
     fail_once(f"fm-{i}")
     out = Path(out_dir)
-    tokenizer = fast_tokenizer(config.tokenizer) or load_tokenizer(config.tokenizer)
+    tokenizer = unit_tokenizer(config.tokenizer)
     start_id, end_id, vocab = title_markers(tokenizer)
-    dtype = np.dtype(np.uint16 if vocab <= 65536 else np.int32)
+    dtype = token_dtype(vocab)
     encoder = UnitEncoder(tokenizer, lowercase=config.lowercase)  # the Rust backend, as build_fm's
     store = UnitStore(out / STORE_FILE)
     parts: list[np.ndarray] = []
