@@ -20,7 +20,6 @@ classification.  The packaged head
 
 from __future__ import annotations
 
-import functools
 import json
 import random
 from collections.abc import Sequence
@@ -30,8 +29,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from genret.indexing import GenretError, IndexFormatError, write_json_atomic
 
+from ._packaged import packaged
+
 HEAD_FORMAT = "genret-label-head/1"
-_DEFAULT = Path(__file__).with_name("label_head.json")
 
 
 class LabelHead(BaseModel):
@@ -66,7 +66,7 @@ class LabelHead(BaseModel):
     @classmethod
     def default(cls) -> LabelHead:
         """The packaged head (the packaged SmolLM2-135M; SUPPORTS / REFUTES)."""
-        return _packaged(cls)
+        return packaged(cls, "label_head.json")
 
     @classmethod
     def load(cls, path: str | Path) -> LabelHead:
@@ -165,8 +165,3 @@ def held_out_predictions(features: Sequence[Sequence[float]], golds: Sequence[st
             out[i] = p
     return out
 
-
-@functools.lru_cache(maxsize=1)
-def _packaged(cls: type[LabelHead]) -> LabelHead:
-    """The packaged file, read once per process (the model is frozen: one copy serves every pipeline)."""
-    return cls.load(_DEFAULT)

@@ -62,13 +62,18 @@ def _label_head(config: RagConfig, model: str | None) -> LabelHead | None:
     return found
 
 
+def _scores_labels(spec: AnswerTask, config: RagConfig) -> bool:
+    """Whether ``spec``'s answers are labels picked by score (the label head or rank classification)."""
+    return spec.form == "label" and bool(spec.labels) and config.label_scoring
+
+
 def default_demos(config: RagConfig, model: str, task: str | None) -> int:
     """The demonstrations a question of ``task`` gets when it asks for none in particular: ``config.demos``, except
     0 for a label task whose label head (for ``model``) reads prompts without demonstrations only — with them the
     head would step aside for rank classification, which answered SUPPORTS to nearly every mini-KILT claim (README,
     "Labels")."""
     _, spec = resolve_answer_task(task, with_labels(ANSWER_TASKS, config.labels))
-    if spec.form != "label" or not spec.labels or not config.label_scoring:
+    if not _scores_labels(spec, config):
         return config.demos
     head = _label_head(config, model)
     if head is not None and head.applies(model, spec.labels, False) and not head.applies(model, spec.labels, True):
@@ -149,7 +154,7 @@ class RagPipeline:
         """Labels by the label head where it applies (this model, this label set, prompts with demonstrations or
         without as when it was fitted), else by rank classification;
         None: not a label task, or a generator that can do neither (the caller generates)."""
-        if spec.form != "label" or not spec.labels or not self.config.label_scoring:
+        if not _scores_labels(spec, self.config):
             return None
         prompts = [p for p, _, _ in prepared]
         head = self._head

@@ -15,7 +15,6 @@ but ``logp`` and ``end_logp`` it is the model's own sequence probability.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import re
@@ -28,10 +27,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from genret.indexing import GenretError, IndexFormatError, write_json_atomic
 
 from ._generator import Generator, Prompt
+from ._packaged import packaged
 from ._spans import ARTICLES, FUNCTION_WORDS, NON_WORD, WORD, content_terms, ranked_sentences
 
 READER_FORMAT = "genret-span-reader/1"
-_DEFAULT = Path(__file__).with_name("span_reader.json")
 _MONTHS = {"january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
            "november", "december"}
 # question types, first match wins (the span shapes each asks for are learnt, not written here)
@@ -160,7 +159,7 @@ class SpanReader(BaseModel):
     @classmethod
     def default(cls) -> SpanReader:
         """The packaged reader (fitted for the packaged SmolLM2-135M)."""
-        return _packaged(cls)
+        return packaged(cls, "span_reader.json")
 
     @classmethod
     def load(cls, path: str | Path) -> SpanReader:
@@ -257,8 +256,3 @@ def fit_reader(examples: Sequence[tuple[Sequence[Candidate], Sequence[bool]]], *
     return base.model_copy(update={"weights": {k: round(v, 6) for k, v in zip(names, raw) if abs(v) > 1e-9},
                                    "fitted_on": fitted_on})
 
-
-@functools.lru_cache(maxsize=1)
-def _packaged(cls: type[SpanReader]) -> SpanReader:
-    """The packaged file, read once per process (the model is frozen: one copy serves every pipeline)."""
-    return cls.load(_DEFAULT)
