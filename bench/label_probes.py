@@ -12,8 +12,7 @@ every layer (float16 ``.npz``, about 1 GB; 10 minutes on 2 cores).  It checks th
 ``probe``: read-outs fitted on the train claims of both tasks (as the packaged head), accuracy by 5-fold
 cross-validation on train and on dev, per task, next to the majority rate:
 
-- ``linear L``: the label head's own model (standardised features, logistic regression, L2 100) on the last
-  position of layer L;
+- ``linear L``: the label head's own fit (``fit_label_head``, L2 100) on the last position of layer L;
 - ``attention``: a learned query pooling every position of layer 18, with its last position, then linear;
 - ``adapted E``: decoder layer 18 recomputed at the last position with rank-4 LoRA on its projections (the keys and
   values of the other positions frozen), then linear; E epochs of AdamW.
@@ -82,22 +81,11 @@ def _load(out: Path, task: str, split: str, layer: int | None):
 
 
 def _linear(x, y, l2=100.0):
-    import torch
+    """The label head's own fit (``fit_label_head``) on these feature vectors."""
+    from genret.retrieval.rag import fit_label_head
 
-    mean, std = x.mean(0), x.std(0) + 1e-6
-    w = torch.zeros(x.shape[1], 2, requires_grad=True)
-    b = torch.zeros(2, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], max_iter=200, line_search_fn="strong_wolfe")
-    z = (x - mean) / std
-
-    def closure():
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(z @ w + b, y) * len(y) + l2 * (w ** 2).sum() / 2
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    return lambda x2: (((x2 - mean) / std) @ w + b).argmax(1).detach().numpy()
+    head = fit_label_head(x.tolist(), [LABELS[i] for i in y.tolist()], LABELS, model="", l2=l2)
+    return lambda x2: np.array([LABELS.index(p) for p in head.pick(x2.tolist())])
 
 
 def _sgd(params, logits, y, epochs, *, batch=16, lr=1e-3, wd=0.0, penalty=None):
