@@ -29,7 +29,7 @@ log = logging.getLogger("genret")
 
 
 def title_markers(tokenizer: Any) -> tuple[int, int, int]:
-    """``(title_start_id, title_end_id, index_vocab_size)`` for a tokenizer (see the module docstring)."""
+    """``(title_start_id, title_end_id, index_vocab_size)`` for a tokenizer (the unit layout: ``_fm_build``)."""
     n = len(tokenizer)
     start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.cls_token_id
     end = tokenizer.eos_token_id if tokenizer.eos_token_id not in (None, start) else tokenizer.sep_token_id
@@ -167,14 +167,14 @@ class UnitEncoder:
 
 
 def init_worker(backend_json: str | None, spec: str, lowercase: bool, markers: tuple[int, int],
-                 dtype: str) -> None:
+                dtype: str) -> None:
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one thread per worker: the workers are the parallelism
     encoder = UnitEncoder(load_tokenizer(spec) if backend_json is None else None, backend_json, lowercase)
     _worker.update(encoder=encoder, markers=markers, dtype=np.dtype(dtype))
 
 
 def encode_units(encoder: UnitEncoder, markers: tuple[int, int], dtype: np.dtype,
-                  batch: tuple[list[str], list[str]]) -> tuple[np.ndarray, np.ndarray]:
+                 batch: tuple[list[str], list[str]]) -> tuple[np.ndarray, np.ndarray]:
     """One batch of units (titles, texts) -> (concatenated token ids in the unit layout, per-unit lengths)."""
     titles, texts = batch
     n = len(titles)
