@@ -22,7 +22,8 @@ Tokenizing while the corpus is read: ``build_index`` feeds every unit to ``unit_
 the unit store, when the build runs in this process with one shard (on 2 CPUs, by default): batches are
 encoded on threads that release the GIL (``_fm_tokens.UnitTokens``) and the compiled build kernels load in
 another, so only the suffix array and the wavelet matrix are left when the store is written (scifact, 2.6M
-tokens, 2 CPUs: the whole ``genret index --fm`` from 3.4 to 2.3-2.5 s).  Other builds read the store:
+tokens, 2 CPUs: the whole ``genret index --fm`` from 3.4-3.7 to 2.3 s, ``bench/index_fm.py``).  Other builds
+read the store:
 
 Parallel build (``FMConfig.workers``, default: one per CPU from 20,000 units on more than 2 CPUs, else 1;
 1 = everything in this process, the Rust tokenizer encoding each batch on its own threads).  Units are read

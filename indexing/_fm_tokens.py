@@ -210,12 +210,11 @@ class UnitTokens:
     released, so tokenizing overlaps reading the corpus and writing the store; ``batches`` then gives what
     ``encode_units`` would give over the store, in order.  ``threads`` > 1: that many batches are encoded at
     once, each by the Rust tokenizer on one thread (it sets ``TOKENIZERS_PARALLELISM=false`` until ``close``,
-    unless the user set it); 1: one batch at a time, on the Rust tokenizer's own threads.  Measured on 2 CPUs
-    (``genret index --fm``, scifact, 2.6M tokens): 2.3 s with 2 threads, 2.7 s with 1, and 2.5 s with 1
-    single-threaded.  At most ``window`` batches (default: 2 per thread) wait (a slow tokenizer holds the
-    reader back, and unencoded text does not pile up).  ``warm``, when given, is run in another thread at the
-    start (the build loads its compiled kernels there, off the critical path).  ``close`` stops it all; a
-    stream is single-use."""
+    unless the user set it); 1: one batch at a time, on the Rust tokenizer's own threads (on 2 CPUs, two threads
+    were the fastest of the three ways, ``bench/README.md``). At most ``window`` batches (default: 2 per thread)
+    wait (a slow tokenizer holds the reader back, and unencoded text does not pile up). ``warm``, when given, is run
+    in another thread at the start (the build loads its compiled kernels there, off the critical path). ``close``
+    stops it all; a stream is single-use."""
 
     def __init__(self, tokenizer: Any, markers: tuple[int, int], dtype: np.dtype, *, lowercase: bool = False,
                  batch: int = 1024, threads: int = 1, window: int | None = None, warm: Any = None) -> None:
