@@ -28,7 +28,7 @@ from ._store import StoredUnit, UnitStore
 from ._units import Unit, UnitConfig, sentence_spans
 
 # models and devices
-from ._device import resolve_device
+from ._device import native_bf16, quantize_int8, resolve_device, resolve_dtype, torch_dtype
 from ._ray_cluster import ray_session
 from ._encoder import DEFAULT_DENSE_MODEL, Encoder, SentenceTransformerEncoder, resolve_model_path
 from ._models import DEFAULT_LM, load_tokenizer, loading_model, resolve_checkpoint
@@ -52,7 +52,7 @@ __all__ = [
     "place_index",
     "progress_bar", "ray_session", "read_corpus", "read_manifest", "read_versioned_json", "rebuild_dense",
     "resolve_checkpoint",
-    "resolve_device",
+    "resolve_device", "resolve_dtype", "torch_dtype", "quantize_int8", "native_bf16",
     "resolve_model_path", "sentence_spans", "sha256_file", "staged_dir", "verify_index", "write_json_atomic",
     "write_lock", "write_manifest",
 ]

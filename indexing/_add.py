@@ -33,14 +33,15 @@ from ._verify import verify_files
 from ._writes import staged_dir, write_lock
 
 
-def _add_dense(tmp: Path, comp: Component, store: UnitStore, old: int, device: str, progress: bool) -> Component:
+def _add_dense(tmp: Path, comp: Component, store: UnitStore, old: int, device: tuple[str, str],
+               progress: bool) -> Component:
     import faiss
 
     t0 = time.perf_counter()
     p = comp.params
-    fields = {k: p[k] for k in DenseConfig.model_fields if k in p and k not in ("model", "device")}
-    config = DenseConfig(model=comp.model, device=device, **fields)
-    encoder = SentenceTransformerEncoder(comp.model, device)
+    fields = {k: p[k] for k in DenseConfig.model_fields if k in p and k not in ("model", "device", "dtype")}
+    config = DenseConfig(model=comp.model, device=device[0], dtype=device[1], **fields)
+    encoder = SentenceTransformerEncoder(comp.model, config.device, config.dtype)
     n = len(store)
     with open(tmp / EMBEDDINGS_FILE, "ab") as fh, progress_bar(n - old, "encoding new units", progress) as bar:
         for start in range(old, n, 1024):
@@ -71,15 +72,17 @@ def _rebuild(tmp: Path, name: str, comp: Component, store: UnitStore, progress: 
 
 def add_to_index(index_dir: str | Path, corpus: str | Path | Iterable[str | Path], *, skip_bad: bool = False,
                  corpus_format: str = "auto", device: str = "auto", progress: bool = True,
-                 field_map: dict[str, str] | None = None) -> Manifest:
+                 field_map: dict[str, str] | None = None, dtype: str = "auto") -> Manifest:
     """Add the pages of corpus file(s) to the index at ``index_dir``; returns the new manifest.  Holds the
-    index's write lock from reading its manifest to replacing it (a concurrent writer waits or fails)."""
+    index's write lock from reading its manifest to replacing it (a concurrent writer waits or fails).
+    ``device`` and ``dtype`` are the dense encoder's (``resolve_dtype``)."""
     src = Path(index_dir)
     with write_lock(src):
-        return _add(src, corpus, skip_bad, corpus_format, device, progress, field_map or {})
+        return _add(src, corpus, skip_bad, corpus_format, (device, dtype), progress, field_map or {})
 
 
-def _add(src: Path, corpus: str | Path | Iterable[str | Path], skip_bad: bool, corpus_format: str, device: str,
+def _add(src: Path, corpus: str | Path | Iterable[str | Path], skip_bad: bool, corpus_format: str,
+         device: tuple[str, str],
          progress: bool, field_map: dict[str, str]) -> Manifest:
     manifest = read_manifest(src)
     verify_files(src, manifest)

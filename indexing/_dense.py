@@ -73,6 +73,8 @@ class DenseConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     model: str = DEFAULT_DENSE_MODEL
     device: str = "auto"
+    dtype: str = Field("auto", description="what the encoder computes in: auto (bfloat16 where the CPU or GPU has "
+                       "it natively, else int8 on a CPU), float32, bfloat16, float16, int8; vectors stay float32")
     batch_size: int = Field(64, ge=1)
     index_type: IndexType = "flat"
     with_title: bool = Field(True, description="encode 'title\\ntext' rather than the text alone")
@@ -231,7 +233,7 @@ def build_dense(store: UnitStore, out_dir: Path, config: DenseConfig, *, progres
     import faiss
 
     t0 = time.perf_counter()
-    encoder = encoder or SentenceTransformerEncoder(config.model, config.device)
+    encoder = encoder or SentenceTransformerEncoder(config.model, config.device, config.dtype)
     plan = faiss_params(config, encoder.dim, len(store))
     emb_path = out_dir / EMBEDDINGS_FILE
     n = 0
@@ -255,13 +257,14 @@ def build_dense(store: UnitStore, out_dir: Path, config: DenseConfig, *, progres
     return Component(
         kind=DENSE_KIND, model=encoder.model_id,
         params={"dim": encoder.dim, "metric": "inner_product", "normalized": True, "with_title": config.with_title,
-                "count": n, **plan, "faiss_file": FAISS_FILE, "faiss_seconds": faiss_seconds},
+                "count": n, "encoder_dtype": getattr(encoder, "dtype", None),
+                **plan, "faiss_file": FAISS_FILE, "faiss_seconds": faiss_seconds},
         files=file_entries(out_dir, [EMBEDDINGS_FILE, FAISS_FILE]),
         build_seconds=round(time.perf_counter() - t0, 3),
     )
 
 
-_BASE_PARAMS = ("dim", "metric", "normalized", "with_title", "count")
+_BASE_PARAMS = ("dim", "metric", "normalized", "with_title", "count", "encoder_dtype")
 
 
 def rebuild_dense(index_dir: str | Path, config: DenseConfig, *, progress: bool = False) -> Manifest:

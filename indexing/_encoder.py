@@ -8,7 +8,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from ._device import resolve_device
+from ._device import quantize_int8, resolve_device, resolve_dtype, torch_dtype
 from ._models import loading_model
 
 log = logging.getLogger("genret")
@@ -46,24 +46,39 @@ def resolve_model_path(model: str) -> str:
 
 
 class SentenceTransformerEncoder:
-    """Any sentence-transformers model, by name or local path; cosine similarity via normalised vectors."""
+    """Any sentence-transformers model, by name or local path; cosine similarity via normalised vectors.
 
-    def __init__(self, model: str = DEFAULT_DENSE_MODEL, device: str = "auto") -> None:
+    ``dtype`` (``resolve_dtype``: ``auto``, ``float32``, ``bfloat16``, ``float16``, ``int8``) is what the model
+    computes in; ``self.dtype`` holds the resolved name.  Vectors come back float32 whatever it is.
+    """
+
+    def __init__(self, model: str = DEFAULT_DENSE_MODEL, device: str = "auto", dtype: str = "auto") -> None:
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # the weight-loading bar; genret shows its own progress
         self.model_id = model
         self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device, role="dense encoder")
         path = resolve_model_path(model)
-        log.info("dense encoder %s on %s", model, self.device)
+        log.info("dense encoder %s on %s (%s)", model, self.device, self.dtype)
         with loading_model(model, "dense encoder"):
-            self._model = SentenceTransformer(path, device=self.device)
+            self._model = SentenceTransformer(path, device=self.device,
+                                              model_kwargs={"dtype": torch_dtype(self.dtype)})
+            if self.dtype == "int8":
+                quantize_int8(self._model)
         dim = self._model.get_embedding_dimension() if hasattr(self._model, "get_embedding_dimension") \
             else self._model.get_sentence_embedding_dimension()
         self.dim = int(dim)
 
     def encode(self, texts: list[str], *, batch_size: int = 64, progress: bool = False) -> np.ndarray:
         vecs = self._model.encode(list(texts), batch_size=batch_size, show_progress_bar=progress,
-                                  convert_to_numpy=True, normalize_embeddings=True)
-        return np.ascontiguousarray(vecs, dtype=np.float32)
+                                  convert_to_numpy=True, normalize_embeddings=False)
+        return normalized(vecs)
+
+
+def normalized(vecs) -> np.ndarray:
+    """float32 rows scaled to unit length in float32 (a bf16 model's own normalisation is off by ~1e-3)."""
+    vecs = np.asarray(vecs, dtype=np.float32)
+    norms = np.linalg.norm(vecs, axis=1, keepdims=True)
+    return np.ascontiguousarray(vecs / np.maximum(norms, 1e-12), dtype=np.float32)

@@ -43,6 +43,7 @@ class DenseParams(_Params):
     index_type: Literal["flat", "hnsw", "ivfpq", "factory"] = "flat"
     factory: str | None = None  # the FAISS factory string of index_type "factory"
     faiss_file: str = "dense.faiss"
+    encoder_dtype: str | None = None  # what the encoder computed in (float32, bfloat16, int8…); vectors are float32
 
 
 class FMParams(_Params):

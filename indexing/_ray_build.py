@@ -36,6 +36,7 @@ import numpy as np
 from ._build import STORE_KIND, IndexConfig, check_replaceable, write_build_manifest, write_store
 from ._corpus import corpus_file
 from ._dense import DENSE_KIND, EMBEDDINGS_FILE, FAISS_FILE, build_faiss, device_for_faiss, faiss_params, unit_text
+from ._device import resolve_dtype
 from ._errors import GenretError
 from ._fm_build import FM_DIR, FM_KIND, LAYOUT, TOKENIZER_DIR, FMConfig
 from ._fm_shards import SHARDED_FORMAT, shard_dir
@@ -160,11 +161,12 @@ def fail_once(step: str) -> None:
 class EncodeUnits:
     """A Ray Data actor: the encoder, loaded once; a batch of unit ids in, their vectors out."""
 
-    def __init__(self, store_path: str, model: str, device: str, batch_size: int, with_title: bool) -> None:
+    def __init__(self, store_path: str, model: str, device: str, batch_size: int, with_title: bool,
+                 dtype: str = "auto") -> None:
         from ._encoder import SentenceTransformerEncoder
 
         self.store = UnitStore(Path(store_path))
-        self.encoder = SentenceTransformerEncoder(model, device)
+        self.encoder = SentenceTransformerEncoder(model, device, dtype)
         self.batch_size, self.with_title = batch_size, with_title
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -210,7 +212,7 @@ def _dense(ray: Any, tmp: Path, n_units: int, config: IndexConfig, workers: int 
     ds = ds.map_batches(EncodeUnits, batch_size=chunk, batch_format="numpy",
                         compute=ray.data.ActorPoolStrategy(size=actors), **gpu_args,
                         fn_constructor_args=(str(tmp / STORE_FILE), cfg.model, device, cfg.batch_size,
-                                             cfg.with_title))
+                                             cfg.with_title, cfg.dtype))
     emb_path = tmp / EMBEDDINGS_FILE
     mm = np.memmap(emb_path, dtype=np.float32, mode="w+", shape=(n_units, dim))
     seen = np.zeros(n_units, dtype=bool)
@@ -234,7 +236,8 @@ def _dense(ray: Any, tmp: Path, n_units: int, config: IndexConfig, workers: int 
     return Component(
         kind=DENSE_KIND, model=model_id,
         params={"dim": dim, "metric": "inner_product", "normalized": True, "with_title": cfg.with_title,
-                "count": n_units, **plan, "faiss_file": FAISS_FILE, "faiss_seconds": faiss_seconds},
+                "count": n_units, "encoder_dtype": resolve_dtype(cfg.dtype, device, role="dense encoder"), **plan,
+                "faiss_file": FAISS_FILE, "faiss_seconds": faiss_seconds},
         files=file_entries(tmp, [EMBEDDINGS_FILE, FAISS_FILE]),
         build_seconds=round(time.perf_counter() - t0, 3),
     )

@@ -20,6 +20,8 @@ class DenseSearchConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     device: str = "auto"
+    dtype: str = Field("auto", description="what the query encoder computes in (any dtype answers any index: the "
+                       "vectors are float32)")
     batch_size: int = Field(64, ge=1)
     ef_search: int | None = Field(None, ge=1, description="HNSW candidate list size (default: the index's)")
     nprobe: int | None = Field(None, ge=1, description="IVF-PQ lists visited a query (default: the index's)")
@@ -44,7 +46,7 @@ class DenseRetriever(Retriever):
         comp = index.component("dense")
         self.index = index
         self._config = config
-        self._encoder = encoder or SentenceTransformerEncoder(comp.model, config.device)
+        self._encoder = encoder or SentenceTransformerEncoder(comp.model, config.device, config.dtype)
         dim = comp.typed_params(DenseParams).dim
         if self._encoder.dim != dim:
             raise ValueError(f"encoder dim {self._encoder.dim} != index dim {dim}")

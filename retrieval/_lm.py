@@ -9,37 +9,50 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from genret.indexing import load_tokenizer, loading_model, resolve_checkpoint, resolve_device
+from genret.indexing import (
+    load_tokenizer,
+    loading_model,
+    quantize_int8,
+    resolve_checkpoint,
+    resolve_device,
+    resolve_dtype,
+    torch_dtype,
+)
 
 log = logging.getLogger("genret")
 
 
 @dataclass
 class LoadedLM:
-    """A model, its tokenizer, whether it is encoder-decoder, and the device it sits on."""
+    """A model, its tokenizer, whether it is encoder-decoder, the device it sits on and the dtype it computes in."""
 
     model: object
     tokenizer: object
     seq2seq: bool
     device: str
     spec: str
+    dtype: str = "float32"
 
 
-def load_lm(spec: str, device: str = "auto", dtype: str = "auto") -> LoadedLM:
-    """Load a causal or seq2seq LM; the kind comes from the model's config (``is_encoder_decoder``)."""
-    import torch
+def load_lm(spec: str, device: str = "auto", dtype: str = "auto", *, role: str = "language model") -> LoadedLM:
+    """Load a causal or seq2seq LM; the kind comes from the model's config (``is_encoder_decoder``).
+
+    ``dtype`` as ``genret.indexing.resolve_dtype`` reads it (``auto``: bfloat16 where native, int8 on a CPU
+    without it); an int8 model has its linear layers dynamically quantized after loading.
+    """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # the weight-loading bar
     device = resolve_device(device)
-    torch_dtype = {"auto": torch.float32 if device == "cpu" else torch.bfloat16, "float32": torch.float32,
-                   "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    dtype = resolve_dtype(dtype, device, role=role)
     with loading_model(spec, "language model"):
         path = resolve_checkpoint(spec)
         config = AutoConfig.from_pretrained(path)
         seq2seq = bool(getattr(config, "is_encoder_decoder", False))
         cls = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
-        model = cls.from_pretrained(path, dtype=torch_dtype).to(device).eval()
-    log.info("language model %s (%s) on %s", spec, "seq2seq" if seq2seq else "causal", device)
-    return LoadedLM(model, load_tokenizer(spec), seq2seq, device, spec)
+        model = cls.from_pretrained(path, dtype=torch_dtype(dtype)).to(device).eval()
+        if dtype == "int8":
+            quantize_int8(model)
+    log.info("%s %s (%s) on %s (%s)", role, spec, "seq2seq" if seq2seq else "causal", device, dtype)
+    return LoadedLM(model, load_tokenizer(spec), seq2seq, device, spec, dtype)

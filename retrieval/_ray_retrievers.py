@@ -50,7 +50,7 @@ class RayDenseRetriever(Retriever):
         comp = index.component("dense")
         params = comp.typed_params(DenseParams)
         self.index, self._config = index, config.dense
-        self._encoder = SentenceTransformerEncoder(comp.model, config.dense.device)
+        self._encoder = SentenceTransformerEncoder(comp.model, config.dense.device, config.dense.dtype)
         if self._encoder.dim != params.dim:
             raise ValueError(f"encoder dim {self._encoder.dim} != index dim {params.dim}")
         cut = params.index_type == "flat" and len(spans) > 1

@@ -20,7 +20,7 @@ from ._cli_common import Parser, UsageError, environment_error, quiet_broken_pip
 from ._cli_demos import add_train_demos_parser
 from ._cli_demos import register as register_demos
 from ._cli_rag import add_rag_flags, add_train_labels_parser, add_train_reader_parser
-from ._cli_retrieval import add_retriever_flags, retrieval_config
+from ._cli_retrieval import add_dtype_flag, add_retriever_flags, retrieval_config
 from ._cli_search import add_search_parser
 from ._cli_serve import register as register_serve
 from ._cli_train import add_train_retriever_parser
@@ -48,7 +48,8 @@ def _cmd_index(a: argparse.Namespace) -> int:
     config = IndexConfig(
         units=UnitConfig(kind=a.unit, window_words=a.window_words, stride=a.stride),
         components=tuple(chosen or available_components()),
-        dense=DenseConfig(model=a.model, device=a.device, batch_size=a.batch_size, index_type=a.index_type,
+        dense=DenseConfig(model=a.model, device=a.device, dtype=a.dtype, batch_size=a.batch_size,
+                          index_type=a.index_type,
                           hnsw_m=a.hnsw_m, ivf_nlist=a.ivf_nlist, pq_m=a.pq_m, factory=a.faiss_factory),
         bm25=BM25Config(k1=a.k1, b=a.b),
         fm=FMConfig(tokenizer=a.fm_tokenizer, shards=a.fm_shards, workers=a.fm_workers),
@@ -161,7 +162,7 @@ def _cmd_add(a: argparse.Namespace) -> int:
     from genret.indexing import add_to_index
 
     m = add_to_index(a.index, a.corpus, skip_bad=a.skip_bad, corpus_format=a.format, device=a.device,
-                     progress=not a.quiet, field_map=_field_map(a.field_map) or None)
+                     dtype=a.dtype, progress=not a.quiet, field_map=_field_map(a.field_map) or None)
     print(f"{a.index}: now {m.corpus.pages} pages, {m.units.count} {m.units.kind} units; components updated: "
           + ", ".join(n for n in m.components if n != "store"))
     return 0
@@ -219,6 +220,7 @@ def _add_index_parser(sub) -> None:
     ix.add_argument("--ivf-nlist", type=int, default=None, help="IVF lists (default ≈ 4·sqrt(n))")
     ix.add_argument("--pq-m", type=int, default=None, help="PQ sub-quantizers (default dim/8)")
     ix.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    add_dtype_flag(ix)
     ix.add_argument("--batch-size", type=int, default=64)
     ix.add_argument("--skip-bad", action="store_true", help="skip malformed records and report a count")
     ix.add_argument("--force", action="store_true", help="replace an existing index directory")
@@ -288,6 +290,7 @@ def _add_add_parser(sub) -> None:
     ad.add_argument("--field-map", default=None, metavar="MAP", help="as for `genret index`")
     ad.add_argument("--skip-bad", action="store_true")
     ad.add_argument("--device", default="auto")
+    add_dtype_flag(ad)
     ad.add_argument("--quiet", action="store_true")
     ad.set_defaults(func=_cmd_add)
 

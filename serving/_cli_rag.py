@@ -42,7 +42,7 @@ def add_rag_flags(p: argparse.ArgumentParser) -> None:
 def _generator_config(a: argparse.Namespace):
     from genret.retrieval import GeneratorConfig
 
-    fields = {"kind": a.generator, "device": a.device}
+    fields = {"kind": a.generator, "device": a.device, "dtype": getattr(a, "dtype", "auto")}
     for name, value in (("model", a.generator_model), ("base_url", a.base_url),
                         ("max_new_tokens", a.max_new_tokens), ("batch_size", a.gen_batch_size)):
         if value is not None:

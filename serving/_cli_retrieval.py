@@ -8,6 +8,14 @@ from __future__ import annotations
 
 import argparse
 
+DTYPE_HELP = ("what models compute in: auto (default: bfloat16 where the CPU has AMX / AVX512-BF16 or the GPU has "
+              "bf16, else int8 on a CPU), float32, bfloat16, float16, int8")
+
+
+def add_dtype_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16", "int8"), default="auto",
+                   help=DTYPE_HELP)
+
 
 def add_generative_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("generative retriever (defaults: GenerativeConfig)")
@@ -31,7 +39,7 @@ def add_generative_flags(p: argparse.ArgumentParser) -> None:
 
 def generative_section(a: argparse.Namespace) -> dict:
     """The generative section from the flags that were given."""
-    gen: dict = {"device": a.device}
+    gen: dict = {"device": a.device, "dtype": getattr(a, "dtype", "auto")}
     for key in ("checkpoint", "beam", "granularity", "copy_bonus", "query_keys", "decode_body", "decode_titles",
                 "unigram_scores"):
         if getattr(a, key, None) is not None:
@@ -87,6 +95,7 @@ def add_retriever_flags(p: argparse.ArgumentParser) -> None:
                    help="dense, bm25, generative, hybrid (default: the first the index has)")
     p.add_argument("--task", default=None, help="task prompt (generative): qa, fact_check, page, squad, …")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    add_dtype_flag(p)
     add_generative_flags(p)
     add_hybrid_flags(p)
     p.add_argument("--ef-search", type=int, default=None, help="dense HNSW: query-time ef (default: the index's)")
@@ -122,5 +131,5 @@ def retrieval_config(a: argparse.Namespace):
 
     check_task_flag(a)
 
-    dense = {"device": a.device, "ef_search": a.ef_search, "nprobe": a.nprobe}
+    dense = {"device": a.device, "dtype": a.dtype, "ef_search": a.ef_search, "nprobe": a.nprobe}
     return RetrievalConfig(dense=dense, generative=generative_section(a), hybrid=hybrid_section(a))

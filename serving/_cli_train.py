@@ -7,6 +7,7 @@ import json
 
 from ._cli_common import task_files, usage
 
+_MIXED = {"float32": "no", "bfloat16": "bf16", "float16": "fp16"}  # --dtype names → accelerate's
 
 def _cmd_train(a: argparse.Namespace) -> int:
     from genret.eval import dev_callback, read_kilt
@@ -21,7 +22,8 @@ def _cmd_train(a: argparse.Namespace) -> int:
             corpus_pairs=a.corpus_pairs, pseudo_labels=a.pseudo_labels, pseudo_queries=a.pseudo_queries,
             epochs=a.epochs, max_steps=a.max_steps, batch_size=a.batch_size, gradient_accumulation_steps=a.grad_accum,
             lr=a.lr, schedule=a.schedule, warmup_ratio=a.warmup_ratio, warmup_steps=a.warmup_steps,
-            mixed_precision=a.mixed_precision, freeze_embeddings=a.freeze_embeddings, freeze_layers=a.freeze_layers,
+            mixed_precision=_MIXED.get(a.mixed_precision, a.mixed_precision),
+            freeze_embeddings=a.freeze_embeddings, freeze_layers=a.freeze_layers,
             prompt_kind=a.prompt_kind, n_vectors=a.n_vectors, train_lm=not a.prompts_only, min_len=a.min_len,
             max_len=a.max_len, max_records=a.max_records, rank_loss=a.rank_loss, rank_epochs=a.rank_epochs,
             rank_margin=a.rank_margin, rank_negatives=a.rank_negatives, rank_weight=a.rank_weight,
@@ -88,8 +90,10 @@ def _add_model_flags(tg) -> None:
                     default="linear", help="learning-rate decay after warmup, per stage")
     tg.add_argument("--warmup-ratio", type=float, default=0.05, help="warmup share of each stage's updates")
     tg.add_argument("--warmup-steps", type=int, default=None, help="warmup updates (overrides --warmup-ratio)")
-    tg.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), default="no",
-                    help="autocast precision; weights and checkpoints stay float32 (bf16 on CPU uses CPU autocast)")
+    tg.add_argument("--dtype", "--mixed-precision", dest="mixed_precision", default="auto",
+                    choices=("auto", "float32", "bfloat16", "float16", "no", "bf16", "fp16"),
+                    help="autocast precision; weights and checkpoints stay float32 (auto, the default: bfloat16 "
+                    "where the CPU or GPU multiplies bf16 natively, else float32; bf16 on CPU uses CPU autocast)")
     tg.add_argument("--freeze-embeddings", action="store_true", help="freeze the input (and tied output) embeddings")
     tg.add_argument("--freeze-layers", type=int, default=0,
                     help="freeze the lowest N transformer layers (of encoder and decoder for seq2seq models)")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ._cli_retrieval import add_generative_flags, check_task_flag, generative_section
+from ._cli_retrieval import add_dtype_flag, add_generative_flags, check_task_flag, generative_section
 
 DESCRIPTION = (
     "Fit the hybrid retriever's fusion on a KILT dev file and save it in the index (INDEX/hybrid-weights.json), "
@@ -29,7 +29,7 @@ def _cmd_tune(a: argparse.Namespace) -> int:
 
     check_task_flag(a)
     gen = generative_section(a)
-    config = RetrievalConfig(dense={"device": a.device, "ef_search": a.ef_search, "nprobe": a.nprobe},
+    config = RetrievalConfig(dense={"device": a.device, "dtype": a.dtype, "ef_search": a.ef_search, "nprobe": a.nprobe},
                              generative=gen, hybrid={"rrf_k": a.rrf_k, "depth": a.depth, "tuned": "off"})
     members = [x.strip() for x in a.members.split(",") if x.strip()] if a.members else None
     levels = ["page", "passage"] if a.level == "both" else [a.level]
@@ -81,6 +81,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", default=None, help="write here instead of INDEX/hybrid-weights.json (use it with "
                    "--hybrid-tuned FILE)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    add_dtype_flag(p)
     add_generative_flags(p)
     p.add_argument("--ef-search", type=int, default=None, help="dense HNSW: query-time ef")
     p.add_argument("--nprobe", type=int, default=None, help="dense IVF: lists probed")

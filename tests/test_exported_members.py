@@ -33,7 +33,7 @@ SURFACES = {
         "place_index",
         "progress_bar", "ray_session", "read_corpus", "read_manifest", "read_versioned_json", "rebuild_dense",
         "resolve_checkpoint",
-        "resolve_device",
+        "resolve_device", "resolve_dtype", "torch_dtype", "quantize_int8", "native_bf16",
         "resolve_model_path", "sentence_spans", "sha256_file", "staged_dir", "verify_index", "write_json_atomic",
         "write_lock", "write_manifest",
     ],

@@ -25,7 +25,7 @@ from ._decoding import Key
 from ._evidence import Evidence, EvidenceGatherer, EvidenceSettings
 from ._keys import has_content
 from ._prompts import DEFAULT_PROMPTS, Granularity, PromptSpec, resolve_prompt
-from ._seal_scoring import ScoringConfig, first_stage, key_weight, score_tokens
+from ._seal_scoring import KeyMatcher, ScoringConfig, first_stage, key_weight, key_weights
 
 
 class GenerativeConfig(BaseModel):
@@ -36,6 +36,8 @@ class GenerativeConfig(BaseModel):
     model: str | None = Field(None, description="LM name/path; default: the checkpoint, else the index tokenizer's")
     checkpoint: str | None = Field(None, description="a directory written by `genret train retriever`")
     device: str = "auto"
+    dtype: str = Field("auto", description="what the LM computes in: auto (bfloat16 where native, else int8 on a "
+                       "CPU), float32, bfloat16, float16, int8")
     beam: int = Field(15, ge=1, description="beam size (SEAL: 15)")
     max_len: int = Field(10, ge=1, description="longest body n-gram, in tokens (SEAL: 10)")
     title_max_len: int = Field(32, ge=1, description="longest title, in tokens (titles count once complete)")
@@ -90,7 +92,7 @@ class GenerativeRetriever(Retriever):
         self.fm = fm if fm is not None else load_fm(index.path, comp)
         self.encoder = UnitEncoder.from_component(index.path, comp)
         spec = config.model or config.checkpoint or comp.typed_params(FMParams).tokenizer
-        self.lm = lm or load_lm(spec, config.device)
+        self.lm = lm or load_lm(spec, config.device, config.dtype, role="generative LM")
         _check_vocab(self.lm.tokenizer, self.encoder.tokenizer, spec)
         self.prompt_vectors = load_prompt_vectors(config.checkpoint) if config.checkpoint else {}
         self.prompts = {**DEFAULT_PROMPTS, **config.prompts}
@@ -196,14 +198,12 @@ class GenerativeRetriever(Retriever):
         top = np.argpartition(-lp[:n], min(cfg.top_unigrams, n - 1))[: cfg.top_unigrams]
         top = top[uc[top] > 0]
         skip = {n[0] for n in weights if len(n) == 1} | {self.encoder.title_start, self.encoder.title_end}
-        total, out = self.fm.n_tokens, {}
-        for t in top.tolist():
-            if t in skip or not self._word_token(t):
-                continue
-            prior = float(ev.unigram_prior[t]) if ev.unigram_prior is not None else None
-            w = key_weight(float(lp[t]), int(uc[t]), total, cfg.scoring, prior, exponent=1.0)
-            if w > 0:
-                out[t] = w
+        prior = ev.unigram_prior[top] if ev.unigram_prior is not None else None
+        w = key_weights(lp[top], uc[top], self.fm.n_tokens, cfg.scoring, prior, exponent=1.0)
+        out = {}
+        for t, wt in zip(top[w > 0].tolist(), w[w > 0].tolist()):
+            if t not in skip and self._word_token(t):
+                out[t] = wt
         if cfg.add_best_unigrams and out:
             n_add = max(1, sum(1 for w in weights.values() if w > 0))
             for t in sorted(out, key=lambda t: -out[t])[:n_add]:
@@ -238,8 +238,9 @@ class GenerativeRetriever(Retriever):
         units = self.index.store.get(candidates)
         token_lists = self._unit_tokens(units)
         scored = []
+        matcher = KeyMatcher(weights)
         for u, toks in zip(units, token_lists):
-            s, matched = score_tokens(toks, weights, cfg.beta, unigrams)
+            s, matched = matcher.score(toks, cfg.beta, unigrams)
             if s > 0:
                 scored.append((u, s, matched))
         scored.sort(key=lambda x: (-x[1], x[0].unit_id))
@@ -299,8 +300,9 @@ class GenerativeRetriever(Retriever):
             pieces.extend((u, s, e) for s, e in spans)
         token_lists = self.encoder.encode([(u.title, u.text[s:e]) for u, s, e in pieces])
         scored = []
+        matcher = KeyMatcher(weights)
         for (u, s, e), toks in zip(pieces, token_lists):
-            score, matched = score_tokens(toks, weights, self.config.scoring.beta, unigrams)
+            score, matched = matcher.score(toks, self.config.scoring.beta, unigrams)
             if score > 0:
                 scored.append((score, u.unit_id, s, u, e, matched))
         scored.sort(key=lambda x: (-x[0], x[1], x[2]))

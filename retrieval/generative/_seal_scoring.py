@@ -78,6 +78,25 @@ def key_weight(logprob: float, count: int, n_tokens: int, config: ScoringConfig,
     return max(w, 0.0) ** (config.alpha if exponent is None else exponent)
 
 
+def key_weights(logprobs, counts, n_tokens: int, config: ScoringConfig, priors=None, exponent: float | None = None):
+    """``key_weight`` over arrays (float64): the weights of many keys at once (e.g. SEAL's unigram scores over the
+    vocabulary's best tokens)."""
+    import numpy as np
+
+    lp = np.asarray(logprobs, dtype=np.float64)
+    count = np.asarray(counts, dtype=np.float64)
+    s = smoothing(n_tokens, config)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        snr = np.minimum(np.log((count + s) / (n_tokens + s)), -1e-10)
+        sr = np.minimum(lp, -1e-10)
+        w = (sr + np.log1p(-np.exp(snr))) - (snr + np.log1p(-np.exp(sr)))
+        lam = config.calibration if priors is not None else 0.0
+        if lam:
+            w = (1.0 - lam) * w + lam * (lp - np.asarray(priors, dtype=np.float64))
+        w = np.maximum(w, 0.0) ** (config.alpha if exponent is None else exponent)
+    return np.where(count > 0, w, 0.0)
+
+
 def _coverage(types: frozenset[int], covered: set[int], beta: float) -> float:
     return 1.0 - beta + beta * len(types - covered) / len(types)
 
@@ -87,48 +106,65 @@ def _order(item: tuple[tuple[int, ...], float]) -> tuple:
     return (-w, -len(ngram), ngram)
 
 
+class KeyMatcher:
+    """``score_tokens`` for many units under one query's keys: the keys are indexed once (by first token, in
+    the order matches are taken, with their token types), so scoring a unit costs a pass over its tokens."""
+
+    def __init__(self, weights: Mapping[tuple[int, ...], float]) -> None:
+        live = sorted(((n, w) for n, w in weights.items() if w > 0 and n), key=_order)
+        self.rank = {n: r for r, (n, _) in enumerate(live)}
+        self.weights = dict(live)
+        self.types = {n: frozenset(n) for n, _ in live}
+        self.by_first: dict[int, list[tuple[int, ...]]] = defaultdict(list)
+        for n, _ in live:
+            self.by_first[n[0]].append(n)
+
+    def score(self, tokens: Sequence[int], beta: float, unigrams: Mapping[int, float] | None = None
+              ) -> tuple[float, list[tuple[tuple[int, ...], float]]]:
+        """As ``score_tokens``."""
+        tokens = list(tokens)
+        occurrences: dict[tuple[int, ...], list[int]] = {}
+        by_first = self.by_first
+        for i, t in enumerate(tokens):
+            for ngram in by_first.get(t, ()):
+                if len(ngram) == 1 or tuple(tokens[i:i + len(ngram)]) == ngram:
+                    occurrences.setdefault(ngram, []).append(i)
+        free = [True] * len(tokens)
+        covered: set[int] = set()
+        matched: list[tuple[tuple[int, ...], float]] = []
+        total = 0.0
+        for ngram in sorted(occurrences, key=self.rank.__getitem__):
+            counted = False
+            for start in occurrences[ngram]:  # every free occurrence is taken; the n-gram counts once
+                end = start + len(ngram)
+                if not all(free[start:end]):
+                    continue
+                free[start:end] = [False] * (end - start)
+                if not counted:
+                    contribution = self.weights[ngram] * _coverage(self.types[ngram], covered, beta)
+                    covered.update(ngram)
+                    total += contribution
+                    matched.append((ngram, contribution))
+                    counted = True
+        if unigrams:
+            seen: set[int] = set()
+            for t, is_free in zip(tokens, free):
+                if is_free and t not in seen:
+                    seen.add(t)
+                    w = unigrams.get(t, 0.0)
+                    if w > 0:
+                        contribution = w * (1.0 - beta + beta * (t not in covered))
+                        total += contribution
+                        matched.append(((t,), contribution))
+        return total, matched
+
+
 def score_tokens(tokens: Sequence[int], weights: Mapping[tuple[int, ...], float], beta: float,
                  unigrams: Mapping[int, float] | None = None) -> tuple[float, list[tuple[tuple[int, ...], float]]]:
     """Score one unit's token sequence; returns the score and the matched keys with their contributions
-    (``unigrams``: token type -> unigram weight, added for the types no n-gram match covers)."""
-    tokens = list(tokens)
-    occurrences: dict[tuple[int, ...], list[int]] = {}
-    by_first: dict[int, list[tuple[int, ...]]] = defaultdict(list)
-    for ngram, w in weights.items():
-        if w > 0 and ngram:
-            by_first[ngram[0]].append(ngram)
-    for i, t in enumerate(tokens):
-        for ngram in by_first.get(t, ()):
-            if tuple(tokens[i:i + len(ngram)]) == ngram:
-                occurrences.setdefault(ngram, []).append(i)
-    free = [True] * len(tokens)
-    covered: set[int] = set()
-    matched: list[tuple[tuple[int, ...], float]] = []
-    total = 0.0
-    for ngram, w in sorted(((n, weights[n]) for n in occurrences), key=_order):
-        counted = False
-        for start in occurrences[ngram]:
-            end = start + len(ngram)
-            if not all(free[start:end]):
-                continue
-            free[start:end] = [False] * (end - start)
-            if not counted:
-                contribution = w * _coverage(frozenset(ngram), covered, beta)
-                covered.update(ngram)
-                total += contribution
-                matched.append((ngram, contribution))
-                counted = True
-    if unigrams:
-        seen: set[int] = set()
-        for t, is_free in zip(tokens, free):
-            if is_free and t not in seen:
-                seen.add(t)
-                w = unigrams.get(t, 0.0)
-                if w > 0:
-                    contribution = w * _coverage(frozenset((t,)), covered, beta)
-                    total += contribution
-                    matched.append(((t,), contribution))
-    return total, matched
+    (``unigrams``: token type -> unigram weight, added for the types no n-gram match covers).  Scoring many
+    units under the same keys: ``KeyMatcher(weights).score(tokens, beta, unigrams)``."""
+    return KeyMatcher(weights).score(tokens, beta, unigrams)
 
 
 def first_stage(doc_keys: Mapping[int, list[tuple[int, ...]]], weights: Mapping[tuple[int, ...], float],

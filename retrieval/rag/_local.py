@@ -32,7 +32,7 @@ class HFGenerator(Generator):
         from .._lm import load_lm
 
         self.config = config or GeneratorConfig()
-        self.lm = load_lm(self.config.model, self.config.device, self.config.dtype)
+        self.lm = load_lm(self.config.model, self.config.device, self.config.dtype, role="generator")
         self.tokenizer = self.lm.tokenizer
         self._lock = threading.Lock()  # one forward pass at a time: HF models are not re-entrant under padding
         # Fast tokenizers keep padding/truncation settings in shared state that every call resets: concurrent

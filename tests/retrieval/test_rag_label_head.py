@@ -19,8 +19,9 @@ LABELS = ("SUPPORTS", "REFUTES")
 
 @pytest.fixture(scope="module")
 def generator(tiny_chat_lm_dir):
+    # float32: the padding test below compares batched and single features to 1e-4 (bf16 moves them ~1e-2)
     return HFGenerator(GeneratorConfig(model=str(tiny_chat_lm_dir), device="cpu", max_new_tokens=8,
-                                       max_input_tokens=512, batch_size=3))
+                                       max_input_tokens=512, batch_size=3, dtype="float32"))
 
 
 def _prompt(claim: str) -> list[dict]:

@@ -36,7 +36,8 @@ async def test_concurrent_searches_share_batch_calls_and_get_their_own_hits(serv
         assert body["query"] == q
         ids, scores = _ids_scores(body["hits"])
         assert ids == [h.unit_id for h in expected[q]]
-        assert scores == pytest.approx([h.score for h in expected[q]], abs=1e-5)
+        # batched vs alone: equal up to the encoder's padding effects (~1e-3 in bfloat16, dtype auto here)
+        assert scores == pytest.approx([h.score for h in expected[q]], abs=2e-3)
     assert app.state.dispatcher.calls == len(rec.calls)
 
 

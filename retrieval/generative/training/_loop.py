@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from genret.indexing import progress_bar, resolve_device
+from genret.indexing import progress_bar, resolve_device, resolve_dtype
 
 from .._checkpoint import restore_optimizer, save_checkpoint
 from .._prompts import PromptSpec, prompt_text
@@ -50,6 +50,9 @@ def make_accelerator(config, find_unused: bool):
     kwargs = dict(cpu=device == "cpu", gradient_accumulation_steps=config.gradient_accumulation_steps,
                   kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused)])
     mixed = config.mixed_precision
+    if mixed == "auto":
+        mixed = {"bfloat16": "bf16", "float16": "fp16"}.get(
+            resolve_dtype("auto", device, role="training", training=True), "no")
     for attempt in (mixed, "no"):
         if single:
             AcceleratorState._reset_state(reset_partial_state=True)

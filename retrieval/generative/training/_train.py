@@ -68,8 +68,9 @@ class TrainConfig(BaseModel):
     schedule: Literal["linear", "cosine", "constant_with_warmup", "constant"] = "linear"
     warmup_ratio: float = Field(0.05, ge=0, le=1, description="warmup share of each stage's updates")
     warmup_steps: int | None = Field(None, ge=0, description="warmup updates (overrides warmup_ratio)")
-    mixed_precision: Literal["no", "bf16", "fp16"] = Field(
-        "no", description="autocast precision (weights and checkpoints stay float32)")
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
+        "auto", description="autocast precision (weights and checkpoints stay float32); auto: bf16 where the CPU or "
+        "GPU multiplies bf16 natively (genret.indexing.resolve_dtype), else no")
     freeze_embeddings: bool = Field(False, description="freeze the input (and tied output) embeddings")
     freeze_layers: int = Field(0, ge=0, description="freeze the lowest N layers of each layer stack")
     prompt_kind: Literal["discrete", "continuous", "hybrid"] = "discrete"
