@@ -50,6 +50,7 @@ from ._metrics import Metrics, MetricsMiddleware
 from ._openapi import install_openapi
 from ._service import SearchService
 from ._settings import ServerConfig, Settings
+from ._warmup import Warmup, planned_parts
 
 log = logging.getLogger(__name__)
 
@@ -67,14 +68,15 @@ def create_app(settings: Settings, service: SearchService | None = None) -> Fast
         raise
     metrics = Metrics()
     dispatcher = Dispatcher(service, cfg, metrics)
-    gate = Gate(cfg.max_queue, cfg.request_timeout_s, cfg.retry_after_s, ready=not cfg.preload)
-    if cfg.preload:
-        gate.not_ready_reason = f"loading retrievers {', '.join(cfg.preload)}"
+    gate = Gate(cfg.max_queue, cfg.request_timeout_s, cfg.retry_after_s)
+    warmup = Warmup(service, planned_parts(service, cfg), gate)  # not ready until it has run
 
-    app = FastAPI(title="genret", version="0.1.0", lifespan=_lifespan(service, dispatcher, gate, cfg, owns_service),
+    app = FastAPI(title="genret", version="0.1.0",
+                  lifespan=_lifespan(service, dispatcher, gate, warmup, cfg, owns_service),
                   description="Generative, dense and BM25 retrieval over KILT-style indexes.")
     app.state.settings, app.state.service, app.state.dispatcher = settings, service, dispatcher
-    app.state.gate, app.state.metrics = gate, metrics
+    app.state.gate, app.state.metrics, app.state.warmup = gate, metrics, warmup
+    app.state.warm_in_background = False  # make_server's Server: answer /healthz (and 503 /readyz) while warming
     app.add_middleware(BodyLimitMiddleware, max_bytes=cfg.max_body_bytes)
     if cfg.trusted_hosts:
         app.add_middleware(TrustedHostMiddleware, hosts=cfg.trusted_hosts)
@@ -95,22 +97,20 @@ def _add_routers(app: FastAPI, auth: list) -> None:
         app.include_router(resource.router, dependencies=auth)
 
 
-def _lifespan(service: SearchService, dispatcher: Dispatcher, gate: Gate, cfg: ServerConfig, owns_service: bool):
-    """Start: preload ``cfg.preload`` in the background (``/readyz`` says 503 until done).  Stop, gracefully:
-    refuse new work, let admitted work finish, then release the model pool (and the service, if the app's)."""
-    async def preload() -> None:
-        try:
-            loaded = await asyncio.to_thread(service.preload, cfg.preload)
-        except Exception as exc:
-            log.exception("preloading %s failed", cfg.preload)
-            gate.not_ready_reason = f"preloading failed: {exc}"
-            return
-        log.info("preloaded %s", ", ".join(f"{r} on {i}" for i, r in loaded))
-        gate.ready = True
+def _lifespan(service: SearchService, dispatcher: Dispatcher, gate: Gate, warmup: Warmup, cfg: ServerConfig,
+              owns_service: bool):
+    """Start: load and warm what is served (``_warmup``; ``/readyz`` says 503 until done) — in the background
+    under ``make_server``'s ``Server``, so that the probes answer meanwhile; else before startup completes (an
+    ASGI server then takes connections only once warm).  Stop, gracefully: refuse new work, let admitted work
+    finish, then release the model pool (and the service, if the app's)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        task = asyncio.create_task(preload()) if cfg.preload else None
+        task = None
+        if app.state.warm_in_background:
+            task = asyncio.create_task(warmup.run())
+        else:
+            await warmup.run()
         try:
             yield
         finally:
@@ -118,8 +118,9 @@ def _lifespan(service: SearchService, dispatcher: Dispatcher, gate: Gate, cfg: S
             if not await gate.drain(cfg.shutdown_timeout_s):
                 log.warning("shutdown: %d request(s) still running after %.0f s", gate.in_flight,
                             cfg.shutdown_timeout_s)
-            if task is not None:
-                task.cancel()
+            if task is not None:  # the part being warmed finishes: its thread cannot be interrupted
+                warmup.stop()
+                await asyncio.wait({task}, timeout=cfg.shutdown_timeout_s)
             await asyncio.to_thread(dispatcher.close)
             if owns_service:
                 service.close()

@@ -21,7 +21,7 @@ def _cmd_serve(a: argparse.Namespace) -> int:
              "rag_queue_budget": a.rag_queue_budget, "header_timeout_s": a.header_timeout,
              "body_timeout_s": a.body_timeout, "max_connections": a.max_connections,
              "reload_interval_s": a.reload_interval, "max_tokens": a.max_tokens,
-             "preload": a.preload.split(",") if a.preload else None}
+             "lazy": a.lazy, "preload": a.preload.split(",") if a.preload else None}
     extra = {}
     if a.demos is not None:
         extra["demos"] = a.demos
@@ -73,9 +73,12 @@ def register(sub) -> None:
     sv.add_argument("--micro-batch-max", type=int, default=None, help="queries per micro-batch (default 32)")
     sv.add_argument("--micro-batch-wait-ms", type=float, default=None,
                     help="extra wait for companions when the model is idle (default 0)")
+    sv.add_argument("--lazy", action=argparse.BooleanOptionalAction, default=None,
+                    help="load each model on first use (that request waits for it); default: every retriever, "
+                    "encoder and the generator is loaded and run once before /readyz says ready (GENRET_SERVER__LAZY)")
     sv.add_argument("--preload", default=None, metavar="NAMES",
-                    help="retrievers to load at start, e.g. dense,bm25, and 'generator' (RAG); /readyz is 503 "
-                    "until loaded")
+                    help="load and warm only these at start, e.g. dense,bm25, 'embeddings', 'generator' (RAG); the "
+                    "rest loads on first use")
     sv.add_argument("--generator", choices=("hf", "openai"), default=None,
                     help="RAG generator: hf (local model, default) or openai (an OpenAI-compatible endpoint)")
     sv.add_argument("--generator-model", default=None,

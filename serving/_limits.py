@@ -2,7 +2,7 @@
 limit, and API keys (``check_api_key``; the route dependency is ``_deps.require_api_key``).
 
 ``Gate.run`` admits a request's model work or refuses it at once — 503 (``Unavailable``) while the server is
-starting (retrievers preloading) or shutting down, 429 (``Overloaded``) when ``max_queue`` requests are
+starting (loading and warming up its models) or shutting down, 429 (``Overloaded``) when ``max_queue`` requests are
 already in flight — and waits for it at most ``request_timeout_s`` (then 504, ``RequestTimeout``).  When the
 request times out or its client goes away, the work is given up (its future cancelled: queued work is dropped,
 generation stops at its next token; ``_batcher``).  A slot is held until the model work has really ended, so the

@@ -28,9 +28,10 @@ async def healthz() -> Status:
 
 @router.get("/readyz", response_model=Status, responses=error_responses(503))
 async def readyz(gate: GateDep, service: ServiceDep, server: ServerDep) -> Status:
-    """Readiness: 200 once the indexes are open and the preloaded retrievers loaded; 503 before, while shutting
-    down, and while an index is not served at its on-disk version (a new version not swapped in yet, or one that
-    failed to open: the old one is still served)."""
+    """Readiness: 200 once the indexes are open and what the server serves loaded and run once (``_warmup``: all
+    of it, the ``preload`` names, or nothing when ``lazy``); 503 before (saying what it is warming, or which part
+    failed to load and why), while shutting down, and while an index is not served at its on-disk version (a new
+    version not swapped in yet, or one that failed to open: the old one is still served)."""
     gate.check_ready()
     stale = service.stale_indexes()
     if stale:

@@ -8,9 +8,14 @@ requests that still reach it on open connections, and ``/readyz``, answer 503 wi
 Every connection is watched by a ``ConnectionGuard`` (``_connections``): deadlines for each request's headers
 (``header_timeout_s``) and body (``body_timeout_s``), idle keep-alive connections closed after ``keep_alive_s``, and at
 most ``max_connections`` open (kept below the open-file limit), so slow or idle clients cannot exhaust the server.
+
+At start the app loads and warms what it serves in the background (``_warmup``): ``/healthz`` answers 200 and
+``/readyz`` 503 meanwhile; once warm, the server logs what it serves and its URLs (the page, ``/docs``, ``/v1``).
 """
 
 from __future__ import annotations
+
+import asyncio
 
 import uvicorn
 from fastapi import FastAPI
@@ -21,21 +26,49 @@ from ._settings import Settings
 
 
 class Server(uvicorn.Server):
-    """``uvicorn.Server`` whose shutdown first makes the app refuse new work."""
+    """``uvicorn.Server`` whose app warms up in the background (``_warmup``: the probes answer meanwhile), that
+    then logs what it serves and where, and whose shutdown first makes the app refuse new work."""
 
     def __init__(self, config: uvicorn.Config, app: FastAPI, guard: ConnectionGuard | None = None) -> None:
         super().__init__(config)
         self.genret_app = app
         self.guard = guard
+        app.state.warm_in_background = True
+        app.state.warmup.announced_by_server = True
+        self._announcer: asyncio.Task | None = None
+
+    async def startup(self, sockets=None) -> None:
+        await super().startup(sockets)
+        if self.started and not self.should_exit:
+            self._announcer = asyncio.create_task(self._announce())
+
+    async def _announce(self) -> None:
+        warmup = self.genret_app.state.warmup
+        await warmup.wait()
+        warmup.announce(self.base_url)
 
     async def shutdown(self, sockets=None) -> None:
         self.genret_app.state.gate.close()
+        if self._announcer is not None:
+            self._announcer.cancel()
         await super().shutdown(sockets)
 
     @property
     def port(self) -> int:
         """The bound port (useful with port 0), once started."""
         return self.servers[0].sockets[0].getsockname()[1]
+
+    @property
+    def base_url(self) -> str | None:
+        """``http://HOST:PORT`` of the bound socket, once started (None on a Unix socket)."""
+        try:
+            name = self.servers[0].sockets[0].getsockname()
+        except (IndexError, AttributeError):
+            return None
+        if not isinstance(name, tuple):
+            return None
+        host = name[0]
+        return f"http://[{host}]:{name[1]}" if ":" in host else f"http://{host}:{name[1]}"
 
 
 def make_server(settings: Settings, app: FastAPI | None = None, **uvicorn_options) -> Server:

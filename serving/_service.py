@@ -3,13 +3,13 @@
 Indexes are opened from the configured directories only, and addressed by name (the directory's base name): a
 name is a dictionary key, never a path, so no request can make the service open anything.  Each is served as one
 consistent snapshot (``_snapshots``): a new version written under it is swapped in whole, never mixed with the
-old one.  Retrievers are created on first use (or at start, ``server.preload``) and kept with their snapshot.
-RAG: one generator (``settings.generator``) shared by all requests, loaded on first use (or at start: ``preload``
-names ``generator``); demonstration sources over ``settings.demos`` per kind, loaded on first use.  A ``RagSpec``
-is everything a RAG request asks besides its query — requests with equal specs can share one
-``batch_answer`` call.  The OpenAI-compatible routes name an index and retriever by a model id (``INDEX`` or
-``INDEX/RETRIEVER``: :meth:`models`, :meth:`resolve_model`), and embed with an index's dense encoder
-(:meth:`embed`, through ``_embeddings``).
+old one.  Retrievers are loaded on first use and kept with their snapshot (a hybrid over the members it serves);
+RAG: one generator (``settings.generator``) shared by all requests, loaded on first use; the app loads and warms
+them all at start unless ``server.lazy`` (``_warmup``).  Demonstration sources over ``settings.demos`` per kind,
+loaded on first use.  A ``RagSpec`` is everything a RAG request asks besides its query — requests with equal
+specs can share one ``batch_answer`` call.  The OpenAI-compatible routes name an index and retriever by a model
+id (``INDEX`` or ``INDEX/RETRIEVER``: :meth:`models`, :meth:`resolve_model`), and embed with an index's dense
+encoder (:meth:`embed`, through ``_embeddings``).
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from genret.retrieval.rag import Generator, RagAnswer, RagPipeline, default_demo
 from ._embeddings import Embedder
 from ._errors import ModelNotFound, RequestError, Unavailable
 from ._settings import Settings
-from ._snapshots import Snapshots, StaleSnapshot
+from ._snapshots import Snapshot, Snapshots, StaleSnapshot
+from ._warmup import check_names, compose_hybrid, load, served_parts, warm_retriever
 
 if TYPE_CHECKING:
     import numpy as np
@@ -37,8 +38,6 @@ if TYPE_CHECKING:
 __all__ = ["RagOutcome", "RagSpec", "RequestError", "SearchService"]
 
 log = logging.getLogger(__name__)
-
-GENERATOR = "generator"  # the name ``server.preload`` uses for the RAG generator
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +85,8 @@ class SearchService:
             from ._ray_serving import RayBackend
 
             self._ray = RayBackend(settings.ray)
-        self.snapshots = Snapshots(list(settings.indexes), self._load,
-                                   interval=settings.server.reload_interval_s)
+        self.snapshots = Snapshots(list(settings.indexes), self._load, interval=settings.server.reload_interval_s,
+                                   warm=None if settings.server.lazy else warm_retriever)
         self._generator: Generator | None = None
         self._generator_lock = threading.Lock()
         self._demos_by_task: dict[tuple[str, str | None], int] = {}
@@ -101,10 +100,12 @@ class SearchService:
             if not self.demo_tasks:
                 raise GenretError(f"{settings.demos} holds no demonstration pool (genret index-demos)")
 
-    def _load(self, index: Index, name: str) -> Retriever:
+    def _load(self, snap: Snapshot, name: str) -> Retriever:
         if self._ray is not None:
-            return self._ray.load(index, name, self.settings.retrieval)
-        return load_retriever(index, name, self.settings.retrieval)
+            return self._ray.load(snap.index, name, self.settings.retrieval)
+        if name == "hybrid":  # over the members this snapshot serves: no second copy of each model
+            return compose_hybrid(snap.index, self.settings.retrieval, lambda m: self.snapshots.retriever(snap, m))
+        return load_retriever(snap.index, name, self.settings.retrieval)
 
     @property
     def indexes(self) -> dict[str, Index]:
@@ -260,14 +261,16 @@ class SearchService:
         return index, retriever, self.batch_search([query], k, index, retriever, task, granularity)[0]
 
     # ---- RAG (blocking: call it off the event loop) ---------------------------------------------------------
-    def generator(self) -> Generator:
-        """The one generator of this service, loaded on first use."""
+    def generator(self, *, log_failure: bool = True) -> Generator:
+        """The one generator of this service, loaded on first use (a failure to load it: ``Unavailable``)."""
         with self._generator_lock:
             if self._generator is None:
                 try:
                     self._generator = load_generator(self.settings.generator)
                 except Exception as exc:  # the server's configuration, not the request: 503
-                    log.exception("loading the generator %r failed", self.settings.generator.model)
+                    if log_failure:
+                        log.error("loading the generator %r failed: %s: %s", self.settings.generator.model,
+                                  type(exc).__name__, exc, exc_info=log.isEnabledFor(logging.DEBUG))
                     raise Unavailable(f"the generator could not be loaded: {type(exc).__name__}: {exc}",
                                       self.settings.server.retry_after_s) from exc
             return self._generator
@@ -384,25 +387,15 @@ class SearchService:
         return self.embedder.embed(self.indexes[index], texts)
 
     def preload(self, names: Sequence[str]) -> list[tuple[str, str]]:
-        """Load the named retrievers on every index that offers them (and the generator when named);
-        ``(index, retriever)`` loaded."""
-        loaded = []
-        if GENERATOR in names:
-            self.generator()
-            loaded.append(("*", GENERATOR))
-        for index in self.indexes:
-            offered = available_retrievers(self.indexes[index], self.settings.retrieval)
-            for name in names:
-                if name in offered:
-                    self.retriever(index, name)
-                    loaded.append((index, name))
-        return loaded
+        """Load the named parts (``_warmup``: retrievers on every index offering them, ``embeddings``, and
+        ``generator``); ``(index, name)`` loaded, ``"*"`` for the generator's index."""
+        parts = served_parts(self, names)
+        for part in parts:
+            load(self, part)
+        return [(part.index or "*", part.name) for part in parts]
 
     def check_preload(self, names: Sequence[str]) -> None:
-        offered = {n for ix in self.indexes.values() for n in available_retrievers(ix, self.settings.retrieval)}
-        missing = [n for n in names if n not in offered and n != GENERATOR]
-        if missing:
-            raise GenretError(f"cannot preload {missing}: no served index offers them (offered: {sorted(offered)})")
+        check_names(self, names)
 
     def close(self) -> None:
         for obj in (self._generator, *self._demo_sources.values()):

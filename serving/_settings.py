@@ -46,9 +46,13 @@ class ServerConfig(BaseModel):
     workers: int = Field(4, ge=1, description="threads running model work (search, encoding, decoding)")
     max_queue: int = Field(64, ge=1, description="requests in flight (queued or running); more get 429")
     retry_after_s: int = Field(1, ge=0, description="Retry-After sent with 429 and 503")
+    lazy: bool = Field(False, description="load each retriever, encoder and the generator on first use (the first "
+                       "request waits for it; /readyz is 200 at once); default: all of them are loaded and run once "
+                       "at start, and /readyz answers 503 until then")
     preload: StrList = Field(default_factory=list,
-                             description="retrievers loaded at start (on every index offering them), and "
-                                         "'generator' for the RAG generator; /readyz answers 503 until they are")
+                             description="what to load and warm at start, instead of everything served: retriever "
+                                         "names (on every index offering them), 'embeddings' and 'generator' (RAG); "
+                                         "the rest loads on first use")
     reload_interval_s: float = Field(2.0, ge=0, description="check the served indexes for a new version this "
                                      "often and swap it in (0: never; a changed index is then reopened only "
                                      "when a retriever is first loaded over it)")
@@ -93,8 +97,9 @@ class Settings(BaseSettings):
     server: ServerConfig = Field(default_factory=ServerConfig)
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     generator: GeneratorConfig = Field(default_factory=GeneratorConfig,
-                                       description="the RAG generator (/v1/rag, /v1/chat/completions), loaded on "
-                                                   "first use or at start with server.preload=generator")
+                                       description="the RAG generator (/v1/rag, /v1/chat/completions), loaded "
+                                                   "and warmed at start (on first use when server.lazy or "
+                                                   "server.preload leaves it out)")
     rag: RagConfig = Field(default_factory=RagConfig, description="RAG defaults (passages, demonstrations)")
     demos: Path | None = Field(None, description="demonstrations directory (genret index-demos); none: no "
                                                  "demonstrations")

@@ -5,9 +5,9 @@ generation of the directory (the sha256 of its ``manifest.json``: every write of
   disk meanwhile, its files may belong to the new version, so it is discarded and the whole snapshot is reopened
   (never an old unit store behind new FAISS or Lucene files).
 - A changed index is picked up by ``refresh`` (the watcher calls it every ``reload_interval_s``): the new
-  version is opened, the retrievers the old snapshot had loaded are loaded over it, and only then does it replace
-  the old one, atomically.  Requests in flight keep the snapshot they started with (``use``); a replaced
-  snapshot is closed when its last request ends.
+  version is opened, the retrievers the old snapshot had loaded are loaded over it (and run once, ``warm``, unless
+  the server is lazy), and only then does it replace the old one, atomically.  Requests in flight keep the
+  snapshot they started with (``use``); a replaced snapshot is closed when its last request ends.
 - ``stale`` says which indexes are not served at their on-disk generation (a reload pending or failed):
   ``/readyz`` answers 503 for them.
 """
@@ -26,7 +26,7 @@ from genret.retrieval import Retriever
 
 log = logging.getLogger("genret.serving")
 
-Loader = Callable[[Index, str], Retriever]
+Loader = Callable[["Snapshot", str], Retriever]  # may load others of the snapshot first (a hybrid's members)
 
 
 def generation(path: Path) -> str:
@@ -49,7 +49,7 @@ class Snapshot:
             self.index.close()
             raise _Changed(path)
         self.retrievers: dict[str, Retriever] = {}
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # reentrant: loading a retriever may load others (a hybrid's members)
         self.users = 0
         self.retired = False
 
@@ -68,8 +68,9 @@ class _Changed(GenretError):
 class Snapshots:
     """The served indexes, by name, each as its current ``Snapshot``."""
 
-    def __init__(self, paths: list[Path], loader: Loader, *, interval: float = 0.0) -> None:
-        self._loader = loader
+    def __init__(self, paths: list[Path], loader: Loader, *, interval: float = 0.0,
+                 warm: Callable[[Retriever], None] | None = None) -> None:
+        self._loader, self._warm = loader, warm
         self._lock = threading.Lock()
         self.current: dict[str, Snapshot] = {}
         self.errors: dict[str, str] = {}
@@ -118,7 +119,7 @@ class Snapshots:
                 return snap.retrievers[name]
             if generation(snap.path) != snap.generation:
                 raise StaleSnapshot(snap.path)
-            r = self._loader(snap.index, name)
+            r = self._loader(snap, name)
             if generation(snap.path) != snap.generation:  # changed while loading: not this snapshot's files
                 r.close()
                 raise StaleSnapshot(snap.path)
@@ -135,7 +136,9 @@ class Snapshots:
         try:
             new = self._open(old.path)
             for r in list(old.retrievers):
-                self.retriever(new, r)
+                loaded = self.retriever(new, r)
+                if self._warm is not None:  # run once before it serves: no cold first request after a swap
+                    self._warm(loaded)
         except Exception as exc:  # keep serving the old snapshot; /readyz tells
             self.errors[name] = f"{type(exc).__name__}: {exc}"
             log.error("index %s changed on disk but could not be reopened: %s", name, self.errors[name])

@@ -15,7 +15,9 @@ from genret.serving._service import SearchService
 
 
 def tiny_settings(tiny_index, tiny_lm_dir, generator_dir=None, **server) -> Settings:
-    """Settings over the tiny index; the RAG generator is the tiny chat LM (few new tokens) when given."""
+    """Settings over the tiny index; the RAG generator is the tiny chat LM (few new tokens) when given.  Lazy unless
+    ``lazy=False``: an app over them is ready at once, without warming up (``test_warmup`` tests that)."""
+    server.setdefault("lazy", True)
     generator = {"model": str(generator_dir), "device": "cpu", "max_new_tokens": 4, "max_input_tokens": 512} \
         if generator_dir is not None else {}
     return Settings(indexes=[tiny_index], server=server, generator=generator,
@@ -56,9 +58,11 @@ def wrapped(service: SearchService, name: str = "dense", **options):
 
 @contextmanager
 def app_over(service: SearchService, **server):
-    """An app over the shared ``service`` with these server settings (its model pool closed afterwards)."""
+    """An app over the shared ``service`` with these server settings (its model pool closed afterwards); lazy
+    unless ``lazy=False`` (the service's retrievers load on first use, shared by every app over it)."""
     from genret.serving import ServerConfig, create_app
 
+    server.setdefault("lazy", True)
     app = create_app(service.settings.model_copy(update={"server": ServerConfig(**server)}), service)
     try:
         yield app

@@ -207,7 +207,7 @@ def test_a_hybrid_with_a_generative_member_takes_a_granularity(client):
 
 
 def test_app_opens_its_own_service(tiny_index):
-    app = create_app(Settings(indexes=[tiny_index], retrieval={"dense": {"device": "cpu"}}))
+    app = create_app(Settings(indexes=[tiny_index], retrieval={"dense": {"device": "cpu"}}, server={"lazy": True}))
     with TestClient(app) as c:
         assert c.get("/v1/indexes").json()[0]["name"] == tiny_index.name
     assert app.state.gate.closing
@@ -218,7 +218,8 @@ def test_several_indexes_by_name(tiny_index, tmp_path):
 
     other = tmp_path / "second"
     shutil.copytree(tiny_index, other)
-    app = create_app(Settings(indexes=[tiny_index, other], retrieval={"dense": {"device": "cpu"}}))
+    app = create_app(Settings(indexes=[tiny_index, other], retrieval={"dense": {"device": "cpu"}},
+                              server={"lazy": True}))
     with TestClient(app) as c:
         assert [d["name"] for d in c.get("/v1/indexes").json()] == [tiny_index.name, "second"]
         a = c.post("/v1/search", json={"query": "Guido", "k": 2, "retriever": "bm25"}).json()

@@ -29,8 +29,8 @@ def ix(tmp_path):
     return tmp_path / "ix"
 
 
-def _service(ix, interval=0.0) -> SearchService:
-    return SearchService(Settings(indexes=[ix], server={"reload_interval_s": interval}))
+def _service(ix, interval=0.0, **server) -> SearchService:
+    return SearchService(Settings(indexes=[ix], server={"reload_interval_s": interval, **server}))
 
 
 def test_a_retriever_first_loaded_after_a_rebuild_comes_from_the_new_version(ix, tmp_path):
@@ -60,6 +60,30 @@ def test_the_watcher_swaps_in_an_extended_index(ix, tmp_path):
         hits = service.search("music genre that originated in New Orleans", 3, retriever="bm25")[2]
         assert hits[0].provenance.wikipedia_id == "p-jazz" and "music genre" in hits[0].text
         assert service.loaded == 1  # bm25 was loaded over the new version before the swap
+    finally:
+        service.close()
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_a_new_versions_retrievers_run_once_before_they_serve_unless_lazy(ix, tmp_path, monkeypatch, lazy):
+    """No cold first request after a swap either (``serving/_warmup.py``)."""
+    from genret.retrieval import BM25Retriever
+    from genret.serving._warmup import WARM_TEXT
+
+    calls, search = [], BM25Retriever.batch_search
+
+    def recorded(self, queries, *args, **kwargs):
+        calls.append((self, list(queries)))
+        return search(self, queries, *args, **kwargs)
+
+    monkeypatch.setattr(BM25Retriever, "batch_search", recorded)
+    service = _service(ix, lazy=lazy)
+    try:
+        old = service.retriever("ix", "bm25")
+        add_to_index(ix, _corpus(tmp_path / "b.jsonl", PAGES[3:]), progress=False)
+        assert service.snapshots.refresh("ix")
+        new = service.retriever("ix", "bm25")
+        assert new is not old and calls == ([] if lazy else [(new, [WARM_TEXT])])
     finally:
         service.close()
 
