@@ -29,7 +29,9 @@ def _cmd_serve(a: argparse.Namespace) -> int:
         extra["ray"] = {k: v for k, v in (("address", a.ray or None), ("replicas", a.replicas),
                                           ("shards", a.shards), ("num_cpus", a.ray_cpus)) if v is not None}
     generator = {k: v for k, v in (("model", a.generator_model), ("kind", a.generator),
-                                   ("base_url", a.base_url)) if v is not None}
+                                   ("base_url", a.base_url), ("dtype", a.dtype)) if v is not None}
+    if a.dtype is not None:  # every model the server runs: the dense and generative retrievers and the generator
+        extra["retrieval"] = {"dense": {"dtype": a.dtype}, "generative": {"dtype": a.dtype}}
     if generator:
         extra["generator"] = generator
     # flags given win over the environment (GENRET_SERVER__…, GENRET_GENERATOR__…; merged field by field),
@@ -84,6 +86,10 @@ def register(sub) -> None:
     sv.add_argument("--generator-model", default=None,
                     help="RAG generator model (default the packaged SmolLM2-135M-Instruct; GENRET_GENERATOR__MODEL)")
     sv.add_argument("--base-url", default=None, help="openai generator: endpoint base URL, e.g. http://host:port/v1")
+    sv.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16", "int8"), default=None,
+                    help="what every served model computes in (default auto: bfloat16 where the CPU has AMX / "
+                    "AVX512-BF16 or the GPU has bf16, else int8 on a CPU; GENRET_RETRIEVAL__DENSE__DTYPE, "
+                    "GENRET_RETRIEVAL__GENERATIVE__DTYPE, GENRET_GENERATOR__DTYPE)")
     sv.add_argument("--demos", default=None, metavar="DIR",
                     help="demonstrations directory for RAG (genret index-demos; GENRET_DEMOS)")
     sv.add_argument("--log-level", choices=("critical", "error", "warning", "info", "debug"), default=None)

@@ -78,3 +78,19 @@ def test_serve_flags_become_settings(monkeypatch, tiny_index):
     s = got["settings"].server
     assert (s.rag_queue_budget, s.header_timeout_s, s.body_timeout_s, s.max_connections, s.reload_interval_s,
             s.max_tokens) == (0.5, 3.0, 4.0, 99, 0.0, 512)
+
+
+def test_serve_dtype_reaches_every_model_and_merges_with_the_environment(monkeypatch, tiny_index):
+    import genret.serving._server as server_module
+    from genret.serving import main
+
+    got = {}
+    monkeypatch.setattr(server_module, "serve", lambda settings: got.setdefault("settings", settings))
+    monkeypatch.setenv("GENRET_RETRIEVAL__GENERATIVE__BEAM", "3")
+    assert main(["serve", str(tiny_index), "--dtype", "float32"]) == 0
+    s = got["settings"]
+    assert (s.retrieval.dense.dtype, s.retrieval.generative.dtype, s.generator.dtype) == ("float32",) * 3
+    assert s.retrieval.generative.beam == 3  # the environment still fills the rest of the section
+    got.clear()
+    assert main(["serve", str(tiny_index)]) == 0
+    assert got["settings"].generator.dtype == got["settings"].retrieval.dense.dtype == "auto"
