@@ -32,6 +32,7 @@ from ._device import native_bf16, quantize_int8, resolve_device, resolve_dtype, 
 from ._ray_cluster import ray_session
 from ._encoder import DEFAULT_DENSE_MODEL, Encoder, SentenceTransformerEncoder, resolve_model_path
 from ._models import DEFAULT_LM, load_tokenizer, loading_model, resolve_checkpoint
+from ._query_encoder import query_encoder
 
 # shared conventions: files, progress, errors
 from ._errors import ConfigError, GenretError, IndexFormatError, InputError, NotFoundError
@@ -50,7 +51,8 @@ __all__ = [
     "load_fm",
     "load_fm_tokenizer", "load_tokenizer", "loading_model", "merge_next_tokens", "open_lucene", "open_text",
     "place_index",
-    "progress_bar", "ray_session", "read_corpus", "read_manifest", "read_versioned_json", "rebuild_dense",
+    "progress_bar", "query_encoder", "ray_session", "read_corpus", "read_manifest", "read_versioned_json",
+    "rebuild_dense",
     "resolve_checkpoint",
     "resolve_device", "resolve_dtype", "torch_dtype", "quantize_int8", "native_bf16",
     "resolve_model_path", "sentence_spans", "sha256_file", "staged_dir", "verify_index", "write_json_atomic",

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from genret.indexing import DenseParams, Encoder, Index, SentenceTransformerEncoder
+from genret.indexing import DenseParams, Encoder, Index, query_encoder
 
 from ._contract import Hit, Provenance, Retriever
 
@@ -46,7 +46,8 @@ class DenseRetriever(Retriever):
         comp = index.component("dense")
         self.index = index
         self._config = config
-        self._encoder = encoder or SentenceTransformerEncoder(comp.model, config.device, config.dtype)
+        # queries: without sentence-transformers where the model allows (its import was most of the start-up)
+        self._encoder = encoder or query_encoder(comp.model, config.device, config.dtype)
         dim = comp.typed_params(DenseParams).dim
         if self._encoder.dim != dim:
             raise ValueError(f"encoder dim {self._encoder.dim} != index dim {dim}")
