@@ -34,11 +34,13 @@ class LoadedLM:
     dtype: str = "float32"
 
 
-def load_lm(spec: str, device: str = "auto", dtype: str = "auto", *, role: str = "language model") -> LoadedLM:
+def load_lm(spec: str, device: str = "auto", dtype: str = "auto", *, role: str = "language model",
+            tokenizer=None) -> LoadedLM:
     """Load a causal or seq2seq LM; the kind comes from the model's config (``is_encoder_decoder``).
 
     ``dtype`` as ``genret.indexing.resolve_dtype`` reads it (``auto``: bfloat16 where native, int8 on a CPU
-    without it); an int8 model has its linear layers dynamically quantized after loading.
+    without it); an int8 model has its linear layers dynamically quantized after loading.  ``tokenizer``: one
+    already loaded for this model (spares loading it again; a pad token is set as ``load_tokenizer`` does).
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
     from transformers.utils import logging as hf_logging
@@ -55,4 +57,8 @@ def load_lm(spec: str, device: str = "auto", dtype: str = "auto", *, role: str =
         if dtype == "int8":
             quantize_int8(model)
     log.info("%s %s (%s) on %s (%s)", role, spec, "seq2seq" if seq2seq else "causal", device, dtype)
-    return LoadedLM(model, load_tokenizer(spec), seq2seq, device, spec, dtype)
+    if tokenizer is None:
+        tokenizer = load_tokenizer(spec)
+    elif tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LoadedLM(model, tokenizer, seq2seq, device, spec, dtype)

@@ -92,8 +92,11 @@ class GenerativeRetriever(Retriever):
         self.fm = fm if fm is not None else load_fm(index.path, comp)
         self.encoder = UnitEncoder.from_component(index.path, comp)
         spec = config.model or config.checkpoint or comp.typed_params(FMParams).tokenizer
-        self.lm = lm or load_lm(spec, config.device, config.dtype, role="generative LM")
-        _check_vocab(self.lm.tokenizer, self.encoder.tokenizer, spec)
+        own = lm is None and config.model is None and config.checkpoint is None  # the index's own tokenizer's LM
+        self.lm = lm or load_lm(spec, config.device, config.dtype, role="generative LM",
+                                tokenizer=self.encoder.tokenizer if own else None)
+        if not own:
+            _check_vocab(self.lm.tokenizer, self.encoder.tokenizer, spec)
         self.prompt_vectors = load_prompt_vectors(config.checkpoint) if config.checkpoint else {}
         self.prompts = {**DEFAULT_PROMPTS, **config.prompts}
         if config.checkpoint:
