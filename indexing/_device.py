@@ -2,8 +2,10 @@
 
 ``resolve_device`` picks the device; ``resolve_dtype`` the dtype a model runs in there: ``auto`` is bfloat16
 where the hardware multiplies bf16 natively (a CPU with AMX or AVX512-BF16, a GPU torch says can), and on a CPU
-without it dynamic int8 for inference (``quantize_int8``) or float32 for training.  The choice is logged once
-per (role, device, dtype).  Index vectors stay float32 whatever encoded them.
+without it the caller's ``fallback``: dynamic int8 (``quantize_int8``) for the dense encoder, float32 for language
+models and training (int8 lost 16 points of squad passage R-Precision in the generative retriever; the encoder's
+vectors stay within cosine ~0.97: ``bench/cpu_speed.py``).  The choice is logged once per (role, device, dtype).
+Index vectors stay float32 whatever encoded them.
 """
 
 from __future__ import annotations
@@ -82,13 +84,15 @@ def native_bf16() -> bool:
         return False
 
 
-def resolve_dtype(spec: str = "auto", device: str = "cpu", *, role: str = "model", training: bool = False) -> str:
+def resolve_dtype(spec: str = "auto", device: str = "cpu", *, role: str = "model", training: bool = False,
+                  fallback: str = "int8") -> str:
     """The dtype name (``float32``, ``bfloat16``, ``float16`` or ``int8``) a model runs in on ``device``.
 
-    ``auto``: on a CPU, ``bfloat16`` where it is native (``native_bf16``), else ``int8`` (dynamic quantization of
-    the linear layers) for inference and ``float32`` for training; on CUDA, ``bfloat16`` where torch says the GPU
-    supports it, else ``float16`` (``float32`` for training); elsewhere ``float32``.  Explicit names are checked:
-    ``int8`` runs on the CPU only and cannot train.  ``role`` names the model in the one log line per choice.
+    ``auto``: on a CPU, ``bfloat16`` where it is native (``native_bf16``), else ``fallback`` (``int8``, dynamic
+    quantization of the linear layers, or ``float32``; always ``float32`` for training); on CUDA, ``bfloat16``
+    where torch says the GPU supports it, else ``float16`` (``float32`` for training); elsewhere ``float32``.
+    Explicit names are checked: ``int8`` runs on the CPU only and cannot train.  ``role`` names the model in the one
+    log line per choice.
     """
     spec = (spec or "auto").strip().lower()
     if spec not in DTYPES:
@@ -99,7 +103,7 @@ def resolve_dtype(spec: str = "auto", device: str = "cpu", *, role: str = "model
                           "use bfloat16 or float32" + (" to train" if training else f" on {device}"))
     if spec == "auto":
         if dev == "cpu":
-            spec = "bfloat16" if native_bf16() else ("float32" if training else "int8")
+            spec = "bfloat16" if native_bf16() else ("float32" if training else fallback)
         elif dev == "cuda":
             import torch
 

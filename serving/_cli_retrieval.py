@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 
 DTYPE_HELP = ("what models compute in: auto (default: bfloat16 where the CPU has AMX / AVX512-BF16 or the GPU has "
-              "bf16, else int8 on a CPU), float32, bfloat16, float16, int8")
+              "bf16; else int8 for the dense encoder and float32 for language models), float32, bfloat16, float16, "
+              "int8")
 
 
 def add_dtype_flag(p: argparse.ArgumentParser) -> None:

@@ -88,7 +88,8 @@ def register(sub) -> None:
     sv.add_argument("--base-url", default=None, help="openai generator: endpoint base URL, e.g. http://host:port/v1")
     sv.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16", "int8"), default=None,
                     help="what every served model computes in (default auto: bfloat16 where the CPU has AMX / "
-                    "AVX512-BF16 or the GPU has bf16, else int8 on a CPU; GENRET_RETRIEVAL__DENSE__DTYPE, "
+                    "AVX512-BF16 or the GPU has bf16, else int8 for the dense encoder and float32 for language models; "
+                    "GENRET_RETRIEVAL__DENSE__DTYPE, "
                     "GENRET_RETRIEVAL__GENERATIVE__DTYPE, GENRET_GENERATOR__DTYPE)")
     sv.add_argument("--demos", default=None, metavar="DIR",
                     help="demonstrations directory for RAG (genret index-demos; GENRET_DEMOS)")

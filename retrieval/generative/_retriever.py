@@ -36,8 +36,8 @@ class GenerativeConfig(BaseModel):
     model: str | None = Field(None, description="LM name/path; default: the checkpoint, else the index tokenizer's")
     checkpoint: str | None = Field(None, description="a directory written by `genret train retriever`")
     device: str = "auto"
-    dtype: str = Field("auto", description="what the LM computes in: auto (bfloat16 where native, else int8 on a "
-                       "CPU), float32, bfloat16, float16, int8")
+    dtype: str = Field("auto", description="what the LM computes in: auto (bfloat16 where native, else "
+                       "float32), float32, bfloat16, float16, int8")
     beam: int = Field(15, ge=1, description="beam size (SEAL: 15)")
     max_len: int = Field(10, ge=1, description="longest body n-gram, in tokens (SEAL: 10)")
     title_max_len: int = Field(32, ge=1, description="longest title, in tokens (titles count once complete)")

@@ -35,7 +35,7 @@ class GeneratorConfig(BaseModel):
     model: str = Field(DEFAULT_LM, description="HF name / local path (hf) or the endpoint's model name (openai)")
     device: str = Field("auto", description="hf: auto, cpu, cuda, cuda:N")
     dtype: Literal["auto", "float32", "bfloat16", "float16", "int8"] = Field(
-        "auto", description="hf: auto (bfloat16 where native, else int8 on a CPU), float32, bfloat16, float16, int8")
+        "auto", description="hf: auto (bfloat16 where native, else float32), float32, bfloat16, float16, int8")
     max_new_tokens: int = Field(32, ge=1, le=4096)
     max_input_tokens: int = Field(1536, ge=64, description="prompt budget in tokens (RAG truncates to fit)")
     batch_size: int = Field(8, ge=1)

@@ -45,11 +45,31 @@ def test_auto_is_bf16_where_the_cpu_has_it(cpu):
     assert resolve_dtype("auto", "cpu") == "bfloat16"
 
 
-def test_auto_is_int8_for_inference_and_float32_for_training_without_it(cpu):
+def test_auto_without_it_is_the_callers_fallback_and_float32_for_training(cpu):
     cpu("avx512f", "avx512_vnni")
     assert not native_bf16()
-    assert resolve_dtype("auto", "cpu") == "int8"
+    assert resolve_dtype("auto", "cpu") == "int8"  # the dense encoder's fallback
+    assert resolve_dtype("auto", "cpu", fallback="float32") == "float32"  # language models'
     assert resolve_dtype("auto", "cpu", training=True) == "float32"
+
+
+def test_language_models_load_in_float32_without_native_bf16(cpu, tiny_lm_dir):
+    import torch
+
+    from genret.retrieval import GeneratorConfig
+    from genret.retrieval.rag import HFGenerator
+
+    def loaded(dtype: str = "auto"):
+        lm = HFGenerator(GeneratorConfig(model=str(tiny_lm_dir), device="cpu", dtype=dtype)).lm
+        return lm.dtype, lm.model.get_output_embeddings()
+
+    cpu("avx512f")
+    assert loaded()[0] == "float32"
+    cpu("amx_bf16")
+    got, head = loaded()
+    assert got == "bfloat16" and head.weight.dtype == torch.bfloat16
+    got, head = loaded("int8")  # a choice, not a default: the linear layers are quantized
+    assert got == "int8" and not isinstance(head, torch.nn.Linear)
 
 
 def test_a_onednn_cap_below_bf16_counts_as_no_bf16(cpu, monkeypatch):
