@@ -78,6 +78,20 @@ class EvidenceGatherer:
         st.start(prompts)
         return st
 
+    def _started_pair(self, a: list[list[int]], b: list[list[int]], prefix) -> tuple[Stepper, Stepper]:
+        """Steppers started on prompts ``a`` and on prompts ``b``, row for row.  The body and title prompts of a
+        query differ only in their last words: where each row's two prompts share a beginning and the rest is
+        of one length per side (a causal model), the beginning is read once and each side continues from it."""
+        cut = [next((j for j, (x, y) in enumerate(zip(p, q)) if x != y), min(len(p), len(q))) for p, q in zip(a, b)]
+        ends_a, ends_b = {len(p) - c for p, c in zip(a, cut)}, {len(q) - c for q, c in zip(b, cut)}
+        if self.lm.seq2seq or len(ends_a) != 1 or len(ends_b) != 1 or 0 in ends_a | ends_b or 0 in cut:
+            return self._started(a, prefix), self._started(b, prefix)
+        shared = self._started([p[:c] for p, c in zip(a, cut)], prefix)
+        other = shared.fork(range(len(b)))
+        shared.extend([p[c:] for p, c in zip(a, cut)])
+        other.extend([q[c:] for q, c in zip(b, cut)])
+        return shared, other
+
     def _null_prompt(self, task: str, spec: PromptSpec, target: str, prefix,
                      suffix: tuple[int, ...]) -> tuple[Stepper, dict[tuple[int, ...], float]]:
         """The prompt with an empty query (started once) and its cache of key priors."""
@@ -119,10 +133,18 @@ class EvidenceGatherer:
         qkeys = [self.query_key_tokens(q, cfg.query_key_words) if cfg.query_keys else ([], []) for q in queries]
         evidence = [Evidence([]) for _ in range(n)]
         markers = (enc.title_start, enc.title_end)
-        body_needed = cfg.decode_body or cfg.query_keys or cfg.unigrams
-        if granularity != "entity" and body_needed:
-            prompts = self._tok([prompt_text(spec, q, "body") for q in queries])
-            st = self._started(prompts, prefix)
+        body_on = granularity != "entity" and (cfg.decode_body or cfg.query_keys or cfg.unigrams)
+        decode_titles = cfg.decode_titles or granularity == "entity"  # entity: titles are the only identifiers
+        title_on = decode_titles or any(qk[1] for qk in qkeys)  # no prompt pass when there is no title key to score
+        body_prompts = self._tok([prompt_text(spec, q, "body") for q in queries]) if body_on else []
+        title_prompts = self._tok([prompt_text(spec, q, "title") for q in queries]) if title_on else []
+        if body_on and title_on:
+            body_st, title_st = self._started_pair(body_prompts, [p + [markers[0]] for p in title_prompts], prefix)
+        else:
+            body_st = self._started(body_prompts, prefix) if body_on else None
+            title_st = self._started([p + [markers[0]] for p in title_prompts], prefix) if title_on else None
+        if body_on:
+            prompts, st = body_prompts, body_st
             decoded: list[list[Key]] = [[] for _ in range(n)]
             if cfg.decode_body:
                 decoded = constrained_beam_search(self.lm, self.fm, prompts, beam=cfg.beam, max_len=cfg.max_len,
@@ -136,10 +158,8 @@ class EvidenceGatherer:
                 first = st.first.float().cpu().numpy()
                 for i in range(n):
                     evidence[i].unigram = first[i]
-        decode_titles = cfg.decode_titles or granularity == "entity"  # entity: titles are the only identifiers
-        if decode_titles or any(qk[1] for qk in qkeys):  # no prompt pass when there is no title key to score
-            prompts = self._tok([prompt_text(spec, q, "title") for q in queries])
-            st = self._started([p + [markers[0]] for p in prompts], prefix)
+        if title_on:
+            prompts, st = title_prompts, title_st
             decoded = [[] for _ in range(n)]
             if decode_titles:
                 decoded = constrained_beam_search(

@@ -35,6 +35,14 @@ def _cache_keyword(forward_owner: type) -> str:
     return "cache" if "cache" in inspect.signature(forward_owner.forward).parameters else "past_key_values"
 
 
+@functools.cache
+def _last_logits_kwargs(forward_owner: type) -> tuple[tuple[str, int], ...]:
+    """``logits_to_keep=1`` where ``forward_owner.forward`` takes it (the output layer at the last position only:
+    a prompt pass needs no other logits, and the output layer is ~20 % of a small LM's work a token)."""
+    return (("logits_to_keep", 1),) if "logits_to_keep" in inspect.signature(forward_owner.forward).parameters \
+        else ()
+
+
 def new_cache(model, seq2seq: bool):
     """An empty KV cache of the kind ``model`` makes itself when asked to cache: ``DynamicCache`` (causal) or
     ``EncoderDecoderCache`` over two of them (seq2seq: self-attention, cross-attention)."""
@@ -110,7 +118,8 @@ class Stepper:
                 out = self.model(encoder_outputs=self.enc, attention_mask=mask, decoder_input_ids=dec, **kv)
             else:
                 pos = (mask.cumsum(-1) - 1).clamp(min=0)
-                out = self.model(inputs_embeds=emb, attention_mask=mask, position_ids=pos, **kv)
+                out = self.model(inputs_embeds=emb, attention_mask=mask, position_ids=pos, **kv,
+                                 **dict(_last_logits_kwargs(type(self.model))))
                 self.mask = mask
             self.first = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
             return self.first
@@ -146,6 +155,22 @@ class Stepper:
                 pos = self.mask.sum(-1, keepdim=True) - 1
                 out = self.model(input_ids=tok, attention_mask=self.mask, position_ids=pos, **kv)
             return torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
+
+    def extend(self, tokens: Sequence[Sequence[int]]):
+        """Row i reads ``tokens[i]`` (all of one length) after what it read so far, in one pass; returns the new
+        next-token log-probs (also kept as ``first``).  Causal models only: a prompt read in two parts, so that
+        prompts sharing a beginning read it once (``start`` on the shared part, ``fork``, ``extend``)."""
+        torch = self.torch
+        if self.lm.seq2seq:
+            raise ValueError("extend: causal models only (a seq2seq prompt is the encoder's input)")
+        ids = torch.tensor([list(t) for t in tokens], dtype=torch.long, device=self.device)
+        with torch.inference_mode():
+            pos = self.mask.sum(-1, keepdim=True) + torch.arange(ids.shape[1], device=self.device).unsqueeze(0)
+            self.mask = torch.cat([self.mask, torch.ones_like(ids)], dim=-1)
+            out = self.model(input_ids=ids, attention_mask=self.mask, position_ids=pos,
+                             **cache_kwargs(self.model, self.cache), **dict(_last_logits_kwargs(type(self.model))))
+            self.first = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
+            return self.first
 
     def teacher_force(self, rows: Sequence[int], sequences: Sequence[Sequence[int]], chunk: int = 64) -> np.ndarray:
         """log P(sequences[i] | prompt ``rows[i]``), summed over the sequence's tokens (needs ``start`` first).
