@@ -13,15 +13,20 @@ starts the JVM itself, before anything imports pyserini:
 * ``OPENAI_API_KEY`` gets a placeholder when unset, because importing ``pyserini.search`` builds an OpenAI
   client (used by nothing here) that refuses to start without one.
 
-``import_pyserini()`` returns the Anserini classes genret uses, loaded through pyserini's own bridge
-(``pyserini.pyclass``), and raises Lucene's limit on query terms from 1024 to ``MAX_QUERY_TERMS``.
-genret does not import ``pyserini.search.lucene``: its ``LuceneSearcher`` is a thin wrapper of Anserini's
-``SimpleSearcher`` (used here directly), and importing it pulls torch, transformers, onnxruntime and faiss
-(3 s with torch already loaded, 14 s without).  The command-line tools (``python -m pyserini.search.lucene``)
-work in a process that called ``start_jvm()`` first.
+``import_lucene()`` returns the few Lucene and Anserini classes a BM25 search needs (``indexing._lucene`` runs
+the search of Anserini's ``SimpleSearcher`` with them); ``import_pyserini()`` the Anserini classes that build an
+index, loaded through pyserini's own bridge (``pyserini.pyclass``).  Both raise Lucene's limit on query terms from
+1024 to ``MAX_QUERY_TERMS``.  Searching does not load ``SimpleSearcher`` itself: its class initialisation (log4j,
+Anserini's indexer and search-collection classes) takes ≈ 0.7 s of a 2-core machine, the classes below ≈ 0.1 s.
+genret does not import ``pyserini.search.lucene``: its ``LuceneSearcher`` is a thin wrapper of ``SimpleSearcher``,
+and importing it pulls torch, transformers, onnxruntime and faiss (3 s with torch already loaded, 14 s without).
+The command-line tools (``python -m pyserini.search.lucene``) work in a process that called ``start_jvm()`` first.
 
 One JVM per process, started once and never stopped; do not fork a process after the JVM has started.
-Python threads that call Java stay attached to the JVM (pyjnius); use long-lived threads (pools).
+Python threads that call Java stay attached to the JVM (pyjnius); use long-lived threads (pools).  pyjnius releases
+the GIL while Java runs, but binds an instance method to its object through state that all objects of the Java
+class share: two threads must not call methods on two different objects of one class at the same time (calls on
+one shared object are safe; ``indexing._lucene`` keeps its searches to that rule).
 """
 
 from __future__ import annotations
@@ -80,9 +85,32 @@ class Pyserini:
     java: JavaRuntime
 
 
+@dataclass(frozen=True, slots=True)
+class Lucene:
+    """What a BM25 search needs (pyjnius proxies): Lucene's reader, searcher, similarity and sort classes, and
+    Anserini's analyzer, hit list, query generator and tie rule (what ``SimpleSearcher.search`` runs)."""
+
+    Paths: Any
+    FSDirectory: Any
+    DirectoryReader: Any
+    IndexSearcher: Any
+    BM25Similarity: Any
+    Sort: Any
+    SortField: Any
+    SortFieldType: Any
+    DefaultEnglishAnalyzer: Any
+    ScoredDocs: Any
+    JavaException: type[Exception]
+    # one object each, shared by every search: pyjnius binds an instance method to its object through state that
+    # all objects of the class share, so threads must not call one method on two objects of a class at once
+    query_generator: Any  # BagOfWordsQueryGenerator (stateless)
+    tie_adjuster: Any  # ScoreTiesAdjusterReranker (stateless)
+
+
 _lock = threading.Lock()
 _runtime: JavaRuntime | None = None
 _pyserini: Pyserini | None = None
+_lucene: Lucene | None = None
 
 _RELEASE_VERSION = re.compile(r'^JAVA_VERSION="([^"]+)"', re.MULTILINE)
 _CLI_VERSION = re.compile(r'version "([^"]+)"')
@@ -215,7 +243,7 @@ def _adopt_running_jvm() -> JavaRuntime:
         raise GenretError(f"the JVM in this process was started before genret with Java {runtime.version_str} "
                           f"({runtime.home}); {_FIX}")
     try:
-        autoclass("io.anserini.search.SimpleSearcher")
+        autoclass("io.anserini.search.query.BagOfWordsQueryGenerator")  # not SimpleSearcher: 0.7 s to load
     except JavaException as exc:
         raise GenretError("the JVM in this process was started before genret without the Anserini jar on its "
                           "class path; call indexing._java.start_jvm() before importing jnius or pyserini") from exc
@@ -230,12 +258,44 @@ def _quiet_java_logging() -> None:
     autoclass("java.util.logging.LogManager").getLogManager().getLogger("").setLevel(level.WARNING)
 
 
+def import_lucene() -> Lucene:
+    """Start the JVM if needed and return the classes of a BM25 search (``Lucene``). Thread-safe."""
+    global _lucene
+    if _lucene is not None:
+        return _lucene
+    start_jvm()
+    with _lock:
+        if _lucene is not None:
+            return _lucene
+        from jnius import JavaException, autoclass
+
+        searcher = autoclass("org.apache.lucene.search.IndexSearcher")
+        searcher.setMaxClauseCount(MAX_QUERY_TERMS)
+        _lucene = Lucene(
+            Paths=autoclass("java.nio.file.Paths"),
+            FSDirectory=autoclass("org.apache.lucene.store.FSDirectory"),
+            DirectoryReader=autoclass("org.apache.lucene.index.DirectoryReader"),
+            IndexSearcher=searcher,
+            BM25Similarity=autoclass("org.apache.lucene.search.similarities.BM25Similarity"),
+            Sort=autoclass("org.apache.lucene.search.Sort"),
+            SortField=autoclass("org.apache.lucene.search.SortField"),
+            SortFieldType=autoclass("org.apache.lucene.search.SortField$Type"),
+            DefaultEnglishAnalyzer=autoclass("io.anserini.analysis.DefaultEnglishAnalyzer"),
+            ScoredDocs=autoclass("io.anserini.search.ScoredDocs"),
+            JavaException=JavaException,
+            query_generator=autoclass("io.anserini.search.query.BagOfWordsQueryGenerator")(),
+            tie_adjuster=autoclass("io.anserini.rerank.lib.ScoreTiesAdjusterReranker")(),
+        )
+        return _lucene
+
+
 def import_pyserini() -> Pyserini:
     """Start the JVM if needed and return the Anserini classes (through ``pyserini.pyclass``). Thread-safe."""
     global _pyserini
     if _pyserini is not None:
         return _pyserini
     runtime = start_jvm()
+    import_lucene()  # Lucene's limit on query terms, raised once
     with _lock:
         if _pyserini is not None:
             return _pyserini
@@ -245,7 +305,6 @@ def import_pyserini() -> Pyserini:
         from pyserini.pyclass import JArrayList, autoclass
 
         jar = anserini_jar()
-        autoclass("org.apache.lucene.search.IndexSearcher").setMaxClauseCount(MAX_QUERY_TERMS)
         _pyserini = Pyserini(
             SimpleSearcher=autoclass("io.anserini.search.SimpleSearcher"),
             IndexCollection=autoclass("io.anserini.index.IndexCollection"),

@@ -5,19 +5,22 @@ parts around them, each its own subpackage:
 - ``generative``: SEAL/UGR generative retrieval (``generative.training``: fine-tuning it);
 - ``demos``: in-context demonstrations (UDR pools, sources, training);
 - ``rag``: generators, answer prompts and the RAG pipeline (``open_pipeline`` opens one from names).
+
+The RAG names (``open_pipeline``, ``load_generator``, ``Generator``, ``GeneratorConfig``, ``RagConfig``,
+``RagPipeline``) load on first use: a search needs neither ``rag`` nor ``demos`` (nor the HTTP client they import).
 """
 
 from ._bm25 import BM25Retriever, BM25SearchConfig
 from ._contract import Demo, Hit, Provenance, Retriever
 from ._dense import DenseRetriever, DenseSearchConfig
 from .hybrid import DEFAULT_MEMBER_WEIGHTS, HybridConfig, HybridRetriever
-from ._open import open_pipeline
 from ._ray_retrievers import load_ray_retriever
 from ._tasks import TASKS, Task, check_task
 from ._registry import (REGISTRY, RetrievalConfig, available_retrievers, base_retrievers, load_retriever,
                         retriever_granularities)
 from .generative import GenerativeConfig, GenerativeRetriever
-from .rag import Generator, GeneratorConfig, RagConfig, RagPipeline, load_generator
+
+_RAG_NAMES = frozenset({"Generator", "GeneratorConfig", "RagConfig", "RagPipeline", "load_generator"})
 
 __all__ = [
     "BM25Retriever", "BM25SearchConfig", "DEFAULT_MEMBER_WEIGHTS", "Demo", "DenseRetriever", "DenseSearchConfig",
@@ -29,3 +32,20 @@ __all__ = [
     "open_pipeline",
     "retriever_granularities",
 ]
+
+
+def __getattr__(name: str):
+    if name == "open_pipeline":
+        from ._open import open_pipeline as value
+    elif name in _RAG_NAMES:
+        from . import rag
+
+        value = getattr(rag, name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
