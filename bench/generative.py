@@ -44,6 +44,7 @@ def main() -> None:
     ap.add_argument("--model", default=None)
     ap.add_argument("--checkpoint", default=None)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--dtype", default="auto", help="what the LM computes in (auto: bfloat16 where native)")
     a = ap.parse_args()
 
     import torch
@@ -56,13 +57,13 @@ def main() -> None:
     gold = read_kilt(a.queries)[: a.n]
     index = Index(a.index)
     lm = None
-    print(f"torch threads: {torch.get_num_threads()}, queries: {len(gold)} ({a.queries}), task: {a.task}, "
-          f"batch: {a.batch_size}\n")
+    print(f"dtype: {a.dtype}, torch threads: {torch.get_num_threads()}, queries: {len(gold)} ({a.queries}), "
+          f"task: {a.task}, batch: {a.batch_size}\n")
     print("| profile | ms/query single (median) | ms/query batched | page R-Prec | passage R-Prec | passage R@5 |")
     print("|---|---|---|---|---|---|")
     for name in a.profiles.split(","):
         cfg = GenerativeConfig(model=a.model, checkpoint=a.checkpoint, device="cpu", batch_size=a.batch_size,
-                               **PROFILES[name])
+                               dtype=a.dtype, **PROFILES[name])
         r = GenerativeRetriever(index, cfg, lm=lm)
         lm = r.lm
         r.search(str(gold[0]["input"]), 10, task=a.task)  # warm: caches, lazy index structures
