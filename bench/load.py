@@ -1,7 +1,7 @@
 """HTTP load test of ``genret serve`` on 127.0.0.1: throughput, latency, errors, memory, HTTP overhead, and
 micro-batching on against off.
 
-The real server (``python -m genret.serving._cli serve``, uvicorn) runs in a subprocess; the load comes from this
+The real server (``python -m genret serve``, uvicorn) runs in a subprocess; the load comes from this
 process with async httpx: ``--concurrency`` workers (1, 8, 32) send ``POST /v1/search`` requests back to back
 until ``--requests`` have been answered (``--generative-requests`` for the generative retriever, whose CPU
 decoding takes seconds), for each retriever the index offers (``--retrievers``).  Per run: throughput,
@@ -91,7 +91,7 @@ class Server:
             self.port = s.getsockname()[1]
         self.base = f"http://127.0.0.1:{self.port}"
         log_level = os.environ.get("LOAD_SERVER_LOG", "warning")
-        cmd = [sys.executable, "-m", "genret.serving._cli", "serve", str(index), "--host", "127.0.0.1", "--port",
+        cmd = [sys.executable, "-m", "genret", "serve", str(index), "--host", "127.0.0.1", "--port",
                str(self.port), "--preload", ",".join(retrievers), "--log-level", log_level, "--no-access-log",
                "--timeout", "900", *extra]
         self.log = open(log, "w")
@@ -356,7 +356,7 @@ def http_overhead(server: Server, index: Path, queries: list[str], n: int) -> di
     """p50 over HTTP (dense, concurrency 1) against the same search in process, query by query alternating
     (the machine's load drifts; pairs see the same load).  Also the median of the per-pair differences."""
     from genret.serving import Settings
-    from genret.serving._service import SearchService
+    from genret.serving.http._service import SearchService
 
     service = SearchService(Settings(indexes=[index], retrieval={"dense": {"device": "cpu"}}))
     service.search(queries[0], K, retriever="dense")

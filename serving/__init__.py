@@ -1,4 +1,4 @@
-"""Serving: the ``genret`` command line and the HTTP API.
+"""Serving, in two rooms: the ``genret`` command line (``serving.cli``) and the HTTP API (``serving.http``).
 
 Exports are loaded lazily so that ``genret --help`` does not import pydantic, torch or FastAPI.
 """
@@ -10,15 +10,11 @@ __all__ = ["ServerConfig", "Settings", "create_app", "main"]
 
 def __getattr__(name: str):
     if name == "main":
-        from ._cli import main
+        from .cli import main
 
         return main
-    if name in ("Settings", "ServerConfig"):
-        from . import _settings
+    if name in ("Settings", "ServerConfig", "create_app"):
+        from . import http
 
-        return getattr(_settings, name)
-    if name == "create_app":
-        from ._app import create_app
-
-        return create_app
+        return getattr(http, name)
     raise AttributeError(name)

@@ -74,6 +74,8 @@ SURFACES = {
         "write_demo", "write_kilt", "write_trec_run",
     ],
     "genret.serving": ["ServerConfig", "Settings", "create_app", "main"],
+    "genret.serving.cli": ["main"],
+    "genret.serving.http": ["ServerConfig", "Settings", "create_app", "serve"],
 }
 
 
@@ -139,7 +141,7 @@ def test_the_wheel_installs_genret_and_nothing_else(tmp_path):
     assert {n.split("/")[0] for n in names} == {"genret", wheel.name.split("-py")[0] + ".dist-info"}
     for package in SURFACES:
         assert "/".join(package.split(".")) + "/__init__.py" in names, package
-    assert {"genret/serving/static/index.html", "genret/eval/demo_questions.json"} <= set(names)
+    assert {"genret/serving/http/static/index.html", "genret/eval/demo_questions.json"} <= set(names)
     assert not [n for n in names if n.startswith(("genret/tests/", "genret/bench/"))]
     site = tmp_path / "site"
     proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site),

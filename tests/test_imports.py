@@ -4,8 +4,11 @@
   inside that package (its own modules and its subpackages); everything else goes through the package's public names;
 - no import circles between modules, counting imports inside functions too (a circle a lazy import hides is still
   one: each side must know the other);
-- dependencies point one way between packages (serving → eval → retrieval → indexing) and between retrieval's
-  subpackages (demos → rag only).
+- dependencies point one way between packages (serving → eval → retrieval → indexing), between retrieval's
+  subpackages (demos → rag only) and between serving's two rooms (cli → http only, through http's public names:
+  the rule above keeps each room's private modules its own);
+- serving's modules are in one of its two rooms, ``serving.cli`` (the command line) or ``serving.http`` (the HTTP
+  API); the package itself only re-exports.
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ PACKAGES = ("indexing", "retrieval", "serving", "eval")
 
 
 def product_modules(root: Path = ROOT) -> dict[str, Path]:
-    """Module name → file for the ``genret`` package (the repository root and its four folders)."""
-    modules = {"genret": root / "__init__.py"}
+    """Module name → file for the ``genret`` package (the repository root, its ``__main__`` and its four folders)."""
+    modules = {"genret": root / "__init__.py", "genret.__main__": root / "__main__.py"}
     for package in PACKAGES:
         for path in sorted((root / package).rglob("*.py")):
             parts = path.relative_to(root).with_suffix("").parts
@@ -151,46 +154,62 @@ def test_no_import_circles():
     assert circles(import_graph()) == []
 
 
-# package -> the genret packages it may import (ARCHITECTURE.md); "genret" is the root (its __version__)
+# package -> the genret packages it may import (ARCHITECTURE.md); "genret" is the root (its __version__), "__main__"
+# the root's ``python -m genret``
 LAYERS = {
+    "__main__": {"genret", "serving"},
     "indexing": {"genret"},
     "retrieval": {"genret", "indexing"},
     "eval": {"genret", "indexing", "retrieval"},
     "serving": {"genret", "indexing", "retrieval", "eval"},
 }
-# inside retrieval: subpackage -> the sibling subpackages it may import (each may use the root's contract)
-SIBLINGS = {"generative": set(), "hybrid": set(), "rag": set(), "demos": {"rag"}}
+# inside a package: subpackage -> the sibling subpackages it may import (each may use its package's own modules:
+# retrieval's contract)
+SIBLINGS = {
+    "retrieval": {"generative": set(), "hybrid": set(), "rag": set(), "demos": {"rag"}},
+    "serving": {"cli": {"http"}, "http": set()},  # `genret serve` runs the HTTP API; the API knows no command line
+}
 
 
 def layer_breaches(graph: dict[str, set[str]]) -> list[str]:
     def top(m: str) -> str:
         return m.split(".")[1] if m.count(".") else "genret"
 
-    def sub(m: str) -> str | None:
+    def sub(m: str) -> tuple[str, str] | None:
         parts = m.split(".")
-        return parts[2] if len(parts) > 2 and parts[1] == "retrieval" and parts[2] in SIBLINGS else None
+        return (parts[1], parts[2]) if len(parts) > 2 and parts[2] in SIBLINGS.get(parts[1], ()) else None
 
     found = []
     for a, targets in graph.items():
         for b in targets:
             if top(a) != top(b) and top(a) != "genret" and top(b) not in LAYERS[top(a)]:
                 found.append(f"{a} imports {b}")
-            if sub(a) and sub(b) and sub(a) != sub(b) and sub(b) not in SIBLINGS[sub(a)]:
+            (pa, sa), (pb, sb) = sub(a) or ("", ""), sub(b) or ("", "")
+            if sa and sb and pa == pb and sa != sb and sb not in SIBLINGS[pa][sa]:
                 found.append(f"{a} imports {b}")
     return found
 
 
 def test_dependencies_point_one_way():
-    """serving → eval → retrieval → indexing; inside retrieval, demos may use rag and nothing else crosses."""
+    """serving → eval → retrieval → indexing; inside retrieval, demos may use rag and nothing else crosses; inside
+    serving, cli may use http and not the other way."""
     assert layer_breaches(import_graph()) == []
+
+
+def test_serving_is_two_rooms():
+    """Every module of serving is in ``serving.cli`` or ``serving.http`` (the package itself re-exports)."""
+    loose = [m for m in FILES if m.startswith("genret.serving.") and m.split(".")[2] not in SIBLINGS["serving"]]
+    assert loose == []
 
 
 def test_the_layer_rule_can_fail():
     graph = import_graph()
     graph["genret.indexing._store"] = graph["genret.indexing._store"] | {"genret.retrieval._contract"}
     graph["genret.retrieval.rag._pipeline"] = graph["genret.retrieval.rag._pipeline"] | {"genret.retrieval.demos"}
+    graph["genret.serving.http._app"] = graph["genret.serving.http._app"] | {"genret.serving.cli"}
     assert layer_breaches(graph) == ["genret.indexing._store imports genret.retrieval._contract",
-                                     "genret.retrieval.rag._pipeline imports genret.retrieval.demos"]
+                                     "genret.retrieval.rag._pipeline imports genret.retrieval.demos",
+                                     "genret.serving.http._app imports genret.serving.cli"]
 
 
 @pytest.mark.parametrize("module, source, expected", [
@@ -198,6 +217,11 @@ def test_the_layer_rule_can_fail():
     ("genret.serving._bad", "from genret.eval import _score\n", "reaches into genret.eval._score"),
     ("genret.eval._bad", "from ._score import _has_answers\n",
      "imports genret.eval._score._has_answers (private to its module)"),
+    ("genret.serving.cli._bad", "from genret.serving.http._server import serve\n",
+     "reaches into genret.serving.http._server (private to genret.serving.http)"),
+    ("genret.serving.http._bad", "from ..cli._common import usage\n",
+     "reaches into genret.serving.cli._common (private to genret.serving.cli)"),
+    ("genret.serving._bad", "from .http._app import create_app\n", "reaches into genret.serving.http._app"),
 ])
 def test_the_private_rule_can_fail(tmp_path, module, source, expected):
     """A deliberate violation, in a module added to the real tree, is reported."""

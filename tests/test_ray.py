@@ -160,7 +160,7 @@ class TestServedOnRay:
     @classmethod
     def service(cls, ray2, tiny_lm_dir):
         from genret.serving import Settings
-        from genret.serving._service import SearchService
+        from genret.serving.http._service import SearchService
 
         svc = SearchService(Settings(indexes=[ray2], ray={"replicas": 2},
                                      retrieval={"dense": {"device": "cpu"},

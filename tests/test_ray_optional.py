@@ -10,7 +10,7 @@ import sys
 def test_nothing_imports_ray_without_the_extra(tmp_path, data_dir):
     code = ("import sys; sys.modules['ray'] = None\n"
             "import genret, genret.indexing, genret.retrieval, genret.serving\n"
-            "import genret.serving._service, genret.serving._settings\n"
+            "import genret.serving.http._service, genret.serving.http._settings\n"
             "from genret.serving import main\n"
             f"rc = main(['index', {str(data_dir / 'corpus.jsonl')!r}, '--out', {str(tmp_path / 'x')!r}, '--ray'])\n"
             "sys.exit(rc)\n")
@@ -21,14 +21,14 @@ def test_nothing_imports_ray_without_the_extra(tmp_path, data_dir):
 
 
 def test_importing_genret_does_not_import_ray():
-    code = "import sys, genret.indexing, genret.retrieval, genret.serving._service; print('ray' in sys.modules)"
+    code = "import sys, genret.indexing, genret.retrieval, genret.serving.http._service; print('ray' in sys.modules)"
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.stdout.strip() == "False", run.stderr[-2000:]
 
 
 def test_serve_ray_flags_make_the_ray_settings(monkeypatch, tiny_index):
     """``genret serve --ray [ADDRESS] --replicas N --shards N`` make ``settings.ray`` (no Ray needed); none without."""
-    import genret.serving._server as server
+    import genret.serving.http._server as server
     from genret.serving import main
 
     got = []

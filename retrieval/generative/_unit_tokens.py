@@ -16,6 +16,7 @@ class UnitEncoder:
         self.title_start = params.title_start_id
         self.title_end = params.title_end_id
         self.lowercase = params.lowercase
+        self._described: dict[tuple[int, ...], str] = {}  # describe's answers (keys recur within and across queries)
 
     @classmethod
     def from_component(cls, index_dir: str | Path, component: Component) -> UnitEncoder:
@@ -40,8 +41,16 @@ class UnitEncoder:
         return [[self.title_start, *ids[i], self.title_end, *ids[n + i]] for i in range(n)]
 
     def describe(self, ngram: Sequence[int]) -> str:
-        """Readable form of a key: titles as ``title: …`` (complete or partial), body n-grams as text."""
-        ngram = list(ngram)
+        """Readable form of a key: titles as ``title: …`` (complete or partial), body n-grams as text (cached)."""
+        key = tuple(ngram)
+        text = self._described.get(key)
+        if text is None:
+            if len(self._described) >= 200_000:
+                self._described.clear()
+            text = self._described[key] = self._describe(list(key))
+        return text
+
+    def _describe(self, ngram: list[int]) -> str:
         if ngram and ngram[0] == self.title_start:
             body = [t for t in ngram[1:] if t != self.title_end]
             return "title: " + self.tokenizer.decode(body).strip() + ("" if ngram[-1] == self.title_end else "…")

@@ -75,7 +75,7 @@ def test_two_concurrent_adds_keep_every_page(corpora, tmp_path):
     lost; now the second waits (GENRET_LOCK_WAIT) and the index ends with every page."""
     ix = _store_only(corpora, tmp_path / "ix")
     env = {**os.environ, "GENRET_LOCK_WAIT": "120", "HF_HUB_OFFLINE": "1"}
-    procs = [subprocess.Popen([sys.executable, "-m", "genret.serving._cli", "add", str(ix), str(corpora / name),
+    procs = [subprocess.Popen([sys.executable, "-m", "genret", "add", str(ix), str(corpora / name),
                                "--quiet"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for name in ("second.jsonl", "third.jsonl")]
     for proc in procs:
@@ -166,7 +166,7 @@ def test_a_build_killed_midway_leaves_the_old_index_and_the_next_build_cleans_up
     big = tmp_path / "big.jsonl"
     big.write_text("".join(json.dumps({"id": f"p{i}", "title": f"Page {i}", "text": [f"paragraph {i} " * 40] * 20})
                            + "\n" for i in range(3000)))
-    proc = subprocess.Popen([sys.executable, "-m", "genret.serving._cli", "index", str(big), "--out", str(ix),
+    proc = subprocess.Popen([sys.executable, "-m", "genret", "index", str(big), "--out", str(ix),
                              "--force", "--bm25", "--quiet"], env={**os.environ, "HF_HUB_OFFLINE": "1"})
     deadline = time.monotonic() + 120
     while not list(tmp_path.glob(".ix.building-*")) and time.monotonic() < deadline:

@@ -176,7 +176,7 @@ def test_load_hybrid_uses_the_saved_weights(tuned, config, questions):
 
 def test_the_server_uses_the_saved_weights(tuned, config):
     from genret.serving import Settings
-    from genret.serving._service import SearchService
+    from genret.serving.http._service import SearchService
 
     ix, doc, path = tuned
     service = SearchService(Settings(indexes=[ix], retrieval=config))

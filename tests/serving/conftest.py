@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from genret.serving._service import SearchService
+from genret.serving.http._service import SearchService
 from tests.serving.helpers import tiny_settings
 
 

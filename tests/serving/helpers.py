@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from genret.indexing import InputError
 from genret.retrieval import Generator, GeneratorConfig, Retriever
 from genret.serving import Settings
-from genret.serving._service import SearchService
+from genret.serving.http._service import SearchService
 
 
 def tiny_settings(tiny_index, tiny_lm_dir, generator_dir=None, **server) -> Settings:

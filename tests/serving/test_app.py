@@ -6,9 +6,9 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
-import genret.serving._service as service_module
+import genret.serving.http._service as service_module
 from genret.serving import Settings, create_app
-from genret.serving._deps import get_service, require_api_key
+from genret.serving.http._deps import get_service, require_api_key
 from tests.serving.helpers import app_over
 
 

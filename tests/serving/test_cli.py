@@ -10,12 +10,12 @@ from genret.serving import main
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "genret.serving._cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "genret", *args], capture_output=True, text=True,
                           timeout=300)
 
 
 def test_help_imports_nothing_heavy():
-    code = ("import sys; from serving._cli import build_parser; build_parser().format_help(); "
+    code = ("import sys; from genret.serving.cli._main import build_parser; build_parser().format_help(); "
             "print(sorted(m for m in ('torch', 'faiss', 'fastapi', 'numpy', 'pydantic', 'transformers') "
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -40,6 +40,29 @@ def test_errors_are_one_line_exit_2(args, words):
     assert "Traceback" not in r.stderr
 
 
+def test_version_is_the_installed_distributions():
+    from importlib.metadata import version
+
+    r = _run("--version")  # python -m genret, as `accelerate launch -m genret` runs it
+    assert r.returncode == 0 and r.stdout == f"genret {version('genret')}\n", r.stderr
+
+
+def test_version_falls_back_when_not_installed(monkeypatch, capsys):
+    import importlib.metadata
+
+    import genret
+
+    def not_installed(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    assert genret.__version__  # read (and kept) now, so that the monkeypatch puts it back
+    monkeypatch.delattr(genret, "__version__")
+    monkeypatch.setattr(importlib.metadata, "version", not_installed)
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out == "genret 0+unknown\n"
+
+
 def test_debug_shows_traceback():
     r = _run("--debug", "search", "/nonexistent/index", "q")
     assert r.returncode != 0 and "Traceback" in r.stderr
@@ -59,7 +82,7 @@ def test_bad_corpus_line_reported_and_skip_bad(tmp_path, capsys):
 
 
 def test_serve_takes_trusted_hosts(monkeypatch, tiny_index):
-    import genret.serving._server as server
+    import genret.serving.http._server as server
 
     got = []
     monkeypatch.setattr(server, "serve", got.append)

@@ -119,7 +119,7 @@ def test_another_bug_still_shows_its_traceback(tmp_path, monkeypatch):
 
 def test_output_cut_short_ends_quietly(tiny_index):
     """`genret search … --json | head`: the reader goes away before the hits are written."""
-    p = subprocess.Popen([sys.executable, "-m", "genret.serving._cli", "search", str(tiny_index), "oil embargo",
+    p = subprocess.Popen([sys.executable, "-m", "genret", "search", str(tiny_index), "oil embargo",
                           "--retriever", "bm25", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     p.stdout.close()  # no reader left: the first write fails with EPIPE
     err = p.stderr.read().decode()

@@ -7,21 +7,20 @@ import argparse
 import pytest
 
 from genret.indexing import ConfigError
-from genret.serving._cli_demos import add_train_demos_parser, register
+from genret.serving.cli import _demos, _train
 from tests.retrieval.demo_pools import write_pools
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="genret")
     sub = p.add_subparsers(dest="command", required=True)
-    register(sub)
-    tr = sub.add_parser("train")
-    add_train_demos_parser(tr.add_subparsers(dest="what", required=True))
+    _demos.register(sub)  # index-demos
+    _train.register(sub)  # train demos (and the other models)
     return p
 
 
 def _wired() -> bool:
-    from genret.serving._cli import build_parser
+    from genret.serving.cli._main import build_parser
 
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     return "index-demos" in sub.choices
@@ -45,7 +44,7 @@ def test_index_demos_and_train_parsing(tmp_path, capsys):
         bad.func(bad)
 
 
-@pytest.mark.skipif(not _wired(), reason="index-demos is not registered in serving._cli yet")
+@pytest.mark.skipif(not _wired(), reason="index-demos is not registered in serving.cli yet")
 def test_cli_errors_are_one_line(tmp_path, capsys):
     from genret.serving import main
 

@@ -15,8 +15,8 @@ import pytest
 from genret.indexing import ConfigError, NotFoundError, loading_model
 from genret.retrieval import TASKS, check_task
 from genret.serving import main
-from genret.serving._cli import build_parser
-from genret.serving._cli_retrieval import check_task_flag
+from genret.serving.cli._flags import check_task_flag
+from genret.serving.cli._main import build_parser
 
 
 def _subparsers(parser: argparse.ArgumentParser):

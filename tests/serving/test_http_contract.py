@@ -256,6 +256,6 @@ def test_trusted_hosts_refuse_other_hosts_in_the_error_shape(service):
     ("10.0.0.5:80", ["10.0.0.5"], True), ("anything", ["*"], True), ("", ["genret.test"], False),
 ])
 def test_host_patterns(host, patterns, ok):
-    from genret.serving._hosts import host_allowed
+    from genret.serving.http._hosts import host_allowed
 
     assert host_allowed(host, patterns) == ok

@@ -6,7 +6,7 @@ import re
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry, generate_latest
 
-from genret.serving._metrics import Counter, Histogram, Metrics
+from genret.serving.http._metrics import Counter, Histogram, Metrics
 from tests.serving.helpers import app_over
 
 SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})? (\S+)$')

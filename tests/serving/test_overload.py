@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from genret.retrieval import Generator, GeneratorConfig
 from genret.retrieval.rag import GenerationCancelled, load_generator, stop_when
-from genret.serving._server import make_server
+from genret.serving.http._server import make_server
 from tests.conftest import QUESTIONS
 from tests.serving.helpers import app_over, async_client, generator_swapped
 

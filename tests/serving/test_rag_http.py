@@ -12,11 +12,11 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-import genret.serving._service as service_module
+import genret.serving.http._service as service_module
 from genret.retrieval import GeneratorConfig
 from genret.retrieval.rag import OpenAIGenerator
 from genret.serving import create_app
-from genret.serving._service import SearchService
+from genret.serving.http._service import SearchService
 from tests._openai_server import ServerThread, closed_port_url
 from tests.conftest import QUESTIONS
 from tests.serving.helpers import ScriptedGenerator, app_over, async_client, generator_swapped, tiny_settings

@@ -1,7 +1,7 @@
 """Property-based API testing with schemathesis: every operation of the OpenAPI spec, with generated valid
 (positive) and invalid (negative) input, never answers with a server error (5xx), and valid input is never
 rejected (``positive_data_acceptance``: no 400 or 422 for a request the served document allows — the document
-carries the server's limits, ``serving/_openapi.py``).  Bounded: a few examples per operation and mode,
+carries the server's limits, ``serving/http/_openapi.py``).  Bounded: a few examples per operation and mode,
 derandomized, no example database.  The RAG operations generate with the tiny chat
 LM (4 new tokens by default: ``tests/serving/helpers.tiny_settings``; a chat's ``max_tokens`` at most
 ``MAX_TOKENS`` here).

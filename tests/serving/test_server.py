@@ -6,7 +6,7 @@ import time
 
 import httpx
 
-from genret.serving._server import make_server
+from genret.serving.http._server import make_server
 from tests.serving.helpers import app_over, wrapped
 
 
@@ -54,7 +54,7 @@ def test_graceful_shutdown_finishes_requests_in_flight(service):
 
 
 def test_serve_flags_become_settings(monkeypatch, tiny_index):
-    import genret.serving._server as server_module
+    import genret.serving.http._server as server_module
     from genret.serving import main
 
     got = {}
@@ -81,7 +81,7 @@ def test_serve_flags_become_settings(monkeypatch, tiny_index):
 
 
 def test_serve_dtype_reaches_every_model_and_merges_with_the_environment(monkeypatch, tiny_index):
-    import genret.serving._server as server_module
+    import genret.serving.http._server as server_module
     from genret.serving import main
 
     got = {}

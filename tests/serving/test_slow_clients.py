@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from genret.serving._server import make_server
+from genret.serving.http._server import make_server
 from tests.serving.helpers import app_over, wrapped
 
 PARTIAL = b"GET /healthz HTTP/1.1\r\nHost: genret.test\r\nX-Slow: "  # headers that never end
@@ -140,7 +140,7 @@ def test_healthz_survives_2000_idle_partial_requests_under_a_300_file_limit(tiny
     env = {**os.environ, "GENRET_SERVER__HEADER_TIMEOUT_S": "3", "HF_HUB_OFFLINE": "1"}
     log = open(tmp_path / "server.log", "w")
     server = subprocess.Popen(
-        [sys.executable, "-m", "genret.serving._cli", "serve", str(tiny_index), "--port", str(port),
+        [sys.executable, "-m", "genret", "serve", str(tiny_index), "--port", str(port),
          "--log-level", "warning", "--no-access-log"], env=env, stdout=log, stderr=subprocess.STDOUT,
         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (300, 300)), cwd=Path(__file__).parents[2])
     base = f"http://127.0.0.1:{port}"

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from genret.indexing import IndexConfig, add_to_index, build_index
 from genret.serving import Settings, create_app
-from genret.serving._service import SearchService
+from genret.serving.http._service import SearchService
 from tests.conftest import PAGES
 
 pytest.importorskip("pyserini")
@@ -66,9 +66,9 @@ def test_the_watcher_swaps_in_an_extended_index(ix, tmp_path):
 
 @pytest.mark.parametrize("lazy", [False, True])
 def test_a_new_versions_retrievers_run_once_before_they_serve_unless_lazy(ix, tmp_path, monkeypatch, lazy):
-    """No cold first request after a swap either (``serving/_warmup.py``)."""
+    """No cold first request after a swap either (``serving/http/_warmup.py``)."""
     from genret.retrieval import BM25Retriever
-    from genret.serving._warmup import WARM_TEXT
+    from genret.serving.http._warmup import WARM_TEXT
 
     calls, search = [], BM25Retriever.batch_search
 

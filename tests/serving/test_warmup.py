@@ -1,5 +1,5 @@
 """No cold first request: ``genret serve`` loads and runs once every retriever, encoder and the generator it serves
-before ``/readyz`` says ready (``serving/_warmup.py``), answering ``/healthz`` meanwhile; ``--lazy`` keeps loading
+before ``/readyz`` says ready (``serving/http/_warmup.py``), answering ``/healthz`` meanwhile; ``--lazy`` keeps loading
 on first use; a part that fails leaves ``/readyz`` 503 with the reason; the first request after ready is as fast
 as the second."""
 
@@ -21,9 +21,9 @@ from fastapi.testclient import TestClient
 from genret.retrieval import DenseRetriever
 from genret.retrieval.rag import HFGenerator
 from genret.serving import ServerConfig, create_app
-from genret.serving._server import make_server
-from genret.serving._service import SearchService
-from genret.serving._warmup import EMBEDDINGS, GENERATOR, WARM_TEXT, WARM_TOKENS, Part, planned_parts
+from genret.serving.http._server import make_server
+from genret.serving.http._service import SearchService
+from genret.serving.http._warmup import EMBEDDINGS, GENERATOR, WARM_TEXT, WARM_TOKENS, Part, planned_parts
 from tests.serving.helpers import tiny_settings
 
 
@@ -218,7 +218,7 @@ def test_a_part_that_fails_leaves_readyz_503_with_the_reason(tiny_index, tiny_lm
 
 
 def test_the_lazy_flag_becomes_the_setting(monkeypatch, tiny_index):
-    import genret.serving._server as server_module
+    import genret.serving.http._server as server_module
     from genret.serving import main
 
     got = []
@@ -238,7 +238,7 @@ def test_genret_serve_with_the_packaged_models_has_no_cold_first_chat(tiny_index
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     log = tmp_path / "serve.log"
     with open(log, "w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "genret.serving._cli", "serve", str(tiny_index), "--port",
+        proc = subprocess.Popen([sys.executable, "-m", "genret", "serve", str(tiny_index), "--port",
                                  str(port), "--no-access-log", "--reload-interval", "0", "--timeout", "120"],
                                 env=env, stdout=subprocess.DEVNULL, stderr=err)
     base = f"http://127.0.0.1:{port}"

@@ -44,7 +44,7 @@ def web(tiny_index, tiny_lm_dir, tiny_chat_lm_dir, tmp_path_factory):
     """A real server over the tiny index and a BM25 index whose page looks like markup; ``(base URL, service)``."""
     from genret.indexing import IndexConfig, build_index
     from genret.serving import create_app
-    from genret.serving._service import SearchService
+    from genret.serving.http._service import SearchService
 
     d = tmp_path_factory.mktemp("web")
     (d / "corpus.jsonl").write_text(json.dumps({"id": "p-x", "title": SCRIPTY_TITLE, "text": [SCRIPTY_TEXT]}) + "\n")

@@ -1,5 +1,5 @@
 """The training loop, on Hugging Face ``accelerate``: one code path for CPU, one GPU, several GPUs
-(``accelerate launch -m genret.serving._cli train retriever …``) and mixed precision (bf16/fp16 autocast; weights stay
+(``accelerate launch -m genret train retriever …``) and mixed precision (bf16/fp16 autocast; weights stay
 float32, so checkpoints load anywhere).
 
 Two stages, each with its own warmup + decay schedule (``transformers.get_scheduler``), sharing the AdamW

@@ -1,5 +1,5 @@
-"""The retriever flags shared by ``genret search``, ``eval``, ``rag`` and ``tune`` (generative, hybrid, dense), and
-the config they make.
+"""The retriever flags shared by ``genret search``, ``eval``, ``rag``, ``train reader/labels`` and ``tune``
+(generative, hybrid, dense; ``--dtype`` also by ``index`` and ``add``), and the config they make.
 
 Generative flags are passed on only when given, so the defaults stay those of ``GenerativeConfig`` (and the
 ``GENRET_RETRIEVAL__GENERATIVE__…`` environment of the server)."""

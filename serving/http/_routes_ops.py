@@ -67,7 +67,7 @@ async def metrics_text(metrics: MetricsDep, request: Request) -> Response:
 def _web_page() -> tuple[str, str]:
     """The page and its Content-Security-Policy: only its own inline script and style (by hash) run, and it
     talks only to this server — injected markup could neither run code nor load anything."""
-    html = resources.files("genret.serving").joinpath("static/index.html").read_text(encoding="utf-8")
+    html = resources.files("genret.serving.http").joinpath("static/index.html").read_text(encoding="utf-8")
 
     def hashes(tag: str) -> str:
         return " ".join("'sha256-" + base64.b64encode(hashlib.sha256(body.encode()).digest()).decode() + "'"

@@ -1,4 +1,5 @@
-"""``genret serve``: the HTTP API over one or more indexes (uvicorn; settings from flags, then the environment)."""
+"""``genret serve``: the HTTP API over one or more indexes (``serving.http``; settings from flags, then the
+environment)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,7 @@ def _cmd_serve(a: argparse.Namespace) -> int:
     # OpenMP threads (torch, faiss) spin while they wait by default: with several model threads, and the
     # event loop, on a few cores that makes searches many times slower (bench/README.md, HTTP load test)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from ._server import serve
-    from ._settings import Settings
+    from genret.serving.http import Settings, serve
 
     flags = {"host": a.host, "port": a.port, "api_keys": a.api_key, "trusted_hosts": a.trusted_host,
              "workers": a.workers,
@@ -41,6 +41,7 @@ def _cmd_serve(a: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
+    """Add ``serve`` to the top-level commands."""
     sv = sub.add_parser("serve", help="serve indexes over HTTP (FastAPI)",
                         description="Every setting can also come from the environment: GENRET_SERVER__NAME "
                         "(e.g. GENRET_SERVER__API_KEYS=k1,k2), GENRET_RETRIEVAL__…; flags win.")

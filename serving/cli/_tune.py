@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ._cli_retrieval import add_dtype_flag, add_generative_flags, check_task_flag, generative_section
+from ._flags import add_dtype_flag, add_generative_flags, check_task_flag, generative_section
 
 DESCRIPTION = (
     "Fit the hybrid retriever's fusion on a KILT dev file and save it in the index (INDEX/hybrid-weights.json), "
@@ -60,10 +60,10 @@ def format_table(doc) -> str:
     return "\n".join(lines)
 
 
-def register(subparsers) -> None:
-    """Add ``tune`` to the top-level subcommands."""
-    p = subparsers.add_parser("tune", help="fit the hybrid retriever's fusion weights on a dev file (saved in the "
-                              "index, used by --retriever hybrid)", description=DESCRIPTION)
+def register(sub) -> None:
+    """Add ``tune`` to the top-level commands."""
+    p = sub.add_parser("tune", help="fit the hybrid retriever's fusion weights on a dev file (saved in the "
+                      "index, used by --retriever hybrid)", description=DESCRIPTION)
     p.add_argument("index", help="index directory (the fitted weights are written there unless --out)")
     p.add_argument("dev", help="KILT-format dev file with gold provenance")
     p.add_argument("--task", default=None, help="task prompt (generative; default: each record's meta.task)")

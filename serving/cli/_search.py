@@ -16,13 +16,14 @@ import json
 import sys
 from collections.abc import Iterator
 
-from ._cli_common import UsageError, text_arg, usage
-from ._cli_retrieval import add_retriever_flags, check_task_flag, retrieval_config
+from ._common import UsageError, text_arg, usage
+from ._flags import add_retriever_flags, check_task_flag, retrieval_config
 
 STDIN = "-"
 
 
-def add_search_parser(sub) -> None:
+def register(sub) -> None:
+    """Add ``search`` to the top-level commands."""
     se = sub.add_parser("search", help="search an index (one query, or JSON lines from stdin)",
                         description="genret search INDEX QUERY | genret search INDEX - < queries.jsonl "
                         '(each line "a query" or {"query": …, "k": …, "task": …, "id": …}; one JSON line answers '
@@ -34,10 +35,10 @@ def add_search_parser(sub) -> None:
     se.add_argument("--json", action="store_true", help="print the hits as JSON (stdin mode always does)")
     se.add_argument("--batch", type=int, default=16, metavar="N",
                     help="stdin mode: queries per batch_search call (1: answer each line before reading the next)")
-    se.set_defaults(func=cmd_search)
+    se.set_defaults(func=_cmd_search)
 
 
-def cmd_search(a: argparse.Namespace) -> int:
+def _cmd_search(a: argparse.Namespace) -> int:
     from genret.indexing import Index
     from genret.retrieval import load_retriever
 
