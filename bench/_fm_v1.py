@@ -42,9 +42,9 @@ from typing import Any
 import numpy as np
 
 from genret.indexing._errors import IndexFormatError
-from genret.indexing._fm_queries import FMQueries, FMRange, Limit, NextTokens, empty_next
 from genret.indexing._progress import progress_bar
-from genret.indexing._suffix_array import pos_dtype, suffix_array, sym_width
+from genret.indexing.fm._queries import FMQueries, FMRange, Limit, NextTokens, empty_next
+from genret.indexing.fm._suffix_array import pos_dtype, suffix_array, sym_width
 
 FM_FORMAT = "genret-fm/1"
 END_SYM, SEP_SYM, FIRST_SYM = 0, 1, 2

@@ -1,4 +1,4 @@
-"""Benchmark of the FM-index (``genret.indexing._fm_index``) against the previous one, tokengrams and infini-gram.
+"""Benchmark of the FM-index (``genret.indexing.fm._index``) against the previous one, tokengrams and infini-gram.
 
 Systems: ``fm`` (memory-mapped wavelet matrix, numba kernels), ``fm-v1`` (the previous index, ``bench/_fm_v1.py``:
 the ``wavelet-matrix`` package rebuilt at every open), ``fm-prev`` (``fm`` as of the git revision ``--prev``, its
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import importlib
 import json
 import os
 import resource
@@ -69,7 +70,7 @@ def synthetic(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 def minikilt(task: str) -> tuple[np.ndarray, np.ndarray, float]:
     """Paragraph documents of a mini-KILT knowledge source, tokenized as the fm-index component does."""
     from genret.indexing import load_tokenizer
-    from genret.indexing._fm_tokens import encode_texts, title_markers
+    from genret.indexing.fm._tokens import encode_texts, title_markers
 
     tok = load_tokenizer("smollm2-135m-instruct")
     start, end, _ = title_markers(tok)
@@ -136,32 +137,47 @@ def dir_bytes(path: Path) -> int:
 
 
 # -- workers (each run in its own process) -------------------------------------------------------------------
-PREV_MODULES = ("__init__", "_fm_index", "_fm_hot", "_fm_queries", "_fm_locate", "_wavelet", "_errors", "_progress",
-                "_suffix_array")  # a module a revision lacks is left empty (_fm_locate came after 91e64ea)
+PREV_MODULES = ("_index", "_hot", "_queries", "_locate", "_files", "_wavelet", "_suffix_array")  # as in indexing/fm/
+PREV_SHARED = ("_errors", "_progress")  # genret.indexing's modules they import
+PREV_OPTIONAL = ("_locate", "_files")  # a revision may lack them (_fm_locate came after 91e64ea, _fm_files later)
+
+
+def _git_show(rev: str, path: str) -> str | None:
+    shown = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:{path}"], capture_output=True, text=True)
+    return shown.stdout if shown.returncode == 0 else None
 
 
 def materialize_prev(rev: str, dest: Path) -> None:
-    """The FM-index modules of git revision ``rev`` as the package ``fmprev`` under ``dest`` (for ``fm-prev``)."""
+    """The FM-index modules of git revision ``rev`` as the package ``fmprev`` under ``dest`` (for ``fm-prev``):
+    ``fmprev/fm/_index.py``... where the revision has the ``indexing/fm/`` subpackage, else its flat
+    ``indexing/_fm_*.py`` modules as ``fmprev/_fm_index.py``...; a module a revision lacks is left empty."""
     pkg = dest / "fmprev"
-    pkg.mkdir(parents=True, exist_ok=True)
+    nested = _git_show(rev, "indexing/fm/_index.py") is not None
+    (pkg / "fm").mkdir(parents=True, exist_ok=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "fm" / "__init__.py").write_text("")  # not the revision's: it would import the whole build
+    files = [(f"indexing/{name}.py", pkg / f"{name}.py", False) for name in PREV_SHARED]
     for name in PREV_MODULES:
-        shown = None if name == "__init__" else subprocess.run(
-            ["git", "-C", str(ROOT), "show", f"{rev}:indexing/{name}.py"], capture_output=True, text=True)
-        if shown is not None and shown.returncode != 0 and name != "_fm_locate":
-            raise RuntimeError(f"git show {rev}:indexing/{name}.py: {shown.stderr.strip()}")
-        text = shown.stdout if shown is not None and shown.returncode == 0 else ""
-        (pkg / f"{name}.py").write_text(text)
+        flat = name if name in ("_wavelet", "_suffix_array") else f"_fm{name}"
+        files.append((f"indexing/fm/{name}.py", pkg / "fm" / f"{name}.py", name in PREV_OPTIONAL) if nested else
+                     (f"indexing/{flat}.py", pkg / f"{flat}.py", name in PREV_OPTIONAL))
+    for path, target, optional in files:
+        text = _git_show(rev, path)
+        if text is None and not optional:
+            raise RuntimeError(f"git show {rev}:{path} failed")
+        target.write_text(text or "")
 
 
 def _fm_class(v1: bool | str) -> Any:
     if v1 == "prev":
         sys.path.insert(0, os.environ["FM_PREV_DIR"])
-        from fmprev._fm_index import FMIndex
+        nested = (Path(os.environ["FM_PREV_DIR"]) / "fmprev" / "fm" / "_index.py").exists()
+        FMIndex = importlib.import_module("fmprev.fm._index" if nested else "fmprev._fm_index").FMIndex
     elif v1:
         sys.path.insert(0, str(ROOT / "bench"))
         from _fm_v1 import FMIndex
     else:
-        from genret.indexing._fm_index import FMIndex
+        from genret.indexing.fm._index import FMIndex
     return FMIndex
 
 

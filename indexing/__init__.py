@@ -17,9 +17,7 @@ from ._ray_build import build_index_ray
 # open and read
 from ._dense import load_faiss
 from ._faiss import configure_search, place_index
-from ._fm_build import FMConfig, load_fm, load_fm_tokenizer
-from ._fm_tokens import encode_texts
-from ._fm_queries import FMQueries, merge_next_tokens
+from .fm import FMConfig, FMQueries, encode_texts, load_fm, load_fm_tokenizer, merge_next_tokens
 from ._index import Index
 from ._lucene import LuceneIndex, open_lucene
 from ._manifest import Component, Manifest, read_manifest, write_manifest

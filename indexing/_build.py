@@ -17,12 +17,12 @@ from ._bm25 import BM25Config, build_bm25
 from ._corpus import ReadStats, corpus_file, read_corpus
 from ._dense import DenseConfig, build_dense
 from ._errors import GenretError, InputError
-from ._fm_build import FMConfig, build_fm, unit_tokens
 from ._manifest import Component, CorpusInfo, Manifest, UnitsInfo, file_entries, is_index_dir, write_manifest
 from ._progress import progress_bar
 from ._store import STORE_FILE, StoreWriter, UnitStore
 from ._units import UnitConfig, split_page
 from ._writes import staged_dir, write_lock
+from .fm import FMConfig, build_fm, unit_tokens
 
 log = logging.getLogger("genret")
 

@@ -38,14 +38,12 @@ from ._corpus import corpus_file
 from ._dense import DENSE_KIND, EMBEDDINGS_FILE, FAISS_FILE, build_faiss, device_for_faiss, faiss_params, unit_text
 from ._device import resolve_dtype
 from ._errors import GenretError
-from ._fm_build import FM_DIR, FM_KIND, LAYOUT, TOKENIZER_DIR, FMConfig
-from ._fm_shards import SHARDED_FORMAT, shard_dir
-from ._fm_tokens import UnitEncoder, encode_units, title_markers, token_dtype, unit_tokenizer
 from ._manifest import Component, Manifest, file_entries
 from ._progress import progress_bar
 from ._ray_cluster import ray_session
 from ._store import STORE_FILE, UnitStore
 from ._writes import staged_dir, write_lock
+from .fm import FM_DIR, TOKENIZER_DIR, FMConfig, build_shard, encode_range, fm_component, shard_dir
 
 log = logging.getLogger("genret")
 
@@ -256,35 +254,19 @@ def _publish(private: Path, final: Path) -> None:
 def fm_shard_task(out_dir: str, i: int, start: int, stop: int, config: FMConfig) -> dict[str, Any]:
     """Ray task: tokenize units ``[start, stop)`` of the store in ``out_dir`` and write FM-index shard ``i``.
     Returns the shard's params (with its folder) and file names (relative to ``out_dir``)."""
-    from ._fm_index import FMIndex  # numba loads where a shard is built
-
     t0 = time.perf_counter()
     fail_once(f"fm-{i}")
     out = Path(out_dir)
-    tokenizer = unit_tokenizer(config.tokenizer)
-    start_id, end_id, vocab = title_markers(tokenizer)
-    dtype = token_dtype(vocab)
-    encoder = UnitEncoder(tokenizer, lowercase=config.lowercase)  # the Rust backend, as build_fm's
     store = UnitStore(out / STORE_FILE)
-    parts: list[np.ndarray] = []
-    sizes: list[np.ndarray] = []
     try:
-        for lo in range(start, stop, 1024):
-            units = store.get(list(range(lo, min(stop, lo + 1024))))
-            part, size = encode_units(encoder, (start_id, end_id), dtype, ([u.title for u in units],
-                                                                            [u.text for u in units]))
-            parts.append(part)
-            sizes.append(size)
+        tokenizer, (start_id, end_id, vocab), flat, lengths = encode_range(store, start, stop, config)
     finally:
         store.close()
-    lengths = np.concatenate(sizes) if sizes else np.zeros(0, np.int64)
-    flat = np.concatenate(parts) if parts else np.zeros(0, dtype)
-    index = FMIndex.from_flat(flat, lengths, vocab, sa_sample=config.sa_sample, progress=False)
     sub = shard_dir(i)
     fm_dir = out / FM_DIR
     fm_dir.mkdir(exist_ok=True)
     private = fm_dir / f".{sub}.{uuid.uuid4().hex}"
-    saved = index.save(private)
+    saved, params = build_shard(flat, lengths, vocab, config.sa_sample, private)  # numba loads here
     _publish(private, fm_dir / sub)
     names = [f"{FM_DIR}/{sub}/{n}" for n in saved]
     if i == 0:  # the tokenizer is saved once, by shard 0's task
@@ -294,30 +276,18 @@ def fm_shard_task(out_dir: str, i: int, start: int, stop: int, config: FMConfig)
         names += sorted(p.relative_to(out).as_posix() for p in (out / TOKENIZER_DIR).rglob("*") if p.is_file())
     log.info("fm shard %d: units [%d, %d), %d tokens in %.1f s (pid %d)", i, start, stop, int(lengths.sum()),
              time.perf_counter() - t0, os.getpid())
-    return {"params": {"dir": sub, **index.params()}, "files": names, "vocab": vocab, "start": start_id,
+    return {"params": {"dir": sub, **params}, "files": names, "vocab": vocab, "start": start_id,
             "end": end_id, "tokenizer_size": len(tokenizer), "seconds": time.perf_counter() - t0}
 
 
 def _fm_component(tmp: Path, config: FMConfig, n_units: int, parts: list[dict[str, Any]]) -> Component:
-    shard_params = [p["params"] for p in parts]
     first = parts[0]
-    n_tokens = sum(p["n_tokens"] for p in shard_params)
     names = [n for p in parts for n in p["files"] if not n.startswith(TOKENIZER_DIR)]
     names += [n for n in first["files"] if n.startswith(TOKENIZER_DIR)]
-    vocab = first["vocab"]
-    index_params = {"format": SHARDED_FORMAT, "vocab_size": vocab, "n_docs": n_units, "n_tokens": n_tokens,
-                    "shards": shard_params}
-    return Component(
-        kind=FM_KIND, model=config.tokenizer,
-        params={"tokenizer": config.tokenizer, "tokenizer_dir": TOKENIZER_DIR,
-                "tokenizer_size": first["tokenizer_size"], "vocab_size": vocab, "title_start_id": first["start"],
-                "title_end_id": first["end"], "layout": LAYOUT,
-                "lowercase": config.lowercase, "split_special_tokens": True, "sa_sample": config.sa_sample,
-                "shards": config.shards, "n_docs": n_units, "n_tokens": n_tokens, "dir": FM_DIR,
-                "index": index_params},
-        files=file_entries(tmp, names),
-        build_seconds=round(max(p["seconds"] for p in parts), 3),
-    )
+    return fm_component(tmp, config, tokenizer_size=first["tokenizer_size"],
+                        markers=(first["start"], first["end"], first["vocab"]), n_units=n_units,
+                        shard_params=[p["params"] for p in parts], files=names,
+                        seconds=max(p["seconds"] for p in parts))
 
 
 def bm25_task(out_dir: str, config: Any) -> Component:

@@ -38,6 +38,10 @@ SURFACES = {
         "resolve_model_path", "sentence_spans", "sha256_file", "staged_dir", "verify_index", "write_json_atomic",
         "write_lock", "write_manifest",
     ],
+    "genret.indexing.fm": [
+        "FM_DIR", "FMConfig", "FMQueries", "TOKENIZER_DIR", "build_fm", "build_shard", "encode_range", "encode_texts",
+        "fm_component", "load_fm", "load_fm_tokenizer", "merge_next_tokens", "shard_dir", "unit_tokens",
+    ],
     "genret.retrieval": [
         "BM25Retriever", "BM25SearchConfig", "DEFAULT_MEMBER_WEIGHTS", "Demo", "DenseRetriever", "DenseSearchConfig",
         "GenerativeConfig", "GenerativeRetriever", "Generator", "GeneratorConfig", "Hit", "HybridConfig",

@@ -222,6 +222,10 @@ def test_the_layer_rule_can_fail():
     ("genret.serving.http._bad", "from ..cli._common import usage\n",
      "reaches into genret.serving.cli._common (private to genret.serving.cli)"),
     ("genret.serving._bad", "from .http._app import create_app\n", "reaches into genret.serving.http._app"),
+    ("genret.indexing._bad", "from .fm._index import FMIndex\n",
+     "reaches into genret.indexing.fm._index (private to genret.indexing.fm)"),
+    ("genret.retrieval._bad", "from genret.indexing.fm._build import build_fm\n",
+     "reaches into genret.indexing.fm._build (private to genret.indexing.fm)"),
 ])
 def test_the_private_rule_can_fail(tmp_path, module, source, expected):
     """A deliberate violation, in a module added to the real tree, is reported."""

@@ -9,7 +9,7 @@ from genret.indexing import Component, FMParams, encode_texts, load_fm_tokenizer
 
 
 class UnitEncoder:
-    """``[title_start] title [title_end] text`` with the tokenizer saved in the index (see ``indexing._fm_build``)."""
+    """``[title_start] title [title_end] text`` with the tokenizer saved in the index (see ``indexing.fm._build``)."""
 
     def __init__(self, tokenizer, params: FMParams) -> None:
         self.tokenizer = tokenizer

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from genret.indexing import FMConfig, load_fm
-from genret.indexing._fm_build import _ShardWriter, build_fm
+from genret.indexing.fm._build import _ShardWriter, build_fm
 
 
 def _arrays(path):
@@ -36,7 +36,7 @@ def store(tmp_path_factory):
 
 @pytest.mark.slow
 def test_workers_build_the_same_index(store, tmp_path, monkeypatch):
-    import genret.indexing._fm_build as fb
+    import genret.indexing.fm._build as fb
 
     monkeypatch.setattr(fb, "_BATCH", 3)  # several batches, straddling the shard cuts
     one = build_fm(store, tmp_path / "one", FMConfig(shards=3, workers=1, sa_sample=2), progress=False)
@@ -63,7 +63,7 @@ def test_shard_writer_cuts_batches_and_empty_shards(tmp_path):
 @pytest.mark.parametrize("lowercase", [False, True])
 def test_backend_encoder_equals_encode_texts(lowercase):
     from genret.indexing import encode_texts, load_tokenizer
-    from genret.indexing._fm_tokens import UnitEncoder, encode_units
+    from genret.indexing.fm._tokens import UnitEncoder, encode_units
 
     tok = load_tokenizer("smollm2-135m-instruct")
     texts = ["Le café <|im_end|> «x»", " <|im_start|>user", "", "  spaces  ", "東京 🙂 Köln", "A\\nB\\tC",
@@ -87,7 +87,7 @@ def test_fast_tokenizer_equals_transformers(tmp_path, lowercase):
     """The tokenizer read with the tokenizers package alone gives the ids, length and markers of transformers'
     one, and the folder it saves loads (with transformers) into the same tokenizer."""
     from genret.indexing import encode_texts, load_tokenizer
-    from genret.indexing._fm_tokens import FastTokenizer, UnitEncoder, fast_tokenizer, title_markers
+    from genret.indexing.fm._tokens import FastTokenizer, UnitEncoder, fast_tokenizer, title_markers
 
     tok = load_tokenizer("smollm2-135m-instruct")
     fast = fast_tokenizer("smollm2-135m-instruct")
@@ -107,7 +107,7 @@ def test_fast_tokenizer_equals_transformers(tmp_path, lowercase):
 
 def test_fast_tokenizer_falls_back(tmp_path):
     """Folders transformers would not load as they are get None (then transformers loads them)."""
-    from genret.indexing._fm_tokens import fast_tokenizer
+    from genret.indexing.fm._tokens import fast_tokenizer
 
     assert fast_tokenizer(str(tmp_path / "missing")) is None
     (tmp_path / "tokenizer.json").write_text("{}")

@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from genret.indexing import IndexFormatError
-from genret.indexing._fm_index import FM_FORMAT, FMIndex
-from genret.indexing._fm_shards import ShardedFMIndex, split_balanced
+from genret.indexing.fm._index import FM_FORMAT, FMIndex
+from genret.indexing.fm._shards import ShardedFMIndex, split_balanced
 
 MAX_N = 4  # longest n-gram checked exhaustively
 
@@ -334,8 +334,8 @@ def fm_store(tmp_path_factory):
 @pytest.mark.parametrize("shards", [1, 2])
 def test_build_fm_component_with_real_tokenizer(fm_store, tokenizer, tmp_path, shards):
     from genret.indexing import Component, FMConfig, encode_texts, load_fm, load_fm_tokenizer
-    from genret.indexing._fm_build import build_fm
-    from genret.indexing._fm_tokens import unit_token_ids
+    from genret.indexing.fm._build import build_fm
+    from genret.indexing.fm._tokens import unit_token_ids
 
     comp = build_fm(fm_store, tmp_path, FMConfig(shards=shards, sa_sample=4), progress=False)
     comp = Component.model_validate(json.loads(comp.model_dump_json()))  # survives the manifest
@@ -379,7 +379,7 @@ def test_build_fm_component_with_real_tokenizer(fm_store, tokenizer, tmp_path, s
 @pytest.mark.slow
 def test_load_fm_rejects_mismatch(fm_store, tmp_path):
     from genret.indexing import FMConfig, load_fm
-    from genret.indexing._fm_build import build_fm
+    from genret.indexing.fm._build import build_fm
 
     comp = build_fm(fm_store, tmp_path, FMConfig(), progress=False)
     bad = comp.model_copy(update={"params": {**comp.params, "n_tokens": 1}})
@@ -405,7 +405,7 @@ def test_fm_config_is_strict():
 
 
 def test_title_markers_fallbacks():
-    from genret.indexing._fm_tokens import title_markers
+    from genret.indexing.fm._tokens import title_markers
 
     class Tok:
         def __init__(self, bos, eos, cls=None, sep=None, n=100):

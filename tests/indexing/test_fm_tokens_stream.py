@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from genret.indexing import FMConfig, IndexConfig, InputError, UnitStore, build_index
-from genret.indexing._fm_build import build_fm, unit_tokens
-from genret.indexing._fm_tokens import UnitEncoder, UnitTokens, encode_units, fast_tokenizer, title_markers
+from genret.indexing.fm._build import build_fm, unit_tokens
+from genret.indexing.fm._tokens import UnitEncoder, UnitTokens, encode_units, fast_tokenizer, title_markers
 
 WORDS = ["alpha", "beta", "gamma", "delta", "Tokyo", "café", "<|im_end|>", "🙂", "über", "1973", "the", "of"]
 
@@ -76,7 +76,7 @@ def test_stream_sets_and_restores_tokenizer_threads(tokenizer, monkeypatch):
 
 
 def test_build_index_tokenizes_while_reading_and_builds_the_same_index(tmp_path, monkeypatch):
-    import genret.indexing._fm_build as fb
+    import genret.indexing.fm._build as fb
 
     corpus = _corpus(tmp_path / "corpus.jsonl")
     cfg = FMConfig(workers=1, sa_sample=2)

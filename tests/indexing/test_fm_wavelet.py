@@ -1,4 +1,4 @@
-"""The compiled FM-index kernels (``_wavelet``, ``_fm_hot``) against numpy references, and the O(1) open."""
+"""The compiled FM-index kernels (``fm._wavelet``, ``fm._hot``) against numpy references, and the O(1) open."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from genret.indexing import _fm_hot
-from genret.indexing import _fm_locate as loc
-from genret.indexing import _wavelet as wv
-from genret.indexing._fm_index import FMIndex
+from genret.indexing.fm import _hot as fm_hot
+from genret.indexing.fm import _locate as loc
+from genret.indexing.fm import _wavelet as wv
+from genret.indexing.fm._index import FMIndex
+from genret.indexing.fm._suffix_array import FIRST_SYM
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -99,15 +100,15 @@ def test_hot_lists_equal_the_wavelet_walk(monkeypatch, tmp_path, budget):
     docs = _zipf_docs()
     plain = FMIndex.build(docs, 120, sa_sample=8)
     assert plain.params()["n_hot"] == 0  # thresholds above this corpus
-    monkeypatch.setattr(_fm_hot, "HOT_MIN_ROWS", 2)
-    monkeypatch.setattr(_fm_hot, "HOT_MIN_DISTINCT", 2)
-    monkeypatch.setattr(_fm_hot, "HOT_BUDGET", budget)
+    monkeypatch.setattr(fm_hot, "HOT_MIN_ROWS", 2)
+    monkeypatch.setattr(fm_hot, "HOT_MIN_DISTINCT", 2)
+    monkeypatch.setattr(fm_hot, "HOT_BUDGET", budget)
     hot = FMIndex.build(docs, 120, sa_sample=8)
     n_hot = hot.params()["n_hot"]
     assert n_hot > 10 if budget == 1.0 else n_hot == 0
     if budget == 1.0:  # both codes occur: one-byte entries and escaped ones (counts > 15)
         raw = np.asarray(hot._a["hot_bytes"])
-        assert (raw[:-_fm_hot.PAD] >= 16).any() and (raw[:-_fm_hot.PAD] < 16).any() and not raw[-_fm_hot.PAD:].any()
+        assert (raw[:-fm_hot.PAD] >= 16).any() and (raw[:-fm_hot.PAD] < 16).any() and not raw[-fm_hot.PAD:].any()
     hot.save(tmp_path)
     loaded = FMIndex.load(tmp_path, json.loads(json.dumps(hot.params())))
     for tok in range(121):
@@ -139,45 +140,45 @@ def test_open_is_constant_time(tmp_path):
 @given(st.dictionaries(st.integers(0, 300_000), st.integers(1, 2**32 - 1), min_size=1, max_size=200))
 def test_hot_list_code_round_trips(entries):
     """Any ascending list decodes to itself: one-byte entries, escaped gaps and counts of 1 to 4 bytes."""
-    syms = np.array(sorted(entries), np.int64) + _fm_hot.FIRST_SYM
-    counts = np.array([entries[s - _fm_hot.FIRST_SYM] for s in syms.tolist()], np.int64)
-    raw = _fm_hot.encode_list(syms, counts, _fm_hot.FIRST_SYM)
+    syms = np.array(sorted(entries), np.int64) + FIRST_SYM
+    counts = np.array([entries[s - FIRST_SYM] for s in syms.tolist()], np.int64)
+    raw = fm_hot.encode_list(syms, counts, FIRST_SYM)
     tok = np.arange(300_001, dtype=np.int64) * 3  # token ids differ from symbols
-    buf = np.concatenate([np.full(5, 7, np.uint8), raw, np.full(_fm_hot.PAD, 255, np.uint8)])  # in a stream
-    tokens, got = _fm_hot.decode_list(buf, 5, 5 + len(raw), len(syms), tok, _fm_hot.FIRST_SYM)
-    assert tokens.tolist() == ((syms - _fm_hot.FIRST_SYM) * 3).tolist() and got.tolist() == counts.tolist()
-    small = ((np.diff(np.concatenate([[_fm_hot.FIRST_SYM - 1], syms])) <= 15) & (counts <= 15)).sum()
+    buf = np.concatenate([np.full(5, 7, np.uint8), raw, np.full(fm_hot.PAD, 255, np.uint8)])  # in a stream
+    tokens, got = fm_hot.decode_list(buf, 5, 5 + len(raw), len(syms), tok, FIRST_SYM)
+    assert tokens.tolist() == ((syms - FIRST_SYM) * 3).tolist() and got.tolist() == counts.tolist()
+    small = ((np.diff(np.concatenate([[FIRST_SYM - 1], syms])) <= 15) & (counts <= 15)).sum()
     assert len(raw) >= len(syms) and (len(raw) == len(syms)) == (small == len(syms))
 
 
 def test_corrupt_hot_list_raises():
     syms, counts = np.array([2, 3, 40], np.int64), np.array([1, 300, 2], np.int64)
-    raw = _fm_hot.encode_list(syms, counts, 2)
+    raw = fm_hot.encode_list(syms, counts, 2)
     tok = np.arange(100, dtype=np.int64)
     assert len(raw) == 1 + 4 + 3  # (1, 1) in a byte; (1, 300) and (37, 2) escaped
-    pad = np.zeros(_fm_hot.PAD, np.uint8)
+    pad = np.zeros(fm_hot.PAD, np.uint8)
     for part, size in ((raw, 4), (raw[:-1], 3), (np.concatenate([raw, raw[:1]]), 3), (np.zeros(4, np.uint8), 1)):
         with pytest.raises(ValueError, match="corrupt"):
-            _fm_hot.decode_list(np.concatenate([part, pad]), 0, len(part), size, tok, 2)
+            fm_hot.decode_list(np.concatenate([part, pad]), 0, len(part), size, tok, 2)
     with pytest.raises(ValueError, match="outside"):  # no padding after the list
-        _fm_hot.decode_list(raw, 0, len(raw), 3, tok, 2)
-    assert _fm_hot.decode_list(np.concatenate([raw, pad]), 0, len(raw), 3, tok, 2)[1].tolist() == [1, 300, 2]
+        fm_hot.decode_list(raw, 0, len(raw), 3, tok, 2)
+    assert fm_hot.decode_list(np.concatenate([raw, pad]), 0, len(raw), 3, tok, 2)[1].tolist() == [1, 300, 2]
 
 
 def test_v2_index_is_read_as_it_is(monkeypatch, tmp_path):
     """A genret-fm/2 index (uint16 counts, the big ones apart) opens without a rebuild and answers the same."""
-    monkeypatch.setattr(_fm_hot, "HOT_MIN_ROWS", 2)
-    monkeypatch.setattr(_fm_hot, "HOT_MIN_DISTINCT", 2)
-    monkeypatch.setattr(_fm_hot, "HOT_BUDGET", 1.0)
-    monkeypatch.setattr(_fm_hot, "V2_BIG", 7)
+    monkeypatch.setattr(fm_hot, "HOT_MIN_ROWS", 2)
+    monkeypatch.setattr(fm_hot, "HOT_MIN_DISTINCT", 2)
+    monkeypatch.setattr(fm_hot, "HOT_BUDGET", 1.0)
+    monkeypatch.setattr(fm_hot, "V2_BIG", 7)
     index = FMIndex.build(_zipf_docs(), 120, sa_sample=8)
     index.save(tmp_path)
     params = index.params()
     a = index._a
-    lists = [_fm_hot.decode_list(a["hot_bytes"], int(a["hot_offsets"][j]), int(a["hot_offsets"][j + 1]),
-                                 int(a["hot_sizes"][j]), np.arange(200), _fm_hot.FIRST_SYM)
+    lists = [fm_hot.decode_list(a["hot_bytes"], int(a["hot_offsets"][j]), int(a["hot_offsets"][j + 1]),
+                                int(a["hot_sizes"][j]), np.arange(200), FIRST_SYM)
              for j in range(params["n_hot"])]
-    syms = np.concatenate([t for t, _ in lists]) + _fm_hot.FIRST_SYM  # tok = identity: symbols back
+    syms = np.concatenate([t for t, _ in lists]) + FIRST_SYM  # tok = identity: symbols back
     counts = np.concatenate([c for _, c in lists])
     big = np.flatnonzero(counts >= 7)
     assert len(big) > 3

@@ -14,9 +14,9 @@ per-symbol arrays; nothing is rebuilt).  The BWT is held only as a wavelet matri
 uint16 per 512 bits, two-level) and ``wm_zeros``; ``C`` (int64 cumulative symbol counts), ``token_of_sym`` (int32);
 ``sample_bits``/``sample_ranks`` (a bit vector marking the suffix-array rows whose text position is a multiple
 of ``sa_sample``) and ``sample_pos`` (those positions divided by ``sa_sample``, in row order, bit-packed in
-``sample_width = bit_length((n_rows - 1) // sa_sample)``-bit fields: ``_fm_locate.pack``);
+``sample_width = bit_length((n_rows - 1) // sa_sample)``-bit fields: ``_locate.pack``);
 ``doc_starts`` (start of each document in ``T``, plus ``len(T)``); ``hot_ranges``/``hot_offsets``/
-``hot_sizes``/``hot_bytes``: the next-token lists of the 1-grams whose list is long, byte-coded (see ``_fm_hot``).
+``hot_sizes``/``hot_bytes``: the next-token lists of the 1-grams whose list is long, byte-coded (see ``_hot``).
 Bytes per token for 16-bit symbols and ``sa_sample=20``: 2 (bit planes) + 0.0625 (ranks) + 0.129 (marks) +
 ``sample_width / 160`` (positions: 0.14 at 50M tokens, 0.15 at 200M) + documents + hot lists.  Format
 ``genret-fm/2`` (next-token lists as uint16 pairs, positions as plain integers) is read as it is.
@@ -39,16 +39,15 @@ from typing import Any
 
 import numpy as np
 
-from . import _fm_locate as loc
+from .._errors import IndexFormatError
+from .._progress import progress_bar
+from . import _locate as loc
 from . import _wavelet as wv
-from ._errors import IndexFormatError
-from ._fm_files import FM_FORMAT, check_contents, expected_arrays, load_array
-from ._fm_hot import decode_list, hot_lists, v2_counts
-from ._fm_queries import SA_SAMPLE, FMQueries, FMRange, Limit, NextTokens, empty_next
-from ._progress import progress_bar
-from ._suffix_array import pos_dtype, suffix_array, sym_width
+from ._files import FM_FORMAT, check_contents, expected_arrays, load_array
+from ._hot import decode_list, hot_lists, v2_counts
+from ._queries import SA_SAMPLE, FMQueries, FMRange, Limit, NextTokens, empty_next
+from ._suffix_array import END_SYM, FIRST_SYM, SEP_SYM, pos_dtype, suffix_array, sym_width
 
-END_SYM, SEP_SYM, FIRST_SYM = 0, 1, 2
 _CHUNK = 1 << 22
 
 

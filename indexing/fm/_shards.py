@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._errors import IndexFormatError
-from ._fm_queries import SA_SAMPLE, FMQueries, FMRange, Limit, NextTokens, merge_next_tokens
+from .._errors import IndexFormatError
+from ._queries import SA_SAMPLE, FMQueries, FMRange, Limit, NextTokens, merge_next_tokens
 
 if TYPE_CHECKING:
-    from ._fm_index import FMIndex
+    from ._index import FMIndex
 
 SHARDED_FORMAT = "genret-fm-sharded/1"
 
@@ -61,7 +61,7 @@ class ShardedFMIndex(FMQueries):
     def build(cls, docs: Sequence[Sequence[int] | np.ndarray], vocab_size: int, n_shards: int, *,
               sa_sample: int = SA_SAMPLE, progress: bool = False) -> ShardedFMIndex:
         """Split ``docs`` into ``n_shards`` contiguous, token-balanced groups and index each one."""
-        from ._fm_index import FMIndex  # here, not at the top: numba loads only when an index is built or opened
+        from ._index import FMIndex  # here, not at the top: numba loads only when an index is built or opened
 
         spans = split_balanced([len(d) for d in docs], n_shards)
         return cls([FMIndex.build(docs[a:b], vocab_size, sa_sample=sa_sample, progress=progress) for a, b in spans])
@@ -84,7 +84,7 @@ class ShardedFMIndex(FMQueries):
     def load(cls, directory: str | Path, params: dict[str, Any], *, mmap: bool = True,
              lazy: bool = False) -> ShardedFMIndex:
         """Open every shard listed in ``params`` (``IndexFormatError`` when anything disagrees)."""
-        from ._fm_index import FMIndex
+        from ._index import FMIndex
 
         directory = Path(directory)
         if params.get("format") != SHARDED_FORMAT or not isinstance(params.get("shards"), list) \

@@ -1,9 +1,13 @@
-"""Suffix arrays of token texts (libdivsufsort through pydivsufsort), and the integer widths the FM-index stores."""
+"""Suffix arrays of token texts (libdivsufsort through pydivsufsort), the texts' symbols, and the integer widths
+the FM-index stores."""
 
 from __future__ import annotations
 
 import numpy as np
 
+# the FM-index's symbols (see ``_index``): 0 the end marker, 1 the document boundary, from 2 on the tokens that
+# occur (in id order)
+END_SYM, SEP_SYM, FIRST_SYM = 0, 1, 2
 _CHUNK = 1 << 22
 
 

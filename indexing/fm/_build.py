@@ -15,12 +15,12 @@ markers never occur in body text, so they are not proposed there).  Text is toke
 plain text, so the marker ids occur only where this layout puts them.  Queries must be encoded the same way
 (``encode_texts``); mid-sentence n-grams usually start with a space-prefixed token (``" word"``).
 
-Files: ``fm/shard-NNN/*.npy`` (see ``_fm_index``) and ``fm/tokenizer/*`` (``save_pretrained``), all listed
+Files: ``fm/shard-NNN/*.npy`` (see ``_index``) and ``fm/tokenizer/*`` (``save_pretrained``), all listed
 in the component with size and sha256.  Shards hold contiguous unit-id ranges of about equal size.
 
 Tokenizing while the corpus is read: ``build_index`` feeds every unit to ``unit_tokens(config)`` as it writes
 the unit store, when the build runs in this process with one shard (on 2 CPUs, by default): batches are
-encoded on threads that release the GIL (``_fm_tokens.UnitTokens``) and the compiled build kernels load in
+encoded on threads that release the GIL (``_tokens.UnitTokens``) and the compiled build kernels load in
 another, so only the suffix array and the wavelet matrix are left when the store is written (scifact, 2.6M
 tokens, 2 CPUs: the whole ``genret index --fm`` from 3.4-3.7 to 2.3 s, ``bench/index_fm.py``).  Other builds
 read the store:
@@ -53,10 +53,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from ._errors import IndexFormatError
-from ._fm_queries import SA_SAMPLE
-from ._fm_shards import SHARDED_FORMAT, ShardedFMIndex, load_any, shard_dir
-from ._fm_tokens import (
+from .._errors import IndexFormatError
+from .._manifest import Component, file_entries
+from .._models import DEFAULT_LM
+from .._progress import progress_bar
+from .._store import UnitStore
+from ._queries import SA_SAMPLE
+from ._shards import SHARDED_FORMAT, ShardedFMIndex, load_any, shard_dir
+from ._tokens import (
     UnitEncoder,
     UnitTokens,
     encode_batch,
@@ -66,13 +70,9 @@ from ._fm_tokens import (
     token_dtype,
     unit_tokenizer,
 )
-from ._manifest import Component, file_entries
-from ._models import DEFAULT_LM
-from ._progress import progress_bar
-from ._store import UnitStore
 
 if TYPE_CHECKING:
-    from ._fm_index import FMIndex
+    from ._index import FMIndex
 
 log = logging.getLogger("genret")
 
@@ -106,12 +106,22 @@ _ONE_PROCESS_MAX_CPUS = 2
 
 def _build_shard(tokens_path: str, lengths: np.ndarray, vocab: int, sa_sample: int, out: str,
                  progress: bool) -> tuple[list[str], dict[str, Any]]:
-    from ._fm_index import FMIndex
+    from ._index import FMIndex
 
     tokens = np.load(tokens_path)
     os.unlink(tokens_path)
     index = FMIndex.from_flat(tokens, lengths, vocab, sa_sample=sa_sample, progress=progress)
     del tokens
+    return index.save(out), index.params()
+
+
+def build_shard(tokens: np.ndarray, lengths: np.ndarray, vocab: int, sa_sample: int, out: str | Path,
+                progress: bool = False) -> tuple[list[str], dict[str, Any]]:
+    """Index one shard's units (``tokens`` flat, ``lengths`` a unit) and save it into ``out``: the file names
+    (relative to ``out``) and the shard's params.  numba loads here, not when this module is imported."""
+    from ._index import FMIndex
+
+    index = FMIndex.from_flat(tokens, lengths, vocab, sa_sample=sa_sample, progress=progress)
     return index.save(out), index.params()
 
 
@@ -156,6 +166,28 @@ def _batches(store: UnitStore) -> Iterator[tuple[list[str], list[str]]]:
         yield [u.title for u in batch], [u.text for u in batch]
 
 
+def encode_range(store: UnitStore, start: int, stop: int,
+                 config: FMConfig) -> tuple[Any, tuple[int, int, int], np.ndarray, np.ndarray]:
+    """Units ``[start, stop)`` of ``store`` tokenized in this process as ``build_fm`` tokenizes them (one shard of a
+    distributed build): the tokenizer, its ``(title_start_id, title_end_id, vocab_size)``, the flat tokens and the
+    units' lengths."""
+    tokenizer = unit_tokenizer(config.tokenizer)
+    start_id, end_id, vocab = title_markers(tokenizer)
+    dtype = token_dtype(vocab)
+    encoder = UnitEncoder(tokenizer, lowercase=config.lowercase)  # the Rust backend, as build_fm's
+    parts: list[np.ndarray] = []
+    sizes: list[np.ndarray] = []
+    for lo in range(start, stop, _BATCH):
+        units = store.get(list(range(lo, min(stop, lo + _BATCH))))
+        part, size = encode_units(encoder, (start_id, end_id), dtype, ([u.title for u in units],
+                                                                        [u.text for u in units]))
+        parts.append(part)
+        sizes.append(size)
+    lengths = np.concatenate(sizes) if sizes else np.zeros(0, np.int64)
+    flat = np.concatenate(parts) if parts else np.zeros(0, dtype)
+    return tokenizer, (start_id, end_id, vocab), flat, lengths
+
+
 class _ShardWriter:
     """Collects tokenized units, cuts them into shards and builds each one (in a process pool or here)."""
 
@@ -191,11 +223,7 @@ class _ShardWriter:
             self.parts, self.lengths = [], []
             out = self.fm_dir / shard_dir(i)
             if self.pool is None:
-                from ._fm_index import FMIndex
-
-                index = FMIndex.from_flat(flat, lengths, self.vocab, sa_sample=self.config.sa_sample,
-                                          progress=self.progress)
-                self.results[i] = (index.save(out), index.params())
+                self.results[i] = build_shard(flat, lengths, self.vocab, self.config.sa_sample, out, self.progress)
                 continue
             need = BUILD_BYTES_PER_TOKEN * max(len(flat), 1)
             while self.running and sum(self.running.values()) + need > self.budget:
@@ -248,7 +276,7 @@ def _warm_build_kernels(dtype: np.dtype, vocab: int, sa_sample: int) -> None:
     """Import numba and load (or compile) the kernels ``FMIndex.from_flat`` runs on a real corpus, by indexing
     a tiny one with as many distinct tokens (more than 256: 16-bit symbols): about 0.5 s that otherwise
     comes after tokenizing."""
-    from ._fm_index import FMIndex
+    from ._index import FMIndex
 
     ids = np.arange(min(vocab, 400), dtype=dtype)
     FMIndex.from_flat(np.concatenate([ids, ids[::-1]]), np.array([len(ids), len(ids)]), vocab,
@@ -308,16 +336,27 @@ def build_fm(store: UnitStore, out_dir: Path, config: FMConfig, progress: bool =
     seconds = time.perf_counter() - t0
     log.info("fm-index: %d units, %d tokens, %d shard(s), %d worker(s), %.1f s (%.2f M tokens/s)", n_units,
              n_tokens, config.shards, workers, seconds, n_tokens / max(seconds, 1e-9) / 1e6)
+    return fm_component(Path(out_dir), config, tokenizer_size=len(tokenizer), markers=(start, end, vocab),
+                        n_units=n_units, shard_params=shard_params, files=names, seconds=seconds)
+
+
+def fm_component(out_dir: Path, config: FMConfig, *, tokenizer_size: int, markers: tuple[int, int, int],
+                 n_units: int, shard_params: list[dict[str, Any]], files: list[str], seconds: float) -> Component:
+    """The manifest entry of the FM-index written under ``out_dir``: ``markers`` ``(title_start_id, title_end_id,
+    vocab_size)``, ``shard_params`` each shard's params with its folder, ``files`` relative to ``out_dir`` (the
+    shards' and the tokenizer's)."""
+    start, end, vocab = markers
+    n_tokens = sum(p["n_tokens"] for p in shard_params)
     index_params = {"format": SHARDED_FORMAT, "vocab_size": vocab, "n_docs": n_units, "n_tokens": n_tokens,
                     "shards": shard_params}
     return Component(
         kind=FM_KIND, model=config.tokenizer,
-        params={"tokenizer": config.tokenizer, "tokenizer_dir": TOKENIZER_DIR, "tokenizer_size": len(tokenizer),
+        params={"tokenizer": config.tokenizer, "tokenizer_dir": TOKENIZER_DIR, "tokenizer_size": tokenizer_size,
                 "vocab_size": vocab, "title_start_id": start, "title_end_id": end, "layout": LAYOUT,
                 "lowercase": config.lowercase, "split_special_tokens": True, "sa_sample": config.sa_sample,
                 "shards": config.shards, "n_docs": n_units, "n_tokens": n_tokens, "dir": FM_DIR,
                 "index": index_params},
-        files=file_entries(Path(out_dir), names),
+        files=file_entries(out_dir, files),
         build_seconds=round(seconds, 3),
     )
 

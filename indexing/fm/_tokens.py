@@ -3,7 +3,7 @@
 backend (``UnitEncoder``, ``encode_units``; ``init_worker``/``encode_batch`` in worker processes), and
 ``UnitTokens``, which tokenizes units while the corpus is still being read.
 
-See ``_fm_build`` for the unit layout and the build.
+See ``_build`` for the unit layout and the build.
 """
 
 from __future__ import annotations
@@ -23,13 +23,13 @@ from typing import Any
 
 import numpy as np
 
-from ._models import load_tokenizer, resolve_checkpoint
+from .._models import load_tokenizer, resolve_checkpoint
 
 log = logging.getLogger("genret")
 
 
 def title_markers(tokenizer: Any) -> tuple[int, int, int]:
-    """``(title_start_id, title_end_id, index_vocab_size)`` for a tokenizer (the unit layout: ``_fm_build``)."""
+    """``(title_start_id, title_end_id, index_vocab_size)`` for a tokenizer (the unit layout: ``_build``)."""
     n = len(tokenizer)
     start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.cls_token_id
     end = tokenizer.eos_token_id if tokenizer.eos_token_id not in (None, start) else tokenizer.sep_token_id

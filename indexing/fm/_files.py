@@ -8,11 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from . import _fm_locate as loc
+from .._errors import IndexFormatError
+from . import _locate as loc
 from . import _wavelet as wv
-from ._errors import IndexFormatError
-from ._fm_hot import FIRST_SYM, PAD
-from ._suffix_array import pos_dtype, sym_width
+from ._hot import PAD
+from ._suffix_array import FIRST_SYM, pos_dtype, sym_width
 
 FM_FORMAT = "genret-fm/5"
 READABLE_FORMATS = ("genret-fm/2",)  # read as it is: plain positions, uint16 next-token lists

@@ -24,11 +24,11 @@ import numpy as np
 from numba import njit
 
 from . import _wavelet as wv
+from ._suffix_array import FIRST_SYM
 
 HOT_MIN_ROWS = 1024
 HOT_MIN_DISTINCT = 384
 HOT_BUDGET = 0.08
-FIRST_SYM = 2
 PAD = 8  # zero bytes after the last list
 
 
