@@ -2,8 +2,9 @@
 
 Inside: the app factory (``_app``), a router per resource (``_routes_*``) over ``Annotated`` dependencies
 (``_deps``) and the request/response models (``_models``, OpenAI's in ``_models_openai``); ``SearchService``, which
-knows nothing of HTTP (``_service``), its index snapshots (``_snapshots``), warm-up (``_warmup``) and dense encoders
-(``_embeddings``); admission, micro-batching and streaming (``_limits``, ``_batcher``, ``_sse``); errors
+knows nothing of HTTP (``_service``, a facade), its index pool and snapshots (``_pool``, ``_snapshots``), RAG
+(``_rag``), model ids and embeddings (``_catalogue``, ``_embeddings``), request checks (``_checks``) and warm-up
+(``_warmup``); admission, micro-batching and streaming (``_limits``, ``_batcher``, ``_sse``); errors
 (``_errors``), the served OpenAPI document (``_openapi``), metrics (``_metrics``), connection guards
 (``_connections``, ``_hosts``), Ray-backed retrievers (``_ray_serving``) and the web page (``static/``).
 

@@ -46,7 +46,8 @@ from genret.retrieval.rag import GenerationCancelled, stop_when
 
 from ._limits import RagLoad
 from ._metrics import Metrics
-from ._service import RagOutcome, RagSpec, SearchService
+from ._rag import RagOutcome, RagSpec
+from ._service import SearchService
 from ._settings import ServerConfig
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from genret.retrieval import Demo, Hit, Provenance, RagConfig
 
 if TYPE_CHECKING:
-    from ._service import RagOutcome, RagSpec
+    from ._rag import RagOutcome, RagSpec
 
 Granularity = Literal["page", "passage", "sentence", "entity"]
 
@@ -37,7 +37,7 @@ class JsonRequest(BaseModel):
 
 K_DOC = "number of hits, 1..max_k (server setting, default 100); the server's default_k if omitted"
 # A query needs a character that is not whitespace (as Python's str.isspace() counts it): the spec's pattern,
-# checked by the service (``SearchService.check_queries``), which answers 422 with its own words.
+# checked by the service (``_checks.check_queries``), which answers 422 with its own words.
 NON_BLANK = "[^\\t-\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
 _NON_BLANK = {"pattern": NON_BLANK}
 Query = Annotated[str, Field(json_schema_extra={"minLength": 1, **_NON_BLANK})]

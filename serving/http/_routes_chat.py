@@ -34,7 +34,8 @@ from ._sse import SSE, EventStreamResponse, open_stream, relay, sse
 if TYPE_CHECKING:
     from ._batcher import EventStream
     from ._limits import Gate
-    from ._service import RagOutcome, RagSpec, SearchService
+    from ._rag import RagOutcome, RagSpec
+    from ._service import SearchService
 
 router = APIRouter()
 

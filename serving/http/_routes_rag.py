@@ -18,7 +18,7 @@ from ._sse import SSE, EventStreamResponse, open_stream, relay, sse
 if TYPE_CHECKING:
     from ._batcher import EventStream
     from ._limits import Gate
-    from ._service import RagSpec
+    from ._rag import RagSpec
 
 router = APIRouter()
 

@@ -3,7 +3,7 @@
 The service checks names and values (404 / 422, cheap, on the event loop), the gate admits the model work
 (429 / 503) and bounds its time (504), and the dispatcher runs it in the model pool — single searches
 micro-batched, a batch request as one job.  A granularity asked for with no retriever named picks the index's
-first retriever that ranks by it (``_retriever_for``).
+first retriever that ranks by it (``SearchService.plan_search``).
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Query
-
-from genret.retrieval import available_retrievers, retriever_granularities
 
 from ._deps import DispatcherDep, GateDep, ServerDep, ServiceDep
 from ._models import (
@@ -61,8 +59,7 @@ async def search_batch(req: BatchSearchRequest, service: ServiceDep, dispatcher:
                        server: ServerDep) -> BatchSearchResponse:
     """Several queries, one retriever: one hit list per query, in order (one batch_search call)."""
     k = server.default_k if req.k is None else req.k
-    index, retriever = service.resolve(req.index, _retriever_for(service, req.index, req.retriever, req.granularity))
-    service.check(req.queries, k, retriever, req.granularity, index)
+    index, retriever = service.plan_search(req.queries, k, req.index, req.retriever, req.granularity)
     results = await gate.run(lambda: dispatcher.batch(req.queries, k, index, retriever, req.task, req.granularity))
     return BatchSearchResponse(index=index, retriever=retriever, results=[
         QueryHits(query=q, hits=[HitModel.of(h) for h in hits]) for q, hits in zip(req.queries, results)])
@@ -72,21 +69,7 @@ async def _search(service: SearchService, dispatcher: Dispatcher, gate: Gate, se
                   k: int | None, index: str | None, retriever: str | None, task: str | None,
                   granularity: str | None) -> SearchResponse:
     k = server.default_k if k is None else k
-    index, retriever = service.resolve(index, _retriever_for(service, index, retriever, granularity))
-    service.check([query], k, retriever, granularity, index)
+    index, retriever = service.plan_search([query], k, index, retriever, granularity)
     hits = await gate.run(lambda: dispatcher.search(query, k, index, retriever, task, granularity))
     return SearchResponse(query=query, index=index, retriever=retriever, hits=[HitModel.of(h) for h in hits])
 
-
-def _retriever_for(service: SearchService, index: str | None, retriever: str | None,
-                   granularity: str | None) -> str | None:
-    """The retriever named; with none named and a granularity asked for, the index's first retriever that ranks by
-    it (none: the index's default, whose check then says why)."""
-    if retriever is not None or granularity is None:
-        return retriever
-    ix = service.indexes.get(service.default_index if index is None else index)
-    if ix is None:
-        return None  # resolve answers 404
-    cfg = service.settings.retrieval
-    return next((name for name in available_retrievers(ix, cfg)
-                 if granularity in retriever_granularities(ix, name, cfg)), None)

@@ -90,7 +90,7 @@ def load(service: SearchService, part: Part) -> None:
     if part.name == GENERATOR:
         service.generator()
     elif part.name == EMBEDDINGS:
-        service.embedder.embed(service.indexes[part.index], [WARM_TEXT])  # loading it is the first use
+        service.embed(part.index, [WARM_TEXT])  # loading it is the first use
     else:
         service.retriever(part.index, part.name)
 

@@ -6,7 +6,8 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
-import genret.serving.http._service as service_module
+import genret.serving.http._pool as pool_module
+import genret.serving.http._snapshots as snapshots_module
 from genret.serving import Settings, create_app
 from genret.serving.http._deps import get_service, require_api_key
 from tests.serving.helpers import app_over
@@ -133,8 +134,8 @@ def test_index_names_never_reach_outside(client, service, tiny_index, monkeypatc
     def refuse(*args, **kwargs):
         raise AssertionError("a request tried to open an index")
 
-    monkeypatch.setattr(service_module, "Index", refuse)
-    monkeypatch.setattr(service_module, "load_retriever", refuse)
+    monkeypatch.setattr(snapshots_module, "Index", refuse)
+    monkeypatch.setattr(pool_module, "load_retriever", refuse)
     loaded = service.loaded
     for r in (client.post("/v1/search", json={"query": "x", "index": name}),
               client.post("/v1/search/batch", json={"queries": ["x"], "index": name}),

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-import genret.serving.http._service as service_module
+import genret.serving.http._rag as rag_module
 from genret.retrieval import GeneratorConfig
 from genret.retrieval.rag import OpenAIGenerator
 from genret.serving import create_app
@@ -264,7 +264,7 @@ def test_a_client_that_goes_away_stops_the_generation(service):
 
 def test_the_generator_can_be_preloaded(service, monkeypatch):
     assert service.preload(["generator"]) == [("*", "generator")]
-    monkeypatch.setattr(service_module, "load_generator", lambda config: pytest.fail("loaded twice"))
+    monkeypatch.setattr(rag_module, "load_generator", lambda config: pytest.fail("loaded twice"))
     assert service.generator() is not None  # loaded already
     service.check_preload(["generator", "dense"])
 

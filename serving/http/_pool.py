@@ -1,0 +1,144 @@
+"""The served indexes and their retrievers: names in, retrievers out, with no knowledge of HTTP.
+
+Indexes are opened from the configured directories only, and addressed by name (the directory's base name): a
+name is a dictionary key, never a path, so no request can make the pool open anything.  Each is served as one
+consistent snapshot (``_snapshots``): a new version written under it is swapped in whole, never mixed with the
+old one.  Retrievers are loaded on first use and kept with their snapshot (a hybrid over the members it serves;
+with ``settings.ray`` each is backed by Ray actors, ``_ray_serving``).  :meth:`IndexPool.resolve` turns the names
+a request gives (or leaves out) into canonical ones without loading anything — with a granularity and no
+retriever named, the index's first retriever that ranks by it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from genret.indexing import Index, NotFoundError
+from genret.retrieval import Hit, Retriever, available_retrievers, load_retriever, retriever_granularities
+
+from ._errors import Unavailable
+from ._snapshots import Snapshot, Snapshots, StaleSnapshot
+from ._warmup import compose_hybrid, warm_retriever
+
+if TYPE_CHECKING:
+    from ._settings import Settings
+
+__all__ = ["IndexPool"]
+
+
+class IndexPool:
+    """Opens every configured index once; retrievers are created on first use and kept with their snapshot."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._ray = None
+        if settings.ray is not None:  # the retrievers' index parts in Ray actors (genret serve --ray)
+            from ._ray_serving import RayBackend
+
+            self._ray = RayBackend(settings.ray)
+        self.snapshots = Snapshots(list(settings.indexes), self._load, interval=settings.server.reload_interval_s,
+                                   warm=None if settings.server.lazy else warm_retriever)
+
+    def _load(self, snap: Snapshot, name: str) -> Retriever:
+        if self._ray is not None:
+            return self._ray.load(snap.index, name, self.settings.retrieval)
+        if name == "hybrid":  # over the members this snapshot serves: no second copy of each model
+            return compose_hybrid(snap.index, self.settings.retrieval, lambda m: self.snapshots.retriever(snap, m))
+        return load_retriever(snap.index, name, self.settings.retrieval)
+
+    # ---- what is served (cheap: nothing is loaded) ----------------------------------------------------------
+    @property
+    def indexes(self) -> dict[str, Index]:
+        """The served indexes by name, each as of its current snapshot."""
+        return {name: snap.index for name, snap in self.snapshots.current.items()}
+
+    @property
+    def default_index(self) -> str:
+        return next(iter(self.snapshots.current))
+
+    @property
+    def loaded(self) -> int:
+        """Retrievers loaded so far (over the current snapshots)."""
+        return sum(len(snap.retrievers) for snap in self.snapshots.current.values())
+
+    def offered(self, index: Index) -> list[str]:
+        """The retrievers ``index`` offers, in preference order (the first: its default)."""
+        return available_retrievers(index, self.settings.retrieval)
+
+    def granularities(self, index: str | None) -> dict[str, tuple[str, ...]]:
+        """``{retriever: granularities it ranks by}`` for the retrievers ``index`` offers (None: the default)."""
+        ix = self.indexes[self.default_index if index is None else index]
+        return {name: retriever_granularities(ix, name, self.settings.retrieval) for name in self.offered(ix)}
+
+    def resolve(self, index: str | None, retriever: str | None,
+                granularity: str | None = None) -> tuple[str, str]:
+        """Canonical ``(index name, retriever name)``; ``None`` picks the default index, and the default retriever
+        — or, given a ``granularity``, the index's first retriever that ranks by it (none: the default, whose
+        check then says why).  Cheap (no model loads)."""
+        index = self.default_index if index is None else index
+        if index not in self.indexes:
+            raise NotFoundError(f"unknown index {index!r}; served: {sorted(self.indexes)}")
+        names = self.offered(self.indexes[index])
+        if retriever is None and granularity is not None:
+            retriever = next((name for name, takes in self.granularities(index).items() if granularity in takes),
+                             None)
+        if retriever is None:
+            if not names:
+                raise NotFoundError(f"index {index!r} has no component any retriever can use")
+            return index, names[0]
+        if retriever not in names:
+            raise NotFoundError(f"unknown retriever {retriever!r} for index {index!r}; available: {names}")
+        return index, retriever
+
+    def stale(self) -> dict[str, str]:
+        """``{index: why}`` for indexes not served at their on-disk version."""
+        return self.snapshots.stale()
+
+    # ---- retrievers (blocking: call it off the event loop) --------------------------------------------------
+    @contextmanager
+    def using(self, index: str | None, name: str | None) -> Iterator[Retriever]:
+        """Retriever ``name`` of ``index``'s current snapshot, which stays open until the block ends (a new
+        version swapped in meanwhile serves the next requests)."""
+        index, name = self.resolve(index, name)
+        for _ in range(3):
+            with self.snapshots.use(index) as snap:
+                try:
+                    r = self.snapshots.retriever(snap, name)
+                except StaleSnapshot:
+                    self.snapshots.refresh(index)
+                    continue
+                yield r
+                return
+        raise Unavailable(f"index {index!r} keeps changing on disk; try again", self.settings.server.retry_after_s)
+
+    def retriever(self, index: str | None, name: str | None) -> Retriever:
+        """Retriever ``name`` of ``index``'s current snapshot (loaded on first use); for work that spans a
+        request, prefer :meth:`using`."""
+        with self.using(index, name) as r:
+            return r
+
+    def use_retriever(self, index: str | None, name: str | None, retriever: Retriever | None) -> Retriever | None:
+        """Serve ``retriever`` as ``name`` on ``index`` from now on (one built elsewhere, or a test's stand-in;
+        None: load it again on next use); returns the one it replaces, if any, which the caller closes."""
+        index, name = self.resolve(index, name)
+        snap = self.snapshots.current[index]
+        with snap.lock:
+            old = snap.retrievers.pop(name, None)
+            if retriever is not None:
+                snap.retrievers[name] = retriever
+            return old
+
+    def batch_search(self, queries: Sequence[str], k: int, index: str | None = None, retriever: str | None = None,
+                     task: str | None = None, granularity: str | None = None) -> list[list[Hit]]:
+        """One hit list per query (unchecked: ``_checks.check_search`` first)."""
+        with self.using(index, retriever) as r:
+            if granularity is not None:
+                return r.batch_search(list(queries), k, task=task, granularity=granularity)
+            return r.batch_search(list(queries), k, task=task)
+
+    def close(self) -> None:
+        self.snapshots.close()
+        if self._ray is not None:
+            self._ray.close()
