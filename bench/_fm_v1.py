@@ -41,8 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from genret.indexing._errors import IndexFormatError
-from genret.indexing._progress import progress_bar
+from genret.core import IndexFormatError, progress_bar
 from genret.indexing.fm._queries import FMQueries, FMRange, Limit, NextTokens, empty_next
 from genret.indexing.fm._suffix_array import pos_dtype, suffix_array, sym_width
 

@@ -69,7 +69,7 @@ def synthetic(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 def minikilt(task: str) -> tuple[np.ndarray, np.ndarray, float]:
     """Paragraph documents of a mini-KILT knowledge source, tokenized as the fm-index component does."""
-    from genret.indexing import load_tokenizer
+    from genret.core import load_tokenizer
     from genret.indexing.fm._tokens import encode_texts, title_markers
 
     tok = load_tokenizer("smollm2-135m-instruct")

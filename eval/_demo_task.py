@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from genret.indexing import GenretError
+from genret.core import GenretError
 
 __all__ = ["DEMO_MODULES", "MIN_QUESTIONS", "build_questions", "iter_stdlib_pages", "load_templates",
            "write_demo"]

@@ -28,7 +28,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
-from genret.indexing import InputError
+from genret.core import InputError
 
 __all__ = ["accuracy", "exact_match", "f1_score", "gold_answers", "gold_titles",
            "normalize_answer", "rouge_l", "rouge_l_package", "rougel_score"]

@@ -20,7 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from genret.indexing import ConfigError, GenretError, Index, sha256_file
+from genret.core import ConfigError, GenretError, sha256_file
+from genret.indexing import Index
 from genret.retrieval import Hit, RetrievalConfig, Retriever, base_retrievers, load_retriever
 from genret.retrieval.hybrid import (
     DevInfo,

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from genret.indexing import InputError, open_text
+from genret.core import InputError
+from genret.indexing import open_text
 
 from ._kilt_io import id_key, read_kilt
 from ._trec import Qrels, doc_id, read_qrels

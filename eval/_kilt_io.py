@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from genret.indexing import GenretError, InputError
+from genret.core import GenretError, InputError
 
 __all__ = ["align", "gc_paused", "id_key", "read_kilt", "write_kilt"]
 

@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from genret.indexing import InputError, progress_bar
+from genret.core import InputError, progress_bar
 from genret.retrieval.rag import LabelHead, RagPipeline, fit_label_head, held_out_predictions, resolve_answer_task
 
 _BATCH = 8

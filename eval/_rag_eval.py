@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from genret.indexing import GenretError, progress_bar
+from genret.core import GenretError, progress_bar
 from genret.retrieval.rag import RagAnswer, RagPipeline, resolve_answer_task
 
 from ._kilt_io import read_kilt, write_kilt

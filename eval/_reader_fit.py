@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from genret.indexing import GenretError, InputError, progress_bar
+from genret.core import GenretError, InputError, progress_bar
 from genret.retrieval.rag import RagPipeline, SpanReader, fit_reader
 
 from ._downstream_metrics import gold_answers, normalize_answer

@@ -25,7 +25,7 @@ from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from genret.indexing import GenretError, InputError
+from genret.core import GenretError, InputError
 
 from ._downstream_metrics import gold_answers, gold_titles, normalize_answer
 from ._kilt_io import gc_paused

@@ -6,7 +6,8 @@ import logging
 import time
 from pathlib import Path
 
-from genret.indexing import GenretError, Index, progress_bar
+from genret.core import GenretError, progress_bar
+from genret.indexing import Index
 from genret.retrieval import Hit, RetrievalConfig, Retriever, load_retriever
 
 from ._ir_metrics import ir_scores, kilt_per_query

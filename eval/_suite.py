@@ -39,7 +39,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from genret.indexing import GenretError, Index, InputError
+from genret.core import GenretError, InputError
+from genret.indexing import Index
 
 from ._ir_metrics import paired_p
 from ._runner import DEFAULT_KS, LEVELS, evaluate

@@ -18,7 +18,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from genret.indexing import GenretError, InputError, open_text
+from genret.core import GenretError, InputError
+from genret.indexing import open_text
 
 from ._kilt_io import id_key
 

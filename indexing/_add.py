@@ -18,18 +18,16 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core import GenretError, InputError, progress_bar, staged_dir, write_lock
 from ._bm25 import BM25Config, build_bm25
 from ._build import IndexConfig, ingest
 from ._corpus import corpus_file
 from ._dense import EMBEDDINGS_FILE, DenseConfig, build_faiss, device_for_faiss, faiss_params, unit_text
 from ._encoder import SentenceTransformerEncoder
-from ._errors import GenretError, InputError
 from ._manifest import Component, Manifest, file_entries, read_manifest, write_manifest
-from ._progress import progress_bar
 from ._store import STORE_FILE, StoreWriter, UnitStore
 from ._units import UnitConfig
 from ._verify import verify_files
-from ._writes import staged_dir, write_lock
 from .fm import FMConfig, build_fm
 
 

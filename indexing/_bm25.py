@@ -23,10 +23,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..core import GenretError, progress_bar
 from ._dense import unit_text
-from ._errors import GenretError
 from ._manifest import Component, file_entries
-from ._progress import progress_bar
 from ._store import UnitStore
 
 log = logging.getLogger("genret")

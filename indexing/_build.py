@@ -13,15 +13,13 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..core import GenretError, InputError, progress_bar, staged_dir, write_lock
 from ._bm25 import BM25Config, build_bm25
 from ._corpus import ReadStats, corpus_file, read_corpus
 from ._dense import DenseConfig, build_dense
-from ._errors import GenretError, InputError
 from ._manifest import Component, CorpusInfo, Manifest, UnitsInfo, file_entries, is_index_dir, write_manifest
-from ._progress import progress_bar
 from ._store import STORE_FILE, StoreWriter, UnitStore
 from ._units import UnitConfig, split_page
-from ._writes import staged_dir, write_lock
 from .fm import FMConfig, build_fm, unit_tokens
 
 log = logging.getLogger("genret")

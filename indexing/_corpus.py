@@ -23,6 +23,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..core import ConfigError, InputError
 from ._corpus_records import (
     FORMATS,
     MAX_FIELD_CHARS,
@@ -36,7 +37,6 @@ from ._corpus_records import (
     parse_tsv_page,
     tsv_layout,
 )
-from ._errors import ConfigError, InputError
 
 __all__ = ["MAX_FIELD_CHARS", "Page", "ReadStats", "corpus_file", "open_text", "read_corpus"]
 

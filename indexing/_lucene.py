@@ -25,8 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..core import IndexFormatError, InputError
 from ._bm25 import ANALYZER, BM25_KIND
-from ._errors import IndexFormatError, InputError
 from ._java import MAX_QUERY_TERMS, import_lucene
 from ._manifest import Component
 from ._params import BM25Params

@@ -29,9 +29,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ._device import quantize_int8, resolve_device, resolve_dtype, torch_dtype
-from ._encoder import DEFAULT_DENSE_MODEL, Encoder, SentenceTransformerEncoder, resolve_model_path
-from ._models import loading_model
+from ..core import (
+    DEFAULT_DENSE_MODEL,
+    loading_model,
+    quantize_int8,
+    resolve_device,
+    resolve_dtype,
+    resolve_model_path,
+    torch_dtype,
+)
+from ._encoder import Encoder, SentenceTransformerEncoder
 
 log = logging.getLogger("genret")
 

@@ -33,16 +33,13 @@ from typing import Any
 
 import numpy as np
 
+from ..core import GenretError, progress_bar, resolve_dtype, staged_dir, write_lock
 from ._build import STORE_KIND, IndexConfig, check_replaceable, write_build_manifest, write_store
 from ._corpus import corpus_file
 from ._dense import DENSE_KIND, EMBEDDINGS_FILE, FAISS_FILE, build_faiss, device_for_faiss, faiss_params, unit_text
-from ._device import resolve_dtype
-from ._errors import GenretError
 from ._manifest import Component, Manifest, file_entries
-from ._progress import progress_bar
 from ._ray_cluster import ray_session
 from ._store import STORE_FILE, UnitStore
-from ._writes import staged_dir, write_lock
 from .fm import FM_DIR, TOKENIZER_DIR, FMConfig, build_shard, encode_range, fm_component, shard_dir
 
 log = logging.getLogger("genret")

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from ._errors import GenretError
+from ..core import GenretError
 
 log = logging.getLogger("genret")
 

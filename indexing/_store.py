@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._errors import IndexFormatError, InputError, NotFoundError
+from ..core import IndexFormatError, InputError, NotFoundError
 from ._units import Unit
 
 STORE_FILE = "units.sqlite"

@@ -14,10 +14,9 @@ import time
 from pathlib import Path
 from typing import Literal
 
-from ._errors import IndexFormatError
-from ._hashing import sample_sha256, sha256_file
+from ..core import IndexFormatError, progress_bar, sha256_file
+from ._hashing import sample_sha256
 from ._manifest import HASH_ON_LOAD_MAX_BYTES, FileEntry, Manifest, read_manifest
-from ._progress import progress_bar
 
 log = logging.getLogger("genret")
 

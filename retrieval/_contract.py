@@ -6,7 +6,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from genret.indexing import InputError, StoredUnit
+from genret.core import InputError
+from genret.indexing import StoredUnit
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,7 +40,8 @@ class DenseRetriever(Retriever):
 
     def __init__(self, index: Index, config: DenseSearchConfig | None = None,
                  encoder: Encoder | None = None) -> None:
-        from genret.indexing import configure_search, load_faiss, place_index, resolve_device
+        from genret.core import resolve_device
+        from genret.indexing import configure_search, load_faiss, place_index
 
         config = config or DenseSearchConfig()
         comp = index.component("dense")

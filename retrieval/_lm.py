@@ -1,7 +1,7 @@
 """Loading language models for generation and generative retrieval: causal (Llama-class) or seq2seq (T5/BART).
 
 Any Hugging Face name or local directory works, and the packaged SmolLM2 GGUF (``smollm2-135m-instruct``,
-see ``genret.indexing._models``).
+see ``genret.core``: model resolution).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from genret.indexing import (
+from genret.core import (
     load_tokenizer,
     loading_model,
     quantize_int8,
@@ -38,7 +38,7 @@ def load_lm(spec: str, device: str = "auto", dtype: str = "auto", *, role: str =
             tokenizer=None) -> LoadedLM:
     """Load a causal or seq2seq LM; the kind comes from the model's config (``is_encoder_decoder``).
 
-    ``dtype`` as ``genret.indexing.resolve_dtype`` reads it (``auto``: bfloat16 where native, else float32 — int8
+    ``dtype`` as ``genret.core.resolve_dtype`` reads it (``auto``: bfloat16 where native, else float32 — int8
     is a choice, not a default, for language models: it lost 16 points of squad passage R-Precision in the
     generative retriever); an int8 model has its linear layers dynamically quantized after loading.  ``tokenizer``: one
     already loaded for this model (spares loading it again; a pad token is set as ``load_tokenizer`` does).

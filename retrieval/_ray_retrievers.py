@@ -20,7 +20,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from genret.indexing import DenseParams, Index, NotFoundError, SentenceTransformerEncoder
+from genret.core import NotFoundError
+from genret.indexing import DenseParams, Index, SentenceTransformerEncoder
 
 from ._contract import Hit, Provenance, Retriever
 from ._ray_shards import BM25Replica, DenseShard, FMShard, RemoteFM, ReplicaSet, spawn

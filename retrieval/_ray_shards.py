@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from genret.indexing import Component, FMQueries, merge_next_tokens
+from genret.indexing import Component
+from genret.indexing.fm import FMQueries, merge_next_tokens
 
 ACTOR_OPTIONS = {"max_restarts": -1, "max_task_retries": -1}
 COUNT_CACHE = 200_000  # n-gram counts a RemoteFM keeps (the same keys recur within and across queries)
@@ -34,7 +35,7 @@ class FMShard:
     """Actor: FM-index shard ``i`` of the ``fm`` component of the index at ``index_dir``."""
 
     def __init__(self, index_dir: str, component: Component, i: int) -> None:
-        from genret.indexing import load_fm
+        from genret.indexing.fm import load_fm
 
         p = component.params
         shard = p["index"]["shards"][i]

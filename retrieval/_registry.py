@@ -7,7 +7,8 @@ from typing import NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from genret.indexing import Index, NotFoundError
+from genret.core import NotFoundError
+from genret.indexing import Index
 
 from ._bm25 import BM25Retriever, BM25SearchConfig
 from ._contract import Retriever

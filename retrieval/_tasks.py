@@ -24,7 +24,7 @@ from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from genret.indexing import NotFoundError
+from genret.core import NotFoundError
 
 log = logging.getLogger("genret")
 

@@ -93,7 +93,7 @@ def tiny_lm_dir(tmp_path_factory) -> Path:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from genret.indexing import load_tokenizer
+    from genret.core import load_tokenizer
 
     tok = load_tokenizer("smollm2-135m-instruct")
     torch.manual_seed(0)

@@ -22,21 +22,19 @@ SURFACES = {
         "create_app", "evaluate", "load_generator", "load_retriever", "open_pipeline", "predict", "read_corpus",
         "score",
     ],
+    "genret.core": [
+        "ConfigError", "DEFAULT_DENSE_MODEL", "DEFAULT_LM", "GenretError", "IndexFormatError", "InputError",
+        "NotFoundError", "load_tokenizer", "loading_model", "native_bf16", "progress_bar", "quantize_int8",
+        "read_versioned_json", "resolve_checkpoint", "resolve_device", "resolve_dtype", "resolve_model_path",
+        "sha256_file", "staged_dir", "torch_dtype", "write_json_atomic", "write_lock",
+    ],
     "genret.indexing": [
-        "BM25Config", "BM25Params", "Component", "ConfigError", "DEFAULT_DENSE_MODEL", "DEFAULT_LM", "DenseConfig",
-        "DenseParams", "Encoder", "FMConfig", "FMParams", "FMQueries", "GenretError", "Index", "IndexConfig",
-        "IndexFormatError", "InputError", "LuceneIndex", "Manifest", "NotFoundError", "Page", "ReadStats",
-        "SentenceTransformerEncoder", "StoreParams", "StoredUnit", "Unit", "UnitConfig", "UnitStore", "add_to_index",
-        "available_components", "build_index", "build_index_ray", "configure_search", "encode_texts", "load_faiss",
-        "load_fm",
-        "load_fm_tokenizer", "load_tokenizer", "loading_model", "merge_next_tokens", "open_lucene", "open_text",
-        "place_index",
-        "progress_bar", "query_encoder", "ray_session", "read_corpus", "read_manifest", "read_versioned_json",
-        "rebuild_dense",
-        "resolve_checkpoint",
-        "resolve_device", "resolve_dtype", "torch_dtype", "quantize_int8", "native_bf16",
-        "resolve_model_path", "sentence_spans", "sha256_file", "staged_dir", "verify_index", "write_json_atomic",
-        "write_lock", "write_manifest",
+        "BM25Config", "BM25Params", "Component", "DenseConfig", "DenseParams", "Encoder", "FMParams", "Index",
+        "IndexConfig", "LuceneIndex", "Manifest", "Page", "ReadStats", "SentenceTransformerEncoder", "StoreParams",
+        "StoredUnit", "Unit", "UnitConfig", "UnitStore", "add_to_index", "available_components", "build_index",
+        "build_index_ray", "configure_search", "load_faiss", "open_lucene", "open_text", "place_index", "query_encoder",
+        "ray_session", "read_corpus", "read_manifest", "rebuild_dense", "sentence_spans", "verify_index",
+        "write_manifest",
     ],
     "genret.indexing.fm": [
         "FM_DIR", "FMConfig", "FMQueries", "TOKENIZER_DIR", "build_fm", "build_shard", "encode_range", "encode_texts",
@@ -108,17 +106,17 @@ def test_the_surface_test_can_fail(monkeypatch):
 def test_every_package_of_the_tree_is_a_surface():
     """Every folder holding an ``__init__.py`` is a package listed here (and so installed: see pyproject)."""
     found = {"genret"} | {"genret." + ".".join(p.parent.relative_to(ROOT).parts)
-                          for top in ("indexing", "retrieval", "serving", "eval")
+                          for top in ("core", "indexing", "retrieval", "serving", "eval")
                           for p in (ROOT / top).rglob("__init__.py")}
     assert found == set(SURFACES)
 
 
 def test_genret_imports_from_a_folder_with_its_own_eval_and_retrieval(tmp_path):
     """A user's working directory with its own ``eval/`` and ``retrieval/`` packages shadows nothing of genret's."""
-    for name in ("eval", "retrieval", "indexing", "serving"):
+    for name in ("eval", "retrieval", "indexing", "serving", "core"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "__init__.py").write_text(f"MINE = {name!r}\n")
-    code = ("import genret.eval, genret.retrieval, genret.indexing, eval, retrieval\n"
+    code = ("import genret.eval, genret.retrieval, genret.indexing, genret.core, eval, retrieval\n"
             "print(genret.eval.__file__); print(genret.retrieval.evaluate if False else 'ok'); print(eval.MINE)")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

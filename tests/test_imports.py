@@ -4,7 +4,8 @@
   inside that package (its own modules and its subpackages); everything else goes through the package's public names;
 - no import circles between modules, counting imports inside functions too (a circle a lazy import hides is still
   one: each side must know the other);
-- dependencies point one way between packages (serving → eval → retrieval → indexing), between retrieval's
+- dependencies point one way between packages (serving → eval → retrieval → indexing → core; ``core``, the shared
+  kernel, imports nothing of genret's and every package may use its public names), between retrieval's
   subpackages (demos → rag only) and between serving's two rooms (cli → http only, through http's public names:
   the rule above keeps each room's private modules its own);
 - serving's modules are in one of its two rooms, ``serving.cli`` (the command line) or ``serving.http`` (the HTTP
@@ -19,11 +20,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("indexing", "retrieval", "serving", "eval")
+PACKAGES = ("core", "indexing", "retrieval", "serving", "eval")
 
 
 def product_modules(root: Path = ROOT) -> dict[str, Path]:
-    """Module name → file for the ``genret`` package (the repository root, its ``__main__`` and its four folders)."""
+    """Module name → file for the ``genret`` package (the repository root, its ``__main__`` and its five folders)."""
     modules = {"genret": root / "__init__.py", "genret.__main__": root / "__main__.py"}
     for package in PACKAGES:
         for path in sorted((root / package).rglob("*.py")):
@@ -155,13 +156,14 @@ def test_no_import_circles():
 
 
 # package -> the genret packages it may import (ARCHITECTURE.md); "genret" is the root (its __version__), "__main__"
-# the root's ``python -m genret``
+# the root's ``python -m genret``; core, the shared kernel, is below everything and imports nothing of genret's
 LAYERS = {
     "__main__": {"genret", "serving"},
-    "indexing": {"genret"},
-    "retrieval": {"genret", "indexing"},
-    "eval": {"genret", "indexing", "retrieval"},
-    "serving": {"genret", "indexing", "retrieval", "eval"},
+    "core": set(),
+    "indexing": {"genret", "core"},
+    "retrieval": {"genret", "core", "indexing"},
+    "eval": {"genret", "core", "indexing", "retrieval"},
+    "serving": {"genret", "core", "indexing", "retrieval", "eval"},
 }
 # inside a package: subpackage -> the sibling subpackages it may import (each may use its package's own modules:
 # retrieval's contract)
@@ -191,8 +193,8 @@ def layer_breaches(graph: dict[str, set[str]]) -> list[str]:
 
 
 def test_dependencies_point_one_way():
-    """serving → eval → retrieval → indexing; inside retrieval, demos may use rag and nothing else crosses; inside
-    serving, cli may use http and not the other way."""
+    """serving → eval → retrieval → indexing → core; inside retrieval, demos may use rag and nothing else crosses;
+    inside serving, cli may use http and not the other way."""
     assert layer_breaches(import_graph()) == []
 
 
@@ -207,7 +209,11 @@ def test_the_layer_rule_can_fail():
     graph["genret.indexing._store"] = graph["genret.indexing._store"] | {"genret.retrieval._contract"}
     graph["genret.retrieval.rag._pipeline"] = graph["genret.retrieval.rag._pipeline"] | {"genret.retrieval.demos"}
     graph["genret.serving.http._app"] = graph["genret.serving.http._app"] | {"genret.serving.cli"}
-    assert layer_breaches(graph) == ["genret.indexing._store imports genret.retrieval._contract",
+    graph["genret.core._json"] = graph["genret.core._json"] | {"genret.indexing"}
+    graph["genret.core._errors"] = graph["genret.core._errors"] | {"genret"}
+    assert layer_breaches(graph) == ["genret.core._errors imports genret",
+                                     "genret.core._json imports genret.indexing",
+                                     "genret.indexing._store imports genret.retrieval._contract",
                                      "genret.retrieval.rag._pipeline imports genret.retrieval.demos",
                                      "genret.serving.http._app imports genret.serving.cli"]
 
@@ -226,6 +232,8 @@ def test_the_layer_rule_can_fail():
      "reaches into genret.indexing.fm._index (private to genret.indexing.fm)"),
     ("genret.retrieval._bad", "from genret.indexing.fm._build import build_fm\n",
      "reaches into genret.indexing.fm._build (private to genret.indexing.fm)"),
+    ("genret.indexing._bad", "from ..core._json import write_json_atomic\n",
+     "reaches into genret.core._json (private to genret.core)"),
 ])
 def test_the_private_rule_can_fail(tmp_path, module, source, expected):
     """A deliberate violation, in a module added to the real tree, is reported."""

@@ -13,15 +13,8 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from genret.indexing import (  # noqa: E402
-    DenseConfig,
-    FMConfig,
-    Index,
-    IndexConfig,
-    build_index,
-    build_index_ray,
-    verify_index,
-)
+from genret.indexing import DenseConfig, Index, IndexConfig, build_index, build_index_ray, verify_index  # noqa: E402
+from genret.indexing.fm import FMConfig  # noqa: E402
 from genret.retrieval import RetrievalConfig, load_ray_retriever, load_retriever  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]

@@ -53,10 +53,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from .._errors import IndexFormatError
+from ...core import DEFAULT_LM, IndexFormatError, progress_bar
 from .._manifest import Component, file_entries
-from .._models import DEFAULT_LM
-from .._progress import progress_bar
 from .._store import UnitStore
 from ._queries import SA_SAMPLE
 from ._shards import SHARDED_FORMAT, ShardedFMIndex, load_any, shard_dir

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .._errors import IndexFormatError
+from ...core import IndexFormatError
 from . import _locate as loc
 from . import _wavelet as wv
 from ._hot import PAD

@@ -39,8 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from .._errors import IndexFormatError
-from .._progress import progress_bar
+from ...core import IndexFormatError, progress_bar
 from . import _locate as loc
 from . import _wavelet as wv
 from ._files import FM_FORMAT, check_contents, expected_arrays, load_array

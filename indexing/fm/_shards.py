@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._errors import IndexFormatError
+from ...core import IndexFormatError
 from ._queries import SA_SAMPLE, FMQueries, FMRange, Limit, NextTokens, merge_next_tokens
 
 if TYPE_CHECKING:

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .._models import load_tokenizer, resolve_checkpoint
+from ...core import load_tokenizer, resolve_checkpoint
 
 log = logging.getLogger("genret")
 

@@ -30,21 +30,18 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from genret.indexing import (
+from genret.core import (
     DEFAULT_DENSE_MODEL,
     GenretError,
-    Index,
     IndexFormatError,
     InputError,
     NotFoundError,
-    open_text,
-    read_manifest,
     read_versioned_json,
     sha256_file,
     staged_dir,
     write_json_atomic,
-    write_manifest,
 )
+from genret.indexing import Index, open_text, read_manifest, write_manifest
 
 from .._contract import Demo
 

@@ -18,7 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
-from genret.indexing import ConfigError, IndexFormatError, NotFoundError
+from genret.core import ConfigError, IndexFormatError, NotFoundError
 
 from .._contract import Demo
 from ._pool import DemoPool, list_tasks

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from genret.indexing import ConfigError, GenretError, InputError, progress_bar, staged_dir, write_json_atomic
+from genret.core import ConfigError, GenretError, InputError, progress_bar, staged_dir, write_json_atomic
 
 from .._contract import Demo
 from ..rag import Generator, GeneratorConfig, build_prompt, load_generator, resolve_answer_task
@@ -280,7 +280,7 @@ def train_demos(demos_dir: str | Path, tasks: dict[str, str | Path], generator: 
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from genret.indexing import resolve_device, resolve_model_path
+    from genret.core import resolve_device, resolve_model_path
 
     config = config or DemoTrainConfig()
     demos_dir, out = Path(demos_dir), Path(out_dir)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from genret.indexing import staged_dir
+from genret.core import staged_dir
 
 VECTORS_FILE = "prompt_vectors.safetensors"
 PROMPTS_FILE = "prompts.json"

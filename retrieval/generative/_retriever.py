@@ -18,7 +18,9 @@ from typing import get_args
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from genret.indexing import ConfigError, FMParams, FMQueries, Index, StoredUnit, sentence_spans
+from genret.core import ConfigError
+from genret.indexing import FMParams, Index, StoredUnit, sentence_spans
+from genret.indexing.fm import FMQueries
 
 from .._contract import Hit, Provenance, Retriever
 from ._decoding import Key
@@ -80,7 +82,7 @@ class GenerativeRetriever(Retriever):
                  fm: FMQueries | None = None) -> None:
         """``lm``, ``prompt_vectors`` and ``prompts`` override what the config would load (used in training);
         ``fm``, the index's FM-index (e.g. its shards on a Ray cluster: ``load_ray_retriever``)."""
-        from genret.indexing import load_fm
+        from genret.indexing.fm import load_fm
 
         from .._lm import load_lm
         from ._checkpoint import load_prompt_vectors

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from genret.indexing import Component, FMParams, encode_texts, load_fm_tokenizer
+from genret.indexing import Component, FMParams
+from genret.indexing.fm import encode_texts, load_fm_tokenizer
 
 
 class UnitEncoder:

@@ -22,7 +22,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from genret.indexing import ConfigError, Index, IndexFormatError, read_versioned_json
+from genret.core import ConfigError, IndexFormatError, read_versioned_json
+from genret.indexing import Index
 
 from ._fusion import HybridConfig
 
@@ -107,7 +108,7 @@ def weights_path(index: Index | str | Path) -> Path:
 
 def write_tuned(path: str | Path, doc: TunedFusion) -> Path:
     """Write ``doc`` atomically to ``path`` (holding the write lock of the index directory it goes into)."""
-    from genret.indexing import write_json_atomic, write_lock
+    from genret.core import write_json_atomic, write_lock
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

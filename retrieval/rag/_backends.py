@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from genret.indexing import ConfigError
+from genret.core import ConfigError
 
 from ._generator import Generator, GeneratorConfig
 from ._local import HFGenerator

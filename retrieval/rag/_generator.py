@@ -20,7 +20,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from genret.indexing import DEFAULT_LM, GenretError
+from genret.core import DEFAULT_LM, GenretError
 
 log = logging.getLogger("genret")
 

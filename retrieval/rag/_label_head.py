@@ -27,7 +27,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from genret.indexing import GenretError, IndexFormatError, write_json_atomic
+from genret.core import GenretError, IndexFormatError, write_json_atomic
 
 from ._packaged import packaged
 

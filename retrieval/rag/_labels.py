@@ -28,7 +28,7 @@ import threading
 from collections.abc import Sequence
 from typing import Literal
 
-from genret.indexing import GenretError
+from genret.core import GenretError
 
 from .._contract import Hit, Provenance
 from .._tasks import AnswerTask

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from functools import cached_property
 
-from genret.indexing import GenretError
+from genret.core import GenretError
 
 from ._generator import (
     GenerationCancelled,

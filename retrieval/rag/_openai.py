@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from genret.indexing import ConfigError, GenretError
+from genret.core import ConfigError, GenretError
 
 from ._generator import Generator, GeneratorConfig, Prompt, cut_at_stop, stream_until_stop
 

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from genret.indexing import ConfigError, GenretError
+from genret.core import ConfigError, GenretError
 
 from .._contract import Demo, Hit, Retriever
 from ._generator import GenerationCancelled, Generator, Prompt

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from genret.indexing import GenretError, IndexFormatError, write_json_atomic
+from genret.core import GenretError, IndexFormatError, write_json_atomic
 
 from ._generator import Generator, Prompt
 from ._packaged import packaged

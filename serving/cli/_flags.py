@@ -69,7 +69,7 @@ def add_hybrid_flags(p: argparse.ArgumentParser) -> None:
 
 def hybrid_section(a: argparse.Namespace) -> dict:
     """Only the hybrid settings given as flags (what is not given may come from the index's fitted weights)."""
-    from genret.indexing import ConfigError
+    from genret.core import ConfigError
 
     hybrid: dict = {}
     if a.hybrid:

@@ -23,15 +23,8 @@ VERIFY_DESCRIPTION = (
 
 
 def _cmd_index(a: argparse.Namespace) -> int:
-    from genret.indexing import (
-        BM25Config,
-        DenseConfig,
-        FMConfig,
-        IndexConfig,
-        UnitConfig,
-        available_components,
-        build_index,
-    )
+    from genret.indexing import BM25Config, DenseConfig, IndexConfig, UnitConfig, available_components, build_index
+    from genret.indexing.fm import FMConfig
 
     chosen = [name for name in available_components() if getattr(a, name, False)]
     config = IndexConfig(

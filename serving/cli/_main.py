@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from pydantic import ValidationError
 
-    from genret.indexing import GenretError
+    from genret.core import GenretError
 
     try:
         code = args.func(args)

@@ -95,8 +95,8 @@ def _print_answer(result, as_json: bool) -> None:
 
 def _cmd_rag(a: argparse.Namespace) -> int:
     """``genret rag INDEX "question"`` or ``genret rag INDEX --input FILE [--out FILE]``."""
+    from genret.core import GenretError
     from genret.eval import predict_rag, read_kilt, write_kilt
-    from genret.indexing import GenretError
 
     config = retrieval_config(a)  # --task checked first
     if (a.question is None) == (a.input is None):

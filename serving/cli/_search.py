@@ -79,7 +79,7 @@ def _stdin_lines() -> Iterator[str]:
 
 
 def _answer_stdin(retriever, a: argparse.Namespace) -> int:
-    from genret.indexing import GenretError
+    from genret.core import GenretError
 
     failed = 0
     for group in _chunks(_requests(_stdin_lines(), a), a.batch):
@@ -127,7 +127,7 @@ def _chunks(requests: Iterator[dict], size: int) -> Iterator[list[dict]]:
 
 def _requests(lines, a: argparse.Namespace) -> Iterator[dict]:
     """One request per non-blank line: ``{"line", "query", "k", "task"[, "id"]}`` or ``{"line", "error"}``."""
-    from genret.indexing import GenretError
+    from genret.core import GenretError
 
     for number, line in enumerate(lines, 1):
         if not line.strip():

@@ -51,7 +51,7 @@ def _cmd_train_retriever(a: argparse.Namespace) -> int:
 
 
 def _cmd_train_demos(a: argparse.Namespace) -> int:
-    from genret.indexing import ConfigError
+    from genret.core import ConfigError
     from genret.retrieval.demos import DemoTrainConfig, train_demos
     from genret.retrieval.rag import GeneratorConfig
 
@@ -124,8 +124,8 @@ def _cmd_train_labels(a: argparse.Namespace) -> int:
 
 def _training_records(path: str, limit: int | None) -> list:
     """The KILT records of a training file (the first ``limit`` when given); InputError when there are none."""
+    from genret.core import InputError
     from genret.eval import read_kilt
-    from genret.indexing import InputError
 
     records = read_kilt(path)[:limit] if limit else read_kilt(path)
     if not records:
@@ -134,7 +134,7 @@ def _training_records(path: str, limit: int | None) -> list:
 
 
 def _depth(text: str) -> tuple[float, float]:
-    from genret.indexing import InputError
+    from genret.core import InputError
 
     try:
         parts = [float(x) for x in text.split("-")]

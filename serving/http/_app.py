@@ -30,7 +30,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from genret.indexing import GenretError
+from genret.core import GenretError
 
 from . import (
     _routes_chat,

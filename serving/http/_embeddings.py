@@ -9,7 +9,8 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from genret.indexing import DenseParams, Index, SentenceTransformerEncoder, resolve_model_path
+from genret.core import resolve_model_path
+from genret.indexing import DenseParams, Index, SentenceTransformerEncoder
 
 if TYPE_CHECKING:
     import numpy as np

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 
-from genret.indexing import ConfigError, GenretError, IndexFormatError, InputError, NotFoundError
+from genret.core import ConfigError, GenretError, IndexFormatError, InputError, NotFoundError
 from genret.retrieval.rag import EndpointError
 
 log = logging.getLogger(__name__)

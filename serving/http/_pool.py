@@ -15,7 +15,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from genret.indexing import Index, NotFoundError
+from genret.core import NotFoundError
+from genret.indexing import Index
 from genret.retrieval import Hit, Retriever, available_retrievers, load_retriever, retriever_granularities
 
 from ._errors import Unavailable

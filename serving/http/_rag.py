@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from genret.indexing import GenretError
+from genret.core import GenretError
 from genret.retrieval import Retriever
 from genret.retrieval.demos import DemoSource
 from genret.retrieval.rag import Generator, RagAnswer, RagPipeline, default_demos, load_generator, prompt_size

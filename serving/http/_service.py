@@ -17,7 +17,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
-from genret.indexing import GenretError, Index
+from genret.core import GenretError
+from genret.indexing import Index
 from genret.retrieval import Hit, Retriever
 from genret.retrieval.rag import Generator
 

@@ -21,7 +21,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from genret.indexing import GenretError, Index
+from genret.core import GenretError
+from genret.indexing import Index
 from genret.retrieval import Retriever
 
 log = logging.getLogger("genret.serving")

@@ -24,7 +24,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from genret.indexing import GenretError, Index
+from genret.core import GenretError
+from genret.indexing import Index
 from genret.retrieval import RetrievalConfig, Retriever, available_retrievers, base_retrievers
 from genret.retrieval.hybrid import HybridRetriever, effective_hybrid
 

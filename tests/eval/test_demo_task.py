@@ -115,7 +115,7 @@ def test_missing_templates_are_dropped_with_a_warning(caplog: pytest.LogCaptureF
 def test_write_demo_raises_when_too_few_questions_resolve(tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     import genret.eval._demo_task as demo_module
-    from genret.indexing import GenretError
+    from genret.core import GenretError
 
     monkeypatch.setattr(demo_module, "load_templates", lambda: load_templates()[:MIN_QUESTIONS - 1])
     with pytest.raises(GenretError):

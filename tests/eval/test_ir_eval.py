@@ -5,8 +5,9 @@ import json
 
 import pytest
 
+from genret.core import GenretError, InputError
 from genret.eval import evaluate, ir_scores, paired_p, read_qrels, run_suite, write_trec_run
-from genret.indexing import DenseConfig, GenretError, IndexConfig, InputError, build_index
+from genret.indexing import DenseConfig, IndexConfig, build_index
 from genret.serving import main
 from tests.conftest import QUESTIONS
 from tests.ir_samples import CORPUS, QUERIES, write_beir, write_msmarco, write_pyserini

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
+from genret.core import InputError
 from genret.eval import read_kilt
-from genret.indexing import InputError
 
 GOOD = json.dumps({"id": "1", "input": "q", "output": [{"answer": "a"}]}).encode() + b"\n"
 DEEP = b"[" * 100_000 + b"]" * 100_000

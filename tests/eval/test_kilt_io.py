@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from genret.core import GenretError, InputError
 from genret.eval import read_kilt, score, write_kilt
 from genret.eval._kilt_io import align
-from genret.indexing import GenretError, InputError
 
 GOOD = {"id": "q1", "input": "who?", "output": [{"answer": "x", "provenance": [{"wikipedia_id": "1"}]}]}
 

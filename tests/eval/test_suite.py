@@ -4,8 +4,8 @@ import json
 
 import pytest
 
+from genret.core import InputError
 from genret.eval import load_suite, run_suite
-from genret.indexing import InputError
 from genret.serving import main
 
 

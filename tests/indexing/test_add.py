@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from genret.indexing import DenseConfig, GenretError, Index, IndexConfig, InputError, add_to_index, build_index
+from genret.core import GenretError, InputError
+from genret.indexing import DenseConfig, Index, IndexConfig, add_to_index, build_index
 from genret.indexing._manifest import MANIFEST_FILE
 from genret.retrieval import RetrievalConfig, load_retriever
 from tests.conftest import PAGES
@@ -36,7 +37,7 @@ def test_added_pages_equal_a_full_build(split_corpus, tmp_path):
             for ha, hb in zip(a, b):
                 assert [h.unit_id for h in ha] == [h.unit_id for h in hb]
                 assert [h.score for h in ha] == pytest.approx([h.score for h in hb], abs=1e-4)
-        from genret.indexing import load_fm
+        from genret.indexing.fm import load_fm
         fa, fb = (load_fm(ix.path, ix.component("fm")) for ix in (grown, full))
         assert fa.n_tokens == fb.n_tokens and fa.n_docs == fb.n_docs == 10
         assert fa.next_tokens([])[0].tolist() == fb.next_tokens([])[0].tolist()

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from genret.indexing import GenretError, IndexConfig, UnitConfig, build_index
+from genret.core import GenretError
+from genret.indexing import IndexConfig, UnitConfig, build_index
 
 
 def test_a_unit_too_long_for_lucene_is_named_and_nothing_is_left(tmp_path, monkeypatch):

@@ -3,7 +3,8 @@ import json
 
 import pytest
 
-from genret.indexing import InputError, ReadStats, read_corpus
+from genret.core import InputError
+from genret.indexing import ReadStats, read_corpus
 from tests.conftest import PAGES
 
 

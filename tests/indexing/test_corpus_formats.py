@@ -6,7 +6,8 @@ import shutil
 
 import pytest
 
-from genret.indexing import ConfigError, Index, IndexConfig, InputError, ReadStats, build_index, read_corpus
+from genret.core import ConfigError, InputError
+from genret.indexing import Index, IndexConfig, ReadStats, build_index, read_corpus
 from tests.ir_samples import CORPUS, write_beir, write_msmarco, write_pyserini
 
 

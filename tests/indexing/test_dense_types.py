@@ -12,13 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from genret.core import ConfigError, IndexFormatError, NotFoundError
 from genret.indexing import (
-    ConfigError,
     DenseConfig,
     Index,
     IndexConfig,
-    IndexFormatError,
-    NotFoundError,
     build_index,
     place_index,
     read_manifest,
@@ -377,7 +375,7 @@ def test_cuda_without_a_gpu_is_a_config_error(tiny_index, encoder):
     torch = pytest.importorskip("torch")
     if torch.cuda.is_available():
         pytest.skip("this machine has a CUDA GPU")
-    from genret.indexing import resolve_device
+    from genret.core import resolve_device
 
     with pytest.raises(ConfigError, match="torch sees no CUDA GPU"):
         resolve_device("cuda")
@@ -389,9 +387,9 @@ def test_retriever_places_its_index(tiny_index, encoder, monkeypatch, caplog):
     """The retriever asks ``place_index`` with the resolved device: cuda and no faiss GPU → CPU, logged."""
     import faiss
 
-    from genret import indexing
+    from genret import core
 
-    monkeypatch.setattr(indexing, "resolve_device", lambda spec: "cuda")
+    monkeypatch.setattr(core, "resolve_device", lambda spec: "cuda")
     monkeypatch.delattr(faiss, "StandardGpuResources", raising=False)
     with Index(tiny_index) as index, caplog.at_level(logging.INFO, logger="genret"):
         retriever = DenseRetriever(index, DenseSearchConfig(device="cuda"), encoder=encoder)

@@ -6,16 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from genret.indexing import (
-    ConfigError,
-    DenseConfig,
-    Index,
-    IndexConfig,
-    SentenceTransformerEncoder,
-    build_index,
-    native_bf16,
-    resolve_dtype,
-)
+from genret.core import ConfigError, native_bf16, resolve_dtype
+from genret.indexing import DenseConfig, Index, IndexConfig, SentenceTransformerEncoder, build_index
 from genret.retrieval import RetrievalConfig, load_retriever
 
 TEXTS = ["Python was created by Guido van Rossum.", "Mount Everest is the highest mountain above sea level.",
@@ -25,7 +17,7 @@ TEXTS = ["Python was created by Guido van Rossum.", "Mount Everest is the highes
 @pytest.fixture
 def cpu(monkeypatch):
     """Set the CPU flags ``native_bf16`` reads (and no oneDNN cap); its cache is cleared around the test."""
-    import genret.indexing._device as device
+    import genret.core._device as device
 
     def set_flags(*flags: str) -> None:
         monkeypatch.setattr(device, "cpu_flags", lambda: frozenset(("avx2", "fma", *flags)))

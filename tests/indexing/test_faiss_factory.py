@@ -8,7 +8,8 @@ import shutil
 
 import pytest
 
-from genret.indexing import ConfigError, DenseConfig, DenseParams, Index, rebuild_dense
+from genret.core import ConfigError
+from genret.indexing import DenseConfig, DenseParams, Index, rebuild_dense
 from genret.indexing._dense import faiss_params
 from genret.retrieval import DenseRetriever, DenseSearchConfig
 from genret.serving import main

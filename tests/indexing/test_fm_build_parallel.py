@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from genret.indexing import FMConfig, load_fm
+from genret.indexing.fm import FMConfig, load_fm
 from genret.indexing.fm._build import _ShardWriter, build_fm
 
 
@@ -62,7 +62,8 @@ def test_shard_writer_cuts_batches_and_empty_shards(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("lowercase", [False, True])
 def test_backend_encoder_equals_encode_texts(lowercase):
-    from genret.indexing import encode_texts, load_tokenizer
+    from genret.core import load_tokenizer
+    from genret.indexing.fm import encode_texts
     from genret.indexing.fm._tokens import UnitEncoder, encode_units
 
     tok = load_tokenizer("smollm2-135m-instruct")
@@ -86,7 +87,8 @@ def test_backend_encoder_equals_encode_texts(lowercase):
 def test_fast_tokenizer_equals_transformers(tmp_path, lowercase):
     """The tokenizer read with the tokenizers package alone gives the ids, length and markers of transformers'
     one, and the folder it saves loads (with transformers) into the same tokenizer."""
-    from genret.indexing import encode_texts, load_tokenizer
+    from genret.core import load_tokenizer
+    from genret.indexing.fm import encode_texts
     from genret.indexing.fm._tokens import FastTokenizer, UnitEncoder, fast_tokenizer, title_markers
 
     tok = load_tokenizer("smollm2-135m-instruct")

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from genret.indexing import IndexFormatError
+from genret.core import IndexFormatError
 from genret.indexing.fm._index import FM_FORMAT, FMIndex
 from genret.indexing.fm._shards import ShardedFMIndex, split_balanced
 
@@ -309,7 +309,7 @@ PAGES = [
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from genret.indexing import load_tokenizer
+    from genret.core import load_tokenizer
 
     return load_tokenizer("smollm2-135m-instruct")
 
@@ -333,7 +333,8 @@ def fm_store(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("shards", [1, 2])
 def test_build_fm_component_with_real_tokenizer(fm_store, tokenizer, tmp_path, shards):
-    from genret.indexing import Component, FMConfig, encode_texts, load_fm, load_fm_tokenizer
+    from genret.indexing import Component
+    from genret.indexing.fm import FMConfig, encode_texts, load_fm, load_fm_tokenizer
     from genret.indexing.fm._build import build_fm
     from genret.indexing.fm._tokens import unit_token_ids
 
@@ -378,7 +379,7 @@ def test_build_fm_component_with_real_tokenizer(fm_store, tokenizer, tmp_path, s
 
 @pytest.mark.slow
 def test_load_fm_rejects_mismatch(fm_store, tmp_path):
-    from genret.indexing import FMConfig, load_fm
+    from genret.indexing.fm import FMConfig, load_fm
     from genret.indexing.fm._build import build_fm
 
     comp = build_fm(fm_store, tmp_path, FMConfig(), progress=False)
@@ -395,7 +396,7 @@ def test_load_fm_rejects_mismatch(fm_store, tmp_path):
 def test_fm_config_is_strict():
     from pydantic import ValidationError
 
-    from genret.indexing import FMConfig
+    from genret.indexing.fm import FMConfig
 
     assert FMConfig().shards == 1 and FMConfig().sa_sample == 20
     with pytest.raises(ValidationError):

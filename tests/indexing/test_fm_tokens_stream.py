@@ -10,7 +10,9 @@ import threading
 import numpy as np
 import pytest
 
-from genret.indexing import FMConfig, IndexConfig, InputError, UnitStore, build_index
+from genret.core import InputError
+from genret.indexing import IndexConfig, UnitStore, build_index
+from genret.indexing.fm import FMConfig
 from genret.indexing.fm._build import build_fm, unit_tokens
 from genret.indexing.fm._tokens import UnitEncoder, UnitTokens, encode_units, fast_tokenizer, title_markers
 
@@ -33,7 +35,7 @@ def _arrays(path):
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from genret.indexing import DEFAULT_LM
+    from genret.core import DEFAULT_LM
 
     tok = fast_tokenizer(DEFAULT_LM)
     assert tok is not None

@@ -5,7 +5,8 @@ import shutil
 
 import pytest
 
-from genret.indexing import GenretError, Index, IndexConfig, IndexFormatError, InputError, build_index
+from genret.core import GenretError, IndexFormatError, InputError
+from genret.indexing import Index, IndexConfig, build_index
 from genret.indexing._manifest import FORMAT_VERSION, MANIFEST_FILE
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from genret.indexing import DEFAULT_DENSE_MODEL, SentenceTransformerEncoder, query_encoder, resolve_model_path
+from genret.core import DEFAULT_DENSE_MODEL, resolve_model_path
+from genret.indexing import SentenceTransformerEncoder, query_encoder
 from genret.indexing._query_encoder import DirectEncoder, Unsupported, direct_spec
 
 TEXTS = ["how do I parse JSON", "", "Ünïcödé accents, café and 東京 — naïve?", "x",

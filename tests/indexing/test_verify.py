@@ -8,7 +8,8 @@ import os
 
 import pytest
 
-from genret.indexing import Index, IndexConfig, IndexFormatError, _hashing, _verify, build_index, verify_index
+from genret.core import IndexFormatError
+from genret.indexing import Index, IndexConfig, _hashing, _verify, build_index, verify_index
 from tests.conftest import PAGES
 
 

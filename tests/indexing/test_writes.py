@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from genret.indexing import GenretError, Index, IndexConfig, add_to_index, build_index, write_lock
+from genret.core import GenretError, write_lock
+from genret.indexing import Index, IndexConfig, add_to_index, build_index
 from tests.conftest import PAGES
 
 HOLD = """
 import sys, time
-from genret.indexing import write_lock
+from genret.core import write_lock
 with write_lock(sys.argv[1]):
     print("held", flush=True)
     time.sleep(float(sys.argv[2]))
@@ -113,7 +114,7 @@ def test_force_replaces_an_index_or_an_empty_folder(corpora, tmp_path):
 def test_replacing_an_index_exchanges_the_folders_in_one_step(corpora, tmp_path, monkeypatch):
     """On Linux the staged folder and the index swap places in one renameat2(RENAME_EXCHANGE): the path is never
     missing, and the old version is removed afterwards."""
-    from genret.indexing import _writes
+    from genret.core import _writes
 
     if not sys.platform.startswith("linux"):
         pytest.skip("RENAME_EXCHANGE is Linux's")
@@ -129,7 +130,7 @@ def test_replacing_an_index_exchanges_the_folders_in_one_step(corpora, tmp_path,
 def test_a_crash_between_two_renames_is_recovered_by_the_next_writer(corpora, tmp_path, monkeypatch):
     """Where the folders cannot be exchanged, the old version is moved aside first; a crash right after leaves no
     index at the path.  The next writer (holding the lock) puts the old version back, then does its work."""
-    from genret.indexing import _writes
+    from genret.core import _writes
 
     ix = _store_only(corpora, tmp_path / "ix")
     monkeypatch.setattr(_writes, "_exchange", lambda a, b: False)

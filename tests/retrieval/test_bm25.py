@@ -14,16 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from genret.indexing import (
-    BM25Config,
-    GenretError,
-    Index,
-    IndexConfig,
-    IndexFormatError,
-    build_index,
-    read_manifest,
-    write_manifest,
-)
+from genret.core import GenretError, IndexFormatError
+from genret.indexing import BM25Config, Index, IndexConfig, build_index, read_manifest, write_manifest
 from genret.indexing._bm25 import build_bm25, index_args, write_collection
 from genret.retrieval import BM25Retriever, BM25SearchConfig
 

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from genret.indexing import GenretError, NotFoundError
+from genret.core import GenretError, NotFoundError
 from genret.retrieval import Demo
 from genret.retrieval.demos import DemoTrainConfig, build_demo_pool, load_demo_source, train_demos
 from genret.retrieval.demos._pool import DemoPool

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from genret.indexing import GenretError, IndexFormatError, InputError, NotFoundError
+from genret.core import GenretError, IndexFormatError, InputError, NotFoundError
 from genret.retrieval import Demo
 from genret.retrieval.demos import DEMO_SOURCES, DemoSource, build_demo_pool, load_demo_source
 from genret.retrieval.demos._pool import read_pool

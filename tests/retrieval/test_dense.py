@@ -5,7 +5,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from genret.indexing import Index, NotFoundError
+from genret.core import NotFoundError
+from genret.indexing import Index
 from genret.indexing._dense import load_embeddings
 from genret.retrieval import DenseRetriever, DenseSearchConfig, Hit, available_retrievers, load_retriever
 

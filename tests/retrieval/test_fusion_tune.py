@@ -9,9 +9,10 @@ from math import comb
 
 import pytest
 
+from genret.core import ConfigError, IndexFormatError
 from genret.eval import evaluate, tune_fusion
 from genret.eval._fusion_tune import _Fusions, _Scorer, simplex
-from genret.indexing import ConfigError, Index, IndexFormatError
+from genret.indexing import Index
 from genret.retrieval import (
     DEFAULT_MEMBER_WEIGHTS,
     Hit,

@@ -5,7 +5,8 @@ import random
 
 import pytest
 
-from genret.indexing import ConfigError, Index
+from genret.core import ConfigError
+from genret.indexing import Index
 from genret.retrieval import GenerativeConfig, GenerativeRetriever
 from genret.retrieval.generative import ScoringConfig
 from genret.retrieval.generative._decoding import Key, constrained_beam_search
@@ -179,7 +180,7 @@ def test_encoder_decoder_models_decode_under_the_same_constraints(tiny_index, tm
     import torch
     from transformers import T5Config, T5ForConditionalGeneration
 
-    from genret.indexing import load_tokenizer
+    from genret.core import load_tokenizer
 
     tok = load_tokenizer("smollm2-135m-instruct")
     torch.manual_seed(0)

@@ -9,7 +9,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from genret.indexing import FMQueries, Index
+from genret.indexing import Index
+from genret.indexing.fm import FMQueries
 from genret.retrieval import GenerativeConfig, GenerativeRetriever
 from genret.retrieval.generative import ScoringConfig
 

@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from genret.indexing import ConfigError, GenretError
+from genret.core import ConfigError, GenretError
 from genret.retrieval.rag import GeneratorConfig, HFGenerator, load_generator
 from genret.retrieval.rag._generator import cut_at_stop, render_plain, stream_until_stop
 

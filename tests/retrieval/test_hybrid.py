@@ -10,7 +10,8 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from genret.indexing import Index, InputError, NotFoundError
+from genret.core import InputError, NotFoundError
+from genret.indexing import Index
 from genret.indexing._dense import load_embeddings
 from genret.retrieval import (
     DenseRetriever,

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from genret.indexing import ConfigError, GenretError
+from genret.core import ConfigError, GenretError
 from genret.retrieval.rag import EndpointError, GeneratorConfig, HFGenerator, OpenAIGenerator, load_generator
 from tests._openai_server import ChatState, ServerThread, chat_app, closed_port_url
 

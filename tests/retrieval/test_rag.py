@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from genret.indexing import GenretError, Index
+from genret.core import GenretError
+from genret.indexing import Index
 from genret.retrieval import GeneratorConfig, RagConfig, RagPipeline, load_retriever
 from genret.retrieval.demos import load_demo_source
 from genret.retrieval.rag import HFGenerator

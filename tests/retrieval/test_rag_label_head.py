@@ -10,7 +10,7 @@ import random
 
 import pytest
 
-from genret.indexing import ConfigError, GenretError, IndexFormatError
+from genret.core import ConfigError, GenretError, IndexFormatError
 from genret.retrieval import GeneratorConfig, Hit, Provenance, RagConfig, RagPipeline
 from genret.retrieval.rag import HFGenerator, LabelHead, fit_label_head, held_out_predictions
 
@@ -105,7 +105,7 @@ def test_head_files_are_checked_on_load(tmp_path):
 
 
 def test_the_packaged_head_reads_the_packaged_model():
-    from genret.indexing import DEFAULT_LM
+    from genret.core import DEFAULT_LM
 
     head = LabelHead.default()
     assert head.applies(DEFAULT_LM, LABELS) and not head.applies("other", LABELS)

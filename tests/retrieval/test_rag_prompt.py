@@ -13,7 +13,7 @@ from genret.retrieval.rag._prompt import _MARGIN, parse_answer
 
 @pytest.fixture(scope="module")
 def count_tokens():
-    from genret.indexing import load_tokenizer
+    from genret.core import load_tokenizer
 
     tok = load_tokenizer("smollm2-135m-instruct")
     return lambda text: len(tok(text, add_special_tokens=False)["input_ids"])

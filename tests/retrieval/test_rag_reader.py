@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from genret.indexing import GenretError, IndexFormatError
+from genret.core import GenretError, IndexFormatError
 from genret.retrieval import GeneratorConfig, Hit, Provenance, RagConfig, RagPipeline
 from genret.retrieval.rag import Candidate, HFGenerator, SpanReader, fit_reader
 

@@ -4,8 +4,9 @@ import json
 
 import pytest
 
+from genret.core import resolve_dtype, torch_dtype
 from genret.eval import read_kilt
-from genret.indexing import Index, resolve_dtype, torch_dtype
+from genret.indexing import Index
 from genret.retrieval import GenerativeConfig, GenerativeRetriever
 from genret.retrieval.generative.training import TrainConfig, TrainTask, train_retriever
 from genret.retrieval.generative.training._train import build_pairs
@@ -23,7 +24,7 @@ def _config(tiny_lm_dir, data_dir, **kw):
 def test_pairs_are_identifiers_in_the_index(tiny_index, tiny_lm_dir, data_dir):
     import random
 
-    from genret.indexing import load_fm
+    from genret.indexing.fm import load_fm
     from genret.retrieval.generative._unit_tokens import UnitEncoder
 
     with Index(tiny_index) as index:
@@ -82,7 +83,7 @@ def test_encoder_decoder_training_runs(tiny_index, data_dir, tmp_path):
     import torch
     from transformers import T5Config, T5ForConditionalGeneration
 
-    from genret.indexing import load_tokenizer
+    from genret.core import load_tokenizer
 
     tok = load_tokenizer("smollm2-135m-instruct")
     torch.manual_seed(0)

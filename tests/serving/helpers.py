@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 from contextlib import contextmanager
 
-from genret.indexing import InputError
+from genret.core import InputError
 from genret.retrieval import Generator, GeneratorConfig, Retriever
 from genret.serving import Settings
 from genret.serving.http._service import SearchService

@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from genret.indexing import ConfigError
+from genret.core import ConfigError
 from genret.serving.cli import _demos, _train
 from tests.retrieval.demo_pools import write_pools
 

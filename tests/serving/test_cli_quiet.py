@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from genret.indexing import ConfigError, NotFoundError, loading_model
+from genret.core import ConfigError, NotFoundError, loading_model
 from genret.retrieval import TASKS, check_task
 from genret.serving import main
 from genret.serving.cli._flags import check_task_flag

@@ -8,7 +8,7 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-from genret.indexing import GenretError
+from genret.core import GenretError
 from genret.serving import ServerConfig, Settings, create_app
 from tests.serving.helpers import app_over, async_client, wrapped
 

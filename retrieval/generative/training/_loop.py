@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from genret.indexing import progress_bar, resolve_device, resolve_dtype
+from genret.core import progress_bar, resolve_device, resolve_dtype
 
 from .._checkpoint import restore_optimizer, save_checkpoint
 from .._prompts import PromptSpec, prompt_text
@@ -132,7 +132,6 @@ def run_stage(run: Run, stage: str, first_epoch: int, n_epochs: int, *, start_ep
               on_epoch_end: Callable | None, progress: bool, t0: float) -> None:
     """Epochs ``first_epoch .. first_epoch + n_epochs - 1`` (global numbering) of ``stage``, from ``start_epoch``
     and ``stage_step`` updates already done in this stage (resume)."""
-    import torch
 
     cfg, acc = run.config, run.accelerator
     rank = stage == "rank"
@@ -169,30 +168,7 @@ def run_stage(run: Run, stage: str, first_epoch: int, n_epochs: int, *, start_ep
                         gen = []
                     rb = rank_batch(batch, run.units, rng, spans=cfg.rank_spans, min_len=cfg.min_len,
                                     max_len=cfg.max_len) if rank else None
-                    rows = [run.row(p) for p in gen] + ([run.row(p) for p in rb.pairs] if rb else [])
-                    with acc.accumulate(run.module):
-                        lp, mask = run.module(rows)
-                        loss = torch.zeros((), device=lp.device)
-                        if gen:
-                            g_lp, g_m = lp[:len(gen)], mask[:len(gen)]
-                            g_loss = -(g_lp * g_m).sum() / g_m.sum()
-                            loss = loss + gen_weight * g_loss
-                            logs["gen_loss"].append(float(g_loss.detach()))
-                        if rb and rb.groups:
-                            r_lp, r_m = lp[len(gen):], mask[len(gen):]
-                            span = (r_lp * r_m).sum(1) / r_m.sum(1).clamp(min=1)
-                            r_loss, r_acc = margin_loss(span, rb.groups, cfg.rank_margin)
-                            loss = loss + cfg.rank_weight * r_loss
-                            logs["rank_loss"].append(float(r_loss.detach()))
-                            logs["rank_accuracy"].append(r_acc)
-                        acc.backward(loss)
-                        if acc.sync_gradients:
-                            acc.clip_grad_norm_(params, 1.0)
-                        run.optimizer.step()
-                        if acc.sync_gradients and not acc.optimizer_step_was_skipped:
-                            sched.step()
-                        run.optimizer.zero_grad(set_to_none=True)
-                    logs["loss"].append(float(loss.detach()))
+                    logs["loss"].append(_micro_step(run, gen, rb, gen_weight, params, sched, logs))
                 run.step += 1
                 stage_step += 1
                 bar.update(1)
@@ -200,20 +176,60 @@ def run_stage(run: Run, stage: str, first_epoch: int, n_epochs: int, *, start_ep
                 bar.set_postfix(loss=f"{sum(recent) / len(recent):.3f}")
                 if cfg.save_every and run.step % cfg.save_every == 0:
                     run.save(epoch, stage, stage_step)
-            record = {"epoch": epoch + 1, "stage": stage, "step": run.step,
-                      "mean_loss": _mean(acc, logs["loss"]), "lr": sched.get_last_lr()[0],
-                      "minutes": round((time.perf_counter() - t0) / 60, 2)}
-            if rank:
-                record.update({k: _mean(acc, logs[k]) for k in ("rank_loss", "rank_accuracy", "gen_loss")})
-            if on_epoch_end is not None and acc.is_main_process:
-                run.lm.model.eval()
-                record["dev"] = on_epoch_end(run.lm, run.prompts, run.vectors(), epoch + 1)
-                run.lm.model.train()
-            run.history.append(record)
-            log.info("epoch %d: %s", epoch + 1, record)
-            run.save(epoch + 1, stage, stage_step)
+            _end_epoch(run, stage, epoch, stage_step, sched, logs, on_epoch_end, t0)
             if stage_step >= total:
                 break
+
+
+def _micro_step(run: Run, gen: list, rb, gen_weight: float, params: list, sched, logs: dict) -> float:
+    """One micro-batch: the generation loss over ``gen`` and the rank loss over ``rb`` (a rank batch or None),
+    backward, and the optimizer and schedule steps when the accumulation is complete; returns the loss."""
+    import torch
+
+    cfg, acc = run.config, run.accelerator
+    rows = [run.row(p) for p in gen] + ([run.row(p) for p in rb.pairs] if rb else [])
+    with acc.accumulate(run.module):
+        lp, mask = run.module(rows)
+        loss = torch.zeros((), device=lp.device)
+        if gen:
+            g_lp, g_m = lp[:len(gen)], mask[:len(gen)]
+            g_loss = -(g_lp * g_m).sum() / g_m.sum()
+            loss = loss + gen_weight * g_loss
+            logs["gen_loss"].append(float(g_loss.detach()))
+        if rb and rb.groups:
+            r_lp, r_m = lp[len(gen):], mask[len(gen):]
+            span = (r_lp * r_m).sum(1) / r_m.sum(1).clamp(min=1)
+            r_loss, r_acc = margin_loss(span, rb.groups, cfg.rank_margin)
+            loss = loss + cfg.rank_weight * r_loss
+            logs["rank_loss"].append(float(r_loss.detach()))
+            logs["rank_accuracy"].append(r_acc)
+        acc.backward(loss)
+        if acc.sync_gradients:
+            acc.clip_grad_norm_(params, 1.0)
+        run.optimizer.step()
+        if acc.sync_gradients and not acc.optimizer_step_was_skipped:
+            sched.step()
+        run.optimizer.zero_grad(set_to_none=True)
+    return float(loss.detach())
+
+
+def _end_epoch(run: Run, stage: str, epoch: int, stage_step: int, sched, logs: dict, on_epoch_end: Callable | None,
+               t0: float) -> None:
+    """The epoch's record (mean losses, learning rate, minutes, the dev callback's results), logged, kept in the
+    history, and a checkpoint."""
+    acc = run.accelerator
+    record = {"epoch": epoch + 1, "stage": stage, "step": run.step,
+              "mean_loss": _mean(acc, logs["loss"]), "lr": sched.get_last_lr()[0],
+              "minutes": round((time.perf_counter() - t0) / 60, 2)}
+    if stage == "rank":
+        record.update({k: _mean(acc, logs[k]) for k in ("rank_loss", "rank_accuracy", "gen_loss")})
+    if on_epoch_end is not None and acc.is_main_process:
+        run.lm.model.eval()
+        record["dev"] = on_epoch_end(run.lm, run.prompts, run.vectors(), epoch + 1)
+        run.lm.model.train()
+    run.history.append(record)
+    log.info("epoch %d: %s", epoch + 1, record)
+    run.save(epoch + 1, stage, stage_step)
 
 
 def _mean(acc, values: list[float]) -> float | None:

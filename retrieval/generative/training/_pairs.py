@@ -20,7 +20,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
-from genret.indexing import InputError, StoredUnit, UnitStore, sentence_spans
+from genret.core import InputError
+from genret.indexing import StoredUnit, UnitStore, sentence_spans
 
 WORD_RE = re.compile(r"\w+")
 QUERY_STOPWORDS = frozenset("a an the of in on at to for by with from and or is are was were be been what which who "

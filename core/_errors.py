@@ -28,7 +28,8 @@ class InputError(GenretError):
 
 
 class IndexFormatError(GenretError):
-    """An index directory that is missing, corrupt, foreign or of another format version."""
+    """An index directory (or another file genret wrote and reads back) that is missing, corrupt, foreign or of another
+    format version."""
 
 
 class NotFoundError(GenretError):
