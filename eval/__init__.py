@@ -1,20 +1,19 @@
 """Evaluation: KILT-format predictions, the official KILT metrics (retrieval and downstream, equal to KILT's own
 scripts), IR metrics through ir-measures on TREC runs and qrels (BEIR folders too), evaluation suites with paired
-significance tests, RAG evaluation, fitting hybrid weights on dev data, and the built-in demo task."""
+significance tests, RAG evaluation, fitting hybrid weights on dev data, the dev evaluation run while the retriever
+trains (``dev_callback``), and the built-in demo task."""
 
 # predictions and reports
-from ._runner import LEVELS, evaluate, predict
+from ._runner import LEVELS, dev_callback, evaluate, predict
 from ._rag_eval import RAG_SETTINGS, compare_rag, evaluate_rag, predict_rag, rag_table
-from ._label_fit import fit_label_head_on
-from ._reader_fit import fit_span_reader
 from ._suite import SuiteConfig, load_suite, run_suite
 from ._fusion_tune import tune_fusion
-from ._train_eval import dev_callback
 
 # KILT files and metrics
 from ._kilt_io import read_kilt, write_kilt
 from ._retrieval_metrics import retrieval_scores
 from ._score import downstream_scores, score
+from ._downstream_metrics import normalize_answer
 
 # TREC runs and qrels, IR metrics (ir-measures), paired significance tests
 from ._trec import read_qrels, write_trec_run
@@ -25,8 +24,7 @@ from ._demo_task import write_demo
 
 __all__ = [
     "LEVELS", "RAG_SETTINGS", "SuiteConfig", "compare_rag", "dev_callback", "downstream_scores", "evaluate",
-    "evaluate_rag", "fit_label_head_on", "fit_span_reader", "ir_scores", "load_suite", "paired_p", "predict",
-    "predict_rag", "rag_table",
+    "evaluate_rag", "ir_scores", "load_suite", "normalize_answer", "paired_p", "predict", "predict_rag", "rag_table",
     "read_kilt",
     "read_qrels", "retrieval_scores", "run_suite", "score", "tune_fusion", "write_demo", "write_kilt", "write_trec_run",
 ]

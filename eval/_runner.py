@@ -1,9 +1,11 @@
-"""Run a retriever over a task (KILT file, BEIR folder, queries + qrels), write predictions and runs, score them."""
+"""Run a retriever over a task (KILT file, BEIR folder, queries + qrels), write predictions and runs, score them;
+and score the generative retriever on dev files at each epoch's end while it trains (``dev_callback``)."""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from genret.core import GenretError, progress_bar
@@ -12,7 +14,7 @@ from genret.retrieval import Hit, RetrievalConfig, Retriever, load_retriever
 
 from ._ir_metrics import ir_scores, kilt_per_query
 from ._ir_tasks import load_task, qrels_from_gold
-from ._kilt_io import id_key, write_kilt
+from ._kilt_io import id_key, read_kilt, write_kilt
 from ._score import score
 from ._trec import doc_run, write_trec_run
 
@@ -144,3 +146,29 @@ def _drop_textless(metrics: dict, with_text: int) -> dict:
     return {name: v for name, v in metrics.items()
             if not (name.startswith(_TEXT_METRICS) and int(name.rsplit("@", 1)[1]) > with_text)
             and not (with_text == 0 and name == "entity_in_input")}
+
+
+def dev_callback(index: Index, dev: dict[str, Path], *, records: int = 100, k: int = 20,
+                 generative_config=None) -> Callable:
+    """``on_epoch_end`` for ``train_retriever`` (``genret train retriever --dev TASK=FILE``): R-Precision and
+    recall@5 at page and passage level on the first ``records`` records of each dev file, with the model as it is
+    at the end of the epoch."""
+    gold = {task: read_kilt(path)[:records] for task, path in dev.items()}
+
+    def evaluate_epoch(lm, prompts, vectors, epoch) -> dict:
+        from genret.retrieval import GenerativeConfig, GenerativeRetriever
+
+        cfg = generative_config or GenerativeConfig(device=lm.device)
+        r = GenerativeRetriever(index, cfg, lm=lm, prompt_vectors=vectors, prompts=prompts)
+        out = {}
+        for task, records in gold.items():
+            hits = r.batch_search([str(x["input"]) for x in records], k, task=task)
+            preds = [{"id": x["id"], "output": [{"provenance": hits_to_provenance(h, 0)}]}
+                     for x, h in zip(records, hits)]
+            out[task] = {level: {m: round(v, 4) for m, v in
+                                 score(preds, records, ks=(1, 5), rank_keys=LEVELS[level], downstream=False)
+                                 ["retrieval"].items() if m in ("Rprec", "recall@5")}
+                         for level in ("page", "passage")}
+        return out
+
+    return evaluate_epoch

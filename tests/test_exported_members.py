@@ -62,7 +62,8 @@ SURFACES = {
         "ANSWER_TASKS", "AnswerSpan", "AnswerTask", "Candidate", "Citation", "EndpointError", "GENERATORS",
         "GenerationCancelled", "Generator", "GeneratorConfig", "HFGenerator", "LabelHead", "OpenAIGenerator", "Prompt",
         "RagAnswer", "RagConfig", "RagPipeline", "SpanReader", "build_prompt", "default_demos", "fit_label_head",
-        "fit_reader", "held_out_predictions", "load_generator", "prompt_size", "resolve_answer_task", "stop_when",
+        "fit_label_head_on_claims", "fit_reader", "fit_span_reader", "held_out_predictions", "load_generator",
+        "prompt_size", "resolve_answer_task", "stop_when",
     ],
     "genret.retrieval.hybrid": [
         "DEFAULT_MEMBER_WEIGHTS", "DevInfo", "HybridConfig", "HybridRetriever", "IndexInfo", "Objective",
@@ -71,7 +72,7 @@ SURFACES = {
     ],
     "genret.eval": [
         "LEVELS", "RAG_SETTINGS", "SuiteConfig", "compare_rag", "dev_callback", "downstream_scores", "evaluate",
-        "evaluate_rag", "fit_label_head_on", "fit_span_reader", "ir_scores", "load_suite", "paired_p", "predict",
+        "evaluate_rag", "ir_scores", "load_suite", "normalize_answer", "paired_p", "predict",
         "predict_rag", "rag_table", "read_kilt", "read_qrels", "retrieval_scores", "run_suite", "score", "tune_fusion",
         "write_demo", "write_kilt", "write_trec_run",
     ],

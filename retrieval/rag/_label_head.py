@@ -10,7 +10,7 @@ internal state of an LLM knows when it's lying") is right more often (README, "L
     x            = mean over the layers in ``depth`` of the hidden state at the prompt's last position
     score(l | x) = w_l · (x − mean) / scale + b_l                   (a softmax over the label set; the decision: argmax)
 
-fitted list-wise (``fit_label_head``: multinomial logistic regression, L2 on the standardised weights, L-BFGS in
+fitted list-wise (``_label_head_fit``: multinomial logistic regression, L2 on the standardised weights, L-BFGS in
 torch) on training claims answered through the RAG pipeline as at inference (its retriever, passages and prompt;
 ``genret train labels``).  A head belongs to one model (its hidden states), one label set and one kind of prompt
 (with or without demonstrations); the pipeline uses it only there and otherwise falls back to rank
@@ -21,7 +21,6 @@ classification.  The packaged head
 from __future__ import annotations
 
 import json
-import random
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -101,67 +100,3 @@ class LabelHead(BaseModel):
     def pick(self, features: Sequence[Sequence[float]]) -> list[str]:
         """The best label per feature vector (ties: the first label)."""
         return [self.labels[max(range(len(row)), key=row.__getitem__)] for row in self.scores(features)]
-
-
-def fit_label_head(features: Sequence[Sequence[float]], golds: Sequence[str], labels: Sequence[str], *,
-                   model: str, depth: tuple[float, float] = (0.6, 0.6), l2: float = 300.0, demos: int = 0,
-                   fitted_on: str = "") -> LabelHead:
-    """A head fitted on ``features`` (one vector per claim) and their gold labels (each one of ``labels``):
-    multinomial logistic regression, L2 penalty ``l2`` on the weights over standardised features (L-BFGS, torch)."""
-    import torch
-
-    labels = tuple(labels)
-    if len(labels) < 2:
-        raise GenretError("a label head needs at least two labels")
-    if len(features) != len(golds) or not features:
-        raise GenretError(f"{len(features)} feature vectors for {len(golds)} gold labels")
-    unknown = sorted({g for g in golds if g not in labels})
-    if unknown:
-        raise GenretError(f"gold labels {unknown} are not in the label set {list(labels)}")
-    if len(set(golds)) < 2:
-        raise GenretError(f"every training claim has the label {golds[0]!r}: nothing to tell apart")
-    x = torch.tensor([list(map(float, f)) for f in features], dtype=torch.float64)
-    y = torch.tensor([labels.index(g) for g in golds])
-    mean, scale = x.mean(0), x.std(0).clamp_min(1e-6)
-    z = (x - mean) / scale
-    w = torch.zeros(len(labels), x.shape[1], dtype=torch.float64, requires_grad=True)
-    b = torch.zeros(len(labels), dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], max_iter=500, line_search_fn="strong_wolfe")
-
-    def loss() -> torch.Tensor:
-        opt.zero_grad()
-        total = torch.nn.functional.cross_entropy(z @ w.T + b, y) + l2 * w.pow(2).sum() / (2 * len(y))
-        total.backward()
-        return total
-
-    opt.step(loss)
-    return LabelHead(model=model, depth=depth, labels=labels, demos=demos, mean=_rounded(mean), scale=_rounded(scale),
-                     weights=[_rounded(r) for r in w.detach()], bias=_rounded(b.detach()), fitted_on=fitted_on)
-
-
-def _rounded(t) -> list[float]:
-    return [float(f"{v:.7g}") for v in t.tolist()]
-
-
-def held_out_predictions(features: Sequence[Sequence[float]], golds: Sequence[str], labels: Sequence[str], *,
-                         l2: float, folds: int = 5, seed: int = 0) -> list[str]:
-    """Each claim's label by a head fitted on all folds but its own (folds drawn at random, ``seed``): what a fitted
-    head does on claims it did not see.  Folds whose rest holds one label only predict that label."""
-    order = list(range(len(golds)))
-    random.Random(seed).shuffle(order)
-    fold = {i: k % folds for k, i in enumerate(order)}
-    out = [""] * len(golds)
-    for k in range(folds):
-        train = [i for i in range(len(golds)) if fold[i] != k]
-        held = [i for i in range(len(golds)) if fold[i] == k]
-        if not held:
-            continue
-        if len({golds[i] for i in train}) < 2:
-            picked = [golds[train[0]] if train else labels[0]] * len(held)
-        else:
-            head = fit_label_head([features[i] for i in train], [golds[i] for i in train], labels, model="", l2=l2)
-            picked = head.pick([features[i] for i in held])
-        for i, p in zip(held, picked):
-            out[i] = p
-    return out
-

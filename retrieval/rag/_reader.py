@@ -7,7 +7,7 @@ each of their word-boundary prefixes is one candidate.  The generator gives, in 
 log p(candidate | prompt) and the log-probability that the answer ends there (``Generator.span_logprobs``).  A
 linear model over those and a few features of the question and the span (``span_features``: question type × span
 shape, distance to the question's words, the sentence's rank) picks the answer; its weights are fitted on training
-questions with gold answers (``fit_reader``: a list-wise softmax over each question's candidates, as a reader is
+questions with gold answers (``_reader_fit``: a list-wise softmax over each question's candidates, as a reader is
 trained) and saved as JSON (``SpanReader.save`` / ``load``).  The packaged weights (``span_reader.json``) were fitted
 with the packaged SmolLM2-135M on mini-KILT squad train questions (``genret train reader``); with weights all zero
 but ``logp`` and ``end_logp`` it is the model's own sequence probability.
@@ -24,7 +24,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from genret.core import GenretError, IndexFormatError, write_json_atomic
+from genret.core import IndexFormatError, write_json_atomic
 
 from ._generator import Generator, Prompt
 from ._packaged import packaged
@@ -221,38 +221,3 @@ class SpanReader(BaseModel):
         """The best candidate (ties: the first), or None when the passages hold none."""
         cands = self.candidates(generator, prompt, texts, question, titles)
         return max(cands, key=self.score) if cands else None
-
-
-def fit_reader(examples: Sequence[tuple[Sequence[Candidate], Sequence[bool]]], *, l2: float = 1.0,
-               base: SpanReader | None = None, fitted_on: str = "") -> SpanReader:
-    """Weights that maximise the probability of the right candidates (a softmax over each question's candidates;
-    questions with no right candidate are skipped), with an L2 penalty ``l2`` on standardised features (L-BFGS,
-    torch)."""
-    import torch
-
-    used = [(c, y) for c, y in examples if any(y)]
-    if not used:
-        raise GenretError("no training question has a right candidate among the passages: nothing to fit")
-    names = sorted({k for c, _ in used for cand in c for k in cand.features})
-    xs = [torch.tensor([[cand.features.get(k, 0.0) for k in names] for cand in c], dtype=torch.float64)
-          for c, _ in used]
-    ys = [torch.tensor(list(y), dtype=torch.bool) for _, y in used]
-    allx = torch.cat(xs)
-    mean, std = allx.mean(0), allx.std(0).clamp_min(1e-6)
-    xs = [(x - mean) / std for x in xs]
-    w = torch.zeros(len(names), dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([w], max_iter=300, line_search_fn="strong_wolfe")
-
-    def loss() -> torch.Tensor:
-        opt.zero_grad()
-        nll = sum(torch.logsumexp(x @ w, 0) - torch.logsumexp((x @ w)[y], 0) for x, y in zip(xs, ys)) / len(xs)
-        total = nll + l2 * w.pow(2).sum() / (2 * len(xs))
-        total.backward()
-        return total
-
-    opt.step(loss)
-    raw = (w.detach() / std).tolist()  # weights on the raw features (the mean shifts every score alike)
-    base = base or SpanReader()
-    return base.model_copy(update={"weights": {k: round(v, 6) for k, v in zip(names, raw) if abs(v) > 1e-9},
-                                   "fitted_on": fitted_on})
-

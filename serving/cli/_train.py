@@ -1,6 +1,6 @@
 """``genret train``: ``retriever`` (fine-tune the generative retriever, ``retrieval.generative.training``), ``demos``
-(the UDR demonstration retriever, with LM feedback), ``reader`` (the span reader of short answers) and ``labels``
-(the label head of fact checking).
+(the UDR demonstration retriever, with LM feedback, ``retrieval.demos``), ``reader`` (the span reader of short answers,
+``retrieval.rag``) and ``labels`` (the label head of fact checking, ``retrieval.rag``): one row each in ``TRAINERS``.
 
 Nothing heavy is imported at module level (``genret --help`` stays instant).
 """
@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from contextlib import ExitStack
+from typing import NamedTuple
 
 from ._common import task_files, usage
 from ._flags import add_retriever_flags, retrieval_config
@@ -73,16 +75,16 @@ def _cmd_train_demos(a: argparse.Namespace) -> int:
 def _cmd_train_reader(a: argparse.Namespace) -> int:
     """``genret train reader INDEX TRAIN.jsonl --task squad --out reader.json``: fit the span reader's weights on
     training questions answered through this pipeline (its retriever, passages and generator)."""
-    from genret.eval import fit_span_reader
-    from genret.retrieval.rag import SpanReader
+    from genret.eval import normalize_answer
+    from genret.retrieval.rag import SpanReader, fit_span_reader
 
     config = retrieval_config(a)  # --task checked first
     records = _training_records(a.train, a.max_records)
     base = SpanReader(focus=a.focus, max_words=a.max_words)
     with ExitStack() as stack:
         pipeline = open_from_args(a, stack, config)
-        reader, stats = fit_span_reader(pipeline, records, task=a.task, l2=a.l2, base=base, folds=a.folds,
-                                        progress=not a.quiet)
+        reader, stats = fit_span_reader(pipeline, records, normalize=normalize_answer, task=a.task, l2=a.l2,
+                                        base=base, folds=a.folds, progress=not a.quiet)
     model = a.generator_model or "the packaged model"
     reader = reader.model_copy(update={"prefilter": a.prefilter,
                                        "fitted_on": f"{reader.fitted_on}, {a.train}, retriever "
@@ -95,9 +97,9 @@ def _cmd_train_reader(a: argparse.Namespace) -> int:
 def _cmd_train_labels(a: argparse.Namespace) -> int:
     """``genret train labels INDEX TRAIN.jsonl --task scifact [--also TASK INDEX TRAIN.jsonl …] --out head.json``: fit
     the label head on training claims answered through these pipelines (one generator, its hidden states)."""
-    from genret.eval import fit_label_head_on
     from genret.indexing import Index
     from genret.retrieval import load_generator, open_pipeline
+    from genret.retrieval.rag import fit_label_head_on_claims
 
     retrieval = retrieval_config(a)  # --task checked first
     groups = [(a.task, a.index, a.train)] + [tuple(x) for x in a.also or ()]
@@ -112,8 +114,8 @@ def _cmd_train_labels(a: argparse.Namespace) -> int:
             opened = None if index == NO_INDEX else stack.enter_context(Index(index))
             data.append((open_pipeline(opened, generator, retriever=a.retriever, retrieval=retrieval,
                                        demos_dir=a.demos, config=config, device=a.device), records, task))
-        head, stats = fit_label_head_on(data, depth=depth, l2s=[float(x) for x in a.l2.split(",")],
-                                        folds=a.folds, progress=not a.quiet)
+        head, stats = fit_label_head_on_claims(data, depth=depth, l2s=[float(x) for x in a.l2.split(",")],
+                                               folds=a.folds, progress=not a.quiet)
     head = head.model_copy(update={"fitted_on": f"{head.fitted_on}; " + "; ".join(
         f"{t} {tr} over {i}" for t, i, tr in groups) + f"; retriever {a.retriever or 'default'}, "
         f"{a.passages} passages, generator {a.generator_model or 'the packaged model'}"})
@@ -145,28 +147,7 @@ def _depth(text: str) -> tuple[float, float]:
     return (parts[0], parts[-1])
 
 
-def register(sub) -> None:
-    """Add ``train`` and its models to the top-level commands."""
-    tr = sub.add_parser("train", help="train a model: `genret train retriever INDEX --out DIR …`, "
-                        "`genret train demos DEMOS_DIR --task NAME=FILE --out DIR` or "
-                        "`genret train reader INDEX TRAIN.jsonl --task squad --out reader.json` or "
-                        "`genret train labels INDEX TRAIN.jsonl --task scifact --out head.json`")
-    trs = tr.add_subparsers(dest="what", required=True, metavar="WHAT")
-    _add_retriever_parser(trs)
-    _add_demos_parser(trs)
-    _add_reader_parser(trs)
-    _add_labels_parser(trs)
-
-
-def _add_retriever_parser(trs) -> None:
-    tg = trs.add_parser(
-        "retriever",
-        help="fine-tune the generative retriever (supervised, self-supervised, pseudo-labelled, rank loss)",
-        description="Fine-tune the generative retriever on accelerate (CPU, GPU, `accelerate launch` for several "
-        "GPUs). Without labels: --corpus-pairs N --pseudo-labels bm25 trains on the index's corpus alone "
-        "(CorpusBrain-style pairs plus keyword pseudo-queries labelled by the index's BM25 or dense retriever). "
-        "--rank-loss adds an LTRGR-style second stage (margin between a gold unit's and BM25 hard negatives' "
-        "span scores).")
+def _retriever_flags(tg) -> None:
     _add_data_flags(tg)
     _add_model_flags(tg)
     _add_rank_flags(tg)
@@ -176,7 +157,6 @@ def _add_retriever_parser(trs) -> None:
     tg.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     tg.add_argument("--seed", type=int, default=13, help="seed of sampling, shuffling and initialisation")
     tg.add_argument("--quiet", action="store_true")
-    tg.set_defaults(func=_cmd_train_retriever)
 
 
 def _add_data_flags(tg) -> None:
@@ -234,8 +214,7 @@ def _add_rank_flags(tg) -> None:
                     help="weight of the generation loss in the rank stage (0: rank loss only)")
 
 
-def _add_demos_parser(trs) -> None:
-    p = trs.add_parser("demos", help="train the UDR demonstration retriever with LM feedback")
+def _demos_flags(p) -> None:
     p.add_argument("demos", help="a demos directory (`genret index-demos`) holding the tasks' pools")
     p.add_argument("--task", action="append", metavar="NAME=FILE", required=True,
                    help="training queries of a task (KILT or JSONL {id?, input, output}); repeatable")
@@ -253,13 +232,9 @@ def _add_demos_parser(trs) -> None:
     p.add_argument("--skip-bad", action="store_true", help="skip malformed training lines")
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=_cmd_train_demos)
 
 
-def _add_reader_parser(trs) -> None:
-    tr = trs.add_parser("reader", help="fit the span reader (short answers) on training questions",
-                        description="genret train reader INDEX TRAIN.jsonl --task squad --out reader.json; then "
-                        "`genret rag … --span-reader reader.json`")
+def _reader_flags(tr) -> None:
     tr.add_argument("index")
     tr.add_argument("train", help="KILT-format records with answers")
     tr.add_argument("--out", required=True, help="the reader's JSON file")
@@ -274,13 +249,9 @@ def _add_reader_parser(trs) -> None:
     add_retriever_flags(tr)
     add_rag_flags(tr)
     tr.add_argument("--quiet", action="store_true")
-    tr.set_defaults(func=_cmd_train_reader)
 
 
-def _add_labels_parser(trs) -> None:
-    tr = trs.add_parser("labels", help="fit the label head (fact checking) on training claims",
-                        description="genret train labels INDEX TRAIN.jsonl --task scifact [--also TASK INDEX "
-                        "TRAIN.jsonl …] --out head.json; then `genret rag … --label-head head.json`")
+def _labels_flags(tr) -> None:
     tr.add_argument("index", help=f"the index the claims' passages come from ({NO_INDEX}: closed book)")
     tr.add_argument("train", help="KILT-format records whose answer is a label")
     tr.add_argument("--also", nargs=3, action="append", metavar=("TASK", "INDEX", "TRAIN"),
@@ -296,4 +267,53 @@ def _add_labels_parser(trs) -> None:
     add_retriever_flags(tr)
     add_rag_flags(tr)
     tr.add_argument("--quiet", action="store_true")
-    tr.set_defaults(func=_cmd_train_labels)
+
+
+class Trainer(NamedTuple):
+    """One ``genret train WHAT``: what it trains, its flags and the command that runs it."""
+
+    usage: str  # in ``genret --help``'s line for ``train``
+    help: str
+    description: str | None
+    flags: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+# WHAT → its trainer: retrieval.generative.training, retrieval.demos, retrieval.rag (reader, label head)
+TRAINERS: dict[str, Trainer] = {
+    "retriever": Trainer(
+        "`genret train retriever INDEX --out DIR …`",
+        "fine-tune the generative retriever (supervised, self-supervised, pseudo-labelled, rank loss)",
+        "Fine-tune the generative retriever on accelerate (CPU, GPU, `accelerate launch` for several GPUs). Without "
+        "labels: --corpus-pairs N --pseudo-labels bm25 trains on the index's corpus alone (CorpusBrain-style pairs "
+        "plus keyword pseudo-queries labelled by the index's BM25 or dense retriever). --rank-loss adds an "
+        "LTRGR-style second stage (margin between a gold unit's and BM25 hard negatives' span scores).",
+        _retriever_flags, _cmd_train_retriever),
+    "demos": Trainer(
+        "`genret train demos DEMOS_DIR --task NAME=FILE --out DIR`",
+        "train the UDR demonstration retriever with LM feedback", None,
+        _demos_flags, _cmd_train_demos),
+    "reader": Trainer(
+        "`genret train reader INDEX TRAIN.jsonl --task squad --out reader.json`",
+        "fit the span reader (short answers) on training questions",
+        "genret train reader INDEX TRAIN.jsonl --task squad --out reader.json; then "
+        "`genret rag … --span-reader reader.json`",
+        _reader_flags, _cmd_train_reader),
+    "labels": Trainer(
+        "`genret train labels INDEX TRAIN.jsonl --task scifact --out head.json`",
+        "fit the label head (fact checking) on training claims",
+        "genret train labels INDEX TRAIN.jsonl --task scifact [--also TASK INDEX TRAIN.jsonl …] --out head.json; "
+        "then `genret rag … --label-head head.json`",
+        _labels_flags, _cmd_train_labels),
+}
+
+
+def register(sub) -> None:
+    """Add ``train`` and its models (``TRAINERS``) to the top-level commands."""
+    usages = [t.usage for t in TRAINERS.values()]
+    tr = sub.add_parser("train", help=f"train a model: {usages[0]}, " + " or ".join(usages[1:]))
+    trs = tr.add_subparsers(dest="what", required=True, metavar="WHAT")
+    for what, trainer in TRAINERS.items():
+        p = trs.add_parser(what, help=trainer.help, description=trainer.description)
+        trainer.flags(p)
+        p.set_defaults(func=trainer.run)

@@ -142,7 +142,7 @@ def test_genret_train_reader_writes_a_reader_the_pipeline_loads(tiny_index, data
 
 
 def test_held_out_exact_match_sees_what_generalises():
-    from genret.eval._reader_fit import held_out_em
+    from genret.retrieval.rag._reader_fit import held_out_em
 
     marked = [([_cand(marked=float(j == i % 4)) for j in range(4)], [j == i % 4 for j in range(4)]) for i in range(20)]
     assert held_out_em(marked, l2=0.1, base=SpanReader(), folds=4) == 100.0
