@@ -16,9 +16,11 @@ echo "== 3. serve it on 127.0.0.1:$PORT and search over HTTP"
 genret serve "$OUT/index" --host 127.0.0.1 --port "$PORT" > "$OUT/server.log" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true; wait $SERVER 2>/dev/null || true' EXIT
-for _ in $(seq 1 120); do
-  curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break
+# /readyz: 200 once every retriever and the generator are loaded and warmed (`/healthz` answers from the start)
+for i in $(seq 1 360); do
+  curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break
   kill -0 $SERVER 2>/dev/null || { echo "server died:"; cat "$OUT/server.log"; exit 1; }
+  [ "$i" = 360 ] && { echo "server not ready after 180 s:"; tail -5 "$OUT/server.log"; exit 1; }
   sleep 0.5
 done
 curl -sf -X POST "http://127.0.0.1:$PORT/v1/search" -H 'content-type: application/json' \
