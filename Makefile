@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.genret-installed
 
 setup: $(STAMP) browser
 
-# Debian's chromium + chromium-driver for the web page's browser test (tests/serving/test_web.py), when running
+# Debian's chromium + chromium-driver for the web page's browser test (tests/serving/http/test_web.py), when running
 # as root with apt and they are missing; never fails (without them that test is skipped).
 browser:
 	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \

@@ -136,12 +136,12 @@ def test_retrievers_over_shard_actors_answer_as_one_process(ray2, ray3_killed, t
 
 # ---- the HTTP API over shard actors: test_app's request tests, with the service of `genret serve --ray` -------
 
-from tests.serving import test_app as http  # noqa: E402
 from tests.serving.helpers import app_over  # noqa: E402
+from tests.serving.http import test_app as http  # noqa: E402
 
 
 class TestServedOnRay:
-    """``genret serve``'s request tests (tests/serving/test_app.py) against ``genret serve --ray`` over the 2-shard
+    """``genret serve``'s request tests (tests/serving/http/test_app.py) against ``genret serve --ray`` over the 2-shard
     Ray-built index: 2 replicas a shard, the same FastAPI app and limits."""
 
     @pytest.fixture(scope="class")

@@ -5,7 +5,7 @@ marked in a rank bit vector over the rows (``_wavelet.build_marks``) and stored 
 ``width``-bit fields of uint64 words (``pack``).  ``locate`` walks each row back by LF steps until a marked row,
 all rows in lock step so that their cache misses overlap; ``fm_locate_spans`` turns row spans into (document,
 offset) pairs in one call.  Kernels are compiled and cached as in ``_wavelet``, whose rank primitives they use;
-``tests/indexing/test_fm_wavelet.py`` checks them against numpy references.
+``tests/indexing/fm/test_fm_wavelet.py`` checks them against numpy references.
 """
 
 from __future__ import annotations

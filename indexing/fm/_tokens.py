@@ -64,7 +64,7 @@ class FastTokenizer:
     """What ``build_fm`` uses of a Hugging Face tokenizer (length, special token ids, Rust backend,
     ``save_pretrained``) read from its folder with the ``tokenizers`` package alone: no transformers import,
     which took 2.4 s of every build.  ``fast_tokenizer`` makes one only where transformers would load the same
-    backend unchanged; ``tests/indexing/test_fm_build_parallel.py`` checks ids, length, markers and the saved
+    backend unchanged; ``tests/indexing/fm/test_fm_build_parallel.py`` checks ids, length, markers and the saved
     folder against transformers."""
 
     is_fast = True
@@ -136,7 +136,7 @@ _worker: dict[str, Any] = {}
 class UnitEncoder:
     """``encode_texts`` of one tokenizer, through its Rust backend when it has one (``tokenizers.Tokenizer``,
     rebuilt from its JSON in worker processes: no transformers import, and none of transformers' per-text
-    conversion, which costs half as much as the tokenization itself); ``tests/indexing/test_fm_build_parallel``
+    conversion, which costs half as much as the tokenization itself); ``tests/indexing/fm/test_fm_build_parallel``
     checks that both give the same ids."""
 
     def __init__(self, tokenizer: Any = None, backend_json: str | None = None, lowercase: bool = False) -> None:

@@ -14,8 +14,8 @@ first).  ``rank(c, i)`` walks ``i`` down the levels (one ``rank1`` per level); t
 symbol counts (``bottom_starts``).  Everything is a plain array: saved as ``.npy`` and memory-mapped on open.
 
 Every kernel is ``nogil`` and cached on disk (``cache=True``): the first use in a fresh checkout compiles them
-(a few seconds), later processes load the machine code.  ``tests/indexing/test_fm_wavelet.py`` checks each one against a
-numpy reference.
+(a few seconds), later processes load the machine code.  ``tests/indexing/fm/test_fm_wavelet.py`` checks each one
+against a numpy reference.
 """
 
 from __future__ import annotations

@@ -142,7 +142,7 @@ def test_healthz_survives_2000_idle_partial_requests_under_a_300_file_limit(tiny
     server = subprocess.Popen(
         [sys.executable, "-m", "genret", "serve", str(tiny_index), "--port", str(port),
          "--log-level", "warning", "--no-access-log"], env=env, stdout=log, stderr=subprocess.STDOUT,
-        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (300, 300)), cwd=Path(__file__).parents[2])
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (300, 300)), cwd=Path(__file__).parents[3])
     base = f"http://127.0.0.1:{port}"
     socks: list[socket.socket] = []
     try:

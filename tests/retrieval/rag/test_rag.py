@@ -79,7 +79,7 @@ def test_no_retrieval_and_bad_input(generator):
 
 def test_demonstrations_come_from_the_task_pool_most_similar_last(generator, tmp_path_factory):
     from genret.retrieval.demos import build_demo_pool
-    from tests.retrieval.demo_pools import write_pools
+    from tests.retrieval.demos.demo_pools import write_pools
 
     d = tmp_path_factory.mktemp("rag-demos")
     qa, _ = write_pools(d)

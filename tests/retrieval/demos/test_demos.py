@@ -11,7 +11,7 @@ from genret.core import GenretError, IndexFormatError, InputError, NotFoundError
 from genret.retrieval import Demo
 from genret.retrieval.demos import DEMO_SOURCES, DemoSource, build_demo_pool, load_demo_source
 from genret.retrieval.demos._pool import read_pool
-from tests.retrieval.demo_pools import CLAIMS, QA, write_pools
+from tests.retrieval.demos.demo_pools import CLAIMS, QA, write_pools
 
 QA_IDS = {rid for rid, _, _ in QA}
 FC_IDS = {rid for rid, _, _ in CLAIMS}

@@ -15,7 +15,7 @@ from genret.retrieval.demos._pool import DemoPool
 from genret.retrieval.demos._sources import BM25DemoSource
 from genret.retrieval.demos._train import _mine, _queries, lm_feedback
 from genret.retrieval.rag import GeneratorConfig, HFGenerator, build_prompt, resolve_answer_task
-from tests.retrieval.demo_pools import CLAIMS, QA, write_pools
+from tests.retrieval.demos.demo_pools import CLAIMS, QA, write_pools
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 
 from genret.core import ConfigError
 from genret.serving.cli import _demos, _train
-from tests.retrieval.demo_pools import write_pools
+from tests.retrieval.demos.demo_pools import write_pools
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -196,7 +196,7 @@ def test_genret_train_labels_writes_a_head_the_pipeline_uses(tiny_index, tiny_lm
 
 def test_a_training_claim_is_not_its_own_demonstration(generator, tmp_path, monkeypatch):
     from genret.retrieval.demos import build_demo_pool, load_demo_source
-    from tests.retrieval.demo_pools import write_pools
+    from tests.retrieval.demos.demo_pools import write_pools
 
     _, claims = write_pools(tmp_path)
     build_demo_pool(claims, "fact_check", tmp_path / "demos", device="cpu", progress=False)
@@ -224,7 +224,7 @@ def test_a_head_reads_only_the_kind_of_prompt_it_was_fitted_on(generator, tmp_pa
     """Demonstrations move the hidden state more than claims do: a head fitted without them does not decide for
     prompts with them (rank classification does), and one fitted with them decides only for those."""
     from genret.retrieval.demos import build_demo_pool, load_demo_source
-    from tests.retrieval.demo_pools import write_pools
+    from tests.retrieval.demos.demo_pools import write_pools
 
     _, claims = write_pools(tmp_path)
     build_demo_pool(claims, "fact_check", tmp_path / "demos", device="cpu", progress=False)

@@ -147,7 +147,7 @@ def test_bad_rag_requests_are_clear_4xx(client, body, status, words):
 
 def test_demonstrations_from_the_servers_pools(tiny_index, tiny_lm_dir, tiny_chat_lm_dir, tmp_path_factory):
     from genret.retrieval.demos import build_demo_pool
-    from tests.retrieval.demo_pools import write_pools
+    from tests.retrieval.demos.demo_pools import write_pools
 
     d = tmp_path_factory.mktemp("serve-demos")
     qa, _ = write_pools(d)
@@ -179,7 +179,7 @@ def test_label_tasks_get_no_demonstrations_by_default_where_the_head_reads_none(
     label head reads prompts without them (else the head would step aside), and the number it asks for otherwise."""
     from genret.retrieval.demos import build_demo_pool
     from genret.retrieval.rag import LabelHead
-    from tests.retrieval.demo_pools import write_pools
+    from tests.retrieval.demos.demo_pools import write_pools
 
     d = tmp_path_factory.mktemp("serve-label-demos")
     _, claims = write_pools(d)
