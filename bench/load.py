@@ -489,6 +489,12 @@ def main() -> None:
         if off is not None:
             off.stop()
 
+    _report(a, index, queries, retrievers, top, rows, compare, overhead, (rss_before, rss_after, soak))
+
+def _report(a, index, queries: list, retrievers: list[str], top: int, rows: list[dict], compare: list[dict],
+            overhead: dict | None, rss: tuple) -> None:
+    """The tables and summary lines of a full run (and its JSON with ``--json``)."""
+    rss_before, rss_after, soak = rss
     print(f"\nindex {index}; {len(queries)} squad dev questions cycled; k={K}; generative: task {a.task}, beam "
           f"{a.beam}, max_len {a.max_len}, title_max_len {a.title_max_len}\n")
     print(HEAD)
