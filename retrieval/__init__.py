@@ -16,8 +16,8 @@ from ._dense import DenseRetriever, DenseSearchConfig
 from .hybrid import DEFAULT_MEMBER_WEIGHTS, HybridConfig, HybridRetriever
 from ._ray_retrievers import load_ray_retriever
 from ._tasks import TASKS, Task, check_task
-from ._registry import (REGISTRY, RetrievalConfig, available_retrievers, base_retrievers, load_retriever,
-                        retriever_granularities)
+from ._registry import (REGISTRY, RetrievalConfig, available_retrievers, base_retrievers, load_hybrid,
+                        load_retriever, retriever_granularities)
 from .generative import GenerativeConfig, GenerativeRetriever
 
 _RAG_NAMES = frozenset({"Generator", "GeneratorConfig", "RagConfig", "RagPipeline", "load_generator"})
@@ -27,7 +27,7 @@ __all__ = [
     "GenerativeConfig", "GenerativeRetriever", "Generator", "GeneratorConfig", "Hit", "HybridConfig",
     "HybridRetriever", "Provenance", "REGISTRY", "RagConfig", "RagPipeline", "RetrievalConfig", "Retriever",
     "TASKS", "Task",
-    "available_retrievers", "base_retrievers", "check_task", "load_generator", "load_ray_retriever",
+    "available_retrievers", "base_retrievers", "check_task", "load_generator", "load_hybrid", "load_ray_retriever",
     "load_retriever",
     "open_pipeline",
     "retriever_granularities",

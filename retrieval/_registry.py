@@ -27,14 +27,15 @@ class RetrievalConfig(BaseModel):
     hybrid: HybridConfig = Field(default_factory=HybridConfig)
 
 
-def load_hybrid(index: Index, config: RetrievalConfig,
-                load: Callable[[str], Retriever] | None = None) -> HybridRetriever:
+def load_hybrid(index: Index, config: RetrievalConfig, load: Callable[[str], Retriever] | None = None, *,
+                shared: bool = False) -> HybridRetriever:
     """The registry factory: a ``HybridRetriever`` over ``index`` whose members are
     ``load_retriever(index, name, config)`` for each member (``load(name)`` instead when given: the Ray-served
     members) — ``config.hybrid`` and the fitted weights saved in the index decide which: see
     ``hybrid.effective_hybrid`` —, fused as they say (``config``: a ``RetrievalConfig`` with a ``hybrid:
     HybridConfig`` section).  Members a fitted file weighs 0 are not loaded.  Members built before a failing one are
-    closed."""
+    closed, unless ``shared``: then ``load(name)`` hands out retrievers the caller keeps (e.g. the ones a server
+    serves alone), which the hybrid neither closes on a failure nor when it is closed."""
     hybrid, source = effective_hybrid(index, config.hybrid, base_retrievers(index))
     load = load or (lambda name: load_retriever(index, name, config))
     members: dict[str, Retriever] = {}
@@ -42,10 +43,10 @@ def load_hybrid(index: Index, config: RetrievalConfig,
         for name in hybrid.retrievers or ():
             members[name] = load(name)
     except BaseException:
-        for member in members.values():
+        for member in members.values() if not shared else ():
             member.close()
         raise
-    retriever = HybridRetriever(members, hybrid)
+    retriever = HybridRetriever(members, hybrid, owns_members=not shared)
     retriever.tuned_from = None if source is None else str(source)
     return retriever
 

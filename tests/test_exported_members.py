@@ -45,8 +45,8 @@ SURFACES = {
         "GenerativeConfig", "GenerativeRetriever", "Generator", "GeneratorConfig", "Hit", "HybridConfig",
         "HybridRetriever", "Provenance", "REGISTRY", "RagConfig", "RagPipeline", "RetrievalConfig", "Retriever",
         "TASKS", "Task",
-        "available_retrievers", "base_retrievers", "check_task", "load_generator", "load_ray_retriever",
-        "load_retriever",
+        "available_retrievers", "base_retrievers", "check_task", "load_generator", "load_hybrid",
+        "load_ray_retriever", "load_retriever",
         "open_pipeline", "retriever_granularities",
     ],
     "genret.retrieval.generative": [

@@ -131,12 +131,14 @@ class HybridRetriever(Retriever):
     to ``k``.  A hit's score is the fused score; its provenance and text come from the first member
     (in member order) that returned the unit, its ``matched`` n-grams from the first that has any, its
     ``member_ranks`` from every member that returned it.
-    Weights in ``config`` must name members.  Thread-safe when the members are.
+    Weights in ``config`` must name members.  Thread-safe when the members are.  ``owns_members=False``: the
+    members belong to someone else (a server's snapshot that also serves them alone), and ``close`` leaves them open.
     """
 
     name = "hybrid"
 
-    def __init__(self, retrievers: Mapping[str, Retriever], config: HybridConfig | None = None) -> None:
+    def __init__(self, retrievers: Mapping[str, Retriever], config: HybridConfig | None = None, *,
+                 owns_members: bool = True) -> None:
         if not retrievers:
             raise ValueError("a hybrid retriever needs at least one member")
         config = config or HybridConfig(retrievers=list(retrievers))
@@ -144,6 +146,7 @@ class HybridRetriever(Retriever):
             config = config.model_copy(update={"retrievers": list(retrievers)})
         self.config = config
         self.members: dict[str, Retriever] = dict(retrievers)
+        self.owns_members = owns_members
         self.tuned_from: str | None = None  # the fitted-weights file the config came from (load_hybrid)
         if self.config.weights is not None:
             _check_weights(self.config.weights, list(self.members))
@@ -188,6 +191,7 @@ class HybridRetriever(Retriever):
                     tuple(ranks[uid])) for rank, uid in enumerate(order, start=1)]
 
     def close(self) -> None:
-        """Close the members (e.g. BM25's Lucene searcher)."""
-        for member in self.members.values():
-            member.close()
+        """Close the members (e.g. BM25's Lucene searcher), when they are its own."""
+        if self.owns_members:
+            for member in self.members.values():
+                member.close()

@@ -17,11 +17,18 @@ from typing import TYPE_CHECKING
 
 from genret.core import NotFoundError
 from genret.indexing import Index
-from genret.retrieval import Hit, Retriever, available_retrievers, load_retriever, retriever_granularities
+from genret.retrieval import (
+    Hit,
+    Retriever,
+    available_retrievers,
+    load_hybrid,
+    load_retriever,
+    retriever_granularities,
+)
 
 from ._errors import Unavailable
 from ._snapshots import Snapshot, Snapshots, StaleSnapshot
-from ._warmup import compose_hybrid, warm_retriever
+from ._warmup import warm_retriever
 
 if TYPE_CHECKING:
     from ._settings import Settings
@@ -46,7 +53,8 @@ class IndexPool:
         if self._ray is not None:
             return self._ray.load(snap.index, name, self.settings.retrieval)
         if name == "hybrid":  # over the members this snapshot serves: no second copy of each model
-            return compose_hybrid(snap.index, self.settings.retrieval, lambda m: self.snapshots.retriever(snap, m))
+            return load_hybrid(snap.index, self.settings.retrieval, lambda m: self.snapshots.retriever(snap, m),
+                               shared=True)
         return load_retriever(snap.index, name, self.settings.retrieval)
 
     # ---- what is served (cheap: nothing is loaded) ----------------------------------------------------------

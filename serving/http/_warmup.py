@@ -8,8 +8,9 @@ second (before, the first chat request to a fresh server took 24.6 s: every mode
 the one-off costs of kernels and caches).  ``server.preload`` names narrow it (``dense``, ``bm25``, …,
 ``embeddings``, ``generator``); ``server.lazy`` with no names loads each part on its first use.
 
-A hybrid retriever is composed of the retrievers the snapshot already serves (``compose_hybrid``), so warming every
-retriever of an index loads each model once, not a second copy of all of them under the hybrid.
+A hybrid retriever is composed of the retrievers the snapshot already serves (``_pool``: ``load_hybrid(…,
+shared=True)``), so warming every retriever of an index loads each model once, not a second copy of all of them
+under the hybrid.
 
 ``Warmup`` runs the parts in order off the event loop (``/healthz`` answers meanwhile, ``/readyz`` says 503 with
 what it is doing), logs one line per part that fails (``/readyz`` then stays 503 and says why), and then what the
@@ -21,13 +22,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from genret.core import GenretError
-from genret.indexing import Index
-from genret.retrieval import RetrievalConfig, Retriever, available_retrievers, base_retrievers
-from genret.retrieval.hybrid import HybridRetriever, effective_hybrid
+from genret.retrieval import Retriever, available_retrievers
 
 if TYPE_CHECKING:
     from ._limits import Gate
@@ -114,23 +113,6 @@ def warm(service: SearchService, part: Part, with_passages: bool = True) -> None
 def warm_retriever(retriever: Retriever) -> None:
     """A one-query search (a new index version's retrievers, before they are swapped in: ``_snapshots``)."""
     retriever.batch_search([WARM_TEXT], 1)
-
-
-# ---- the hybrid, over the retrievers already served -------------------------------------------------------------
-class SharedHybrid(HybridRetriever):
-    """A hybrid whose members belong to the snapshot that serves them: closing it leaves them open."""
-
-    def close(self) -> None:
-        pass
-
-
-def compose_hybrid(index: Index, config: RetrievalConfig, member: Callable[[str], Retriever]) -> HybridRetriever:
-    """The hybrid retriever of ``index`` (members and fusion as ``load_retriever`` picks them: ``config.hybrid``
-    and the fitted weights saved in the index), each member ``member(name)``: the one already served."""
-    hybrid, source = effective_hybrid(index, config.hybrid, base_retrievers(index))
-    retriever = SharedHybrid({name: member(name) for name in hybrid.retrievers or ()}, hybrid)
-    retriever.tuned_from = None if source is None else str(source)
-    return retriever
 
 
 # ---- the start-up run -------------------------------------------------------------------------------------------

@@ -174,6 +174,40 @@ def test_load_hybrid_builds_members_through_the_registry(index):
         load_retriever(index, "hybrid", RetrievalConfig(hybrid=HybridConfig(retrievers=["bm25", "nope"])))
 
 
+def test_a_hybrid_over_shared_members_leaves_them_open(index):
+    """``load_hybrid(…, shared=True)`` (a server's hybrid over the retrievers it also serves alone): closing the
+    hybrid, or a member failing to load, closes none of the members the caller handed out."""
+    pytest.importorskip("pyserini")
+    from genret.retrieval import BM25Retriever, load_hybrid
+
+    closed: list[str] = []
+
+    class Counted(BM25Retriever):
+        def close(self) -> None:
+            closed.append(self.name)
+            super().close()
+
+    bm25 = Counted(index)
+    try:
+        config = RetrievalConfig(hybrid=HybridConfig(retrievers=["bm25"]))
+        hybrid = load_hybrid(index, config, lambda name: bm25, shared=True)
+        hybrid.close()
+        assert closed == [] and bm25.search("price of oil in 1974", k=2)  # still open
+        failing = RetrievalConfig(hybrid=HybridConfig(retrievers=["bm25", "dense"]))
+
+        def load(name: str):
+            if name == "dense":
+                raise NotFoundError("no dense here")
+            return bm25
+
+        with pytest.raises(NotFoundError):
+            load_hybrid(index, failing, load, shared=True)
+        assert closed == []
+    finally:
+        bm25.close()
+    assert closed == ["bm25"]
+
+
 # ------------------------------------------------------------------------------------------ scripted members
 
 
