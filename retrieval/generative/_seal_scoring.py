@@ -31,10 +31,10 @@ Two additions for small corpora and small, uncalibrated models:
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -57,32 +57,17 @@ def smoothing(n_tokens: int, config: ScoringConfig) -> float:
     return config.smoothing * min(1.0, n_tokens / config.smoothing_tokens)
 
 
-def corpus_logprob(count: int, n_tokens: int, config: ScoringConfig) -> float:
-    """log P(n) from the corpus count (smoothed)."""
-    s = smoothing(n_tokens, config)
-    return math.log((count + s) / (n_tokens + s))
-
-
 def key_weight(logprob: float, count: int, n_tokens: int, config: ScoringConfig, prior: float | None = None,
                exponent: float | None = None) -> float:
     """w(n) for a key of log-probability ``logprob`` (``prior``: its log-probability under the empty query,
-    for calibration) occurring ``count`` times among ``n_tokens``."""
-    if count <= 0:
-        return 0.0
-    snr = min(corpus_logprob(count, n_tokens, config), -1e-10)
-    sr = min(logprob, -1e-10)
-    w = (sr + math.log1p(-math.exp(snr))) - (snr + math.log1p(-math.exp(sr)))
-    lam = config.calibration if prior is not None else 0.0
-    if lam:
-        w = (1.0 - lam) * w + lam * (logprob - prior)
-    return max(w, 0.0) ** (config.alpha if exponent is None else exponent)
+    for calibration) occurring ``count`` times among ``n_tokens`` (``key_weights`` for one key)."""
+    return float(key_weights([logprob], [count], n_tokens, config, None if prior is None else [prior], exponent)[0])
 
 
 def key_weights(logprobs, counts, n_tokens: int, config: ScoringConfig, priors=None, exponent: float | None = None):
-    """``key_weight`` over arrays (float64): the weights of many keys at once (e.g. SEAL's unigram scores over the
-    vocabulary's best tokens)."""
-    import numpy as np
-
+    """w(n) of many keys at once (float64 arrays; e.g. SEAL's unigram scores over the vocabulary's best tokens):
+    SEAL's log-odds of P(n|q) against the smoothed corpus probability P(n) = (F(n) + s) / (T + s), mixed with the
+    calibration term ``log P(n|q) - prior`` where ``priors`` are given; 0 for keys absent from the corpus."""
     lp = np.asarray(logprobs, dtype=np.float64)
     count = np.asarray(counts, dtype=np.float64)
     s = smoothing(n_tokens, config)
