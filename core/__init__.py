@@ -24,7 +24,7 @@ from ._hashing import sha256_file
 from ._progress import progress_bar
 
 # devices and dtypes
-from ._device import native_bf16, quantize_int8, resolve_device, resolve_dtype, torch_dtype
+from ._device import DTYPES, native_bf16, quantize_int8, resolve_device, resolve_dtype, torch_dtype
 
 # models
 from ._models import (
@@ -32,7 +32,7 @@ from ._models import (
 )
 
 __all__ = [
-    "ConfigError", "DEFAULT_DENSE_MODEL", "DEFAULT_LM", "GenretError", "IndexFormatError", "InputError",
+    "ConfigError", "DEFAULT_DENSE_MODEL", "DEFAULT_LM", "DTYPES", "GenretError", "IndexFormatError", "InputError",
     "NotFoundError", "load_tokenizer", "loading_model", "native_bf16", "progress_bar", "quantize_int8",
     "read_versioned_json", "resolve_checkpoint", "resolve_device", "resolve_dtype", "resolve_model_path",
     "sha256_file", "staged_dir", "torch_dtype", "write_json_atomic", "write_lock",

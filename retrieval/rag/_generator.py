@@ -20,7 +20,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from genret.core import DEFAULT_LM, GenretError
+from genret.core import DEFAULT_LM, DTYPES, GenretError
 
 log = logging.getLogger("genret")
 
@@ -34,7 +34,7 @@ class GeneratorConfig(BaseModel):
     kind: Literal["hf", "openai"] = Field("hf", description="hf: local model; openai: OpenAI-compatible endpoint")
     model: str = Field(DEFAULT_LM, description="HF name / local path (hf) or the endpoint's model name (openai)")
     device: str = Field("auto", description="hf: auto, cpu, cuda, cuda:N")
-    dtype: Literal["auto", "float32", "bfloat16", "float16", "int8"] = Field(
+    dtype: Literal[DTYPES] = Field(
         "auto", description="hf: auto (bfloat16 where native, else float32), float32, bfloat16, float16, int8")
     max_new_tokens: int = Field(32, ge=1, le=4096)
     max_input_tokens: int = Field(1536, ge=64, description="prompt budget in tokens (RAG truncates to fit)")

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import argparse
 
+# genret.core.DTYPES, spelled out: importing genret.core imports pydantic, and `genret --help` imports nothing heavy
+DTYPES = ("auto", "float32", "bfloat16", "float16", "int8")
 DTYPE_HELP = ("what models compute in: auto (default: bfloat16 where the CPU has AMX / AVX512-BF16 or the GPU has "
               "bf16; else int8 for the dense encoder and float32 for language models), float32, bfloat16, float16, "
               "int8")
 
 
-def add_dtype_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16", "int8"), default="auto",
-                   help=DTYPE_HELP)
+def add_dtype_flag(p: argparse.ArgumentParser, default: str | None = "auto", help: str = DTYPE_HELP) -> None:
+    p.add_argument("--dtype", choices=DTYPES, default=default, help=help)
 
 
 def add_generative_flags(p: argparse.ArgumentParser) -> None:

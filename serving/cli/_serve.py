@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from ._flags import add_dtype_flag
+
 
 def _cmd_serve(a: argparse.Namespace) -> int:
     # OpenMP threads (torch, faiss) spin while they wait by default: with several model threads, and the
@@ -87,8 +89,8 @@ def register(sub) -> None:
     sv.add_argument("--generator-model", default=None,
                     help="RAG generator model (default the packaged SmolLM2-135M-Instruct; GENRET_GENERATOR__MODEL)")
     sv.add_argument("--base-url", default=None, help="openai generator: endpoint base URL, e.g. http://host:port/v1")
-    sv.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16", "int8"), default=None,
-                    help="what every served model computes in (default auto: bfloat16 where the CPU has AMX / "
+    add_dtype_flag(sv, default=None,
+                   help="what every served model computes in (default auto: bfloat16 where the CPU has AMX / "
                     "AVX512-BF16 or the GPU has bf16, else int8 for the dense encoder and float32 for language models; "
                     "GENRET_RETRIEVAL__DENSE__DTYPE, "
                     "GENRET_RETRIEVAL__GENERATIVE__DTYPE, GENRET_GENERATOR__DTYPE)")
