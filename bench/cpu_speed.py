@@ -279,7 +279,8 @@ def report(results: dict, out: str) -> None:
                 c = (np.load(ref) * np.load(f)).sum(1)
                 cos = f"{c.min():.4f} / {c.mean():.4f}"
             peak = PEAK_FLOP_PER_CYCLE[dt.split()[0]] * ghz
-            print(f"| {dt} | {r['units_per_s']:.1f} | {r['units_per_s'] / base:.2f} | {r['query_ms']:.1f} | {cos} | "
+            ratio = f"{r['units_per_s'] / base:.2f}" if base else "–"  # no float32 row in this run
+            print(f"| {dt} | {r['units_per_s']:.1f} | {ratio} | {r['query_ms']:.1f} | {cos} | "
                   f"{r['gflops']:.1f} ({r['gflops'] / peak * 100:.0f} %) |")
     for path, keys in (("dense", ("build_units_per_s", "page", "passage")),
                        ("generative", ("batched_ms", "single_ms", "page", "passage"))):
