@@ -31,7 +31,8 @@ class Catalogue:
 
     def __init__(self, settings: Settings, pool: IndexPool, demo_tasks: Sequence[str]) -> None:
         self.settings, self.pool, self.demo_tasks = settings, pool, demo_tasks
-        self.embedder = Embedder(settings.retrieval.dense.device, settings.retrieval.dense.batch_size)
+        dense = settings.retrieval.dense
+        self.embedder = Embedder(dense.device, dense.batch_size, dense.dtype)
 
     def describe(self) -> list[dict]:
         """Per served index: its size, unit kind, retrievers, the tasks it takes and the demonstration pools."""

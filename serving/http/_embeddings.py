@@ -1,6 +1,7 @@
 """The encoders behind ``POST /v1/embeddings``: an index's dense component names the model that embedded its units;
-``Embedder`` loads that model once per (model, device) on first use and encodes with it, one thread at a time
-per model (as the dense retriever does).  Blocking: call it off the event loop."""
+``Embedder`` loads that model once per (model, device) on first use, in the retrieval section's dtype (as the dense
+retriever's query encoder), and encodes with it, one thread at a time per model (as the dense retriever does).
+Blocking: call it off the event loop."""
 
 from __future__ import annotations
 
@@ -21,8 +22,8 @@ log = logging.getLogger(__name__)
 class _Loaded:
     """One model: its encoder, its tokenizer's counter, and the lock its use holds."""
 
-    def __init__(self, model: str, device: str) -> None:
-        self.encoder = SentenceTransformerEncoder(model, device)
+    def __init__(self, model: str, device: str, dtype: str) -> None:
+        self.encoder = SentenceTransformerEncoder(model, device, dtype)
         self.count_tokens = _token_counter(model)
         self.lock = threading.Lock()
 
@@ -43,8 +44,8 @@ def _token_counter(model: str) -> Callable[[str], int]:
 class Embedder:
     """The dense encoders of the served indexes, loaded on first use."""
 
-    def __init__(self, device: str, batch_size: int = 64) -> None:
-        self.device, self.batch_size = device, batch_size
+    def __init__(self, device: str, batch_size: int = 64, dtype: str = "auto") -> None:
+        self.device, self.batch_size, self.dtype = device, batch_size, dtype
         self._loaded: dict[str, _Loaded] = {}
         self._lock = threading.Lock()
 
@@ -57,7 +58,7 @@ class Embedder:
         model = index.component("dense").model
         with self._lock:
             if model not in self._loaded:
-                self._loaded[model] = _Loaded(model, self.device)
+                self._loaded[model] = _Loaded(model, self.device, self.dtype)
             return self._loaded[model]
 
     def embed(self, index: Index, texts: Sequence[str]) -> tuple[np.ndarray, int]:

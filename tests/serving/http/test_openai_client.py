@@ -191,3 +191,15 @@ def test_embedding_errors(client, tiny_index, kwargs, error, param, words):
     with pytest.raises(error) as err:
         client.embeddings.create(**kwargs)
     assert err.value.param == param and words in err.value.message
+
+
+def test_embeddings_compute_in_the_dense_dtype_the_server_is_given(tiny_index):
+    """`genret serve --dtype` (``retrieval.dense.dtype``) reaches the encoder behind /v1/embeddings too."""
+    from genret.indexing import Index
+    from genret.serving.http._embeddings import Embedder
+
+    with Index(tiny_index) as index:
+        embedder = Embedder("cpu", 8, "float32")
+        vectors, _ = embedder.embed(index, ["Who created Python?"])
+        assert vectors.shape == (1, Embedder.dim(index))
+        assert [m.encoder.dtype for m in embedder._loaded.values()] == ["float32"]
