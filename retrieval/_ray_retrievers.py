@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from genret.core import NotFoundError
-from genret.indexing import DenseParams, Index, SentenceTransformerEncoder
+from genret.indexing import DenseParams, Index, query_encoder
 
 from ._contract import Hit, Provenance, Retriever
 from ._ray_shards import BM25Replica, DenseShard, FMShard, RemoteFM, ReplicaSet, spawn
@@ -51,7 +51,7 @@ class RayDenseRetriever(Retriever):
         comp = index.component("dense")
         params = comp.typed_params(DenseParams)
         self.index, self._config = index, config.dense
-        self._encoder = SentenceTransformerEncoder(comp.model, config.dense.device, config.dense.dtype)
+        self._encoder = query_encoder(comp.model, config.dense.device, config.dense.dtype)  # as DenseRetriever
         if self._encoder.dim != params.dim:
             raise ValueError(f"encoder dim {self._encoder.dim} != index dim {params.dim}")
         cut = params.index_type == "flat" and len(spans) > 1
