@@ -45,6 +45,9 @@ def main() -> None:
     ap.add_argument("--checkpoint", default=None)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--dtype", default="auto", help="what the LM computes in (auto: bfloat16 where native)")
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="instead of the table: cProfile N questions one at a time (after 8 to warm up) with the "
+                    "default profile, and print the functions by cumulative time")
     a = ap.parse_args()
 
     import torch
@@ -59,6 +62,8 @@ def main() -> None:
     lm = None
     print(f"dtype: {a.dtype}, torch threads: {torch.get_num_threads()}, queries: {len(gold)} ({a.queries}), "
           f"task: {a.task}, batch: {a.batch_size}\n")
+    if a.profile:
+        return profile(index, gold, a)
     print("| profile | ms/query single (median) | ms/query batched | page R-Prec | passage R-Prec | passage R@5 |")
     print("|---|---|---|---|---|---|")
     for name in a.profiles.split(","):
@@ -79,6 +84,30 @@ def main() -> None:
         print(f"| {name} | {statistics.median(singles) * 1e3:.0f} | {batched * 1e3:.0f} | "
               f"{m['page']['Rprec'] * 100:.1f} | {m['passage']['Rprec'] * 100:.1f} | "
               f"{m['passage']['recall@5'] * 100:.1f} |", flush=True)
+
+
+def profile(index, gold: list[dict], a) -> None:
+    """cProfile of ``a.profile`` questions searched one at a time (k = 100) with ``GenerativeConfig()``."""
+    import cProfile
+    import pstats
+
+    from genret.retrieval import GenerativeConfig, GenerativeRetriever
+
+    r = GenerativeRetriever(index, GenerativeConfig(model=a.model, checkpoint=a.checkpoint, device="cpu",
+                                                    dtype=a.dtype))
+    questions = [str(rec["input"]) for rec in gold]
+    for q in questions[:8]:
+        r.search(q, 100, task=a.task)
+    asked = questions[8:8 + a.profile]
+    prof = cProfile.Profile()
+    t0 = time.perf_counter()
+    prof.enable()
+    for q in asked:
+        r.search(q, 100, task=a.task)
+    prof.disable()
+    print(f"{(time.perf_counter() - t0) / len(asked) * 1e3:.0f} ms a question under the profiler, "
+          f"{len(asked)} questions\n")
+    pstats.Stats(prof).sort_stats("cumulative").print_stats(40)
 
 
 if __name__ == "__main__":
