@@ -15,9 +15,9 @@ Importing it imports neither torch nor transformers: they load on first use.
 # errors
 from ._errors import ConfigError, GenretError, IndexFormatError, InputError, NotFoundError
 
-# files: atomic JSON, versioned JSON, staged directories and their write lock, checksums
+# files: atomic JSON, versioned JSON, staged directories, their write lock and their recovery, checksums
 from ._json import read_versioned_json, write_json_atomic
-from ._writes import staged_dir, write_lock
+from ._writes import restore_interrupted, staged_dir, write_lock
 from ._hashing import sha256_file
 
 # progress
@@ -33,7 +33,8 @@ from ._models import (
 
 __all__ = [
     "ConfigError", "DEFAULT_DENSE_MODEL", "DEFAULT_LM", "DTYPES", "GenretError", "IndexFormatError", "InputError",
-    "NotFoundError", "load_tokenizer", "loading_model", "native_bf16", "progress_bar", "quantize_int8",
-    "read_versioned_json", "resolve_checkpoint", "resolve_device", "resolve_dtype", "resolve_model_path",
-    "sha256_file", "staged_dir", "torch_dtype", "write_json_atomic", "write_lock",
+    "NotFoundError", "load_tokenizer", "loading_model", "native_bf16", "progress_bar",
+    "quantize_int8", "read_versioned_json", "resolve_checkpoint", "resolve_device", "resolve_dtype",
+    "resolve_model_path", "restore_interrupted", "sha256_file", "staged_dir", "torch_dtype", "write_json_atomic",
+    "write_lock",
 ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +34,15 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 
 def read_versioned_json(path: Path, model: type[BaseModel], *, tag_field: str, tag: str, what: str,
-                        version: int, fix: str, version_of: str | None = None) -> Any:
-    """Read a self-describing JSON file (``tag_field`` = ``tag``, ``format_version`` = ``version``) into ``model``.
+                        version: int, fix: str, version_of: str | None = None, older: tuple[int, ...] = (),
+                        check: Callable[[dict], None] | None = None) -> Any:
+    """Read a self-describing JSON file (``tag_field`` = ``tag``, ``format_version`` = ``version``, or one of the
+    ``older`` versions also read) into ``model``.
 
     A corrupt, foreign or other-version file raises ``IndexFormatError`` naming the file and ``fix`` (what the user
     can do); ``what`` names the file kind in messages, ``version_of`` what the version mismatch names (default: the
-    file)."""
+    file).  ``check(raw)``, when given, sees the parsed object after the tag and version checks and before the model
+    (a checksum over the file's own fields, say) and raises ``IndexFormatError`` to refuse it."""
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -46,9 +50,12 @@ def read_versioned_json(path: Path, model: type[BaseModel], *, tag_field: str, t
     if not isinstance(raw, dict) or raw.get(tag_field) != tag:
         raise IndexFormatError(f"{path} is not {what} ({tag_field} != {tag!r}): {fix}")
     found = raw.get("format_version")
-    if found != version:
+    if found != version and (found not in older or isinstance(found, bool)):
+        also = f" (and {', '.join(map(str, older))})" if older else ""
         raise IndexFormatError(f"{version_of or path} has {what} format version {found}; this genret reads version "
-                               f"{version}: {fix}")
+                               f"{version}{also}: {fix}")
+    if check is not None:
+        check(raw)
     try:
         return model.model_validate(raw)
     except ValidationError as exc:

@@ -12,7 +12,9 @@ killed writer left behind cleaned up by the next one.
   first; a crash between the two renames leaves the old version there, and the next writer (holding the lock)
   puts it back.  The parent folder is fsynced after the swap.
 - **Leftovers.** Under the lock no other writer of ``out`` is running, so staged or replaced folders of ``out``
-  left by killed writers are removed (or, for a missing ``out``, the old version restored) before any work.
+  left by killed writers are removed (or, for a missing ``out``, the old version restored) before any work.  A
+  reader that finds ``out`` missing and a replaced folder beside it restores it the same way, when it can take the
+  lock at once (``restore_interrupted``).
 """
 
 from __future__ import annotations
@@ -74,13 +76,14 @@ def write_lock(out: str | Path, *, wait: float | None = None) -> Iterator[None]:
         return
     wait = float(os.environ.get("GENRET_LOCK_WAIT", "0") or 0) if wait is None else wait
     path = lock_path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    _make_parent(out)
     fd = _acquire(fcntl, path, out, time.monotonic() + wait)
     try:
         info = {"pid": os.getpid(), "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
                 "since": datetime.now(UTC).isoformat(timespec="seconds")}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(info).encode(), 0)
+        with contextlib.suppress(OSError):  # who holds it is for messages only (a full disk must not stop here)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(info).encode(), 0)
         _held[key] = 1
         try:
             recover(out)
@@ -90,6 +93,17 @@ def write_lock(out: str | Path, *, wait: float | None = None) -> Iterator[None]:
             Path(path).unlink(missing_ok=True)  # before the lock goes: a waiter then sees a new file (_acquire)
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+
+
+def _make_parent(out: Path) -> None:
+    """Create ``out``'s parent folders; one that is a file is one line, not "File exists"."""
+    for folder in (out.parent, *out.parent.parents):
+        if folder.is_dir():
+            break
+        if folder.exists() or folder.is_symlink():
+            what = "a file, not a folder" if folder.is_file() else "not a folder"
+            raise GenretError(f"cannot write {out}: {folder} is {what}")
+    out.parent.mkdir(parents=True, exist_ok=True)
 
 
 def _acquire(fcntl, path: Path, out: Path, deadline: float) -> int:
@@ -127,12 +141,31 @@ def _leftovers(out: Path) -> list[Path]:
     return sorted(p for p in out.parent.iterdir() if pattern.match(p.name) and p.is_dir())
 
 
+def restore_interrupted(out: str | Path) -> Path | None:
+    """For a reader of a missing ``out``: put back the previous version that a write killed between the two renames
+    of its swap left aside (as the next writer would), when no writer is at work and the reader may write beside
+    ``out``.  Returns the backup that is still there (a writer holds the lock, or it could not be restored), or
+    None."""
+    out = Path(out).resolve()
+    if out.exists() or out.is_symlink() or not _backups(out):
+        return None
+    with contextlib.suppress(GenretError, OSError):
+        with write_lock(out, wait=0):  # recover() puts it back; re-entered by this process's writer: untouched
+            pass
+    backups = [] if out.exists() else _backups(out)
+    return backups[-1] if backups else None
+
+
+def _backups(out: Path) -> list[Path]:
+    return [p for p in _leftovers(out) if ".old-" in p.name]
+
+
 def recover(out: Path) -> None:
     """With the lock held: put back an old version a crash left aside (when ``out`` is missing) and remove the
     staged folders of killed writers."""
     leftovers = _leftovers(out)
     if not out.exists():
-        olds = [p for p in leftovers if ".old-" in p.name]
+        olds = _backups(out)
         if olds:
             os.replace(olds[-1], out)
             _fsync_dir(out.parent)
@@ -213,11 +246,11 @@ def staged_dir(out: Path, tag: str, *, copy_from: Path | None = None, wait: floa
     with write_lock(out, wait=wait):
         tmp = out.parent / f".{out.name}.{tag}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
-        if copy_from is not None:
-            shutil.copytree(copy_from, tmp)
-        else:
-            tmp.mkdir(parents=True)
-        try:
+        try:  # from the first byte staged: a copy cut short (a full disk) is removed too
+            if copy_from is not None:
+                shutil.copytree(copy_from, tmp)
+            else:
+                tmp.mkdir(parents=True)
             yield tmp
             fsync_tree(tmp)
             replace_dir(tmp, out)

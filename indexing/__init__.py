@@ -22,7 +22,7 @@ from ._dense import load_faiss
 from ._faiss import configure_search, place_index
 from ._index import Index
 from ._lucene import LuceneIndex, open_lucene
-from ._manifest import Component, Manifest, read_manifest, write_manifest
+from ._manifest import Component, Manifest, read_manifest, seal_manifest, write_manifest
 from ._params import BM25Params, DenseParams, FMParams, StoreParams
 from ._store import StoredUnit, UnitStore
 from ._units import Unit, UnitConfig, sentence_spans
@@ -40,6 +40,6 @@ __all__ = [
     "IndexConfig", "LuceneIndex", "Manifest", "Page", "ReadStats", "SentenceTransformerEncoder", "StoreParams",
     "StoredUnit", "Unit", "UnitConfig", "UnitStore", "add_to_index", "available_components", "build_index",
     "build_index_ray", "configure_search", "load_faiss", "open_lucene", "open_text", "place_index", "query_encoder",
-    "ray_session", "read_corpus", "read_manifest", "rebuild_dense", "sentence_spans", "verify_index",
-    "write_manifest",
+    "ray_session", "read_corpus", "read_manifest", "rebuild_dense", "seal_manifest", "sentence_spans",
+    "verify_index", "write_manifest",
 ]

@@ -56,7 +56,7 @@ class BM25Config(BaseModel):
     """BM25 index settings (k1 and b are also the retriever's defaults; they can be overridden at search time)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    k1: float = Field(0.9, ge=0, description="BM25 term-frequency saturation")
+    k1: float = Field(0.9, ge=0, allow_inf_nan=False, description="BM25 term-frequency saturation")
     b: float = Field(0.4, ge=0, le=1, description="BM25 length normalisation")
     threads: int = Field(2, ge=1, description="indexing threads")
     with_title: bool = Field(True, description="index 'title\\ntext' rather than the text alone")
@@ -102,7 +102,7 @@ def build_bm25(store: UnitStore, out_dir: Path, config: BM25Config, *, progress:
     Raises ``GenretError`` when Java ≥ 21 / pyserini are missing or Anserini rejects or fails to
     index documents.  The temporary collection directory is removed in every case.
     """
-    from ._java import import_pyserini, java_list, max_heap_mb
+    from ._java import import_pyserini, java_error_line, java_list, max_heap_mb
 
     t0 = time.perf_counter()
     ps = import_pyserini()
@@ -123,7 +123,8 @@ def build_bm25(store: UnitStore, out_dir: Path, config: BM25Config, *, progress:
             indexer = ps.IndexCollection(args)
             indexer.run()
         except ps.JavaException as exc:
-            raise GenretError(f"Anserini could not build the BM25 index in {index_dir}: {exc}") from None
+            raise GenretError(f"Anserini could not build the BM25 index in {index_dir}: "
+                              f"{java_error_line(exc)}") from None
         counters = indexer.getCounters()
         indexed, empty = int(counters.indexed.get()), int(counters.empty.get())
         failed = {name: int(getattr(counters, name).get()) for name in ("unindexable", "skipped", "errors")}

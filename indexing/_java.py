@@ -334,3 +334,13 @@ def java_list(items: list[str]) -> Any:
     for item in items:
         jlist.add(item)
     return jlist
+
+
+def java_error_line(exc: BaseException, limit: int = 240) -> str:
+    """A Java exception as one readable line: its first line, without pyjnius' prefix, the stack trace or the
+    package of the exception's class, cut at ``limit`` characters."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else type(exc).__name__
+    text = re.sub(r"^JVM exception occurred:\s*", "", text)
+    text = re.sub(r"\b(?:[a-z_][a-z0-9_]*\.)+([A-Z]\w*(?:Exception|Error))\b", r"\1", text)
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"

@@ -19,15 +19,16 @@ generator and the tie rule are one object each for the process.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..core import IndexFormatError, InputError
+from ..core import ConfigError, IndexFormatError, InputError
 from ._bm25 import ANALYZER, BM25_KIND
-from ._java import MAX_QUERY_TERMS, import_lucene
+from ._java import MAX_QUERY_TERMS, import_lucene, java_error_line
 from ._manifest import Component
 from ._params import BM25Params
 
@@ -116,6 +117,10 @@ class LuceneIndex:
                                    f"this genret searches with {ANALYZER!r}: rebuild the index")
         self.k1 = float(params.k1 if k1 is None else k1)
         self.b = float(params.b if b is None else b)
+        if not (math.isfinite(self.k1) and self.k1 >= 0):  # what Lucene's BM25Similarity takes
+            raise ConfigError(f"BM25 k1 must be a finite number ≥ 0, got {self.k1}")
+        if not 0 <= self.b <= 1:
+            raise ConfigError(f"BM25 b must be between 0 and 1, got {self.b}")
         self._lc = lc = import_lucene()
         lucene_dir = Path(index_dir) / params.directory
         if not lucene_dir.is_dir():  # as SimpleSearcher, which refuses a path that is not a readable directory
@@ -124,7 +129,8 @@ class LuceneIndex:
             try:
                 self._reader = lc.DirectoryReader.open(lc.FSDirectory.open(lc.Paths.get(str(lucene_dir))))
             except lc.JavaException as exc:
-                raise IndexFormatError(f"{lucene_dir}: Lucene cannot open the BM25 index: {exc}") from None
+                raise IndexFormatError(f"{lucene_dir}: Lucene cannot open the BM25 index ({java_error_line(exc)}): "
+                                       "rebuild the index") from None
             # as SimpleSearcher: an index written by Lucene 8 is searched without the sort by id and the tie rule
             self._lucene8 = "lucene.version=9" not in str(self._reader.toString())
             docs = int(self._reader.maxDoc())  # SimpleSearcher.get_total_num_docs

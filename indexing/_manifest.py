@@ -1,36 +1,51 @@
 """``manifest.json``: what an index directory holds, and the checks made when it is opened.
 
 The manifest records the format version, every component's ``kind`` (the key of the backend
-registry), parameters, model ids and file checksums, the corpus hash and the unit counts.  It is
-written atomically (temporary file + rename); on load, a missing, corrupt or foreign manifest, a
-format-version mismatch, or a missing/truncated/altered file raises ``IndexFormatError``.
+registry), parameters, model ids and file checksums, the corpus hash and the unit counts, and its own
+checksum: the sha256 of every other field (``manifest_checksum``), so that an altered value (a BM25 ``k1``, a
+file's recorded sha256) is caught on open and by ``verify`` and blamed on the manifest, not on a data file.  It is
+written atomically (temporary file + rename); on load, a missing, corrupt, altered or foreign manifest, a
+format-version mismatch, an out-of-range parameter, or a missing/truncated/altered file raises
+``IndexFormatError``.  Format version 1 (before the checksum) is still read; any write (``genret add``,
+``seal_manifest``) upgrades it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..core import IndexFormatError, read_versioned_json, sha256_file, write_json_atomic
+from ..core import (
+    IndexFormatError,
+    read_versioned_json,
+    restore_interrupted,
+    sha256_file,
+    write_json_atomic,
+    write_lock,
+)
 from ._hashing import sample_sha256
-from ._params import PARAMS_BY_KIND
+from ._params import PARAMS_BY_KIND, IndexPath
 
 P = TypeVar("P", bound=BaseModel)
 
 MANIFEST_FILE = "manifest.json"
 FORMAT_NAME = "genret-index"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+OLDER_VERSIONS = (1,)  # read too: version 1 is version 2 without the checksum
+CHECKSUM_FIELD = "checksum"
+_FIX = "rebuild the index with `genret index … --force`"
 # Files up to this size are hashed on every load; larger ones are size-checked (``verify="full"`` hashes all).
 HASH_ON_LOAD_MAX_BYTES = 256 << 20
 
 
 class FileEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    size: int
-    sha256: str
+    size: int = Field(ge=0)
+    sha256: str = Field(pattern="^[0-9a-f]{64}$")
     sample_sha256: str | None = None  # size + ~1 MiB of sampled blocks (``_hashing``); older indexes: none
 
 
@@ -41,7 +56,7 @@ class Component(BaseModel):
     kind: str
     params: dict[str, Any] = Field(default_factory=dict)
     model: str | None = None
-    files: dict[str, FileEntry] = Field(default_factory=dict)
+    files: dict[IndexPath, FileEntry] = Field(default_factory=dict)
     build_seconds: float = 0.0
 
     def typed_params(self, model: type[P]) -> P:
@@ -82,6 +97,7 @@ class Manifest(BaseModel):
     corpus: CorpusInfo
     units: UnitsInfo
     components: dict[str, Component]
+    checksum: str | None = None  # ``manifest_checksum`` of the file as written (set by ``write_manifest``)
 
 
 def file_entries(directory: Path, names: list[str]) -> dict[str, FileEntry]:
@@ -90,8 +106,32 @@ def file_entries(directory: Path, names: list[str]) -> dict[str, FileEntry]:
                          sample_sha256=sample_sha256(directory / n)) for n in names}
 
 
+def manifest_checksum(raw: dict) -> str:
+    """``"sha256:…"`` of every field of a manifest but its checksum (key order and formatting do not count)."""
+    fields = {k: v for k, v in raw.items() if k != CHECKSUM_FIELD}
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "sha256:" + hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 def write_manifest(directory: Path, manifest: Manifest) -> None:
-    write_json_atomic(directory / MANIFEST_FILE, manifest.model_dump(mode="json"))
+    """Write ``manifest`` (in the current format version) with its checksum, atomically; ``manifest`` is updated to
+    what was written (``format_version``, ``checksum``)."""
+    raw = manifest.model_dump(mode="json", exclude={CHECKSUM_FIELD})
+    raw["format_version"] = FORMAT_VERSION
+    raw[CHECKSUM_FIELD] = manifest_checksum(raw)
+    write_json_atomic(directory / MANIFEST_FILE, raw)
+    manifest.format_version, manifest.checksum = FORMAT_VERSION, raw[CHECKSUM_FIELD]
+
+
+def seal_manifest(directory: str | Path) -> Manifest:
+    """Record a new checksum in the manifest of the index at ``directory`` after a deliberate edit of it (or upgrade
+    a format-1 manifest).  The manifest is validated as an open validates it (format, fields, every parameter), the
+    index's files are not looked at (``verify_index`` does).  Holds the index's write lock."""
+    directory = Path(directory)
+    with write_lock(directory):
+        manifest = _read(directory, checked=False)
+        write_manifest(directory, manifest)
+    return read_manifest(directory)
 
 
 def is_index_dir(directory: Path) -> bool:
@@ -107,17 +147,35 @@ def is_index_dir(directory: Path) -> bool:
 
 
 def read_manifest(directory: str | Path) -> Manifest:
-    """Read and validate ``manifest.json`` (format name and version); files are not checked here."""
-    directory = Path(directory)
+    """Read and validate ``manifest.json``: format name and version, its checksum, its fields and every
+    component's parameters; files are not checked here."""
+    return _read(Path(directory), checked=True)
+
+
+def _check_checksum(path: Path, raw: dict) -> None:
+    found = raw.get(CHECKSUM_FIELD)
+    if found is None and raw.get("format_version") in OLDER_VERSIONS:
+        return  # written before manifests had a checksum
+    if found is None:
+        raise IndexFormatError(f"{path} is corrupt: no checksum (format version {FORMAT_VERSION} has one): {_FIX}")
+    if found != manifest_checksum(raw):
+        raise IndexFormatError(f"{path} checksum mismatch (edited or corrupt): {_FIX}; after a deliberate edit, "
+                               f"genret.indexing.seal_manifest records the new checksum")
+
+
+def _read(directory: Path, *, checked: bool) -> Manifest:
     path = directory / MANIFEST_FILE
+    left = None if directory.is_dir() else restore_interrupted(directory)
     if not directory.is_dir():
-        raise IndexFormatError(f"no index at {directory}: not a directory")
+        hint = (f" (an interrupted write left the previous version in {left}: `mv {left} {directory}` puts it back, "
+                "as the next write to it will)") if left else ""
+        raise IndexFormatError(f"no index at {directory}: not a directory{hint}")
     if not path.is_file():
         raise IndexFormatError(f"no index at {directory}: {MANIFEST_FILE} is missing")
-    fix = "rebuild the index with `genret index … --force`"
     manifest = read_versioned_json(path, Manifest, tag_field="format", tag=FORMAT_NAME,
-                                   what="a genret index manifest", version=FORMAT_VERSION, fix=fix,
-                                   version_of=directory)
+                                   what="a genret index manifest", version=FORMAT_VERSION, fix=_FIX,
+                                   version_of=directory, older=OLDER_VERSIONS,
+                                   check=(lambda raw: _check_checksum(path, raw)) if checked else None)
     for name, comp in manifest.components.items():
         model = PARAMS_BY_KIND.get(comp.kind)
         if model is not None:
@@ -125,7 +183,7 @@ def read_manifest(directory: str | Path) -> Manifest:
                 model.model_validate(comp.params)
             except ValidationError as exc:
                 raise IndexFormatError(f"{path} is corrupt: component {name!r} ({comp.kind}): {_first_error(exc)}: "
-                                       f"{fix}") from None
+                                       f"{_FIX}") from None
     return manifest
 
 

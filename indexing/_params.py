@@ -6,9 +6,22 @@ kept as they are (``extra="allow"``)."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from pathlib import PurePosixPath
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+
+def _inside(path: str) -> str:
+    p = PurePosixPath(path)
+    if not path or p.is_absolute() or ".." in p.parts or "\\" in path:
+        raise ValueError(f"{path!r} is not a relative path inside the index")
+    return path
+
+
+# A path relative to the index directory that stays inside it (a component's folder or file, a manifest file entry).
+IndexPath = Annotated[str, AfterValidator(_inside)]
+Count = Annotated[int, Field(ge=0)]
 
 
 class _Params(BaseModel):
@@ -18,31 +31,31 @@ class _Params(BaseModel):
 class StoreParams(_Params):
     """``unit-store-sqlite``: the SQLite unit store."""
 
-    units: int
+    units: Count
 
 
 class BM25Params(_Params):
     """``bm25-lucene``: the Lucene index (pyserini/Anserini) and the BM25 parameters it was built with."""
 
-    k1: float
-    b: float
+    k1: float = Field(ge=0, allow_inf_nan=False)  # Lucene's BM25Similarity refuses the rest
+    b: float = Field(ge=0, le=1)
     with_title: bool = True
     analyzer: str
-    directory: str
-    count: int
+    directory: IndexPath
+    count: Count
 
 
 class DenseParams(_Params):
     """``dense-faiss``: unit embeddings (float32, row per unit) and the FAISS index over them."""
 
-    dim: int
+    dim: int = Field(gt=0)
     metric: Literal["inner_product"] = "inner_product"
     normalized: bool = True
     with_title: bool = True
-    count: int
+    count: Count
     index_type: Literal["flat", "hnsw", "ivfpq", "factory"] = "flat"
     factory: str | None = None  # the FAISS factory string of index_type "factory"
-    faiss_file: str = "dense.faiss"
+    faiss_file: IndexPath = "dense.faiss"
     encoder_dtype: str | None = None  # what the encoder computed in (float32, bfloat16, int8…); vectors are float32
 
 
@@ -50,13 +63,13 @@ class FMParams(_Params):
     """``fm-index``: the FM-index over the units' token ids and the tokenizer that made them."""
 
     tokenizer: str
-    tokenizer_dir: str
-    vocab_size: int
-    title_start_id: int
-    title_end_id: int
+    tokenizer_dir: IndexPath
+    vocab_size: int = Field(gt=0)
+    title_start_id: Count
+    title_end_id: Count
     lowercase: bool = False
-    n_docs: int
-    n_tokens: int
+    n_docs: Count
+    n_tokens: Count
     index: dict[str, Any]
 
 

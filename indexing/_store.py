@@ -103,7 +103,8 @@ class UnitStore:
     def __init__(self, path: Path) -> None:
         if not path.is_file():
             raise IndexFormatError(f"unit store missing: {path}")
-        uri = f"file:{path}?mode=ro&immutable=1"
+        # the path percent-encoded (``as_uri``): unescaped, ``%41``, ``?`` or ``#`` in it would open another file
+        uri = f"{Path(path).absolute().as_uri()}?mode=ro&immutable=1"
         self._lock = threading.Lock()
         try:
             self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)

@@ -4,14 +4,15 @@ Every open (``Index(path)``, ``verify="auto"``) checks that each file exists wit
 up to ``HASH_ON_LOAD_MAX_BYTES`` in full and checks larger ones by their sample hash (size + about 1 MiB of
 evenly spaced blocks: a foreign or shifted file of the same size is caught, a flipped byte between the samples
 is not).  ``verify_index`` (``genret verify INDEX``) reads every byte, with progress; ``verify="full"`` does the
-same on open.  A file that fails is never used: the open raises ``IndexFormatError`` naming it.
+same on open.  Both refuse a file the manifest does not list in a component's folder (``bm25/segments_2``).  A
+file that fails is never used: the open raises ``IndexFormatError`` naming it.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from ..core import IndexFormatError, progress_bar, sha256_file
@@ -39,6 +40,23 @@ def _entries(directory: Path, manifest: Manifest) -> list[tuple[str, str, FileEn
     return out
 
 
+def _check_no_foreign_files(directory: Path, manifest: Manifest) -> None:
+    """A file the manifest does not list in a folder of a component's files (``bm25/``, ``fm/tokenizer/``) is
+    refused: its reader lists the folder (Lucene opens the newest ``segments_N``, a tokenizer reads what it
+    finds), so the file would be read unchecked.  The index folder itself may hold other files."""
+    listed = {fname for comp in manifest.components.values() for fname in comp.files}
+    folders = {PurePosixPath(fname).parent for fname in listed} - {PurePosixPath(".")}
+    for folder in sorted(folders):
+        try:
+            names = sorted(p.name for p in (directory / folder).iterdir() if not p.is_dir())
+        except OSError:
+            continue  # a missing folder: its listed files are reported missing
+        for name in names:
+            if f"{folder}/{name}" not in listed:
+                raise IndexFormatError(f"{directory}: {folder}/{name} is not a file of the index (not in its manifest):"
+                                       " remove it, or rebuild the index")
+
+
 def _mismatch(directory: Path, fname: str, how: str) -> IndexFormatError:
     return IndexFormatError(f"{directory}: {fname} {how} mismatch (corrupt or altered): rebuild the index or "
                             "restore the file")
@@ -49,7 +67,9 @@ def verify_files(directory: Path, manifest: Manifest, level: Level = "auto") -> 
     if level == "none":
         return
     sampled = []
-    for _, fname, entry, path in _entries(directory, manifest):
+    entries = _entries(directory, manifest)
+    _check_no_foreign_files(directory, manifest)
+    for _, fname, entry, path in entries:
         if level == "full" or entry.size <= HASH_ON_LOAD_MAX_BYTES:
             if sha256_file(path) != entry.sha256:
                 raise _mismatch(directory, fname, "checksum")
@@ -69,7 +89,12 @@ def verify_index(directory: str | Path, *, progress: bool = True) -> dict:
     ``IndexFormatError`` naming the first file that differs.  Returns ``{"files", "bytes", "seconds"}``."""
     directory = Path(directory)
     t0 = time.perf_counter()
-    entries = _entries(directory, read_manifest(directory))
+    manifest = read_manifest(directory)
+    if manifest.checksum is None:
+        log.warning("%s: its manifest (format version 1) has no checksum of its own, so its values are not checked; "
+                    "genret.indexing.seal_manifest adds one", directory)
+    entries = _entries(directory, manifest)
+    _check_no_foreign_files(directory, manifest)
     total = sum(entry.size for _, _, entry, _ in entries)
     with progress_bar(total, "verifying", progress) as bar:
         bar.unit, bar.unit_scale, bar.unit_divisor = "B", True, 1024

@@ -24,17 +24,18 @@ SURFACES = {
     ],
     "genret.core": [
         "ConfigError", "DEFAULT_DENSE_MODEL", "DEFAULT_LM", "DTYPES", "GenretError", "IndexFormatError", "InputError",
-        "NotFoundError", "load_tokenizer", "loading_model", "native_bf16", "progress_bar", "quantize_int8",
-        "read_versioned_json", "resolve_checkpoint", "resolve_device", "resolve_dtype", "resolve_model_path",
-        "sha256_file", "staged_dir", "torch_dtype", "write_json_atomic", "write_lock",
+        "NotFoundError", "load_tokenizer", "loading_model", "native_bf16", "progress_bar",
+        "quantize_int8", "read_versioned_json", "resolve_checkpoint", "resolve_device", "resolve_dtype",
+        "resolve_model_path", "restore_interrupted", "sha256_file", "staged_dir", "torch_dtype", "write_json_atomic",
+        "write_lock",
     ],
     "genret.indexing": [
         "BM25Config", "BM25Params", "Component", "DenseConfig", "DenseParams", "Encoder", "FMParams", "Index",
         "IndexConfig", "LuceneIndex", "Manifest", "Page", "ReadStats", "SentenceTransformerEncoder", "StoreParams",
         "StoredUnit", "Unit", "UnitConfig", "UnitStore", "add_to_index", "available_components", "build_index",
         "build_index_ray", "configure_search", "load_faiss", "open_lucene", "open_text", "place_index", "query_encoder",
-        "ray_session", "read_corpus", "read_manifest", "rebuild_dense", "sentence_spans", "verify_index",
-        "write_manifest",
+        "ray_session", "read_corpus", "read_manifest", "rebuild_dense", "seal_manifest", "sentence_spans",
+        "verify_index", "write_manifest",
     ],
     "genret.indexing.fm": [
         "FM_DIR", "FMConfig", "FMQueries", "TOKENIZER_DIR", "build_fm", "build_shard", "encode_range", "encode_texts",

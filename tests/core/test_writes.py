@@ -180,3 +180,114 @@ def test_a_build_killed_midway_leaves_the_old_index_and_the_next_build_cleans_up
     assert list(tmp_path.glob(".ix.building-*"))
     build_index(corpora / "second.jsonl", ix, IndexConfig(components=()), force=True, progress=False)
     assert not list(tmp_path.glob(".ix.*"))
+
+
+def _disk_fills_after(monkeypatch, files: int) -> None:
+    """``shutil.copytree`` copies ``files`` files, then the disk is full (ENOSPC), as on a real full disk."""
+    import errno
+    import shutil
+
+    real = shutil.copytree
+    copied = []
+
+    def copy_until_full(src, dst, *args, **kwargs):
+        def copy(s, d, *, follow_symlinks=True):
+            if len(copied) >= files:
+                Path(d).write_bytes(b"\0" * 100)  # what fit before the disk filled
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), d)
+            copied.append(s)
+            return shutil.copy2(s, d, follow_symlinks=follow_symlinks)
+
+        return real(src, dst, *args, **{**kwargs, "copy_function": copy})
+
+    monkeypatch.setattr(shutil, "copytree", copy_until_full)
+
+
+def test_a_full_disk_while_staging_a_copy_leaves_no_staging_folder(corpora, tmp_path, monkeypatch):
+    """`genret add` on a full disk (issue 27, point 8): the partial staging copy was left behind because the copy
+    ran before the block that removes the staging folder on failure."""
+    from genret.core import staged_dir
+
+    ix = _store_only(corpora, tmp_path / "ix")
+    before = {p.name: p.read_bytes() for p in ix.iterdir()}
+    _disk_fills_after(monkeypatch, 1)
+    with pytest.raises(OSError, match="No space left on device"):
+        add_to_index(ix, corpora / "second.jsonl", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    assert {p.name: p.read_bytes() for p in ix.iterdir()} == before
+    with pytest.raises(OSError, match="No space left on device"), staged_dir(ix, "adding", copy_from=ix):
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_a_full_disk_during_add_is_one_line_from_the_command_line(corpora, tmp_path, monkeypatch, capsys):
+    from genret.serving import main
+
+    ix = _store_only(corpora, tmp_path / "ix")
+    _disk_fills_after(monkeypatch, 0)
+    assert main(["add", str(ix), str(corpora / "second.jsonl"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "no space left on device" in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_an_output_folder_under_a_regular_file_is_one_clear_line(corpora, tmp_path, capsys):
+    """`genret index … --out afile/sub` said "File exists: …/afile" (issue 27, point 9)."""
+    from genret.serving import main
+
+    (tmp_path / "afile").write_text("not a folder")
+    with pytest.raises(GenretError, match=r"cannot write .*afile/sub/deeper: .*afile is a file, not a folder"):
+        build_index(corpora / "first.jsonl", tmp_path / "afile" / "sub" / "deeper", IndexConfig(components=()),
+                    progress=False)
+    assert main(["index", str(corpora / "first.jsonl"), "--out", str(tmp_path / "afile" / "sub"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("afile is a file, not a folder") and len(err.splitlines()) == 1, err
+    assert (tmp_path / "afile").read_text() == "not a folder"
+
+
+def _crash_in_the_fallback_swap(corpora, tmp_path, monkeypatch) -> Path:
+    """An index whose last write died between the two renames of the fallback swap: no `ix`, the old version in
+    `.ix.old-PID`."""
+    from genret.core import _writes
+
+    ix = _store_only(corpora, tmp_path / "ix")
+    monkeypatch.setattr(_writes, "_exchange", lambda a, b: False)
+    real_replace = os.replace
+
+    def crash_after_moving_aside(src, dst):
+        real_replace(src, dst)
+        if ".old-" in str(dst):
+            raise KeyboardInterrupt("killed between the two renames")
+
+    monkeypatch.setattr(_writes.os, "replace", crash_after_moving_aside)
+    with pytest.raises(KeyboardInterrupt):
+        add_to_index(ix, corpora / "second.jsonl", progress=False)
+    monkeypatch.setattr(_writes.os, "replace", real_replace)
+    assert not ix.exists() and list(tmp_path.glob(".ix.old-*"))
+    return ix
+
+
+def test_a_reader_after_a_crash_in_the_fallback_swap_gets_the_old_version_back(corpora, tmp_path, monkeypatch):
+    """Readers saw "no index at ix: not a directory" with no word of `.ix.old-PID` (issue 27, point 9).  With no
+    writer at work, the reader puts the old version back, as the next writer would."""
+    ix = _crash_in_the_fallback_swap(corpora, tmp_path, monkeypatch)
+    with Index(ix) as index:
+        assert index.manifest.corpus.pages == 2
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_a_reader_that_cannot_restore_the_old_version_says_where_it_is(corpora, tmp_path, monkeypatch):
+    """While a writer holds the lock (or the reader may not write beside the index), the reader does not touch the
+    backup; its error names it and how to put it back."""
+    import fcntl
+
+    from genret.core import IndexFormatError
+
+    ix = _crash_in_the_fallback_swap(corpora, tmp_path, monkeypatch)
+    old = next(tmp_path.glob(".ix.old-*"))
+    with open(tmp_path / ".ix.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a writer at work
+        with pytest.raises(IndexFormatError, match=rf"no index at .*ix: .*interrupted write left the previous "
+                                                   rf"version in .*{old.name}.*mv "):
+            Index(ix)
+    assert old.is_dir() and not ix.exists()

@@ -7,7 +7,7 @@ import pytest
 
 from genret.core import GenretError, IndexFormatError, InputError
 from genret.indexing import Index, IndexConfig, build_index
-from genret.indexing._manifest import FORMAT_VERSION, MANIFEST_FILE
+from genret.indexing._manifest import FORMAT_VERSION, MANIFEST_FILE, manifest_checksum
 
 
 def test_manifest_describes_the_index(tiny_index, data_dir):
@@ -80,8 +80,10 @@ def index_copy(tiny_index, tmp_path):
 
 
 def _edit_manifest(path, fn):
+    """Edit the manifest and record the edit's checksum (what an open then says about the edit itself)."""
     m = json.loads((path / MANIFEST_FILE).read_text())
     fn(m)
+    m["checksum"] = manifest_checksum(m)
     (path / MANIFEST_FILE).write_text(json.dumps(m))
 
 
@@ -117,8 +119,6 @@ def test_component_params_are_typed_and_checked_on_open(tiny_index, tmp_path):
             index.component("dense").typed_params(FMParams)
     broken = tmp_path / "broken"
     shutil.copytree(tiny_index, broken)
-    manifest = json.loads((broken / "manifest.json").read_text())
-    del manifest["components"]["dense"]["params"]["dim"]
-    (broken / "manifest.json").write_text(json.dumps(manifest))
+    _edit_manifest(broken, lambda m: m["components"]["dense"]["params"].pop("dim"))
     with pytest.raises(IndexFormatError, match=r"component 'dense' \(dense-faiss\): dim: Field required"):
         Index(broken)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import pytest
 
@@ -85,3 +86,32 @@ def test_genret_verify_from_the_command_line(index, capsys):
     _flip(store, _between_samples(store.stat().st_size))
     assert main(["verify", str(ix), "--quiet"]) == 2
     assert "units.sqlite checksum mismatch" in capsys.readouterr().err
+
+
+def test_a_foreign_file_in_a_component_folder_is_named_by_verify_and_open(tiny_index, tmp_path):
+    """Issue 27, point 9: a foreign `bm25/segments_2` (Lucene opens the newest segments file) passed `verify` and
+    failed the open with one very long JVM line."""
+    ix = shutil.copytree(tiny_index, tmp_path / "ix")
+    (ix / "bm25" / "segments_2").write_bytes(os.urandom(300))
+    with pytest.raises(IndexFormatError, match=r"bm25/segments_2 is not a file of the index \(not in its manifest\)"):
+        verify_index(ix, progress=False)
+    with pytest.raises(IndexFormatError, match="bm25/segments_2 is not a file of the index"):
+        Index(ix)
+    (ix / "fm" / "tokenizer" / "vocab.json").write_text("{}")  # would change the tokenizer the FM-index is read with
+    (ix / "bm25" / "segments_2").unlink()
+    with pytest.raises(IndexFormatError, match="fm/tokenizer/vocab.json is not a file of the index"):
+        Index(ix)
+    (ix / "fm" / "tokenizer" / "vocab.json").unlink()
+    (ix / "notes.txt").write_text("the index folder itself may hold other files")
+    verify_index(ix, progress=False)
+
+
+def test_lucene_refusing_its_files_is_one_readable_line(tiny_index, tmp_path):
+    from genret.indexing import open_lucene
+
+    ix = shutil.copytree(tiny_index, tmp_path / "ix")
+    (ix / "bm25" / "segments_2").write_bytes(os.urandom(300))
+    with Index(ix, verify="none") as index, pytest.raises(IndexFormatError) as caught:
+        open_lucene(index.path, index.component("bm25"))
+    message = str(caught.value)
+    assert "Lucene cannot open the BM25 index" in message and "\n" not in message and len(message) < 400, message
