@@ -63,6 +63,7 @@ from ._tokens import (
     UnitTokens,
     encode_batch,
     encode_units,
+    fast_tokenizer,
     init_worker,
     title_markers,
     token_dtype,
@@ -377,7 +378,12 @@ def load_fm(index_dir: str | Path, component: Component, *, mmap: bool = True,
 
 
 def load_fm_tokenizer(index_dir: str | Path, component: Component) -> Any:
-    """The tokenizer saved with the index (the one whose ids the index holds)."""
+    """The tokenizer saved with the index (the one whose ids the index holds): read without transformers where
+    that gives the same tokenizer (``fast_tokenizer``)."""
+    folder = str(Path(index_dir) / component.params["tokenizer_dir"])
+    fast = fast_tokenizer(folder)
+    if fast is not None:
+        return fast
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(Path(index_dir) / component.params["tokenizer_dir"]))
+    return AutoTokenizer.from_pretrained(folder)

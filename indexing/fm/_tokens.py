@@ -71,12 +71,39 @@ class FastTokenizer:
 
     def __init__(self, folder: Path, backend: Any, config: dict[str, Any]) -> None:
         self.folder, self.backend_tokenizer = folder, backend
+        self._lock = threading.Lock()  # ``encode_special_tokens`` is the backend's state, set per call
         for name in _NAMED_TOKENS:
             tok = _token_content(config.get(f"{name}_token"))
+            setattr(self, f"{name}_token", tok)
             setattr(self, f"{name}_token_id", None if tok is None else backend.token_to_id(tok))
 
     def __len__(self) -> int:
         return self.backend_tokenizer.get_vocab_size(with_added_tokens=True)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        if name.endswith("_token") and name[:-6] in _NAMED_TOKENS and "backend_tokenizer" in self.__dict__:
+            super().__setattr__(name + "_id", None if value is None else self.backend_tokenizer.token_to_id(value))
+
+    def __call__(self, texts: str | Sequence[str], add_special_tokens: bool = True,
+                 split_special_tokens: bool = False) -> dict[str, Any]:
+        """``{"input_ids": ...}`` of one text or a batch, as transformers' tokenizer call gives them."""
+        batch = [texts] if isinstance(texts, str) else list(texts)
+        with self._lock:
+            self.backend_tokenizer.encode_special_tokens = split_special_tokens
+            encoded = self.backend_tokenizer.encode_batch(batch, add_special_tokens=add_special_tokens)
+        ids = [e.ids for e in encoded]
+        return {"input_ids": ids[0] if isinstance(texts, str) else ids}
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
+        return self.backend_tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    def batch_decode(self, sequences: Sequence[Sequence[int]], skip_special_tokens: bool = False) -> list[str]:
+        return self.backend_tokenizer.decode_batch([list(x) for x in sequences],
+                                                   skip_special_tokens=skip_special_tokens)
+
+    def get_vocab(self) -> dict[str, int]:
+        return self.backend_tokenizer.get_vocab(with_added_tokens=True)
 
     def save_pretrained(self, out: str) -> None:
         """Copy the tokenizer's files (what ``AutoTokenizer.from_pretrained`` loaded it from)."""
@@ -103,13 +130,14 @@ def fast_tokenizer(spec: str) -> FastTokenizer | None:
             return None
         config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
         if not isinstance(config, dict) or config.get("tokenizer_class") not in _FAST_CLASSES or \
-                config.get("extra_special_tokens") or config.get("additional_special_tokens"):
+                config.get("extra_special_tokens") or config.get("additional_special_tokens") or \
+                config.get("clean_up_tokenization_spaces"):
             return None
         from tokenizers import Tokenizer
 
         backend = Tokenizer.from_file(str(folder / "tokenizer.json"))
-        if backend.get_vocab_size() > 100_000:
-            return None
+        if backend.get_vocab_size() > 100_000 or backend.truncation or backend.padding:
+            return None  # transformers switches a file's truncation and padding off unless asked
         added = {t.content for t in backend.get_added_tokens_decoder().values()}
         named = [_token_content(config.get(f"{name}_token")) for name in _NAMED_TOKENS]
         if any(t is not None and (not isinstance(t, str) or t not in added) for t in named):
@@ -147,8 +175,6 @@ class UnitEncoder:
             from tokenizers import Tokenizer
 
             self.backend = Tokenizer.from_str(backend_json)
-        elif isinstance(tokenizer, FastTokenizer):
-            self.backend = tokenizer.backend_tokenizer  # its own, read from the file
         elif getattr(tokenizer, "is_fast", False):
             from tokenizers import Tokenizer
 

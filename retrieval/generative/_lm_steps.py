@@ -45,7 +45,10 @@ def _last_logits_kwargs(forward_owner: type) -> tuple[tuple[str, int], ...]:
 
 def new_cache(model, seq2seq: bool):
     """An empty KV cache of the kind ``model`` makes itself when asked to cache: ``DynamicCache`` (causal) or
-    ``EncoderDecoderCache`` over two of them (seq2seq: self-attention, cross-attention)."""
+    ``EncoderDecoderCache`` over two of them (seq2seq: self-attention, cross-attention); the plain-torch Llama's
+    own (``new_cache``)."""
+    if hasattr(model, "new_cache"):
+        return model.new_cache()
     from transformers import DynamicCache, EncoderDecoderCache
 
     def dynamic():

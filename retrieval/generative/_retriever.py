@@ -96,7 +96,7 @@ class GenerativeRetriever(Retriever):
         spec = config.model or config.checkpoint or comp.typed_params(FMParams).tokenizer
         own = lm is None and config.model is None and config.checkpoint is None  # the index's own tokenizer's LM
         self.lm = lm or load_lm(spec, config.device, config.dtype, role="generative LM",
-                                tokenizer=self.encoder.tokenizer if own else None)
+                                tokenizer=self.encoder.tokenizer if own else None, lite=True)
         if not own:
             _check_vocab(self.lm.tokenizer, self.encoder.tokenizer, spec)
         self.prompt_vectors = load_prompt_vectors(config.checkpoint) if config.checkpoint else {}
