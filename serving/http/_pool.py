@@ -11,7 +11,7 @@ retriever named, the index's first retriever that ranks by it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -47,9 +47,21 @@ class IndexPool:
 
             self._ray = RayBackend(settings.ray)
         self.snapshots = Snapshots(list(settings.indexes), self._load, interval=settings.server.reload_interval_s,
-                                   warm=None if settings.server.lazy else warm_retriever)
+                                   warm=None if settings.server.lazy else warm_retriever, wanted=self._wanted)
+
+    def _wanted(self, index: Index, loaded: Collection[str]) -> list[str]:
+        """The retrievers a new version of an index loads before it serves: the ones its old version had loaded
+        (or failed to) and the ones the server preloads (``server.preload``; everything unless ``server.lazy``),
+        as far as the new version offers them, in preference order (a hybrid after its members)."""
+        cfg = self.settings.server
+        return [name for name in self.offered(index)
+                if name in loaded or (name in cfg.preload if cfg.preload else not cfg.lazy)]
 
     def _load(self, snap: Snapshot, name: str) -> Retriever:
+        offered = self.offered(snap.index)
+        if name not in offered:  # resolved over a version the one on disk replaced, which has no such component
+            raise NotFoundError(f"unknown retriever {name!r} for index {snap.index.name!r} (its current version has "
+                                f"no component for it); available: {offered}")
         if self._ray is not None:
             return self._ray.load(snap.index, name, self.settings.retrieval)
         if name == "hybrid":  # over the members this snapshot serves: no second copy of each model

@@ -110,6 +110,16 @@ def warm(service: SearchService, part: Part, with_passages: bool = True) -> None
         service.batch_search([WARM_TEXT], 1, part.index, part.name)
 
 
+def gone(service: SearchService, part: Part) -> bool:
+    """Whether ``part`` is no longer served: its index's current version does not offer it."""
+    if part.index is None:
+        return False
+    ix = service.indexes.get(part.index)
+    if ix is None or part.name == EMBEDDINGS:
+        return ix is None or not ix.has("dense")
+    return part.name not in available_retrievers(ix, service.settings.retrieval)
+
+
 def warm_retriever(retriever: Retriever) -> None:
     """A one-query search (a new index version's retrievers, before they are swapped in: ``_snapshots``)."""
     retriever.batch_search([WARM_TEXT], 1)
@@ -150,8 +160,11 @@ class Warmup:
                 await asyncio.to_thread(warm, self.service, part, with_passages)
             except Exception as exc:  # noqa: BLE001 - one part failing leaves the others served
                 why = " ".join((str(exc) if isinstance(exc, GenretError) else f"{type(exc).__name__}: {exc}").split())
-                log.error("warm-up: %s failed: %s", part.label, why, exc_info=log.isEnabledFor(logging.DEBUG))
-                self.failures[part.label] = why
+                if gone(self.service, part):  # a new version of its index swapped in meanwhile has no such part
+                    log.info("warm-up: %s skipped: the index's current version does not offer it", part.label)
+                else:
+                    log.error("warm-up: %s failed: %s", part.label, why, exc_info=log.isEnabledFor(logging.DEBUG))
+                    self.failures[part.label] = why
             self.seconds[part.label] = time.monotonic() - t0
         self.took = time.monotonic() - started
         if self.failures:
