@@ -13,8 +13,8 @@ The model answers the calls the decoder makes of a transformers model (``_lm_ste
 (``past_key_values``, filled in place) and ``logits_to_keep``; ``base_model(...)`` for hidden states;
 ``get_input_embeddings`` / ``get_output_embeddings``; ``new_cache``.  Inference only: no training, no
 ``generate`` (the RAG generator and training keep transformers).
-``tests/retrieval/test_llama.py`` holds its logits to transformers' (float32 and bfloat16) and a whole generative
-search to the same ranking.
+``tests/retrieval/generative/test_llama.py`` holds its logits to transformers' (float32 and bfloat16) and a whole
+generative search to the same ranking.
 """
 
 from __future__ import annotations

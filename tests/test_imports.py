@@ -9,7 +9,10 @@
   subpackages (demos → rag only) and between serving's two rooms (cli → http only, through http's public names:
   the rule above keeps each room's private modules its own);
 - serving's modules are in one of its two rooms, ``serving.cli`` (the command line) or ``serving.http`` (the HTTP
-  API); the package itself only re-exports.
+  API); the package itself only re-exports;
+- the tests keep the first rule from the folder they sit in: ``tests/indexing/fm/`` mirrors ``genret.indexing.fm``, so
+  a test there may import that package's private modules and names (and its parents'), and a test of another folder
+  only their public names; the few exceptions are listed, each with its reason.
 """
 
 from __future__ import annotations
@@ -247,3 +250,76 @@ def test_the_circle_rule_can_fail():
     graph = import_graph()
     graph["genret.indexing._store"] = graph["genret.indexing._store"] | {"genret.indexing._build"}
     assert any({"genret.indexing._store", "genret.indexing._build"} <= set(c) for c in circles(graph))
+
+
+# ---- the tests: a test module reaches into the private modules of the package its folder mirrors only ----------
+
+TESTS = ROOT / "tests"
+# test module (under tests/) -> {private module it imports although its folder mirrors another package: why}
+TESTS_REACHING_ACROSS = {
+    "eval/test_fusion_tune.py": {
+        "genret.serving.http._service": "the server loads the tuned weights: no HTTP route shows a hybrid's "
+                                        "weights, so the test asks the SearchService the app runs on"},
+    "serving/helpers.py": {
+        "genret.serving.http._service": "the HTTP tests' helpers take the SearchService those tests build; the module "
+                                        "stays at tests/serving/ because tests outside serving/http import it"},
+    "test_ray.py": {
+        "genret.serving.http._service": "serving/http's request tests rerun over `genret serve --ray`: the service "
+                                        "with Ray settings, over the Ray-built index this module makes"},
+    "serving/cli/test_cli_bad_input.py": {
+        "genret.indexing._bm25": "fault injection: a full disk raised inside the BM25 build (its write_collection), "
+                                 "for the command line's one-line error and clean-up"},
+}
+
+
+def reaches_across(tests: Path = TESTS) -> dict[tuple[str, str], list[str]]:
+    """(test module's path under ``tests``, private module) -> the lines importing it, for each private module (or
+    private name) of a package other than the one the test's folder mirrors (or one above it).
+
+    Each module under ``tests`` (helpers and conftests too) is taken as a module of the package its folder mirrors:
+    ``tests/indexing/fm/test_fm_index.py`` as ``genret.indexing.fm.test_fm_index``, ``tests/test_ray.py`` as
+    ``genret.test_ray``; the product's rule then applies to it, except that a test may import the private names of
+    its own package's modules (a test of an internal)."""
+    known = set(FILES)
+    found: dict[tuple[str, str], list[str]] = {}
+    for path in sorted(tests.rglob("*.py")):
+        where = path.relative_to(tests).as_posix()
+        module = ".".join(("genret", *path.relative_to(tests).with_suffix("").parts))
+        here = package_of(module, path)
+        for line, target, name in imports(module, path, known):
+            parts = target.split(".")
+            private = next((i for i, part in enumerate(parts) if part.startswith("_") and not part.startswith("__")),
+                           None)
+            if private is None and not (name and name.startswith("_") and not name.startswith("__")):
+                continue
+            owner = ".".join(parts[:private]) if private is not None else target
+            if not (here == owner or here.startswith(owner + ".")):
+                found.setdefault((where, target), []).append(f"{where}:{line}")
+    return found
+
+
+def test_tests_reach_only_into_the_package_their_folder_mirrors():
+    """A test imports the private modules of the package its folder mirrors (or of a package above it) only; for
+    anything else it uses public names, or it moves to the folder of what it tests."""
+    allowed = {(where, target) for where, targets in TESTS_REACHING_ACROSS.items() for target in targets}
+    found = reaches_across()
+    assert sorted(line for key, lines in found.items() if key not in allowed for line in lines) == []
+    assert sorted(allowed - set(found)) == [], "an exception no longer needed: remove it from TESTS_REACHING_ACROSS"
+
+
+@pytest.mark.parametrize("where, source, reaches", [
+    ("retrieval/test_bad.py", "from genret.indexing._dense import load_embeddings\n", True),
+    ("retrieval/test_bad.py", "from genret.eval import _score\n", True),
+    ("retrieval/test_bad.py", "import genret.retrieval.generative._lm_steps as steps\n", True),
+    ("test_bad.py", "from genret.serving.http._server import make_server\n", True),
+    ("serving/helpers.py", "def f():\n    from genret.serving.cli._main import build_parser\n", True),
+    ("retrieval/generative/test_ok.py", "from genret.retrieval._llama import lite_config\n", False),
+    ("indexing/fm/test_ok.py", "from genret.indexing.fm._build import _ShardWriter\n", False),
+    ("indexing/test_ok.py", "from genret.indexing import Index, _dense\n", False),
+])
+def test_the_tests_rule_can_fail(tmp_path, where, source, reaches):
+    """A deliberate reach across, in a test module of a folder tree like tests/, is reported; a test of its own
+    package's internals is not."""
+    (tmp_path / where).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / where).write_text(source)
+    assert bool(reaches_across(tmp_path)) == reaches

@@ -119,12 +119,3 @@ def test_an_index_built_in_one_dtype_answers_queries_in_another(tmp_path, built,
         r = load_retriever(index, "dense", RetrievalConfig(dense={"device": "cpu", "dtype": queried}))
         hits = r.batch_search(["Who made Python?", "oil embargo of 1973", "highest mountain"], k=2)
     assert [h[0].provenance.wikipedia_id for h in hits] == ["d0", "d2", "d1"]
-
-
-def test_the_cli_offers_the_dtypes_core_resolves():
-    """A private invariant: the CLI spells the names out (importing genret.core would import pydantic into
-    `genret --help`), so they must stay core's."""
-    from genret.core import DTYPES
-    from genret.serving.cli._flags import DTYPES as CLI_DTYPES
-
-    assert CLI_DTYPES == DTYPES

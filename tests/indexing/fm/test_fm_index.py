@@ -334,8 +334,7 @@ def fm_store(tmp_path_factory):
 @pytest.mark.parametrize("shards", [1, 2])
 def test_build_fm_component_with_real_tokenizer(fm_store, tokenizer, tmp_path, shards):
     from genret.indexing import Component
-    from genret.indexing.fm import FMConfig, encode_texts, load_fm, load_fm_tokenizer
-    from genret.indexing.fm._build import build_fm
+    from genret.indexing.fm import FMConfig, build_fm, encode_texts, load_fm, load_fm_tokenizer
     from genret.indexing.fm._tokens import unit_token_ids
 
     comp = build_fm(fm_store, tmp_path, FMConfig(shards=shards, sa_sample=4), progress=False)
@@ -379,8 +378,7 @@ def test_build_fm_component_with_real_tokenizer(fm_store, tokenizer, tmp_path, s
 
 @pytest.mark.slow
 def test_load_fm_rejects_mismatch(fm_store, tmp_path):
-    from genret.indexing.fm import FMConfig, load_fm
-    from genret.indexing.fm._build import build_fm
+    from genret.indexing.fm import FMConfig, build_fm, load_fm
 
     comp = build_fm(fm_store, tmp_path, FMConfig(), progress=False)
     bad = comp.model_copy(update={"params": {**comp.params, "n_tokens": 1}})

@@ -12,8 +12,7 @@ import pytest
 
 from genret.core import InputError
 from genret.indexing import IndexConfig, UnitStore, build_index
-from genret.indexing.fm import FMConfig
-from genret.indexing.fm._build import build_fm, unit_tokens
+from genret.indexing.fm import FMConfig, build_fm, unit_tokens
 from genret.indexing.fm._tokens import UnitEncoder, UnitTokens, encode_units, fast_tokenizer, title_markers
 
 WORDS = ["alpha", "beta", "gamma", "delta", "Tokyo", "café", "<|im_end|>", "🙂", "über", "1973", "the", "of"]

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 from genret.core import InputError, NotFoundError
-from genret.indexing import Index
-from genret.indexing._dense import load_embeddings
+from genret.indexing import Index, load_faiss
 from genret.retrieval import (
     DenseRetriever,
     DenseSearchConfig,
@@ -51,7 +50,8 @@ def members(index, encoder) -> dict[str, Retriever]:
 @pytest.fixture(scope="module")
 def exact_dense(index, encoder) -> dict[str, np.ndarray]:
     """Each query's inner products with every stored unit embedding (numpy brute force)."""
-    emb = np.asarray(load_embeddings(index.path, index.component("dense")))
+    flat = load_faiss(index.path, index.component("dense"))  # exact: the stored vectors
+    emb = flat.reconstruct_n(0, flat.ntotal)
     return dict(zip(QUERIES, encoder.encode(QUERIES) @ emb.T))
 
 

@@ -15,10 +15,8 @@ from genret.serving import main
 GOOD = json.dumps({"id": "ok", "title": "Ok", "text": "a good paragraph"}).encode() + b"\n"
 
 
-def _big_paragraph() -> bytes:
-    from genret.indexing._corpus import MAX_FIELD_CHARS
-
-    return json.dumps({"id": "big", "title": "Big", "text": "w" * (MAX_FIELD_CHARS + 1)}).encode()
+def _big_paragraph() -> bytes:  # one character more than a paragraph may have (10,000,000)
+    return json.dumps({"id": "big", "title": "Big", "text": "w" * 10_000_001}).encode()
 
 
 BAD_LINES = {

@@ -141,3 +141,12 @@ def test_bm25_search_does_not_import_torch(tiny_index):
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)[0]["provenance"]["wikipedia_id"] == "p-oil"
     assert "heavy: []" in r.stderr
+
+
+def test_the_cli_offers_the_dtypes_core_resolves():
+    """A private invariant: the CLI spells the names out (importing genret.core would import pydantic into
+    `genret --help`), so they must stay core's."""
+    from genret.core import DTYPES
+    from genret.serving.cli._flags import DTYPES as CLI_DTYPES
+
+    assert CLI_DTYPES == DTYPES

@@ -1,4 +1,4 @@
-"""Serving fixtures: one search service over the tiny index (retrievers loaded once, shared by the apps the
+"""The HTTP tests' fixtures: one search service over the tiny index (retrievers loaded once, shared by the apps the
 tests build over it)."""
 
 from __future__ import annotations
