@@ -12,7 +12,7 @@ import sys
 from contextlib import ExitStack
 
 from ._common import usage
-from ._flags import add_retriever_flags, retrieval_config
+from ._flags import MAX_K, add_retriever_flags, check_range, retrieval_config
 from ._rag import add_rag_flags, open_from_args
 
 
@@ -55,8 +55,7 @@ def _cmd_eval(a: argparse.Namespace) -> int:
         return 0
     if len(a.rest) != 1:
         raise usage("usage: genret eval INDEX TASK.jsonl")
-    if a.k < 1:
-        raise usage(f"-k must be at least 1, got {a.k}")
+    check_range(a.k, "-k", 1, MAX_K)
     if a.rag:
         return _eval_rag(a, a.rest[0], retrieval_config(a))
     levels = tuple(a.level.split(","))

@@ -8,6 +8,17 @@ from __future__ import annotations
 
 import argparse
 
+from ._common import usage
+
+# Hits per query, at most: the server's max_k cannot be set higher (ServerConfig; tests/serving/cli/test_cli_bounds.py
+# holds the two equal — genret.serving.http is not imported for it: `genret --help` imports nothing heavy)
+MAX_K = 10_000
+MAX_BATCH = 10_000  # queries per batch_search call (genret search --batch)
+# the retriever flags' ranges: dest -> (flag, lowest, highest)
+RANGES = {"beam": ("--beam", 1, 1000), "copy_bonus": ("--copy-bonus", 0, 100), "calibration": ("--calibration", 0, 1),
+          "rrf_k": ("--rrf-k", 0, 1_000_000), "ef_search": ("--ef-search", 1, 1_000_000),
+          "nprobe": ("--nprobe", 1, 1_000_000)}
+
 # genret.core.DTYPES, spelled out: importing genret.core imports pydantic, and `genret --help` imports nothing heavy
 DTYPES = ("auto", "float32", "bfloat16", "float16", "int8")
 DTYPE_HELP = ("what models compute in: auto (default: bfloat16 where the CPU has AMX / AVX512-BF16 or the GPU has "
@@ -127,10 +138,28 @@ def check_task_flag(a: argparse.Namespace) -> str | None:
     return check_task(task, extra)
 
 
+def check_range(value: float, flag: str, lowest: float, highest: float) -> None:
+    """A one-line usage error unless ``lowest <= value <= highest`` (NaN is outside every range)."""
+    if lowest <= value <= highest:
+        return
+    bound = f"at least {lowest}" if value < lowest else f"at most {highest}" if value > highest else \
+        f"between {lowest} and {highest}"
+    raise usage(f"{flag} must be {bound}, got {value}")
+
+
+def check_ranges(a: argparse.Namespace) -> None:
+    """The retriever flags that were given, each within its range (``RANGES``)."""
+    for dest, (flag, lowest, highest) in RANGES.items():
+        if getattr(a, dest, None) is not None:
+            check_range(getattr(a, dest), flag, lowest, highest)
+
+
 def retrieval_config(a: argparse.Namespace):
-    """The retrieval section from the common retriever flags (``--task`` checked: ``check_task_flag``)."""
+    """The retrieval section from the common retriever flags (``--task`` checked: ``check_task_flag``; numbers:
+    ``check_ranges``)."""
     from genret.retrieval import RetrievalConfig
 
+    check_ranges(a)
     check_task_flag(a)
 
     dense = {"device": a.device, "dtype": a.dtype, "ef_search": a.ef_search, "nprobe": a.nprobe}

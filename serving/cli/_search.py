@@ -2,24 +2,27 @@
 batch use pays the start-up (imports, the index, the model) once.
 
 On stdin each non-blank line is one JSON value: a query string, or an object ``{"query": …}`` with optional ``k``,
-``task`` and ``id`` (any JSON value, echoed back).  Each is answered with one JSON line on stdout, in input order:
-``{"query", "hits"}`` (and ``id``), or ``{"line", "error"}`` for a line that cannot be answered; the command then
-goes on and exits with status 2 at the end.  Queries are run ``--batch`` at a time (one ``batch_search`` per
-group of equal ``k`` and task), each group's lines written and flushed as soon as it is answered: ``--batch 1``
-answers every line before reading the next one (a co-process asking one question at a time).
+``task`` and ``id`` (any JSON value, echoed back), nested at most ``MAX_DEPTH`` deep. Each is answered with one JSON
+line on stdout, in input order: ``{"query", "hits"}`` (and ``id``), or ``{"line", "error"}`` for a line that cannot be
+answered; the command then goes on and exits with status 2 at the end. Queries are run ``--batch`` at a time (one
+``batch_search`` per group of equal ``k`` and task), each group's lines written and flushed as soon as it is answered:
+``--batch 1`` answers every line before reading the next one (a co-process asking one question at a time).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Iterator
 
 from ._common import UsageError, text_arg, usage
-from ._flags import add_retriever_flags, check_task_flag, retrieval_config
+from ._flags import MAX_BATCH, MAX_K, add_retriever_flags, check_range, check_task_flag, retrieval_config
 
 STDIN = "-"
+MAX_DEPTH = 32  # nesting of a stdin line's JSON (arrays and objects): deeper is that line's error
+_NESTING = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')  # a string (skipped whole) or a bracket
 
 
 def register(sub) -> None:
@@ -42,12 +45,12 @@ def _cmd_search(a: argparse.Namespace) -> int:
     from genret.indexing import Index
     from genret.retrieval import load_retriever
 
-    if a.k < 1:
-        raise usage(f"-k must be at least 1, got {a.k}")
-    if a.batch < 1:
-        raise usage(f"--batch must be at least 1, got {a.batch}")
+    check_range(a.k, "-k", 1, MAX_K)
+    check_range(a.batch, "--batch", 1, MAX_BATCH)
     if a.query != STDIN:
         text_arg(a.query, "query")
+        if not a.query.strip():
+            raise usage("the query is empty: give a query, or - to read JSON lines from stdin")
     config = retrieval_config(a)
     with Index(a.index) as index:
         retriever = load_retriever(index, a.retriever, config)
@@ -138,11 +141,30 @@ def _requests(lines, a: argparse.Namespace) -> Iterator[dict]:
             yield {"line": number, "error": " ".join(str(exc).split())}
 
 
+def _nesting(line: str) -> int:
+    """How deep ``line``'s arrays and objects nest (counted up to one past ``MAX_DEPTH``)."""
+    depth = deepest = 0
+    for token in _NESTING.finditer(line):
+        c = token.group()
+        if c in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > MAX_DEPTH:
+                break
+        elif c in "]}":
+            depth -= 1
+    return deepest
+
+
 def _request(line: str, a: argparse.Namespace) -> dict:
+    if _nesting(line) > MAX_DEPTH:
+        raise ValueError(f"JSON nested deeper than {MAX_DEPTH} levels")
     try:
         value = json.loads(line)
     except json.JSONDecodeError as exc:
         raise ValueError(f"not a JSON value ({exc.msg} at column {exc.colno})") from None
+    except RecursionError:
+        raise ValueError(f"JSON nested deeper than {MAX_DEPTH} levels") from None
     if isinstance(value, str):
         value = {"query": value}
     if not isinstance(value, dict) or not isinstance(value.get("query"), str):
@@ -155,8 +177,8 @@ def _request(line: str, a: argparse.Namespace) -> dict:
         raise ValueError("the query is blank")
     text_arg(query, "query")
     k = value.get("k", a.k)
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        raise ValueError(f"k must be an integer of at least 1, got {k!r}")
+    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_K:
+        raise ValueError(f"k must be an integer of at least 1 and at most {MAX_K}, got {k!r}")
     task = value.get("task", a.task)
     if task is not None and not isinstance(task, str):
         raise ValueError(f"task must be a name, got {task!r}")

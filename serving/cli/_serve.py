@@ -69,8 +69,8 @@ def register(sub) -> None:
     sv.add_argument("--body-timeout", type=float, default=None, metavar="S",
                     help="408 for a request body that takes longer (default 30)")
     sv.add_argument("--max-connections", type=int, default=None,
-                    help="open connections; beyond, the longest-waiting idle one is closed, else 503 (default 1024, "
-                    "kept under the open-file limit)")
+                    help="open connections; beyond, the longest-waiting idle one is closed, else the slowest body "
+                    "upload (408), else 503 (default 1024, kept under the open-file limit)")
     sv.add_argument("--reload-interval", type=float, default=None, metavar="S",
                     help="check the served indexes for a new version this often and swap it in (default 2; 0: off)")
     sv.add_argument("--micro-batch", action=argparse.BooleanOptionalAction, default=None,

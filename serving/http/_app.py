@@ -1,8 +1,8 @@
 """The FastAPI application factory: the service, the model pool and the limits on ``app.state``, the
 middlewares, the error handlers, and one router per resource.
 
-Layers, outside in: ``MetricsMiddleware`` (every request counted and timed), ``TrustedHostMiddleware`` (400,
-only with ``server.trusted_hosts``), ``BodyLimitMiddleware`` (413),
+Layers, outside in: ``MetricsMiddleware`` (every request counted and timed), ``TrustedHostMiddleware`` (400: a
+Host not in ``server.trusted_hosts``, or two Host headers), ``BodyLimitMiddleware`` (413),
 the API-key dependency on ``/v1/*`` and ``/metrics`` (401), then a route (``_routes_*``): the service checks
 names and values (404 / 422, cheap, on the event loop), ``Gate`` admits the model work (429 / 503) and bounds
 its time (504), and ``Dispatcher`` runs it in the model pool, micro-batched.  Routes reach all of these
@@ -43,7 +43,16 @@ from . import (
 )
 from ._batcher import Dispatcher
 from ._deps import require_api_key
-from ._errors import OpenAIErrorMiddleware, allowed_methods, error_param, error_response, openai_error, openai_route
+from ._errors import (
+    OpenAIErrorMiddleware,
+    allowed_methods,
+    error_param,
+    error_response,
+    openai_error,
+    openai_route,
+    unparsable_body,
+    validation_detail,
+)
 from ._hosts import TrustedHostMiddleware
 from ._limits import BodyLimitMiddleware, Gate
 from ._metrics import Metrics, MetricsMiddleware
@@ -69,6 +78,7 @@ def create_app(settings: Settings, service: SearchService | None = None) -> Fast
     metrics = Metrics()
     dispatcher = Dispatcher(service, cfg, metrics)
     gate = Gate(cfg.max_queue, cfg.request_timeout_s, cfg.retry_after_s)
+    gate.contended = dispatcher.rag_load.contended  # RAG work timed out behind other RAG work: 429, not 504
     warmup = Warmup(service, planned_parts(service, cfg), gate)  # not ready until it has run
 
     app = FastAPI(title="genret", version="0.1.0",
@@ -78,8 +88,7 @@ def create_app(settings: Settings, service: SearchService | None = None) -> Fast
     app.state.gate, app.state.metrics, app.state.warmup = gate, metrics, warmup
     app.state.warm_in_background = False  # make_server's Server: answer /healthz (and 503 /readyz) while warming
     app.add_middleware(BodyLimitMiddleware, max_bytes=cfg.max_body_bytes)
-    if cfg.trusted_hosts:
-        app.add_middleware(TrustedHostMiddleware, hosts=cfg.trusted_hosts)
+    app.add_middleware(TrustedHostMiddleware, hosts=cfg.trusted_hosts)  # with none: one Host header only
     app.add_middleware(OpenAIErrorMiddleware)  # OpenAI's error shape on its routes, for the 413 and 400 above
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: sees 413s too
     _add_gauges(metrics, service, dispatcher, gate)
@@ -161,13 +170,13 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        loc = [str(x) for x in first.get("loc", ())]
-        return _error(request, 422, {"error": "ValidationError", "detail": f"{'.'.join(loc)}: {first['msg']}"},
-                      param=".".join(loc[1:]) or None)
+        detail, param = validation_detail(list(exc.errors()))
+        return _error(request, 422, {"error": "ValidationError", "detail": detail}, param=param)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and (words := unparsable_body(exc.__cause__)) is not None:
+            return _error(request, 422, {"error": "ValidationError", "detail": f"body: {words}"})  # as bad JSON
         try:
             name = HTTPStatus(exc.status_code).phrase.replace(" ", "")
         except ValueError:

@@ -151,7 +151,7 @@ class Dispatcher:
             if events.produce(make):
                 self.rag_load.measure(started, time.monotonic(), 1)
 
-        task = self._single(produce)
+        events.task = task = self._single(produce)
         self.rag_load.track(task)
         return events, task
 
@@ -355,6 +355,7 @@ class EventStream:
         self._loop = loop
         self._queue: asyncio.Queue = asyncio.Queue()
         self.cancelled = threading.Event()
+        self.task: asyncio.Task | None = None  # the pool job's task (``Dispatcher.stream``)
 
     # producer side (pool thread)
     def produce(self, make: Callable[[], Iterator[Any]]) -> bool:

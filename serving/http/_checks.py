@@ -15,7 +15,20 @@ if TYPE_CHECKING:
     from ._pool import IndexPool
     from ._settings import ServerConfig
 
-__all__ = ["check_queries", "check_search"]
+__all__ = ["check_queries", "check_query_string", "check_search"]
+
+
+def check_query_string(raw: bytes) -> None:
+    """A URL's query string (``scope["query_string"]``) whose percent-decoded bytes are UTF-8: Starlette would read
+    ``%ff`` as U+FFFD, and search for that."""
+    from urllib.parse import unquote_to_bytes
+
+    decoded = unquote_to_bytes(raw.replace(b"+", b" "))
+    try:
+        decoded.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RequestError(f"the query string is not valid UTF-8 (byte 0x{decoded[exc.start]:02x} after "
+                           f"{decoded[:exc.start][-20:].decode('utf-8', 'replace')!r})") from None
 
 
 def check_queries(queries: Sequence[str], cfg: ServerConfig) -> None:

@@ -11,10 +11,12 @@ h11) reporting to it.  A connection is in one of three phases:
 * **in progress** (the app has the whole request): no deadline here; the app's own limits apply
   (``request_timeout_s``).
 
-At ``max_connections`` open connections, a new one closes the connection that has been waiting longest (a slow or
-idle client: nobody's request is lost); when every connection has a request in progress, the new one is refused
-with 503 at once.  ``connection_cap`` keeps the cap below the process's open-file limit, so the server never runs out
-of descriptors (which would make it stop accepting anything, ``/healthz`` included).
+At ``max_connections`` open connections, a new one closes the connection that has been waiting longest (a slow or idle
+client: nobody's request is lost), else the one reading the slowest body (fewest bytes a second since its headers; 408:
+slow uploads cannot hold every slot until ``body_timeout_s`` and crowd out ``/healthz``); when every connection has a
+request in progress, the new one is refused with 503 at once. ``connection_cap`` keeps the cap below the process's
+open-file limit, so the server never runs out of descriptors (which would make it stop accepting anything, ``/healthz``
+included).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import asyncio
 import json
 import logging
 import os
+import time
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +42,8 @@ HEADERS_LATE = _raw_response("408 Request Timeout", "ClientTimeout", "the reques
                              "(header_timeout_s)")
 BODY_LATE = _raw_response("408 Request Timeout", "ClientTimeout", "the request's body did not arrive in time "
                           "(body_timeout_s)")
+BODY_EVICTED = _raw_response("408 Request Timeout", "ClientTimeout", "the request's body came too slowly: closed to "
+                             "make room for a new connection (max_connections)")
 
 class ConnectionGuard:
     """The open connections, those waiting for a request (longest-waiting first) and what was cut (event loop)."""
@@ -48,6 +53,7 @@ class ConnectionGuard:
         self.max_connections = max_connections
         self.open: set[asyncio.Protocol] = set()
         self.waiting: dict[asyncio.Protocol, None] = {}  # insertion order: longest-waiting first
+        self.reading: dict[asyncio.Protocol, list[float]] = {}  # reading a body -> [since (monotonic), bytes since]
         self.timed_out = 0  # closed for missing a header or body deadline
         self.evicted = 0  # closed to make room for a new connection
         self.refused = 0  # new connections refused (every open one had a request in progress)
@@ -62,17 +68,37 @@ class ConnectionGuard:
         if len(self.open) >= self.max_connections:
             victim = next(iter(self.waiting), None)
             if victim is None:
+                victim = self._slowest_reader()
+            if victim is None:
                 self.refused += 1
                 return False
             self.evicted += 1
+            if victim in self.reading:
+                victim.transport.write(BODY_EVICTED)
             self.forget(victim)
             victim.transport.close()
         self.open.add(conn)
         return True
 
+    def _slowest_reader(self):
+        """The connection reading a body at the fewest bytes a second (the longest-reading of equals), or None."""
+        now = time.monotonic()
+        return min(self.reading, default=None,
+                   key=lambda c: (self.reading[c][1] / max(now - self.reading[c][0], 1e-3), self.reading[c][0]))
+
+    def read_body(self, conn, received: int = 0) -> None:
+        """``conn`` reads a request's body (``received`` more bytes of it came)."""
+        if conn not in self.reading:
+            self.reading[conn] = [time.monotonic(), 0.0]
+        self.reading[conn][1] += received
+
+    def body_done(self, conn) -> None:
+        self.reading.pop(conn, None)
+
     def wait(self, conn) -> None:
         """``conn`` waits for a request from now (the longest-waiting go first when room is needed)."""
         self.waiting.pop(conn, None)
+        self.reading.pop(conn, None)
         self.waiting[conn] = None
 
     def busy(self, conn) -> None:
@@ -81,6 +107,7 @@ class ConnectionGuard:
     def forget(self, conn) -> None:
         self.open.discard(conn)
         self.waiting.pop(conn, None)
+        self.reading.pop(conn, None)
 
 
 def connection_cap(max_connections: int) -> int:
@@ -140,11 +167,15 @@ def guarded_protocol(guard: ConnectionGuard, base: type | None = None) -> type[a
                 self._request = cycle
                 guard.busy(self)
                 if cycle.more_body:
+                    guard.read_body(self)
                     self._arm(guard.body_timeout_s, body=True)
                 else:
                     self._disarm()
             elif not cycle.more_body:  # the body is complete
+                guard.body_done(self)
                 self._disarm()
+            else:
+                guard.read_body(self, len(data))
 
         def on_response_complete(self) -> None:
             super().on_response_complete()

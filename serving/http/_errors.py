@@ -115,6 +115,49 @@ def endpoint_detail(exc: EndpointError) -> str:
     return f"the generator's upstream endpoint {what} (details in the server's log)"
 
 
+# ---- request validation, in words ---------------------------------------------------------------------------
+def unparsable_body(exc: BaseException) -> str | None:
+    """The words for a body FastAPI could not parse — its 400 "There was an error parsing the body", caused by
+    ``exc`` — which genret answers 422 as any other invalid JSON; None: not such a cause."""
+    if isinstance(exc, RecursionError):
+        return "invalid JSON: nested too deeply to parse"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"the body is not valid UTF-8 (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
+    if isinstance(exc, ValueError):
+        return "invalid JSON: a number with too many digits" if "digits" in str(exc) else "invalid JSON"
+    return None
+
+
+_TYPE_NAMES = frozenset({"str", "int", "float", "bool", "none", "list", "dict", "tuple", "set"})
+
+
+def _field_part(part: object) -> bool:
+    """Whether a validation error's location part names a field or an index (not a union member's tag, such as
+    ``constrained-str``, ``list[str]`` or ``ContentPart``: genret's field names are lower-case identifiers)."""
+    return isinstance(part, int) or (isinstance(part, str) and part.isidentifier() and part.islower()
+                                     and part not in _TYPE_NAMES)
+
+
+def validation_detail(errors: list[dict]) -> tuple[str, str | None]:
+    """``("loc: message", param)`` for pydantic's errors of a request: the first field at fault, with union members'
+    tags left out of its location; of a union's alternatives the one whose type the value had, else all of them
+    ("a valid string or a valid list")."""
+    if not errors:
+        return "invalid request", None
+    where = tuple(p for p in errors[0].get("loc", ()) if _field_part(p))
+    same = [e for e in errors if tuple(p for p in e.get("loc", ()) if _field_part(p))[:len(where)] == where]
+    typed = [e for e in same if not e.get("type", "").endswith("_type")]
+    if typed:
+        first = typed[0]
+        where = tuple(p for p in first.get("loc", ()) if _field_part(p))
+        msg = first["msg"]
+    else:
+        wanted = [e["msg"].removeprefix("Input should be ") for e in same]
+        msg = "Input should be " + " or ".join(dict.fromkeys(wanted)) if len(wanted) > 1 else same[0]["msg"]
+    loc = [str(p) for p in where]
+    return f"{'.'.join(loc)}: {msg}", ".".join(loc[1:]) or None
+
+
 # ---- OpenAI's error shape on the OpenAI-compatible routes ---------------------------------------------------
 OPENAI_PATHS = ("/v1/chat/completions", "/v1/embeddings", "/v1/models")
 _OPENAI_CODES = {"ModelNotFound": "model_not_found", "UnsupportedParameter": "unsupported_parameter",

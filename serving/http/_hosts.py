@@ -5,7 +5,9 @@ it with its own name as the Host.
 
 A pattern is a host name or address (``example.com``, ``10.0.0.5``, ``[::1]``), optionally with ``:port`` (then
 only that port), or ``*.example.com`` (any subdomain, not ``example.com`` itself: list it too).  Names compare
-case-insensitively.  A request with no Host header (HTTP/1.0) is refused when the list is set.
+case-insensitively.  A request with no Host header (HTTP/1.0) is refused when the list is set; one with more than one
+Host header is refused whatever the list (RFC 7230, 5.4: which of them would be checked, and which would the app
+read?).  With no list, only that is checked.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ def host_allowed(host: str, patterns: Sequence[str]) -> bool:
 
 
 class TrustedHostMiddleware:
-    """Refuse (400 ``InvalidHost``) HTTP requests whose Host is not one of ``hosts``; lifespan events pass."""
+    """Refuse (400 ``InvalidHost``) HTTP requests whose Host is not one of ``hosts`` (empty: any Host), or that have
+    more than one Host header; lifespan events pass."""
 
     def __init__(self, app, hosts: Sequence[str]) -> None:
         self.app, self.hosts = app, list(hosts)
@@ -47,12 +50,16 @@ class TrustedHostMiddleware:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        host = next((v.decode("latin-1") for k, v in scope.get("headers") or [] if k == b"host"), "")
-        if host and host_allowed(host, self.hosts):
+        hosts = [v.decode("latin-1") for k, v in scope.get("headers") or [] if k == b"host"]
+        host = hosts[0] if hosts else ""
+        if len(hosts) > 1:
+            refusal = InvalidHost("more than one Host header (RFC 7230)")
+        elif not self.hosts or (host and host_allowed(host, self.hosts)):
             return await self.app(scope, receive, send)
-        shown = host[:100] if host else "(none)"
-        status, body, headers = error_response(InvalidHost(f"Host {shown!r} is not one of this server's "
-                                                           "trusted_hosts"))
+        else:
+            shown = host[:100] if host else "(none)"
+            refusal = InvalidHost(f"Host {shown!r} is not one of this server's trusted_hosts")
+        status, body, headers = error_response(refusal)
         raw = json.dumps(body).encode()
         await send({"type": "http.response.start", "status": status, "headers": [
             (b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())]})

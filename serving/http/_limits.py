@@ -11,7 +11,9 @@ shutdown.
 
 ``RagLoad`` refuses RAG work (429, with the expected wait as Retry-After) that would queue behind more RAG work than
 it could finish within ``rag_queue_budget`` × ``request_timeout_s``: excess load is refused at once rather than
-accepted and timed out.
+accepted and timed out.  Where the estimate was wrong (a cold server, a machine slowed down), a RAG request that
+reaches its timeout having shared the model with other RAG work is answered 429 too, not 504: its time went to
+genret's own queue (``Gate.contended``, ``RagLoad.contended``); 504 is for an answer too slow on its own.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ class Gate:
         self.ready = ready
         self.closing = False
         self.not_ready_reason = "starting"
+        # the reason (an Overloaded) when timed-out work shared the model with other work: 429, not 504
+        self.contended: Callable[[asyncio.Future], Overloaded | None] = lambda fut: None
 
     def check_ready(self) -> None:
         if self.closing:
@@ -96,11 +100,13 @@ class Gate:
         fut.cancel()
         if gone is not None and gone in done:
             raise HTTPException(CLIENT_CLOSED, "the client closed the connection")
-        raise self.timed_out()
+        raise self.timed_out(fut)
 
-    def timed_out(self) -> RequestTimeout:
-        """The error of work that passed the per-request timeout."""
-        return RequestTimeout(f"no result within {self.timeout_s:g} s (request_timeout_s)")
+    def timed_out(self, fut: asyncio.Future | None = None) -> RequestTimeout | Overloaded:
+        """The error of work (``fut``) that passed the per-request timeout: 429 when it waited behind other work
+        (``contended``), else 504."""
+        busy = self.contended(fut) if fut is not None else None
+        return busy or RequestTimeout(f"no result within {self.timeout_s:g} s (request_timeout_s)")
 
     def _release(self, fut: asyncio.Future) -> None:
         self.in_flight -= 1
@@ -143,6 +149,8 @@ class RagLoad:
     def __init__(self, budget_s: float, retry_after_s: int = 1, weight: float = 0.3) -> None:
         self.budget_s, self.retry_after_s, self.weight = budget_s, retry_after_s, weight
         self.in_flight = 0
+        self.admitted = 0  # RAG requests admitted so far (a sequence number)
+        self._tracked: dict[asyncio.Future, tuple[int, int]] = {}  # in flight -> (its number, in flight before it)
         self.seconds_per_question: float | None = None  # the mean
         self.spread = 0.0  # the mean distance of a sample to the mean
         self._busy_until = 0.0  # the end of the last measured call (calls overlapping it share its time)
@@ -167,11 +175,24 @@ class RagLoad:
 
     def track(self, fut: asyncio.Future) -> None:
         """Count ``fut``'s work as in flight until it is done."""
+        self.admitted += 1
+        self._tracked[fut] = (self.admitted, self.in_flight)
         self.in_flight += 1
         fut.add_done_callback(self._ended)
 
     def _ended(self, fut: asyncio.Future) -> None:
         self.in_flight -= 1
+        self._tracked.pop(fut, None)
+
+    def contended(self, fut: asyncio.Future) -> Overloaded | None:
+        """For RAG work ``fut`` (in flight) that shared the model — other RAG work was in flight when it was
+        admitted, or was admitted since — the 429 to answer in place of a timeout; else None."""
+        number, before = self._tracked.get(fut, (self.admitted, 0))
+        if before == 0 and number == self.admitted:
+            return None
+        wait = max(self.retry_after_s, math.ceil(self.in_flight * self.cost_s))
+        return Overloaded("no answer in time: it waited behind other RAG requests (the server is overloaded); "
+                          "retry later", wait)
 
     def measure(self, started: float, ended: float, questions: int) -> None:
         """A RAG call that answered ``questions`` from ``started`` to ``ended`` (``time.monotonic``).  Calls that

@@ -112,7 +112,7 @@ class ChatMessage(BaseModel):
 
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    include_usage: bool = False
+    include_usage: bool = Field(False, strict=True)  # JSON's: 0 is not false
 
 
 class GenretChatOptions(JsonRequest):
@@ -141,8 +141,8 @@ _FUNCTIONS = _null_or({"type": "array", "maxItems": 0}, "function calling")
 _FUNCTION_CHOICE = _null_or({"enum": ["none", "auto"]}, "function calling")
 _FORMAT = _null_or({"type": "object", "required": ["type"], "additionalProperties": False,
                     "properties": {"type": {"const": "text"}}}, "structured output")
-_LOGPROBS = _null_or({"const": False}, "log probabilities")
-_TOP_LOGPROBS = _null_or({"const": 0}, "log probabilities")
+_LOGPROBS = _null_or({"type": "boolean", "const": False}, "log probabilities")
+_TOP_LOGPROBS = _null_or({"type": "integer", "const": 0}, "log probabilities")
 _BIAS = _null_or({"type": "object", "maxProperties": 0}, "token biases")
 _AUDIO = _null_or(_NULL, "audio output")
 _MODALITIES = _null_or({"type": "array", "items": {"const": "text"}, "minItems": 1, "maxItems": 1},
@@ -156,8 +156,8 @@ UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
     "tool_choice": (lambda v: v in (None, "none", "auto"), "function calling"),
     "function_call": (lambda v: v in (None, "none", "auto"), "function calling"),
     "response_format": (lambda v: v is None or v == {"type": "text"}, "structured output"),
-    "logprobs": (lambda v: v in (None, False), "log probabilities"),  # as JSON Schema tools compare: 0 too
-    "top_logprobs": (lambda v: v in (None, 0), "log probabilities"),
+    "logprobs": (lambda v: v is None or v is False, "log probabilities"),  # JSON's types: 0 is not false
+    "top_logprobs": (lambda v: v is None or (type(v) in (int, float) and v == 0), "log probabilities"),
     "logit_bias": (lambda v: v is None or v == {}, "token biases"),
     "audio": (lambda v: v is None, "audio output"),
     "modalities": (lambda v: v is None or v == ["text"], "output modalities other than text"),

@@ -5,7 +5,9 @@ checks every value, and answers 422 in its own words):
 * the limits of ``server`` settings: ``k`` 1..``max_k``, queries of at most ``max_query_chars`` characters and
   not blank, at most ``max_batch`` queries in a batch;
 * a ``granularity`` only with a retriever that ranks by it (on every served index that offers it) — or with no
-  retriever named: the route then picks the index's first that does;
+  retriever named: the route then picks the index's first that does; ``GET /v1/search`` declares its ``retriever``
+  and ``granularity`` as one exploded object parameter (``?retriever=…&granularity=…`` on the wire), so that the
+  rule can be written there too;
 * demonstrations (``demos`` > 0) only with a demonstrations directory, and for a task that has a pool;
 * 400 ``InvalidHost`` on every operation when ``server.trusted_hosts`` is set;
 * the OpenAI-compatible operations: the served model ids (``INDEX``, ``INDEX/RETRIEVER``; for embeddings those of
@@ -167,9 +169,27 @@ def _granularity(spec: dict[str, Any], service: SearchService) -> None:
     for name in ("SearchRequest", "BatchSearchRequest"):
         schemas[name].setdefault("allOf", []).extend(rules)
         _restrict_enum(schemas[name]["properties"]["granularity"], usable)
-    for param in spec["paths"]["/v1/search"]["get"]["parameters"]:
-        if param["name"] == "granularity":
-            _restrict_enum(param["schema"], usable)
+    _get_search_choice(spec["paths"]["/v1/search"]["get"], rules, usable)
+
+
+def _get_search_choice(op: dict[str, Any], rules: list[dict], usable: list[str]) -> None:
+    """``GET /v1/search``'s ``retriever`` and ``granularity`` as one object parameter (form style, exploded: each
+    property its own query parameter, as before) that carries the granularity ``rules``: independent parameters
+    cannot say that bm25 ranks no sentences."""
+    picked = {p["name"]: p for p in op["parameters"] if p["name"] in ("retriever", "granularity")}
+    properties = {}
+    for name, param in picked.items():
+        branch = next(b for b in param["schema"].get("anyOf", [param["schema"]]) if b.get("type") != "null")
+        properties[name] = {**branch, "description": param.get("description", name)}
+    _restrict_enum(properties["granularity"], usable)
+    properties["retriever"]["description"] = "as POST /v1/search's retriever"
+    properties["granularity"]["description"] = "as POST /v1/search's granularity"
+    op["parameters"] = [p for p in op["parameters"] if p["name"] not in picked]
+    op["parameters"].append({
+        "name": "retriever_granularity", "in": "query", "style": "form", "explode": True, "required": False,
+        "description": "retriever and granularity, each its own query parameter (?retriever=…&granularity=…); a "
+                       "granularity only with a retriever that ranks by it, or with none named",
+        "schema": {"type": "object", "properties": properties, "additionalProperties": False, "allOf": rules}})
 
 
 def _restrict_enum(prop: dict, values: list[str]) -> None:

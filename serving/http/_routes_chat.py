@@ -81,6 +81,11 @@ def _conversation(req: ChatRequest) -> tuple[str, list[tuple[str, str]]]:
 
 def _rag_spec(req: ChatRequest, query: str, history: list[tuple[str, str]], service: SearchService) -> RagSpec:
     opts = req.genret or GenretChatOptions()
+    cap = service.settings.server.max_tokens
+    for name in ("max_tokens", "max_completion_tokens"):  # both, though the second wins: the document bounds both
+        if (value := getattr(req, name)) is not None and value > cap:
+            raise RequestError(f"{name} {value} is over this server's limit of {cap} new tokens (server.max_tokens)",
+                               param=name)
     index, retriever = service.resolve_model(req.model)
     return service.rag_spec(query, index=opts.index or index, retriever=opts.retriever or retriever, task=opts.task,
                             passages=opts.passages, max_new_tokens=req.max_completion_tokens or req.max_tokens,

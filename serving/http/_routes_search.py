@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
+from ._checks import check_query_string
 from ._deps import DispatcherDep, GateDep, ServerDep, ServiceDep
 from ._models import (
     K_DOC,
@@ -45,12 +46,14 @@ async def search_post(req: SearchRequest, service: ServiceDep, dispatcher: Dispa
 
 
 @router.get("/v1/search", response_model=SearchResponse, responses=_ERRORS)
-async def search_get(service: ServiceDep, dispatcher: DispatcherDep, gate: GateDep, server: ServerDep,
+async def search_get(request: Request, service: ServiceDep, dispatcher: DispatcherDep, gate: GateDep,
+                     server: ServerDep,
                      q: str = Query(min_length=1, description="the query: at most max_query_chars characters, "
                                     "not blank"), k: int | None = Query(None, description=K_DOC),
                      index: str | None = None, retriever: str | None = None, task: str | None = None,
                      granularity: Granularity | None = None) -> SearchResponse:
     """Search with query parameters (as POST /v1/search)."""
+    check_query_string(request.scope.get("query_string", b""))
     return await _search(service, dispatcher, gate, server, q, k, index, retriever, task, granularity)
 
 

@@ -30,7 +30,8 @@ class ServerConfig(BaseModel):
     port: int = Field(8000, ge=0, le=65535)
     # request limits
     default_k: int = Field(10, ge=1)
-    max_k: int = Field(100, ge=1)
+    max_k: int = Field(100, ge=1, le=10_000, description="hits per query, at most (the CLI's -k has the same "
+                       "ceiling)")
     max_query_chars: int = Field(2000, ge=1)
     max_batch: int = Field(64, ge=1, description="queries in one /v1/search/batch request")
     max_body_bytes: int = Field(1 << 20, ge=1024, description="larger request bodies get 413")
@@ -76,7 +77,8 @@ class ServerConfig(BaseModel):
     keep_alive_s: float = Field(5.0, gt=0, description="an idle keep-alive connection is closed after this time")
     max_connections: int = Field(1024, ge=1, description="open connections (also kept below the open-file limit); "
                                  "a new one beyond it closes the longest-waiting connection with no request "
-                                 "in progress (idle, or headers unfinished), else it is refused with 503")
+                                 "in progress (idle, or headers unfinished), else the slowest body upload (408), "
+                                 "else it is refused with 503")
 
     @field_validator("api_keys", "preload", "trusted_hosts", mode="before")
     @classmethod

@@ -64,7 +64,7 @@ async def open_stream(gate: Gate, dispatcher: Dispatcher,
         events.cancel()
         job.cancel()
         if isinstance(exc, TimeoutError):
-            raise gate.timed_out() from None
+            raise gate.timed_out(job) from None
         raise
     return events, first, deadline
 
@@ -81,7 +81,7 @@ async def relay(events: EventStream, deadline: float, gate: Gate, on: Callable[[
             for text in on(kind, value):
                 yield text
     except TimeoutError:
-        exc: Exception = gate.timed_out()
+        exc: Exception = gate.timed_out(events.task)
         status, body, _ = error_response(exc)
         for text in on_error(status, body):
             yield text

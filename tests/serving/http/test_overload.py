@@ -119,7 +119,7 @@ def test_a_client_that_goes_away_stops_its_answer(service, long_generator):
 async def test_work_queued_for_callers_that_gave_up_never_runs(service, long_generator, queueing):
     """One model thread, busy with a long answer (asked of the dispatcher directly: no timeout); three requests wait
     — in the micro-batch queue behind it (same spec), or as pool jobs (micro-batching off, or other specs) — and
-    time out before they start: they never reach the model."""
+    time out before they start: they never reach the model, and get 429 (their time went to the queue), not 504."""
     with generator_swapped(service, long_generator), \
             app_over(service, workers=1, request_timeout_s=1.0, micro_batch=queueing != "no micro-batching") as app:
         dispatcher = app.state.dispatcher
@@ -129,7 +129,7 @@ async def test_work_queued_for_callers_that_gave_up_never_runs(service, long_gen
             more = [client.post("/v1/rag", json={"query": Q, "retriever": "bm25",
                                                  "passages": 3 if queueing == "micro-batch queue" else 4 + i})
                     for i in range(3)]
-            assert [r.status_code for r in await asyncio.gather(*more)] == [504] * 3
+            assert [r.status_code for r in await asyncio.gather(*more)] == [429] * 3
             blocker.cancel()
             await asyncio.to_thread(_wait, lambda: _idle(app), what="the model work to end")
         assert dispatcher.rag_calls == 1  # the three that waited never reached the model
@@ -172,3 +172,21 @@ async def test_excess_rag_load_is_429_before_anything_times_out(service):
                     assert "rag_queue_budget" in r.json()["detail"]
             assert app.state.dispatcher.rag_load.in_flight == 0
             assert (await ask()).status_code == 200  # the load gone, answers are admitted again
+
+
+@pytest.mark.anyio
+async def test_rag_requests_that_time_out_behind_others_get_429_never_504(service):
+    """Issue 27: a burst of RAG questions on a cold server (nothing measured yet) — more than the model answers in
+    ``request_timeout_s`` — gets 429 with Retry-After, never 504: their time went to the queue (the others ahead
+    or in the same batch), not to their own answer; alone, a question is answered."""
+    with generator_swapped(service, SerialGenerator(0.4)), app_over(service, request_timeout_s=1.0) as app:
+        async with async_client(app) as client:
+            def ask():
+                return client.post("/v1/rag", json={"query": Q, "retriever": "bm25"})
+
+            responses = await asyncio.gather(*(ask() for _ in range(10)))
+            codes = [r.status_code for r in responses]
+            assert codes.count(429) == 10, codes
+            assert all(int(r.headers["retry-after"]) >= 1 for r in responses)
+            await asyncio.to_thread(_wait, lambda: _idle(app), what="the model work to end")
+            assert (await ask()).status_code == 200  # alone: answered in time

@@ -105,6 +105,33 @@ def test_a_body_that_never_arrives_is_408(service):
         assert r.status_code == 200
 
 
+def test_slow_uploads_holding_every_slot_cannot_crowd_out_healthz(service):
+    """Issue 27: every connection is reading a body that trickles in (headers with Content-Length 200, then 14
+    bytes); a new connection closes the slowest upload (408) to make room, so /healthz and /readyz answer at once
+    rather than 503 until body_timeout_s."""
+    upload = (b"POST /v1/search HTTP/1.1\r\nHost: genret.test\r\nContent-Type: application/json\r\n"
+              b"Content-Length: 200\r\n\r\n{\"query\": \"oil")
+    with app_over(service, body_timeout_s=60.0, max_connections=10) as app, running(app) as (server, base):
+        socks = []
+        try:
+            for _ in range(12):
+                s = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+                s.sendall(upload)
+                socks.append(s)
+                time.sleep(0.02)  # the first ones are the slowest: they have had the longest to send their body
+            t0 = time.monotonic()
+            for path in ("/healthz", "/readyz"):
+                r = httpx.get(f"{base}{path}", timeout=30)
+                assert r.status_code == 200, (path, r.text)
+            assert time.monotonic() - t0 < 5
+            assert server.guard.evicted >= 2 and server.guard.refused == 0
+            reply = _closed_by_server(socks[0], timeout=10)  # the oldest upload made room first
+            assert reply.startswith(b"HTTP/1.1 408 ") and b"max_connections" in reply, reply
+        finally:
+            for s in socks:
+                s.close()
+
+
 def test_with_every_connection_busy_a_new_one_is_refused_at_once(service):
     with wrapped(service, "dense", delay=2.0), app_over(service, max_connections=2) as app, \
             running(app) as (server, base):
