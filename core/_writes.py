@@ -38,7 +38,7 @@ from ._errors import GenretError
 
 log = logging.getLogger("genret")
 
-_TAGS = ("building", "adding", "saving", "training", "rebuilding", "old")
+_TAGS = ("building", "adding", "adapting", "saving", "training", "rebuilding", "old")
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 

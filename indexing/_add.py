@@ -33,28 +33,33 @@ from .fm import FMConfig, build_fm
 
 def _add_dense(tmp: Path, comp: Component, store: UnitStore, old: int, device: tuple[str, str],
                progress: bool) -> Component:
+    """Encode the new units (with the encoder kept in the index, for an adapted component), append them to the
+    stored embeddings and rebuild the FAISS index from all of them."""
     import faiss
 
     t0 = time.perf_counter()
     p = comp.params
     fields = {k: p[k] for k in DenseConfig.model_fields if k in p and k not in ("model", "device", "dtype")}
-    config = DenseConfig(model=comp.model, device=device[0], dtype=device[1], **fields)
-    encoder = SentenceTransformerEncoder(comp.model, config.device, config.dtype)
+    model = str(tmp / p["model_dir"]) if p.get("model_dir") else comp.model
+    config = DenseConfig(model=model, device=device[0], dtype=device[1], **fields)
+    encoder = SentenceTransformerEncoder(model, config.device, config.dtype)
+    embeddings = p.get("embeddings_file", EMBEDDINGS_FILE)
     n = len(store)
-    with open(tmp / EMBEDDINGS_FILE, "ab") as fh, progress_bar(n - old, "encoding new units", progress) as bar:
+    with open(tmp / embeddings, "ab") as fh, progress_bar(n - old, "encoding new units", progress) as bar:
         for start in range(old, n, 1024):
             batch = store.get(list(range(start, min(start + 1024, n))))
             fh.write(encoder.encode([unit_text(u.title, u.text, config.with_title) for u in batch],
                                     batch_size=config.batch_size).tobytes())
             bar.update(len(batch))
-    vectors = np.memmap(tmp / EMBEDDINGS_FILE, dtype=np.float32, mode="r", shape=(n, p["dim"]))
+    vectors = np.memmap(tmp / embeddings, dtype=np.float32, mode="r", shape=(n, p["dim"]))
     plan = faiss_params(config, p["dim"], n)
     index = build_faiss(vectors, plan, device=device_for_faiss(config), progress=progress)
     faiss_file = p.get("faiss_file", "dense.faiss")
     faiss.write_index(index, str(tmp / faiss_file))
     del vectors, index
     params = {**p, **plan, "count": n}
-    return comp.model_copy(update={"params": params, "files": file_entries(tmp, [EMBEDDINGS_FILE, faiss_file]),
+    files = {**comp.files, **file_entries(tmp, [embeddings, faiss_file])}
+    return comp.model_copy(update={"params": params, "files": files,
                                    "build_seconds": round(comp.build_seconds + time.perf_counter() - t0, 3)})
 
 
@@ -87,7 +92,7 @@ def _add(src: Path, corpus: str | Path | Iterable[str | Path], skip_bad: bool, c
     paths = [str(corpus)] if isinstance(corpus, (str, Path)) else [str(c) for c in corpus]
     for path in paths:
         corpus_file(path)  # a file, or a BEIR folder holding corpus.jsonl
-    unknown = set(manifest.components) - {"store", "dense", "bm25", "fm"}
+    unknown = set(manifest.components) - {"store", "dense", "dense-adapted", "bm25", "fm"}
     if unknown:
         raise GenretError(f"cannot add to an index with component(s) {sorted(unknown)}")
     t0 = time.perf_counter()
@@ -109,7 +114,7 @@ def _add(src: Path, corpus: str | Path | Iterable[str | Path], skip_bad: bool, c
         store = UnitStore(tmp / STORE_FILE)
         try:
             for name, comp in manifest.components.items():
-                if name == "dense":
+                if name in ("dense", "dense-adapted"):
                     components[name] = _add_dense(tmp, comp, store, old_units, device, progress)
                 elif name in ("bm25", "fm"):
                     components[name] = _rebuild(tmp, name, comp, store, progress)

@@ -366,7 +366,8 @@ def load_embeddings(index_dir: Path, component: Component) -> np.ndarray:
     n, dim = component.params["count"], component.params["dim"]
     if n == 0:
         return np.zeros((0, dim), np.float32)
-    return np.memmap(Path(index_dir) / EMBEDDINGS_FILE, dtype=np.float32, mode="r", shape=(n, dim))
+    name = component.params.get("embeddings_file", EMBEDDINGS_FILE)
+    return np.memmap(Path(index_dir) / name, dtype=np.float32, mode="r", shape=(n, dim))
 
 
 def load_faiss(index_dir: Path, component: Component):

@@ -57,6 +57,9 @@ class DenseParams(_Params):
     factory: str | None = None  # the FAISS factory string of index_type "factory"
     faiss_file: IndexPath = "dense.faiss"
     encoder_dtype: str | None = None  # what the encoder computed in (float32, bfloat16, int8…); vectors are float32
+    embeddings_file: IndexPath = "dense.f32"
+    # an encoder kept inside the index (``dense-adapted``: fine-tuned by ``genret train dense``), else ``model``
+    model_dir: IndexPath | None = None
 
 
 class FMParams(_Params):

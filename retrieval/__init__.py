@@ -13,6 +13,7 @@ The RAG names (``open_pipeline``, ``load_generator``, ``Generator``, ``Generator
 from ._bm25 import BM25Retriever, BM25SearchConfig
 from ._contract import Demo, Hit, Provenance, Retriever
 from ._dense import DenseRetriever, DenseSearchConfig
+from ._dense_train import DensePair, DenseTrainConfig, fine_tune_dense
 from .hybrid import DEFAULT_MEMBER_WEIGHTS, HybridConfig, HybridRetriever
 from ._ray_retrievers import load_ray_retriever
 from ._tasks import TASKS, Task, check_task
@@ -23,11 +24,11 @@ from .generative import GenerativeConfig, GenerativeRetriever
 _RAG_NAMES = frozenset({"Generator", "GeneratorConfig", "RagConfig", "RagPipeline", "load_generator"})
 
 __all__ = [
-    "BM25Retriever", "BM25SearchConfig", "DEFAULT_MEMBER_WEIGHTS", "Demo", "DenseRetriever", "DenseSearchConfig",
-    "GenerativeConfig", "GenerativeRetriever", "Generator", "GeneratorConfig", "Hit", "HybridConfig",
+    "BM25Retriever", "BM25SearchConfig", "DEFAULT_MEMBER_WEIGHTS", "Demo", "DensePair", "DenseRetriever",
+    "DenseSearchConfig", "DenseTrainConfig", "GenerativeConfig", "GenerativeRetriever", "Generator", "GeneratorConfig", "Hit", "HybridConfig",
     "HybridRetriever", "Provenance", "REGISTRY", "RagConfig", "RagPipeline", "RetrievalConfig", "Retriever",
     "TASKS", "Task",
-    "available_retrievers", "base_retrievers", "check_task", "load_generator", "load_hybrid", "load_ray_retriever",
+    "available_retrievers", "base_retrievers", "check_task", "fine_tune_dense", "load_generator", "load_hybrid", "load_ray_retriever",
     "load_retriever",
     "open_pipeline",
     "retriever_granularities",

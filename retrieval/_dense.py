@@ -9,7 +9,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from genret.core import model_load_lock
-from genret.indexing import DenseParams, Encoder, Index, query_encoder
+from genret.indexing import ADAPTED_DENSE, DenseParams, Encoder, Index, query_encoder
 
 from ._contract import Hit, Provenance, Retriever
 
@@ -24,12 +24,15 @@ class DenseSearchConfig(BaseModel):
     dtype: str = Field("auto", description="what the query encoder computes in (any dtype answers any index: the "
                        "vectors are float32)")
     batch_size: int = Field(64, ge=1)
+    adapted: bool = Field(True, description="search with the encoder fine-tuned on a task (`genret train dense`) "
+                          "where the index has one; false: the encoder it was built with (--untrained)")
     ef_search: int | None = Field(None, ge=1, description="HNSW candidate list size (default: the index's)")
     nprobe: int | None = Field(None, ge=1, description="IVF-PQ lists visited a query (default: the index's)")
 
 
 class DenseRetriever(Retriever):
-    """FAISS search over the index's ``dense`` component with the encoder that built it.
+    """FAISS search over the index's ``dense`` component with the encoder that built it — or over its
+    ``dense-adapted`` component, whose encoder was fine-tuned on a task, where it has one (``config.adapted``).
 
     The FAISS index (flat, HNSW or IVF-PQ: whatever the manifest records) gets its query-time knobs from
     the config or else the manifest (``search_params`` says which were set), and goes to the GPU when the
@@ -45,13 +48,16 @@ class DenseRetriever(Retriever):
         from genret.indexing import configure_search, load_faiss, place_index
 
         config = config or DenseSearchConfig()
-        comp = index.component("dense")
+        self.component = ADAPTED_DENSE if config.adapted and index.has(ADAPTED_DENSE) else "dense"
+        comp = index.component(self.component)
         self.index = index
         self._config = config
+        model_dir = comp.typed_params(DenseParams).model_dir
+        model = str(index.path / model_dir) if model_dir else comp.model
         # queries: without sentence-transformers where the model allows (its import was most of the start-up)
         if encoder is None:
             with model_load_lock():  # one model load at a time in the process, its imports included
-                encoder = query_encoder(comp.model, config.device, config.dtype)
+                encoder = query_encoder(model, config.device, config.dtype)
         self._encoder = encoder
         dim = comp.typed_params(DenseParams).dim
         if self._encoder.dim != dim:

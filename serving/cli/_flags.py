@@ -113,6 +113,8 @@ def add_retriever_flags(p: argparse.ArgumentParser) -> None:
     add_hybrid_flags(p)
     p.add_argument("--ef-search", type=int, default=None, help="dense HNSW: query-time ef (default: the index's)")
     p.add_argument("--nprobe", type=int, default=None, help="dense IVF: lists probed (default: the index's)")
+    p.add_argument("--untrained", action="store_true",
+                   help="dense: the encoder the index was built with, not the one `genret train dense` adapted")
 
 
 def check_task_flag(a: argparse.Namespace) -> str | None:
@@ -162,5 +164,6 @@ def retrieval_config(a: argparse.Namespace):
     check_ranges(a)
     check_task_flag(a)
 
-    dense = {"device": a.device, "dtype": a.dtype, "ef_search": a.ef_search, "nprobe": a.nprobe}
+    dense = {"device": a.device, "dtype": a.dtype, "ef_search": a.ef_search, "nprobe": a.nprobe,
+             "adapted": not getattr(a, "untrained", False)}
     return RetrievalConfig(dense=dense, generative=generative_section(a), hybrid=hybrid_section(a))

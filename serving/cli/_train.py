@@ -16,6 +16,7 @@ from typing import NamedTuple
 from ._common import task_files, usage
 from ._flags import add_retriever_flags, retrieval_config
 from ._rag import NO_INDEX, add_rag_flags, generator_config, open_from_args, rag_config
+from ._train_dense import cmd_train_dense, dense_flags
 
 _MIXED = {"float32": "no", "bfloat16": "bf16", "float16": "fp16"}  # --dtype names → accelerate's
 
@@ -289,6 +290,14 @@ TRAINERS: dict[str, Trainer] = {
         "plus keyword pseudo-queries labelled by the index's BM25 or dense retriever). --rank-loss adds an "
         "LTRGR-style second stage (margin between a gold unit's and BM25 hard negatives' span scores).",
         _retriever_flags, _cmd_train_retriever),
+    "dense": Trainer(
+        "`genret train dense INDEX TRAIN.jsonl`",
+        "fine-tune the index's dense encoder on a task (kept in the index, used by default)",
+        "Fine-tune the dense encoder the index was built with on a KILT training file (multiple-negatives ranking "
+        "loss, BM25 hard negatives), re-encode the index with it into its dense-adapted component (search, eval, "
+        "serve and rag use it; --untrained compares with the base encoder) and report R-Precision on a held-out "
+        "share of the file before and after.",
+        dense_flags, cmd_train_dense),
     "demos": Trainer(
         "`genret train demos DEMOS_DIR --task NAME=FILE --out DIR`",
         "train the UDR demonstration retriever with LM feedback", None,

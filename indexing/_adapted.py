@@ -1,0 +1,72 @@
+"""``dense-adapted``: a dense component whose encoder was fine-tuned on a task and lives inside the index.
+
+``genret train dense`` fine-tunes the index's dense encoder (``genret.retrieval``: pairs from a task's training
+file, hard negatives) and hands the model folder to ``write_adapted_dense``, which copies it into the index as
+``adapted/dense-model/``, encodes every unit with it into ``adapted/dense.f32``, builds the FAISS index the
+``dense`` component has (same type and parameters) as ``adapted/dense.faiss``, and records the component
+``dense-adapted`` (kind ``dense-faiss``; ``params.model_dir`` names the model folder, ``params.trained`` says
+what it was trained on) with the checksums of every file, the model's included.  The base ``dense`` component
+is left as it is: the dense retriever reads the adapted one by default and the base one when asked
+(``DenseSearchConfig.adapted``).  All of it is written on a staged copy under the index's write lock and swapped
+in whole, as ``add`` does; ``add`` encodes new units with the adapted encoder too.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from ..core import NotFoundError, staged_dir, write_lock
+from ._dense import DENSE_KIND, DenseConfig, build_dense
+from ._manifest import Component, Manifest, file_entries, read_manifest, write_manifest
+from ._store import STORE_FILE, UnitStore
+from ._verify import verify_files
+
+ADAPTED_DENSE = "dense-adapted"
+ADAPTED_DIR = "adapted"
+MODEL_DIR = f"{ADAPTED_DIR}/dense-model"
+
+
+def write_adapted_dense(index_dir: str | Path, model_dir: str | Path, *, trained: dict[str, Any],
+                        device: str = "auto", dtype: str = "auto", batch_size: int = 64,
+                        progress: bool = True) -> Manifest:
+    """Put the fine-tuned sentence-transformers model in ``model_dir`` into the index at ``index_dir`` as its
+    ``dense-adapted`` component (replacing an earlier one); returns the new manifest.  ``trained``: what the
+    model was trained on and how (recorded in the component).  ``NotFoundError`` when the index has no ``dense``
+    component (its FAISS settings and text layout are the ones the adapted component keeps)."""
+    src = Path(index_dir)
+    with write_lock(src):
+        manifest = read_manifest(src)
+        base = manifest.components.get("dense")
+        if base is None or base.kind != DENSE_KIND:
+            raise NotFoundError(f"index {src} has no dense component to adapt; build it with `genret index … --dense`")
+        verify_files(src, manifest)
+        t0 = time.perf_counter()
+        with staged_dir(src, "adapting", copy_from=src) as tmp:
+            shutil.rmtree(tmp / ADAPTED_DIR, ignore_errors=True)
+            (tmp / ADAPTED_DIR).mkdir()
+            shutil.copytree(model_dir, tmp / MODEL_DIR)
+            p = base.params
+            fields = {k: p[k] for k in DenseConfig.model_fields
+                      if k in p and k not in ("model", "device", "dtype", "batch_size")}
+            config = DenseConfig(model=str(tmp / MODEL_DIR), device=device, dtype=dtype, batch_size=batch_size,
+                                 **fields)
+            store = UnitStore(tmp / STORE_FILE)
+            try:
+                built = build_dense(store, tmp / ADAPTED_DIR, config, progress=progress)
+            finally:
+                store.close()
+            model_files = sorted(str(f.relative_to(tmp)) for f in (tmp / MODEL_DIR).rglob("*") if f.is_file())
+            params = {**built.params, "faiss_file": f"{ADAPTED_DIR}/{built.params['faiss_file']}",
+                      "embeddings_file": f"{ADAPTED_DIR}/dense.f32", "model_dir": MODEL_DIR,
+                      "base_model": base.model, "trained": trained}
+            files = {f"{ADAPTED_DIR}/{name}": entry for name, entry in built.files.items()}
+            files.update(file_entries(tmp, model_files))
+            component = Component(kind=DENSE_KIND, params=params, model=MODEL_DIR, files=files,
+                                  build_seconds=round(time.perf_counter() - t0, 3))
+            components = {**manifest.components, ADAPTED_DENSE: component}
+            new = manifest.model_copy(update={"components": components})
+            write_manifest(tmp, new)
+        return read_manifest(src)
