@@ -79,13 +79,34 @@ def cmd_train_dense(a: argparse.Namespace) -> int:
                                 dtype=a.dtype, progress=not a.quiet)
             with Index(a.index) as adapted:
                 after = _rprec(adapted, held_file, "dense", True) if held else {}
+                fusion = _fit_fusion(a, adapted, held_file) if held and a.fusion else None
     summary = {"index": a.index, "component": ADAPTED_DENSE, "train_records": len(train),
                "held_out_records": len(held), **stats, "held_out_rprec": {"before": before, "after": after}}
+    if fusion is not None:
+        summary["fusion"] = fusion
     print(json.dumps(summary, indent=1))
     if held:
         print(f"held-out R-Precision ({len(held)} of {len(records)} records), dense before → after: " + ", ".join(
             f"{lv} {before[lv]:.1f} → {after[lv]:.1f}" for lv in before), file=sys.stderr)
     return 0
+
+
+def _fit_fusion(a: argparse.Namespace, index, held_file: str) -> dict | None:
+    """With ``--fusion``: the hybrid's fusion fitted on the held-out fold (records the adapted encoder never saw),
+    saved as the index's ``hybrid-weights.json`` (``genret tune``'s file; the old one was fitted for the base
+    encoder); its table on stderr.  None when the index has fewer than two retrievers."""
+    from genret.eval import tune_fusion
+    from genret.retrieval import RetrievalConfig, base_retrievers
+
+    from ._tune import format_table
+
+    if len(base_retrievers(index)) < 2:
+        print("--fusion: the index has one retriever; no hybrid to fit", file=sys.stderr)
+        return None
+    config = RetrievalConfig(dense={"device": a.device, "adapted": True}, hybrid={"tuned": "off"})
+    doc, path = tune_fusion(index, held_file, config=config, task_name=a.task, progress=not a.quiet)
+    print(format_table(doc), file=sys.stderr)
+    return {"file": str(path), "method": doc.method, "weights": doc.weights, "results": doc.results}
 
 
 def dense_flags(p: argparse.ArgumentParser) -> None:
@@ -105,5 +126,6 @@ def dense_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
                    help="training autocast and re-encoding precision (auto: bfloat16 where native)")
     p.add_argument("--seed", type=int, default=13)
+    p.add_argument("--fusion", action="store_true", help="then fit the hybrid's fusion on the held-out records "
+                   "(`genret tune`'s grid; never below the best member there) and save it in the index")
     p.add_argument("--force", action="store_true", help="train again when the index already holds this training")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -109,3 +109,17 @@ def test_an_index_without_dense_cannot_be_adapted(data_dir, tmp_path):
         write_adapted_dense(out, tmp_path, trained={})
     with Index(out) as index, pytest.raises(NotFoundError, match="no dense component"):
         fine_tune_dense(index, [DensePair("q", (("p-oil", 1),))], tmp_path / "m", DenseTrainConfig(device="cpu"))
+
+
+def test_fusion_is_fitted_on_the_held_out_records(adapted, tmp_path, capsys):
+    index_dir, args = adapted
+    copy = tmp_path / "idx"
+    shutil.copytree(index_dir, copy)
+    assert main([*args[:2], str(copy), *args[3:], "--force", "--fusion"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    fusion = summary["fusion"]
+    assert fusion["file"] == str(copy / "hybrid-weights.json") and set(fusion["weights"]) == {"dense", "bm25"}
+    results = fusion["results"]
+    best_member = max(results["dense alone"]["objective"], results["bm25 alone"]["objective"])
+    assert results["fused (chosen)"]["objective"] >= best_member  # never below the best member on that fold
+    assert json.loads((copy / "hybrid-weights.json").read_text())["dev"]["records"] == 2
