@@ -5,6 +5,7 @@ trains (``dev_callback``), and the built-in demo task."""
 
 # predictions and reports
 from ._runner import LEVELS, dev_callback, evaluate, predict
+from ._report import EvalReport, LevelMetrics
 from ._rag_eval import RAG_SETTINGS, compare_rag, evaluate_rag, predict_rag, rag_table
 from ._suite import SuiteConfig, load_suite, run_suite
 from ._fusion_tune import tune_fusion
@@ -23,8 +24,8 @@ from ._ir_metrics import ir_scores, paired_p
 from ._demo_task import write_demo
 
 __all__ = [
-    "LEVELS", "RAG_SETTINGS", "SuiteConfig", "compare_rag", "dev_callback", "downstream_scores", "evaluate",
-    "evaluate_rag", "ir_scores", "load_suite", "normalize_answer", "paired_p", "predict", "predict_rag", "rag_table",
-    "read_kilt",
-    "read_qrels", "retrieval_scores", "run_suite", "score", "tune_fusion", "write_demo", "write_kilt", "write_trec_run",
+    "EvalReport", "LEVELS", "LevelMetrics", "RAG_SETTINGS", "SuiteConfig", "compare_rag", "dev_callback",
+    "downstream_scores", "evaluate", "evaluate_rag", "ir_scores", "load_suite", "normalize_answer", "paired_p",
+    "predict", "predict_rag", "rag_table", "read_kilt", "read_qrels", "retrieval_scores", "run_suite", "score",
+    "tune_fusion", "write_demo", "write_kilt", "write_trec_run",
 ]

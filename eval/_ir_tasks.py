@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from genret.core import InputError
+from genret.core import ConfigError, InputError
 from genret.indexing import open_text
 
 from ._kilt_io import id_key, read_kilt
@@ -48,10 +48,15 @@ class EvalTask:
 
 
 def load_task(path: str | os.PathLike[str], *, qrels: str | os.PathLike[str] | None = None,
-              split: str = "test") -> EvalTask:
-    """Read a task (see the module docstring); ``qrels`` replaces a BEIR folder's own ``qrels/SPLIT.tsv``."""
+              split: str | None = None) -> EvalTask:
+    """Read a task (see the module docstring); ``qrels`` replaces a BEIR folder's own ``qrels/SPLIT.tsv``
+    (``split`` default ``test``; a split names a BEIR folder's qrels only, so it is refused for other tasks)."""
     p = Path(path)
+    if split is not None and not p.is_dir():
+        raise ConfigError(f"{p}: a split ({split!r}) picks a BEIR folder's qrels/SPLIT.tsv, and this is a file; "
+                          "evaluate the split's own file instead")
     if p.is_dir():
+        split = split or "test"
         qrels_path = Path(qrels) if qrels is not None else p / "qrels" / f"{split}.tsv"
         if qrels is None and not qrels_path.is_file():
             have = sorted(f.stem for f in (p / "qrels").glob("*.tsv")) if (p / "qrels").is_dir() else []

@@ -8,15 +8,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from genret.core import GenretError, progress_bar
+from genret.core import ConfigError, GenretError, progress_bar
 from genret.indexing import Index
 from genret.retrieval import Hit, RetrievalConfig, Retriever, load_retriever
 
 from ._ir_metrics import ir_scores, kilt_per_query
 from ._ir_tasks import load_task, qrels_from_gold
 from ._kilt_io import id_key, read_kilt, write_kilt
+from ._report import EvalReport
 from ._score import score
-from ._trec import doc_run, write_trec_run
+from ._trec import doc_id, doc_run, write_trec_run
 
 log = logging.getLogger("genret")
 
@@ -76,27 +77,36 @@ def predict(r: Retriever, task: list[dict], k: int = 100, *, batch_size: int = 6
             for rec, hits in zip(task, results)]
 
 
+def default_ks(k: int) -> tuple[int, ...]:
+    """The cut-offs reported for ``k`` hits: ``DEFAULT_KS`` up to ``k``, and ``k`` itself."""
+    return tuple(sorted({c for c in DEFAULT_KS if c <= k} | {k}))
+
+
 def evaluate(index: str | Path | Index, task_path: str | Path, retriever: str | None = None, k: int = 100, *,
-             ks: tuple[int, ...] = DEFAULT_KS, levels: tuple[str, ...] = ("page", "passage"),
+             ks: tuple[int, ...] | None = None, levels: tuple[str, ...] = ("page", "passage"),
              out: str | Path | None = None, config: RetrievalConfig | None = None, with_text: int = 20,
              task_name: str | None = None, max_records: int | None = None, progress: bool = True,
-             qrels: str | Path | None = None, split: str = "test", trec_run: str | Path | None = None,
-             per_query: bool = False) -> dict:
+             qrels: str | Path | None = None, split: str | None = None, trec_run: str | Path | None = None,
+             per_query: bool = False) -> EvalReport:
     """Retrieve for every record of a task and score at each level, with KILT's metrics and IR metrics.
 
-    The task is a KILT task file, a BEIR folder (its ``split`` qrels) or a query file with ``qrels`` (see
-    ``_ir_tasks``); tasks from judgments have a page level only.  Returns ``{"task", "records", "retriever", "k",
-    "seconds", "levels": {level: KILT metrics}, "ir": {level: IR metrics}, "qrels"}``, ``"qrels"`` naming the
-    judgments the IR metrics used (a file, or ``gold provenance``); with ``per_query``, also ``"per_query":
-    {level: {metric: {record id: value}}}`` for both kinds of metrics.  With ``out``, the predictions are
-    written there (KILT JSONL); with ``trec_run``, the page-level run (passage level when there is no page level)
-    as a TREC run file.  Unit text is kept for the first ``with_text`` hits only, so the text-based metrics
-    (``answer_in_context@k`` and its kin) are reported for ``k <= with_text`` only; tasks from judgments have no
-    answers and report none of them.
+    The task is a KILT task file, a BEIR folder (its ``split`` qrels, default ``test``; a ``split`` for another
+    task is refused) or a query file with ``qrels`` (see ``_ir_tasks``); tasks from judgments have a page level
+    only.  A task none of whose gold documents is in the index is refused (``GenretError``: the wrong corpus, or
+    the wrong task); one with some of them missing is evaluated with a warning.  Metrics are reported at the
+    cut-offs ``ks`` (default ``default_ks(k)``; none may exceed ``k``).  Returns an ``EvalReport``:
+    ``report.page`` and ``report.passage`` hold each level's KILT and IR metrics, ``"qrels"`` names the judgments
+    the IR metrics used (a file, or ``gold provenance``); with ``per_query``, also ``per_query``: ``{level:
+    {metric: {record id: value}}}`` for both kinds of metrics (``report.to_dict()``: all of it as a dict, which
+    ``report["levels"]`` and the like read too).  With ``out``, the predictions are written there (KILT JSONL);
+    with ``trec_run``, the page-level run (passage level when there is no page level) as a TREC run file.  Unit
+    text is kept for the first ``with_text`` hits only, so the text-based metrics (``answer_in_context@k`` and its
+    kin) are reported for ``k <= with_text`` only; tasks from judgments have no answers and report none of them.
     """
     unknown = [lv for lv in levels if lv not in LEVELS]
     if unknown:
         raise GenretError(f"unknown level(s) {unknown}; use {sorted(LEVELS)}")
+    ks = _cut_offs(ks, k)
     opened = index if isinstance(index, Index) else Index(index)
     try:
         task = load_task(task_path, qrels=qrels, split=split)
@@ -107,6 +117,7 @@ def evaluate(index: str | Path | Index, task_path: str | Path, retriever: str | 
         gold = task.records[:max_records]
         if not gold:
             raise GenretError(f"{task_path} holds no records")
+        check_gold_in_index(opened, gold, task_path)
         r = load_retriever(opened, retriever, config)
         t0 = time.perf_counter()
         preds = predict(r, gold, k, with_text=with_text, task_name=task_name, progress=progress,
@@ -117,26 +128,49 @@ def evaluate(index: str | Path | Index, task_path: str | Path, retriever: str | 
             opened.close()
     if out is not None:
         write_kilt(out, preds)
-    report = {"task": str(task_path), "records": len(gold), "retriever": r.name, "k": k,
-              "seconds": round(seconds, 3), "levels": {}, "ir": {},
-              "qrels": task.qrels_source or "gold provenance"}
-    if per_query:
-        report["per_query"] = {}
+    report = EvalReport(str(task_path), len(gold), r.name, k, round(seconds, 3), {}, {},
+                        task.qrels_source or "gold provenance", {} if per_query else None)
     asked = {id_key(rec["id"]) for rec in gold}
     run_level = "page" if "page" in levels else levels[0]
     for lv in levels:
         metrics = score(preds, gold, ks=ks, rank_keys=LEVELS[lv], downstream=False)["retrieval"]
-        report["levels"][lv] = _drop_textless(metrics, 0 if task.judged else with_text)
+        report.levels[lv] = _drop_textless(metrics, 0 if task.judged else with_text)
         judged = task.qrels if task.qrels is not None and lv == "page" else qrels_from_gold(gold, LEVELS[lv])
         run = doc_run(preds, LEVELS[lv])
-        report["ir"][lv], ir_values = ir_scores({q: d for q, d in judged.items() if q in asked}, run, ks,
-                                                per_query=per_query)
+        report.ir[lv], ir_values = ir_scores({q: d for q, d in judged.items() if q in asked}, run, ks,
+                                             per_query=per_query)
         if trec_run is not None and lv == run_level:
             write_trec_run(trec_run, run, f"genret-{r.name}")
-        if per_query:
+        if report.per_query is not None:
             kilt = kilt_per_query(preds, gold, ks, LEVELS[lv])
-            report["per_query"][lv] = {**{m: kilt[m] for m in report["levels"][lv]}, **ir_values}
+            report.per_query[lv] = {**{m: kilt[m] for m in report.levels[lv]}, **ir_values}
     return report
+
+
+def _cut_offs(ks: tuple[int, ...] | None, k: int) -> tuple[int, ...]:
+    if ks is None:
+        return default_ks(k)
+    over = sorted({c for c in ks if c > k})
+    if over:
+        raise ConfigError(f"cut-off(s) {over} exceed k={k}: only {k} hits are retrieved a record")
+    return tuple(ks)
+
+
+def check_gold_in_index(index: Index, gold: list[dict], task_path: str | Path) -> None:
+    """Refuse a task none of whose gold pages is in ``index`` (every metric would be 0: the wrong corpus or the
+    wrong task); warn when only some are.  A task without gold provenance passes."""
+    pages = {doc for rec in gold for output in rec.get("output") or [] for item in output.get("provenance") or []
+             if (doc := doc_id(item, LEVELS["page"])) is not None}
+    if not pages:
+        return
+    found = index.store.pages_in(pages)
+    missing = sorted(pages - found)
+    if len(found) == 0:
+        raise GenretError(f"none of the {len(pages)} gold documents of {task_path} is in the index {index.path} "
+                          f"(e.g. {missing[0]!r}): is the index built from this task's corpus?")
+    if missing:
+        log.warning("%d of the %d gold documents of %s are not in the index %s (e.g. %r): the queries that need "
+                    "them cannot score fully", len(missing), len(pages), task_path, index.path, missing[0])
 
 
 _TEXT_METRICS = ("answer_in_context@", "answer_and_ent_in_context@", "entity_in_context@")

@@ -43,7 +43,7 @@ from genret.core import GenretError, InputError
 from genret.indexing import Index
 
 from ._ir_metrics import paired_p
-from ._runner import DEFAULT_KS, LEVELS, evaluate
+from ._runner import DEFAULT_KS, LEVELS, default_ks, evaluate
 
 
 class SuiteTask(BaseModel):
@@ -52,7 +52,7 @@ class SuiteTask(BaseModel):
     index: Path
     file: Path
     qrels: Path | None = None
-    split: str = "test"
+    split: str | None = None  # BEIR folders: which qrels/SPLIT.tsv (default test)
     retrievers: list[str] | None = None
     levels: list[str] | None = None
 
@@ -198,7 +198,7 @@ def run_suite(suite: SuiteConfig | str | Path, out_dir: str | Path, *, progress:
     out = Path(out_dir)
     (out / "predictions").mkdir(parents=True, exist_ok=True)
     (out / "runs").mkdir(exist_ok=True)
-    ks = sorted(set(suite.ks))
+    ks = sorted(set(suite.ks if "ks" in suite.model_fields_set else default_ks(suite.k)))
     rows: list[dict] = []
     per_query: list[dict] = []
     for task in suite.tasks:

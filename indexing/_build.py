@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..core import GenretError, InputError, progress_bar, staged_dir, write_lock
 from ._bm25 import BM25Config, build_bm25
-from ._corpus import ReadStats, corpus_file, read_corpus
+from ._corpus import Page, ReadStats, corpus_file, read_corpus
 from ._dense import DenseConfig, build_dense
 from ._manifest import Component, CorpusInfo, Manifest, UnitsInfo, file_entries, is_index_dir, write_manifest
 from ._store import STORE_FILE, StoreWriter, UnitStore
@@ -78,14 +78,18 @@ def _version() -> str:
 
 
 def ingest(paths: list[str], writer: StoreWriter, config: IndexConfig, progress: bool,
-           digest=None, early: Iterable[EarlyWork] = ()) -> ReadStats:
+           digest=None, early: Iterable[EarlyWork] = (), keep: Callable[[Page], bool] | None = None) -> ReadStats:
     """Stream corpus pages into ``writer`` (units cut as ``config.units`` says), updating ``digest``; each of
-    ``early`` sees every page's unit texts too."""
+    ``early`` sees every page's unit texts too.  ``keep``: whether a page goes in (the stats count every page
+    read)."""
     stats = ReadStats()
     digest = digest if digest is not None else hashlib.sha256()
     with progress_bar(None, "reading corpus", progress) as bar:
         for page in read_corpus(paths, fmt=config.corpus_format, skip_bad=config.skip_bad, stats=stats,
                                 field_map=config.field_map):
+            if keep is not None and not keep(page):
+                bar.update(1)
+                continue
             canon = json.dumps([page.page_id, page.title, page.paragraphs], ensure_ascii=False)
             digest.update(canon.encode("utf-8"))
             digest.update(b"\n")
@@ -143,15 +147,17 @@ def check_replaceable(out: Path, force: bool) -> None:
     """``out`` may be written: it does not exist, or ``force`` is given and it is an empty folder or an index."""
     if not out.exists() and not out.is_symlink():
         return
+    flags = {"force=True": "--force"}  # the CLI's spelling (GenretError.cli_message)
     if not force:
-        raise GenretError(f"{out} already exists; pass --force to replace it")
+        raise GenretError(f"{out} already exists; pass force=True to replace it", flags=flags)
     if not out.is_dir() or out.is_symlink():
-        raise GenretError(f"{out} is not a folder; --force replaces only a genret index or an empty folder")
+        raise GenretError(f"{out} is not a folder; force=True replaces only a genret index or an empty folder",
+                          flags=flags)
     entries = sorted(p.name for p in out.iterdir())
     if entries and not is_index_dir(out):
         shown = ", ".join(entries[:3]) + (", …" if len(entries) > 3 else "")
-        raise GenretError(f"{out} is not a genret index (it holds {shown}); --force replaces only a genret index "
-                          "or an empty folder: remove it yourself or choose another --out")
+        raise GenretError(f"{out} is not a genret index (it holds {shown}); force=True replaces only a genret index "
+                          "or an empty folder: remove it yourself or write the index elsewhere", flags=flags)
 
 
 def _build(paths: list[str], out: Path, config: IndexConfig, progress: bool) -> Manifest:

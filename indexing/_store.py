@@ -89,6 +89,37 @@ class StoreWriter:
                                  path=row[4], line=row[5], field="id")
         raise AssertionError("integrity error without a duplicate page id")
 
+    def remove_pages(self, page_ids: Iterable[str]) -> tuple[list[int], int]:
+        """Remove these pages and their units, the others renumbered in their order (unit ids stay 0..N-1, as
+        every component's rows and document numbers need); before anything is added.  Returns the removed
+        units' former ids, ascending, and how many paragraphs the removed pages had."""
+        self._flush()
+        db = self._db
+        db.execute("CREATE TEMP TABLE doomed (page_id TEXT PRIMARY KEY)")
+        db.executemany("INSERT OR IGNORE INTO temp.doomed VALUES (?)", [(str(p),) for p in page_ids])
+        gone = "(SELECT idx FROM pages WHERE page_id IN (SELECT page_id FROM temp.doomed))"
+        removed = [r[0] for r in db.execute(f"SELECT id FROM units WHERE page IN {gone} ORDER BY id")]
+        paragraphs = db.execute(f"SELECT COALESCE(SUM(n_paragraphs), 0) FROM pages WHERE idx IN {gone}").fetchone()[0]
+        db.executescript(f"""
+            CREATE TEMP TABLE page_map AS SELECT idx AS old, ROW_NUMBER() OVER (ORDER BY idx) - 1 AS new
+                FROM pages WHERE idx NOT IN {gone};
+            CREATE TEMP TABLE kept_pages AS SELECT m.new, p.page_id, p.title, p.n_paragraphs, p.source, p.line
+                FROM pages p JOIN temp.page_map m ON m.old = p.idx;
+            CREATE TEMP TABLE kept_units AS SELECT ROW_NUMBER() OVER (ORDER BY u.id) - 1, m.new, u.start_par,
+                u.start_char, u.end_par, u.end_char, u.text FROM units u JOIN temp.page_map m ON m.old = u.page;
+            DELETE FROM units;
+            DELETE FROM pages;
+            INSERT INTO pages SELECT * FROM temp.kept_pages ORDER BY 1;
+            INSERT INTO units SELECT * FROM temp.kept_units ORDER BY 1;
+            DROP TABLE temp.page_map;
+            DROP TABLE temp.kept_pages;
+            DROP TABLE temp.kept_units;
+            DROP TABLE temp.doomed;
+        """)
+        self.n_pages = db.execute("SELECT COUNT(*) FROM pages").fetchone()[0]
+        self.n_units = db.execute("SELECT COUNT(*) FROM units").fetchone()[0]
+        return removed, paragraphs
+
     def close(self) -> None:
         self._flush()
         self._db.execute("CREATE INDEX IF NOT EXISTS units_by_page ON units(page, start_par)")
@@ -143,6 +174,18 @@ class UnitStore:
         with self._lock:
             rows = self._db.execute(sql + " ORDER BY u.id", args).fetchall()
         return [StoredUnit(*r) for r in rows]
+
+    def pages_in(self, page_ids: Iterable[str]) -> set[str]:
+        """Which of ``page_ids`` are pages of the store."""
+        wanted = sorted({str(p) for p in page_ids})
+        found: set[str] = set()
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start:start + 500]
+            with self._lock:
+                rows = self._db.execute(f"SELECT page_id FROM pages WHERE page_id IN ({','.join('?' * len(chunk))})",
+                                        chunk).fetchall()
+            found.update(r[0] for r in rows)
+        return found
 
     def iter_units(self, batch: int = 1024) -> Iterator[list[StoredUnit]]:
         """All units in id order, in lists of ``batch``."""

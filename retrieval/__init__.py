@@ -25,11 +25,11 @@ _RAG_NAMES = frozenset({"Generator", "GeneratorConfig", "RagConfig", "RagPipelin
 
 __all__ = [
     "BM25Retriever", "BM25SearchConfig", "DEFAULT_MEMBER_WEIGHTS", "Demo", "DensePair", "DenseRetriever",
-    "DenseSearchConfig", "DenseTrainConfig", "GenerativeConfig", "GenerativeRetriever", "Generator", "GeneratorConfig", "Hit", "HybridConfig",
-    "HybridRetriever", "Provenance", "REGISTRY", "RagConfig", "RagPipeline", "RetrievalConfig", "Retriever",
-    "TASKS", "Task",
-    "available_retrievers", "base_retrievers", "check_task", "fine_tune_dense", "load_generator", "load_hybrid", "load_ray_retriever",
-    "load_retriever",
+    "DenseSearchConfig", "DenseTrainConfig", "GenerativeConfig", "GenerativeRetriever", "Generator", "GeneratorConfig",
+    "Hit", "HybridConfig", "HybridRetriever", "Provenance", "REGISTRY", "RagConfig", "RagPipeline", "RetrievalConfig",
+    "Retriever", "TASKS", "Task",
+    "available_retrievers", "base_retrievers", "check_task", "fine_tune_dense", "load_generator", "load_hybrid",
+    "load_ray_retriever", "load_retriever",
     "open_pipeline",
     "retriever_granularities",
 ]

@@ -15,9 +15,11 @@ climate_fever's 363 training claims took about a minute on 2 cores and lifted de
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -139,17 +141,34 @@ def fine_tune_dense(index: Index, pairs: Sequence[DensePair], out: str | Path,
 
         raise InputError(f"{len(rows)} training pair(s) with a gold passage in the index: nothing to train on")
     mined = time.perf_counter() - t0
-    with model_load_lock():
-        from sentence_transformers import SentenceTransformer
+    with _bars(progress):
+        with model_load_lock():
+            from sentence_transformers import SentenceTransformer
 
-        device = resolve_device(config.device)
-        model = SentenceTransformer(resolve_model_path(index.component("dense").model), device=device)
-    model.max_seq_length = config.max_seq_length
-    dtype = resolve_dtype(config.dtype, device, role="dense training", fallback="float32")
-    stats = _train(model, rows, out, config, device, dtype, progress)
+            device = resolve_device(config.device)
+            model = SentenceTransformer(resolve_model_path(index.component("dense").model), device=device)
+        model.max_seq_length = config.max_seq_length
+        dtype = resolve_dtype(config.dtype, device, role="dense training", fallback="float32")
+        stats = _train(model, rows, out, config, device, dtype, progress)
     model.save(str(out))
     return {"rows": len(rows), "queries": len(pairs), "mining_seconds": round(mined, 1), **stats,
             "precision": dtype, "seconds": round(time.perf_counter() - t0, 1)}
+
+
+@contextmanager
+def _bars(progress: bool) -> Iterator[None]:
+    """Without ``progress``, the libraries' own bars (weight loading, the model card's examples) stay quiet too:
+    tqdm reads ``TQDM_DISABLE`` (set for the block only)."""
+    before = os.environ.get("TQDM_DISABLE")
+    if not progress:
+        os.environ["TQDM_DISABLE"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = before
 
 
 def _train(model, rows: list[dict[str, str]], out: str | Path, config: DenseTrainConfig, device: str, dtype: str,

@@ -214,7 +214,8 @@ def build_demo_pool(pool_file: str | Path, task: str, demos_dir: str | Path, *, 
     if not pool_file.is_file():
         raise InputError("no such file", path=str(pool_file))
     if out.exists() and not force:
-        raise GenretError(f"{out} already exists; pass --force to replace the pool of task {task!r}")
+        raise GenretError(f"{out} already exists; pass force=True to replace the pool of task {task!r}",
+                          flags={"force=True": "--force"})
     if instruction is None:
         instruction = resolve_answer_task(task)[1].demo_instruction
     if os.path.isdir(model):  # a local model path: record it absolute, so the pool works from any directory

@@ -289,7 +289,7 @@ def train_demos(demos_dir: str | Path, tasks: dict[str, str | Path], generator: 
     for name in tasks:
         check_task_name(name)
     if out.exists() and not force:
-        raise GenretError(f"{out} already exists; pass --force to replace it")
+        raise GenretError(f"{out} already exists; pass force=True to replace it", flags={"force=True": "--force"})
     if out.resolve() == demos_dir.resolve():
         raise ConfigError("the output directory must differ from the demos directory it trains on")
     t0 = time.perf_counter()

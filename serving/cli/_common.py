@@ -10,6 +10,7 @@ import errno
 import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -36,11 +37,37 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 class Parser(argparse.ArgumentParser):
     """genret's argument parser: ``HelpFormatter`` unless told otherwise; subcommand parsers are of this class too
-    (``add_subparsers`` makes parsers of its parser's class)."""
+    (``add_subparsers`` makes parsers of its parser's class).  A usage error is one line on stderr that points at
+    the command's ``--help`` (argparse would print the whole usage block first), exit 2."""
 
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"genret: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+    def parse_args(self, args=None, namespace=None) -> argparse.Namespace:  # type: ignore[override]
+        """As argparse's, but arguments no command takes are refused with the page of the command given."""
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:
+            page = getattr(parsed, HELP_PAGE, self.prog)
+            self.exit(2, f"genret: error: unrecognized arguments: {' '.join(extra)} (see {page} --help)\n")
+        return parsed
+
+
+HELP_PAGE = "help_page"  # the namespace attribute naming the command's --help (``add_output_flags``)
+
+
+def add_output_flags(p: argparse.ArgumentParser, *, logs_info: bool = False) -> None:
+    """``-q/--quiet`` and ``-v/--verbose`` (every command has them), and the command's help page for its errors.
+    ``logs_info``: the command's INFO log is its running report (serve, train), shown unless ``--quiet``."""
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="print nothing but results and errors (no progress bars, no log lines)")
+    p.add_argument("-v", "--verbose", action="count", default=0,
+                   help="logs on stderr: -v what happens (INFO), -vv everything genret logs (DEBUG); default: "
+                   + ("INFO" if logs_info else "warnings only"))
+    p.set_defaults(**{HELP_PAGE: p.prog, "logs_info": logs_info})
 
 
 class UsageError(Exception):

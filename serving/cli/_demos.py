@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._common import add_output_flags
+
 
 def _cmd_index_demos(a: argparse.Namespace) -> int:
     from genret.retrieval.demos import build_demo_pool
@@ -33,5 +35,5 @@ def register(sub) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--skip-bad", action="store_true", help="skip malformed lines and report a count")
     p.add_argument("--force", action="store_true", help="replace the task's existing pool")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_output_flags(p)
     p.set_defaults(func=_cmd_index_demos)

@@ -10,7 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ._common import usage
+from ._common import add_output_flags, usage
 from ._flags import add_dtype_flag
 
 FAISS_FACTORY_HELP = ("any FAISS index_factory string, inner product: e.g. 'HNSW32,Flat', 'IVF4096,PQ48', "
@@ -67,10 +67,15 @@ def _field_map(spec: str | None) -> dict[str, str]:
 
 
 def _cmd_add(a: argparse.Namespace) -> int:
-    from genret.indexing import add_to_index
+    from genret.indexing import add_to_index, read_manifest
 
+    before = read_manifest(a.index).corpus.sha256 if a.skip_existing else None
     m = add_to_index(a.index, a.corpus, skip_bad=a.skip_bad, corpus_format=a.format, device=a.device,
-                     dtype=a.dtype, progress=not a.quiet, field_map=_field_map(a.field_map) or None)
+                     dtype=a.dtype, progress=not a.quiet, field_map=_field_map(a.field_map) or None,
+                     skip_existing=a.skip_existing, replace=a.replace)
+    if m.corpus.sha256 == before:  # --skip-existing, and nothing new: the index is as it was
+        print(f"{a.index}: nothing to add: every page read is already in the index ({m.corpus.pages} pages)")
+        return 0
     print(f"{a.index}: now {m.corpus.pages} pages, {m.units.count} {m.units.kind} units; components updated: "
           + ", ".join(n for n in m.components if n != "store"))
     return 0
@@ -117,6 +122,7 @@ def register(sub) -> None:
     _add_verify_parser(sub)
     dd = sub.add_parser("demo-data", help="write the demo corpus (stdlib docstrings) and its questions")
     dd.add_argument("out")
+    add_output_flags(dd)
     dd.set_defaults(func=_cmd_demo_data)
 
 
@@ -156,7 +162,6 @@ def _add_index_parser(sub) -> None:
     ix.add_argument("--batch-size", type=int, default=64)
     ix.add_argument("--skip-bad", action="store_true", help="skip malformed records and report a count")
     ix.add_argument("--force", action="store_true", help="replace an existing index directory")
-    ix.add_argument("--quiet", action="store_true", help="no progress bars")
     ix.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                     help="build on Ray (pip install 'genret[ray]'): the cluster at ADDRESS ('auto', "
                     "'ray://host:10001'), or a local one without it")
@@ -166,6 +171,7 @@ def _add_index_parser(sub) -> None:
                     help="--ray: encoder actors (default one per GPU, else half the CPUs)")
     ix.add_argument("--ray-cpus", type=int, default=None, metavar="N", help="--ray without ADDRESS: the local "
                     "cluster's CPUs (default all)")
+    add_output_flags(ix)
     ix.set_defaults(func=_cmd_index)
 
 
@@ -177,9 +183,14 @@ def _add_add_parser(sub) -> None:
                     help="as for `genret index`")
     ad.add_argument("--field-map", default=None, metavar="MAP", help="as for `genret index`")
     ad.add_argument("--skip-bad", action="store_true")
+    known = ad.add_mutually_exclusive_group()
+    known.add_argument("--skip-existing", action="store_true",
+                       help="leave out pages whose id is already in the index (default: refuse them)")
+    known.add_argument("--replace", action="store_true",
+                       help="replace pages whose id is already in the index with the new ones")
     ad.add_argument("--device", default="auto")
     add_dtype_flag(ad)
-    ad.add_argument("--quiet", action="store_true")
+    add_output_flags(ad)
     ad.set_defaults(func=_cmd_add)
 
 
@@ -193,7 +204,7 @@ def _add_rebuild_dense_parser(sub) -> None:
     rb.add_argument("--ivf-nlist", type=int, default=None)
     rb.add_argument("--pq-m", type=int, default=None)
     rb.add_argument("--device", default="auto")
-    rb.add_argument("--quiet", action="store_true")
+    add_output_flags(rb)
     rb.set_defaults(func=_cmd_rebuild_dense)
 
 
@@ -202,5 +213,5 @@ def _add_verify_parser(sub) -> None:
                       description=VERIFY_DESCRIPTION)
     v.add_argument("index")
     v.add_argument("--json", action="store_true", help="print the report as JSON")
-    v.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_output_flags(v)
     v.set_defaults(func=_cmd_verify)

@@ -8,7 +8,7 @@ import json
 import sys
 from contextlib import ExitStack
 
-from ._common import text_arg
+from ._common import add_output_flags, text_arg, usage
 from ._flags import add_retriever_flags, retrieval_config
 
 NO_INDEX = "none"
@@ -95,12 +95,11 @@ def _print_answer(result, as_json: bool) -> None:
 
 def _cmd_rag(a: argparse.Namespace) -> int:
     """``genret rag INDEX "question"`` or ``genret rag INDEX --input FILE [--out FILE]``."""
-    from genret.core import GenretError
     from genret.eval import predict_rag, read_kilt, write_kilt
 
     config = retrieval_config(a)  # --task checked first
     if (a.question is None) == (a.input is None):
-        raise GenretError('give either a question or --input FILE: genret rag INDEX "question"')
+        raise usage('give either a question or --input FILE: genret rag INDEX "question"')
     if a.question is not None:
         text_arg(a.question, "question")
     with ExitStack() as stack:
@@ -131,5 +130,5 @@ def register(sub) -> None:
     add_retriever_flags(rg)
     add_rag_flags(rg)
     rg.add_argument("--json", action="store_true")
-    rg.add_argument("--quiet", action="store_true")
+    add_output_flags(rg)
     rg.set_defaults(func=_cmd_rag)

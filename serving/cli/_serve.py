@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from ._common import add_output_flags
 from ._flags import add_dtype_flag
 
 
@@ -36,6 +37,10 @@ def _cmd_serve(a: argparse.Namespace) -> int:
         extra["retrieval"] = {"dense": {"dtype": a.dtype}, "generative": {"dtype": a.dtype}}
     if generator:
         extra["generator"] = generator
+    if a.quiet:  # errors only, no access log, unless asked for
+        flags["log_level"], flags["access_log"] = a.log_level or "error", a.access_log or False
+    elif a.verbose >= 2 and a.log_level is None:
+        flags["log_level"] = "debug"
     # flags given win over the environment (GENRET_SERVER__…, GENRET_GENERATOR__…; merged field by field),
     # which wins over the defaults
     serve(Settings(indexes=a.index, server={k: v for k, v in flags.items() if v is not None}, **extra))
@@ -106,4 +111,5 @@ def register(sub) -> None:
     sv.add_argument("--shards", type=int, default=None, help="--ray: dense shards (default the FM-index's)")
     sv.add_argument("--ray-cpus", type=int, default=None, metavar="N",
                     help="--ray without ADDRESS: the local cluster's CPUs (default all)")
+    add_output_flags(sv, logs_info=True)
     sv.set_defaults(func=_cmd_serve)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from typing import NamedTuple
 
-from ._common import task_files, usage
+from ._common import add_output_flags, task_files, usage
 from ._flags import add_retriever_flags, retrieval_config
 from ._rag import NO_INDEX, add_rag_flags, generator_config, open_from_args, rag_config
 from ._train_dense import cmd_train_dense, dense_flags
@@ -157,7 +157,6 @@ def _retriever_flags(tg) -> None:
     tg.add_argument("--resume", action="store_true", help="continue the run checkpointed in --out")
     tg.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     tg.add_argument("--seed", type=int, default=13, help="seed of sampling, shuffling and initialisation")
-    tg.add_argument("--quiet", action="store_true")
 
 
 def _add_data_flags(tg) -> None:
@@ -232,7 +231,6 @@ def _demos_flags(p) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (encoder and generator)")
     p.add_argument("--skip-bad", action="store_true", help="skip malformed training lines")
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _reader_flags(tr) -> None:
@@ -249,7 +247,6 @@ def _reader_flags(tr) -> None:
                     "pieces ranked this high by the other features (0: all; fitting always scores all)")
     add_retriever_flags(tr)
     add_rag_flags(tr)
-    tr.add_argument("--quiet", action="store_true")
 
 
 def _labels_flags(tr) -> None:
@@ -267,7 +264,6 @@ def _labels_flags(tr) -> None:
                     "the model's depth (LO-HI: their mean)")
     add_retriever_flags(tr)
     add_rag_flags(tr)
-    tr.add_argument("--quiet", action="store_true")
 
 
 class Trainer(NamedTuple):
@@ -325,4 +321,5 @@ def register(sub) -> None:
     for what, trainer in TRAINERS.items():
         p = trs.add_parser(what, help=trainer.help, description=trainer.description)
         trainer.flags(p)
+        add_output_flags(p, logs_info=True)
         p.set_defaults(func=trainer.run)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from ._common import add_output_flags
 from ._flags import add_dtype_flag, add_generative_flags, check_task_flag, generative_section
 
 DESCRIPTION = (
@@ -86,5 +87,5 @@ def register(sub) -> None:
     p.add_argument("--ef-search", type=int, default=None, help="dense HNSW: query-time ef")
     p.add_argument("--nprobe", type=int, default=None, help="dense IVF: lists probed")
     p.add_argument("--json", action="store_true", help="print the saved document")
-    p.add_argument("--quiet", action="store_true")
+    add_output_flags(p)
     p.set_defaults(func=_cmd_tune)

@@ -16,9 +16,13 @@ At start the app loads and warms what it serves in the background (``_warmup``):
 from __future__ import annotations
 
 import asyncio
+import errno
+import socket
 
 import uvicorn
 from fastapi import FastAPI
+
+from genret.core import ConfigError
 
 from ._app import create_app
 from ._connections import ConnectionGuard, connection_cap, guarded_protocol
@@ -87,5 +91,25 @@ def make_server(settings: Settings, app: FastAPI | None = None, **uvicorn_option
 
 
 def serve(settings: Settings) -> None:
-    """Serve until interrupted (``genret serve``)."""
+    """Serve until interrupted (``genret serve``).  A host and port that cannot be bound are refused first
+    (``check_port``), before anything is loaded or claims to have started."""
+    check_port(settings.server.host, settings.server.port)
     make_server(settings).run()
+
+
+def check_port(host: str, port: int) -> None:
+    """``ConfigError`` for an address that cannot be bound (a port in use, a host not of this machine): uvicorn
+    binds only after the app has started up, then exits with status 3.  Bound as uvicorn binds it (``SO_REUSEADDR``)
+    and let go at once."""
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            why = "is in use (another server?): stop it, or choose another port" if exc.errno == errno.EADDRINUSE \
+                else f"cannot be bound ({exc.strerror or exc})"
+            raise ConfigError(f"cannot serve on {where}: the address {why}") from None

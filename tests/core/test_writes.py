@@ -92,7 +92,7 @@ def test_force_refuses_a_folder_that_is_not_an_index(corpora, tmp_path):
     (mine / "sub").mkdir(parents=True)
     (mine / "thesis.txt").write_text("four years of work")
     (mine / "sub" / "data.csv").write_text("a,b\n1,2\n")
-    with pytest.raises(GenretError, match=r"thesis is not a genret index \(it holds sub, thesis.txt\); --force"):
+    with pytest.raises(GenretError, match=r"thesis is not a genret index \(it holds sub, thesis.txt\); force=True"):
         build_index(corpora / "first.jsonl", mine, IndexConfig(components=()), force=True, progress=False)
     assert (mine / "thesis.txt").read_text() == "four years of work" and (mine / "sub" / "data.csv").is_file()
     (tmp_path / "a-file").write_text("x")

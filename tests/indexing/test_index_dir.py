@@ -35,11 +35,24 @@ def test_corpus_hash_is_format_independent(data_dir, tmp_path):
 def test_existing_index_needs_force(data_dir, tmp_path):
     cfg = IndexConfig(components=())
     build_index(data_dir / "corpus.jsonl", tmp_path / "ix", cfg, progress=False)
-    with pytest.raises(GenretError, match="already exists"):
+    with pytest.raises(GenretError, match="already exists; pass force=True to replace it"):
         build_index(data_dir / "corpus.jsonl", tmp_path / "ix", cfg, progress=False)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(GenretError, match="not a folder; force=True replaces only"):
+        build_index(data_dir / "corpus.jsonl", tmp_path / "file", cfg, force=True, progress=False)
+    (tmp_path / "file").unlink()
     m = build_index(data_dir / "kilt_ks.jsonl.gz", tmp_path / "ix", cfg, force=True, progress=False)
     assert Index(tmp_path / "ix").manifest.corpus.sha256 == m.corpus.sha256
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ix"]  # no temporary or old directories left
+
+
+def test_the_command_line_says_force_as_a_flag(data_dir, tmp_path, capsys):
+    from genret.serving import main
+
+    args = ["index", str(data_dir / "corpus.jsonl"), "--out", str(tmp_path / "ix"), "--bm25", "--quiet"]
+    assert main(args) == 0 and main(args) == 2
+    err = capsys.readouterr().err
+    assert "already exists; pass --force to replace it" in err and "force=True" not in err
 
 
 def test_failed_build_leaves_nothing_and_keeps_old_index(data_dir, tmp_path):

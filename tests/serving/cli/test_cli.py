@@ -25,7 +25,7 @@ def test_help_imports_nothing_heavy():
 @pytest.mark.parametrize("args, words", [
     (["search", "/nonexistent/index", "query"], "no index at /nonexistent/index"),
     (["eval", "/nonexistent/index", "task.jsonl"], "no index at"),
-    (["eval", "score", "only-one.jsonl"], "usage: genret eval score"),
+    (["eval", "score", "only-one.jsonl"], "(see genret eval score --help)"),
     (["index", "/nonexistent/corpus.jsonl", "--out", "/tmp/genret-never-built"], "no such file"),
     (["search", "/nonexistent/index", "query", "-k", "0"], "-k must be at least 1, got 0"),
     (["eval", "/nonexistent/index", "task.jsonl", "-k", "-1"], "-k must be at least 1, got -1"),
