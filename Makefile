@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.genret-installed
 
-.PHONY: setup demo test test-ray lint clean minikilt minikilt-indexes minikilt-rag browser
+.PHONY: setup demo test test-ray docs lint clean minikilt minikilt-indexes minikilt-rag browser
 
 setup: $(STAMP) browser
 
@@ -42,7 +42,7 @@ test-ray: setup
 	$(BIN)/pip install -q -e '.[dev,ray]'
 	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m ray
 
-# The README's mini-KILT tables: index each task's knowledge source, run the dev suite.
+# The mini-KILT tables (docs/src/results.md): index each task's knowledge source, run the dev suite.
 MINIKILT ?= ../shared/minikilt
 minikilt: minikilt-indexes
 	HF_HUB_OFFLINE=1 $(BIN)/genret eval suite bench/minikilt-dev.toml --out runs/minikilt-dev --quiet
@@ -53,7 +53,7 @@ minikilt-indexes: setup
 	  HF_HUB_OFFLINE=1 $(BIN)/genret index $(MINIKILT)/$$t/knowledge_source.jsonl --out runs/indexes/$$t --quiet \
 	  || exit 1; done
 
-# The README's RAG table: demonstration pools from the train splits, UDR training, RAG on the dev splits.
+# The RAG tables (docs/src/results.md): demonstration pools from the train splits, UDR training, RAG on the dev splits.
 minikilt-rag: minikilt-indexes
 	for t in squad scifact climate_fever; do \
 	  test -f runs/demos/$$t/demos.json || \
@@ -64,8 +64,13 @@ minikilt-rag: minikilt-indexes
 	  --task climate_fever=$(MINIKILT)/climate_fever/train.jsonl --out runs/demos-udr --max-queries 100 --rounds 2
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/rag_minikilt.py --records 50 --udr runs/demos-udr --threads 1 --out runs/rag
 
+# The documentation site (docs/mkdocs.yml, pages in docs/src/) into docs/site/; `make test` runs the same build with
+# --strict into a temporary folder (tests/test_docs.py). Preview: $(BIN)/mkdocs serve -f docs/mkdocs.yml
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -f docs/mkdocs.yml
+
 lint: setup
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf $(VENV) demo-out
+	rm -rf $(VENV) demo-out docs/site
