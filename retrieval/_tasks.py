@@ -80,8 +80,9 @@ TASKS: dict[str, Task] = {
     "entity": Task(prompt=PromptSpec(instruction="Write the name of the entity the text refers to.",
                                      granularity="entity")),
     "squad": Task(prompt=_QA_PROMPT, answer=_QA),
-    # passage granularity for the two fact-checking tasks: measured on their train splits (README), it ranks pages
-    # as well as page granularity and passages better (page granularity keeps one unit per page)
+    # passage granularity for the two fact-checking tasks: measured on their train splits
+    # (docs/src/results.md), it ranks pages as well as page granularity and passages better (page granularity keeps
+    # one unit per page)
     "scifact": Task(prompt=PromptSpec(instruction="Write the title of the scientific abstract that supports or "
                                                   "refutes the claim."), answer=_FACT),
     "climate_fever": Task(prompt=_GENERIC_PROMPT, answer=_FACT),

@@ -44,8 +44,9 @@ class GenerativeConfig(BaseModel):
     max_len: int = Field(10, ge=1, description="longest body n-gram, in tokens (SEAL: 10)")
     title_max_len: int = Field(32, ge=1, description="longest title, in tokens (titles count once complete)")
     decode_body: bool | None = Field(None, description="decode body n-grams (SEAL: decode_body, on); None: on "
-                                     "with a trained checkpoint, off for an untrained model (README: zero-shot, its "
-                                     "decoded keys add nothing to the query keys and cost 2-3x the time)")
+                                     "with a trained checkpoint, off for an untrained model (docs/src/results.md: "
+                                     "zero-shot, its decoded keys add nothing to the query keys and cost 2-3x the "
+                                     "time)")
     decode_titles: bool | None = Field(None, description="decode complete titles (SEAL: decode_titles, on); None: "
                                        "as decode_body (entity granularity always decodes titles)")
     partial_titles: bool = Field(False, description="also use title prefixes (not only complete titles) as keys")

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from .._contract import Hit, Retriever
 
 # A member's weight when none is given: 1, but the generative retriever's 0.25.  Fitted on the train splits of the
-# three mini-KILT tasks (`genret tune`, README Results), the generative member's share was 0.1-0.2 of the total on
+# three mini-KILT tasks (`genret tune`, docs/src/results.md), the generative member's share was 0.1-0.2 of the total on
 # every task; at equal weights it lowered scifact's dev R-Precision by 5 / 9 points (page / passage).
 DEFAULT_MEMBER_WEIGHTS: dict[str, float] = {"generative": 0.25}
 

@@ -4,7 +4,8 @@ Asked "SUPPORTS or REFUTES?", a small model's answer follows the prompt's layout
 evidence: the packaged SmolLM2-135M answers SUPPORTS to nearly every mini-KILT claim, and calibration (``_labels``)
 moves the threshold of its label margin, not its ranking.  The same model's hidden state at the position where it
 would write the label holds more: a linear probe of it (Alain & Bengio 2016; as in Azaria & Mitchell 2023, "The
-internal state of an LLM knows when it's lying") is right more often (README, "Labels: the label head").
+internal state of an LLM knows when it's lying") is right more often (docs/src/results.md, "Labels: the label
+head").
 ``LabelHead`` is that probe:
 
     x            = mean over the layers in ``depth`` of the hidden state at the prompt's last position
