@@ -405,7 +405,7 @@ def _row_md(r: dict) -> str:
             f"{r['rss_mb']:.0f} |")
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--index", type=Path, default=None, help="an index directory (default: build squad's)")
     p.add_argument("--retrievers", default="dense,bm25,hybrid,generative")
@@ -430,8 +430,11 @@ def main() -> None:
                    help="responses other than 429 (answers, errors) before the load stops")
     p.add_argument("--rag-overload-timeout", type=float, default=30.0, help="the server's request_timeout_s")
     p.add_argument("--json", type=Path, default=None, help="write every row as JSON here")
-    a = p.parse_args()
+    return p.parse_args()
 
+
+def main() -> None:
+    a = parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="genret-load-"))
     index = a.index or build_index(tmp / "squad")
     from genret.indexing import Index
@@ -490,6 +493,7 @@ def main() -> None:
             off.stop()
 
     _report(a, index, queries, retrievers, top, rows, compare, overhead, (rss_before, rss_after, soak))
+
 
 def _report(a, index, queries: list, retrievers: list[str], top: int, rows: list[dict], compare: list[dict],
             overhead: dict | None, rss: tuple) -> None:

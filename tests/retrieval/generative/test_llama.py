@@ -107,7 +107,7 @@ def test_a_search_ranks_as_with_transformers(tiny_index, tiny_lm_dir):
                                title_max_len=6, decode_body=True, decode_titles=True)
         lite = GenerativeRetriever(index, cfg)
         ref = GenerativeRetriever(index, cfg, lm=load_lm(str(tiny_lm_dir), "cpu", "float32"))
-        assert type(lite.lm.model).__module__ == "genret.retrieval._llama"
+        assert type(lite.lm.model).__module__ == "genret.retrieval._llama_torch"
         assert "transformers" in type(ref.lm.model).__module__
         for q in QUERIES:
             a, b = lite.search(q, k=5), ref.search(q, k=5)
