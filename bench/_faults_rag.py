@@ -22,13 +22,14 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _faults_rebuild import stop, wait_ready  # the sibling probe's server helpers (bench/ is on the path)
 
 ROOT = Path(__file__).resolve().parents[1]
 QUESTIONS = ["When did the oil embargo start?", "Who created the Python programming language?",
@@ -78,22 +79,6 @@ def start_server(index: Path, a: argparse.Namespace, log) -> tuple[subprocess.Po
            "--timeout", str(a.timeout), "--log-level", "warning", "--no-access-log"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     return proc, f"http://127.0.0.1:{port}"
-
-
-def wait_ready(proc: subprocess.Popen, base: str, log: Path, limit_s: float = 600) -> None:
-    import httpx
-
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the server exited with {proc.returncode}:\n{log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit("the server was not ready in time")
 
 
 async def _impatient(client, body: dict, count) -> None:
@@ -164,15 +149,13 @@ def one_run(index: Path, a: argparse.Namespace, tmp: Path, number: int) -> dict[
     with open(log, "w") as out:
         proc, base = start_server(index, a, out)
         try:
-            wait_ready(proc, base, log)
+            import httpx
+
+            with httpx.Client(base_url=base, timeout=2) as client:
+                wait_ready(client, proc, log)
             return asyncio.run(load(base, a))
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc)
 
 
 def run(a: argparse.Namespace) -> int:

@@ -130,22 +130,7 @@ def test_replacing_an_index_exchanges_the_folders_in_one_step(corpora, tmp_path,
 def test_a_crash_between_two_renames_is_recovered_by_the_next_writer(corpora, tmp_path, monkeypatch):
     """Where the folders cannot be exchanged, the old version is moved aside first; a crash right after leaves no
     index at the path.  The next writer (holding the lock) puts the old version back, then does its work."""
-    from genret.core import _writes
-
-    ix = _store_only(corpora, tmp_path / "ix")
-    monkeypatch.setattr(_writes, "_exchange", lambda a, b: False)
-    real_replace = os.replace
-
-    def crash_after_moving_aside(src, dst):
-        real_replace(src, dst)
-        if ".old-" in str(dst):
-            raise KeyboardInterrupt("killed between the two renames")
-
-    monkeypatch.setattr(_writes.os, "replace", crash_after_moving_aside)
-    with pytest.raises(KeyboardInterrupt):
-        add_to_index(ix, corpora / "second.jsonl", progress=False)
-    monkeypatch.setattr(_writes.os, "replace", real_replace)
-    assert not ix.exists() and [p.name for p in tmp_path.glob(".ix.old-*")]
+    ix = _crash_in_the_fallback_swap(corpora, tmp_path, monkeypatch)
     m = add_to_index(ix, corpora / "third.jsonl", progress=False)  # restores the old version, then adds to it
     assert m.corpus.pages == 3 and not list(tmp_path.glob(".ix.*"))
 
