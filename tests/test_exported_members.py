@@ -60,11 +60,12 @@ SURFACES = {
         "train_demos",
     ],
     "genret.retrieval.rag": [
-        "ANSWER_TASKS", "AnswerSpan", "AnswerTask", "Candidate", "Citation", "EndpointError", "GENERATORS",
+        "ANSWER_TASKS", "AnswerSpan", "AnswerTask", "Candidate", "Citation", "Completion", "EndpointError",
+        "GENERATORS",
         "GenerationCancelled", "Generator", "GeneratorConfig", "HFGenerator", "LabelHead", "OpenAIGenerator", "Prompt",
         "RagAnswer", "RagConfig", "RagPipeline", "SpanReader", "build_prompt", "default_demos", "fit_label_head",
         "fit_label_head_on_claims", "fit_reader", "fit_span_reader", "held_out_predictions", "load_generator",
-        "prompt_size", "resolve_answer_task", "stop_when",
+        "prompt_size", "readable_prefix", "resolve_answer_task", "stop_when",
     ],
     "genret.retrieval.hybrid": [
         "DEFAULT_MEMBER_WEIGHTS", "DevInfo", "HybridConfig", "HybridRetriever", "IndexInfo", "Objective",

@@ -14,8 +14,10 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Generator as Yielding
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -45,6 +47,16 @@ class GeneratorConfig(BaseModel):
     timeout_s: float = Field(120.0, gt=0)
 
 
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """One completion: its text, the new tokens it took and whether it stopped at ``max_new_tokens`` (cut short, not
+    ended by the model or a stop string) — the backend's own count where it has one (``Generator.complete``)."""
+
+    text: str
+    tokens: int
+    truncated: bool
+
+
 class Generator(ABC):
     """Contract: ``generate`` returns one completion per prompt, in prompt order, at most ``max_new_tokens``
     tokens each (default: the config's), greedy unless the config sets a temperature, cut before the first
@@ -64,6 +76,24 @@ class Generator(ABC):
     def stream(self, prompt: Prompt, *, max_new_tokens: int | None = None, stop: Sequence[str] = ()) -> Iterator[str]:
         """The completion of one prompt, piece by piece (default: all at once)."""
         yield self.generate([prompt], max_new_tokens=max_new_tokens, stop=stop)[0]
+
+    def complete(self, prompts: Sequence[Prompt], *, max_new_tokens: int | None = None,
+                 stop: Sequence[str] = ()) -> list[Completion]:
+        """``generate``, with each completion's token count and whether it stopped at ``max_new_tokens`` (default:
+        estimated from the text, ``count_tokens``; backends that know override it)."""
+        limit = max_new_tokens or self.config.max_new_tokens
+        return [estimated(self, text, limit) for text in self.generate(prompts, max_new_tokens=max_new_tokens,
+                                                                        stop=stop)]
+
+    def stream_complete(self, prompt: Prompt, *, max_new_tokens: int | None = None,
+                        stop: Sequence[str] = ()) -> Yielding[str, None, Completion]:
+        """``stream``'s pieces, then (the generator's return value) the ``Completion`` they make (default: estimated
+        from the text; backends that know override it)."""
+        pieces = []
+        for piece in self.stream(prompt, max_new_tokens=max_new_tokens, stop=stop):
+            pieces.append(piece)
+            yield piece
+        return estimated(self, "".join(pieces).strip(), max_new_tokens or self.config.max_new_tokens)
 
     def generate_spans(self, prompts: Sequence[Prompt], sources: Sequence[Sequence[str]], *,
                        max_new_tokens: int | None = None, avoid: Sequence[str] = ()) -> list[str]:
@@ -98,6 +128,12 @@ class Generator(ABC):
 
     def close(self) -> None:  # noqa: B027 - a default, not an abstract method: a local model holds no connection
         """Release connections or models this generator holds (default: nothing)."""
+
+
+def estimated(generator: Generator, text: str, limit: int) -> Completion:
+    """A completion whose count is ``generator.count_tokens`` of its text (truncated when that reaches ``limit``)."""
+    tokens = generator.count_tokens(text) if text else 0
+    return Completion(text, tokens, tokens >= limit)
 
 
 class GenerationCancelled(GenretError):

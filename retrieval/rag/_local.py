@@ -10,6 +10,7 @@ from functools import cached_property
 from genret.core import GenretError
 
 from ._generator import (
+    Completion,
     GenerationCancelled,
     Generator,
     GeneratorConfig,
@@ -19,6 +20,7 @@ from ._generator import (
     stop_check,
     stream_until_stop,
 )
+from ._hf_decoding import counting_streamer, end_bias, stopping
 
 log = logging.getLogger("genret")
 
@@ -81,16 +83,23 @@ class HFGenerator(Generator):
 
     def generate(self, prompts: Sequence[Prompt], *, max_new_tokens: int | None = None,
                  stop: Sequence[str] = ()) -> list[str]:
+        return [c.text for c in self.complete(prompts, max_new_tokens=max_new_tokens, stop=stop)]
+
+    def complete(self, prompts: Sequence[Prompt], *, max_new_tokens: int | None = None,
+                 stop: Sequence[str] = ()) -> list[Completion]:
+        """The completions with the model's own count of new tokens (up to its end of sequence); truncated: the
+        model wrote ``max_new_tokens`` tokens without ending (nor reaching a stop string)."""
         import torch
 
         check = stop_check()  # inside ``stop_when``: stop at the next decoding step once nobody waits
         kwargs = self._gen_kwargs(max_new_tokens)
         if check is not None:
-            kwargs["stopping_criteria"] = _stopping(check)
+            kwargs["stopping_criteria"] = stopping(check)
         texts = [self.render(p) for p in prompts]
         # prompts of similar length go together (less padding: on a CPU the padded prompt dominates the cost)
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        out: list[str] = [""] * len(texts)
+        out: list[Completion] = [Completion("", 0, False)] * len(texts)
+        limit, ends = kwargs["max_new_tokens"], {*self._eos_ids, self.tokenizer.pad_token_id}
         for start in range(0, len(order), self.config.batch_size):
             rows = order[start:start + self.config.batch_size]
             enc = self._encode([texts[i] for i in rows], "left")
@@ -101,8 +110,17 @@ class HFGenerator(Generator):
             if not self.lm.seq2seq:
                 ids = ids[:, enc["input_ids"].shape[1]:]
             for i, row in zip(rows, ids):
-                out[i] = cut_at_stop(self.tokenizer.decode(row, skip_special_tokens=True), stop).strip()
+                out[i] = self._completion(row.tolist()[1 if self.lm.seq2seq else 0:], ends, limit, stop)
         return out
+
+    def _completion(self, ids: list[int], ends: set[int], limit: int, stop: Sequence[str]) -> Completion:
+        """The completion of one row of new token ids (padded after its end of sequence)."""
+        n = next((k for k, t in enumerate(ids) if t in ends), len(ids))
+        full = self.tokenizer.decode(ids[:n], skip_special_tokens=True)
+        text = cut_at_stop(full, stop)
+        if len(text) < len(full):  # ended by a stop string
+            return Completion(text.strip(), self.count_tokens(text.strip()) if text.strip() else 0, False)
+        return Completion(text.strip(), n, n >= limit)
 
     def generate_spans(self, prompts: Sequence[Prompt], sources: Sequence[Sequence[str]], *,
                        max_new_tokens: int | None = None, avoid: Sequence[str] = ()) -> list[str]:
@@ -117,13 +135,13 @@ class HFGenerator(Generator):
         check = stop_check()
         kwargs = self._gen_kwargs(max_new_tokens)
         if check is not None:
-            kwargs["stopping_criteria"] = _stopping(check)
+            kwargs["stopping_criteria"] = stopping(check)
         eos = self._eos_ids
         avoid = list(avoid) or [""] * len(sources)
         tries = [SpanTrie(src, self._encode_offsets, eos, max_tokens=min(kwargs["max_new_tokens"], SPAN_TOKENS),
                           avoid=q, focus=FOCUS) for src, q in zip(sources, avoid)]
         kwargs["max_new_tokens"] = min(kwargs["max_new_tokens"], SPAN_TOKENS)
-        kwargs["logits_processor"] = _end_bias(eos, END_BIAS)
+        kwargs["logits_processor"] = end_bias(eos, END_BIAS)
         texts = [self.render(p) for p in prompts]
         out: list[str] = [""] * len(texts)
         for start in range(0, len(texts), self.config.batch_size):
@@ -229,11 +247,17 @@ class HFGenerator(Generator):
         return [(t, a, b) for t, (a, b) in zip(enc["input_ids"], enc["offset_mapping"])]
 
     def stream(self, prompt: Prompt, *, max_new_tokens: int | None = None, stop: Sequence[str] = ()) -> Iterator[str]:
+        return (yield from self.stream_complete(prompt, max_new_tokens=max_new_tokens, stop=stop))
+
+    def stream_complete(self, prompt: Prompt, *, max_new_tokens: int | None = None,
+                        stop: Sequence[str] = ()) -> Iterator[str]:
+        """``stream``, returning the ``Completion`` (the model's own count of new tokens; truncated: it wrote
+        ``max_new_tokens`` without ending nor reaching a stop string)."""
         import torch
-        from transformers import TextIteratorStreamer
 
         enc = self._encode([self.render(prompt)], "left")
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=not self.lm.seq2seq, skip_special_tokens=True)
+        streamer = counting_streamer(self.tokenizer, not self.lm.seq2seq, {*self._eos_ids,
+                                                                             self.tokenizer.pad_token_id})
         errors: list[BaseException] = []
         cancelled = threading.Event()  # the consumer went away: stop at the next decoding step
 
@@ -241,20 +265,34 @@ class HFGenerator(Generator):
             try:
                 with self._lock, torch.inference_mode():
                     self.lm.model.generate(**enc, **self._gen_kwargs(max_new_tokens), streamer=streamer,
-                                           stopping_criteria=_stopping(cancelled.is_set))
+                                           stopping_criteria=stopping(cancelled.is_set))
             except BaseException as exc:  # surfaced to the consumer below
                 errors.append(exc)
                 streamer.end()
 
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
+        pieces: list[str] = []
+        read_all: list[bool] = []
+
+        def source() -> Iterator[str]:
+            yield from streamer
+            read_all.append(True)  # not reached when a stop string ended the stream
+
         try:  # after a stop string the rest is not read: cancelling stops the model instead
-            yield from stream_until_stop(streamer, stop)
+            for piece in stream_until_stop(source(), stop):
+                pieces.append(piece)
+                yield piece
         finally:  # also when the consumer closes this iterator early: the model thread ends promptly
             cancelled.set()
         thread.join()
         if errors:
             raise errors[0]
+        text = "".join(pieces).strip()
+        if not read_all:  # a stop string ended it
+            return Completion(text, self.count_tokens(text) if text else 0, False)
+        limit = self._gen_kwargs(max_new_tokens)["max_new_tokens"]
+        return Completion(text, streamer.new_tokens, not streamer.saw_end and streamer.new_tokens >= limit)
 
     # --- scoring -----------------------------------------------------------------------------------------
     def loglik(self, prompts: Sequence[Prompt], targets: Sequence[str]) -> list[float]:
@@ -336,29 +374,6 @@ FOCUS = 1  # spans come from the sentence of the passages sharing most words wit
 # added to the end-of-answer logit where a span may end: short spans, as short answers are (24 squad train
 # questions, bm25, EM: bias 2 0.12, 8 0.21, 20 0.25)
 END_BIAS = 20.0
-
-
-def _end_bias(eos: list[int], bias: float):
-    from transformers import LogitsProcessor, LogitsProcessorList
-
-    class _Bias(LogitsProcessor):
-        def __call__(self, input_ids, scores):
-            scores[:, eos] += bias
-            return scores
-
-    return LogitsProcessorList([_Bias()])
-
-
-def _stopping(check):
-    """Stopping criteria that end every row at the next decoding step once ``check()`` is true."""
-    import torch
-    from transformers import StoppingCriteria, StoppingCriteriaList
-
-    class _Stop(StoppingCriteria):
-        def __call__(self, input_ids, scores, **kwargs):
-            return torch.full((input_ids.shape[0],), bool(check()), dtype=torch.bool, device=input_ids.device)
-
-    return StoppingCriteriaList([_Stop()])
 
 
 def _check_stop_per_layer(model) -> None:

@@ -22,7 +22,7 @@ import httpx
 
 from genret.core import ConfigError, GenretError
 
-from ._generator import Generator, GeneratorConfig, Prompt, cut_at_stop, stream_until_stop
+from ._generator import Completion, Generator, GeneratorConfig, Prompt, cut_at_stop, estimated, stream_until_stop
 
 log = logging.getLogger("genret")
 
@@ -37,6 +37,19 @@ class EndpointError(GenretError):
     def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+def _reported(reply: Any, guess: Completion) -> Completion:
+    """``guess`` with the token count and the finish an endpoint's reply (or last stream chunk) states, if any."""
+    try:
+        finish = reply["choices"][0].get("finish_reason")
+    except (KeyError, IndexError, TypeError, AttributeError):
+        finish = None
+    usage = reply.get("usage") if isinstance(reply, dict) else None
+    tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
+    tokens = tokens if isinstance(tokens, int) and not isinstance(tokens, bool) and tokens >= 0 else guess.tokens
+    truncated = finish == "length" if finish in ("stop", "length") else guess.truncated
+    return Completion(guess.text, tokens, truncated)
 
 
 def resolve_base_url(config: GeneratorConfig) -> str:
@@ -125,13 +138,24 @@ class OpenAIGenerator(Generator):
                                 f"{json.dumps(content)[:_BODY_CHARS]}")
         return content
 
-    def _complete(self, prompt: Prompt, max_new_tokens: int | None, stop: Sequence[str]) -> str:
+    def _complete(self, prompt: Prompt, max_new_tokens: int | None, stop: Sequence[str]) -> Completion:
+        """The completion, with the endpoint's ``finish_reason`` and ``usage.completion_tokens`` where it sends them
+        (else estimated)."""
         reply = self._post(self._body(prompt, max_new_tokens, stop, stream=False))
-        return cut_at_stop(self._message_content(reply), stop).strip()
+        full = self._message_content(reply)
+        text = cut_at_stop(full, stop).strip()
+        guess = estimated(self, text, max_new_tokens or self.config.max_new_tokens)
+        if len(text) < len(full.strip()):  # a stop string the server did not apply
+            return Completion(text, guess.tokens, False)
+        return _reported(reply, guess)
 
     # --- Generator ---------------------------------------------------------------------------------------
     def generate(self, prompts: Sequence[Prompt], *, max_new_tokens: int | None = None,
                  stop: Sequence[str] = ()) -> list[str]:
+        return [c.text for c in self.complete(prompts, max_new_tokens=max_new_tokens, stop=stop)]
+
+    def complete(self, prompts: Sequence[Prompt], *, max_new_tokens: int | None = None,
+                 stop: Sequence[str] = ()) -> list[Completion]:
         prompts = list(prompts)
         for p in prompts:  # fail before any request is sent
             if not p:

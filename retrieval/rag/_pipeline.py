@@ -20,10 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from genret.core import ConfigError, GenretError
 
 from .._contract import Demo, Hit, Retriever
-from ._generator import GenerationCancelled, Generator, Prompt
+from ._generator import Completion, GenerationCancelled, Generator, Prompt, estimated
 from ._label_head import LabelHead
 from ._labels import Calibration, LabelScorer, with_labels
-from ._prompt import ANSWER_TASKS, AnswerTask, build_prompt, one_line, parse_answer, resolve_answer_task
+from ._prompt import ANSWER_TASKS, AnswerTask, build_prompt, one_line, parse_answer, readable, resolve_answer_task
 from ._reader import SpanReader
 from ._spans import AnswerSpan, ground
 
@@ -102,6 +102,9 @@ class RagAnswer:
     demos: tuple[Demo, ...]
     prompt: tuple[dict, ...]
     span: AnswerSpan | None = None  # a short answer found in a passage (a cited one first): where
+    reply: str = ""  # the answer as a person reads it: with its citations [n] (_prompt.readable)
+    tokens: int | None = None  # new tokens the generator wrote for it (None: not counted)
+    truncated: bool = False  # the generator stopped at max_new_tokens (raw is cut short)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -176,13 +179,18 @@ class RagPipeline:
         those in ``exclude``, per query: a training claim is not its own demonstration), for fitting a head."""
         return self.generator.prompt_features([p for p, _, _ in self.prepare(queries, task, exclude)], depth)
 
-    def _answer(self, query: str, name: str, spec: AnswerTask, raw: str, prepared, copied: int = 0) -> RagAnswer:
+    def _answer(self, query: str, name: str, spec: AnswerTask, raw: str, prepared, copied: int = 0,
+                done: Completion | None = None) -> RagAnswer:
         prompt, hits, demos = prepared
-        answer, cited = parse_answer(spec, raw, len(hits))
+        cut = done is None or done.truncated  # a free answer cut by the token budget ends at a sentence end
+        answer, cited = parse_answer(spec, raw, len(hits), truncated=cut)
         answer, cited, span = ground(spec.form, answer, cited or ([copied] if copied else []), hits)
         return RagAnswer(query=query, task=name, answer=answer, raw=raw,
                          citations=tuple(Citation(n, hits[n - 1]) for n in cited), passages=tuple(hits),
-                         demos=tuple(demos), prompt=tuple(prompt), span=span)
+                         demos=tuple(demos), prompt=tuple(prompt), span=span,
+                         reply=readable(spec, raw, answer, cited, len(hits), truncated=cut),
+                         tokens=done.tokens if done is not None else None,
+                         truncated=done is not None and done.truncated)
 
     def _spans(self, spec: AnswerTask, prepared: list, queries: Sequence[str],
                max_new_tokens: int | None) -> list[tuple[str, int]] | None:
@@ -196,7 +204,8 @@ class RagPipeline:
         if self._reader is not None:
             try:
                 for i, ((prompt, hits, _), t, q) in enumerate(zip(prepared, texts, queries)):
-                    best = self._reader.read(self.generator, prompt, t, q, [h.provenance.title for h in hits])
+                    best = self._reader.read(self.generator, prompt, t, q, [h.provenance.title for h in hits],
+                                             max_tokens=max_new_tokens)
                     out[i] = (best.text, best.number) if best else None
             except GenerationCancelled:
                 raise
@@ -228,12 +237,15 @@ class RagPipeline:
         prepared = self.prepare(queries, task, exclude, history)
         prompts = [p for p, _, _ in prepared]
         copied = self._spans(spec, prepared, queries, max_new_tokens)
+        done: list[Completion | None] = [None] * len(queries)
         if copied is None:
             raws = self._label_by_score(spec, prepared)
             if raws is None:
-                raws = self.generator.generate(prompts, max_new_tokens=max_new_tokens, stop=stop)
+                done = list(self.generator.complete(prompts, max_new_tokens=max_new_tokens, stop=stop))
+                raws = [c.text for c in done]
             copied = [(r, 0) for r in raws]
-        return [self._answer(q, name, spec, raw, prep, n) for q, (raw, n), prep in zip(queries, copied, prepared)]
+        return [self._answer(q, name, spec, raw, prep, n, d)
+                for q, (raw, n), prep, d in zip(queries, copied, prepared, done)]
 
     def span_candidates(self, query: str, *, task: str | None = None, reader: SpanReader | None = None) -> list:
         """The span reader's candidates for ``query`` (``_reader.Candidate``: text, passage number, offsets, features)
@@ -263,18 +275,25 @@ class RagPipeline:
         yield "passages", (hits, demos)
         copied = self._spans(spec, [prepared], [query], max_new_tokens)
         labels = self._label_by_score(spec, [prepared])
-        number = 0
+        number, done = 0, None
         if copied is not None or labels is not None:
             raw, number = copied[0] if copied is not None else (labels[0], 0)
             yield "token", raw
         else:
             pieces = []
-            with closing(self.generator.stream(prompt, max_new_tokens=max_new_tokens, stop=stop)) as stream:
-                for piece in stream:
+            with closing(self.generator.stream_complete(prompt, max_new_tokens=max_new_tokens, stop=stop)) as stream:
+                while True:
+                    try:
+                        piece = next(stream)
+                    except StopIteration as end:  # the stream's return value: its Completion
+                        done = end.value
+                        break
                     pieces.append(piece)
                     yield "token", piece
             raw = "".join(pieces).strip()
-        yield "answer", self._answer(query, name, spec, raw, prepared, number)
+            if not isinstance(done, Completion):  # a stream_complete that returns nothing
+                done = estimated(self.generator, raw, max_new_tokens or self.generator.config.max_new_tokens)
+        yield "answer", self._answer(query, name, spec, raw, prepared, number, done)
 
     def stream(self, query: str, *, task: str | None = None, max_new_tokens: int | None = None,
                stop: Sequence[str] = ()) -> Iterator[dict]:

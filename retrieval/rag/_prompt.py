@@ -175,6 +175,7 @@ _HEAD = re.compile(r"^\s*(here is |here's )?(the )?(final |short )?answer( is)?\
 _TAIL = re.compile(r"\s*(so |therefore,? )?(the )?(final |short )?answer( is)?\s*[:\-]?\s*$", re.IGNORECASE)
 _SPACE_PUNCT = re.compile(r"[ \t]+([.,;:!?])")
 _SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s|$)")
+_MARKS_AFTER_END = re.compile(r"(?<=\w)([.!?])((?:\s*\[\d{1,3}\])+)")  # "acted. [1]": the markers of that sentence
 TRUNCATED = "…"  # ends a free answer that stopped before a sentence's end
 
 
@@ -189,24 +190,67 @@ def whole_sentences(text: str) -> str:
     return " ".join(words[:-1] if len(words) > 1 else words) + " " + TRUNCATED
 
 
-def _last_end(text: str) -> int:
-    ends = [m.end() for m in _SENTENCE_END.finditer(text)]
+def _last_end(text: str, *, final: bool = True) -> int:
+    """Where ``text``'s last sentence end is (0: none); not ``final`` (more text may follow): only an end that the
+    next word follows (``3.`` may go on as ``3.5``, ``acted.`` as ``acted. [1]``)."""
+    ends = [m.end() for m in _SENTENCE_END.finditer(text)
+            if final or text[m.end():].strip()[:1] not in ("", "[")]
     return ends[-1] if ends else 0
 
 
-def parse_answer(task: AnswerTask, raw: str, n_passages: int) -> tuple[str, list[int]]:
+def _clean(text: str) -> str:
+    """Spacing around punctuation, and a preamble ("The answer is:") or a closing "so the answer is" dropped."""
+    text = _SPACE_PUNCT.sub(r"\1", re.sub(r"[ \t]{2,}", " ", text)).strip()
+    return _TAIL.sub("", _HEAD.sub("", text)).strip() or text
+
+
+def _marked(raw: str, n_passages: int) -> str:
+    """A free answer's text with its citation markers of passages (others dropped), those written after a sentence's
+    full stop moved before it (``acted [1].``: they stay with their sentence when the answer is cut), cleaned."""
+    text = _CITE.sub(lambda m: m.group() if 1 <= int(m.group(1)) <= n_passages else "", raw)
+    text = _MARKS_AFTER_END.sub(lambda m: " " + "".join(re.findall(r"\[\d+\]", m.group(2))) + m.group(1), text)
+    return _clean(text)
+
+
+def readable(task: AnswerTask, raw: str, answer: str, cited: Sequence[int], n_passages: int, *,
+             truncated: bool = True) -> str:
+    """The answer as a person reads it: the parsed ``answer`` followed by its citations ``[n]`` — a free answer keeps
+    the markers where the model put them (markers of no passage dropped; cut to whole sentences as the parsed answer
+    is when ``truncated``) and gets the ``cited`` ones it lacks at its end."""
+    text = answer
+    if task.form == "free":
+        text = _marked(raw, n_passages)
+        text = whole_sentences(text) if truncated else text
+    missing = "".join(f"[{n}]" for n in cited if f"[{n}]" not in text)
+    return f"{text} {missing}" if text and missing else text
+
+
+def readable_prefix(task: AnswerTask, raw: str, n_passages: int) -> str:
+    """What of :func:`readable` is already sure while ``raw`` is still being written: a free answer's whole
+    sentences so far (cleaned as at the end); nothing for other forms, whose answer comes whole."""
+    if task.form != "free":
+        return ""
+    text = _marked(raw, n_passages)
+    return text[:_last_end(text, final=False)]
+
+
+def parse_answer(task: AnswerTask, raw: str, n_passages: int, *, truncated: bool = True) -> tuple[str, list[int]]:
     """``(answer, cited passage numbers)`` from a model's raw output: citations ``[n]`` (1 ≤ n ≤ n_passages,
-    in order of first mention) are taken out of the text; short and label answers keep their first line; a
-    label answer becomes the first label it names (case-insensitive), else stays as written."""
+    in order of first mention) are taken out of the text; a free answer that the token budget cut (``truncated``;
+    not known: assumed) ends at its last sentence end (``whole_sentences``) and cites what those sentences cite;
+    short and label answers keep their first line; a label answer becomes the first label it names
+    (case-insensitive), else stays as written."""
     cited: list[int] = []
     for m in _CITE.finditer(raw):
         n = int(m.group(1))
         if 1 <= n <= n_passages and n not in cited:
             cited.append(n)
-    text = _SPACE_PUNCT.sub(r"\1", re.sub(r"[ \t]{2,}", " ", _CITE.sub("", raw))).strip()
-    text = _TAIL.sub("", _HEAD.sub("", text)).strip() or text
+    text = _clean(_CITE.sub("", raw))
+    if task.form == "free" and truncated:
+        kept = whole_sentences(_marked(raw, n_passages))
+        return _clean(_CITE.sub("", kept)), [n for n in cited if f"[{n}]" in kept]
     if task.form == "free":
-        return whole_sentences(text), cited
+        return text, cited
     if task.form != "free":
         text = next((line for line in text.splitlines() if line.strip()), "").strip()
     text = _LEAD.sub("", text).strip().rstrip(".").strip() if task.form != "free" else text

@@ -83,7 +83,8 @@ def span_pieces(texts: Sequence[str], question: str, *, focus: int, max_words: i
                 if NON_WORD.sub("", w.group()) in asked:
                     break
                 last = w
-            pieces.append(Piece(n, at + m.start(), sent[m.start():last.end()], sent, m.start(), rank, shared))
+            a = m.start() + len(m.group()) - len(m.group().lstrip(_OPENING))  # "(OAPEC,": from "OAPEC"
+            pieces.append(Piece(n, at + a, sent[a:last.end()], sent, a, rank, shared))
     seen = set()
     for n, (title, text) in enumerate(zip(titles, texts), 1):
         m = re.search(rf"(?<!\w){re.escape(title)}(?!\w)", text) if title and title not in question else None
@@ -91,6 +92,15 @@ def span_pieces(texts: Sequence[str], question: str, *, focus: int, max_words: i
             seen.add(title)
             pieces.append(Piece(n, m.start(), title, text, m.start(), -1, len(q & content_terms(title))))
     return pieces
+
+
+_OPENING = "([{\"'“‘«"  # punctuation a word may open with: a span starts after it
+_PAIRS = ("()", "[]", "{}", "“”", "‘’", "«»")
+
+
+def _balanced(span: str) -> bool:
+    """Whether ``span`` closes every bracket and quote it opens, and opens every one it closes."""
+    return all(span.count(a) == span.count(b) for a, b in _PAIRS) and span.count('"') % 2 == 0
 
 
 def question_type(question: str) -> str:
@@ -176,9 +186,9 @@ class SpanReader(BaseModel):
         write_json_atomic(Path(path), self.model_dump())
 
     def candidates(self, generator: Generator, prompt: Prompt, texts: Sequence[str], question: str,
-                   titles: Sequence[str] = ()) -> list[Candidate]:
-        """Every candidate of the passages ``texts`` (and their ``titles``) with its features (``GenretError`` if the
-        generator cannot score)."""
+                   titles: Sequence[str] = (), *, max_tokens: int | None = None) -> list[Candidate]:
+        """Every candidate of the passages ``texts`` (and their ``titles``) with its features, of at most
+        ``max_tokens`` tokens when given (``GenretError`` if the generator cannot score)."""
         pieces = self._prefiltered(span_pieces(texts, question, focus=self.focus, max_words=self.max_words,
                                                titles=titles), question)
         if not pieces:
@@ -186,13 +196,15 @@ class SpanReader(BaseModel):
         out = []
         for piece, rows in zip(pieces, generator.span_logprobs(prompt, [p.text for p in pieces])):
             for k, (end, logp, end_logp) in enumerate(rows):
+                if max_tokens is not None and k >= max_tokens:
+                    break  # longer than the answer may be
                 if piece.rank < 0 and end < len(piece.text):
                     continue  # a title is a candidate whole
                 if end < len(piece.text) and piece.text[end].isalnum():
                     continue  # inside a word
                 span = piece.text[:end].rstrip(",;:")
-                if not span or span.lower() in ARTICLES:
-                    continue
+                if not span or span.lower() in ARTICLES or not _balanced(span):
+                    continue  # nothing, an article alone, "Syria)" or "Countries (OAPEC": a shorter one is
                 feats = span_features(question, piece, end, logp, end_logp, rows[0][1], k + 1)
                 out.append(Candidate(piece.number, piece.start, piece.start + len(span), span, feats))
         return out
@@ -217,7 +229,8 @@ class SpanReader(BaseModel):
         return sum(self.weights.get(k, 0.0) * v for k, v in candidate.features.items())
 
     def read(self, generator: Generator, prompt: Prompt, texts: Sequence[str], question: str,
-             titles: Sequence[str] = ()) -> Candidate | None:
-        """The best candidate (ties: the first), or None when the passages hold none."""
-        cands = self.candidates(generator, prompt, texts, question, titles)
+             titles: Sequence[str] = (), *, max_tokens: int | None = None) -> Candidate | None:
+        """The best candidate (ties: the first) of at most ``max_tokens`` tokens when given, or None when the passages
+        hold none."""
+        cands = self.candidates(generator, prompt, texts, question, titles, max_tokens=max_tokens)
         return max(cands, key=self.score) if cands else None

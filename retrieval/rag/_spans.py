@@ -111,8 +111,14 @@ class SpanTrie:
 SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
 
 
+# words that ask rather than say what is asked about ("who" and "which" are function words already)
+QUESTION_WORDS = {"what", "when", "where", "why", "how", "do", "does", "did"}
+
+
 def content_terms(text: str) -> set[str]:
-    return {w.lower() for w in re.findall(r"\w+", text)} - FUNCTION_WORDS
+    """The words of ``text`` that say what it is about (lower case): not function words, articles or question
+    words — "the" or "when" in a question is no word its answer's sentence shares with it."""
+    return {w.lower() for w in re.findall(r"\w+", text)} - FUNCTION_WORDS - ARTICLES - QUESTION_WORDS
 
 
 def ranked_sentences(texts: Sequence[str], question: str) -> list[tuple[int, int, str, int]]:

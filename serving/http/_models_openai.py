@@ -222,13 +222,18 @@ class ChatRequest(JsonRequest):
 
 class ChatChoiceMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str = Field(description="the answer as a person reads it, with its citations [n] (the n-th of "
+                         "genret.passages): a short answer or label followed by the passages it cites; a free answer "
+                         "cut to whole sentences (a visible … where none ended), its markers where the model put "
+                         "them; the generator's text as written is genret.raw")
 
 
 class ChatChoice(BaseModel):
     index: int = 0
     message: ChatChoiceMessage
-    finish_reason: Literal["stop", "length"]
+    finish_reason: Literal["stop", "length"] = Field(description="length: the generator stopped at max_tokens (its "
+                                                     "text was cut short); stop: it ended by itself or at a stop "
+                                                     "string")
     logprobs: None = None
 
 
@@ -239,8 +244,9 @@ class ChatCompletion(BaseModel):
     model: str = Field(description="the model id asked for (omitted: the index answered from)")
     choices: list[ChatChoice]
     usage: Usage
-    genret: dict[str, Any] = Field(description="genret extension: index, retriever, task, answer (parsed), "
-                                   "citations and passages")
+    genret: dict[str, Any] = Field(description="genret extension: index, retriever, task, answer (parsed, without "
+                                   "citation markers), raw (the generator's text as written), citations and "
+                                   "passages")
 
 
 class ChunkDelta(BaseModel):

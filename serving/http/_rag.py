@@ -53,7 +53,7 @@ class RagSpec:
 
 @dataclass(frozen=True, slots=True)
 class RagOutcome:
-    """An answer and its token counts (the generator's tokenizer, or its estimate)."""
+    """An answer and its token counts (the generator's own count of new tokens, or its tokenizer's estimate)."""
 
     answer: RagAnswer
     prompt_tokens: int
@@ -62,7 +62,10 @@ class RagOutcome:
 
     @property
     def truncated(self) -> bool:
-        """The completion probably hit ``max_new_tokens`` (OpenAI's finish_reason "length")."""
+        """The generator stopped at ``max_new_tokens`` (OpenAI's finish_reason "length"); an answer it did not write
+        token by token (a span, a label): when it holds that many tokens."""
+        if self.answer.tokens is not None:
+            return self.answer.truncated
         return self.completion_tokens >= self.max_new_tokens
 
 
@@ -174,7 +177,8 @@ class RagService:
 
     @staticmethod
     def _outcome(generator: Generator, spec: RagSpec, answer: RagAnswer) -> RagOutcome:
-        completion = generator.count_tokens(answer.raw) if answer.raw else 0
+        completion = answer.tokens if answer.tokens is not None else \
+            generator.count_tokens(answer.raw) if answer.raw else 0
         return RagOutcome(answer, prompt_size(list(answer.prompt), generator.count_tokens), completion,
                           spec.max_new_tokens or generator.config.max_new_tokens)
 

@@ -4,8 +4,10 @@ The last user message is the question (the passages are retrieved for it); the s
 turns go into the prompt as far as its token budget allows.  ``model`` is a model id (``INDEX`` or
 ``INDEX/RETRIEVER``, ``GET /v1/models``; another name: 404) and the ``genret`` extension can override the index
 and retriever and pick the task and passages.  Parameters genret cannot honour are a 400; errors are OpenAI's
-(``_errors.openai_error``).  Streamed, the answer is OpenAI's ``chat.completion.chunk`` events, then
-``data: [DONE]``.
+(``_errors.openai_error``).  ``content`` is the answer as a person reads it, with its citations ``[n]``
+(``RagAnswer.reply``; the generator's text as written is the extension's ``raw``); ``finish_reason`` is ``length``
+when the generator stopped at ``max_tokens``.  Streamed, the answer is OpenAI's ``chat.completion.chunk`` events
+(their content together the same ``content``), then ``data: [DONE]``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from fastapi import APIRouter
+
+from genret.retrieval.rag import readable_prefix, resolve_answer_task
 
 from ._deps import DispatcherDep, GateDep, ServiceDep
 from ._errors import RequestError, UnsupportedParameter, openai_error
@@ -55,9 +59,10 @@ async def chat_completions(req: ChatRequest, service: ServiceDep, dispatcher: Di
     chat = _Chat(spec, req.model or spec.index, f"chatcmpl-{uuid.uuid4().hex}", int(time.time()))
     if not req.stream:
         return chat.completion(await gate.run(lambda: dispatcher.rag(query, spec)))
-    events, _, deadline = await open_stream(gate, dispatcher, lambda: service.stream_rag(query, spec))
+    events, first, deadline = await open_stream(gate, dispatcher, lambda: service.stream_rag(query, spec))
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
-    return EventStreamResponse(chat.chunks(events, deadline, gate, include_usage), events.cancel)
+    passages = len(first[1][0]) if first[0] == "passages" else 0
+    return EventStreamResponse(chat.chunks(events, deadline, gate, include_usage, passages), events.cancel)
 
 
 def _conversation(req: ChatRequest) -> tuple[str, list[tuple[str, str]]]:
@@ -102,15 +107,18 @@ class _Chat:
     created: int
 
     def extension(self, outcome: RagOutcome) -> dict:
-        """The ``genret`` field: what the answer came from, and its parsed answer and citations."""
+        """The ``genret`` field: what the answer came from, its parsed answer and citations, and the generator's raw
+        text."""
         r = RagResponse.of(outcome, self.spec)
         return {"index": self.spec.index, "retriever": self.spec.retriever, "task": r.task, "answer": r.answer,
-                "citations": [c.model_dump() for c in r.citations], "passages": [h.model_dump() for h in r.passages]}
+                "raw": r.raw, "citations": [c.model_dump() for c in r.citations],
+                "passages": [h.model_dump() for h in r.passages]}
 
     def completion(self, outcome: RagOutcome) -> ChatCompletion:
+        """The whole reply: ``content`` is the answer as a person reads it, with its citations ``[n]``."""
         return ChatCompletion(id=self.id, created=self.created, model=self.model, usage=Usage.of(outcome),
                               genret=self.extension(outcome), choices=[ChatChoice(
-                                  message=ChatChoiceMessage(content=outcome.answer.raw),
+                                  message=ChatChoiceMessage(content=outcome.answer.reply),
                                   finish_reason="length" if outcome.truncated else "stop")])
 
     def envelope(self, **fields) -> str:
@@ -121,16 +129,30 @@ class _Chat:
         return self.envelope(choices=[{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
                              **extra)
 
-    async def chunks(self, events: EventStream, deadline: float, gate: Gate,
-                     include_usage: bool) -> AsyncIterator[str]:
-        """The role chunk, a content chunk per piece of text, the finish chunk (with the extension), the usage
-        chunk when asked for, ``[DONE]``; an error as OpenAI's error object."""
+    async def chunks(self, events: EventStream, deadline: float, gate: Gate, include_usage: bool,
+                     passages: int) -> AsyncIterator[str]:
+        """The role chunk, content chunks as the answer grows (a free answer's whole sentences as they are written,
+        the rest — a short answer, the citations — at its end: together the whole reply's ``content``), the finish
+        chunk (with the extension), the usage chunk when asked for, ``[DONE]``; an error as OpenAI's error
+        object."""
+        _, task = resolve_answer_task(self.spec.task)
+        raw, sent = [], []
+
+        def grow(text: str) -> list[str]:
+            shown = "".join(sent)
+            if len(text) <= len(shown) or not text.startswith(shown):
+                return []
+            sent.append(text[len(shown):])
+            return [self.chunk({"content": sent[-1]})]
+
         def on(kind: str, value) -> list[str]:
             if kind == "token":
-                return [self.chunk({"content": value})] if value else []
+                raw.append(value)
+                return grow(readable_prefix(task, "".join(raw), passages))
             if kind != "answer":
                 return []
-            out = [self.chunk({}, "length" if value.truncated else "stop", genret=self.extension(value))]
+            out = grow(value.answer.reply)
+            out.append(self.chunk({}, "length" if value.truncated else "stop", genret=self.extension(value)))
             if include_usage:
                 out.append(self.envelope(choices=[], usage=Usage.of(value).model_dump()))
             return out + ["data: [DONE]\n\n"]

@@ -62,6 +62,42 @@ def test_max_new_tokens_bounds_the_completion(gen) -> None:
     assert full.startswith(short)
 
 
+def _new_ids(gen, prompt, n: int) -> list[int]:
+    """The model's own greedy new tokens for ``prompt`` (at most ``n``), up to its end of sequence."""
+    import torch
+
+    enc = gen._encode([gen.render(prompt)], "left")
+    with torch.inference_mode():
+        ids = gen.lm.model.generate(**enc, **gen._gen_kwargs(n))[0, enc["input_ids"].shape[1]:].tolist()
+    ends = {*gen._eos_ids, gen.tokenizer.pad_token_id}
+    return ids[:next((k for k, t in enumerate(ids) if t in ends), len(ids))]
+
+
+def _drain(stream) -> tuple[list[str], object]:
+    """A ``stream_complete``'s pieces and its return value."""
+    pieces = []
+    while True:
+        try:
+            pieces.append(next(stream))
+        except StopIteration as end:
+            return pieces, end.value
+
+
+def test_complete_counts_the_models_new_tokens_and_says_when_it_stopped_at_the_limit(gen) -> None:
+    for n in (1, 5, 12):
+        done = gen.complete(PROMPTS, max_new_tokens=n)
+        assert [c.text for c in done] == gen.generate(PROMPTS, max_new_tokens=n)
+        for prompt, c in zip(PROMPTS, done):
+            ids = _new_ids(gen, prompt, n)
+            assert (c.tokens, c.truncated) == (len(ids), len(ids) == n)  # the model's count, not the text's
+            pieces, streamed = _drain(gen.stream_complete(prompt, max_new_tokens=n))
+            assert streamed == c and "".join(pieces).strip() == c.text
+    text = gen.generate([PROMPTS[0]])[0]
+    stop = text.split()[2]
+    assert not gen.complete([PROMPTS[0]], stop=[stop])[0].truncated  # a stop string ended it, not the limit
+    assert not _drain(gen.stream_complete(PROMPTS[0], stop=[stop]))[1].truncated
+
+
 def test_stream_pieces_concatenate_to_the_generated_text(gen, single) -> None:
     for prompt, text in zip(PROMPTS[:3], single):
         pieces = list(gen.stream(prompt))

@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from genret.retrieval import Demo, Hit, Provenance
-from genret.retrieval.rag import ANSWER_TASKS, build_prompt, prompt_size, resolve_answer_task
-from genret.retrieval.rag._prompt import _MARGIN, parse_answer
+from genret.retrieval.rag import ANSWER_TASKS, build_prompt, prompt_size, readable_prefix, resolve_answer_task
+from genret.retrieval.rag._prompt import _MARGIN, parse_answer, readable
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +92,35 @@ def test_parse_answer_citations_and_forms():
     assert parse_answer(label, "maybe", 2) == ("maybe", [])
     free = ANSWER_TASKS["generic"]
     assert parse_answer(free, "Line one [1].\nLine two.", 1) == ("Line one.\nLine two.", [1])
+
+
+def test_the_readable_answer_carries_its_citations():
+    qa, free, label = ANSWER_TASKS["qa"], ANSWER_TASKS["generic"], ANSWER_TASKS["fact_check"]
+    assert readable(qa, "Guido van Rossum", "Guido van Rossum", [2, 1], 3) == "Guido van Rossum [2][1]"
+    assert readable(label, "REFUTES", "REFUTES", [], 3) == "REFUTES"
+    raw = "Answer: It began in 1973 [1] when OAPEC [9] acted. Prices rose [2] fourfold by"
+    answer, cited = parse_answer(free, raw, 2)  # cut by the budget: whole sentences, and what they cite
+    assert (answer, cited) == ("It began in 1973 when OAPEC acted.", [1])
+    assert readable(free, raw, answer, cited, 2) == "It began in 1973 [1] when OAPEC acted."
+    answer, cited = parse_answer(free, raw, 2, truncated=False)  # ended by the model: whole
+    assert readable(free, raw, answer, cited, 2, truncated=False) == \
+        "It began in 1973 [1] when OAPEC acted. Prices rose [2] fourfold by"
+    assert parse_answer(free, "It acted. [2] Then it", 2) == ("It acted.", [2])  # a marker after its full stop
+    assert readable(free, "It acted. [2] Then it", "It acted.", [2], 2) == "It acted [2]."
+    assert readable(free, "It began in 1973.", "It began in 1973.", [1], 2) == "It began in 1973. [1]"
+    assert readable(free, "", "", [1], 2) == ""
+
+
+_WORDS = st.sampled_from(["word", "end.", "3.5", "Why?", "[1]", "[7]", "Answer:", "the answer is", "e.g.", "\n", "  "])
+
+
+@given(st.lists(_WORDS, max_size=24).map(" ".join), st.integers(0, 200), st.booleans())
+def test_what_a_stream_shows_early_is_where_the_whole_reply_starts(raw, cut, truncated):
+    free = ANSWER_TASKS["generic"]
+    answer, cited = parse_answer(free, raw, 2, truncated=truncated)
+    whole = readable(free, raw, answer, cited, 2, truncated=truncated)
+    assert whole.startswith(readable_prefix(free, raw[:cut], 2))
+    assert readable_prefix(ANSWER_TASKS["qa"], raw[:cut], 2) == ""  # short answers come whole, at the end
 
 
 def test_unknown_task_falls_back_to_generic():

@@ -58,6 +58,30 @@ def test_every_candidate_is_a_span_of_the_passage_it_names(generator, texts, que
         assert math.isfinite(c.features["logp"]) and c.features["end_logp"] <= 0
 
 
+OIL = ("The 1973 oil crisis began in October 1973 when the members of the Organization of Arab Petroleum Exporting "
+       "Countries (OAPEC, consisting of the Arab members of OPEC plus Egypt and Syria) proclaimed an oil embargo.")
+
+
+def test_candidates_start_after_an_opening_bracket_and_close_no_bracket_they_did_not_open(generator):
+    """Issue 29 (2): "(OAPEC" was no candidate (its piece began at the bracket), "Egypt and Syria)" was one."""
+    question = "who proclaimed the oil embargo"
+    texts = [OIL, 'It was called "the first oil shock" (by the press).']
+    cands = SpanReader(max_words=6).candidates(generator, _prompt(question), texts, question)
+    spans = {c.text for c in cands}
+    assert {"OAPEC", "Egypt and Syria", "Organization of Arab Petroleum Exporting Countries"} <= spans
+    assert not [s for s in spans if s[0] in "([\"" or s.count("(") != s.count(")") or s.count('"') % 2], spans
+    assert all(texts[c.number - 1][c.start:c.end] == c.text for c in cands)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(texts=st.lists(st.lists(st.sampled_from(WORDS + ["(OAPEC,", "Syria)", '"TGIF"', "(2,600", "km)"]),
+                              min_size=1, max_size=20).map(" ".join), min_size=1, max_size=2))
+def test_no_candidate_opens_with_or_leaves_unbalanced_a_bracket(generator, texts):
+    question = "Who created the json module?"
+    for c in SpanReader(max_words=4).candidates(generator, _prompt(question), texts, question):
+        assert c.text[0] not in "([\"" and c.text.count("(") == c.text.count(")") and c.text.count('"') % 2 == 0
+
+
 def test_the_reader_picks_by_its_weights(generator):
     texts = ["Guido van Rossum released Python in 1991 at CWI.", "The json module serializes objects."]
     question = "Who released Python?"

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from genret.retrieval import GeneratorConfig, Hit, Provenance, RagConfig, RagPipeline
 from genret.retrieval.rag import ANSWER_TASKS, AnswerSpan, Generator, HFGenerator
 from genret.retrieval.rag._prompt import TRUNCATED, parse_answer, whole_sentences
-from genret.retrieval.rag._spans import SpanTrie, locate
+from genret.retrieval.rag._spans import SpanTrie, content_terms, locate, ranked_sentences
 
 WORDS = ["json", "module", "Python", "objects", "the", "serializes", "strings", "pickle", "bytes", "a", "Guido",
          "1991", "van", "Rossum", "3.12", "(CPython)", "co-operative", "naïve", "é", "x"]
@@ -136,8 +136,24 @@ def test_free_answers_cite_a_passage_whenever_passages_were_used():
     texts = ["Paris is the capital of France.", "The json module serializes Python objects."]
     pipe = RagPipeline(_Scripted("It serializes Python objects to strings and then it st"), _Retriever(texts),
                        config=RagConfig(passages=2, demos=0))
-    result = pipe.answer("What does json do?", task="generic")
-    assert [c.number for c in result.citations] == [2]
+    result = pipe.answer("What does json do?", task="generic", max_new_tokens=8)  # the budget cut it
+    assert [c.number for c in result.citations] == [2] and result.truncated
     assert result.answer == "It serializes Python objects to strings and then it " + TRUNCATED
+    assert result.reply == result.answer + " [2]"  # what a person reads: the answer and its citation
     closed = RagPipeline(_Scripted("No passages. Here"), None, config=RagConfig(passages=0, demos=0))
-    assert closed.answer("What?", task="generic").citations == () and closed.answer("What?").answer == "No passages."
+    cut = closed.answer("What?", task="generic", max_new_tokens=4)
+    assert cut.citations == () and cut.answer == cut.reply == "No passages."
+    # an answer the model ended itself is not cut back to its last sentence end
+    whole = pipe.answer("What does json do?", task="generic")
+    assert not whole.truncated and whole.answer == "It serializes Python objects to strings and then it st"
+
+
+def test_words_that_ask_or_articles_are_no_shared_content():
+    """Issue 29 (2): "the" and "when" counted as words a sentence shares with the question, so "… in October 1973
+    when the members …" tied with "By the end of the embargo in March 1974 …" for "When did it end?"."""
+    assert content_terms("When did the oil embargo end?") == {"oil", "embargo", "end"}
+    assert content_terms("What does a reader do, and how, and why?") == {"reader"}
+    texts = ["The crisis began in October 1973 when the members proclaimed an embargo. By the end of the embargo "
+             "in March 1974, the price had risen."]
+    (best, *_) = ranked_sentences(texts, "When did it end?")
+    assert best[2].startswith("By the end of the embargo") and best[3] == 1

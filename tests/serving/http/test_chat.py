@@ -25,8 +25,9 @@ def client(service):
         yield c
 
 
-def _expected_raw(service, query, **spec) -> str:
-    return service.batch_rag([query], service.rag_spec(query, **spec))[0].answer.raw
+def _expected_reply(service, query, **spec) -> str:
+    """The reply's content: the answer as a person reads it, with its citations."""
+    return service.batch_rag([query], service.rag_spec(query, **spec))[0].answer.reply
 
 
 def test_genrets_openai_client_against_a_real_genret_server(service, tiny_index):
@@ -35,14 +36,14 @@ def test_genrets_openai_client_against_a_real_genret_server(service, tiny_index)
                                                  model=tiny_index.name, max_new_tokens=4))
         try:
             prompt = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": Q}]
-            expected = _expected_raw(service, Q, index=tiny_index.name, max_new_tokens=4,
+            expected = _expected_reply(service, Q, index=tiny_index.name, max_new_tokens=4,
                                      history=[("system", "Be brief.")])
             assert remote.generate([prompt]) == [expected]
             assert "".join(remote.stream(prompt)).strip() == expected
             # two prompts at once: concurrent requests, micro-batched on the server
             other = QUESTIONS[0][1]
             assert remote.generate([prompt, [{"role": "user", "content": other}]]) == [
-                expected, _expected_raw(service, other, max_new_tokens=4)]
+                expected, _expected_reply(service, other, max_new_tokens=4)]
         finally:
             remote.close()
 
@@ -61,7 +62,7 @@ def test_response_shape_and_the_genret_extension(client, service, tiny_index):
     assert isinstance(got["created"], int)
     (choice,) = got["choices"]
     assert choice["index"] == 0 and choice["message"]["role"] == "assistant"
-    assert choice["message"]["content"] == _expected_raw(service, Q, retriever="bm25", passages=2, task="qa",
+    assert choice["message"]["content"] == _expected_reply(service, Q, retriever="bm25", passages=2, task="qa",
                                                          max_new_tokens=3,
                                                          history=[("user", "hello"), ("assistant", "hi")])
     assert choice["finish_reason"] in ("stop", "length")

@@ -66,7 +66,7 @@ def test_chat_completion_answers_from_the_index_with_the_conversation(client, se
     got = client.chat.completions.create(model=f"{tiny_index.name}/bm25", messages=messages)
     history = [("system", "Be brief."), ("user", "hello"), ("assistant", "hi")]
     expected = service.batch_rag([Q], service.rag_spec(Q, retriever="bm25", history=history))[0]
-    assert got.choices[0].message.content == expected.answer.raw and got.choices[0].message.role == "assistant"
+    assert got.choices[0].message.content == expected.answer.reply and got.choices[0].message.role == "assistant"
     assert got.model == f"{tiny_index.name}/bm25" and got.object == "chat.completion"
     assert got.choices[0].finish_reason in ("stop", "length")
     assert got.usage.prompt_tokens == expected.prompt_tokens
@@ -119,7 +119,7 @@ def test_a_streamed_answer_has_the_conversation_in_its_prompt(client, service, t
             model=tiny_index.name, stream=True, messages=[
                 {"role": "developer", "content": "Answer in English."}, {"role": "user", "content": "earlier"},
                 {"role": "assistant", "content": "reply"}, {"role": "user", "content": Q}]))
-    assert "".join(c.choices[0].delta.content or "" for c in chunks).strip() == "streamed words"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks).startswith("streamed words [")
     (prompt,) = recording.prompts
     assert prompt[0]["content"].startswith("Answer in English.")
     assert [m["content"] for m in prompt[1:3]] == ["earlier", "reply"] and Q in prompt[-1]["content"]
@@ -203,3 +203,63 @@ def test_embeddings_compute_in_the_dense_dtype_the_server_is_given(tiny_index):
         vectors, _ = embedder.embed(index, ["Who created Python?"])
         assert vectors.shape == (1, Embedder.dim(index))
         assert [m.encoder.dtype for m in embedder._loaded.values()] == ["float32"]
+
+
+# ---- issue 29 (5): finish_reason and a content a person reads ------------------------------------------------
+def _stopped_at_limit(service, prompt, n: int) -> bool:
+    """Ground truth, from the model itself: whether greedy decoding of ``prompt`` runs ``n`` tokens without ending."""
+    import torch
+
+    gen = service.rag.generator()
+    enc = gen._encode([gen.render(list(prompt))], "left")
+    with torch.inference_mode():
+        ids = gen.lm.model.generate(**enc, **gen._gen_kwargs(n))[0, enc["input_ids"].shape[1]:].tolist()
+    return len(ids) == n and not set(ids) & {*gen._eos_ids, gen.tokenizer.pad_token_id}
+
+
+def test_finish_reason_is_length_whenever_generation_stopped_at_max_tokens(client, service, tiny_index):
+    kw = {"model": f"{tiny_index.name}/bm25", "messages": [{"role": "user", "content": Q}]}
+    prompt = service.batch_rag([Q], service.rag_spec(Q, retriever="bm25"))[0].answer.prompt
+    expected, plain, streamed, counts, texts = [], [], [], [], []
+    for n in range(1, 17):
+        expected.append((n, "length" if _stopped_at_limit(service, prompt, n) else "stop"))
+        reply = client.chat.completions.create(**kw, max_tokens=n)
+        plain.append((n, reply.choices[0].finish_reason))
+        counts.append((n, reply.usage.completion_tokens if plain[-1][1] == "length" else n))
+        chunks = list(client.chat.completions.create(**kw, max_tokens=n, stream=True))
+        finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+        streamed.append((n, finish[0] if len(finish) == 1 else finish))
+        texts.append(("".join(c.choices[0].delta.content or "" for c in chunks), reply.choices[0].message.content))
+    assert plain == expected and streamed == expected
+    assert counts == [(n, n) for n in range(1, 17)]  # the model's own count, not the cleaned text's
+    assert all(a == b for a, b in texts), texts  # the streamed content is the plain one
+
+
+def _reply(client, tiny_index, **kw):
+    plain = client.chat.completions.create(model=f"{tiny_index.name}/bm25",
+                                           messages=[{"role": "user", "content": Q}], **kw)
+    chunks = list(client.chat.completions.create(model=f"{tiny_index.name}/bm25", stream=True,
+                                                 messages=[{"role": "user", "content": Q}], **kw))
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    return plain, streamed, finish
+
+
+def test_content_is_the_answer_a_person_reads_with_its_citations(client, service, tiny_index):
+    raw = "Answer: Guido van Rossum [1] created it [9] in 1991. It was named after Monty Python and"
+    with generator_swapped(service, ScriptedGenerator(raw)):
+        plain, streamed, finish = _reply(client, tiny_index, max_tokens=12)  # the budget cut it
+    content = plain.choices[0].message.content
+    assert content == "Guido van Rossum [1] created it in 1991." == streamed  # whole sentences, its markers kept
+    assert plain.choices[0].finish_reason == "length" and finish == ["length"]
+    assert plain.genret["raw"] == raw and plain.genret["answer"] == "Guido van Rossum created it in 1991."
+    # an answer the model ended itself stays whole, and cites the passage it came from ([n], as documented)
+    with generator_swapped(service, ScriptedGenerator("Guido van Rossum")):
+        plain, streamed, finish = _reply(client, tiny_index, max_tokens=200)
+    number = plain.genret["citations"][0]["number"]
+    assert plain.choices[0].message.content == f"Guido van Rossum [{number}]" == streamed
+    assert plain.choices[0].finish_reason == "stop" and finish == ["stop"]
+    # a short answer (the span reader's, from the real tiny model): the span and its citation
+    plain, streamed, _ = _reply(client, tiny_index, extra_body={"genret": {"task": "qa"}})
+    cites = "".join(f"[{c['number']}]" for c in plain.genret["citations"])
+    assert cites and plain.choices[0].message.content == f"{plain.genret['answer']} {cites}" == streamed

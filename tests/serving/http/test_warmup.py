@@ -93,7 +93,7 @@ def warmed(tiny_index, tiny_lm_dir, tiny_chat_lm_dir):
     logger.addHandler(records)
     settings = tiny_settings(tiny_index, tiny_lm_dir, tiny_chat_lm_dir, lazy=False, port=0)
     with pytest.MonkeyPatch.context() as mp:
-        dense, generate = _Spy(mp, DenseRetriever, "batch_search", hold=True), _Spy(mp, HFGenerator, "generate")
+        dense, generate = _Spy(mp, DenseRetriever, "batch_search", hold=True), _Spy(mp, HFGenerator, "complete")
         service = SearchService(settings)
         app = create_app(settings, service)
         server = make_server(settings, app, log_level="warning")

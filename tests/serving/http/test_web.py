@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import httpx
@@ -123,6 +124,11 @@ def test_search_shows_hits_with_provenance(web, browser, tiny_index):
     assert first.find_element(By.CSS_SELECTOR, ".text").text.startswith("Python is a high-level")
 
 
+def _bare(html: str) -> str:
+    """``html`` with its marks' attributes (strength, weight, tooltip) left out."""
+    return re.sub(r"<mark [^>]*>", "<mark>", html)
+
+
 def test_matched_ngrams_are_highlighted(web, browser, tiny_index):
     base, _, _ = web
     _open(browser, base)
@@ -130,12 +136,12 @@ def test_matched_ngrams_are_highlighted(web, browser, tiny_index):
     html = browser.execute_script("const p = document.createElement('p');"
                                   "p.append(highlighted('a <b> and <b>, x', [[' <b>', 1.5], ['x', 1]]));"
                                   "return p.innerHTML")
-    assert html == "a <mark>&lt;b&gt;</mark> and <mark>&lt;b&gt;</mark>, x"
+    assert _bare(html) == "a <mark>&lt;b&gt;</mark> and <mark>&lt;b&gt;</mark>, x"
     title = browser.execute_script("const p = document.createElement('p');"
                                    "p.append(highlighted('Mount Everest', [['title: Mount Ev…', 2]], true));"
                                    "p.append(' / ', highlighted('Mount Everest', [['title: Mount Ev…', 2]], false));"
                                    "return p.innerHTML")
-    assert title == "<mark>Mount Ev</mark>erest / Mount Everest"
+    assert _bare(title) == "<mark>Mount Ev</mark>erest / Mount Everest"
     query = "When did the oil embargo start?"
     hits = _search(browser, tiny_index.name, "generative", query, task="qa")
     api = httpx.post(base + "/v1/search", json={"query": query, "retriever": "generative", "task": "qa"}).json()
@@ -230,9 +236,9 @@ def test_k_control_and_whole_word_query_highlighting(web, browser, tiny_index):
     (hit,) = _search(browser, "scripty", "bm25", "solo bold")
     assert _marks(hit) == ["bold"]
     html = browser.execute_script("const p = document.createElement('p');"
-                                  "p.append(highlighted('In 1999 Inc. was in', [['In', 1.0]], false));"
+                                  "p.append(highlighted('Py 1999 Pyc. was py', [['Py', 1.0]], false));"
                                   "return p.innerHTML")
-    assert html == "<mark>In</mark> 1999 Inc. was in"
+    assert _bare(html) == "<mark>Py</mark> 1999 Pyc. was py"
 
 
 def test_hybrid_hits_show_each_members_rank(web, browser, tiny_index):
@@ -273,3 +279,92 @@ def test_a_truncated_answer_is_marked(web, browser, tiny_index):
         _wait(browser, lambda d: d.find_element(By.ID, "status").text.startswith("answered")
               and "Guido" in d.find_element(By.ID, "answer-text").text)
     assert not browser.find_element(By.ID, "truncated").is_displayed()
+
+
+# ---- issue 29 (6): weights, the match list, the answer's span, one row of controls ------------------------------
+_HIT = {"rank": 1, "score": 573.5, "text": "The 1973 oil crisis began when the members of OAPEC proclaimed an oil "
+        "embargo; the embargo was lifted in March 1974.", "member_ranks": [],
+        "provenance": {"wikipedia_id": "p-oil", "title": "1973 oil crisis", "start_paragraph_id": 1,
+                       "end_paragraph_id": 1, "start_character": 0, "end_character": 110},
+        "matched": [["oil embargo", 386.0], ["embargo", 26.7], ["proclaimed", 47.4], ["oil", 0.87], ["1", 2.0],
+                    ["9", 3.7], ["O", 4.8], ["sh", 4.96], ["Export", 2.67], ["the", 3.1], [" of the", 2.2],
+                    ["title: 1973 oil", 5.0]]}
+
+
+def _render(browser, hits):
+    browser.execute_script("renderHits(arguments[0], false, 'who proclaimed the oil embargo')", hits)
+    return browser.find_elements(By.CSS_SELECTOR, "#hits li.hit")
+
+
+def test_highlight_strength_follows_the_key_weight_with_the_weight_shown(web, browser):
+    base, _, _ = web
+    _open(browser, base)
+    (hit,) = _render(browser, [_HIT])
+    marks = {m.text: m for m in hit.find_elements(By.CSS_SELECTOR, ".text mark")}
+    assert {"oil embargo", "proclaimed", "oil", "embargo"} <= set(marks)
+
+    def level(text):
+        return int(marks[text].get_attribute("data-level"))
+
+    assert level("oil embargo") > level("proclaimed") > level("oil") >= 1  # 386 > 47.4 > 0.87
+    assert level("oil embargo") > level("embargo")
+    colours = browser.execute_script("return arguments[0].map(m => getComputedStyle(m).backgroundColor)",
+                                     [marks["oil embargo"], marks["oil"]])
+    assert colours[0] != colours[1]  # a different strength on screen, not one yellow for all
+    assert "386" in marks["oil embargo"].get_attribute("title") and "0.87" in marks["oil"].get_attribute("title")
+    legend = browser.find_element(By.ID, "legend")
+    assert legend.is_displayed() and "weight" in legend.text
+    assert len(legend.find_elements(By.CSS_SELECTOR, "mark")) >= 3  # one swatch per strength
+
+
+def test_the_match_list_leaves_out_subword_fragments_and_stopwords(web, browser, tiny_index):
+    base, _, _ = web
+    _open(browser, base)
+    (hit,) = _render(browser, [_HIT])
+    listed = [g.get_attribute("data-key") for g in hit.find_elements(By.CSS_SELECTOR, ".grams .gram")]
+    assert listed[:3] == ["oil embargo", "proclaimed", "embargo"]  # strongest first
+    assert set(listed) == {"oil embargo", "proclaimed", "embargo", "oil", "title: 1973 oil"}
+    for junk in ("1", "9", "O", "sh", "Export", "the", "of the"):  # pieces of words, or stopwords only
+        assert junk not in listed and f"“{junk}”" not in hit.find_element(By.CSS_SELECTOR, ".grams").text
+    # a real generative search lists only keys found as whole words in their hit
+    hits = _search(browser, tiny_index.name, "generative", "When did the oil embargo start?", task="qa")
+    for li in hits:
+        text = li.find_element(By.CSS_SELECTOR, ".text").text + " " + li.find_element(By.CSS_SELECTOR, ".title").text
+        for key in [g.get_attribute("data-key") for g in li.find_elements(By.CSS_SELECTOR, ".grams .gram")]:
+            key = key.removeprefix("title: ")
+            assert re.search(rf"(?<!\w){re.escape(key)}(?!\w)", text), (key, text)
+
+
+def test_the_cited_span_of_a_short_answer_is_marked_in_its_passage(web, browser, tiny_index):
+    base, _, service = web
+    _open(browser, base)
+    with generator_swapped(service, ScriptedGenerator("Guido van Rossum")):
+        _query(browser, tiny_index.name, "bm25", "Who created the Python programming language?", task="qa")
+        browser.find_element(By.ID, "ask").click()
+        _wait(browser, lambda d: d.find_element(By.ID, "status").text.startswith("answered"))
+        api = httpx.post(base + "/v1/rag", json={"query": "Who created the Python programming language?",
+                                                 "index": tiny_index.name, "retriever": "bm25", "task": "qa"},
+                         timeout=60).json()
+    span = api["span"]
+    assert api["answer"] == "Guido van Rossum" and span is not None
+    passage = browser.find_element(By.ID, f"hit-{span['number']}")
+    (marked,) = passage.find_elements(By.CSS_SELECTOR, ".text mark.answer")
+    assert marked.text == api["passages"][span["number"] - 1]["text"][span["start"]:span["end"]] == "Guido van Rossum"
+    assert "answer" in marked.get_attribute("title")
+    assert not browser.find_elements(By.CSS_SELECTOR, f"#hits li.hit:not(#hit-{span['number']}) mark.answer")
+
+
+def test_the_controls_fit_one_row_at_1280_px(web, browser):
+    base, _, _ = web
+    browser.set_window_size(1280, 900)
+    try:
+        _open(browser, base)
+        Select(browser.find_element(By.ID, "retriever")).select_by_value("hybrid")  # the longest option label
+        assert browser.execute_script("return window.innerWidth") >= 1264
+        boxes = browser.execute_script(
+            "return ['index', 'retriever', 'task', 'k', 'search', 'ask'].map(id => {"
+            "const r = document.getElementById(id).getBoundingClientRect(); return [id, r.top, r.bottom]; })")
+        top, bottom = max(b[1] for b in boxes), min(b[2] for b in boxes)
+        assert top < bottom, boxes  # one horizontal line runs through every control
+    finally:
+        browser.set_window_size(1200, 900)
