@@ -92,7 +92,8 @@ def test_the_tour_runs_as_written():
     assert firsts == ["shutil.rmtree", "shutil.copytree", "shutil.rmtree"], search
     assert "matched:" in search
     # the answers it claims, with their citations
-    assert "JavaScript" in rag and "[1] json [json ¶1]" in rag and "Comma Separated Value (CSV)" in rag, rag
+    assert "JavaScript" in rag and "[1] json [json ¶1]" in rag, rag
+    assert re.search(r"^Comma Separated Value$", rag, re.M), rag  # the span reader leaves the bracketed "(CSV)" out
     assert '"retriever":"bm25"' in serve and "JavaScript" in serve, serve
     # the wrong answer it shows, with the passage that held the right one ranked first
     wrong = out[str(len(tour))]
