@@ -74,10 +74,24 @@ def cache_dir() -> Path:
     return Path(os.environ.get("GENRET_CACHE", Path.home() / ".cache" / "genret"))
 
 
+def _content_key(path: Path, block: int = 1 << 20) -> str:
+    """A key for a model file by what it holds, not where it lies: its size and a hash of its first and last MiB
+    (reading 2 MiB, not the whole file).  The same GGUF installed in another environment — each virtualenv or
+    clone has its own copy of the package — finds the checkpoint converted once, instead of a new 0.5 GB copy."""
+    size = path.stat().st_size
+    digest = hashlib.sha256(f"{path.name}:{size}:".encode())
+    with open(path, "rb") as fh:
+        digest.update(fh.read(block))
+        if size > block:
+            fh.seek(max(block, size - block))
+            digest.update(fh.read(block))
+    return digest.hexdigest()[:16]
+
+
 def _gguf_checkpoint(folder: str, gguf: str) -> Path:
     """A safetensors copy of a GGUF model (made on first use, atomically)."""
     src = Path(folder) / gguf
-    key = hashlib.sha256(f"{src.resolve()}:{src.stat().st_size}:{src.stat().st_mtime_ns}".encode()).hexdigest()[:16]
+    key = _content_key(src)
     target = cache_dir() / "models" / f"{src.stem}-{key}"
     with model_load_lock():
         if (target / "config.json").is_file():
