@@ -84,6 +84,9 @@ def cmd_train_dense(a: argparse.Namespace) -> int:
                "held_out_records": len(held), **stats, "held_out_rprec": {"before": before, "after": after}}
     if fusion is not None:
         summary["fusion"] = fusion
+    elif (Path(a.index) / "hybrid-weights.json").is_file():
+        print(f"note: {a.index}/hybrid-weights.json was fitted before this encoder was trained; refit it "
+              "(`genret tune`, or `genret train dense … --fusion --force`)", file=sys.stderr)
     print(json.dumps(summary, indent=1))
     if held:
         print(f"held-out R-Precision ({len(held)} of {len(records)} records), dense before → after: " + ", ".join(
