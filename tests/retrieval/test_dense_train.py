@@ -123,3 +123,5 @@ def test_fusion_is_fitted_on_the_held_out_records(adapted, tmp_path, capsys):
     best_member = max(results["dense alone"]["objective"], results["bm25 alone"]["objective"])
     assert results["fused (chosen)"]["objective"] >= best_member  # never below the best member on that fold
     assert json.loads((copy / "hybrid-weights.json").read_text())["dev"]["records"] == 2
+    assert main([*args[:2], str(copy), *args[3:], "--force"]) == 0  # retrained, the weights left as they were
+    assert "hybrid-weights.json was fitted before this encoder was trained" in capsys.readouterr().err
