@@ -88,8 +88,6 @@ def _fused(weights: dict[str, Any], s, tied: bool) -> dict[str, Any]:
 def lite_causal_lm(folder: str | Path, dtype, device: str = "cpu"):
     """The plain-torch model of the checkpoint in ``folder`` in ``dtype`` (a torch dtype) on ``device``, or
     ``None`` where ``lite_config`` says transformers must load it."""
-    import torch
-
     config = lite_config(folder)
     if config is None:
         return None
@@ -103,8 +101,6 @@ def lite_causal_lm(folder: str | Path, dtype, device: str = "cpu"):
     model.requires_grad_(False)
     if tied:
         model.lm_head.weight = model.model.embed_tokens.weight
-    inv_freq = 1.0 / (s.theta ** (torch.arange(0, s.head_dim, 2, dtype=torch.int64).float() / s.head_dim))
-    model.model.inv_freq = inv_freq
     model = model.to(device=device, dtype=dtype).eval()
-    model.model.inv_freq = inv_freq.to(device)  # float32 whatever the weights' dtype, as in transformers
+    model.model.inv_freq = model.model.inv_freq.to(device)  # float32 (not a buffer: `to` leaves it)
     return model

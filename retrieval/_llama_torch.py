@@ -21,8 +21,6 @@ class KVCache:
         self.values: list[Any] = [None] * layers
 
     def update(self, layer: int, k, v):
-        import torch
-
         if self.keys[layer] is not None:
             k = torch.cat([self.keys[layer], k], dim=2)
             v = torch.cat([self.values[layer], v], dim=2)
@@ -64,7 +62,6 @@ class Shape:
                    theta=float(rope.get("rope_theta", c.get("rope_theta", 10000.0))))
 
 
-
 def linear(inp: int, out: int):
     """An ``nn.Linear`` (the type int8 quantization looks for) whose weight is left unset: ``load_state_dict``
     assigns the checkpoint's.  Not built on the meta device: initialising there imports ``torch._dynamo``."""
@@ -75,6 +72,7 @@ def linear(inp: int, out: int):
     layer.register_parameter("bias", None)
     return layer
 
+
 class Embedding(nn.Module):
     def __init__(self, rows: int, size: int) -> None:
         super().__init__()
@@ -82,6 +80,7 @@ class Embedding(nn.Module):
 
     def forward(self, ids):
         return F.embedding(ids, self.weight)
+
 
 class RMSNorm(nn.Module):
     def __init__(self, size: int, eps: float) -> None:
@@ -93,6 +92,7 @@ class RMSNorm(nn.Module):
         h = x.float()
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * h.to(x.dtype)
+
 
 class Layer(nn.Module):
     def __init__(self, s: Shape) -> None:
@@ -118,9 +118,11 @@ class Layer(nn.Module):
         gate, up = self.gate_up(self.post_attention_layernorm(x)).chunk(2, dim=-1)
         return x + self.down_proj(F.silu(gate) * up)
 
+
 def _rotate_half(t):
     half = t.shape[-1] // 2
     return torch.cat((-t[..., half:], t[..., :half]), dim=-1)
+
 
 class Base(nn.Module):
     def __init__(self, s: Shape) -> None:
@@ -129,7 +131,9 @@ class Base(nn.Module):
         self.embed_tokens = Embedding(s.vocab, s.hidden)
         self.layers = nn.ModuleList(Layer(s) for _ in range(s.layers))
         self.norm = RMSNorm(s.hidden, s.eps)
-        self.register_buffer("inv_freq", torch.empty(s.head_dim // 2), persistent=False)  # set on load
+        # rotary frequencies: float32 whatever the weights' dtype, as in transformers (a plain tensor, which
+        # ``Module.to(dtype)`` leaves alone; ``_llama`` moves it to the model's device)
+        self.inv_freq = 1.0 / (s.theta ** (torch.arange(0, s.head_dim, 2, dtype=torch.int64).float() / s.head_dim))
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
                 inputs_embeds=None, **_):
@@ -139,13 +143,14 @@ class Base(nn.Module):
             past = 0 if past_key_values is None or past_key_values.keys[0] is None else \
                 past_key_values.keys[0].shape[2]
             position_ids = torch.arange(past, past + n, device=x.device).expand(b, n)
-        freqs = position_ids[..., None].float() * self.inv_freq.float()
+        freqs = position_ids[..., None].float() * self.inv_freq
         emb = torch.cat((freqs, freqs), dim=-1)
         cos, sin = emb.cos().to(x.dtype).unsqueeze(1), emb.sin().to(x.dtype).unsqueeze(1)
         mask = _attention_mask(attention_mask, b, n, x.device)
         for i, layer in enumerate(self.layers):
             x = layer(x, cos, sin, mask, past_key_values, i)
         return SimpleNamespace(last_hidden_state=self.norm(x))
+
 
 def _attention_mask(attention_mask, b: int, n: int, device):
     """(batch, 1, new, all) booleans: a new position sees the past and itself, never padding; a padding
@@ -159,6 +164,7 @@ def _attention_mask(attention_mask, b: int, n: int, device):
     allowed = (keys[None, :] <= rows[:, None])[None] & attention_mask.bool()[:, None, :]
     allowed |= (keys[None, :] == rows[:, None])[None]
     return allowed.unsqueeze(1)
+
 
 class CausalLM(nn.Module):
     def __init__(self, s: Shape, config: dict[str, Any]) -> None:
