@@ -112,6 +112,7 @@ class DenseConfig(BaseModel):
 
 
 def unit_text(title: str, text: str, with_title: bool) -> str:
+    """The text the dense encoder (and BM25) reads for a unit: ``title\ntext``, or the text alone."""
     return f"{title}\n{text}" if with_title and title else text
 
 

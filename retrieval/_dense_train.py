@@ -27,7 +27,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from genret.core import model_load_lock, resolve_device, resolve_dtype, resolve_model_path
-from genret.indexing import Index
+from genret.indexing import Index, unit_text
 
 log = logging.getLogger("genret")
 
@@ -60,10 +60,6 @@ class DensePair:
     gold: tuple[tuple[str, int], ...]
 
 
-def _unit_text(title: str, text: str, with_title: bool) -> str:
-    return f"{title}\n{text}" if with_title and title else text  # as the index encoded it (indexing: unit_text)
-
-
 def _negative_source(index: Index, which: str):
     from ._bm25 import BM25Retriever
     from ._dense import DenseRetriever, DenseSearchConfig
@@ -81,46 +77,47 @@ def mine_triplets(index: Index, pairs: Sequence[DensePair], config: DenseTrainCo
     """Training rows ``{"anchor", "positive", "negative"?}``: each query with up to ``positives_per_query`` of its
     gold units (every unit overlapping a gold paragraph) and one hard negative each.  Queries with no gold unit
     in the index are skipped (logged)."""
-    with_title = bool(index.component("dense").params.get("with_title", True))
     by_paragraph: dict[tuple[str, int], list[int]] = {}
-    texts: dict[int, str] = {}
     for batch in index.store.iter_units(batch=4096):
         for u in batch:
             for par in range(u.start_paragraph, u.end_paragraph + 1):
                 by_paragraph.setdefault((u.page_id, par), []).append(u.unit_id)
-    source = _negative_source(index, config.negatives)
+    queries = [(p.query, sorted({i for key in p.gold for i in by_paragraph.get(key, ())})) for p in pairs]
+    kept = [(q, gold) for q, gold in queries if gold]
+    if len(kept) < len(queries):
+        log.warning("train dense: %d of %d queries have no gold passage in the index (skipped)",
+                    len(queries) - len(kept), len(queries))
+    negatives = _hard_negatives(index, kept, config)
     rng = random.Random(config.seed)
-    rows: list[dict[str, str]] = []
-    skipped = 0
+    plan: list[tuple[str, int, int | None]] = []  # (query, positive, negative) unit ids
+    for (query, gold), hard in zip(kept, negatives):
+        for g in gold[:config.positives_per_query]:
+            neg = None if hard is None else rng.choice(hard) if hard else rng.randrange(len(index.store))
+            plan.append((query, g, neg))
+    with_title = bool(index.component("dense").params.get("with_title", True))
+    ids = sorted({i for _, g, n in plan for i in (g, n) if i is not None})
+    texts = {u.unit_id: unit_text(u.title, u.text, with_title)
+             for start in range(0, len(ids), 10_000) for u in index.store.get(ids[start:start + 10_000])}
+    return [{"anchor": q, "positive": texts[g], **({} if n is None else {"negative": texts[n]})} for q, g, n in plan]
+
+
+def _hard_negatives(index: Index, kept: list[tuple[str, list[int]]], config: DenseTrainConfig,
+                    chunk: int = 256) -> list[list[int] | None]:
+    """For each query, the first ``negative_depth`` non-gold units of the negatives' retriever (None for every
+    query when negatives are in-batch only); queries are searched a batch at a time."""
+    source = _negative_source(index, config.negatives)
+    if source is None:
+        return [None] * len(kept)
+    out: list[list[int] | None] = []
     try:
-        for pair in pairs:
-            gold = sorted({i for key in pair.gold for i in by_paragraph.get(key, ())})
-            if not gold:
-                skipped += 1
-                continue
-            negatives: list[int] = []
-            if source is not None:
-                hits = source.search(pair.query, k=config.negative_depth + len(gold))
-                negatives = [h.unit_id for h in hits if h.unit_id not in gold][:config.negative_depth]
-            for g in gold[:config.positives_per_query]:
-                row = {"anchor": pair.query, "positive": _text(index, texts, g, with_title)}
-                if source is not None:
-                    neg = rng.choice(negatives) if negatives else rng.randrange(len(index.store))
-                    row["negative"] = _text(index, texts, neg, with_title)
-                rows.append(row)
+        for start in range(0, len(kept), chunk):
+            part = kept[start:start + chunk]
+            k = config.negative_depth + max(len(gold) for _, gold in part)
+            for (_, gold), hits in zip(part, source.batch_search([q for q, _ in part], k=k)):
+                out.append([h.unit_id for h in hits if h.unit_id not in gold][:config.negative_depth])
     finally:
-        if source is not None:
-            source.close()
-    if skipped:
-        log.warning("train dense: %d of %d queries have no gold passage in the index (skipped)", skipped, len(pairs))
-    return rows
-
-
-def _text(index: Index, cache: dict[int, str], unit_id: int, with_title: bool) -> str:
-    if unit_id not in cache:
-        u = index.store.get([unit_id])[0]
-        cache[unit_id] = _unit_text(u.title, u.text, with_title)
-    return cache[unit_id]
+        source.close()
+    return out
 
 
 def fine_tune_dense(index: Index, pairs: Sequence[DensePair], out: str | Path,

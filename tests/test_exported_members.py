@@ -35,7 +35,7 @@ SURFACES = {
         "StoreParams", "StoredUnit", "Unit", "UnitConfig", "UnitStore", "add_to_index", "available_components",
         "build_index", "build_index_ray", "configure_search", "load_faiss", "open_lucene", "open_text", "place_index",
         "query_encoder", "ray_session", "read_corpus", "read_manifest", "rebuild_dense", "seal_manifest",
-        "sentence_spans", "verify_index", "write_adapted_dense", "write_manifest",
+        "sentence_spans", "unit_text", "verify_index", "write_adapted_dense", "write_manifest",
     ],
     "genret.indexing.fm": [
         "FM_DIR", "FMConfig", "FMQueries", "TOKENIZER_DIR", "build_fm", "build_shard", "encode_range", "encode_texts",
