@@ -8,7 +8,6 @@ Nothing heavy is imported at module level (``genret --help`` stays instant).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import random
 import sys
@@ -35,20 +34,22 @@ def _held_out(records: list, fraction: float, seed: int) -> tuple[list, list]:
     return order[n:], order[:n]
 
 
-def _rprec(index, held_file: str, retriever: str, adapted: bool) -> dict[str, float]:
+def _rprec(index, held_file: str, adapted: bool) -> dict[str, float]:
+    """Dense R-Precision (percent, per level) on the held-out records, with the adapted or the base encoder."""
     from genret.eval import evaluate
     from genret.retrieval import DenseSearchConfig, RetrievalConfig
 
     config = RetrievalConfig(dense=DenseSearchConfig(adapted=adapted))
-    report = evaluate(index, held_file, retriever, 100, ks=(1, 5, 10, 20, 100), config=config, progress=False)
+    report = evaluate(index, held_file, "dense", 100, ks=(1, 5, 10, 20, 100), config=config, progress=False)
     return {level: round(100 * m["Rprec"], 1) for level, m in report["levels"].items()}
 
 
 def cmd_train_dense(a: argparse.Namespace) -> int:
-    from genret.core import ConfigError, InputError
+    from genret.core import ConfigError, InputError, sha256_file
     from genret.eval import read_kilt, write_kilt
     from genret.indexing import ADAPTED_DENSE, Index, write_adapted_dense
     from genret.retrieval import DenseTrainConfig, fine_tune_dense
+    from genret.retrieval.hybrid import weights_path
 
     records = read_kilt(a.train)[:a.max_records]
     if not records:
@@ -58,8 +59,8 @@ def cmd_train_dense(a: argparse.Namespace) -> int:
                                   max_minutes=a.max_minutes, device=a.device, dtype=a.dtype, seed=a.seed)
     except ValueError as exc:
         raise ConfigError(f"train dense: {exc}".splitlines()[0]) from None
-    recipe = {"train": str(Path(a.train).resolve()), "train_sha256": hashlib.sha256(Path(a.train).read_bytes())
-              .hexdigest(), "task": a.task, "records": len(records), "holdout": a.holdout,
+    recipe = {"train": str(Path(a.train).resolve()), "train_sha256": sha256_file(Path(a.train)), "task": a.task,
+              "records": len(records), "holdout": a.holdout,
               "config": config.model_dump(exclude={"device", "max_minutes"})}
     with Index(a.index) as index:
         done = index.component(ADAPTED_DENSE).params.get("trained", {}) if index.has(ADAPTED_DENSE) else None
@@ -72,20 +73,20 @@ def cmd_train_dense(a: argparse.Namespace) -> int:
             held_file = str(Path(scratch) / "held-out.jsonl")
             if held:
                 write_kilt(held_file, held)
-            before = _rprec(index, held_file, "dense", False) if held else {}
+            before = _rprec(index, held_file, False) if held else {}
             stats = fine_tune_dense(index, _pairs(train), Path(scratch) / "model", config, progress=not a.quiet)
             index.close()  # the manifest changes under it
             write_adapted_dense(a.index, Path(scratch) / "model", trained={**recipe, **stats}, device=a.device,
                                 dtype=a.dtype, progress=not a.quiet)
             with Index(a.index) as adapted:
-                after = _rprec(adapted, held_file, "dense", True) if held else {}
+                after = _rprec(adapted, held_file, True) if held else {}
                 fusion = _fit_fusion(a, adapted, held_file) if held and a.fusion else None
     summary = {"index": a.index, "component": ADAPTED_DENSE, "train_records": len(train),
                "held_out_records": len(held), **stats, "held_out_rprec": {"before": before, "after": after}}
     if fusion is not None:
         summary["fusion"] = fusion
-    elif (Path(a.index) / "hybrid-weights.json").is_file():
-        print(f"note: {a.index}/hybrid-weights.json was fitted before this encoder was trained; refit it "
+    elif weights_path(a.index).is_file():
+        print(f"note: {weights_path(a.index)} was fitted before this encoder was trained; refit it "
               "(`genret tune`, or `genret train dense … --fusion --force`)", file=sys.stderr)
     print(json.dumps(summary, indent=1))
     if held:
