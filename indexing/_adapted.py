@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core import NotFoundError, staged_dir, write_lock
-from ._dense import DENSE_KIND, DenseConfig, build_dense
+from ._dense import DENSE_KIND, EMBEDDINGS_FILE, build_dense, recorded_config
 from ._manifest import Component, Manifest, file_entries, read_manifest, write_manifest
 from ._store import STORE_FILE, UnitStore
 from ._verify import verify_files
@@ -48,11 +48,8 @@ def write_adapted_dense(index_dir: str | Path, model_dir: str | Path, *, trained
             shutil.rmtree(tmp / ADAPTED_DIR, ignore_errors=True)
             (tmp / ADAPTED_DIR).mkdir()
             shutil.copytree(model_dir, tmp / MODEL_DIR)
-            p = base.params
-            fields = {k: p[k] for k in DenseConfig.model_fields
-                      if k in p and k not in ("model", "device", "dtype", "batch_size")}
-            config = DenseConfig(model=str(tmp / MODEL_DIR), device=device, dtype=dtype, batch_size=batch_size,
-                                 **fields)
+            config = recorded_config(base, model=str(tmp / MODEL_DIR), device=device, dtype=dtype,
+                                     batch_size=batch_size)
             store = UnitStore(tmp / STORE_FILE)
             try:
                 built = build_dense(store, tmp / ADAPTED_DIR, config, progress=progress)
@@ -60,7 +57,7 @@ def write_adapted_dense(index_dir: str | Path, model_dir: str | Path, *, trained
                 store.close()
             model_files = sorted(str(f.relative_to(tmp)) for f in (tmp / MODEL_DIR).rglob("*") if f.is_file())
             params = {**built.params, "faiss_file": f"{ADAPTED_DIR}/{built.params['faiss_file']}",
-                      "embeddings_file": f"{ADAPTED_DIR}/dense.f32", "model_dir": MODEL_DIR,
+                      "embeddings_file": f"{ADAPTED_DIR}/{EMBEDDINGS_FILE}", "model_dir": MODEL_DIR,
                       "base_model": base.model, "trained": trained}
             files = {f"{ADAPTED_DIR}/{name}": entry for name, entry in built.files.items()}
             files.update(file_entries(tmp, model_files))
@@ -69,4 +66,4 @@ def write_adapted_dense(index_dir: str | Path, model_dir: str | Path, *, trained
             components = {**manifest.components, ADAPTED_DENSE: component}
             new = manifest.model_copy(update={"components": components})
             write_manifest(tmp, new)
-        return read_manifest(src)
+        return new

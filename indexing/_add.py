@@ -25,7 +25,7 @@ from ..core import GenretError, InputError, progress_bar, staged_dir, write_lock
 from ._bm25 import BM25Config, build_bm25
 from ._build import IndexConfig, ingest
 from ._corpus import Page, corpus_file, read_corpus
-from ._dense import EMBEDDINGS_FILE, DenseConfig, build_faiss, device_for_faiss, faiss_params, unit_text
+from ._dense import EMBEDDINGS_FILE, build_faiss, device_for_faiss, faiss_params, recorded_config, unit_text
 from ._encoder import SentenceTransformerEncoder
 from ._manifest import Component, Manifest, file_entries, read_manifest, write_manifest
 from ._store import STORE_FILE, StoreWriter, UnitStore
@@ -44,9 +44,8 @@ def _add_dense(tmp: Path, comp: Component, store: UnitStore, old: int, device: t
 
     t0 = time.perf_counter()
     p = comp.params
-    fields = {k: p[k] for k in DenseConfig.model_fields if k in p and k not in ("model", "device", "dtype")}
     model = str(tmp / p["model_dir"]) if p.get("model_dir") else comp.model
-    config = DenseConfig(model=model, device=device[0], dtype=device[1], **fields)
+    config = recorded_config(comp, model=model, device=device[0], dtype=device[1])
     encoder = SentenceTransformerEncoder(model, config.device, config.dtype)
     embeddings = p.get("embeddings_file", EMBEDDINGS_FILE)
     n = len(store)

@@ -111,6 +111,13 @@ class DenseConfig(BaseModel):
         return {**data, "index_type": "factory", "factory": factory}
 
 
+def recorded_config(component: Component, **settings: Any) -> DenseConfig:
+    """The ``DenseConfig`` a dense component was built with — its text layout and FAISS settings, as its params
+    record them — with ``settings`` (the model, device, dtype, batch size to encode with now) given."""
+    fields = {k: v for k, v in component.params.items() if k in DenseConfig.model_fields and k not in settings}
+    return DenseConfig(**fields, **settings)
+
+
 def unit_text(title: str, text: str, with_title: bool) -> str:
     """The text the dense encoder (and BM25) reads for a unit: ``title\ntext``, or the text alone."""
     return f"{title}\n{text}" if with_title and title else text
