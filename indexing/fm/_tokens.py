@@ -61,11 +61,12 @@ _FAST_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
 
 
 class FastTokenizer:
-    """What ``build_fm`` uses of a Hugging Face tokenizer (length, special token ids, Rust backend,
-    ``save_pretrained``) read from its folder with the ``tokenizers`` package alone: no transformers import,
-    which took 2.4 s of every build.  ``fast_tokenizer`` makes one only where transformers would load the same
-    backend unchanged; ``tests/indexing/fm/test_fm_build_parallel.py`` checks ids, length, markers and the saved
-    folder against transformers."""
+    """What ``build_fm`` and the generative retriever use of a Hugging Face tokenizer (length, special tokens,
+    encoding and decoding, the vocabulary, the Rust backend, ``save_pretrained``) read from its folder with the
+    ``tokenizers`` package alone: no transformers import, which took 2.4 s of every build and most of a cold
+    generative search.  ``fast_tokenizer`` makes one only where transformers would load the same backend
+    unchanged; ``tests/indexing/fm/test_fm_build_parallel.py`` and ``tests/retrieval/generative/test_llama.py``
+    check it against transformers."""
 
     is_fast = True
 
