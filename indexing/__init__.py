@@ -15,7 +15,7 @@ from ._adapted import ADAPTED_DENSE, write_adapted_dense
 from ._bm25 import BM25Config
 from ._build import IndexConfig, available_components, build_index
 from ._corpus import Page, ReadStats, open_text, read_corpus
-from ._dense import DenseConfig, rebuild_dense, unit_text
+from ._dense import DenseConfig, encoder_model, rebuild_dense, unit_text
 from ._ray_build import build_index_ray
 
 # open and read
@@ -40,7 +40,7 @@ __all__ = [
     "ADAPTED_DENSE", "BM25Config", "BM25Params", "Component", "DenseConfig", "DenseParams", "Encoder", "FMParams",
     "Index", "IndexConfig", "LuceneIndex", "Manifest", "Page", "ReadStats", "SentenceTransformerEncoder", "StoreParams",
     "StoredUnit", "Unit", "UnitConfig", "UnitStore", "add_to_index", "available_components", "build_index",
-    "build_index_ray", "configure_search", "load_faiss", "open_lucene", "open_text", "place_index", "query_encoder",
-    "ray_session", "read_corpus", "read_manifest", "rebuild_dense", "seal_manifest", "sentence_spans",
+    "build_index_ray", "configure_search", "encoder_model", "load_faiss", "open_lucene", "open_text", "place_index",
+    "query_encoder", "ray_session", "read_corpus", "read_manifest", "rebuild_dense", "seal_manifest", "sentence_spans",
     "unit_text", "verify_index", "write_adapted_dense", "write_manifest",
 ]

@@ -25,7 +25,15 @@ from ..core import GenretError, InputError, progress_bar, staged_dir, write_lock
 from ._bm25 import BM25Config, build_bm25
 from ._build import IndexConfig, ingest
 from ._corpus import Page, corpus_file, read_corpus
-from ._dense import EMBEDDINGS_FILE, build_faiss, device_for_faiss, faiss_params, recorded_config, unit_text
+from ._dense import (
+    EMBEDDINGS_FILE,
+    build_faiss,
+    device_for_faiss,
+    encoder_model,
+    faiss_params,
+    recorded_config,
+    unit_text,
+)
 from ._encoder import SentenceTransformerEncoder
 from ._manifest import Component, Manifest, file_entries, read_manifest, write_manifest
 from ._store import STORE_FILE, StoreWriter, UnitStore
@@ -44,7 +52,7 @@ def _add_dense(tmp: Path, comp: Component, store: UnitStore, old: int, device: t
 
     t0 = time.perf_counter()
     p = comp.params
-    model = str(tmp / p["model_dir"]) if p.get("model_dir") else comp.model
+    model = encoder_model(tmp, comp)
     config = recorded_config(comp, model=model, device=device[0], dtype=device[1])
     encoder = SentenceTransformerEncoder(model, config.device, config.dtype)
     embeddings = p.get("embeddings_file", EMBEDDINGS_FILE)

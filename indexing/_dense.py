@@ -111,6 +111,13 @@ class DenseConfig(BaseModel):
         return {**data, "index_type": "factory", "factory": factory}
 
 
+def encoder_model(index_dir: str | Path, component: Component) -> str:
+    """The model a dense component's units were encoded with: the folder inside the index for an adapted
+    component (``params.model_dir``), else its model name or path."""
+    model_dir = component.params.get("model_dir")
+    return str(Path(index_dir) / model_dir) if model_dir else str(component.model)
+
+
 def recorded_config(component: Component, **settings: Any) -> DenseConfig:
     """The ``DenseConfig`` a dense component was built with — its text layout and FAISS settings, as its params
     record them — with ``settings`` (the model, device, dtype, batch size to encode with now) given."""

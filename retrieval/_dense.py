@@ -9,7 +9,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from genret.core import model_load_lock
-from genret.indexing import ADAPTED_DENSE, DenseParams, Encoder, Index, query_encoder
+from genret.indexing import ADAPTED_DENSE, DenseParams, Encoder, Index, encoder_model, query_encoder
 
 from ._contract import Hit, Provenance, Retriever
 
@@ -52,8 +52,7 @@ class DenseRetriever(Retriever):
         comp = index.component(self.component)
         self.index = index
         self._config = config
-        model_dir = comp.typed_params(DenseParams).model_dir
-        model = str(index.path / model_dir) if model_dir else comp.model
+        model = encoder_model(index.path, comp)
         # queries: without sentence-transformers where the model allows (its import was most of the start-up)
         if encoder is None:
             with model_load_lock():  # one model load at a time in the process, its imports included

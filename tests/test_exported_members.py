@@ -33,8 +33,8 @@ SURFACES = {
         "ADAPTED_DENSE", "BM25Config", "BM25Params", "Component", "DenseConfig", "DenseParams", "Encoder", "FMParams",
         "Index", "IndexConfig", "LuceneIndex", "Manifest", "Page", "ReadStats", "SentenceTransformerEncoder",
         "StoreParams", "StoredUnit", "Unit", "UnitConfig", "UnitStore", "add_to_index", "available_components",
-        "build_index", "build_index_ray", "configure_search", "load_faiss", "open_lucene", "open_text", "place_index",
-        "query_encoder", "ray_session", "read_corpus", "read_manifest", "rebuild_dense", "seal_manifest",
+        "build_index", "build_index_ray", "configure_search", "encoder_model", "load_faiss", "open_lucene", "open_text",
+        "place_index", "query_encoder", "ray_session", "read_corpus", "read_manifest", "rebuild_dense", "seal_manifest",
         "sentence_spans", "unit_text", "verify_index", "write_adapted_dense", "write_manifest",
     ],
     "genret.indexing.fm": [
