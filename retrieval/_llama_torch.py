@@ -158,6 +158,8 @@ def _attention_mask(attention_mask, b: int, n: int, device):
     attention weight is still NaN in a later row)."""
     if attention_mask is None:
         return torch.ones((n, n), dtype=torch.bool, device=device).tril().expand(b, 1, n, n)
+    if attention_mask.dim() == 4:  # given whole (a prefix tree's: ``generative._prefix_tree``)
+        return attention_mask.bool()
     total = attention_mask.shape[1]
     keys = torch.arange(total, device=device)
     rows = torch.arange(total - n, total, device=device)

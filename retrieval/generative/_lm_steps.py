@@ -27,6 +27,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ._prefix_tree import PrefixTree, running_sums
+
 
 @functools.cache
 def _cache_keyword(forward_owner: type) -> str:
@@ -178,16 +180,19 @@ class Stepper:
     def teacher_force(self, rows: Sequence[int], sequences: Sequence[Sequence[int]], chunk: int = 64) -> np.ndarray:
         """log P(sequences[i] | prompt ``rows[i]``), summed over the sequence's tokens (needs ``start`` first).
 
-        Every sequence reads its prompt's KV cache (one prompt pass for all of them).  Only the maximal
-        sequences of each row are run — a sequence that is a prefix of another one of the same row is read off
-        the longer one's running sum, so the partial n-grams a beam passes through cost nothing more — in
-        chunks of ``chunk``, right-padded (padding after a sequence cannot change it under causal attention),
-        and the output layer is applied only at real positions.
+        Every sequence reads its prompt's KV cache (one prompt pass for all of them).  The plain Llama packs
+        a prompt's sequences as a prefix tree (``_tree_force``).  Other models run one row per sequence: only
+        the maximal sequences of each row are run — a sequence that is a prefix of another one of the same row
+        is read off the longer one's running sum, so the partial n-grams a beam passes through cost nothing
+        more — in chunks of ``chunk``, right-padded (padding after a sequence cannot change it under causal
+        attention), and the output layer is applied only at real positions.
         """
         out = np.zeros(len(sequences), dtype=np.float64)
         if not len(sequences):
             return out
         seqs = [tuple(int(t) for t in x) for x in sequences]
+        if hasattr(self.model, "new_cache") and not self.lm.seq2seq:  # the plain Llama takes a tree's mask
+            return self._tree_force(rows, seqs, chunk=4 * chunk)
         prefixes = {(r, x[:j]) for r, x in zip(rows, seqs) for j in range(1, len(x))}
         maximal = list(dict.fromkeys((r, x) for r, x in zip(rows, seqs) if x and (r, x) not in prefixes))
         # longest first, so that chunks hold sequences of similar length
@@ -201,6 +206,76 @@ class Stepper:
         for i, (r, x) in enumerate(zip(rows, seqs)):
             out[i] = running[(r, x)] if x else 0.0
         return out
+
+    def _tree_force(self, rows: Sequence[int], seqs: list[tuple[int, ...]], chunk: int) -> np.ndarray:
+        """``teacher_force`` with each prompt's sequences packed as a prefix tree (``_prefix_tree``): one row
+        per prompt, no copy of its cache, each shared prefix computed once; up to ``chunk`` sequences of a
+        prompt per pass (sorted, so that a pass holds whole subtrees)."""
+        by_row: dict[int, list[tuple[int, ...]]] = {}
+        for r, x in zip(rows, seqs):
+            if x:
+                by_row.setdefault(int(r), []).append(x)
+        groups = {r: sorted(set(xs)) for r, xs in by_row.items()}
+        sums: dict[tuple[int, tuple[int, ...]], float] = {}
+        rounds = max((len(xs) + chunk - 1) // chunk for xs in groups.values()) if groups else 0
+        for k in range(rounds):
+            part = {r: xs[k * chunk:(k + 1) * chunk] for r, xs in groups.items() if xs[k * chunk:(k + 1) * chunk]}
+            for r, xs, cums in self._tree_pass(part):
+                for x, cum in zip(xs, cums):
+                    sums[(r, x)] = float(cum[-1])
+        return np.array([sums[(int(r), x)] if x else 0.0 for r, x in zip(rows, seqs)], dtype=np.float64)
+
+    def _tree_pass(self, part: dict[int, list[tuple[int, ...]]], block: int = 256):
+        """One pass over the trees of ``part`` (prompt row -> its sequences); yields ``(row, sequences,
+        running sums)``."""
+        torch = self.torch
+        used = sorted(part)
+        trees = [PrefixTree.build(part[r]) for r in used]
+        idx = torch.tensor(used, dtype=torch.long, device=self.device)
+        first = self.first.index_select(0, idx)
+        node_lp = [np.zeros(len(t.tokens)) for t in trees]
+        for b, t in enumerate(trees):  # tokens right after the prompt: its own next-token distribution
+            roots = np.flatnonzero(t.parent < 0)
+            node_lp[b][roots] = first[b, torch.from_numpy(t.tokens[roots])].double().cpu().numpy()
+        width = max(len(t.inputs) for t in trees)
+        if width:
+            prompt_mask = self.mask.index_select(0, idx).bool()
+            length = prompt_mask.shape[1]
+            ids = torch.zeros((len(used), width), dtype=torch.long)
+            pos = torch.zeros((len(used), width), dtype=torch.long)
+            seen = torch.zeros((len(used), 1, width, length + width), dtype=torch.bool)
+            seen[:, 0, :, length:] = torch.eye(width, dtype=torch.bool)  # padding sees itself only
+            for b, t in enumerate(trees):
+                n = len(t.inputs)
+                ids[b, :n] = torch.from_numpy(t.tokens[t.inputs])
+                pos[b, :n] = torch.from_numpy(t.depth[t.inputs]) + int(prompt_mask[b].sum())
+                seen[b, 0, :n, :length] = prompt_mask[b]
+                seen[b, 0, :n, length:length + n] = torch.from_numpy(t.visibility())
+            cache = copy.deepcopy(self.cache)  # shares its tensors; the pass's keys go to the copy only
+            if len(used) != self.first.shape[0] or used != list(range(len(used))):
+                cache.reorder_cache(idx)
+            base = self.model.base_model
+            with torch.inference_mode():
+                hidden = base(input_ids=ids.to(self.device), attention_mask=seen.to(self.device),
+                              position_ids=pos.to(self.device), past_key_values=cache).last_hidden_state
+                head = self.model.get_output_embeddings()
+                for b, t in enumerate(trees):
+                    slot = np.full(len(t.tokens), -1, dtype=np.int64)
+                    slot[t.inputs] = np.arange(len(t.inputs))
+                    inner = np.flatnonzero(t.parent >= 0)
+                    at, tok = slot[t.parent[inner]], t.tokens[inner]
+                    h = hidden[b, :len(t.inputs)]
+                    got = np.zeros(len(inner))
+                    for s in range(0, len(t.inputs), block):  # the output layer a block of positions at a time
+                        logits = head(h[s:s + block]).float()
+                        lse = torch.logsumexp(logits, dim=-1)
+                        sel = np.flatnonzero((at >= s) & (at < s + block))
+                        a = torch.from_numpy(at[sel] - s).to(self.device)
+                        got[sel] = (logits[a, torch.from_numpy(tok[sel]).to(self.device)] - lse[a]).double() \
+                            .cpu().numpy()
+                    node_lp[b][inner] = got
+        for b, (r, t) in enumerate(zip(used, trees)):
+            yield r, part[r], running_sums(t, node_lp[b])
 
     def _force_chunk(self, rows: list[int], seqs: list[list[int]]) -> list[np.ndarray]:
         """Running sums of token log-probabilities (one array per sequence, same length as it)."""
