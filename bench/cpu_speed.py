@@ -6,8 +6,9 @@ Each (path, dtype) runs in a fresh worker process on one torch thread, so a path
 are its own.  Paths:
 
 - ``encode``: the dense encoder (packaged MiniLM) over 256 scifact paragraphs (title + text, at most 256 tokens),
-  batch 64 as ``genret index`` encodes: units/s, and the cosine of each vector to float32's (min / mean); and query
-  encoding one query at a time (the first 64 squad dev questions): ms/query;
+  in the encoder's default batches on a CPU (16: ``bench/encode_batch.py``) as ``genret index`` encodes: units/s,
+  and the cosine of each vector to float32's (min / mean); and query encoding one query at a time (the first 64
+  squad dev questions): ms/query;
 - ``dense``: a dense index per dev task (``--dense-tasks``; built once per dtype under OUT/indexes and kept, its
   build time reported as units/s) and its page / passage R-Precision on ``--records`` dev records;
 - ``generative``: the zero-shot generative retriever (``GenerativeConfig()``, SmolLM2-135M) per dev task: ms/query
@@ -79,7 +80,7 @@ def work_encode(a) -> dict:
     st.max_seq_length = 256
     enc.encode(texts[:16], batch_size=16)
     t0 = time.perf_counter()
-    vecs = enc.encode(texts, batch_size=64)
+    vecs = enc.encode(texts)  # the default batch on a CPU, as `genret index` encodes
     dt = time.perf_counter() - t0
     tokens = sum(min(len(x), 256) for x in st.tokenizer(texts, add_special_tokens=True)["input_ids"])
     np.save(Path(a.out) / f"encode-{a.dtype}{'-capped' if a.capped else ''}.npy", vecs)

@@ -30,7 +30,7 @@ MODEL_DIR = f"{ADAPTED_DIR}/dense-model"
 
 
 def write_adapted_dense(index_dir: str | Path, model_dir: str | Path, *, trained: dict[str, Any],
-                        device: str = "auto", dtype: str = "auto", batch_size: int = 64,
+                        device: str = "auto", dtype: str = "auto", batch_size: int | None = None,
                         progress: bool = True) -> Manifest:
     """Put the fine-tuned sentence-transformers model in ``model_dir`` into the index at ``index_dir`` as its
     ``dense-adapted`` component (replacing an earlier one); returns the new manifest.  ``trained``: what the

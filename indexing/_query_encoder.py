@@ -38,7 +38,7 @@ from ..core import (
     resolve_model_path,
     torch_dtype,
 )
-from ._encoder import Encoder, SentenceTransformerEncoder
+from ._encoder import Encoder, SentenceTransformerEncoder, encode_batch_size
 
 log = logging.getLogger("genret")
 
@@ -208,11 +208,12 @@ class DirectEncoder:
         self._torch = torch
         self.dim = spec.dim
 
-    def encode(self, texts: list[str], *, batch_size: int = 64, progress: bool = False) -> np.ndarray:
+    def encode(self, texts: list[str], *, batch_size: int | None = None, progress: bool = False) -> np.ndarray:
         """``Encoder.encode`` (``progress`` is not shown: this encoder is for queries)."""
         torch = self._torch
         texts = [str(t) for t in texts]
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))  # like lengths together (less padding)
+        batch_size = encode_batch_size(batch_size, self.device)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         with torch.inference_mode():
             for start in range(0, len(texts), batch_size):

@@ -36,7 +36,16 @@ import numpy as np
 from ..core import GenretError, progress_bar, resolve_dtype, staged_dir, write_lock
 from ._build import STORE_KIND, IndexConfig, check_replaceable, write_build_manifest, write_store
 from ._corpus import corpus_file
-from ._dense import DENSE_KIND, EMBEDDINGS_FILE, FAISS_FILE, build_faiss, device_for_faiss, faiss_params, unit_text
+from ._dense import (
+    DENSE_KIND,
+    EMBEDDINGS_FILE,
+    ENCODE_CHUNK,
+    FAISS_FILE,
+    build_faiss,
+    device_for_faiss,
+    faiss_params,
+    unit_text,
+)
 from ._manifest import Component, Manifest, file_entries
 from ._ray_cluster import ray_session
 from ._store import STORE_FILE, UnitStore
@@ -156,7 +165,7 @@ def fail_once(step: str) -> None:
 class EncodeUnits:
     """A Ray Data actor: the encoder, loaded once; a batch of unit ids in, their vectors out."""
 
-    def __init__(self, store_path: str, model: str, device: str, batch_size: int, with_title: bool,
+    def __init__(self, store_path: str, model: str, device: str, batch_size: int | None, with_title: bool,
                  dtype: str = "auto") -> None:
         from ._encoder import SentenceTransformerEncoder
 
@@ -194,7 +203,7 @@ def _dense(ray: Any, tmp: Path, n_units: int, config: IndexConfig, workers: int 
     plan = faiss_params(cfg, dim, n_units)
     actors, gpus = _encoder_pool(ray, workers)
     device = "cuda" if gpus else "cpu"
-    chunk = max(cfg.batch_size * 8, 256)  # build_dense's chunks: encoder batches sorted by length inside each
+    chunk = ENCODE_CHUNK  # build_dense's chunks: encoder batches sorted by length inside each
     import ray.data  # noqa: F401 - Ray Data is part of the extra
 
     # the unit ids as in-memory blocks of whole chunks (no read tasks: an actor pool holding every CPU would starve

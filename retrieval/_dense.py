@@ -23,7 +23,8 @@ class DenseSearchConfig(BaseModel):
     device: str = "auto"
     dtype: str = Field("auto", description="what the query encoder computes in (any dtype answers any index: the "
                        "vectors are float32)")
-    batch_size: int = Field(64, ge=1)
+    batch_size: int | None = Field(None, ge=1, description="queries an encoder batch (default: the device's, "
+                                   "16 on a CPU)")
     adapted: bool = Field(True, description="search with the encoder fine-tuned on a task (`genret train dense`) "
                           "where the index has one; false: the encoder it was built with (--untrained)")
     ef_search: int | None = Field(None, ge=1, description="HNSW candidate list size (default: the index's)")

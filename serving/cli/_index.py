@@ -159,7 +159,8 @@ def _add_index_parser(sub) -> None:
     ix.add_argument("--pq-m", type=int, default=None, help="PQ sub-quantizers (default dim/8)")
     ix.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     add_dtype_flag(ix)
-    ix.add_argument("--batch-size", type=int, default=64)
+    ix.add_argument("--batch-size", type=int, default=None,
+                    help="units an encoder batch (default: 16 on a CPU, 64 on a GPU)")
     ix.add_argument("--skip-bad", action="store_true", help="skip malformed records and report a count")
     ix.add_argument("--force", action="store_true", help="replace an existing index directory")
     ix.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",

@@ -45,7 +45,7 @@ def _token_counter(model: str) -> Callable[[str], int]:
 class Embedder:
     """The dense encoders of the served indexes, loaded on first use."""
 
-    def __init__(self, device: str, batch_size: int = 64, dtype: str = "auto") -> None:
+    def __init__(self, device: str, batch_size: int | None = None, dtype: str = "auto") -> None:
         self.device, self.batch_size, self.dtype = device, batch_size, dtype
         self._loaded: dict[str, _Loaded] = {}
         self._lock = threading.Lock()
