@@ -62,7 +62,8 @@ def run_members(index: Index, names: Sequence[str], gold: list[dict], depth: int
     for name in names:
         r: Retriever = load_retriever(index, name, config)
         try:
-            results = search_records(r, gold, depth, batch_size=getattr(getattr(config, name, None), "batch_size", 64),
+            batch = getattr(getattr(config, name, None), "batch_size", None) or 64
+            results = search_records(r, gold, depth, batch_size=batch,
                                      task_name=task_name, progress=progress)
         finally:
             closer = getattr(r, "close", None)
@@ -96,14 +97,16 @@ class _Scorer:
                                                 "start_paragraph_id": p.start_paragraph_id,
                                                 "end_paragraph_id": p.end_paragraph_id}
 
-    def __call__(self, orders: list[list[int]]) -> dict[str, float]:
+    def __call__(self, orders: list[list[int]], rows: Sequence[int] | None = None) -> dict[str, float]:
         """Metrics of whole ranked lists (``depth`` long: page level drops repeated pages, so a shorter cut
-        could change page-level R-Precision), as ``genret eval -k DEPTH`` computes them."""
+        could change page-level R-Precision), as ``genret eval -k DEPTH`` computes them; ``orders[i]`` ranks
+        record ``rows[i]`` (default: every record, in order)."""
+        gold = self.gold if rows is None else [self.gold[i] for i in rows]
         preds = [{"id": rec["id"], "output": [{"provenance": [self.prov[u] for u in order]}]}
-                 for rec, order in zip(self.gold, orders)]
+                 for rec, order in zip(gold, orders)]
         out = {}
         for level in self.levels:
-            metrics = score(preds, self.gold, ks=self.ks, rank_keys=LEVELS[level], downstream=False)["retrieval"]
+            metrics = score(preds, gold, ks=self.ks, rank_keys=LEVELS[level], downstream=False)["retrieval"]
             out[level] = metrics[self.metric]
         out["objective"] = sum(out[lv] for lv in self.levels) / len(self.levels)
         return out
@@ -172,42 +175,54 @@ class _Fusions:
                                      for n in self.names}
         return self._contrib[scheme]
 
-    def evaluate(self, scheme: str, weights: Sequence[float]) -> dict[str, float]:
-        """The metrics of fusing with ``weights`` (one per member, in member order; 0 leaves a member out)."""
+    def evaluate(self, scheme: str, weights: Sequence[float], rows: Sequence[int] | None = None) -> dict[str, float]:
+        """The metrics of fusing with ``weights`` (one per member, in member order; 0 leaves a member out), over
+        the records ``rows`` (default: all)."""
         contrib = self.contributions(scheme)
         used = [(n, w) for n, w in zip(self.names, weights) if w]
-        return self.scorer([fused_order(fuse([(w, contrib[n][i]) for n, w in used]), self.depth)
-                            for i in range(len(self.scorer.gold))])
+        rows = range(len(self.scorer.gold)) if rows is None else rows
+        return self.scorer([fused_order(fuse([(w, contrib[n][i]) for n, w in used]), self.depth) for i in rows],
+                           rows)
 
-    def search(self, step: float, methods: Sequence[str], results: dict) -> tuple[tuple[tuple[float, ...], str], int]:
-        """The best ``(weights, scheme)`` over the grid and the default candidates, and how many were tried
-        (``results`` gains the defaults' metrics)."""
-        names, n = self.names, len(self.names)
+    def defaults(self) -> tuple[tuple[float, ...], tuple[float, ...] | None]:
+        """``(the default weights: 1 each, generative 0.25; BM25 + dense alone, when there are more members)``."""
         from genret.retrieval import DEFAULT_MEMBER_WEIGHTS
 
-        equal = tuple(DEFAULT_MEMBER_WEIGHTS.get(m, 1.0) for m in names)  # the defaults: 1 each, generative 0.25
-        old = tuple(1.0 if m in OLD_DEFAULT else 0.0 for m in names)
-        has_old = all(m in names for m in OLD_DEFAULT) and n > len(OLD_DEFAULT)
-        candidates = [(equal, "minmax")] + ([(old, "minmax")] if has_old else [])
-        candidates += [(w, s) for s in methods for w in simplex(n, step)]
-        results["default weights"] = self.evaluate("minmax", equal)
-        if has_old:
-            results["default: bm25+dense"] = self.evaluate("minmax", old)
-        order = {s: i for i, s in enumerate(SCHEMES)}
+        equal = tuple(DEFAULT_MEMBER_WEIGHTS.get(m, 1.0) for m in self.names)
+        has_old = all(m in self.names for m in OLD_DEFAULT) and len(self.names) > len(OLD_DEFAULT)
+        return equal, (tuple(1.0 if m in OLD_DEFAULT else 0.0 for m in self.names) if has_old else None)
 
-        def key(w: tuple[float, ...], s: str, value: float) -> tuple:
-            total = sum(w)
-            shares = [x / total for x in w]
-            pref = 0 if has_old and s == "minmax" and _same(shares, old) else \
+    def candidates(self, step: float, methods: Sequence[str]) -> list[tuple[tuple[float, ...], str]]:
+        """The defaults, then every grid point of the simplex for each scheme in ``methods``."""
+        equal, old = self.defaults()
+        return [(equal, "minmax")] + ([(old, "minmax")] if old else []) + \
+            [(w, s) for s in methods for w in simplex(len(self.names), step)]
+
+    def pick(self, candidates: Sequence[tuple[tuple[float, ...], str]], values: Sequence[float]) -> int:
+        """The index of the best candidate by its objective ``values``; ties go to the BM25 + dense default, then
+        the default weights, fewer members, weighted min-max, and the weights nearest equal."""
+        equal, old = self.defaults()
+        n, order = len(self.names), {s: i for i, s in enumerate(SCHEMES)}
+
+        def key(j: int) -> tuple:
+            w, s = candidates[j]
+            shares = [x / sum(w) for x in w]
+            pref = 0 if old and s == "minmax" and _same(shares, old) else \
                 1 if s == "minmax" and _same(shares, equal) else 2
-            return (-round(value, 12), pref, sum(1 for x in w if x), order[s], sum(abs(x - 1 / n) for x in shares))
+            return (-round(values[j], 12), pref, sum(1 for x in w if x), order[s], sum(abs(x - 1 / n) for x in shares))
 
-        best, best_key = candidates[0], None
-        for w, s in candidates:
-            k = key(w, s, self.evaluate(s, w)["objective"])
-            if best_key is None or k < best_key:
-                best, best_key = (w, s), k
-        return best, len(candidates)
+        return min(range(len(candidates)), key=key)
+
+    def search(self, step: float, methods: Sequence[str], results: dict) -> tuple[tuple[tuple[float, ...], str], int]:
+        """The best ``(weights, scheme)`` over the grid and the default candidates on every record, and how many
+        were tried (``results`` gains the defaults' metrics)."""
+        equal, old = self.defaults()
+        results["default weights"] = self.evaluate("minmax", equal)
+        if old:
+            results["default: bm25+dense"] = self.evaluate("minmax", old)
+        candidates = self.candidates(step, methods)
+        values = [self.evaluate(s, w)["objective"] for w, s in candidates]
+        return candidates[self.pick(candidates, values)], len(candidates)
 
 
 def _same(shares: Sequence[float], weights: Sequence[float]) -> bool:

@@ -120,8 +120,8 @@ def evaluate(index: str | Path | Index, task_path: str | Path, retriever: str | 
         check_gold_in_index(opened, gold, task_path)
         r = load_retriever(opened, retriever, config)
         t0 = time.perf_counter()
-        preds = predict(r, gold, k, with_text=with_text, task_name=task_name, progress=progress,
-                        batch_size=getattr(getattr(config, r.name, None), "batch_size", 64) if config else 64)
+        batch = getattr(getattr(config, r.name, None), "batch_size", None) if config else None
+        preds = predict(r, gold, k, with_text=with_text, task_name=task_name, progress=progress, batch_size=batch or 64)
         seconds = time.perf_counter() - t0
     finally:
         if not isinstance(index, Index):
