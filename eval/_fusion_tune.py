@@ -1,14 +1,15 @@
-"""Fit the hybrid retriever's fusion on a dev file (``genret tune``): weights that never do worse there than the
-defaults or any member alone.
+"""Fit the hybrid retriever's fusion on a dev file (``genret tune``): weights chosen by cross-validation
+(``_fusion_cv``: the fit shrunk toward the default weights, never below the best member alone on held-out
+records), or, with ``folds=0``, the grid's best on all records.
 
 Each member runs once over the dev records at ``depth`` (its hit lists are kept: the generative one is slow);
 then every candidate fusion is scored from those lists with the project's KILT metric (``score``, ``LEVELS``):
 weighted min-max (the default method), and optionally z-score and RRF, each over a grid on the weight simplex
 (step ``step``) plus the default weights (all members: 1 each, generative 0.25; and BM25 + dense alone).  The
-simplex corners are the members alone, so on the dev data the result is at least as good as the best member
-and the defaults.  The objective is ``metric`` averaged over ``levels``; ties go to the BM25 + dense default,
-then the default weights, then fewer members (a member weighed 0 is not even loaded), weighted min-max, and the
-weights nearest equal.
+simplex corners are the members alone, so on the dev data the grid's best is at least as good as the best
+member and the defaults (on new data it need not be: cross-validation estimates that).  The objective is
+``metric`` averaged over ``levels``; ties go to the BM25 + dense default, then the default weights, then fewer
+members (a member weighed 0 is not even loaded), weighted min-max, and the weights nearest equal.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from genret.retrieval.hybrid import (
     write_tuned,
 )
 
+from ._fusion_cv import cross_validate
 from ._kilt_io import read_kilt
 from ._runner import LEVELS, search_records
 from ._score import score
@@ -116,13 +118,19 @@ def tune_fusion(index: Index | str | Path, dev: str | Path, *, members: Sequence
                 config: RetrievalConfig | None = None, task_name: str | None = None,
                 levels: Sequence[str] = ("page", "passage"), metric: str = "Rprec", max_records: int | None = None,
                 depth: int | None = None, step: float = 0.1, methods: Sequence[str] = ("minmax", "zscore", "rrf"),
-                out: str | Path | None = None, progress: bool = True) -> tuple[TunedFusion, Path]:
+                out: str | Path | None = None, progress: bool = True, folds: int = 5,
+                seed: int = 13) -> tuple[TunedFusion, Path]:
     """Fit the fusion of ``members`` (default: every retriever the index supports) on the KILT file ``dev`` and
-    write it (default ``INDEX/hybrid-weights.json``); returns the written document and its path."""
+    write it (default ``INDEX/hybrid-weights.json``); returns the written document and its path.  ``folds`` ≥ 2:
+    the fit is cross-validated, shrunk toward the default weights and falls back to a member alone where that
+    held out better (``_fusion_cv``; fewer folds when the file is small, none below 4 records); 0: the grid's best
+    on all records, as before."""
     unknown = [lv for lv in levels if lv not in LEVELS] + [m for m in methods if m not in SCHEMES]
     if unknown or not levels or not methods:
         raise ConfigError(f"unknown level/method {unknown}; levels: {sorted(LEVELS)}, methods: {sorted(SCHEMES)}")
     _metric_ks(metric)
+    if folds < 0 or folds == 1:
+        raise ConfigError(f"folds: 0 (fit on every record) or 2 or more for cross-validation, got {folds}")
     config = config or RetrievalConfig()
     depth = depth or config.hybrid.depth
     opened = index if isinstance(index, Index) else Index(index)
@@ -145,6 +153,14 @@ def tune_fusion(index: Index | str | Path, dev: str | Path, *, members: Sequence
     results = {f"{n} alone": scorer([[h.unit_id for h in r] for r in hits[n]]) for n in names}
     fusions = _Fusions(names, hits, scorer, depth, config.hybrid.rrf_k)
     (weights, scheme), tried = fusions.search(step, methods, results)
+    folds = min(folds, len(gold) // 2) if folds >= 2 else 0
+    cv_info: dict[str, Any] = {"folds": 0}
+    if folds >= 2:
+        cv = cross_validate(fusions, step, methods, folds, seed)
+        weights, scheme = cv.weights, cv.scheme
+        results.update({f"held out: {label}": m for label, m in cv.held_out.items()})
+        cv_info = {"folds": folds, "seed": seed, "chosen": cv.chosen, "shrink": cv.alpha,
+                   "fold_fits": [{"scheme": s, "weights": dict(zip(names, w))} for w, s in cv.fold_fits]}
     method, normalize = SCHEMES[scheme]
     results["fused (chosen)"] = best_metrics = fusions.evaluate(scheme, weights)
     doc = TunedFusion(
@@ -154,7 +170,7 @@ def tune_fusion(index: Index | str | Path, dev: str | Path, *, members: Sequence
         dev=DevInfo(file=str(Path(dev).resolve()), sha256=sha256_file(Path(dev)), records=len(gold), task=task_name),
         index=index_info, member_settings={n: _settings(config, n) for n in names}, results=results,
         search={"step": step, "methods": list(methods), "candidates": tried, "member_seconds": round(seconds, 3),
-                "objective": best_metrics["objective"]})
+                "objective": best_metrics["objective"], "cross_validation": cv_info})
     path = write_tuned(out or weights_path(index if isinstance(index, Index) else Path(index)), doc)
     return doc, path
 

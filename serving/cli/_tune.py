@@ -16,11 +16,15 @@ DESCRIPTION = (
     "where `genret search/eval/serve --retriever hybrid` then use it by default (explicit --hybrid-weights, or "
     "--hybrid-tuned off, win). Each member runs once over the dev records (the generative one is the slow "
     "part: limit it with --max-records); the fusions are then scored from those hit lists with the KILT "
-    "metric: weighted min-max, z-score and RRF over a grid on the weight simplex, plus the default equal "
-    "weights. The grid's corners are the members alone, so on the dev data the chosen fusion is never worse "
-    "than any member alone or the defaults; ties go to the bm25+dense default, then to fewer members (a member "
-    "weighed 0 is not loaded at all). A command of its own rather than an `eval` flag: it writes into the index "
-    "and answers with weights, not an evaluation report — evaluate the result on held-out data with "
+    "metric: weighted min-max, z-score and RRF over a grid on the weight simplex, plus the default "
+    "weights. Weights fitted on a few hundred records overfit, so the fit is cross-validated (--folds, default "
+    "5): on each fold left out, the grid's best on the other folds, shrunk toward the default weights by 0, "
+    "0.25, 0.5, 0.75 or 1, and each member alone are scored; the procedure that held out best is applied to "
+    "all records (ties: more shrinkage; a member alone when it beat every fusion). --folds 0: the grid's best "
+    "on all records (never worse there than a member alone or the defaults; ties go to the bm25+dense default, "
+    "then to fewer members — a member weighed 0 is not loaded at all). A command of its own rather than an "
+    "`eval` flag: it writes into the index and answers with weights, not an evaluation report — evaluate the "
+    "result on held-out data with "
     "`genret eval INDEX TEST.jsonl --retriever hybrid`.")
 
 
@@ -37,7 +41,7 @@ def _cmd_tune(a: argparse.Namespace) -> int:
     doc, path = tune_fusion(a.index, a.dev, members=members, config=config, task_name=a.task, levels=levels,
                             metric=a.metric, max_records=a.max_records, depth=a.depth, step=a.step,
                             methods=[x.strip() for x in a.methods.split(",") if x.strip()], out=a.out,
-                            progress=not a.quiet)
+                            progress=not a.quiet, folds=a.folds, seed=a.seed)
     if a.json:
         print(json.dumps(doc.model_dump(mode="json"), indent=1))
         return 0
@@ -51,13 +55,18 @@ def _cmd_tune(a: argparse.Namespace) -> int:
 def format_table(doc) -> str:
     """Member-alone, default and fused metrics (percent) of a fitted-weights document."""
     levels = doc.objective.levels
+    width = max(24, *(len(label) for label in doc.results))
     what = doc.objective.metric + (f", mean of {' and '.join(levels)}" if len(levels) > 1 else f", {levels[0]}")
     lines = [f"tuned on {doc.dev.records} records of {doc.dev.file} ({what}; "
              f"{doc.search.get('candidates', '?')} fusions tried)",
-             f"  {'':<24}" + "".join(f"{lv:>9}" for lv in levels) + (f"{'mean':>9}" if len(levels) > 1 else "")]
+             f"  {'':<{width}}" + "".join(f"{lv:>9}" for lv in levels) + (f"{'mean':>9}" if len(levels) > 1 else "")]
     for label, metrics in doc.results.items():
         cells = [metrics[lv] for lv in levels] + ([metrics["objective"]] if len(levels) > 1 else [])
-        lines.append(f"  {label:<24}" + "".join(f"{v * 100:>9.1f}" for v in cells))
+        lines.append(f"  {label:<{width}}" + "".join(f"{v * 100:>9.1f}" for v in cells))
+    cv = doc.search.get("cross_validation") or {}
+    if cv.get("folds"):
+        lines.append(f"  ({cv['folds']}-fold cross-validation: 'held out' rows score each record with the fusion "
+                     f"fitted on the other folds; chosen: {cv['chosen']})")
     return "\n".join(lines)
 
 
@@ -79,6 +88,8 @@ def register(sub) -> None:
     p.add_argument("--methods", default="minmax,zscore,rrf",
                    help="fusions tried: minmax and zscore (weighted, normalised scores), rrf")
     p.add_argument("--rrf-k", type=int, default=60, help="RRF rank offset")
+    p.add_argument("--folds", type=int, default=5, help="cross-validation folds (0: fit on every record)")
+    p.add_argument("--seed", type=int, default=13, help="the fold shuffle's seed")
     p.add_argument("--out", default=None, help="write here instead of INDEX/hybrid-weights.json (use it with "
                    "--hybrid-tuned FILE)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")

@@ -49,7 +49,7 @@ def tuned(tiny_index, questions, config, tmp_path_factory):
     """A copy of the tiny index with fusion weights fitted over all three members."""
     ix = tmp_path_factory.mktemp("tuned") / "tiny"
     shutil.copytree(tiny_index, ix)
-    doc, path = tune_fusion(ix, questions, config=config, depth=10, progress=False)
+    doc, path = tune_fusion(ix, questions, config=config, depth=10, progress=False, folds=0)
     return ix, doc, path
 
 

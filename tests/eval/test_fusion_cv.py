@@ -1,0 +1,98 @@
+"""Cross-validated fusion (``eval._fusion_cv``): folds, shrinkage, the procedure that held out best, the fallback
+to a member alone, and ``genret tune``'s file and table with it."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from genret.core import ConfigError
+from genret.eval import tune_fusion
+from genret.eval._fusion_cv import SHRINK, cross_validate, fold_rows, shrunk
+from genret.eval._fusion_tune import _Fusions, _Scorer
+from genret.retrieval import Hit, Provenance, RetrievalConfig
+
+
+def _hit(uid: int, score: float, rank: int) -> Hit:
+    page = f"p{uid // 2}"
+    return Hit(uid, score, rank, Provenance(page, page, uid % 2 + 1, uid % 2 + 1, 0, 1), None)
+
+
+def _members(n: int, units: int, skill: dict[str, float], seed: int):
+    """Gold of ``n`` records and, per member, ranked lists that put the gold unit first with probability
+    ``skill[member]`` (else a random order)."""
+    rng = random.Random(seed)
+    golds = [rng.randrange(units) for _ in range(n)]
+    gold = [{"id": str(i), "input": "q", "output": [{"provenance": [
+        {"wikipedia_id": f"p{g // 2}", "start_paragraph_id": g % 2 + 1}]}]} for i, g in enumerate(golds)]
+    hits = {}
+    for name, p in skill.items():
+        lists = []
+        for g in golds:
+            order = rng.sample(range(units), units)
+            if rng.random() < p:
+                order.remove(g)
+                order.insert(0, g)
+            lists.append([_hit(u, 1.0 - 0.05 * r + rng.random() * 0.01, r + 1) for r, u in enumerate(order)])
+        hits[name] = lists
+    return gold, hits
+
+
+def test_folds_cover_the_records_once_and_shrinking_moves_toward_the_default():
+    parts = fold_rows(23, 5, seed=3)
+    assert sorted(i for p in parts for i in p) == list(range(23))
+    assert {len(p) for p in parts} <= {4, 5}
+    assert fold_rows(23, 5, seed=3) == parts and fold_rows(23, 5, seed=4) != parts
+    assert shrunk((1.0, 0.0), (1.0, 1.0), 0.0) == (1.0, 0.0)
+    assert shrunk((1.0, 0.0), (1.0, 1.0), 0.5) == (0.75, 0.25)
+    assert shrunk((3.0, 1.0), (1.0, 1.0), 1.0) == (0.5, 0.5)
+
+
+@pytest.mark.parametrize("skill,seed", [({"bm25": 0.6, "dense": 0.6}, 0), ({"bm25": 0.9, "dense": 0.05}, 1),
+                                        ({"bm25": 0.3, "dense": 0.5, "generative": 0.4}, 2)])
+def test_the_procedure_that_held_out_best_is_chosen_and_applied(skill, seed):
+    gold, hits = _members(40, 12, skill, seed)
+    names = list(skill)
+    scorer = _Scorer(gold, hits, "Rprec", ["page", "passage"])
+    fusions = _Fusions(names, hits, scorer, depth=12, rrf_k=60)
+    cv = cross_validate(fusions, 0.25, ["minmax", "rrf"], folds=4, seed=7)
+    labels = {"default weights", *(f"fitted, shrink {a:g}" for a in SHRINK if a < 1), *(f"{n} alone" for n in names)}
+    assert set(cv.held_out) == labels and cv.folds == 4 and len(cv.fold_fits) == 4
+    best = max(m["objective"] for m in cv.held_out.values())
+    assert cv.held_out[cv.chosen]["objective"] == pytest.approx(best)
+    # never below the best member alone on held-out records
+    assert cv.held_out[cv.chosen]["objective"] >= max(cv.held_out[f"{n} alone"]["objective"] for n in names)
+    # held-out metrics are size-weighted means over the folds: the default's equal its score on all records
+    default, _ = fusions.defaults()
+    assert cv.held_out["default weights"]["objective"] == pytest.approx(
+        fusions.evaluate("minmax", default)["objective"])
+    if cv.chosen == "default weights":
+        assert cv.weights == default
+    elif cv.chosen.endswith(" alone"):
+        assert sorted(cv.weights) == [0.0] * (len(names) - 1) + [1.0]
+    else:
+        assert cv.alpha is not None and 0 <= cv.alpha < 1 and sum(cv.weights) == pytest.approx(1.0)
+
+
+def test_a_member_far_better_than_the_rest_is_never_diluted_below_itself():
+    gold, hits = _members(40, 12, {"bm25": 0.95, "dense": 0.0}, seed=5)
+    fusions = _Fusions(["bm25", "dense"], hits, _Scorer(gold, hits, "Rprec", ["page"]), depth=12, rrf_k=60)
+    cv = cross_validate(fusions, 0.1, ["minmax"], folds=5, seed=1)
+    assert cv.held_out[cv.chosen]["objective"] >= cv.held_out["bm25 alone"]["objective"]
+    assert cv.held_out["default weights"]["objective"] < cv.held_out["bm25 alone"]["objective"]
+    assert cv.chosen != "default weights"
+
+
+def test_tune_records_the_cross_validation(tiny_index, data_dir, tmp_path, tiny_lm_dir):
+    pytest.importorskip("pyserini")
+    config = RetrievalConfig(dense={"device": "cpu"})
+    doc, path = tune_fusion(tiny_index, data_dir / "questions.jsonl", members=["bm25", "dense"], config=config,
+                            depth=10, progress=False, out=tmp_path / "w.json", folds=5)
+    cv = doc.search["cross_validation"]
+    assert cv["folds"] == 2  # 5 records: folds of at least two
+    assert cv["chosen"] in {label.removeprefix("held out: ") for label in doc.results if label.startswith("held")}
+    assert len(cv["fold_fits"]) == 2 and set(cv["fold_fits"][0]["weights"]) == {"bm25", "dense"}
+    with pytest.raises(ConfigError, match="folds"):
+        tune_fusion(tiny_index, data_dir / "questions.jsonl", members=["bm25", "dense"], config=config,
+                    progress=False, out=tmp_path / "x.json", folds=1)
