@@ -1,7 +1,8 @@
 """Evaluation: KILT-format predictions, the official KILT metrics (retrieval and downstream, equal to KILT's own
 scripts), IR metrics through ir-measures on TREC runs and qrels (BEIR folders too), evaluation suites with paired
-significance tests, RAG evaluation, fitting hybrid weights on dev data, the dev evaluation run while the retriever
-trains (``dev_callback``), and the built-in demo task."""
+significance tests, RAG evaluation, fitting hybrid weights on dev data, adapting an index to a task (``adapt``:
+train, fit, report held out), the dev evaluation run while the retriever trains (``dev_callback``), and the
+built-in demo task."""
 
 # predictions and reports
 from ._runner import LEVELS, dev_callback, evaluate, predict
@@ -9,6 +10,7 @@ from ._report import EvalReport, LevelMetrics
 from ._rag_eval import RAG_SETTINGS, compare_rag, evaluate_rag, predict_rag, rag_table
 from ._suite import SuiteConfig, load_suite, run_suite
 from ._fusion_tune import tune_fusion
+from ._adapt import AdaptReport, adapt, held_out_split, previous_adaptation
 
 # KILT files and metrics
 from ._kilt_io import read_kilt, write_kilt
@@ -24,8 +26,8 @@ from ._ir_metrics import ir_scores, paired_p
 from ._demo_task import write_demo
 
 __all__ = [
-    "EvalReport", "LEVELS", "LevelMetrics", "RAG_SETTINGS", "SuiteConfig", "compare_rag", "dev_callback",
-    "downstream_scores", "evaluate", "evaluate_rag", "ir_scores", "load_suite", "normalize_answer", "paired_p",
-    "predict", "predict_rag", "rag_table", "read_kilt", "read_qrels", "retrieval_scores", "run_suite", "score",
-    "tune_fusion", "write_demo", "write_kilt", "write_trec_run",
+    "AdaptReport", "EvalReport", "LEVELS", "LevelMetrics", "RAG_SETTINGS", "SuiteConfig", "adapt", "compare_rag",
+    "dev_callback", "downstream_scores", "evaluate", "evaluate_rag", "held_out_split", "ir_scores", "load_suite",
+    "normalize_answer", "paired_p", "predict", "predict_rag", "previous_adaptation", "rag_table", "read_kilt",
+    "read_qrels", "retrieval_scores", "run_suite", "score", "tune_fusion", "write_demo", "write_kilt", "write_trec_run",
 ]

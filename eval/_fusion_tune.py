@@ -118,13 +118,14 @@ def tune_fusion(index: Index | str | Path, dev: str | Path, *, members: Sequence
                 config: RetrievalConfig | None = None, task_name: str | None = None,
                 levels: Sequence[str] = ("page", "passage"), metric: str = "Rprec", max_records: int | None = None,
                 depth: int | None = None, step: float = 0.1, methods: Sequence[str] = ("minmax", "zscore", "rrf"),
-                out: str | Path | None = None, progress: bool = True, folds: int = 5,
-                seed: int = 13) -> tuple[TunedFusion, Path]:
+                out: str | Path | None = None, progress: bool = True, folds: int = 5, seed: int = 13,
+                hits: dict[str, list[list[Hit]]] | None = None) -> tuple[TunedFusion, Path]:
     """Fit the fusion of ``members`` (default: every retriever the index supports) on the KILT file ``dev`` and
     write it (default ``INDEX/hybrid-weights.json``); returns the written document and its path.  ``folds`` ≥ 2:
     the fit is cross-validated, shrunk toward the default weights and falls back to a member alone where that
     held out better (``_fusion_cv``; fewer folds when the file is small, none below 4 records); 0: the grid's best
-    on all records, as before."""
+    on all records, as before.  ``hits``: the members' hit lists for the records of ``dev`` (``depth`` deep, as
+    ``run_members`` returns them), to reuse instead of searching again."""
     unknown = [lv for lv in levels if lv not in LEVELS] + [m for m in methods if m not in SCHEMES]
     if unknown or not levels or not methods:
         raise ConfigError(f"unknown level/method {unknown}; levels: {sorted(LEVELS)}, methods: {sorted(SCHEMES)}")
@@ -143,7 +144,10 @@ def tune_fusion(index: Index | str | Path, dev: str | Path, *, members: Sequence
         if not gold:
             raise GenretError(f"{dev} holds no records")
         t0 = time.perf_counter()
-        hits = run_members(opened, names, gold, depth, config, task_name, progress)
+        if hits is None:
+            hits = run_members(opened, names, gold, depth, config, task_name, progress)
+        elif any(len(hits.get(n, ())) != len(gold) for n in names):
+            raise ConfigError(f"tune_fusion: hits must hold one list a record of {dev} for each of {names}")
         seconds = time.perf_counter() - t0
         index_info = IndexInfo(corpus_sha256=opened.manifest.corpus.sha256, units=len(opened.store))
     finally:

@@ -71,6 +71,8 @@ class SentenceTransformerEncoder:
         self.dim = int(dim)
 
     def encode(self, texts: list[str], *, batch_size: int | None = None, progress: bool = False) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
         vecs = self._model.encode(list(texts), batch_size=encode_batch_size(batch_size, self.device),
                                   show_progress_bar=progress, convert_to_numpy=True, normalize_embeddings=False)
         return normalized(vecs)

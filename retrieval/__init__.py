@@ -13,7 +13,7 @@ The RAG names (``open_pipeline``, ``load_generator``, ``Generator``, ``Generator
 from ._bm25 import BM25Retriever, BM25SearchConfig
 from ._contract import Demo, Hit, Provenance, Retriever
 from ._dense import DenseRetriever, DenseSearchConfig
-from ._dense_train import DensePair, DenseTrainConfig, fine_tune_dense
+from ._dense_train import DensePair, DenseTrainConfig, fine_tune_dense, pairs_from_kilt
 from .hybrid import DEFAULT_MEMBER_WEIGHTS, HybridConfig, HybridRetriever
 from ._ray_retrievers import load_ray_retriever
 from ._tasks import TASKS, Task, check_task
@@ -30,7 +30,7 @@ __all__ = [
     "Retriever", "TASKS", "Task",
     "available_retrievers", "base_retrievers", "check_task", "fine_tune_dense", "load_generator", "load_hybrid",
     "load_ray_retriever", "load_retriever",
-    "open_pipeline",
+    "open_pipeline", "pairs_from_kilt",
     "retriever_granularities",
 ]
 

@@ -60,6 +60,15 @@ class DensePair:
     gold: tuple[tuple[str, int], ...]
 
 
+def pairs_from_kilt(records: Sequence[dict]) -> list[DensePair]:
+    """One ``DensePair`` per KILT record: its input and the passages its outputs' provenance names (a record
+    without paragraph-level provenance gets no gold passage, and ``mine_triplets`` skips it)."""
+    return [DensePair(str(r["input"]), tuple(dict.fromkeys(
+        (str(p["wikipedia_id"]), int(p["start_paragraph_id"]))
+        for o in r.get("output", []) for p in o.get("provenance") or [] if p.get("start_paragraph_id") is not None)))
+        for r in records]
+
+
 def _negative_source(index: Index, which: str):
     from ._bm25 import BM25Retriever
     from ._dense import DenseRetriever, DenseSearchConfig

@@ -48,7 +48,7 @@ SURFACES = {
         "RagPipeline", "RetrievalConfig", "Retriever", "TASKS", "Task",
         "available_retrievers", "base_retrievers", "check_task", "fine_tune_dense", "load_generator", "load_hybrid",
         "load_ray_retriever", "load_retriever",
-        "open_pipeline", "retriever_granularities",
+        "open_pipeline", "pairs_from_kilt", "retriever_granularities",
     ],
     "genret.retrieval.generative": [
         "DEFAULT_PROMPTS", "GenerativeConfig", "GenerativeRetriever", "Granularity", "PromptSpec", "ScoringConfig",
@@ -73,9 +73,10 @@ SURFACES = {
         "weights_path", "write_tuned",
     ],
     "genret.eval": [
-        "EvalReport", "LEVELS", "LevelMetrics", "RAG_SETTINGS", "SuiteConfig", "compare_rag", "dev_callback",
-        "downstream_scores", "evaluate", "evaluate_rag", "ir_scores", "load_suite", "normalize_answer", "paired_p",
-        "predict", "predict_rag", "rag_table", "read_kilt", "read_qrels", "retrieval_scores", "run_suite", "score",
+        "AdaptReport", "EvalReport", "LEVELS", "LevelMetrics", "RAG_SETTINGS", "SuiteConfig", "adapt", "compare_rag",
+        "dev_callback", "downstream_scores", "evaluate", "evaluate_rag", "held_out_split", "ir_scores", "load_suite",
+        "normalize_answer", "paired_p", "predict", "predict_rag", "previous_adaptation", "rag_table", "read_kilt",
+        "read_qrels", "retrieval_scores", "run_suite", "score",
         "tune_fusion", "write_demo", "write_kilt", "write_trec_run",
     ],
     "genret.serving": ["ServerConfig", "Settings", "create_app", "main"],

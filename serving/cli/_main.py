@@ -20,16 +20,16 @@ import logging
 import os
 import sys
 
-from . import _demos, _eval, _index, _rag, _search, _serve, _train, _tune
+from . import _adapt, _demos, _eval, _index, _rag, _search, _serve, _train, _tune
 from ._common import HELP_PAGE, Parser, UsageError, environment_error, quiet_broken_pipe
 
 EXIT_USAGE = 2
 EXIT_BROKEN_PIPE = 128 + 13  # as a process stopped by SIGPIPE
-GROUPS = (_index, _search, _serve, _eval, _rag, _train, _demos, _tune)
+GROUPS = (_index, _search, _serve, _eval, _rag, _adapt, _train, _demos, _tune)
 # the commands in the order --help lists them
-COMMANDS = ("index", "search", "serve", "eval", "rag", "add", "rebuild-dense", "train", "index-demos", "tune", "verify",
-            "demo-data")
-LOGS_INFO = ("serve", "train")  # commands whose INFO log is their running report: shown by default
+COMMANDS = ("index", "search", "serve", "eval", "rag", "add", "rebuild-dense", "adapt", "train", "index-demos", "tune",
+            "verify", "demo-data")
+LOGS_INFO = ("serve", "train", "adapt")  # commands whose INFO log is their running report: shown by default
 NOISY = ("httpx", "faiss.loader", "sentence_transformers", "transformers")  # WARNING at most, even with -vv
 
 

@@ -9,29 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 import tempfile
 from pathlib import Path
-
-
-def _pairs(records: list) -> list:
-    from genret.retrieval import DensePair
-
-    return [DensePair(str(r["input"]), tuple(dict.fromkeys(
-        (str(p["wikipedia_id"]), int(p["start_paragraph_id"]))
-        for o in r.get("output", []) for p in o.get("provenance") or [] if p.get("start_paragraph_id") is not None)))
-        for r in records]
-
-
-def _held_out(records: list, fraction: float, seed: int) -> tuple[list, list]:
-    """``(train, held out)``: a seeded shuffle cut at ``fraction`` (none held out at 0)."""
-    order = list(records)
-    random.Random(seed).shuffle(order)
-    n = int(round(len(order) * fraction))
-    if fraction > 0 and (n < 1 or n >= len(order)):
-        n = 0
-    return order[n:], order[:n]
 
 
 def _rprec(index, held_file: str, adapted: bool) -> dict[str, float]:
@@ -46,9 +26,9 @@ def _rprec(index, held_file: str, adapted: bool) -> dict[str, float]:
 
 def cmd_train_dense(a: argparse.Namespace) -> int:
     from genret.core import ConfigError, InputError, sha256_file
-    from genret.eval import read_kilt, write_kilt
+    from genret.eval import held_out_split, read_kilt, write_kilt
     from genret.indexing import ADAPTED_DENSE, Index, write_adapted_dense
-    from genret.retrieval import DenseTrainConfig, fine_tune_dense
+    from genret.retrieval import DenseTrainConfig, fine_tune_dense, pairs_from_kilt
     from genret.retrieval.hybrid import weights_path
 
     records = read_kilt(a.train)[:a.max_records]
@@ -68,13 +48,14 @@ def cmd_train_dense(a: argparse.Namespace) -> int:
             print(f"{a.index} already holds a dense encoder trained this way on {a.train}; --force trains again",
                   file=sys.stderr)
             return 0
-        train, held = _held_out(records, a.holdout, a.seed)
+        train, held = held_out_split(records, a.holdout, a.seed)
         with tempfile.TemporaryDirectory(prefix="genret-train-dense-") as scratch:
             held_file = str(Path(scratch) / "held-out.jsonl")
             if held:
                 write_kilt(held_file, held)
             before = _rprec(index, held_file, False) if held else {}
-            stats = fine_tune_dense(index, _pairs(train), Path(scratch) / "model", config, progress=not a.quiet)
+            stats = fine_tune_dense(index, pairs_from_kilt(train), Path(scratch) / "model", config,
+                                    progress=not a.quiet)
             index.close()  # the manifest changes under it
             write_adapted_dense(a.index, Path(scratch) / "model", trained={**recipe, **stats}, device=a.device,
                                 dtype=a.dtype, progress=not a.quiet)

@@ -1,0 +1,232 @@
+"""``genret adapt``: adapt an index to a task in one step, within a wall-clock budget, and say what it gained.
+
+From a KILT training file: a held-out fold is cut off (a seeded shuffle: ``holdout`` of the records, at most
+``max_held_out``); every retriever the index has runs once over it, before (the base dense encoder, the default
+hybrid); the dense encoder is fine-tuned on the rest (``retrieval.fine_tune_dense``: BM25 hard negatives) for the
+time the budget leaves once re-encoding the index is set aside, and put into the index (``dense-adapted``); the
+adapted dense retriever runs over the held-out fold; the hybrid's fusion is fitted there by cross-validation
+(``tune_fusion``: shrunk toward the default, never below a member alone held out) and saved as the index's
+``hybrid-weights.json``.  The report gives each retriever's R-Precision on the held-out fold before and after, and
+the hybrid's: before, the default fusion; after, the cross-validated estimate of the chosen one (each record scored
+with weights fitted without it) — not the in-sample figure.
+
+What it does not train, and why: the generative retriever (``genret train retriever``: a checkpoint that lifted
+squad passages by 10–14 points took 25–41 CPU-minutes alone, beyond a 20-minute budget for every part), the span
+reader and the label head (``genret train reader`` / ``genret train labels``).
+
+``ADAPT_FILE`` (``adapt.json`` in the index) records what was done — the training file's hash, the settings, the
+corpus hash and the report — so that a second run with the same inputs does nothing unless ``force``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from genret.core import InputError, read_versioned_json, sha256_file, write_json_atomic, write_lock
+from genret.indexing import ADAPTED_DENSE, Index, write_adapted_dense
+from genret.retrieval import (
+    DenseTrainConfig,
+    RetrievalConfig,
+    base_retrievers,
+    fine_tune_dense,
+    pairs_from_kilt,
+)
+
+from ._fusion_tune import _Fusions, _Scorer, run_members, tune_fusion
+from ._kilt_io import read_kilt, write_kilt
+
+log = logging.getLogger("genret")
+
+ADAPT_FILE = "adapt.json"
+REPORT_LEVELS = ("page", "passage")
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    format: str = "genret-adapt"
+    format_version: int = 1
+    recipe: dict[str, Any]
+    report: dict[str, Any]
+
+
+def held_out_split(records: Sequence[dict], fraction: float, seed: int,
+                   max_held: int | None = None) -> tuple[list[dict], list[dict]]:
+    """``(train, held out)``: a seeded shuffle of ``records``, ``fraction`` of them (at most ``max_held``) held
+    out; none at ``fraction`` 0 or when that would leave no record on either side."""
+    order = list(records)
+    random.Random(seed).shuffle(order)
+    n = int(round(len(order) * fraction))
+    if max_held is not None:
+        n = min(n, max_held)
+    if fraction > 0 and (n < 1 or n >= len(order)):
+        n = 0
+    return order[n:], order[:n]
+
+
+@dataclass
+class AdaptReport:
+    """What ``adapt`` did: R-Precision (percent, page / passage) on the held-out fold per retriever ``before`` and
+    ``after`` (``hybrid``: the default fusion before, the cross-validated chosen one after), the dense training's
+    statistics, the chosen fusion, the minutes each stage took, and what was skipped and why."""
+
+    index: str
+    train_records: int
+    held_out_records: int
+    before: dict[str, dict[str, float]] = field(default_factory=dict)
+    after: dict[str, dict[str, float]] = field(default_factory=dict)
+    dense: dict[str, Any] = field(default_factory=dict)
+    fusion: dict[str, Any] = field(default_factory=dict)
+    minutes: dict[str, float] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def table(self) -> str:
+        """A plain-text table of the held-out figures."""
+        rows = [f"held-out R-Precision, {self.held_out_records} records (page / passage)",
+                f"  {'retriever':<10} {'before':>13}   {'after':>13}"]
+        for name in self.before:
+            b, a = self.before[name], self.after.get(name, self.before[name])
+            rows.append(f"  {name:<10} {b['page']:>5.1f} / {b['passage']:>5.1f}   {a['page']:>5.1f} / "
+                        f"{a['passage']:>5.1f}")
+        return "\n".join(rows)
+
+
+def _percent(metrics: dict[str, float]) -> dict[str, float]:
+    return {lv: round(100 * metrics[lv], 1) for lv in REPORT_LEVELS}
+
+
+def _recipe(index: Index, train: Path, task: str | None, budget: float, holdout: float, seed: int,
+            max_records: int | None) -> dict[str, Any]:
+    return {"train": str(train.resolve()), "train_sha256": sha256_file(train), "task": task,
+            "budget_minutes": budget, "holdout": holdout, "seed": seed, "max_records": max_records,
+            "corpus_sha256": index.manifest.corpus.sha256, "units": len(index.store)}
+
+
+def previous_adaptation(index_dir: str | Path) -> dict | None:
+    """The record ``adapt`` left in the index (None when there is none)."""
+    path = Path(index_dir) / ADAPT_FILE
+    if not path.is_file():
+        return None
+    return read_versioned_json(path, _Record, tag_field="format", tag="genret-adapt", what="a genret adapt record",
+                               version=1, fix=f"delete {path} and run `genret adapt` again").model_dump()
+
+
+def adapt(index_dir: str | Path, train_file: str | Path, *, task: str | None = None, budget_minutes: float = 20.0,
+          holdout: float = 0.2, max_held_out: int = 300, max_records: int | None = None, device: str = "auto",
+          dtype: str = "auto", seed: int = 13, force: bool = False, progress: bool = True,
+          dense_train: dict[str, Any] | None = None, say: Callable[[str], None] = log.info) -> AdaptReport | None:
+    """Adapt the index at ``index_dir`` to the task of ``train_file`` (see the module doc); returns the report, or
+    None when the index already holds this adaptation (and not ``force``).  ``dense_train``: ``DenseTrainConfig``
+    fields to change (epochs, lr, batch size…; the budget sets ``max_minutes``)."""
+    t_start = time.perf_counter()
+    train_file = Path(train_file)
+    records = read_kilt(train_file)[:max_records]
+    if len(records) < 10:
+        raise InputError(f"{train_file}: {len(records)} records; adapting needs at least 10 (a held-out fold and "
+                         "pairs to train on)")
+    with Index(index_dir) as index:
+        recipe = {**_recipe(index, train_file, task, budget_minutes, holdout, seed, max_records),
+                  "dense_train": dict(sorted((dense_train or {}).items()))}
+        done = previous_adaptation(index_dir)
+        if done is not None and done["recipe"] == recipe and index.has(ADAPTED_DENSE) and not force:
+            return None
+        members = base_retrievers(index)
+    train, held = held_out_split(records, holdout, seed, max_held_out)
+    if not held:
+        raise InputError(f"--holdout {holdout} leaves no held-out record of {len(records)}: adapt reports on one")
+    report = AdaptReport(index=str(index_dir), train_records=len(train), held_out_records=len(held))
+    before_cfg = RetrievalConfig(dense={"device": device, "dtype": dtype, "adapted": False}, hybrid={"tuned": "off"})
+    after_cfg = RetrievalConfig(dense={"device": device, "dtype": dtype, "adapted": True}, hybrid={"tuned": "off"})
+    with tempfile.TemporaryDirectory(prefix="genret-adapt-") as scratch:
+        held_file = Path(scratch) / "held-out.jsonl"
+        write_kilt(held_file, held)
+        t0 = time.perf_counter()
+        say(f"held out {len(held)} of {len(records)} records; running {', '.join(members)} over them (before)")
+        with Index(index_dir) as index:
+            hits = run_members(index, members, held, 100, before_cfg, task, progress)
+        scorer = _Scorer(held, hits, "Rprec", REPORT_LEVELS)
+        report.before = {m: _percent(scorer([[h.unit_id for h in r] for r in hits[m]])) for m in members}
+        if len(members) > 1:
+            fusions = _Fusions(members, hits, scorer, 100, before_cfg.hybrid.rrf_k)
+            report.before["hybrid"] = _percent(fusions.evaluate("minmax", fusions.defaults()[0]))
+        report.minutes["before"] = round((time.perf_counter() - t0) / 60, 2)
+        if "dense" in members:
+            settings = {"device": device, "dtype": dtype, "seed": seed, **(dense_train or {})}
+            hits["dense"] = _adapt_dense(index_dir, train, held, report, recipe, budget_minutes, t_start,
+                                         Path(scratch), settings, task, after_cfg, progress, say)
+            report.after["dense"] = _percent(scorer([[h.unit_id for h in r] for r in hits["dense"]]))
+        else:
+            report.skipped["dense"] = "the index has no dense component"
+        if len(members) > 1:
+            t0 = time.perf_counter()
+            with Index(index_dir) as index:
+                doc, path = tune_fusion(index, held_file, members=members, config=after_cfg, task_name=task,
+                                        progress=False, hits=hits)
+            chosen = doc.search["cross_validation"].get("chosen")
+            held_out = doc.results.get(f"held out: {chosen}", doc.results["fused (chosen)"])
+            report.after["hybrid"] = _percent(held_out)
+            report.fusion = {"file": str(path), "chosen": chosen, "method": doc.method, "normalize": doc.normalize,
+                             "weights": doc.weights, "in_sample": _percent(doc.results["fused (chosen)"])}
+            report.minutes["fusion"] = round((time.perf_counter() - t0) / 60, 2)
+    report.skipped.setdefault("generative", "not trained by adapt: `genret train retriever` (25–41 CPU-minutes "
+                              "for one squad checkpoint) does not fit a shared budget")
+    report.minutes["total"] = round((time.perf_counter() - t_start) / 60, 2)
+    with write_lock(Path(index_dir)):
+        write_json_atomic(Path(index_dir) / ADAPT_FILE,
+                          _Record(recipe=recipe, report=asdict(report)).model_dump(mode="json"))
+    return report
+
+
+def _adapt_dense(index_dir, train, held, report: AdaptReport, recipe: dict, budget: float, t_start: float,
+                 scratch: Path, settings: dict[str, Any], task: str | None, after_cfg: RetrievalConfig,
+                 progress: bool, say: Callable[[str], None]):
+    """Fine-tune and re-encode the dense encoder within what is left of the budget; returns the adapted dense
+    retriever's hit lists for the held-out records."""
+    device, dtype = settings["device"], settings["dtype"]
+    with Index(index_dir) as index:
+        rate = _encode_rate(index, device, dtype)
+        units = len(index.store)
+        spent = (time.perf_counter() - t_start) / 60
+        reencode = units / rate / 60
+        after_eval = report.minutes.get("before", 0.0) / max(1, len(report.before) - 1) + 0.5
+        minutes = budget - spent - reencode - after_eval
+        say(f"dense: re-encoding {units} units will take ~{reencode:.1f} min ({rate:.0f} units/s); "
+            f"{max(minutes, 0):.1f} of the {budget:g}-minute budget left for training")
+        if minutes < 0.5:
+            minutes = 0.5
+            say("dense: the budget is spent before training; training for 0.5 min anyway (raise --budget-minutes)")
+        config = DenseTrainConfig(**{**settings, "max_minutes": minutes})
+        t0 = time.perf_counter()
+        stats = fine_tune_dense(index, pairs_from_kilt(train), scratch / "model", config, progress=progress)
+    report.minutes["dense training"] = round((time.perf_counter() - t0) / 60, 2)
+    t0 = time.perf_counter()
+    trained = {"train": recipe["train"], "train_sha256": recipe["train_sha256"], "task": task,
+               "records": len(train) + len(held), "holdout": recipe["holdout"],
+               "config": config.model_dump(exclude={"device", "max_minutes"}), **stats}
+    write_adapted_dense(index_dir, scratch / "model", trained=trained, device=device, dtype=dtype, progress=progress)
+    report.minutes["dense re-encoding"] = round((time.perf_counter() - t0) / 60, 2)
+    report.dense = {k: stats[k] for k in ("queries", "rows", "steps", "loss_first", "loss_last", "budget_stopped",
+                                          "precision", "train_seconds") if k in stats}
+    with Index(index_dir) as index:
+        return run_members(index, ["dense"], held, 100, after_cfg, task, progress)["dense"]
+
+
+def _encode_rate(index: Index, device: str, dtype: str) -> float:
+    """Units a second the index's dense encoder encodes here (up to 64 units, after a warm-up batch)."""
+    from genret.indexing import SentenceTransformerEncoder, encoder_model, unit_text
+
+    encoder = SentenceTransformerEncoder(encoder_model(index.path, index.component("dense")), device, dtype)
+    units = index.store.get(list(range(min(64, len(index.store)))))
+    texts = [unit_text(u.title, u.text, True) for u in units]
+    encoder.encode(texts[:16])
+    t0 = time.perf_counter()
+    encoder.encode(texts)
+    return max(1.0, len(texts) / max(time.perf_counter() - t0, 1e-6))

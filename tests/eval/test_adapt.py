@@ -1,0 +1,104 @@
+"""``genret adapt``: one step that fine-tunes the dense encoder, fits the fusion by cross-validation and reports a
+held-out fold before and after (a dense + BM25 copy of the tiny corpus, the packaged MiniLM)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from genret.core import InputError
+from genret.eval import adapt, held_out_split, previous_adaptation, write_kilt
+from genret.indexing import ADAPTED_DENSE, DenseConfig, Index, IndexConfig, build_index, verify_index
+from genret.retrieval import RetrievalConfig, load_retriever
+from genret.retrieval.hybrid import read_tuned, weights_path
+from genret.serving.cli import main
+
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")]
+
+TRAIN = {"epochs": 3, "lr": 2e-4, "batch_size": 4}
+
+
+def _records(pages) -> list[dict]:
+    """A query per paragraph of the tiny corpus: its last six words, with the paragraph as gold."""
+    out = []
+    for p in pages:
+        for i, text in enumerate(p["text"], start=1):
+            out.append({"id": f"{p['id']}-{i}", "input": " ".join(text.rstrip(".").split()[-6:]), "output": [
+                {"provenance": [{"wikipedia_id": p["id"], "title": p["title"], "start_paragraph_id": i,
+                                 "end_paragraph_id": i}]}]})
+    return out
+
+
+@pytest.fixture(scope="module")
+def setup(data_dir, tmp_path_factory):
+    import tests.conftest as conf
+
+    root = tmp_path_factory.mktemp("adapt")
+    index = root / "idx"
+    build_index(data_dir / "corpus.jsonl", index, IndexConfig(components=("dense", "bm25"),
+                                                             dense=DenseConfig(device="cpu")), progress=False)
+    train = root / "train.jsonl"
+    records = _records(conf.PAGES)
+    records += [{**r, "id": r["id"] + "-again", "input": r["input"].lower()} for r in records]
+    write_kilt(train, records)  # 20 records: 16 to train on, 4 held out
+    return index, train
+
+
+def test_held_out_split_is_seeded_and_capped():
+    records = [{"id": str(i)} for i in range(50)]
+    train, held = held_out_split(records, 0.2, seed=1)
+    assert len(held) == 10 and len(train) == 40 and {r["id"] for r in train} | {r["id"] for r in held} == \
+        {str(i) for i in range(50)}
+    assert held_out_split(records, 0.2, seed=1) == (train, held) and held_out_split(records, 0.2, seed=2) != \
+        (train, held)
+    assert len(held_out_split(records, 0.5, seed=1, max_held=7)[1]) == 7
+    assert held_out_split(records[:2], 0.2, seed=1)[1] == []  # nothing would be left on one side
+
+
+def test_adapt_trains_fits_reports_and_a_second_run_is_a_no_op(setup):
+    index, train = setup
+    report = adapt(index, train, budget_minutes=3, holdout=0.2, device="cpu", progress=False, dense_train=TRAIN)
+    assert report is not None and report.train_records == 16 and report.held_out_records == 4
+    assert set(report.before) == {"dense", "bm25", "hybrid"} and set(report.after) == {"dense", "hybrid"}
+    assert all(set(v) == {"page", "passage"} for v in [*report.before.values(), *report.after.values()])
+    assert report.dense["loss_last"] < report.dense["loss_first"]  # it learned
+    assert report.fusion["chosen"] and "generative" in report.skipped
+    assert {"before", "dense training", "dense re-encoding", "fusion", "total"} <= set(report.minutes)
+    # what it wrote: a checked adapted component, the cross-validated fusion, the record of the run
+    verify_index(index)
+    with Index(index) as ix:
+        assert ix.has(ADAPTED_DENSE) and ix.component(ADAPTED_DENSE).params["trained"]["records"] == 20
+        doc = read_tuned(weights_path(index))
+        assert doc.search["cross_validation"]["folds"] == 2 and doc.dev.records == 4
+        hybrid = load_retriever(ix, "hybrid", RetrievalConfig(dense={"device": "cpu"}))
+        try:
+            assert str(hybrid.tuned_from) == str(weights_path(index))  # search, eval, serve use it without flags
+        finally:
+            hybrid.close()
+    saved = previous_adaptation(index)
+    assert saved["recipe"]["budget_minutes"] == 3 and saved["report"]["after"] == report.after
+    # the same inputs again: nothing to do
+    assert adapt(index, train, budget_minutes=3, holdout=0.2, device="cpu", progress=False,
+                 dense_train=TRAIN) is None
+
+
+def test_cli_table_no_op_and_refusals(setup, tmp_path, capsys):
+    index, train = setup
+    args = ["adapt", str(index), str(train), "--budget-minutes", "3", "--device", "cpu", "--quiet"]
+    if previous_adaptation(index) is None:  # run alone: adapt first
+        assert main(args) == 0
+        capsys.readouterr()
+    assert main(args) == 0  # the CLI's own dense settings differ from TRAIN's: a new recipe, adapted again
+    out = capsys.readouterr().out
+    assert "held-out R-Precision, 4 records" in out and "hybrid" in out and "fusion:" in out
+    assert main(args) == 0
+    assert "already adapted" in capsys.readouterr().err
+    assert main([*args, "--json"]) == 0
+    assert set(json.loads(capsys.readouterr().out)["after"]) == {"dense", "hybrid"}
+    few = tmp_path / "few.jsonl"
+    write_kilt(few, [{"id": str(i), "input": "q", "output": []} for i in range(3)])
+    with pytest.raises(InputError, match="at least 10"):
+        adapt(index, few, progress=False)
+    assert main(["adapt", str(index), str(train), "--holdout", "1.5"]) == 2
+    assert "--holdout" in capsys.readouterr().err
