@@ -162,7 +162,9 @@ def adapt(index_dir: str | Path, train_file: str | Path, *, task: str | None = N
             settings = {"device": device, "dtype": dtype, "seed": seed, **(dense_train or {})}
             hits["dense"] = _adapt_dense(index_dir, train, held, report, recipe, budget_minutes, t_start,
                                          Path(scratch), settings, task, after_cfg, progress, say)
-            report.after["dense"] = _percent(scorer([[h.unit_id for h in r] for r in hits["dense"]]))
+            # a scorer of its own: the adapted encoder finds units none of the runs before did
+            adapted = _Scorer(held, {"dense": hits["dense"]}, "Rprec", REPORT_LEVELS)
+            report.after["dense"] = _percent(adapted([[h.unit_id for h in r] for r in hits["dense"]]))
         else:
             report.skipped["dense"] = "the index has no dense component"
         if len(members) > 1:
