@@ -41,7 +41,7 @@ from genret.retrieval import (
     pairs_from_kilt,
 )
 
-from ._fusion_tune import _Fusions, _Scorer, run_members, tune_fusion
+from ._fusion_tune import Fusions, Scorer, run_members, tune_fusion
 from ._kilt_io import read_kilt, write_kilt
 
 log = logging.getLogger("genret")
@@ -152,10 +152,10 @@ def adapt(index_dir: str | Path, train_file: str | Path, *, task: str | None = N
         say(f"held out {len(held)} of {len(records)} records; running {', '.join(members)} over them (before)")
         with Index(index_dir) as index:
             hits = run_members(index, members, held, 100, before_cfg, task, progress)
-        scorer = _Scorer(held, hits, "Rprec", REPORT_LEVELS)
+        scorer = Scorer(held, hits, "Rprec", REPORT_LEVELS)
         report.before = {m: _percent(scorer([[h.unit_id for h in r] for r in hits[m]])) for m in members}
         if len(members) > 1:
-            fusions = _Fusions(members, hits, scorer, 100, before_cfg.hybrid.rrf_k)
+            fusions = Fusions(members, hits, scorer, 100, before_cfg.hybrid.rrf_k)
             report.before["hybrid"] = _percent(fusions.evaluate("minmax", fusions.defaults()[0]))
         report.minutes["before"] = round((time.perf_counter() - t0) / 60, 2)
         if "dense" in members:
@@ -163,7 +163,7 @@ def adapt(index_dir: str | Path, train_file: str | Path, *, task: str | None = N
             hits["dense"] = _adapt_dense(index_dir, train, held, report, recipe, budget_minutes, t_start,
                                          Path(scratch), settings, task, after_cfg, progress, say)
             # a scorer of its own: the adapted encoder finds units none of the runs before did
-            adapted = _Scorer(held, {"dense": hits["dense"]}, "Rprec", REPORT_LEVELS)
+            adapted = Scorer(held, {"dense": hits["dense"]}, "Rprec", REPORT_LEVELS)
             report.after["dense"] = _percent(adapted([[h.unit_id for h in r] for r in hits["dense"]]))
         else:
             report.skipped["dense"] = "the index has no dense component"

@@ -48,7 +48,7 @@ class CrossValidation:
 
 
 def cross_validate(fusions, step: float, methods: Sequence[str], folds: int, seed: int) -> CrossValidation:
-    """Choose a fusion procedure by cross-validation over ``fusions``' records (``eval._fusion_tune._Fusions``:
+    """Choose a fusion procedure by cross-validation over ``fusions``' records (``eval._fusion_tune.Fusions``:
     ``names``, ``candidates``, ``pick``, ``evaluate`` over a subset of records); see the module doc."""
     n = len(fusions.scorer.gold)
     parts = fold_rows(n, folds, seed)

@@ -83,7 +83,7 @@ def _metric_ks(metric: str) -> tuple[int]:
     return (int(k),) if k else (1,)
 
 
-class _Scorer:
+class Scorer:
     """The objective of ranked unit-id lists over the dev records (KILT metrics at the chosen levels)."""
 
     def __init__(self, gold: list[dict], hits: dict[str, list[list[Hit]]], metric: str, levels: Sequence[str]):
@@ -153,9 +153,9 @@ def tune_fusion(index: Index | str | Path, dev: str | Path, *, members: Sequence
     finally:
         if not isinstance(index, Index):
             opened.close()
-    scorer = _Scorer(gold, hits, metric, levels)
+    scorer = Scorer(gold, hits, metric, levels)
     results = {f"{n} alone": scorer([[h.unit_id for h in r] for r in hits[n]]) for n in names}
-    fusions = _Fusions(names, hits, scorer, depth, config.hybrid.rrf_k)
+    fusions = Fusions(names, hits, scorer, depth, config.hybrid.rrf_k)
     (weights, scheme), tried = fusions.search(step, methods, results)
     folds = min(folds, len(gold) // 2) if folds >= 2 else 0
     cv_info: dict[str, Any] = {"folds": 0}
@@ -179,11 +179,11 @@ def tune_fusion(index: Index | str | Path, dev: str | Path, *, members: Sequence
     return doc, path
 
 
-class _Fusions:
+class Fusions:
     """Fused rankings of the kept hit lists for any (scheme, weights); each member's per-record contributions
     (normalised scores or reciprocal ranks) are computed once per scheme."""
 
-    def __init__(self, names: Sequence[str], hits: dict[str, list[list[Hit]]], scorer: _Scorer, depth: int,
+    def __init__(self, names: Sequence[str], hits: dict[str, list[list[Hit]]], scorer: Scorer, depth: int,
                  rrf_k: int) -> None:
         self.names, self.hits, self.scorer, self.depth, self.rrf_k = list(names), hits, scorer, depth, rrf_k
         self._contrib: dict[str, dict[str, list[dict[int, float]]]] = {}

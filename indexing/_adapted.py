@@ -29,6 +29,13 @@ ADAPTED_DIR = "adapted"
 MODEL_DIR = f"{ADAPTED_DIR}/dense-model"
 
 
+def dense_component(index, adapted: bool = True) -> str:
+    """The dense component a search of ``index`` reads: ``dense-adapted`` where the index has one and ``adapted``
+    (the default: the encoder fine-tuned on the task), else ``dense`` (the one it was built with).  The dense
+    retriever, its Ray counterpart and the server's embeddings all choose here."""
+    return ADAPTED_DENSE if adapted and index.has(ADAPTED_DENSE) else "dense"
+
+
 def write_adapted_dense(index_dir: str | Path, model_dir: str | Path, *, trained: dict[str, Any],
                         device: str = "auto", dtype: str = "auto", batch_size: int | None = None,
                         progress: bool = True) -> Manifest:

@@ -9,7 +9,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from genret.core import model_load_lock
-from genret.indexing import ADAPTED_DENSE, DenseParams, Encoder, Index, encoder_model, query_encoder
+from genret.indexing import DenseParams, Encoder, Index, dense_component, encoder_model, query_encoder
 
 from ._contract import Hit, Provenance, Retriever
 
@@ -49,7 +49,7 @@ class DenseRetriever(Retriever):
         from genret.indexing import configure_search, load_faiss, place_index
 
         config = config or DenseSearchConfig()
-        self.component = ADAPTED_DENSE if config.adapted and index.has(ADAPTED_DENSE) else "dense"
+        self.component = dense_component(index, config.adapted)
         comp = index.component(self.component)
         self.index = index
         self._config = config

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from genret.core import NotFoundError, model_load_lock
-from genret.indexing import DenseParams, Index, query_encoder
+from genret.indexing import DenseParams, Index, dense_component, encoder_model, query_encoder
 
 from ._contract import Hit, Provenance, Retriever
 from ._ray_shards import BM25Replica, DenseShard, FMShard, RemoteFM, ReplicaSet, spawn
@@ -48,11 +48,11 @@ class RayDenseRetriever(Retriever):
 
     def __init__(self, index: Index, config: RetrievalConfig, spans: list[tuple[int, int]], replicas: int = 1,
                  num_cpus: float | None = None) -> None:
-        comp = index.component("dense")
+        comp = index.component(dense_component(index, config.dense.adapted))  # as DenseRetriever
         params = comp.typed_params(DenseParams)
         self.index, self._config = index, config.dense
         with model_load_lock():  # as DenseRetriever
-            self._encoder = query_encoder(comp.model, config.dense.device, config.dense.dtype)
+            self._encoder = query_encoder(encoder_model(index.path, comp), config.dense.device, config.dense.dtype)
         if self._encoder.dim != params.dim:
             raise ValueError(f"encoder dim {self._encoder.dim} != index dim {params.dim}")
         cut = params.index_type == "flat" and len(spans) > 1

@@ -32,7 +32,7 @@ class Catalogue:
     def __init__(self, settings: Settings, pool: IndexPool, demo_tasks: Sequence[str]) -> None:
         self.settings, self.pool, self.demo_tasks = settings, pool, demo_tasks
         dense = settings.retrieval.dense
-        self.embedder = Embedder(dense.device, dense.batch_size, dense.dtype)
+        self.embedder = Embedder(dense.device, dense.batch_size, dense.dtype, dense.adapted)
 
     def describe(self) -> list[dict]:
         """Per served index: its size, unit kind, retrievers, the tasks it takes and the demonstration pools."""

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from genret.core import model_load_lock, resolve_model_path
-from genret.indexing import DenseParams, Index, SentenceTransformerEncoder
+from genret.indexing import DenseParams, Index, SentenceTransformerEncoder, dense_component, encoder_model
 
 if TYPE_CHECKING:
     import numpy as np
@@ -45,18 +45,18 @@ def _token_counter(model: str) -> Callable[[str], int]:
 class Embedder:
     """The dense encoders of the served indexes, loaded on first use."""
 
-    def __init__(self, device: str, batch_size: int | None = None, dtype: str = "auto") -> None:
-        self.device, self.batch_size, self.dtype = device, batch_size, dtype
+    def __init__(self, device: str, batch_size: int | None = None, dtype: str = "auto", adapted: bool = True) -> None:
+        self.device, self.batch_size, self.dtype, self.adapted = device, batch_size, dtype, adapted
         self._loaded: dict[str, _Loaded] = {}
         self._lock = threading.Lock()
 
-    @staticmethod
-    def dim(index: Index) -> int:
+    def dim(self, index: Index) -> int:
         """The dimension of the index's embeddings (from its manifest: nothing is loaded)."""
-        return index.component("dense").typed_params(DenseParams).dim
+        return index.component(dense_component(index, self.adapted)).typed_params(DenseParams).dim
 
     def _model(self, index: Index) -> _Loaded:
-        model = index.component("dense").model
+        """The encoder the index's dense search uses (the adapted one, where it has one)."""
+        model = encoder_model(index.path, index.component(dense_component(index, self.adapted)))
         with self._lock:
             if model not in self._loaded:
                 self._loaded[model] = _Loaded(model, self.device, self.dtype)

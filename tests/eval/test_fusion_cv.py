@@ -10,7 +10,7 @@ import pytest
 from genret.core import ConfigError
 from genret.eval import tune_fusion
 from genret.eval._fusion_cv import SHRINK, cross_validate, fold_rows, shrunk
-from genret.eval._fusion_tune import _Fusions, _Scorer
+from genret.eval._fusion_tune import Fusions, Scorer
 from genret.retrieval import Hit, Provenance, RetrievalConfig
 
 
@@ -54,8 +54,8 @@ def test_folds_cover_the_records_once_and_shrinking_moves_toward_the_default():
 def test_the_procedure_that_held_out_best_is_chosen_and_applied(skill, seed):
     gold, hits = _members(40, 12, skill, seed)
     names = list(skill)
-    scorer = _Scorer(gold, hits, "Rprec", ["page", "passage"])
-    fusions = _Fusions(names, hits, scorer, depth=12, rrf_k=60)
+    scorer = Scorer(gold, hits, "Rprec", ["page", "passage"])
+    fusions = Fusions(names, hits, scorer, depth=12, rrf_k=60)
     cv = cross_validate(fusions, 0.25, ["minmax", "rrf"], folds=4, seed=7)
     labels = {"default weights", *(f"fitted, shrink {a:g}" for a in SHRINK if a < 1), *(f"{n} alone" for n in names)}
     assert set(cv.held_out) == labels and cv.folds == 4 and len(cv.fold_fits) == 4
@@ -77,7 +77,7 @@ def test_the_procedure_that_held_out_best_is_chosen_and_applied(skill, seed):
 
 def test_a_member_far_better_than_the_rest_is_never_diluted_below_itself():
     gold, hits = _members(40, 12, {"bm25": 0.95, "dense": 0.0}, seed=5)
-    fusions = _Fusions(["bm25", "dense"], hits, _Scorer(gold, hits, "Rprec", ["page"]), depth=12, rrf_k=60)
+    fusions = Fusions(["bm25", "dense"], hits, Scorer(gold, hits, "Rprec", ["page"]), depth=12, rrf_k=60)
     cv = cross_validate(fusions, 0.1, ["minmax"], folds=5, seed=1)
     assert cv.held_out[cv.chosen]["objective"] >= cv.held_out["bm25 alone"]["objective"]
     assert cv.held_out["default weights"]["objective"] < cv.held_out["bm25 alone"]["objective"]

@@ -11,7 +11,7 @@ import pytest
 
 from genret.core import ConfigError, IndexFormatError
 from genret.eval import evaluate, tune_fusion
-from genret.eval._fusion_tune import _Fusions, _Scorer, simplex
+from genret.eval._fusion_tune import Fusions, Scorer, simplex
 from genret.indexing import Index
 from genret.retrieval import (
     DEFAULT_MEMBER_WEIGHTS,
@@ -126,8 +126,8 @@ def test_search_on_scripted_members_beats_or_equals_every_default():
     b = [[1, 0, 2], [3, 1, 0], [6, 4, 5], [6, 7, 1]]
     hits = {"bm25": [[_hit(u, 1.0 / (r + 1), r + 1) for r, u in enumerate(lst)] for lst in a],
             "dense": [[_hit(u, 0.9 - 0.2 * r, r + 1) for r, u in enumerate(lst)] for lst in b]}
-    scorer = _Scorer(gold, hits, "Rprec", ["page", "passage"])
-    fusions = _Fusions(["bm25", "dense"], hits, scorer, depth=3, rrf_k=60)
+    scorer = Scorer(gold, hits, "Rprec", ["page", "passage"])
+    fusions = Fusions(["bm25", "dense"], hits, scorer, depth=3, rrf_k=60)
     results = {n + " alone": scorer([[h.unit_id for h in r] for r in hits[n]]) for n in hits}
     (weights, scheme), tried = fusions.search(0.1, ["minmax", "zscore", "rrf"], results)
     best = fusions.evaluate(scheme, weights)["objective"]

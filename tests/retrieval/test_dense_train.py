@@ -69,6 +69,23 @@ def test_search_uses_the_adapted_encoder_and_untrained_the_base_one(adapted, cap
     assert main(["search", str(index_dir), q[0], "--retriever", "dense", "-k", "1"]) == 0
 
 
+@pytest.mark.skipif(not __import__("importlib").util.find_spec("ray"), reason="Ray is an optional extra")
+def test_the_ray_dense_retriever_searches_the_adapted_component(adapted):
+    from genret.indexing import ray_session
+    from genret.retrieval import RetrievalConfig, load_ray_retriever
+
+    index_dir, _ = adapted
+    q = "Who created the Python programming language?"
+    with Index(index_dir) as index, ray_session(num_cpus=1):
+        local = DenseRetriever(index, DenseSearchConfig(device="cpu"))
+        remote = load_ray_retriever(index, "dense", RetrievalConfig(dense={"device": "cpu"}), shards=2)
+        try:
+            assert [(h.unit_id, round(h.score, 4)) for h in remote.search(q, k=5)] == \
+                [(h.unit_id, round(h.score, 4)) for h in local.search(q, k=5)]
+        finally:
+            remote.close()
+
+
 def test_a_second_run_is_a_no_op_unless_forced(adapted, capsys):
     index_dir, args = adapted
     before = (index_dir / "manifest.json").read_bytes()

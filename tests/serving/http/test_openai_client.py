@@ -201,7 +201,7 @@ def test_embeddings_compute_in_the_dense_dtype_the_server_is_given(tiny_index):
     with Index(tiny_index) as index:
         embedder = Embedder("cpu", 8, "float32")
         vectors, _ = embedder.embed(index, ["Who created Python?"])
-        assert vectors.shape == (1, Embedder.dim(index))
+        assert vectors.shape == (1, embedder.dim(index))
         assert [m.encoder.dtype for m in embedder._loaded.values()] == ["float32"]
 
 
