@@ -13,6 +13,8 @@ The RAG names (``open_pipeline``, ``load_generator``, ``Generator``, ``Generator
 from ._bm25 import BM25Retriever, BM25SearchConfig
 from ._contract import Demo, Hit, Provenance, Retriever
 from ._dense import DenseRetriever, DenseSearchConfig
+from ._rerank import (CrossEncoderReranker, QueryLikelihoodReranker, RerankConfig, RerankedRetriever, Reranker,
+                      load_reranker)
 from ._dense_train import DensePair, DenseTrainConfig, fine_tune_dense, pairs_from_kilt
 from .hybrid import DEFAULT_MEMBER_WEIGHTS, HybridConfig, HybridRetriever
 from ._ray_retrievers import load_ray_retriever
@@ -24,13 +26,12 @@ from .generative import GenerativeConfig, GenerativeRetriever
 _RAG_NAMES = frozenset({"Generator", "GeneratorConfig", "RagConfig", "RagPipeline", "load_generator"})
 
 __all__ = [
-    "BM25Retriever", "BM25SearchConfig", "DEFAULT_MEMBER_WEIGHTS", "Demo", "DensePair", "DenseRetriever",
-    "DenseSearchConfig", "DenseTrainConfig", "GenerativeConfig", "GenerativeRetriever", "Generator", "GeneratorConfig",
-    "Hit", "HybridConfig", "HybridRetriever", "Provenance", "REGISTRY", "RagConfig", "RagPipeline", "RetrievalConfig",
-    "Retriever", "TASKS", "Task",
-    "available_retrievers", "base_retrievers", "check_task", "fine_tune_dense", "load_generator", "load_hybrid",
-    "load_ray_retriever", "load_retriever",
-    "open_pipeline", "pairs_from_kilt",
+    "BM25Retriever", "BM25SearchConfig", "CrossEncoderReranker", "DEFAULT_MEMBER_WEIGHTS", "Demo", "DensePair",
+    "DenseRetriever", "DenseSearchConfig", "DenseTrainConfig", "GenerativeConfig", "GenerativeRetriever", "Generator",
+    "GeneratorConfig", "Hit", "HybridConfig", "HybridRetriever", "Provenance", "QueryLikelihoodReranker", "REGISTRY",
+    "RagConfig", "RagPipeline", "RerankConfig", "RerankedRetriever", "Reranker", "RetrievalConfig", "Retriever",
+    "TASKS", "Task", "available_retrievers", "base_retrievers", "check_task", "fine_tune_dense", "load_generator",
+    "load_hybrid", "load_ray_retriever", "load_reranker", "load_retriever", "open_pipeline", "pairs_from_kilt",
     "retriever_granularities",
 ]
 

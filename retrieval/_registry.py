@@ -13,6 +13,7 @@ from genret.indexing import Index
 from ._bm25 import BM25Retriever, BM25SearchConfig
 from ._contract import Retriever
 from ._dense import DenseRetriever, DenseSearchConfig
+from ._rerank import RerankConfig, RerankedRetriever, load_reranker
 from .generative import GenerativeConfig, GenerativeRetriever
 from .hybrid import HybridConfig, HybridRetriever, effective_hybrid
 
@@ -25,6 +26,7 @@ class RetrievalConfig(BaseModel):
     bm25: BM25SearchConfig = Field(default_factory=BM25SearchConfig)
     generative: GenerativeConfig = Field(default_factory=GenerativeConfig)
     hybrid: HybridConfig = Field(default_factory=HybridConfig)
+    rerank: RerankConfig = Field(default_factory=RerankConfig)
 
 
 def load_hybrid(index: Index, config: RetrievalConfig, load: Callable[[str], Retriever] | None = None, *,
@@ -37,7 +39,7 @@ def load_hybrid(index: Index, config: RetrievalConfig, load: Callable[[str], Ret
     closed, unless ``shared``: then ``load(name)`` hands out retrievers the caller keeps (e.g. the ones a server
     serves alone), which the hybrid neither closes on a failure nor when it is closed."""
     hybrid, source = effective_hybrid(index, config.hybrid, base_retrievers(index))
-    load = load or (lambda name: load_retriever(index, name, config))
+    load = load or (lambda name: _load_one(index, name, config))
     members: dict[str, Retriever] = {}
     try:
         for name in hybrid.retrievers or ():
@@ -93,8 +95,20 @@ def available_retrievers(index: Index, config: RetrievalConfig | None = None) ->
 
 
 def load_retriever(index: Index, name: str | None = None, config: RetrievalConfig | None = None) -> Retriever:
-    """The retriever ``name`` over ``index`` (default: the first one the index supports)."""
+    """The retriever ``name`` over ``index`` (default: the first one the index supports), followed by the
+    reranking stage where ``config.rerank`` sets one (a hybrid's members are not reranked, only its fusion)."""
     config = config or RetrievalConfig()
+    retriever = _load_one(index, name, config)
+    if not config.rerank.model:
+        return retriever
+    try:
+        return RerankedRetriever(retriever, load_reranker(config.rerank), config.rerank.depth, index)
+    except BaseException:
+        retriever.close()
+        raise
+
+
+def _load_one(index: Index, name: str | None, config: RetrievalConfig) -> Retriever:
     if name is None:
         names = available_retrievers(index)
         if not names:

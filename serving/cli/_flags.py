@@ -17,7 +17,7 @@ MAX_BATCH = 10_000  # queries per batch_search call (genret search --batch)
 # the retriever flags' ranges: dest -> (flag, lowest, highest)
 RANGES = {"beam": ("--beam", 1, 1000), "copy_bonus": ("--copy-bonus", 0, 100), "calibration": ("--calibration", 0, 1),
           "rrf_k": ("--rrf-k", 0, 1_000_000), "ef_search": ("--ef-search", 1, 1_000_000),
-          "nprobe": ("--nprobe", 1, 1_000_000)}
+          "nprobe": ("--nprobe", 1, 1_000_000), "rerank_depth": ("--rerank-depth", 1, 1000)}
 
 # genret.core.DTYPES, spelled out: importing genret.core imports pydantic, and `genret --help` imports nothing heavy
 DTYPES = ("auto", "float32", "bfloat16", "float16", "int8")
@@ -115,6 +115,10 @@ def add_retriever_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nprobe", type=int, default=None, help="dense IVF: lists probed (default: the index's)")
     p.add_argument("--untrained", action="store_true",
                    help="dense: the encoder the index was built with, not the one `genret train dense` adapted")
+    p.add_argument("--rerank", default=None, metavar="MODEL",
+                   help="re-order the first hits with a second model: ql (query likelihood under the packaged LM), "
+                   "ql:LM (another causal LM), or a sentence-transformers cross-encoder's name or path")
+    p.add_argument("--rerank-depth", type=int, default=None, help="first-stage hits a query re-ordered (default 20)")
 
 
 def check_task_flag(a: argparse.Namespace) -> str | None:
@@ -166,4 +170,7 @@ def retrieval_config(a: argparse.Namespace):
 
     dense = {"device": a.device, "dtype": a.dtype, "ef_search": a.ef_search, "nprobe": a.nprobe,
              "adapted": not getattr(a, "untrained", False)}
-    return RetrievalConfig(dense=dense, generative=generative_section(a), hybrid=hybrid_section(a))
+    rerank = {"model": getattr(a, "rerank", None), "device": a.device, "dtype": a.dtype}
+    if getattr(a, "rerank_depth", None) is not None:
+        rerank["depth"] = a.rerank_depth
+    return RetrievalConfig(dense=dense, generative=generative_section(a), hybrid=hybrid_section(a), rerank=rerank)

@@ -11,6 +11,7 @@ retriever named, the index's first retriever that ranks by it.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -19,6 +20,7 @@ from genret.core import NotFoundError
 from genret.indexing import Index
 from genret.retrieval import (
     Hit,
+    RerankConfig,
     Retriever,
     available_retrievers,
     load_hybrid,
@@ -35,11 +37,18 @@ if TYPE_CHECKING:
 
 __all__ = ["IndexPool"]
 
+log = logging.getLogger("genret")
+
 
 class IndexPool:
     """Opens every configured index once; retrievers are created on first use and kept with their snapshot."""
 
     def __init__(self, settings: Settings) -> None:
+        if settings.retrieval.rerank.model:  # a served hybrid shares its members with their own routes
+            log.warning("retrieval.rerank (%s) is not applied by the server yet: `genret search`, `eval` and `rag` "
+                        "rerank; the server serves the first stage", settings.retrieval.rerank.model)
+            settings = settings.model_copy(update={"retrieval": settings.retrieval.model_copy(
+                update={"rerank": RerankConfig()})})
         self.settings = settings
         self._ray = None
         if settings.ray is not None:  # the retrievers' index parts in Ray actors (genret serve --ray)

@@ -1,0 +1,163 @@
+"""A second stage over any retriever: its first ``depth`` hits re-ordered by a model that reads query and passage
+together.
+
+Two rerankers, one small contract (``Reranker.scores``: one score a passage, higher is better):
+
+- ``CrossEncoderReranker``: a sentence-transformers ``CrossEncoder`` (any local cross-encoder a user has, e.g.
+  an MS MARCO MiniLM one), scoring (query, passage) pairs;
+- ``QueryLikelihoodReranker``: the zero-training option (UPR, Sachan et al. 2022): a causal LM's log P(query |
+  passage) under a "write a question this passage answers" prompt — the packaged SmolLM2 by default.  Every
+  passage of a query is read once (one batched prompt pass) and the query teacher-forced over each passage's KV
+  cache (``generative._lm_steps.Stepper``).  The query is the same for all of a query's passages, so the sum of
+  its token log-probabilities ranks them as their mean would.
+
+``RerankedRetriever`` wraps a retriever: it asks for ``max(k, depth)`` hits, re-orders the first ``depth`` by the
+reranker's scores (the hit keeps its unit, provenance, text and explanations; its score becomes the reranker's,
+its rank the new one), and keeps the rest below them in their first-stage order, their scores moved below the
+reranked ones so that scores stay non-increasing.  ``RerankConfig.model``: None (off), ``ql`` / ``ql:MODEL``
+(query likelihood with the packaged or another causal LM), or a cross-encoder's name or path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Sequence
+from typing import Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from genret.core import DEFAULT_LM, model_load_lock
+from genret.indexing import Index
+
+from ._contract import Hit, Retriever
+
+QL_PROMPT = "Passage: {passage}\nWrite a question that this passage answers.\nQuestion:"
+
+
+class RerankConfig(BaseModel):
+    """The reranking stage (off unless ``model`` is set)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    model: str | None = Field(None, description="None: no reranking; 'ql' or 'ql:MODEL': query likelihood under "
+                              "the packaged (or another causal) LM; else a sentence-transformers CrossEncoder's "
+                              "name or path")
+    depth: int = Field(20, ge=1, le=1000, description="first-stage hits a query re-ordered")
+    max_passage_tokens: int = Field(256, ge=16, description="query likelihood: a passage's tokens kept, at most")
+    device: str = "auto"
+    dtype: str = "auto"
+
+
+class Reranker(Protocol):
+    """Scores passages for a query: ``scores(query, passages)`` returns one float a passage, higher = more
+    relevant (only their order within one query matters)."""
+
+    name: str
+
+    def scores(self, query: str, passages: Sequence[str]) -> list[float]: ...
+
+
+class CrossEncoderReranker:
+    """A sentence-transformers ``CrossEncoder`` by name or local path."""
+
+    def __init__(self, model: str, device: str = "auto", dtype: str = "auto") -> None:
+        from genret.core import resolve_device, resolve_dtype, resolve_model_path, torch_dtype
+
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device, role="cross-encoder")
+        self.name = f"cross-encoder:{model}"
+        with model_load_lock():
+            from sentence_transformers import CrossEncoder
+
+            self._model = CrossEncoder(resolve_model_path(model), device=self.device,
+                                       model_kwargs={"dtype": torch_dtype(self.dtype)})
+        self._lock = threading.Lock()
+
+    def scores(self, query: str, passages: Sequence[str]) -> list[float]:
+        if not passages:
+            return []
+        with self._lock:
+            out = self._model.predict([(query, p) for p in passages], batch_size=16, show_progress_bar=False)
+        return [float(x) for x in out]
+
+
+class QueryLikelihoodReranker:
+    """log P(query | passage) under a causal LM (see the module doc)."""
+
+    def __init__(self, model: str = DEFAULT_LM, device: str = "auto", dtype: str = "auto",
+                 max_passage_tokens: int = 256) -> None:
+        from ._lm import load_lm
+
+        self.lm = load_lm(model, device, dtype, role="query-likelihood reranker", lite=True)
+        if self.lm.seq2seq:
+            from genret.core import ConfigError
+
+            raise ConfigError(f"query-likelihood reranking needs a causal LM; {model} is encoder-decoder")
+        self.name = f"ql:{model}"
+        self.max_passage_tokens = max_passage_tokens
+        self._lock = threading.Lock()
+
+    def _passage(self, text: str) -> str:
+        tok = self.lm.tokenizer
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        return text if len(ids) <= self.max_passage_tokens else tok.decode(ids[:self.max_passage_tokens])
+
+    def scores(self, query: str, passages: Sequence[str]) -> list[float]:
+        from .generative import Stepper
+
+        if not passages:
+            return []
+        tok = self.lm.tokenizer
+        prompts = [tok(QL_PROMPT.format(passage=self._passage(p)))["input_ids"] for p in passages]
+        target = tuple(tok(" " + " ".join(query.split()), add_special_tokens=False)["input_ids"])
+        with self._lock:
+            stepper = Stepper(self.lm)
+            stepper.start([list(p) for p in prompts])
+            return [float(x) for x in stepper.teacher_force(list(range(len(passages))), [target] * len(passages))]
+
+
+def load_reranker(config: RerankConfig) -> Reranker:
+    """The reranker ``config.model`` names (``ValueError`` when it names none)."""
+    if not config.model:
+        raise ValueError("no reranker configured (RerankConfig.model is None)")
+    if config.model == "ql" or config.model.startswith("ql:"):
+        model = config.model.partition(":")[2] or DEFAULT_LM
+        return QueryLikelihoodReranker(model, config.device, config.dtype, config.max_passage_tokens)
+    return CrossEncoderReranker(config.model, config.device, config.dtype)
+
+
+class RerankedRetriever(Retriever):
+    """``inner``'s hits, the first ``depth`` re-ordered by ``reranker`` (see the module doc)."""
+
+    def __init__(self, inner: Retriever, reranker: Reranker, depth: int, index: Index) -> None:
+        self.inner, self.reranker, self.depth, self.index = inner, reranker, depth, index
+        self.name = inner.name
+        self.granularities = inner.granularities
+
+    def batch_search(self, queries: Sequence[str], k: int = 10, *, task: str | None = None,
+                     granularity: str | None = None) -> list[list[Hit]]:
+        self.check_search(k, granularity)
+        kw = {"task": task} if granularity is None else {"task": task, "granularity": granularity}
+        first = self.inner.batch_search(queries, max(k, self.depth), **kw)
+        return [self._rerank(q, hits)[:k] for q, hits in zip(queries, first)]
+
+    def _rerank(self, query: str, hits: list[Hit]) -> list[Hit]:
+        head, tail = hits[:self.depth], hits[self.depth:]
+        if not head:
+            return hits
+        texts = self._texts(head)
+        scores = self.reranker.scores(query, texts)
+        order = sorted(range(len(head)), key=lambda i: (-scores[i], i))
+        out = [dataclasses.replace(head[i], score=float(scores[i]), rank=r) for r, i in enumerate(order, 1)]
+        floor = min(scores)
+        out += [dataclasses.replace(h, score=floor - j, rank=len(out) + j) for j, h in enumerate(tail, 1)]
+        return out
+
+    def _texts(self, hits: list[Hit]) -> list[str]:
+        """Each hit's title and text (from the index's store where the hit carries no text)."""
+        missing = [h.unit_id for h in hits if h.text is None]
+        stored = {u.unit_id: u.text for u in self.index.store.get(missing)} if missing else {}
+        return [f"{h.provenance.title}\n{h.text if h.text is not None else stored[h.unit_id]}" for h in hits]
+
+    def close(self) -> None:
+        self.inner.close()
