@@ -185,7 +185,11 @@ def _train(model, rows: list[dict[str, str]], out: str | Path, config: DenseTrai
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments, losses
     from sentence_transformers.training_args import BatchSamplers
     from transformers import TrainerCallback
-    from transformers.trainer_callback import PrinterCallback
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    class Bar(ProgressCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):  # tqdm.write: each step's losses to stdout
+            return
 
     class Budget(TrainerCallback):
         stopped = False
@@ -205,6 +209,9 @@ def _train(model, rows: list[dict[str, str]], out: str | Path, config: DenseTrai
         trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=data,
                                              loss=losses.MultipleNegativesRankingLoss(model), callbacks=[Budget()])
         trainer.remove_callback(PrinterCallback)  # it prints each step's losses to stdout, where results go
+        if progress:  # the bar without the losses (the log history keeps them)
+            trainer.remove_callback(ProgressCallback)
+            trainer.add_callback(Bar())
         start = time.perf_counter()
         trainer.train()
     losses_seen = [h["loss"] for h in trainer.state.log_history if "loss" in h]
