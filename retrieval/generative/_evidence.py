@@ -102,14 +102,27 @@ class EvidenceGatherer:
         return self._null[key]
 
     def priors(self, task: str, spec: PromptSpec, target: str, prefix, suffix: tuple[int, ...],
-               keys: list[tuple[int, ...]], cache_size: int = 500_000) -> dict[tuple[int, ...], float]:
+               keys: list[tuple[int, ...]]) -> dict[tuple[int, ...], float]:
         """log P(key | prompt with an empty query) for each key (teacher-forced once, then cached)."""
         null, cache = self._null_prompt(task, spec, target, prefix, suffix)
         todo = [k for k in dict.fromkeys(keys) if k not in cache]
-        if len(cache) + len(todo) > cache_size:
-            cache.clear()
-        cache.update(zip(todo, null.teacher_force([0] * len(todo), todo)))
+        _remember(cache, todo, null.teacher_force([0] * len(todo), todo))
         return {k: float(cache[k]) for k in keys}
+
+    def _score_keys(self, st: Stepper, rows: list[int], seqs: list[tuple[int, ...]], calibrate: bool,
+                    null_key: tuple) -> np.ndarray:
+        """``st.teacher_force(rows, seqs)``; with ``calibrate``, the keys' uncached priors teacher-forced in the
+        same pass where the steppers stack (the empty-query prompt as one more row: on a CPU thread a pass costs
+        a read of every weight, whatever its few tokens), and remembered for ``priors``."""
+        if calibrate:
+            null, cache = self._null_prompt(*null_key)
+            todo = [k for k in dict.fromkeys(seqs) if k not in cache]
+            if todo and st.can_stack(null):
+                extra = st.first.shape[0]
+                values = st.stacked(null).teacher_force(list(rows) + [extra] * len(todo), list(seqs) + todo)
+                _remember(cache, todo, values[len(rows):])
+                return values[:len(rows)]
+        return st.teacher_force(rows, seqs)
 
     def query_key_tokens(self, query: str, max_words: int) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]]]:
         """``(body keys, title keys)`` from the query's n-grams that occur in the index (token ids)."""
@@ -178,7 +191,8 @@ class EvidenceGatherer:
             flat = [k for ks in keys for k in ks]
             tails = [k[len(forced):] for k in flat]
             todo = [j for j, (r, k) in enumerate(zip(rows, flat)) if k not in found[r]]
-            tf = st.teacher_force([rows[j] for j in todo], [tails[j] for j in todo])
+            tf = self._score_keys(st, [rows[j] for j in todo], [tails[j] for j in todo], cfg.calibrate,
+                                  (task, spec, kind, prefix, forced))
             scores = {j: float(v) for j, v in zip(todo, tf)}
             for j, (r, k) in enumerate(zip(rows, flat)):
                 evidence[r].keys.append(Key(k, scores[j] if j in scores else found[r][k]))
@@ -200,3 +214,10 @@ class EvidenceGatherer:
         if ngram and ngram[0] == self.encoder.title_start:
             return any(ch.isalnum() for ch in text.removeprefix("title: "))
         return has_content(text)
+
+
+def _remember(cache: dict, keys: Sequence[tuple[int, ...]], values, size: int = 500_000) -> None:
+    """Keep ``keys``' priors (the cache starts over past ``size`` keys)."""
+    if len(cache) + len(keys) > size:
+        cache.clear()
+    cache.update(zip(keys, values))

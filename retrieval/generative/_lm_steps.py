@@ -129,6 +129,38 @@ class Stepper:
             self.first = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
             return self.first
 
+    def can_stack(self, other: Stepper) -> bool:
+        """Whether ``stacked`` can join this stepper's rows with ``other``'s: both the plain Llama's (its cache is
+        plain tensors), causal, one model."""
+        return (self.lm is other.lm and not self.lm.seq2seq and hasattr(self.model, "new_cache")
+                and self.cache is not None and other.cache is not None)
+
+    def stacked(self, other: Stepper) -> Stepper:
+        """A stepper whose rows are this one's, then ``other``'s (``can_stack``): the shorter side's cache and mask
+        left-padded (masked out), so that one pass can teacher-force sequences after prompts of both — a weight
+        read costs a small model as much as its tokens do on one CPU thread."""
+        torch = self.torch
+        width = max(self.mask.shape[1], other.mask.shape[1])
+
+        def pad(t, n: int, dim: int):
+            if n == 0:
+                return t
+            shape = list(t.shape)
+            shape[dim] = n
+            return torch.cat([t.new_zeros(shape), t], dim=dim)
+
+        out = copy.copy(self)
+        out.cache = self.model.new_cache()
+        for layer in range(len(self.cache.keys)):
+            for name in ("keys", "values"):
+                a, b = getattr(self.cache, name)[layer], getattr(other.cache, name)[layer]
+                getattr(out.cache, name)[layer] = torch.cat(
+                    [pad(a, width - a.shape[2], 2), pad(b, width - b.shape[2], 2)], dim=0)
+        out.mask = torch.cat([pad(self.mask, width - self.mask.shape[1], 1),
+                              pad(other.mask, width - other.mask.shape[1], 1)], dim=0)
+        out.first = torch.cat([self.first, other.first], dim=0)
+        return out
+
     def fork(self, rows: Sequence[int]) -> Stepper:
         """A new stepper whose row i continues prompt ``rows[i]`` (this one is left untouched)."""
         torch = self.torch

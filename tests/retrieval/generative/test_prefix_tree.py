@@ -47,3 +47,20 @@ def test_tree_teacher_forcing_equals_one_row_per_sequence(dtype, tol):
     st = Stepper(lite)
     st.start(prompts)
     assert np.abs(st.teacher_force(rows, seqs, chunk=1) - got[0]).max() <= min(tol, 1e-3)
+
+
+def test_stacked_steppers_score_as_each_alone():
+    """Rows of two steppers (prompts of different lengths) joined for one pass give each side's own values."""
+    lm = load_lm("smollm2-135m-instruct", "cpu", "float32", lite=True)
+    tok = lm.tokenizer
+    a, b = Stepper(lm), Stepper(lm)
+    a.start([tok(p)["input_ids"] for p in ("Query: who wrote Hamlet?\nText:", "Query: a much longer question about "
+                                                                               "the oil embargo of 1973\nText:")])
+    b.start([tok("Query: \nText:")["input_ids"]])
+    assert a.can_stack(b) and not Stepper(load_lm("smollm2-135m-instruct", "cpu", "float32")).can_stack(b)
+    seqs = [tuple(tok(t)["input_ids"]) for t in (" William Shakespeare", " the oil", " oil embargo", " Hamlet")]
+    both = a.stacked(b)
+    got = both.teacher_force([0, 1, 1, 2, 2], [seqs[0], seqs[1], seqs[2], seqs[3], seqs[0]])
+    want = np.concatenate([a.teacher_force([0, 1, 1], seqs[:3]), b.teacher_force([0, 0], [seqs[3], seqs[0]])])
+    assert np.abs(got - want).max() <= 1e-4
+    assert both.first.shape[0] == 3 and a.first.shape[0] == 2  # the parts are left as they were
