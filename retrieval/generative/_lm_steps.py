@@ -27,7 +27,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ._prefix_tree import PrefixTree, running_sums
+from ._prefix_tree import PrefixTree, child_logprobs, running_sums
 
 
 @functools.cache
@@ -292,20 +292,8 @@ class Stepper:
                               position_ids=pos.to(self.device), past_key_values=cache).last_hidden_state
                 head = self.model.get_output_embeddings()
                 for b, t in enumerate(trees):
-                    slot = np.full(len(t.tokens), -1, dtype=np.int64)
-                    slot[t.inputs] = np.arange(len(t.inputs))
-                    inner = np.flatnonzero(t.parent >= 0)
-                    at, tok = slot[t.parent[inner]], t.tokens[inner]
-                    h = hidden[b, :len(t.inputs)]
-                    got = np.zeros(len(inner))
-                    for s in range(0, len(t.inputs), block):  # the output layer a block of positions at a time
-                        logits = head(h[s:s + block]).float()
-                        lse = torch.logsumexp(logits, dim=-1)
-                        sel = np.flatnonzero((at >= s) & (at < s + block))
-                        a = torch.from_numpy(at[sel] - s).to(self.device)
-                        got[sel] = (logits[a, torch.from_numpy(tok[sel]).to(self.device)] - lse[a]).double() \
-                            .cpu().numpy()
-                    node_lp[b][inner] = got
+                    inner = t.parent >= 0
+                    node_lp[b][inner] = child_logprobs(t, hidden[b, :len(t.inputs)], head, block)
         for b, (r, t) in enumerate(zip(used, trees)):
             yield r, part[r], running_sums(t, node_lp[b])
 

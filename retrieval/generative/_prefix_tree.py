@@ -74,3 +74,23 @@ def running_sums(tree: PrefixTree, lp: np.ndarray) -> list[np.ndarray]:
         p = tree.parent[v]
         cum[v] = lp[v] + (cum[p] if p >= 0 else 0.0)
     return [cum[path] for path in tree.paths]
+
+
+def child_logprobs(tree: PrefixTree, hidden, head, block: int = 256) -> np.ndarray:
+    """log P(node's token | its ancestors) for every node below the first level, from ``hidden`` (the model's last
+    hidden states at ``tree.inputs``, in order) through the output layer ``head``, a block of positions at a time
+    (a block's logits are vocabulary-wide)."""
+    import torch
+
+    slot = np.full(len(tree.tokens), -1, dtype=np.int64)
+    slot[tree.inputs] = np.arange(len(tree.inputs))
+    inner = np.flatnonzero(tree.parent >= 0)
+    at, tok = slot[tree.parent[inner]], tree.tokens[inner]
+    got = np.zeros(len(inner))
+    for s in range(0, len(tree.inputs), block):
+        logits = head(hidden[s:s + block]).float()
+        lse = torch.logsumexp(logits, dim=-1)
+        sel = np.flatnonzero((at >= s) & (at < s + block))
+        a = torch.from_numpy(at[sel] - s).to(logits.device)
+        got[sel] = (logits[a, torch.from_numpy(tok[sel]).to(logits.device)] - lse[a]).double().cpu().numpy()
+    return got
