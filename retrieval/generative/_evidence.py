@@ -105,9 +105,12 @@ class EvidenceGatherer:
                keys: list[tuple[int, ...]]) -> dict[tuple[int, ...], float]:
         """log P(key | prompt with an empty query) for each key (teacher-forced once, then cached)."""
         null, cache = self._null_prompt(task, spec, target, prefix, suffix)
-        todo = [k for k in dict.fromkeys(keys) if k not in cache]
-        _remember(cache, todo, null.teacher_force([0] * len(todo), todo))
-        return {k: float(cache[k]) for k in keys}
+        known = {k: cache[k] for k in keys if k in cache}  # kept here: remembering may start the cache over
+        todo = [k for k in dict.fromkeys(keys) if k not in known]
+        values = null.teacher_force([0] * len(todo), todo)
+        known.update(zip(todo, values))
+        _remember(cache, todo, values)
+        return {k: float(known[k]) for k in keys}
 
     def _score_keys(self, st: Stepper, rows: list[int], seqs: list[tuple[int, ...]], calibrate: bool,
                     null_key: tuple) -> np.ndarray:
