@@ -84,7 +84,10 @@ def _compare(path_a, path_b, config, names=("dense", "bm25", "generative"), load
         for name in names:
             ra, rb = load_retriever(a, name, config), loader_b(b, name, config, **kw)
             try:
-                _same_hits(rb.batch_search(QUERIES, 5), ra.batch_search(QUERIES, 5))
+                # dense (and the hybrid fusing it): the bfloat16 vectors Ray's workers encode differ from this
+                # process's by ~1e-4 in a score (seen at the start of this session's tree too); rankings must not
+                tol = 1e-3 if name in ("dense", "hybrid") else 1e-6
+                _same_hits(rb.batch_search(QUERIES, 5), ra.batch_search(QUERIES, 5), tol=tol)
                 if name == "generative":
                     for gran in ("page", "sentence"):
                         _same_hits(rb.batch_search(QUERIES, 4, task="qa", granularity=gran),
