@@ -19,6 +19,7 @@ For each query, with one prompt pass per prompt kind (body, title) shared by eve
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -115,12 +116,16 @@ class EvidenceGatherer:
     def _score_keys(self, st: Stepper, rows: list[int], seqs: list[tuple[int, ...]], calibrate: bool,
                     null_key: tuple) -> np.ndarray:
         """``st.teacher_force(rows, seqs)``; with ``calibrate``, the keys' uncached priors teacher-forced in the
-        same pass where the steppers stack (the empty-query prompt as one more row: on a CPU thread a pass costs
-        a read of every weight, whatever its few tokens), and remembered for ``priors``."""
+        same pass where the steppers stack and the priors are no more keys than a query's (the empty-query prompt
+        as one more row: on a CPU thread a pass costs a read of every weight, whatever its few tokens), and
+        remembered for ``priors``."""
         if calibrate:
             null, cache = self._null_prompt(*null_key)
             todo = [k for k in dict.fromkeys(seqs) if k not in cache]
-            if todo and st.can_stack(null):
+            widest = max(Counter(rows).values(), default=0)
+            # stacked rows are padded to the widest tree: worth it while the priors' tree is no wider than the
+            # widest query's (one question at a time; a batch's new keys make a wider one than each of its queries)
+            if todo and len(todo) <= widest and st.can_stack(null):
                 extra = st.first.shape[0]
                 values = st.stacked(null).teacher_force(list(rows) + [extra] * len(todo), list(seqs) + todo)
                 _remember(cache, todo, values[len(rows):])
