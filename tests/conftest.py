@@ -88,6 +88,20 @@ def tiny_index(data_dir, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def dense_bm25_index(data_dir, tmp_path_factory):
+    """A function making a fresh dense + BM25 index of the tiny corpus (for tests that write into their index)."""
+    from genret.indexing import DenseConfig, IndexConfig, build_index
+
+    def make(name: str) -> Path:
+        out = tmp_path_factory.mktemp(name) / "idx"
+        build_index(data_dir / "corpus.jsonl", out, IndexConfig(components=("dense", "bm25"),
+                                                               dense=DenseConfig(device="cpu")), progress=False)
+        return out
+
+    return make
+
+
+@pytest.fixture(scope="session")
 def tiny_lm_dir(tmp_path_factory) -> Path:
     """A tiny randomly initialised Llama with the packaged SmolLM2 tokenizer (a real, loadable local model)."""
     import torch

@@ -9,7 +9,7 @@ import pytest
 
 from genret.core import InputError
 from genret.eval import adapt, held_out_split, previous_adaptation, write_kilt
-from genret.indexing import ADAPTED_DENSE, DenseConfig, Index, IndexConfig, build_index, verify_index
+from genret.indexing import ADAPTED_DENSE, Index, verify_index
 from genret.retrieval import RetrievalConfig, load_retriever
 from genret.retrieval.hybrid import read_tuned, weights_path
 from genret.serving.cli import main
@@ -31,14 +31,11 @@ def _records(pages) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def setup(data_dir, tmp_path_factory):
+def setup(dense_bm25_index):
     import tests.conftest as conf
 
-    root = tmp_path_factory.mktemp("adapt")
-    index = root / "idx"
-    build_index(data_dir / "corpus.jsonl", index, IndexConfig(components=("dense", "bm25"),
-                                                             dense=DenseConfig(device="cpu")), progress=False)
-    train = root / "train.jsonl"
+    index = dense_bm25_index("adapt")
+    train = index.parent / "train.jsonl"
     records = _records(conf.PAGES)
     records += [{**r, "id": r["id"] + "-again", "input": r["input"].lower()} for r in records]
     write_kilt(train, records)  # 20 records: 16 to train on, 4 held out

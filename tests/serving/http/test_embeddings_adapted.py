@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from genret.indexing import ADAPTED_DENSE, DenseConfig, Index, IndexConfig, build_index, write_adapted_dense
+from genret.indexing import ADAPTED_DENSE, Index, write_adapted_dense
 from genret.retrieval import DensePair, DenseRetriever, DenseSearchConfig, DenseTrainConfig, fine_tune_dense
 from genret.serving.http._embeddings import Embedder
 
@@ -14,11 +14,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationW
 
 
 @pytest.fixture(scope="module")
-def adapted_index(data_dir, tmp_path_factory):
-    root = tmp_path_factory.mktemp("emb-adapted")
-    out = root / "idx"
-    build_index(data_dir / "corpus.jsonl", out, IndexConfig(components=("dense", "bm25"),
-                                                           dense=DenseConfig(device="cpu")), progress=False)
+def adapted_index(dense_bm25_index):
+    out = dense_bm25_index("emb-adapted")
+    root = out.parent
     pairs = [DensePair("Who created Python?", (("p-python", 1),)), DensePair("oil embargo", (("p-oil", 1),)),
              DensePair("highest mountain", (("p-everest", 1),)), DensePair("plant pigment", (("p-photo", 2),))]
     with Index(out) as index:
