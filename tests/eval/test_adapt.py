@@ -99,3 +99,5 @@ def test_cli_table_no_op_and_refusals(setup, tmp_path, capsys):
         adapt(index, few, progress=False)
     assert main(["adapt", str(index), str(train), "--holdout", "1.5"]) == 2
     assert "--holdout" in capsys.readouterr().err
+    assert main(["adapt", str(index), str(train), "--epochs", "0"]) == 2
+    assert "--epochs" in capsys.readouterr().err
