@@ -47,6 +47,7 @@ from ._kilt_io import read_kilt, write_kilt
 log = logging.getLogger("genret")
 
 ADAPT_FILE = "adapt.json"
+SMALL_TRAIN = 1000  # training queries up to which the dense encoder trains 3 epochs, not 1
 REPORT_LEVELS = ("page", "passage")
 
 
@@ -159,7 +160,11 @@ def adapt(index_dir: str | Path, train_file: str | Path, *, task: str | None = N
             report.before["hybrid"] = _percent(fusions.evaluate("minmax", fusions.defaults()[0]))
         report.minutes["before"] = round((time.perf_counter() - t0) / 60, 2)
         if "dense" in members:
-            settings = {"device": device, "dtype": dtype, "seed": seed, **(dense_train or {})}
+            # epochs: 3 for a small training set, 1 for a large one (mini-KILT dev, 20-minute budget: climate_fever's
+            # 290 and scifact's 323 claims gained 2.8 / 3.4 and 3.0 / 4.2 dense R-Prec from 3 epochs over 1;
+            # squad's 6,042 questions fill the budget within one); the budget may stop it sooner either way
+            settings = {"device": device, "dtype": dtype, "seed": seed,
+                        "epochs": 3.0 if len(train) <= SMALL_TRAIN else 1.0, **(dense_train or {})}
             hits["dense"] = _adapt_dense(index_dir, train, held, report, recipe, budget_minutes, t_start,
                                          Path(scratch), settings, task, after_cfg, progress, say)
             # a scorer of its own: the adapted encoder finds units none of the runs before did

@@ -29,14 +29,15 @@ def _cmd_adapt(a: argparse.Namespace) -> int:
     from genret.core import ConfigError
     from genret.eval import adapt, previous_adaptation
 
-    if a.budget_minutes <= 0 or not 0 < a.holdout < 1 or a.max_held_out < 2 or not 0 < a.epochs <= 100:
+    if a.budget_minutes <= 0 or not 0 < a.holdout < 1 or a.max_held_out < 2 or \
+            (a.epochs is not None and not 0 < a.epochs <= 100):
         raise ConfigError("--budget-minutes must be > 0, --holdout between 0 and 1, --max-held-out ≥ 2, --epochs "
                           "in (0, 100]")
     say = (lambda msg: None) if a.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     report = adapt(a.index, a.train, task=a.task, budget_minutes=a.budget_minutes, holdout=a.holdout,
                    max_held_out=a.max_held_out, max_records=a.max_records, device=a.device, dtype=a.dtype,
                    seed=a.seed, force=a.force, progress=not a.quiet, say=say,
-                   dense_train={"epochs": a.epochs} if a.epochs != 1 else None)
+                   dense_train={"epochs": a.epochs} if a.epochs is not None else None)
     if report is None:
         done = previous_adaptation(a.index) or {}
         print(f"{a.index} is already adapted with these inputs (adapt.json); --force adapts again",
@@ -80,8 +81,8 @@ def register(sub) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
                    help="training autocast and encoding precision (auto: bfloat16 where native)")
-    p.add_argument("--epochs", type=float, default=1.0, help="dense training epochs at most (the budget may stop "
-                   "it sooner; default 1)")
+    p.add_argument("--epochs", type=float, default=None, help="dense training epochs at most (the budget may stop "
+                   "it sooner; default: 3 up to 1,000 training queries, else 1)")
     p.add_argument("--seed", type=int, default=13)
     p.add_argument("--force", action="store_true", help="adapt again when the index holds this adaptation")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
