@@ -156,7 +156,7 @@ def fine_tune_dense(index: Index, pairs: Sequence[DensePair], out: str | Path,
         model.max_seq_length = config.max_seq_length
         dtype = resolve_dtype(config.dtype, device, role="dense training", fallback="float32")
         stats = _train(model, rows, out, config, device, dtype, progress)
-    model.save(str(out))
+        model.save(str(out))  # its model card computes "widget examples" under a bar of its own
     return {"rows": len(rows), "queries": len(pairs), "mining_seconds": round(mined, 1), **stats,
             "precision": dtype, "seconds": round(time.perf_counter() - t0, 1)}
 
