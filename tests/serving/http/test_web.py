@@ -107,6 +107,13 @@ def _search(driver, index, retriever, text, task=""):
     return driver.find_elements(By.CSS_SELECTOR, "#hits li.hit")
 
 
+def _ask(driver, index, retriever, text, task=""):
+    """Fill the form, press Ask, wait for the answer."""
+    _query(driver, index, retriever, text, task)
+    driver.find_element(By.ID, "ask").click()
+    _wait(driver, lambda d: d.find_element(By.ID, "status").text.startswith("answered"))
+
+
 def test_search_shows_hits_with_provenance(web, browser, tiny_index):
     base, _, _ = web
     _open(browser, base)
@@ -169,9 +176,7 @@ def test_corpus_text_that_looks_like_markup_stays_text(web, browser):
 def test_ask_streams_an_answer_with_passages(web, browser, tiny_index):
     base, _, _ = web
     _open(browser, base)
-    _query(browser, tiny_index.name, "bm25", "Who created the Python programming language?", task="qa")
-    browser.find_element(By.ID, "ask").click()
-    _wait(browser, lambda d: d.find_element(By.ID, "status").text.startswith("answered"))
+    _ask(browser, tiny_index.name, "bm25", "Who created the Python programming language?", task="qa")
     assert browser.find_element(By.ID, "answer").is_displayed()
     assert browser.find_element(By.ID, "answer-text").text  # the model's words, or that it gave none
     passages = browser.find_elements(By.CSS_SELECTOR, "#hits li.hit")
@@ -184,9 +189,7 @@ def test_citations_link_to_their_passage(web, browser, tiny_index):
     base, _, service = web
     _open(browser, base)
     with generator_swapped(service, ScriptedGenerator("Guido van Rossum created it [2].")):
-        _query(browser, tiny_index.name, "bm25", "Who created the Python programming language?", task="generic")
-        browser.find_element(By.ID, "ask").click()
-        _wait(browser, lambda d: d.find_element(By.ID, "status").text.startswith("answered"))
+        _ask(browser, tiny_index.name, "bm25", "Who created the Python programming language?", task="generic")
     links = browser.find_elements(By.CSS_SELECTOR, "#answer-text a.cite")
     assert [a.text for a in links] == ["[2]"]
     assert browser.find_element(By.ID, "answer-text").text == "Guido van Rossum created it [2]."
@@ -269,9 +272,7 @@ def test_a_truncated_answer_is_marked(web, browser, tiny_index):
     base, _, service = web
     _open(browser, base)
     with generator_swapped(service, ScriptedGenerator("word " * 500)):
-        _query(browser, tiny_index.name, "bm25", "Who created the Python programming language?", task="generic")
-        browser.find_element(By.ID, "ask").click()
-        _wait(browser, lambda d: d.find_element(By.ID, "status").text.startswith("answered"))
+        _ask(browser, tiny_index.name, "bm25", "Who created the Python programming language?", task="generic")
     assert browser.find_element(By.ID, "truncated").is_displayed()
     assert "cut at the limit" in browser.find_element(By.ID, "status").text
     with generator_swapped(service, ScriptedGenerator("Guido van Rossum [1].")):
@@ -339,9 +340,7 @@ def test_the_cited_span_of_a_short_answer_is_marked_in_its_passage(web, browser,
     base, _, service = web
     _open(browser, base)
     with generator_swapped(service, ScriptedGenerator("Guido van Rossum")):
-        _query(browser, tiny_index.name, "bm25", "Who created the Python programming language?", task="qa")
-        browser.find_element(By.ID, "ask").click()
-        _wait(browser, lambda d: d.find_element(By.ID, "status").text.startswith("answered"))
+        _ask(browser, tiny_index.name, "bm25", "Who created the Python programming language?", task="qa")
         api = httpx.post(base + "/v1/rag", json={"query": "Who created the Python programming language?",
                                                  "index": tiny_index.name, "retriever": "bm25", "task": "qa"},
                          timeout=60).json()
