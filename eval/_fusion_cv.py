@@ -60,17 +60,23 @@ def cross_validate(fusions, step: float, methods: Sequence[str], folds: int, see
     levels = [k for k in per_fold[0][0] if k != "objective"] + ["objective"]
     procedures: dict[str, list[dict[str, float]]] = {}
     cv = CrossValidation(folds=folds)
-    for f, rows in enumerate(parts):
+    slot = {c: i for i, c in enumerate(candidates)}  # the default and the grid's corners are candidates already
+
+    def on_fold(scheme: str, weights: tuple[float, ...], f: int) -> dict[str, float]:
+        i = slot.get((weights, scheme))
+        return per_fold[i][f] if i is not None else fusions.evaluate(scheme, weights, parts[f])
+
+    for f in range(folds):
         totals = [sum(m[g]["objective"] * sizes[g] for g in range(folds) if g != f) for m in per_fold]
         w, s = candidates[fusions.pick(candidates, totals)]
         cv.fold_fits.append((w, s))
         for alpha in SHRINK:
             label = "default weights" if alpha == 1 else f"fitted, shrink {alpha:g}"
             weights, scheme = (default, "minmax") if alpha == 1 else (shrunk(w, default, alpha), s)
-            procedures.setdefault(label, []).append(fusions.evaluate(scheme, weights, rows))
+            procedures.setdefault(label, []).append(on_fold(scheme, weights, f))
         for j, name in enumerate(fusions.names):
             one = tuple(1.0 if i == j else 0.0 for i in range(len(fusions.names)))
-            procedures.setdefault(f"{name} alone", []).append(fusions.evaluate("minmax", one, rows))
+            procedures.setdefault(f"{name} alone", []).append(on_fold("minmax", one, f))
     for label, metrics in procedures.items():
         cv.held_out[label] = {lv: sum(m[lv] * k for m, k in zip(metrics, sizes)) / n for lv in levels}
 
