@@ -230,9 +230,10 @@ def _encode_rate(index: Index, device: str, dtype: str) -> float:
     """Units a second the index's dense encoder encodes here (up to 64 units, after a warm-up batch)."""
     from genret.indexing import SentenceTransformerEncoder, encoder_model, unit_text
 
-    encoder = SentenceTransformerEncoder(encoder_model(index.path, index.component("dense")), device, dtype)
+    component = index.component("dense")
+    encoder = SentenceTransformerEncoder(encoder_model(index.path, component), device, dtype)
     units = index.store.get(list(range(min(64, len(index.store)))))
-    texts = [unit_text(u.title, u.text, True) for u in units]
+    texts = [unit_text(u.title, u.text, component.params.get("with_title", True)) for u in units]
     encoder.encode(texts[:16])
     t0 = time.perf_counter()
     encoder.encode(texts)

@@ -28,7 +28,7 @@ from typing import Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from genret.core import DEFAULT_LM, model_load_lock
-from genret.indexing import Index
+from genret.indexing import Index, unit_text
 
 from ._contract import Hit, Retriever
 
@@ -157,7 +157,7 @@ class RerankedRetriever(Retriever):
         """Each hit's title and text (from the index's store where the hit carries no text)."""
         missing = [h.unit_id for h in hits if h.text is None]
         stored = {u.unit_id: u.text for u in self.index.store.get(missing)} if missing else {}
-        return [f"{h.provenance.title}\n{h.text if h.text is not None else stored[h.unit_id]}" for h in hits]
+        return [unit_text(h.provenance.title, h.text if h.text is not None else stored[h.unit_id], True) for h in hits]
 
     def close(self) -> None:
         self.inner.close()
