@@ -129,11 +129,15 @@ class Stepper:
             self.first = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
             return self.first
 
+    @property
+    def plain(self) -> bool:
+        """Whether the model is the plain-torch Llama (``_llama``): causal, its cache plain tensors, and it takes
+        a 4-D attention mask (a prefix tree's)."""
+        return hasattr(self.model, "new_cache") and not self.lm.seq2seq
+
     def can_stack(self, other: Stepper) -> bool:
-        """Whether ``stacked`` can join this stepper's rows with ``other``'s: both the plain Llama's (its cache is
-        plain tensors), causal, one model."""
-        return (self.lm is other.lm and not self.lm.seq2seq and hasattr(self.model, "new_cache")
-                and self.cache is not None and other.cache is not None)
+        """Whether ``stacked`` can join this stepper's rows with ``other``'s: one plain model, both started."""
+        return self.lm is other.lm and self.plain and self.cache is not None and other.cache is not None
 
     def stacked(self, other: Stepper) -> Stepper:
         """A stepper whose rows are this one's, then ``other``'s (``can_stack``): the shorter side's cache and mask
@@ -223,7 +227,7 @@ class Stepper:
         if not len(sequences):
             return out
         seqs = [tuple(int(t) for t in x) for x in sequences]
-        if hasattr(self.model, "new_cache") and not self.lm.seq2seq:  # the plain Llama takes a tree's mask
+        if self.plain:
             return self._tree_force(rows, seqs, chunk=4 * chunk)
         prefixes = {(r, x[:j]) for r, x in zip(rows, seqs) for j in range(1, len(x))}
         maximal = list(dict.fromkeys((r, x) for r, x in zip(rows, seqs) if x and (r, x) not in prefixes))
