@@ -12,7 +12,10 @@ Profiles (all with the packaged SmolLM2-135M-Instruct unless --model/--checkpoin
 - ``seal``: SEAL's whole inference — beam 15, decoded body n-grams and titles, query keys, rescoring, unigram
   scores — with calibration;
 - ``default``: ``GenerativeConfig()`` (zero-shot: query keys, unigrams and calibration; no decoding);
-- ``seal-beam5``: ``seal`` with beam 5.
+- ``seal-beam5``: ``seal`` with beam 5;
+- ``default-unpacked``: ``default`` with the plain Llama's bfloat16 linear layers left as ``nn.Linear`` (oneDNN
+  lays the weight out on every call) instead of packed once (``_llama_torch.PackedLinear``); only where the LM is
+  the plain-torch Llama in bfloat16.
 
 Prints a Markdown table (torch set to 1 thread; the model is loaded once and shared).
 """
@@ -29,6 +32,7 @@ PROFILES = {
     "seal": dict(beam=15, decode_body=True, decode_titles=True),
     "seal-beam5": dict(beam=5, decode_body=True, decode_titles=True),
     "default": dict(),
+    "default-unpacked": dict(),
 }
 
 
@@ -71,6 +75,8 @@ def main() -> None:
                                dtype=a.dtype, **PROFILES[name])
         r = GenerativeRetriever(index, cfg, lm=lm)
         lm = r.lm
+        if name.endswith("-unpacked"):
+            r = GenerativeRetriever(index, cfg, lm=_unpacked(lm))
         r.search(str(gold[0]["input"]), 10, task=a.task)  # warm: caches, lazy index structures
         singles = []
         for rec in gold[: a.single]:
@@ -84,6 +90,21 @@ def main() -> None:
         print(f"| {name} | {statistics.median(singles) * 1e3:.0f} | {batched * 1e3:.0f} | "
               f"{m['page']['Rprec'] * 100:.1f} | {m['passage']['Rprec'] * 100:.1f} | "
               f"{m['passage']['recall@5'] * 100:.1f} |", flush=True)
+
+
+def _unpacked(lm):
+    """``lm`` with its plain Llama loaded again without packed linear layers."""
+    import dataclasses
+
+    import torch
+
+    from genret.core import resolve_checkpoint
+    from genret.retrieval._llama import lite_causal_lm
+
+    if lm.dtype != "bfloat16":
+        raise SystemExit("default-unpacked compares bfloat16 layouts: run it with --dtype auto or bfloat16")
+    plain = lite_causal_lm(resolve_checkpoint(lm.spec), torch.float32)  # float32 is never packed
+    return dataclasses.replace(lm, model=plain.to(torch.bfloat16))
 
 
 def profile(index, gold: list[dict], a) -> None:

@@ -91,7 +91,9 @@ def lite_causal_lm(folder: str | Path, dtype, device: str = "cpu"):
     config = lite_config(folder)
     if config is None:
         return None
-    from ._llama_torch import CausalLM, Shape
+    import torch
+
+    from ._llama_torch import CausalLM, Shape, pack_linears
 
     s = Shape.of(config)
     tied = bool(config.get("tie_word_embeddings", False))
@@ -103,4 +105,6 @@ def lite_causal_lm(folder: str | Path, dtype, device: str = "cpu"):
         model.lm_head.weight = model.model.embed_tokens.weight
     model = model.to(device=device, dtype=dtype).eval()
     model.model.inv_freq = model.model.inv_freq.to(device)  # float32 (not a buffer: `to` leaves it)
+    if dtype == torch.bfloat16 and str(device).split(":")[0] == "cpu":
+        pack_linears(model)  # oneDNN's layout once, not on every call (``PackedLinear``)
     return model

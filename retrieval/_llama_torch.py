@@ -73,6 +73,39 @@ def linear(inp: int, out: int):
     return layer
 
 
+class PackedLinear(nn.Module):
+    """A frozen bias-free linear layer whose weight oneDNN has laid out once for its own bfloat16 kernels.
+
+    ``F.linear`` re-lays the weight out on every call, which on one CPU thread costs as much as the product
+    itself for the few rows a decoding step or a prefix tree feeds (576 x 3072, 20 rows: 0.36 vs 0.24 ms; equal
+    outputs): ``pack_linears`` swaps these in for inference on a CPU with native bfloat16.
+    """
+
+    def __init__(self, weight) -> None:
+        super().__init__()
+        self.out_features, self.in_features = weight.shape
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), 64)  # 64: the rows it is tuned for
+
+    def forward(self, x):
+        y = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, self.in_features), self.packed, None, "none", [], "")
+        return y.view(*x.shape[:-1], self.out_features)
+
+
+def pack_linears(model: nn.Module) -> bool:
+    """Every bias-free bfloat16 ``nn.Linear`` of ``model`` (on the CPU) replaced by a ``PackedLinear``, in place;
+    False (nothing changed) where this torch's oneDNN has no bfloat16 kernels or packed layouts."""
+    mkldnn = getattr(torch.ops, "mkldnn", None)
+    if not (torch.backends.mkldnn.is_available() and hasattr(mkldnn, "_reorder_linear_weight")
+            and hasattr(mkldnn, "_linear_pointwise") and mkldnn._is_mkldnn_bf16_supported()):
+        return False
+    found = [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()
+             if type(child) is nn.Linear and child.bias is None and child.weight.dtype == torch.bfloat16
+             and child.weight.device.type == "cpu"]
+    for parent, name, child in found:
+        setattr(parent, name, PackedLinear(child.weight))
+    return bool(found)
+
+
 class Embedding(nn.Module):
     def __init__(self, rows: int, size: int) -> None:
         super().__init__()

@@ -91,9 +91,23 @@ def _order(item: tuple[tuple[int, ...], float]) -> tuple:
     return (-w, -len(ngram), ngram)
 
 
+def _lookup(ids) -> np.ndarray:
+    """A boolean table over token ids: True at ``ids`` (``_members`` reads it)."""
+    ids = np.fromiter(ids, dtype=np.int64)
+    table = np.zeros(int(ids.max()) + 2 if len(ids) else 1, dtype=bool)
+    table[ids] = True
+    return table
+
+
+def _members(table: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+    """Positions of ``tokens`` whose id ``table`` marks (ids beyond the table are not marked)."""
+    return np.flatnonzero(table[np.minimum(tokens, len(table) - 1)])
+
+
 class KeyMatcher:
     """``score_tokens`` for many units under one query's keys: the keys are indexed once (by first token, in
-    the order matches are taken, with their token types), so scoring a unit costs a pass over its tokens."""
+    the order matches are taken, with their token types), so scoring a unit costs one vectorised look-up of its
+    tokens and Python work only where a key could start (a unit of ~200 tokens holds a handful of such places)."""
 
     def __init__(self, weights: Mapping[tuple[int, ...], float]) -> None:
         live = sorted(((n, w) for n, w in weights.items() if w > 0 and n), key=_order)
@@ -103,15 +117,23 @@ class KeyMatcher:
         self.by_first: dict[int, list[tuple[int, ...]]] = defaultdict(list)
         for n, _ in live:
             self.by_first[n[0]].append(n)
+        self._firsts = _lookup(self.by_first)
+        self._unigrams: tuple[Mapping[int, float], np.ndarray] | None = None
+
+    def _unigram_table(self, unigrams: Mapping[int, float]) -> np.ndarray:
+        if self._unigrams is None or self._unigrams[0] is not unigrams:  # one table per unigram mapping
+            self._unigrams = (unigrams, _lookup(t for t, w in unigrams.items() if w > 0))
+        return self._unigrams[1]
 
     def score(self, tokens: Sequence[int], beta: float, unigrams: Mapping[int, float] | None = None
               ) -> tuple[float, list[tuple[tuple[int, ...], float]]]:
         """As ``score_tokens``."""
         tokens = list(tokens)
+        arr = np.asarray(tokens, dtype=np.int64)
         occurrences: dict[tuple[int, ...], list[int]] = {}
         by_first = self.by_first
-        for i, t in enumerate(tokens):
-            for ngram in by_first.get(t, ()):
+        for i in _members(self._firsts, arr).tolist() if len(arr) else ():
+            for ngram in by_first[tokens[i]]:
                 if len(ngram) == 1 or tuple(tokens[i:i + len(ngram)]) == ngram:
                     occurrences.setdefault(ngram, []).append(i)
         free = [True] * len(tokens)
@@ -131,16 +153,15 @@ class KeyMatcher:
                     total += contribution
                     matched.append((ngram, contribution))
                     counted = True
-        if unigrams:
+        if unigrams and len(arr):
             seen: set[int] = set()
-            for t, is_free in zip(tokens, free):
-                if is_free and t not in seen:
+            for i in _members(self._unigram_table(unigrams), arr).tolist():
+                t = tokens[i]
+                if free[i] and t not in seen:
                     seen.add(t)
-                    w = unigrams.get(t, 0.0)
-                    if w > 0:
-                        contribution = w * (1.0 - beta + beta * (t not in covered))
-                        total += contribution
-                        matched.append(((t,), contribution))
+                    contribution = unigrams[t] * (1.0 - beta + beta * (t not in covered))
+                    total += contribution
+                    matched.append(((t,), contribution))
         return total, matched
 
 

@@ -154,3 +154,34 @@ def test_a_generative_search_does_not_import_transformers(tiny_index):
                          env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_packed_linears_compute_what_the_plain_ones_do():
+    """On a CPU with oneDNN's bfloat16 kernels the bfloat16 model's linear layers are packed once
+    (``PackedLinear``): same outputs as ``F.linear`` for 1 to 300 rows and 3-D inputs, same logits as the model
+    left unpacked; float32 models stay plain."""
+    import torch
+    from torch import nn
+
+    from genret.retrieval._llama_torch import PackedLinear, pack_linears
+
+    if not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+        pytest.skip("no oneDNN bfloat16 kernels on this CPU")
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(96, 64, generator=g).to(torch.bfloat16)
+    layer = PackedLinear(w)
+    for shape in ((1, 64), (7, 64), (300, 64), (2, 5, 64)):
+        x = torch.randn(*shape, generator=g).to(torch.bfloat16)
+        assert torch.allclose(layer(x).float(), nn.functional.linear(x, w).float(), atol=0.05, rtol=0.01)
+    path = resolve_checkpoint("smollm2-135m-instruct")
+    packed = lite_causal_lm(path, torch.bfloat16)
+    assert isinstance(packed.lm_head, PackedLinear) and isinstance(packed.model.layers[0].gate_up, PackedLinear)
+    assert not pack_linears(lite_causal_lm(path, torch.float32))
+    plain = lite_causal_lm(path, torch.float32).to(torch.bfloat16)
+    ids, mask, pos = _padded_batch()
+    with torch.inference_mode():
+        a = packed(input_ids=ids, attention_mask=mask, position_ids=pos).logits.float()
+        b = plain(input_ids=ids, attention_mask=mask, position_ids=pos).logits.float()
+    real = mask.bool()
+    assert (a[real] - b[real]).abs().max().item() <= 0.05  # equal here; a little room for other oneDNN builds
+    assert (a[real].argmax(-1) == b[real].argmax(-1)).float().mean().item() >= 0.95
