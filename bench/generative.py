@@ -17,6 +17,9 @@ Profiles (all with the packaged SmolLM2-135M-Instruct unless --model/--checkpoin
   lays the weight out on every call) instead of packed once (``_llama_torch.PackedLinear``); only where the LM is
   the plain-torch Llama in bfloat16.
 
+``--against REV`` runs the ``default`` profile of an older revision (its own code, from ``git archive``) in a
+subprocess before each round, so that a speed-up is a ratio measured in one run (``--rounds`` interleaves them).
+
 Prints a Markdown table (torch set to 1 thread; the model is loaded once and shared).
 """
 
@@ -49,6 +52,10 @@ def main() -> None:
     ap.add_argument("--checkpoint", default=None)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--dtype", default="auto", help="what the LM computes in (auto: bfloat16 where native)")
+    ap.add_argument("--against", default=None, metavar="REV",
+                    help="also run the `default` profile of git revision REV (its own code and bench, extracted to a "
+                    "temporary folder; float32 unless REV knows --dtype) before each round of --profiles")
+    ap.add_argument("--rounds", type=int, default=1, help="times the profiles (and --against) run, interleaved")
     ap.add_argument("--profile", type=int, default=0, metavar="N",
                     help="instead of the table: cProfile N questions one at a time (after 8 to warm up) with the "
                     "default profile, and print the functions by cumulative time")
@@ -70,7 +77,11 @@ def main() -> None:
         return profile(index, gold, a)
     print("| profile | ms/query single (median) | ms/query batched | page R-Prec | passage R-Prec | passage R@5 |")
     print("|---|---|---|---|---|---|")
-    for name in a.profiles.split(","):
+    old = _extract(a.against) if a.against else None
+    for name in [p for _ in range(a.rounds) for p in ([f"@{a.against}"] if old else []) + a.profiles.split(",")]:
+        if name.startswith("@"):
+            print(_run_revision(old, name, a), flush=True)
+            continue
         cfg = GenerativeConfig(model=a.model, checkpoint=a.checkpoint, device="cpu", batch_size=a.batch_size,
                                dtype=a.dtype, **PROFILES[name])
         r = GenerativeRetriever(index, cfg, lm=lm)
@@ -90,6 +101,46 @@ def main() -> None:
         print(f"| {name} | {statistics.median(singles) * 1e3:.0f} | {batched * 1e3:.0f} | "
               f"{m['page']['Rprec'] * 100:.1f} | {m['passage']['Rprec'] * 100:.1f} | "
               f"{m['passage']['recall@5'] * 100:.1f} |", flush=True)
+
+
+def _extract(rev: str):
+    """A temporary folder holding revision ``rev`` of this repository as the package ``genret`` (and ``shared``
+    beside it, as in a checkout); removed at exit."""
+    import atexit
+    import shutil
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    tmp = Path(tempfile.mkdtemp(prefix="genret-rev-"))
+    atexit.register(shutil.rmtree, tmp, True)
+    (tmp / "genret").mkdir()
+    archive = subprocess.run(["git", "-C", str(root), "archive", rev], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(tmp / "genret")], input=archive, check=True)
+    if (root.parent / "shared").is_dir():
+        (tmp / "shared").symlink_to(root.parent / "shared")
+    return tmp
+
+
+def _run_revision(folder, name: str, a) -> str:
+    """The `default` row of the old revision's own bench (a subprocess, same index, queries and counts)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cmd = [sys.executable, str(folder / "genret" / "bench" / "generative.py"), "--index", str(Path(a.index).resolve()),
+           "--queries", str(Path(a.queries).resolve()), "-n", str(a.n), "--single", str(a.single),
+           "--profiles", "default", "--batch-size", str(a.batch_size), "--threads", str(a.threads)]
+    if a.task:
+        cmd += ["--task", a.task]
+    env = {**os.environ, "PYTHONPATH": str(folder)}
+    out = subprocess.run(cmd, env=env, cwd=folder / "genret", capture_output=True, text=True)
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| default |")]
+    if out.returncode or not rows:
+        raise SystemExit(f"revision {name[1:]}: its bench failed:\n{out.stderr[-2000:]}")
+    return rows[-1].replace("| default |", f"| default {name} |", 1)
 
 
 def _unpacked(lm):
