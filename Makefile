@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.genret-installed
 
-.PHONY: setup demo test test-ray docs lint clean minikilt minikilt-indexes minikilt-rag browser
+.PHONY: setup demo test test-ray test-llamacpp docs lint clean minikilt minikilt-indexes minikilt-rag browser
 
 setup: $(STAMP) browser
 
@@ -41,6 +41,13 @@ test: setup
 test-ray: setup
 	$(BIN)/pip install -q -e '.[dev,ray]'
 	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m ray
+
+# The optional llama.cpp extra (genret[llamacpp]: llama-cpp-python, compiled from source, several minutes on 2 cores)
+# and its tests: the llamacpp generator and a real OpenAI-compatible server (llama_cpp.server) serving the packaged
+# GGUF; `make test` skips them where llama-cpp-python is not installed.
+test-llamacpp: setup
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/pip install -q -e '.[dev,llamacpp]'
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m llamacpp
 
 # The mini-KILT tables (docs/src/results.md): index each task's knowledge source, run the dev suite.
 MINIKILT ?= ../shared/minikilt

@@ -28,14 +28,14 @@ from ._device import DTYPES, native_bf16, quantize_int8, resolve_device, resolve
 
 # models
 from ._models import (
-    DEFAULT_DENSE_MODEL, DEFAULT_LM, load_tokenizer, loading_model, model_load_lock, resolve_checkpoint,
+    DEFAULT_DENSE_MODEL, DEFAULT_LM, load_tokenizer, loading_model, model_load_lock, resolve_checkpoint, resolve_lm,
     resolve_model_path,
 )
 
 __all__ = [
     "ConfigError", "DEFAULT_DENSE_MODEL", "DEFAULT_LM", "DTYPES", "GenretError", "IndexFormatError", "InputError",
     "NotFoundError", "load_tokenizer", "loading_model", "model_load_lock", "native_bf16", "progress_bar",
-    "quantize_int8", "read_versioned_json", "resolve_checkpoint", "resolve_device", "resolve_dtype",
+    "quantize_int8", "read_versioned_json", "resolve_checkpoint", "resolve_device", "resolve_dtype", "resolve_lm",
     "resolve_model_path", "restore_interrupted", "sha256_file", "staged_dir", "torch_dtype", "write_json_atomic",
     "write_lock",
 ]

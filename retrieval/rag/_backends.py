@@ -10,7 +10,15 @@ from ._generator import Generator, GeneratorConfig
 from ._local import HFGenerator
 from ._openai import OpenAIGenerator
 
-GENERATORS: dict[str, Callable[[GeneratorConfig], Generator]] = {"hf": HFGenerator, "openai": OpenAIGenerator}
+
+def _llamacpp(config: GeneratorConfig) -> Generator:
+    from ._llamacpp import LlamaCppGenerator  # imports llama_cpp: only when asked for
+
+    return LlamaCppGenerator(config)
+
+
+GENERATORS: dict[str, Callable[[GeneratorConfig], Generator]] = {"hf": HFGenerator, "openai": OpenAIGenerator,
+                                                                 "llamacpp": _llamacpp}
 
 
 def load_generator(config: GeneratorConfig | None = None) -> Generator:

@@ -2,7 +2,8 @@
 
 A prompt is a list of chat messages (``{"role": "system"|"user"|"assistant", "content": str}``), so the same
 prompt goes to a local model (rendered with its chat template, or plainly when it has none) and to an
-OpenAI-compatible chat endpoint.  The backends: ``_local`` (Hugging Face) and ``_openai``; ``_backends`` names them.
+OpenAI-compatible chat endpoint.  The backends: ``_local`` (Hugging Face), ``_openai`` and ``_llamacpp`` (GGUF files);
+``_backends`` names them.
 
 ``stop_when(check)``: generation that nobody waits for any more (a server's caller timed out or went away) stops
 at its next decoding step inside the block, with ``GenerationCancelled`` — set by the caller, read by the backends
@@ -33,8 +34,11 @@ class GeneratorConfig(BaseModel):
     """Settings of the answer generator (one section; each backend reads the fields it needs)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    kind: Literal["hf", "openai"] = Field("hf", description="hf: local model; openai: OpenAI-compatible endpoint")
-    model: str = Field(DEFAULT_LM, description="HF name / local path (hf) or the endpoint's model name (openai)")
+    kind: Literal["hf", "openai", "llamacpp"] = Field(
+        "hf", description="hf: local model (transformers); openai: OpenAI-compatible endpoint; llamacpp: a GGUF file "
+        "through llama-cpp-python (genret[llamacpp])")
+    model: str = Field(DEFAULT_LM, description="HF name / local path (hf), the endpoint's model name (openai), a .gguf "
+                       "path or the packaged model's alias (llamacpp)")
     device: str = Field("auto", description="hf: auto, cpu, cuda, cuda:N")
     dtype: Literal[DTYPES] = Field(
         "auto", description="hf: auto (bfloat16 where native, else float32), float32, bfloat16, float16, int8")

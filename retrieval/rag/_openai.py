@@ -6,7 +6,8 @@ includes the version (``http://127.0.0.1:8000/v1``) and comes from ``GeneratorCo
 only when it is set (local servers need none).  ``generate`` sends up to ``batch_size`` requests at a time;
 ``stream`` reads server-sent events.  Stop strings are sent to the server and also applied here, so a server
 that ignores them gives the same text.  Every failure (unreachable server, timeout, HTTP error, malformed
-reply) is an ``EndpointError`` that names the URL.
+reply) is an ``EndpointError`` that names the URL.  Where the endpoint echoes prompts with log-probabilities on
+``/completions``, ``loglik`` and ``span_logprobs`` use them (``_endpoint_scores``): span answers and label scores.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import httpx
 
 from genret.core import ConfigError, GenretError
 
+from ._endpoint_scores import EndpointScorer
 from ._generator import Completion, Generator, GeneratorConfig, Prompt, cut_at_stop, estimated, stream_until_stop
 
 log = logging.getLogger("genret")
@@ -76,10 +78,21 @@ class OpenAIGenerator(Generator):
         self._headers = {"Authorization": f"Bearer {key}"} if key else {}
         limits = httpx.Limits(max_connections=max(config.batch_size, 10), max_keepalive_connections=config.batch_size)
         self._client = httpx.Client(timeout=httpx.Timeout(config.timeout_s), limits=limits)
+        self._scorer = EndpointScorer(self)
 
     def close(self) -> None:
         """Close the pooled connections."""
         self._client.close()
+
+    # --- scores through /completions (echo + logprobs), where the endpoint offers them ----------------------
+    def loglik(self, prompts: Sequence[Prompt], targets: Sequence[str]) -> list[float]:
+        """``Generator.loglik`` from the endpoint's prompt log-probabilities (``_endpoint_scores``); ``GenretError``
+        where it gives none."""
+        return self._scorer.loglik(prompts, targets)
+
+    def span_logprobs(self, prompt: Prompt, pieces: Sequence[str]) -> list[list[tuple[int, float, float]]]:
+        """``Generator.span_logprobs`` from the endpoint's prompt log-probabilities (``_endpoint_scores``)."""
+        return self._scorer.span_logprobs(prompt, pieces)
 
     # --- requests ----------------------------------------------------------------------------------------
     def _body(self, prompt: Prompt, max_new_tokens: int | None, stop: Sequence[str], stream: bool) -> dict[str, Any]:
@@ -95,34 +108,36 @@ class OpenAIGenerator(Generator):
             body["stream"] = True
         return body
 
-    def _transport_error(self, exc: httpx.HTTPError) -> EndpointError:
+    def _transport_error(self, exc: httpx.HTTPError, url: str | None = None) -> EndpointError:
+        url = url or self.url
         if isinstance(exc, httpx.TimeoutException):
-            return EndpointError(f"generator endpoint {self.url} did not answer within {self.config.timeout_s:g} s "
+            return EndpointError(f"generator endpoint {url} did not answer within {self.config.timeout_s:g} s "
                                  f"({type(exc).__name__}; raise generator.timeout_s for slow models)")
         if isinstance(exc, httpx.ConnectError):
-            return EndpointError(f"cannot connect to the generator endpoint {self.url}: {exc} "
+            return EndpointError(f"cannot connect to the generator endpoint {url}: {exc} "
                                  "(is the server running? check generator.base_url / $OPENAI_BASE_URL)")
-        return EndpointError(f"generator endpoint {self.url}: {type(exc).__name__}: {exc}")
+        return EndpointError(f"generator endpoint {url}: {type(exc).__name__}: {exc}")
 
-    def _check_status(self, response: httpx.Response) -> None:
+    def _check_status(self, response: httpx.Response, url: str | None = None) -> None:
         if response.is_success:
             return
         hint = ""
         if response.status_code in (401, 403) and not self._headers:
             hint = f" (no API key sent: ${self.config.api_key_env} is unset)"
-        raise EndpointError(f"generator endpoint {self.url} answered HTTP {response.status_code}{hint}: "
+        raise EndpointError(f"generator endpoint {url or self.url} answered HTTP {response.status_code}{hint}: "
                             f"{response.text[:_BODY_CHARS]}", status=response.status_code)
 
-    def _post(self, body: dict[str, Any]) -> Any:
+    def _post(self, body: dict[str, Any], path: str = "chat/completions") -> Any:
+        url = f"{self.base_url}/{path}"
         try:
-            response = self._client.post(self.url, json=body, headers=self._headers)
+            response = self._client.post(url, json=body, headers=self._headers)
         except httpx.HTTPError as exc:
-            raise self._transport_error(exc) from exc
-        self._check_status(response)
+            raise self._transport_error(exc, url) from exc
+        self._check_status(response, url)
         try:
             return response.json()
         except ValueError as exc:
-            raise EndpointError(f"generator endpoint {self.url} sent a reply that is not JSON: "
+            raise EndpointError(f"generator endpoint {url} sent a reply that is not JSON: "
                                 f"{response.text[:_BODY_CHARS]!r}") from exc
 
     def _message_content(self, reply: Any) -> str:

@@ -33,9 +33,11 @@ def add_rag_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--label-head", default=None, metavar="packaged|none|FILE",
                    help="label tasks: the packaged label head (default; the packaged model's SUPPORTS / REFUTES), "
                    "rank classification only (none), or a head fitted by `genret train labels`")
-    g.add_argument("--generator", choices=("hf", "openai"), default="hf",
-                   help="hf: local model; openai: OpenAI-compatible endpoint")
-    g.add_argument("--generator-model", default=None, help="HF name/path, or the endpoint's model name")
+    g.add_argument("--generator", choices=("hf", "openai", "llamacpp"), default="hf",
+                   help="hf: local model (transformers); openai: OpenAI-compatible endpoint; llamacpp: a GGUF file "
+                   "through llama-cpp-python (pip install 'genret[llamacpp]')")
+    g.add_argument("--generator-model", default=None,
+                   help="HF name/path (hf), the endpoint's model name (openai), a .gguf path (llamacpp)")
     g.add_argument("--base-url", default=None, help="openai: endpoint base URL, e.g. http://127.0.0.1:8000/v1")
     g.add_argument("--max-new-tokens", type=int, default=None)
     g.add_argument("--gen-batch-size", type=int, default=None, help="prompts per generation batch")

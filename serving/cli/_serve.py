@@ -89,8 +89,9 @@ def register(sub) -> None:
     sv.add_argument("--preload", default=None, metavar="NAMES",
                     help="load and warm only these at start, e.g. dense,bm25, 'embeddings', 'generator' (RAG); the "
                     "rest loads on first use")
-    sv.add_argument("--generator", choices=("hf", "openai"), default=None,
-                    help="RAG generator: hf (local model, default) or openai (an OpenAI-compatible endpoint)")
+    sv.add_argument("--generator", choices=("hf", "openai", "llamacpp"), default=None,
+                    help="RAG generator: hf (local model, default), openai (an OpenAI-compatible endpoint) or llamacpp "
+                    "(a GGUF file through llama-cpp-python)")
     sv.add_argument("--generator-model", default=None,
                     help="RAG generator model (default the packaged SmolLM2-135M-Instruct; GENRET_GENERATOR__MODEL)")
     sv.add_argument("--base-url", default=None, help="openai generator: endpoint base URL, e.g. http://host:port/v1")

@@ -101,7 +101,7 @@ def warm(service: SearchService, part: Part, with_passages: bool = True) -> None
     generator behind an endpoint (``openai``) is loaded, not called: its warm-up is the endpoint's business."""
     if part.name == GENERATOR:
         generator = service.generator(log_failure=False)  # the warm-up logs it
-        if generator.config.kind == "hf":
+        if generator.config.kind in ("hf", "llamacpp"):  # local models; an endpoint warms itself
             spec = service.rag_spec(WARM_TEXT, passages=None if with_passages else 0, max_new_tokens=WARM_TOKENS)
             service.batch_rag([WARM_TEXT], spec)
     elif part.name == EMBEDDINGS:

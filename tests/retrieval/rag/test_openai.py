@@ -184,10 +184,15 @@ def test_base_url_from_the_environment_or_a_config_error(server, monkeypatch) ->
         OpenAIGenerator(GeneratorConfig(kind="openai", base_url="127.0.0.1:8000/v1"))
 
 
-def test_loglik_is_not_supported_and_empty_prompts_fail(server) -> None:
+def test_scores_need_prompt_logprobs_and_empty_prompts_fail(server) -> None:
+    """This server has no /completions: scoring fails with a GenretError (the RAG pipeline then answers freely),
+    found out once — the second call sends nothing."""
     remote = _client(server)
-    with pytest.raises(GenretError, match="cannot score"):
+    with pytest.raises(GenretError, match="no prompt log-probabilities"):
         remote.loglik(PROMPTS[:1], ["x"])
+    with pytest.raises(GenretError, match="no prompt log-probabilities"):
+        remote.span_logprobs(PROMPTS[0], ["x"])
+    assert remote._scorer.supported is False
     with pytest.raises(GenretError, match="empty prompt"):
         remote.generate([PROMPTS[0], []])
     assert _state(server).requests == []
