@@ -45,8 +45,12 @@ test-ray: setup
 # The optional llama.cpp extra (genret[llamacpp]: llama-cpp-python, compiled from source, several minutes on 2 cores)
 # and its tests: the llamacpp generator and a real OpenAI-compatible server (llama_cpp.server) serving the packaged
 # GGUF; `make test` skips them where llama-cpp-python is not installed.
+# Built without llama.cpp's AMX kernels (they crashed on this AMX machine: docs/src/guide/llm.md), with AVX-512 on.
+LLAMACPP_CMAKE ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
+  -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AMX_TILE=OFF \
+  -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF
 test-llamacpp: setup
-	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/pip install -q -e '.[dev,llamacpp]'
+	CMAKE_ARGS="$(LLAMACPP_CMAKE)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/pip install -q -e '.[dev,llamacpp]'
 	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m llamacpp
 
 # The mini-KILT tables (docs/src/results.md): index each task's knowledge source, run the dev suite.

@@ -11,7 +11,9 @@ The probability that an answer ends after a token (end of turn, a full stop, a n
 position's ``top_logprobs`` (``TOP_LOGPROBS`` alternatives; where none of them ends an answer, the least of them
 stands in, an upper bound); one extra generated token gives the last position's.
 
-Whether the endpoint can do this is found once (the first scoring request) and logged; where it cannot, the
+Whether the endpoint can do this is found once, before its first scoring request, and logged: it must echo
+log-probabilities, and they must be the prompt's — on a counting sequence, the later numbers likely (llama-cpp-python's
+server echoes each token's log-probability one position late: refused, with that reason).  Where it cannot, the
 methods raise ``GenretError`` and the RAG pipeline falls back (a free answer, the chat completion's label).
 """
 
@@ -29,6 +31,8 @@ from ._generator import Prompt, render_plain
 
 log = logging.getLogger("genret")
 
+_PROBE = "Counting: 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16"
+_PROBE_FLOOR = -1.5  # mean log-probability of the probe's second half: any LM counts with near certainty
 TOP_LOGPROBS = 5  # OpenAI's legacy limit; vLLM and llama.cpp allow more
 SPAN_TOKENS = 48  # a candidate's tokens scored, at most (as the local backends)
 _END_TEXTS = (".", "\n")
@@ -54,6 +58,7 @@ class EndpointScorer:
     def __init__(self, generator) -> None:
         self.generator = generator
         self.supported: bool | None = None  # None: not asked yet
+        self.why = ""  # why not, once known
         self._lock = threading.Lock()
         self._template = None
 
@@ -71,8 +76,37 @@ class EndpointScorer:
 
     # --- requests ----------------------------------------------------------------------------------------
     def _echo(self, text: str) -> dict[str, Any]:
-        """The endpoint's ``logprobs`` object for ``text`` echoed, plus one generated token."""
+        """The endpoint's ``logprobs`` object for ``text`` echoed, plus one generated token (the endpoint checked
+        first, once: ``_probe``)."""
         self._refuse_if_unsupported()
+        if self.supported is None:
+            with self._lock:
+                if self.supported is None:
+                    self._probe()
+        return self._request(text)
+
+    def _probe(self) -> None:
+        """Whether the echoed log-probabilities are the prompt's: on a counting sequence every model continues,
+        the last tokens must be likely under OpenAI's semantics (``token_logprobs[i]`` = log P(token i | tokens
+        before it)).  llama-cpp-python's server gives log P(token i | tokens up to and including it) instead (its
+        issue #1983): the same numbers one position late, useless for scoring."""
+        lp = self._request(_PROBE)
+        tail = [v for v in lp["token_logprobs"][len(lp["tokens"]) // 2:] if v is not None]
+        if tail and sum(tail) / len(tail) > _PROBE_FLOOR:
+            self.supported = True
+            log.info("generator endpoint %s/completions returns prompt log-probabilities: span answers and label "
+                     "scores use them", self.generator.base_url)
+            return
+        tops, tokens = lp.get("top_logprobs") or [], lp["tokens"]
+        late = sum(1 for i in range(len(tokens) // 2, len(tokens) - 1)
+                   if i < len(tops) and isinstance(tops[i], dict) and tops[i]
+                   and max(tops[i], key=tops[i].get) == tokens[i + 1])
+        mean = sum(tail) / max(1, len(tail))
+        self._unsupported("its echoed log-probabilities are one token late (llama-cpp-python's server, its issue "
+                          "#1983)" if late >= (len(tokens) - 1 - len(tokens) // 2) // 2 else
+                          f"the echoed log-probabilities of a counting sequence average {mean:.1f}: not the prompt's")
+
+    def _request(self, text: str) -> dict[str, Any]:
         body = {"model": self.generator.config.model, "prompt": text, "max_tokens": 1, "temperature": 0.0,
                 "echo": True, "logprobs": TOP_LOGPROBS}
         from ._openai import EndpointError
@@ -91,22 +125,18 @@ class EndpointScorer:
             self._unsupported(f"HTTP {exc.status}")
         except (KeyError, IndexError, TypeError) as exc:
             self._unsupported(str(exc) or type(exc).__name__)
-        if self.supported is None:
-            self.supported = True
-            log.info("generator endpoint %s/completions returns prompt log-probabilities: span answers and label "
-                     "scores use them", self.generator.base_url)
         return lp
 
     def _refuse_if_unsupported(self) -> None:
         if self.supported is False:
             raise NoPromptLogprobs(f"generator endpoint {self.generator.base_url}/completions gives no prompt "
-                                   "log-probabilities")
+                                   f"log-probabilities ({self.why})")
 
     def _unsupported(self, why: str):
         if self.supported is not False:
             log.warning("generator endpoint %s/completions gives no prompt log-probabilities (%s): short answers are "
                         "free text and labels the chat answer's", self.generator.base_url, why)
-        self.supported = False
+        self.supported, self.why = False, why
         raise NoPromptLogprobs(f"generator endpoint {self.generator.base_url}/completions gives no prompt "
                                f"log-probabilities ({why})")
 
