@@ -72,11 +72,23 @@ class ChatState:
     release: threading.Event = field(default_factory=threading.Event)  # set to cut delays short
 
 
-def chat_app(generator: Generator, state: ChatState | None = None) -> FastAPI:
+def chat_app(generator: Generator, state: ChatState | None = None, *, echo_logprobs: bool = False) -> FastAPI:
     """An OpenAI-compatible ``/v1/chat/completions`` answering with ``generator`` (``app.state.chat``: the
-    ``ChatState``).  Honours ``messages``, ``max_tokens``, ``stop`` (string or list) and ``stream``."""
+    ``ChatState``).  Honours ``messages``, ``max_tokens``, ``stop`` (string or list) and ``stream``.
+    ``echo_logprobs``: also ``/v1/completions`` with ``echo`` + ``logprobs`` as OpenAI defines them (``generator``
+    a local ``HFGenerator``; one generated token)."""
     app = FastAPI()
     app.state.chat = chat = state or ChatState()
+
+    if echo_logprobs:
+        @app.post("/v1/completions")
+        def text_completions(body: dict[str, Any] = Body(...)) -> Response:
+            chat.requests.append({"authorization": None, "body": body})
+            logprobs = _echo(generator, body["prompt"], int(body.get("logprobs") or 0))
+            return JSONResponse({"id": "cmpl-test", "object": "text_completion", "created": int(time.time()),
+                                 "model": body.get("model", "test"),
+                                 "choices": [{"index": 0, "text": body["prompt"] + logprobs["tokens"][-1],
+                                              "logprobs": logprobs, "finish_reason": "length"}]})
 
     @app.post("/v1/chat/completions")
     def completions(request: Request, body: dict[str, Any] = Body(...)) -> Response:  # sync: runs in a thread
@@ -111,3 +123,25 @@ def _sse(generator: Generator, messages: list, max_tokens: int | None, stop: lis
         yield event({"content": piece})
     yield event({}, "stop")
     yield "data: [DONE]\n\n"
+
+
+def _echo(generator, text: str, top: int) -> dict[str, Any]:
+    """OpenAI's ``logprobs`` object for ``text`` echoed plus one greedy token: ``token_logprobs[i]`` = log P(token i
+    | the tokens before it) (None for the first), ``top_logprobs[i]`` the ``top`` likeliest tokens at that place."""
+    import torch
+
+    tok = generator.tokenizer
+    enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids, spans = enc["input_ids"], enc["offset_mapping"]
+    with torch.inference_mode():
+        logp = torch.log_softmax(generator.lm.model(input_ids=torch.tensor([ids])).logits[0].float(), -1)
+    nxt = int(logp[-1].argmax())
+    tokens = [text[a:b] for a, b in spans] + [tok.decode([nxt])]
+    offsets = [a for a, _ in spans] + [len(text)]
+    ids = ids + [nxt]
+    values: list[float | None] = [None] + [float(logp[i - 1, ids[i]]) for i in range(1, len(ids))]
+    tops: list[dict[str, float] | None] = [None]
+    for i in range(1, len(ids)):
+        v, j = logp[i - 1].topk(max(1, top))
+        tops.append({tok.decode([int(t)]): float(x) for x, t in zip(v, j)})
+    return {"tokens": tokens, "token_logprobs": values, "text_offset": offsets, "top_logprobs": tops}

@@ -1,0 +1,64 @@
+"""Span answers and label scores through an OpenAI-compatible endpoint that echoes prompt log-probabilities as
+OpenAI defines them (the test helper's ``/v1/completions`` over the packaged model): the scores equal the local
+model's, and a short answer through the endpoint is a cited span."""
+
+from __future__ import annotations
+
+import pytest
+
+from genret.retrieval import GeneratorConfig, Hit, Provenance, RagConfig, RagPipeline, load_generator
+from genret.retrieval.rag import AnswerSpan, HFGenerator
+from tests._openai_server import ServerThread, chat_app
+
+pytestmark = pytest.mark.slow
+
+PROMPT = [{"role": "system", "content": "Answer with a span."},
+          {"role": "user", "content": "Who created the Python programming language?"}]
+PASSAGES = ["Python was created by Guido van Rossum and first released in 1991.",
+            "The json module serializes Python objects to JSON strings."]
+
+
+class _Retriever:
+    def batch_search(self, queries, k, task=None):
+        hits = [Hit(i, 1.0, i + 1, Provenance(f"p{i}", f"T{i}", 2, 2, 0, len(t)), t) for i, t in enumerate(PASSAGES)]
+        return [hits[:k] for _ in queries]
+
+
+@pytest.fixture(scope="module")
+def local() -> HFGenerator:
+    return HFGenerator(GeneratorConfig(device="cpu", dtype="float32", max_new_tokens=12))
+
+
+@pytest.fixture(scope="module")
+def server(local):
+    with ServerThread(chat_app(local, echo_logprobs=True)) as s:
+        yield s
+
+
+def _remote(server):
+    return load_generator(GeneratorConfig(kind="openai", model="smollm2-135m-instruct", base_url=server.base_url + "/v1",
+                                          max_new_tokens=12))
+
+
+def test_endpoint_scores_equal_the_local_models(server, local, caplog):
+    remote = _remote(server)
+    pieces = ["Guido van Rossum", "1991", "the json module"]
+    with caplog.at_level("INFO", logger="genret"):
+        rows = remote.span_logprobs(PROMPT, pieces)
+    assert remote._scorer.supported is True and any("returns prompt log-probabilities" in r.message
+                                                    for r in caplog.records)
+    ours = local.span_logprobs(PROMPT, pieces)
+    for piece, a, b in zip(pieces, rows, ours):
+        assert [end for end, _, _ in a] == [end for end, _, _ in b]
+        assert [t for _, t, _ in a] == pytest.approx([t for _, t, _ in b], abs=2e-3)
+        assert all(e <= 0 for _, _, e in a) and a[-1][0] == len(piece)
+    targets = [" SUPPORTS", " REFUTES"]
+    assert remote.loglik([PROMPT] * 2, targets) == pytest.approx(local.loglik([PROMPT] * 2, targets), abs=2e-3)
+
+
+def test_a_short_answer_through_the_endpoint_is_a_cited_span(server):
+    pipe = RagPipeline(_remote(server), _Retriever(), config=RagConfig(passages=2, demos=0))
+    result = pipe.answer("Who created Python?", task="qa")
+    assert result.answer and isinstance(result.span, AnswerSpan)
+    cited = result.passages[result.span.number - 1]
+    assert cited.text[result.span.start:result.span.end] == result.answer
