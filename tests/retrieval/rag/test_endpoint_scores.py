@@ -36,8 +36,8 @@ def server(local):
 
 
 def _remote(server):
-    return load_generator(GeneratorConfig(kind="openai", model="smollm2-135m-instruct", base_url=server.base_url + "/v1",
-                                          max_new_tokens=12))
+    return load_generator(GeneratorConfig(kind="openai", model="smollm2-135m-instruct",
+                                          base_url=server.base_url + "/v1", max_new_tokens=12))
 
 
 def test_endpoint_scores_equal_the_local_models(server, local, caplog):
