@@ -89,6 +89,13 @@ class Citation:
     hit: Hit
 
 
+# How an answer was chosen: a span the span reader picked from the scored candidates, a span decoded under the
+# passages' constraint, a label by the label head or by the labels' scores (rank classification), or text the model
+# wrote (a label parsed from it) — where the generator can score, constrain or give hidden states, the first that
+# applies; the rest is the fallback
+METHODS = ("span reader", "constrained span", "label head", "label scores", "free text")
+
+
 @dataclass(frozen=True, slots=True)
 class RagAnswer:
     """The answer to one input, with what it was made from."""
@@ -105,6 +112,7 @@ class RagAnswer:
     reply: str = ""  # the answer as a person reads it: with its citations [n] (_prompt.readable)
     tokens: int | None = None  # new tokens the generator wrote for it (None: not counted)
     truncated: bool = False  # the generator stopped at max_new_tokens (raw is cut short)
+    method: str = "free text"  # how the answer was chosen: one of ``METHODS``
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -153,9 +161,9 @@ class RagPipeline:
                              budget=budget, max_passage_tokens=self.config.max_passage_tokens)
                 for q, h, d in zip(queries, hits, demos)]
 
-    def _label_by_score(self, spec: AnswerTask, prepared: list) -> list[str] | None:
-        """Labels by the label head where it applies (this model, this label set, prompts with demonstrations or
-        without as when it was fitted), else by rank classification;
+    def _label_by_score(self, spec: AnswerTask, prepared: list) -> tuple[list[str], str] | None:
+        """``(labels, method)``: by the label head where it applies (this model, this label set, prompts with
+        demonstrations or without as when it was fitted), else by rank classification;
         None: not a label task, or a generator that can do neither (the caller generates)."""
         if not _scores_labels(spec, self.config):
             return None
@@ -165,12 +173,13 @@ class RagPipeline:
         if head is not None and len(set(shown)) == 1 and head.applies(self.generator.config.model, spec.labels,
                                                                      shown[0]):
             try:
-                return head.pick(self.generator.prompt_features(prompts, head.depth))
+                return head.pick(self.generator.prompt_features(prompts, head.depth)), "label head"
             except GenerationCancelled:
                 raise
             except GenretError:  # a backend without hidden states: rank classification
                 pass
-        return self._labels.pick(spec, prompts, [len(h) for _, h, _ in prepared])
+        labels = self._labels.pick(spec, prompts, [len(h) for _, h, _ in prepared])
+        return None if labels is None else (labels, "label scores")
 
     def label_features(self, queries: Sequence[str], *, task: str | None = None,
                        depth: tuple[float, float] = (0.6, 0.6),
@@ -180,7 +189,7 @@ class RagPipeline:
         return self.generator.prompt_features([p for p, _, _ in self.prepare(queries, task, exclude)], depth)
 
     def _answer(self, query: str, name: str, spec: AnswerTask, raw: str, prepared, copied: int = 0,
-                done: Completion | None = None) -> RagAnswer:
+                done: Completion | None = None, method: str = "free text") -> RagAnswer:
         prompt, hits, demos = prepared
         cut = done is None or done.truncated  # a free answer cut by the token budget ends at a sentence end
         answer, cited = parse_answer(spec, raw, len(hits), truncated=cut)
@@ -190,23 +199,23 @@ class RagPipeline:
                          demos=tuple(demos), prompt=tuple(prompt), span=span,
                          reply=readable(spec, raw, answer, cited, len(hits), truncated=cut),
                          tokens=done.tokens if done is not None else None,
-                         truncated=done is not None and done.truncated)
+                         truncated=done is not None and done.truncated, method=method)
 
     def _spans(self, spec: AnswerTask, prepared: list, queries: Sequence[str],
-               max_new_tokens: int | None) -> list[tuple[str, int]] | None:
+               max_new_tokens: int | None) -> list[tuple[str, int, str]] | None:
         """Short answers copied from the passages, each with the number of the passage it was copied from (0: not
-        known) — chosen by the span reader where the generator can score, else by constrained decoding —, or None
-        (other forms, no passages, ``span_answers`` off, or a generator that can do neither)."""
+        known) and the method — chosen by the span reader where the generator can score, else by constrained
+        decoding —, or None (other forms, no passages, ``span_answers`` off, or a generator that can do neither)."""
         if spec.form != "short" or not self.config.span_answers or not all(h for _, h, _ in prepared):
             return None
         texts = [[one_line(h.text or "") for h in hits] for _, hits, _ in prepared]
-        out: list[tuple[str, int] | None] = [None] * len(prepared)
+        out: list[tuple[str, int, str] | None] = [None] * len(prepared)
         if self._reader is not None:
             try:
                 for i, ((prompt, hits, _), t, q) in enumerate(zip(prepared, texts, queries)):
                     best = self._reader.read(self.generator, prompt, t, q, [h.provenance.title for h in hits],
                                              max_tokens=max_new_tokens)
-                    out[i] = (best.text, best.number) if best else None
+                    out[i] = (best.text, best.number, "span reader") if best else None
             except GenerationCancelled:
                 raise
             except GenretError:  # a generator that cannot score: constrained decoding below
@@ -221,7 +230,7 @@ class RagPipeline:
             except GenretError:
                 return None
             for i, raw in zip(rest, raws):
-                out[i] = (raw, 0)
+                out[i] = (raw, 0, "constrained span")
         return out
 
     # --- public ----------------------------------------------------------------------------------------
@@ -239,13 +248,13 @@ class RagPipeline:
         copied = self._spans(spec, prepared, queries, max_new_tokens)
         done: list[Completion | None] = [None] * len(queries)
         if copied is None:
-            raws = self._label_by_score(spec, prepared)
-            if raws is None:
+            labels = self._label_by_score(spec, prepared)
+            if labels is None:
                 done = list(self.generator.complete(prompts, max_new_tokens=max_new_tokens, stop=stop))
-                raws = [c.text for c in done]
-            copied = [(r, 0) for r in raws]
-        return [self._answer(q, name, spec, raw, prep, n, d)
-                for q, (raw, n), prep, d in zip(queries, copied, prepared, done)]
+                labels = ([c.text for c in done], "free text")
+            copied = [(r, 0, labels[1]) for r in labels[0]]
+        return [self._answer(q, name, spec, raw, prep, n, d, how)
+                for q, (raw, n, how), prep, d in zip(queries, copied, prepared, done)]
 
     def span_candidates(self, query: str, *, task: str | None = None, reader: SpanReader | None = None) -> list:
         """The span reader's candidates for ``query`` (``_reader.Candidate``: text, passage number, offsets, features)
@@ -275,9 +284,9 @@ class RagPipeline:
         yield "passages", (hits, demos)
         copied = self._spans(spec, [prepared], [query], max_new_tokens)
         labels = self._label_by_score(spec, [prepared])
-        number, done = 0, None
+        number, done, method = 0, None, "free text"
         if copied is not None or labels is not None:
-            raw, number = copied[0] if copied is not None else (labels[0], 0)
+            raw, number, method = copied[0] if copied is not None else (labels[0][0], 0, labels[1])
             yield "token", raw
         else:
             pieces = []
@@ -293,7 +302,7 @@ class RagPipeline:
             raw = "".join(pieces).strip()
             if not isinstance(done, Completion):  # a stream_complete that returns nothing
                 done = estimated(self.generator, raw, max_new_tokens or self.generator.config.max_new_tokens)
-        yield "answer", self._answer(query, name, spec, raw, prepared, number, done)
+        yield "answer", self._answer(query, name, spec, raw, prepared, number, done, method)
 
     def stream(self, query: str, *, task: str | None = None, max_new_tokens: int | None = None,
                stop: Sequence[str] = ()) -> Iterator[dict]:
@@ -308,5 +317,5 @@ class RagPipeline:
                 elif kind == "token":
                     yield {"event": "token", "text": value}
                 else:
-                    yield {"event": "answer", "answer": value.answer, "task": value.task,
+                    yield {"event": "answer", "answer": value.answer, "task": value.task, "method": value.method,
                            "citations": [{"number": c.number, **c.hit.to_dict()} for c in value.citations]}

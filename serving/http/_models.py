@@ -212,6 +212,9 @@ class RagResponse(BaseModel):
     usage: Usage
     truncated: bool = Field(False, description="the answer probably hit the token limit (max_new_tokens)")
     span: SpanModel | None = Field(None, description="short answers found in a passage: where (null otherwise)")
+    method: str = Field("free text", description="how the answer was chosen: 'span reader', 'constrained span', "
+                        "'label head', 'label scores' or 'free text' (the fallback where the generator can neither "
+                        "score nor constrain: e.g. an endpoint without prompt log-probabilities)")
 
     @classmethod
     def of(cls, outcome: RagOutcome, spec: RagSpec) -> RagResponse:
@@ -221,7 +224,7 @@ class RagResponse(BaseModel):
         return cls(query=a.query, index=spec.index, retriever=spec.retriever, task=a.task, answer=a.answer,
                    raw=a.raw, citations=[CitationModel(number=c.number, hit=HitModel.of(c.hit)) for c in a.citations],
                    passages=[HitModel.of(h) for h in a.passages], demos=[DemoModel.of(d) for d in a.demos],
-                   usage=Usage.of(outcome), truncated=outcome.truncated, span=span)
+                   usage=Usage.of(outcome), truncated=outcome.truncated, span=span, method=a.method)
 
 
 # ---- errors (the OpenAI-compatible routes: ``_models_openai``) ----------------------------------------------

@@ -56,9 +56,21 @@ def test_endpoint_scores_equal_the_local_models(server, local, caplog):
     assert remote.loglik([PROMPT] * 2, targets) == pytest.approx(local.loglik([PROMPT] * 2, targets), abs=2e-3)
 
 
+def test_verdicts_through_the_endpoint_are_label_scores(server):
+    texts = "Measurements show the global mean temperature has risen by about 1.1 degrees since 1850."
+
+    class One:
+        def batch_search(self, queries, k, task=None):
+            return [[Hit(0, 1.0, 1, Provenance("p", "T", 2, 2, 0, len(texts)), texts)] for _ in queries]
+
+    pipe = RagPipeline(_remote(server), One(), config=RagConfig(passages=1, demos=0))
+    verdict = pipe.answer("Global temperatures have risen since 1850.", task="climate_fever")
+    assert verdict.answer in ("SUPPORTS", "REFUTES") and verdict.method == "label scores"
+
+
 def test_a_short_answer_through_the_endpoint_is_a_cited_span(server):
     pipe = RagPipeline(_remote(server), _Retriever(), config=RagConfig(passages=2, demos=0))
     result = pipe.answer("Who created Python?", task="qa")
-    assert result.answer and isinstance(result.span, AnswerSpan)
+    assert result.answer and isinstance(result.span, AnswerSpan) and result.method == "span reader"
     cited = result.passages[result.span.number - 1]
     assert cited.text[result.span.start:result.span.end] == result.answer

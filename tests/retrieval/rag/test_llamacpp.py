@@ -135,7 +135,7 @@ def test_the_gguf_scores_rank_as_the_transformers_model_does(local):
 def test_a_short_answer_is_a_cited_span(local):
     pipe = RagPipeline(local, _Retriever(PASSAGES), config=RagConfig(passages=2, demos=0))
     result = pipe.answer("Who created Python?", task="qa")
-    assert result.answer and isinstance(result.span, AnswerSpan)
+    assert result.answer and isinstance(result.span, AnswerSpan) and result.method == "span reader"
     cited = result.passages[result.span.number - 1]
     assert cited.text[result.span.start:result.span.end] == result.answer
 
@@ -167,12 +167,12 @@ def test_a_server_whose_echoed_logprobs_are_late_is_not_used_for_scores(server, 
         remote.loglik([PROMPT], ["x"])
     pipe = RagPipeline(remote, _Retriever(PASSAGES), config=RagConfig(passages=2, demos=0))
     result = pipe.answer("Who created Python?", task="qa")
-    assert result.answer and result.citations
+    assert result.answer and result.citations and result.method == "free text"
     claims = RagPipeline(remote, _Retriever(["Measurements show the global mean temperature has risen by about 1.1 "
                                              "degrees since 1850."]),
                          config=RagConfig(passages=1, demos=0, label_head="none"))
     verdict = claims.answer("Global temperatures have risen since 1850.", task="climate_fever")
-    assert verdict.raw.strip()
+    assert verdict.raw.strip() and verdict.method == "free text"
 
 
 def test_a_server_that_is_down_or_slow_or_refuses(server):

@@ -129,15 +129,18 @@ def _head_for(generator, bias: list[float], labels=LABELS) -> LabelHead:
 def test_the_pipeline_decides_by_the_head_for_its_model_and_labels(generator, tmp_path):
     claims = ["Python was created by Guido van Rossum.", "Python was created by nobody."]
     ranked = RagPipeline(generator, _Retriever(), config=RagConfig(passages=1, demos=0, label_head="none"))
-    by_rank = [a.answer for a in ranked.batch_answer(claims, task="fact_check")]
+    ranked_answers = ranked.batch_answer(claims, task="fact_check")
+    by_rank = [a.answer for a in ranked_answers]
+    assert {a.method for a in ranked_answers} == {"label scores"}
     for bias in ([0.0, 1.0], [1.0, 0.0]):
         path = tmp_path / "head.json"
         _head_for(generator, bias).save(path)
         pipe = RagPipeline(generator, _Retriever(), config=RagConfig(passages=1, demos=0, label_head=str(path)))
         want = LABELS[bias.index(1.0)]
-        assert [a.answer for a in pipe.batch_answer(claims, task="fact_check")] == [want, want]
+        headed = pipe.batch_answer(claims, task="fact_check")
+        assert [a.answer for a in headed] == [want, want] and {a.method for a in headed} == {"label head"}
         events = list(pipe.stream_events(claims[0], task="fact_check"))
-        assert events[-1][1].answer == want
+        assert events[-1][1].answer == want and events[-1][1].method == "label head"
         # another label set: the head does not apply, rank classification decides
         other = RagPipeline(generator, _Retriever(), config=RagConfig(passages=1, demos=0, label_head=str(path),
                                                                       labels=("TRUE", "FALSE")))

@@ -46,8 +46,9 @@ def test_rag_answer_passages_and_citations(client, service):
     assert r.status_code == 200, r.text
     got = r.json()
     assert set(got) == {"query", "index", "retriever", "task", "answer", "raw", "citations", "passages", "demos",
-                        "usage", "truncated", "span"}
+                        "usage", "truncated", "span", "method"}
     assert (got["retriever"], got["task"], got["demos"]) == ("bm25", "qa", [])
+    assert got["method"] in ("span reader", "constrained span")  # a local model: a span, not free text
     expected = service.retriever(None, "bm25").search(Q, 2, task="qa")
     assert [h["docid"] for h in got["passages"]] == [h.unit_id for h in expected]
     assert got["passages"][0]["provenance"]["wikipedia_id"] == "p-python"
