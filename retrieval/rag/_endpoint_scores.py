@@ -109,8 +109,6 @@ class EndpointScorer:
     def _request(self, text: str) -> dict[str, Any]:
         body = {"model": self.generator.config.model, "prompt": text, "max_tokens": 1, "temperature": 0.0,
                 "echo": True, "logprobs": TOP_LOGPROBS}
-        from ._openai import EndpointError
-
         try:
             reply = self.generator._post(body, "completions")  # noqa: SLF001 - the generator's own connection
             lp = reply["choices"][0]["logprobs"]
@@ -119,10 +117,11 @@ class EndpointScorer:
                 raise TypeError("tokens, token_logprobs and text_offset do not line up")
             if all(v is None for v in values[1:]):
                 raise TypeError("no log-probabilities for the echoed prompt")
-        except EndpointError as exc:
-            if exc.status is None or exc.status >= 500:
+        except GenretError as exc:  # the generator's EndpointError, with the HTTP status where there was one
+            status = getattr(exc, "status", None)
+            if status is None or status >= 500:
                 raise  # down, slow, failing: not an answer about what it supports
-            self._unsupported(f"HTTP {exc.status}")
+            self._unsupported(f"HTTP {status}")
         except (KeyError, IndexError, TypeError) as exc:
             self._unsupported(str(exc) or type(exc).__name__)
         return lp
