@@ -5,6 +5,8 @@ model's, and a short answer through the endpoint is a cited span."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 from genret.retrieval import GeneratorConfig, Hit, Provenance, RagConfig, RagPipeline, load_generator
 from genret.retrieval.rag import AnswerSpan, HFGenerator
@@ -74,3 +76,33 @@ def test_a_short_answer_through_the_endpoint_is_a_cited_span(server):
     assert result.answer and isinstance(result.span, AnswerSpan) and result.method == "span reader"
     cited = result.passages[result.span.number - 1]
     assert cited.text[result.span.start:result.span.end] == result.answer
+
+
+WORDS = ["json", "module", "Python", "objects", "the", "serializes", "strings", "pickle", "bytes", "a", "Guido",
+         "1991", "van", "Rossum", "3.12", "(CPython)", "co-operative", "naïve", "é", "x"]
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(texts=st.lists(st.lists(st.sampled_from(WORDS), min_size=1, max_size=25).map(" ".join), min_size=1,
+                      max_size=3),
+       question=st.lists(st.sampled_from(WORDS), min_size=1, max_size=8).map(" ".join))
+def test_any_short_answer_through_the_endpoint_is_a_span_of_the_passage_it_cites(server, texts, question):
+    """The property of span answers (``test_rag_spans``), through an endpoint with prompt log-probabilities: an
+    answer the span reader chose is a span of the passage it cites; where the reader has no candidate (passages of
+    the question's own words) an endpoint cannot constrain decoding, and the answer is free text that says so."""
+    class Texts:
+        def batch_search(self, queries, k, task=None):
+            return [[Hit(i, 1.0, i + 1, Provenance(f"p{i}", f"T{i}", 2, 2, 100 * i, 100 * i + len(t)), t)
+                     for i, t in enumerate(texts)][:k] for _ in queries]
+
+    result = RagPipeline(_remote(server), Texts(), config=RagConfig(passages=3, demos=0)).answer(question + "?",
+                                                                                               task="qa")
+    assert result.citations, "an answer made from passages cites one"
+    assert result.method in ("span reader", "free text")
+    event(result.method)
+    if result.answer and result.method == "span reader":
+        span = result.span
+        assert isinstance(span, AnswerSpan) and span.number in [c.number for c in result.citations]
+        cited = result.passages[span.number - 1]
+        assert cited.text[span.start:span.end] == result.answer
+        assert span.provenance.start_character == cited.provenance.start_character + span.start
