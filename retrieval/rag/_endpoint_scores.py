@@ -27,14 +27,13 @@ from typing import Any
 
 from genret.core import GenretError
 
-from ._generator import Prompt, render_plain
+from ._generator import SPAN_TOKENS, Prompt, render_plain
 
 log = logging.getLogger("genret")
 
 _PROBE = "Counting: 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16"
 _PROBE_FLOOR = -1.5  # mean log-probability of the probe's second half: any LM counts with near certainty
 TOP_LOGPROBS = 5  # OpenAI's legacy limit; vLLM and llama.cpp allow more
-SPAN_TOKENS = 48  # a candidate's tokens scored, at most (as the local backends)
 _END_TEXTS = (".", "\n")
 _END_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|endoftext|>", "</s>", "<end_of_turn>", "<|end|>")
 

@@ -28,6 +28,7 @@ from genret.core import DEFAULT_LM, DTYPES, GenretError
 log = logging.getLogger("genret")
 
 Prompt = list[dict[str, str]]
+SPAN_TOKENS = 16  # the longest span answer, in tokens: constrained decoding's limit, and what span scoring reads
 
 
 class GeneratorConfig(BaseModel):
@@ -162,6 +163,12 @@ def stop_when(check: Callable[[], bool]) -> Iterator[None]:
 def stop_check() -> Callable[[], bool] | None:
     """The ``stop_when`` check in force here, if any (for backends)."""
     return _STOP.get()
+
+
+def raise_if_stopped(check: Callable[[], bool] | None) -> None:
+    """``GenerationCancelled`` when ``check`` (a ``stop_check()`` taken earlier) says nobody waits any more."""
+    if check is not None and check():
+        raise GenerationCancelled("generation stopped: nobody waits for it any more")
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> str:

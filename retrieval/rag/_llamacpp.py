@@ -27,11 +27,13 @@ import numpy as np
 from genret.core import ConfigError, GenretError, resolve_lm
 
 from ._generator import (
+    SPAN_TOKENS,
     Completion,
     Generator,
     GeneratorConfig,
     Prompt,
     cut_at_stop,
+    raise_if_stopped,
     render_plain,
     stop_check,
     stream_until_stop,
@@ -39,7 +41,6 @@ from ._generator import (
 
 log = logging.getLogger("genret")
 
-SPAN_TOKENS = 48  # a candidate's tokens scored, at most (as the hf backend)
 _SLACK = 64  # context positions beyond the prompt budget and the answer
 
 
@@ -152,7 +153,7 @@ class LlamaCppGenerator(Generator):
                 raise GenretError("empty prompt")
         check, out = stop_check(), []
         for p in prompts:
-            _raise_if_stopped(check)
+            raise_if_stopped(check)
             with self._lock:
                 reply = self._request(p, max_new_tokens, stop, stream=False)
             choice = reply["choices"][0]
@@ -166,7 +167,7 @@ class LlamaCppGenerator(Generator):
         def pieces() -> Iterator[str]:
             with self._lock:
                 for chunk in self._request(prompt, max_new_tokens, stop, stream=True):
-                    _raise_if_stopped(check)
+                    raise_if_stopped(check)
                     yield chunk["choices"][0]["text"]
 
         source = pieces()
@@ -218,7 +219,7 @@ class LlamaCppGenerator(Generator):
             raise GenretError(f"{len(prompts)} prompts but {len(targets)} targets")
         check, out = stop_check(), []
         for prompt, target in zip(prompts, targets):
-            _raise_if_stopped(check)
+            raise_if_stopped(check)
             with self._lock:
                 tid = self._tokens(target, prompt=False) or [self._llm.token_eos()]
                 first, rest = self._continuation(self._prompt_ids(prompt, len(tid)), tid)
@@ -236,7 +237,7 @@ class LlamaCppGenerator(Generator):
         with self._lock:
             pid = self._prompt_ids(prompt, max(len(r) for r in rows))
             for r in rows:
-                _raise_if_stopped(check)
+                raise_if_stopped(check)
                 if not r:
                     result.append([])
                     continue
@@ -264,9 +265,3 @@ class LlamaCppGenerator(Generator):
         if llm is not None:
             llm.close()
 
-
-def _raise_if_stopped(check) -> None:
-    if check is not None and check():
-        from ._generator import GenerationCancelled
-
-        raise GenerationCancelled("generation stopped: nobody waits for it any more")

@@ -10,12 +10,13 @@ from functools import cached_property
 from genret.core import GenretError
 
 from ._generator import (
+    SPAN_TOKENS,
     Completion,
-    GenerationCancelled,
     Generator,
     GeneratorConfig,
     Prompt,
     cut_at_stop,
+    raise_if_stopped,
     render_plain,
     stop_check,
     stream_until_stop,
@@ -104,9 +105,9 @@ class HFGenerator(Generator):
             rows = order[start:start + self.config.batch_size]
             enc = self._encode([texts[i] for i in rows], "left")
             with self._lock, torch.inference_mode():
-                _raise_if_stopped(check)  # checked again once the model is ours: the wait may have been long
+                raise_if_stopped(check)  # checked again once the model is ours: the wait may have been long
                 ids = self.lm.model.generate(**enc, **kwargs)
-            _raise_if_stopped(check)  # stopped mid-way: the rows are cut short, not answers
+            raise_if_stopped(check)  # stopped mid-way: the rows are cut short, not answers
             if not self.lm.seq2seq:
                 ids = ids[:, enc["input_ids"].shape[1]:]
             for i, row in zip(rows, ids):
@@ -153,9 +154,9 @@ class HFGenerator(Generator):
                 return tries[rows[b]].allowed(ids[skip:].tolist())
 
             with self._lock, torch.inference_mode():
-                _raise_if_stopped(check)
+                raise_if_stopped(check)
                 ids = self.lm.model.generate(**enc, **kwargs, prefix_allowed_tokens_fn=allowed)
-            _raise_if_stopped(check)
+            raise_if_stopped(check)
             if not self.lm.seq2seq:
                 ids = ids[:, enc["input_ids"].shape[1]:]
             for i, row in zip(rows, ids):
@@ -192,7 +193,7 @@ class HFGenerator(Generator):
             start += n
         ends = self._end_ids
         with self._lock, torch.inference_mode():
-            _raise_if_stopped(check)
+            raise_if_stopped(check)
             first = self.lm.model(**enc, use_cache=True)
             prev = torch.log_softmax(first.logits[0, -1].float(), -1)
             out = self.lm.model(input_ids=torch.tensor([flat], device=device),
@@ -200,7 +201,7 @@ class HFGenerator(Generator):
                                 position_ids=torch.tensor([positions], device=device),
                                 **self._with_cache(first))
             logp = torch.log_softmax(out.logits[0].float(), -1)
-        _raise_if_stopped(check)
+        raise_if_stopped(check)
         result, start = [], 0
         for r in rows:
             row, total = [], 0.0
@@ -304,7 +305,7 @@ class HFGenerator(Generator):
         check = stop_check()
         scores: list[float] = []
         for start in range(0, len(prompts), self.config.batch_size):
-            _raise_if_stopped(check)
+            raise_if_stopped(check)
             ps = [self.render(p) for p in prompts[start:start + self.config.batch_size]]
             ts = list(targets[start:start + self.config.batch_size])
             with self._lock, torch.inference_mode():
@@ -319,7 +320,7 @@ class HFGenerator(Generator):
         check = stop_check()
         out: list[list[float]] = []
         for start in range(0, len(prompts), self.config.batch_size):
-            _raise_if_stopped(check)
+            raise_if_stopped(check)
             texts = [self.render(p) for p in prompts[start:start + self.config.batch_size]]
             enc = self._encode(texts, "left")  # left padding: every row's last position is its prompt's end
             with self._lock, torch.inference_mode():
@@ -369,7 +370,6 @@ class HFGenerator(Generator):
         return [float(x) for x in (logp * lab_mask).sum(1)]
 
 
-SPAN_TOKENS = 16  # the longest span answer, in tokens
 FOCUS = 1  # spans come from the sentence of the passages sharing most words with the question
 # added to the end-of-answer logit where a span may end: short spans, as short answers are (24 squad train
 # questions, bm25, EM: bias 2 0.12, 8 0.21, 20 0.25)
@@ -382,14 +382,10 @@ def _check_stop_per_layer(model) -> None:
     import torch
 
     def check(module, args) -> None:
-        _raise_if_stopped(stop_check())
+        raise_if_stopped(stop_check())
 
     for layers in model.modules():
         if isinstance(layers, torch.nn.ModuleList):
             for layer in layers:
                 layer.register_forward_pre_hook(check)
 
-
-def _raise_if_stopped(check) -> None:
-    if check is not None and check():
-        raise GenerationCancelled("generation stopped: nobody waits for it any more")
