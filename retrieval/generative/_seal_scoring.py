@@ -132,7 +132,7 @@ class KeyMatcher:
         arr = np.asarray(tokens, dtype=np.int64)
         occurrences: dict[tuple[int, ...], list[int]] = {}
         by_first = self.by_first
-        for i in _members(self._firsts, arr).tolist() if len(arr) else ():
+        for i in _members(self._firsts, arr).tolist():
             for ngram in by_first[tokens[i]]:
                 if len(ngram) == 1 or tuple(tokens[i:i + len(ngram)]) == ngram:
                     occurrences.setdefault(ngram, []).append(i)
@@ -153,7 +153,7 @@ class KeyMatcher:
                     total += contribution
                     matched.append((ngram, contribution))
                     counted = True
-        if unigrams and len(arr):
+        if unigrams:
             seen: set[int] = set()
             for i in _members(self._unigram_table(unigrams), arr).tolist():
                 t = tokens[i]

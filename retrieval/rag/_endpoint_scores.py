@@ -135,8 +135,7 @@ class EndpointScorer:
             log.warning("generator endpoint %s/completions gives no prompt log-probabilities (%s): short answers are "
                         "free text and labels the chat answer's", self.generator.base_url, why)
         self.supported, self.why = False, why
-        raise NoPromptLogprobs(f"generator endpoint {self.generator.base_url}/completions gives no prompt "
-                               f"log-probabilities ({why})")
+        self._refuse_if_unsupported()
 
     # --- scores ------------------------------------------------------------------------------------------
     def loglik(self, prompts: Sequence[Prompt], targets: Sequence[str]) -> list[float]:
