@@ -66,7 +66,6 @@ def kernels(repeat: int) -> None:
 
 
 def encoder_profile() -> None:
-    import torch
     from torch.profiler import ProfilerActivity, profile
 
     from genret.indexing import SentenceTransformerEncoder
