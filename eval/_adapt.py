@@ -6,13 +6,18 @@ hybrid); the dense encoder is fine-tuned on the rest (``retrieval.fine_tune_dens
 time the budget leaves once re-encoding the index is set aside, and put into the index (``dense-adapted``); the
 adapted dense retriever runs over the held-out fold; the hybrid's fusion is fitted there by cross-validation
 (``tune_fusion``: shrunk toward the default, never below a member alone held out) and saved as the index's
-``hybrid-weights.json``.  The report gives each retriever's R-Precision on the held-out fold before and after, and
-the hybrid's: before, the default fusion; after, the cross-validated estimate of the chosen one (each record scored
-with weights fitted without it) — not the in-sample figure.
+``hybrid-weights.json``; then a cross-encoder is trained on the rest with what the budget leaves and blended into
+the default retriever's ranking where that lifts the held-out fold (``_adapt_rerank``: ``rerank-adapted``).  The
+report gives each retriever's R-Precision on the held-out fold before and after, and the hybrid's: before, the
+default fusion; after, the cross-validated estimate of the chosen one (each record scored with weights fitted
+without it) — not the in-sample figure; likewise the reranked default retriever's.
 
 What it does not train, and why: the generative retriever (``genret train retriever``: a checkpoint that lifted
 squad passages by 10–14 points took 25–41 CPU-minutes alone, beyond a 20-minute budget for every part), the span
 reader and the label head (``genret train reader`` / ``genret train labels``).
+
+The budget: what is left once the runs before and the dense re-encoding are set aside goes ``1 - RERANK_SHARE``
+to the dense encoder and the rest (with whatever dense training left unspent) to the reranker.
 
 ``ADAPT_FILE`` (``adapt.json`` in the index) records what was done — the training file's hash, the settings, the
 corpus hash and the report — so that a second run with the same inputs does nothing unless ``force``.
@@ -35,12 +40,14 @@ from genret.core import InputError, read_versioned_json, sha256_file, write_json
 from genret.indexing import ADAPTED_DENSE, Index, write_adapted_dense
 from genret.retrieval import (
     DenseTrainConfig,
+    RerankTrainConfig,
     RetrievalConfig,
     base_retrievers,
     fine_tune_dense,
     pairs_from_kilt,
 )
 
+from ._adapt_rerank import adapt_reranker
 from ._fusion_tune import Fusions, Scorer, run_members, tune_fusion
 from ._kilt_io import read_kilt, write_kilt
 
@@ -49,6 +56,8 @@ log = logging.getLogger("genret")
 ADAPT_FILE = "adapt.json"
 SMALL_TRAIN = 1000  # training queries up to which the dense encoder trains 3 epochs, not 1
 REPORT_LEVELS = ("page", "passage")
+RERANK_SHARE = 0.4  # of the training minutes, for the reranker (the rest for the dense encoder)
+RERANK_DEPTH = 20
 
 
 class _Record(BaseModel):
@@ -77,7 +86,9 @@ def held_out_split(records: Sequence[dict], fraction: float, seed: int,
 class AdaptReport:
     """What ``adapt`` did: R-Precision (percent, page / passage) on the held-out fold per retriever ``before`` and
     ``after`` (``hybrid``: the default fusion before, the cross-validated chosen one after), the dense training's
-    statistics, the chosen fusion, the minutes each stage took, and what was skipped and why."""
+    statistics, the chosen fusion, the reranker's fit (``reranked``: the default retriever alone before, blended
+    with the trained cross-encoder after, cross-validated), the minutes each stage took, and what was skipped and
+    why."""
 
     index: str
     train_records: int
@@ -86,6 +97,7 @@ class AdaptReport:
     after: dict[str, dict[str, float]] = field(default_factory=dict)
     dense: dict[str, Any] = field(default_factory=dict)
     fusion: dict[str, Any] = field(default_factory=dict)
+    rerank: dict[str, Any] = field(default_factory=dict)
     minutes: dict[str, float] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
 
@@ -123,10 +135,12 @@ def previous_adaptation(index_dir: str | Path) -> dict | None:
 def adapt(index_dir: str | Path, train_file: str | Path, *, task: str | None = None, budget_minutes: float = 20.0,
           holdout: float = 0.2, max_held_out: int = 300, max_records: int | None = None, device: str = "auto",
           dtype: str = "auto", seed: int = 13, force: bool = False, progress: bool = True,
-          dense_train: dict[str, Any] | None = None, say: Callable[[str], None] = log.info) -> AdaptReport | None:
+          dense_train: dict[str, Any] | None = None, rerank: bool = True, rerank_train: dict[str, Any] | None = None,
+          say: Callable[[str], None] = log.info) -> AdaptReport | None:
     """Adapt the index at ``index_dir`` to the task of ``train_file`` (see the module doc); returns the report, or
-    None when the index already holds this adaptation (and not ``force``).  ``dense_train``: ``DenseTrainConfig``
-    fields to change (epochs, lr, batch size…; the budget sets ``max_minutes``)."""
+    None when the index already holds this adaptation (and not ``force``).  ``dense_train`` / ``rerank_train``:
+    ``DenseTrainConfig`` / ``RerankTrainConfig`` fields to change (epochs, lr, batch size…; the budget sets
+    ``max_minutes``); ``rerank`` False: no reranker is trained."""
     t_start = time.perf_counter()
     train_file = Path(train_file)
     records = read_kilt(train_file)[:max_records]
@@ -135,7 +149,8 @@ def adapt(index_dir: str | Path, train_file: str | Path, *, task: str | None = N
                          "pairs to train on)")
     with Index(index_dir) as index:
         recipe = {**_recipe(index, train_file, task, budget_minutes, holdout, seed, max_records),
-                  "dense_train": dict(sorted((dense_train or {}).items()))}
+                  "dense_train": dict(sorted((dense_train or {}).items())), "rerank": rerank,
+                  "rerank_train": dict(sorted((rerank_train or {}).items()))}
         done = previous_adaptation(index_dir)
         if done is not None and done["recipe"] == recipe and index.has(ADAPTED_DENSE) and not force:
             return None
@@ -144,8 +159,12 @@ def adapt(index_dir: str | Path, train_file: str | Path, *, task: str | None = N
     if not held:
         raise InputError(f"--holdout {holdout} leaves no held-out record of {len(records)}: adapt reports on one")
     report = AdaptReport(index=str(index_dir), train_records=len(train), held_out_records=len(held))
-    before_cfg = RetrievalConfig(dense={"device": device, "dtype": dtype, "adapted": False}, hybrid={"tuned": "off"})
-    after_cfg = RetrievalConfig(dense={"device": device, "dtype": dtype, "adapted": True}, hybrid={"tuned": "off"})
+    off = {"adapted": False, "device": device, "dtype": dtype}  # an earlier adaptation's reranker is not a first stage
+    before_cfg = RetrievalConfig(dense={"device": device, "dtype": dtype, "adapted": False}, hybrid={"tuned": "off"},
+                                 rerank=off)
+    after_cfg = RetrievalConfig(dense={"device": device, "dtype": dtype, "adapted": True}, hybrid={"tuned": "off"},
+                                rerank=off)
+    rerank = rerank and any(m in members for m in ("bm25", "dense"))
     with tempfile.TemporaryDirectory(prefix="genret-adapt-") as scratch:
         held_file = Path(scratch) / "held-out.jsonl"
         write_kilt(held_file, held)
@@ -166,7 +185,8 @@ def adapt(index_dir: str | Path, train_file: str | Path, *, task: str | None = N
             settings = {"device": device, "dtype": dtype, "seed": seed,
                         "epochs": 3.0 if len(train) <= SMALL_TRAIN else 1.0, **(dense_train or {})}
             hits["dense"] = _adapt_dense(index_dir, train, held, report, recipe, budget_minutes, t_start,
-                                         Path(scratch), settings, task, after_cfg, progress, say)
+                                         Path(scratch), settings, task, after_cfg, progress, say,
+                                         share=1.0 - RERANK_SHARE if rerank else 1.0)
             # a scorer of its own: the adapted encoder finds units none of the runs before did
             adapted = Scorer(held, {"dense": hits["dense"]}, "Rprec", REPORT_LEVELS)
             report.after["dense"] = _percent(adapted([[h.unit_id for h in r] for r in hits["dense"]]))
@@ -183,6 +203,11 @@ def adapt(index_dir: str | Path, train_file: str | Path, *, task: str | None = N
             report.fusion = {"file": str(path), "chosen": chosen, "method": doc.method, "normalize": doc.normalize,
                              "weights": doc.weights, "in_sample": _percent(doc.results["fused (chosen)"])}
             report.minutes["fusion"] = round((time.perf_counter() - t0) / 60, 2)
+    if rerank:
+        _rerank_stage(index_dir, train, held, report, recipe, budget_minutes, t_start, members, device, dtype, seed,
+                      rerank_train, task, after_cfg, progress, say)
+    else:
+        report.skipped["rerank"] = "not asked for" if members else "the index has neither BM25 nor dense"
     report.skipped.setdefault("generative", "not trained by adapt: `genret train retriever` (25–41 CPU-minutes "
                               "for one squad checkpoint) does not fit a shared budget")
     report.minutes["total"] = round((time.perf_counter() - t_start) / 60, 2)
@@ -192,21 +217,59 @@ def adapt(index_dir: str | Path, train_file: str | Path, *, task: str | None = N
     return report
 
 
+def _rerank_stage(index_dir, train, held, report: AdaptReport, recipe: dict, budget: float, t_start: float,
+                  members: list[str], device: str, dtype: str, seed: int, rerank_train: dict[str, Any] | None,
+                  task: str | None, after_cfg: RetrievalConfig, progress: bool, say: Callable[[str], None]) -> None:
+    """Train the reranker with what is left of the budget (less the time scoring the held-out fold takes) and
+    record its fit; the default retriever, fused as just fitted, is its first stage."""
+    over = "hybrid" if len(members) > 1 else members[0]
+    spent = (time.perf_counter() - t_start) / 60
+    # scoring the fold: the first stage once more (as long as the runs before, per member) and a cross-encoder
+    # pass over RERANK_DEPTH hits a record (about as fast as encoding units)
+    scoring = report.minutes.get("before", 0.0) + report.held_out_records * RERANK_DEPTH / report.dense.get(
+        "encode_rate", 50.0) / 60
+    minutes = max(budget - spent - scoring, 0.5)
+    say(f"rerank: {minutes:.1f} min for training a cross-encoder, ~{scoring:.1f} min for fitting its blend over "
+        f"{over}")
+    settings = {"device": device, "dtype": dtype, "seed": seed,
+                "epochs": 3.0 if len(train) <= SMALL_TRAIN else 1.0, **(rerank_train or {}), "max_minutes": minutes}
+    config = RerankTrainConfig(**settings)
+    with tempfile.TemporaryDirectory(prefix="genret-adapt-rerank-") as scratch:
+        fit = adapt_reranker(index_dir, train, held, over=over,
+                             config=after_cfg.model_copy(update={"hybrid": after_cfg.hybrid.model_copy(
+                                 update={"tuned": "auto"})}),
+                             train_config=config, scratch=Path(scratch), task=task, depth=RERANK_DEPTH,
+                             trained={"train": recipe["train"], "train_sha256": recipe["train_sha256"], "task": task,
+                                      "config": config.model_dump(exclude={"device", "max_minutes"})},
+                             progress=progress, say=say)
+    report.before["reranked"] = {lv: fit.first[lv] for lv in REPORT_LEVELS}
+    report.after["reranked"] = {lv: (fit.blended if fit.kept else fit.first)[lv] for lv in REPORT_LEVELS}
+    report.rerank = {"over": over, "depth": fit.depth, "weight": fit.weight, "kept": fit.kept,
+                     "held_out_blended": fit.blended, "held_out_first": fit.first,
+                     **{k: fit.train[k] for k in ("queries", "rows", "steps", "loss_first", "loss_last",
+                                                  "budget_stopped", "precision", "train_seconds") if k in fit.train}}
+    report.minutes.update({f"rerank {k}": v for k, v in fit.minutes.items()})
+    if not fit.kept:
+        report.skipped["rerank"] = (f"trained, not kept: blended into {over} it scored {fit.blended['objective']:.1f} "
+                                    f"on the held-out fold against {fit.first['objective']:.1f} alone")
+
+
 def _adapt_dense(index_dir, train, held, report: AdaptReport, recipe: dict, budget: float, t_start: float,
                  scratch: Path, settings: dict[str, Any], task: str | None, after_cfg: RetrievalConfig,
-                 progress: bool, say: Callable[[str], None]):
-    """Fine-tune and re-encode the dense encoder within what is left of the budget; returns the adapted dense
-    retriever's hit lists for the held-out records."""
+                 progress: bool, say: Callable[[str], None], share: float = 1.0):
+    """Fine-tune and re-encode the dense encoder within ``share`` of what is left of the budget; returns the
+    adapted dense retriever's hit lists for the held-out records."""
     device, dtype = settings["device"], settings["dtype"]
     with Index(index_dir) as index:
         rate = _encode_rate(index, device, dtype)
         units = len(index.store)
         spent = (time.perf_counter() - t_start) / 60
         reencode = units / rate / 60
+        report.dense["encode_rate"] = round(rate, 1)
         after_eval = report.minutes.get("before", 0.0) / max(1, len(report.before) - 1) + 0.5
-        minutes = budget - spent - reencode - after_eval
+        minutes = (budget - spent - reencode - after_eval) * share
         say(f"dense: re-encoding {units} units will take ~{reencode:.1f} min ({rate:.0f} units/s); "
-            f"{max(minutes, 0):.1f} of the {budget:g}-minute budget left for training")
+            f"{max(minutes, 0):.1f} of the {budget:g}-minute budget for training it")
         if minutes < 0.5:
             minutes = 0.5
             say("dense: the budget is spent before training; training for 0.5 min anyway (raise --budget-minutes)")
@@ -220,8 +283,8 @@ def _adapt_dense(index_dir, train, held, report: AdaptReport, recipe: dict, budg
                "config": config.model_dump(exclude={"device", "max_minutes"}), **stats}
     write_adapted_dense(index_dir, scratch / "model", trained=trained, device=device, dtype=dtype, progress=progress)
     report.minutes["dense re-encoding"] = round((time.perf_counter() - t0) / 60, 2)
-    report.dense = {k: stats[k] for k in ("queries", "rows", "steps", "loss_first", "loss_last", "budget_stopped",
-                                          "precision", "train_seconds") if k in stats}
+    report.dense.update({k: stats[k] for k in ("queries", "rows", "steps", "loss_first", "loss_last",
+                                               "budget_stopped", "precision", "train_seconds") if k in stats})
     with Index(index_dir) as index:
         return run_members(index, ["dense"], held, 100, after_cfg, task, progress)["dense"]
 

@@ -9,6 +9,11 @@ what it was trained on) with the checksums of every file, the model's included. 
 is left as it is: the dense retriever reads the adapted one by default and the base one when asked
 (``DenseSearchConfig.adapted``).  All of it is written on a staged copy under the index's write lock and swapped
 in whole, as ``add`` does; ``add`` encodes new units with the adapted encoder too.
+
+``rerank-adapted`` (kind ``cross-encoder``): a cross-encoder ``genret adapt`` trained on the task, as
+``adapted/rerank-model/``, with what it was fitted over (``params.over``: the retriever whose hits it re-orders
+by default), the depth and the blend weight fitted on the held-out fold (``write_adapted_reranker``).  It reads
+unit text, not vectors, so ``add`` keeps it as it is.
 """
 
 from __future__ import annotations
@@ -25,8 +30,11 @@ from ._store import STORE_FILE, UnitStore
 from ._verify import verify_files
 
 ADAPTED_DENSE = "dense-adapted"
+ADAPTED_RERANK = "rerank-adapted"
 ADAPTED_DIR = "adapted"
 MODEL_DIR = f"{ADAPTED_DIR}/dense-model"
+RERANK_KIND = "cross-encoder"
+RERANK_MODEL_DIR = f"{ADAPTED_DIR}/rerank-model"
 
 
 def dense_component(index, adapted: bool = True) -> str:
@@ -52,8 +60,11 @@ def write_adapted_dense(index_dir: str | Path, model_dir: str | Path, *, trained
         verify_files(src, manifest)
         t0 = time.perf_counter()
         with staged_dir(src, "adapting", copy_from=src) as tmp:
-            shutil.rmtree(tmp / ADAPTED_DIR, ignore_errors=True)
-            (tmp / ADAPTED_DIR).mkdir()
+            old = manifest.components.get(ADAPTED_DENSE)
+            for name in old.files if old is not None else ():  # an earlier adapted encoder; the reranker stays
+                (tmp / name).unlink(missing_ok=True)
+            shutil.rmtree(tmp / MODEL_DIR, ignore_errors=True)
+            (tmp / ADAPTED_DIR).mkdir(exist_ok=True)
             shutil.copytree(model_dir, tmp / MODEL_DIR)
             config = recorded_config(base, model=str(tmp / MODEL_DIR), device=device, dtype=dtype,
                                      batch_size=batch_size)
@@ -74,3 +85,40 @@ def write_adapted_dense(index_dir: str | Path, model_dir: str | Path, *, trained
             new = manifest.model_copy(update={"components": components})
             write_manifest(tmp, new)
         return new
+
+
+def write_adapted_reranker(index_dir: str | Path, model_dir: str | Path, *, over: str, depth: int, weight: float,
+                           trained: dict[str, Any]) -> Manifest:
+    """Put the cross-encoder in ``model_dir`` into the index at ``index_dir`` as its ``rerank-adapted`` component
+    (replacing an earlier one), to re-order the first ``depth`` hits of retriever ``over`` with blend ``weight``;
+    returns the new manifest."""
+    src = Path(index_dir)
+    with write_lock(src):
+        manifest = read_manifest(src)
+        verify_files(src, manifest)
+        t0 = time.perf_counter()
+        with staged_dir(src, "adapting", copy_from=src) as tmp:
+            shutil.rmtree(tmp / RERANK_MODEL_DIR, ignore_errors=True)
+            (tmp / ADAPTED_DIR).mkdir(exist_ok=True)
+            shutil.copytree(model_dir, tmp / RERANK_MODEL_DIR)
+            model_files = sorted(str(f.relative_to(tmp)) for f in (tmp / RERANK_MODEL_DIR).rglob("*") if f.is_file())
+            component = Component(kind=RERANK_KIND, model=RERANK_MODEL_DIR, files=file_entries(tmp, model_files),
+                                  params={"model_dir": RERANK_MODEL_DIR, "over": over, "depth": int(depth),
+                                          "weight": float(weight), "trained": trained},
+                                  build_seconds=round(time.perf_counter() - t0, 3))
+            new = manifest.model_copy(update={"components": {**manifest.components, ADAPTED_RERANK: component}})
+            write_manifest(tmp, new)
+        return new
+
+
+def adapted_reranker(index) -> dict[str, Any] | None:
+    """``{"model": its folder, "over", "depth", "weight"}`` of the index's ``rerank-adapted`` component (None when
+    it has none)."""
+    if not index.has(ADAPTED_RERANK):
+        return None
+    comp = index.component(ADAPTED_RERANK)
+    if comp.kind != RERANK_KIND:
+        raise NotFoundError(f"index {index.path}: component {ADAPTED_RERANK!r} has kind {comp.kind!r}, not "
+                            f"{RERANK_KIND!r}")
+    return {"model": str(Path(index.path) / comp.params["model_dir"]), "over": comp.params["over"],
+            "depth": int(comp.params["depth"]), "weight": float(comp.params["weight"])}

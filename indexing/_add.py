@@ -142,7 +142,8 @@ def _add(src: Path, corpus: str | Path | Iterable[str | Path], skip_bad: bool, c
     paths = [str(corpus)] if isinstance(corpus, (str, Path)) else [str(c) for c in corpus]
     for path in paths:
         corpus_file(path)  # a file, or a BEIR folder holding corpus.jsonl
-    unknown = set(manifest.components) - {"store", "dense", "dense-adapted", "bm25", "fm"}
+    # the adapted reranker reads unit text, not vectors: it is kept as it is
+    unknown = set(manifest.components) - {"store", "dense", "dense-adapted", "bm25", "fm", "rerank-adapted"}
     if unknown:
         raise GenretError(f"cannot add to an index with component(s) {sorted(unknown)}")
     t0 = time.perf_counter()

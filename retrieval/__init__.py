@@ -14,13 +14,14 @@ from ._bm25 import BM25Retriever, BM25SearchConfig
 from ._contract import Demo, Hit, Provenance, Retriever
 from ._dense import DenseRetriever, DenseSearchConfig
 from ._rerank import (CrossEncoderReranker, QueryLikelihoodReranker, RerankConfig, RerankedRetriever, Reranker,
-                      load_reranker)
+                      blend, load_reranker)
 from ._dense_train import DensePair, DenseTrainConfig, fine_tune_dense, pairs_from_kilt
+from ._rerank_train import RerankTrainConfig, fine_tune_reranker
 from .hybrid import DEFAULT_MEMBER_WEIGHTS, HybridConfig, HybridRetriever
 from ._ray_retrievers import load_ray_retriever
 from ._tasks import TASKS, Task, check_task
-from ._registry import (REGISTRY, RetrievalConfig, available_retrievers, base_retrievers, load_hybrid,
-                        load_retriever, retriever_granularities)
+from ._registry import (REGISTRY, RetrievalConfig, available_retrievers, base_retrievers, first_stage, load_hybrid,
+                        load_retriever, rerank_settings, retriever_granularities, with_rerank)
 from .generative import GenerativeConfig, GenerativeRetriever
 
 _RAG_NAMES = frozenset({"Generator", "GeneratorConfig", "RagConfig", "RagPipeline", "load_generator"})
@@ -29,10 +30,10 @@ __all__ = [
     "BM25Retriever", "BM25SearchConfig", "CrossEncoderReranker", "DEFAULT_MEMBER_WEIGHTS", "Demo", "DensePair",
     "DenseRetriever", "DenseSearchConfig", "DenseTrainConfig", "GenerativeConfig", "GenerativeRetriever", "Generator",
     "GeneratorConfig", "Hit", "HybridConfig", "HybridRetriever", "Provenance", "QueryLikelihoodReranker", "REGISTRY",
-    "RagConfig", "RagPipeline", "RerankConfig", "RerankedRetriever", "Reranker", "RetrievalConfig", "Retriever",
-    "TASKS", "Task", "available_retrievers", "base_retrievers", "check_task", "fine_tune_dense", "load_generator",
-    "load_hybrid", "load_ray_retriever", "load_reranker", "load_retriever", "open_pipeline", "pairs_from_kilt",
-    "retriever_granularities",
+    "RagConfig", "RagPipeline", "RerankConfig", "RerankTrainConfig", "RerankedRetriever", "Reranker", "RetrievalConfig",
+    "Retriever", "TASKS", "Task", "available_retrievers", "base_retrievers", "blend", "check_task", "fine_tune_dense",
+    "fine_tune_reranker", "first_stage", "load_generator", "load_hybrid", "load_ray_retriever", "load_reranker",
+    "load_retriever", "open_pipeline", "pairs_from_kilt", "rerank_settings", "retriever_granularities", "with_rerank",
 ]
 
 

@@ -86,16 +86,7 @@ def mine_triplets(index: Index, pairs: Sequence[DensePair], config: DenseTrainCo
     """Training rows ``{"anchor", "positive", "negative"?}``: each query with up to ``positives_per_query`` of its
     gold units (every unit overlapping a gold paragraph) and one hard negative each.  Queries with no gold unit
     in the index are skipped (logged)."""
-    by_paragraph: dict[tuple[str, int], list[int]] = {}
-    for batch in index.store.iter_units(batch=4096):
-        for u in batch:
-            for par in range(u.start_paragraph, u.end_paragraph + 1):
-                by_paragraph.setdefault((u.page_id, par), []).append(u.unit_id)
-    queries = [(p.query, sorted({i for key in p.gold for i in by_paragraph.get(key, ())})) for p in pairs]
-    kept = [(q, gold) for q, gold in queries if gold]
-    if len(kept) < len(queries):
-        log.warning("train dense: %d of %d queries have no gold passage in the index (skipped)",
-                    len(queries) - len(kept), len(queries))
+    kept = gold_units(index, pairs, "train dense")
     negatives = _hard_negatives(index, kept, config)
     rng = random.Random(config.seed)
     plan: list[tuple[str, int, int | None]] = []  # (query, positive, negative) unit ids
@@ -108,6 +99,22 @@ def mine_triplets(index: Index, pairs: Sequence[DensePair], config: DenseTrainCo
     texts = {u.unit_id: unit_text(u.title, u.text, with_title)
              for start in range(0, len(ids), 10_000) for u in index.store.get(ids[start:start + 10_000])}
     return [{"anchor": q, "positive": texts[g], **({} if n is None else {"negative": texts[n]})} for q, g, n in plan]
+
+
+def gold_units(index: Index, pairs: Sequence[DensePair], what: str) -> list[tuple[str, list[int]]]:
+    """``(query, its gold unit ids)`` for each pair with a gold unit in the index (every unit overlapping a gold
+    paragraph); the others are skipped, with a warning naming ``what`` skips them."""
+    by_paragraph: dict[tuple[str, int], list[int]] = {}
+    for batch in index.store.iter_units(batch=4096):
+        for u in batch:
+            for par in range(u.start_paragraph, u.end_paragraph + 1):
+                by_paragraph.setdefault((u.page_id, par), []).append(u.unit_id)
+    queries = [(p.query, sorted({i for key in p.gold for i in by_paragraph.get(key, ())})) for p in pairs]
+    kept = [(q, gold) for q, gold in queries if gold]
+    if len(kept) < len(queries):
+        log.warning("%s: %d of %d queries have no gold passage in the index (skipped)", what,
+                    len(queries) - len(kept), len(queries))
+    return kept
 
 
 def _hard_negatives(index: Index, kept: list[tuple[str, list[int]]], config: DenseTrainConfig,

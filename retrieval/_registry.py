@@ -8,7 +8,7 @@ from typing import NamedTuple
 from pydantic import BaseModel, ConfigDict, Field
 
 from genret.core import NotFoundError
-from genret.indexing import Index
+from genret.indexing import Index, adapted_reranker
 
 from ._bm25 import BM25Retriever, BM25SearchConfig
 from ._contract import Retriever
@@ -96,24 +96,59 @@ def available_retrievers(index: Index, config: RetrievalConfig | None = None) ->
 
 def load_retriever(index: Index, name: str | None = None, config: RetrievalConfig | None = None) -> Retriever:
     """The retriever ``name`` over ``index`` (default: the first one the index supports), followed by the
-    reranking stage where ``config.rerank`` sets one (a hybrid's members are not reranked, only its fusion)."""
+    reranking stage ``rerank_settings`` gives (a hybrid's members are not reranked, only its fusion)."""
     config = config or RetrievalConfig()
-    retriever = _load_one(index, name, config)
-    if not config.rerank.model:
+    name = name or _default_name(index)
+    return with_rerank(index, name, _load_one(index, name, config), config)
+
+
+def rerank_settings(index: Index, name: str, config: RetrievalConfig | None = None) -> RerankConfig | None:
+    """The reranking stage over retriever ``name`` of ``index``, resolved (None: none): the model
+    ``config.rerank`` names (``adapted``: the index's adapted cross-encoder), or — none named and
+    ``rerank.adapted`` — the index's adapted cross-encoder where ``genret adapt`` fitted it over ``name``; depth
+    and weight as given, else the adapted one's, else 20 and 1."""
+    rerank = (config or RetrievalConfig()).rerank
+    adapted = adapted_reranker(index)
+    if rerank.model == "adapted" and adapted is None:
+        raise NotFoundError(f"index {index.path} has no adapted reranker (`genret adapt` trains one)")
+    use_adapted = rerank.model == "adapted" or (rerank.model is None and rerank.adapted and adapted is not None
+                                                and adapted["over"] == name)
+    if not use_adapted:
+        if not rerank.model:
+            return None
+        return rerank.model_copy(update={"depth": rerank.depth or 20, "weight": 1.0 if rerank.weight is None
+                                         else rerank.weight})
+    return rerank.model_copy(update={"model": adapted["model"], "depth": rerank.depth or adapted["depth"],
+                                     "weight": adapted["weight"] if rerank.weight is None else rerank.weight})
+
+
+def with_rerank(index: Index, name: str, retriever: Retriever, config: RetrievalConfig | None = None) -> Retriever:
+    """``retriever`` (retriever ``name`` over ``index``) followed by its reranking stage (``rerank_settings``), or
+    as it is when it has none; ``retriever`` is closed if the reranker fails to load."""
+    settings = rerank_settings(index, name, config)
+    if settings is None:
         return retriever
     try:
-        return RerankedRetriever(retriever, load_reranker(config.rerank), config.rerank.depth, index)
+        return RerankedRetriever(retriever, load_reranker(settings), settings.depth, index, settings.weight)
     except BaseException:
         retriever.close()
         raise
 
 
+def first_stage(retriever: Retriever) -> Retriever:
+    """The retriever under a reranking stage (``retriever`` itself when it has none)."""
+    return retriever.inner if isinstance(retriever, RerankedRetriever) else retriever
+
+
+def _default_name(index: Index) -> str:
+    names = available_retrievers(index)
+    if not names:
+        raise NotFoundError(f"index {index.path} has no component any retriever can use")
+    return names[0]
+
+
 def _load_one(index: Index, name: str | None, config: RetrievalConfig) -> Retriever:
-    if name is None:
-        names = available_retrievers(index)
-        if not names:
-            raise NotFoundError(f"index {index.path} has no component any retriever can use")
-        name = names[0]
+    name = name or _default_name(index)
     if name not in REGISTRY:
         raise NotFoundError(f"unknown retriever {name!r}; known: {sorted(REGISTRY)}")
     comp_name, kinds, _ = REGISTRY[name]

@@ -14,8 +14,12 @@ Two rerankers, one small contract (``Reranker.scores``: one score a passage, hig
 ``RerankedRetriever`` wraps a retriever: it asks for ``max(k, depth)`` hits, re-orders the first ``depth`` by the
 reranker's scores (the hit keeps its unit, provenance, text and explanations; its score becomes the reranker's,
 its rank the new one), and keeps the rest below them in their first-stage order, their scores moved below the
-reranked ones so that scores stay non-increasing.  ``RerankConfig.model``: None (off), ``ql`` / ``ql:MODEL``
-(query likelihood with the packaged or another causal LM), or a cross-encoder's name or path.
+reranked ones so that scores stay non-increasing.  With ``weight`` below 1 a hit's new score interpolates
+the two stages: ``(1 - weight) * minmax(first-stage score) + weight * minmax(reranker score)`` over the reranked
+head (the way ``genret adapt`` keeps a cross-encoder trained on few queries: alone it can rank worse than the
+first stage, blended it adds what the first stage misses).  ``RerankConfig.model``: None (off, or the index's
+adapted reranker: ``rerank_settings``), ``adapted``, ``ql`` / ``ql:MODEL`` (query likelihood with the packaged or
+another causal LM), or a cross-encoder's name or path.
 """
 
 from __future__ import annotations
@@ -39,10 +43,16 @@ class RerankConfig(BaseModel):
     """The reranking stage (off unless ``model`` is set)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    model: str | None = Field(None, description="None: no reranking; 'ql' or 'ql:MODEL': query likelihood under "
-                              "the packaged (or another causal) LM; else a sentence-transformers CrossEncoder's "
-                              "name or path")
-    depth: int = Field(20, ge=1, le=1000, description="first-stage hits a query re-ordered")
+    model: str | None = Field(None, description="None: no reranking (but see ``adapted``); 'adapted': the "
+                              "index's cross-encoder trained by `genret adapt`; 'ql' or 'ql:MODEL': query likelihood "
+                              "under the packaged (or another causal) LM; else a sentence-transformers "
+                              "CrossEncoder's name or path")
+    depth: int | None = Field(None, ge=1, le=1000, description="first-stage hits a query re-ordered (None: the "
+                              "adapted reranker's, else 20)")
+    weight: float | None = Field(None, ge=0, le=1, description="the reranker's share of a reranked hit's score "
+                                 "(None: the adapted reranker's fitted one, else 1: its score alone)")
+    adapted: bool = Field(True, description="with no model named, rerank with the index's adapted reranker "
+                          "(`genret adapt`) where it was fitted over this retriever")
     max_passage_tokens: int = Field(256, ge=16, description="query likelihood: a passage's tokens kept, at most")
     device: str = "auto"
     dtype: str = "auto"
@@ -116,6 +126,19 @@ class QueryLikelihoodReranker:
             return [float(x) for x in stepper.teacher_force(list(range(len(passages))), [target] * len(passages))]
 
 
+def blend(first: Sequence[float], second: Sequence[float], weight: float) -> list[float]:
+    """``weight`` 1: ``second`` as it is; else ``(1 - weight) * minmax(first) + weight * minmax(second)`` (a list
+    whose scores are all equal normalises to zeros)."""
+    if weight >= 1.0:
+        return [float(x) for x in second]
+
+    def minmax(xs: Sequence[float]) -> list[float]:
+        lo, hi = min(xs), max(xs)
+        return [0.0 if hi <= lo else (float(x) - lo) / (hi - lo) for x in xs]
+
+    return [(1.0 - weight) * a + weight * b for a, b in zip(minmax(first), minmax(second))]
+
+
 def load_reranker(config: RerankConfig) -> Reranker:
     """The reranker ``config.model`` names (``ValueError`` when it names none)."""
     if not config.model:
@@ -127,10 +150,13 @@ def load_reranker(config: RerankConfig) -> Reranker:
 
 
 class RerankedRetriever(Retriever):
-    """``inner``'s hits, the first ``depth`` re-ordered by ``reranker`` (see the module doc)."""
+    """``inner``'s hits, the first ``depth`` re-ordered by ``reranker`` (``weight`` < 1: by the blend of both
+    stages' scores; see the module doc)."""
 
-    def __init__(self, inner: Retriever, reranker: Reranker, depth: int, index: Index) -> None:
-        self.inner, self.reranker, self.depth, self.index = inner, reranker, depth, index
+    def __init__(self, inner: Retriever, reranker: Reranker, depth: int, index: Index, weight: float = 1.0) -> None:
+        if not 0.0 <= weight <= 1.0:
+            raise ValueError(f"rerank weight must be within [0, 1], got {weight}")
+        self.inner, self.reranker, self.depth, self.index, self.weight = inner, reranker, depth, index, weight
         self.name = inner.name
         self.granularities = inner.granularities
 
@@ -146,7 +172,7 @@ class RerankedRetriever(Retriever):
         if not head:
             return hits
         texts = self._texts(head)
-        scores = self.reranker.scores(query, texts)
+        scores = blend([h.score for h in head], self.reranker.scores(query, texts), self.weight)
         order = sorted(range(len(head)), key=lambda i: (-scores[i], i))
         out = [dataclasses.replace(head[i], score=float(scores[i]), rank=r) for r, i in enumerate(order, 1)]
         floor = min(scores)

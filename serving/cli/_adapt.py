@@ -1,5 +1,6 @@
 """``genret adapt INDEX TRAIN.jsonl``: adapt an index to a task in one step (``genret.eval.adapt``): fine-tune the
-dense encoder within a budget, fit the hybrid's fusion by cross-validation, report a held-out fold before and after.
+dense encoder within a budget, fit the hybrid's fusion by cross-validation, train a cross-encoder reranker and
+blend it in where it helps, report a held-out fold before and after.
 
 Nothing heavy is imported at module level (``genret --help`` stays instant).
 """
@@ -17,12 +18,14 @@ DESCRIPTION = (
     "off (--holdout of the records, at most --max-held-out); every retriever runs over it before; the dense "
     "encoder is fine-tuned on the rest (BM25 hard negatives) for what the budget leaves once re-encoding the "
     "index is set aside, and kept in the index (dense-adapted); the hybrid's fusion is fitted on the held-out "
-    "fold by cross-validation and saved (hybrid-weights.json). search, eval, serve and rag then use both "
-    "without flags (--untrained and --hybrid-tuned off compare). The table gives each retriever's R-Precision "
-    "on the held-out fold before and after; the hybrid's 'after' is the cross-validated estimate (each record "
-    "scored with weights fitted without it). The generative retriever, span reader and label head are not "
-    "trained here (genret train retriever / reader / labels). A second run with the same inputs does nothing "
-    "unless --force.")
+    "fold by cross-validation and saved (hybrid-weights.json); a cross-encoder is trained on the rest "
+    "(hard negatives from BM25 and dense) and blended into the default retriever's ranking with a weight "
+    "cross-validated on the held-out fold, and kept (rerank-adapted) only where the blend lifts it. search, "
+    "eval, serve and rag then use them without flags (--untrained and --hybrid-tuned off compare). The table "
+    "gives each retriever's R-Precision on the held-out fold before and after; the hybrid's and the reranked "
+    "row's 'after' are cross-validated estimates (each record scored with settings fitted without it). The "
+    "generative retriever, span reader and label head are not trained here (genret train retriever / reader / "
+    "labels). A second run with the same inputs does nothing unless --force.")
 
 
 def _cmd_adapt(a: argparse.Namespace) -> int:
@@ -30,14 +33,15 @@ def _cmd_adapt(a: argparse.Namespace) -> int:
     from genret.eval import adapt, previous_adaptation
 
     if a.budget_minutes <= 0 or not 0 < a.holdout < 1 or a.max_held_out < 2 or \
-            (a.epochs is not None and not 0 < a.epochs <= 100):
+            any(e is not None and not 0 < e <= 100 for e in (a.epochs, a.rerank_epochs)):
         raise ConfigError("--budget-minutes must be > 0, --holdout between 0 and 1, --max-held-out ≥ 2, --epochs "
-                          "in (0, 100]")
+                          "and --rerank-epochs in (0, 100]")
     say = (lambda msg: None) if a.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     report = adapt(a.index, a.train, task=a.task, budget_minutes=a.budget_minutes, holdout=a.holdout,
                    max_held_out=a.max_held_out, max_records=a.max_records, device=a.device, dtype=a.dtype,
                    seed=a.seed, force=a.force, progress=not a.quiet, say=say,
-                   dense_train={"epochs": a.epochs} if a.epochs is not None else None)
+                   dense_train={"epochs": a.epochs} if a.epochs is not None else None, rerank=not a.no_rerank,
+                   rerank_train={"epochs": a.rerank_epochs} if a.rerank_epochs is not None else None)
     if report is None:
         done = previous_adaptation(a.index) or {}
         print(f"{a.index} is already adapted with these inputs (adapt.json); --force adapts again",
@@ -59,6 +63,12 @@ def _cmd_adapt(a: argparse.Namespace) -> int:
         stopped = " (stopped by the budget)" if d.get("budget_stopped") else ""
         print(f"dense: {d.get('steps')} steps on {d.get('rows')} rows ({d.get('precision')}), loss "
               f"{d.get('loss_first')} -> {d.get('loss_last')}{stopped}")
+    if report.rerank:
+        r = report.rerank
+        stopped = " (stopped by the budget)" if r.get("budget_stopped") else ""
+        kept = f"kept: weight {r['weight']:g} over {r['over']}'s first {r['depth']}" if r["kept"] else "not kept"
+        print(f"rerank: {r.get('steps')} steps on {r.get('rows')} rows ({r.get('precision')}), loss "
+              f"{r.get('loss_first')} -> {r.get('loss_last')}{stopped}; {kept}")
     print("minutes: " + ", ".join(f"{k} {v:g}" for k, v in report.minutes.items()))
     for part, why in report.skipped.items():
         print(f"not adapted: {part}: {why}")
@@ -73,7 +83,8 @@ def register(sub) -> None:
     p.add_argument("train", help="KILT-format training records with gold provenance")
     p.add_argument("--task", default=None, help="the task's prompt for the generative member (e.g. squad, scifact)")
     p.add_argument("--budget-minutes", type=float, default=20.0, help="wall-clock budget for the whole run "
-                   "(default 20; the dense training gets what is left after evaluation and re-encoding)")
+                   "(default 20; of what is left after evaluation and re-encoding, 60%% trains the dense encoder and "
+                   "the rest the reranker)")
     p.add_argument("--holdout", type=float, default=0.2, help="share of the records held out for the report and "
                    "the fusion (default 0.2)")
     p.add_argument("--max-held-out", type=int, default=300, help="held-out records at most (default 300)")
@@ -83,6 +94,9 @@ def register(sub) -> None:
                    help="training autocast and encoding precision (auto: bfloat16 where native)")
     p.add_argument("--epochs", type=float, default=None, help="dense training epochs at most (the budget may stop "
                    "it sooner; default: 3 up to 1,000 training queries, else 1)")
+    p.add_argument("--no-rerank", action="store_true", help="train no reranker")
+    p.add_argument("--rerank-epochs", type=float, default=None, help="reranker training epochs at most (default: 3 "
+                   "up to 1,000 training queries, else 1)")
     p.add_argument("--seed", type=int, default=13)
     p.add_argument("--force", action="store_true", help="adapt again when the index holds this adaptation")
     p.add_argument("--json", action="store_true", help="print the report as JSON")

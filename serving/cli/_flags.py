@@ -114,10 +114,12 @@ def add_retriever_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ef-search", type=int, default=None, help="dense HNSW: query-time ef (default: the index's)")
     p.add_argument("--nprobe", type=int, default=None, help="dense IVF: lists probed (default: the index's)")
     p.add_argument("--untrained", action="store_true",
-                   help="dense: the encoder the index was built with, not the one `genret train dense` adapted")
+                   help="the index as built: the dense encoder it was built with, not the one `genret train dense` / "
+                   "`adapt` fine-tuned, and no adapted reranker")
     p.add_argument("--rerank", default=None, metavar="MODEL",
-                   help="re-order the first hits with a second model: ql (query likelihood under the packaged LM), "
-                   "ql:LM (another causal LM), or a sentence-transformers cross-encoder's name or path")
+                   help="re-order the first hits with a second model: adapted (the cross-encoder `genret adapt` "
+                   "trained, used by default over the retriever it was fitted over), ql (query likelihood under the "
+                   "packaged LM), ql:LM (another causal LM), or a sentence-transformers cross-encoder's name or path")
     p.add_argument("--rerank-depth", type=int, default=None, help="first-stage hits a query re-ordered (default 20)")
 
 
@@ -170,7 +172,8 @@ def retrieval_config(a: argparse.Namespace):
 
     dense = {"device": a.device, "dtype": a.dtype, "ef_search": a.ef_search, "nprobe": a.nprobe,
              "adapted": not getattr(a, "untrained", False)}
-    rerank = {"model": getattr(a, "rerank", None), "device": a.device, "dtype": a.dtype}
+    rerank = {"model": getattr(a, "rerank", None), "device": a.device, "dtype": a.dtype,
+              "adapted": not getattr(a, "untrained", False)}
     if getattr(a, "rerank_depth", None) is not None:
         rerank["depth"] = a.rerank_depth
     return RetrievalConfig(dense=dense, generative=generative_section(a), hybrid=hybrid_section(a), rerank=rerank)

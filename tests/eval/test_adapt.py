@@ -9,7 +9,7 @@ import pytest
 
 from genret.core import InputError
 from genret.eval import adapt, held_out_split, previous_adaptation, write_kilt
-from genret.indexing import ADAPTED_DENSE, Index, verify_index
+from genret.indexing import ADAPTED_DENSE, ADAPTED_RERANK, Index, verify_index
 from genret.retrieval import RetrievalConfig, load_retriever
 from genret.retrieval.hybrid import read_tuned, weights_path
 from genret.serving.cli import main
@@ -17,6 +17,7 @@ from genret.serving.cli import main
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")]
 
 TRAIN = {"epochs": 3, "lr": 2e-4, "batch_size": 4}
+RERANK = {"epochs": 3, "lr": 2e-4, "batch_size": 4, "negatives": 2, "in_batch_negatives": 1}
 
 
 def _records(pages) -> list[dict]:
@@ -55,17 +56,26 @@ def test_held_out_split_is_seeded_and_capped():
 
 def test_adapt_trains_fits_reports_and_a_second_run_is_a_no_op(setup):
     index, train = setup
-    report = adapt(index, train, budget_minutes=3, holdout=0.2, device="cpu", progress=False, dense_train=TRAIN)
+    report = adapt(index, train, budget_minutes=3, holdout=0.2, device="cpu", progress=False, dense_train=TRAIN,
+                   rerank_train=RERANK)
     assert report is not None and report.train_records == 16 and report.held_out_records == 4
-    assert set(report.before) == {"dense", "bm25", "hybrid"} and set(report.after) == {"dense", "hybrid"}
+    assert set(report.before) == {"dense", "bm25", "hybrid", "reranked"}
+    assert set(report.after) == {"dense", "hybrid", "reranked"}
     assert all(set(v) == {"page", "passage"} for v in [*report.before.values(), *report.after.values()])
     assert report.dense["loss_last"] < report.dense["loss_first"]  # it learned
     assert report.fusion["chosen"] and "generative" in report.skipped
-    assert {"before", "dense training", "dense re-encoding", "fusion", "total"} <= set(report.minutes)
+    assert {"before", "dense training", "dense re-encoding", "fusion", "rerank training", "total"} <= \
+        set(report.minutes)
+    # the reranker: trained, its blend fitted over the hybrid, kept only where the held-out fold says so
+    r = report.rerank
+    assert r["over"] == "hybrid" and r["loss_last"] < r["loss_first"] and 0 <= r["weight"] <= 1
+    assert r["kept"] == (r["held_out_blended"]["objective"] > r["held_out_first"]["objective"] and r["weight"] > 0)
+    assert r["kept"] or "rerank" in report.skipped
     # what it wrote: a checked adapted component, the cross-validated fusion, the record of the run
     verify_index(index)
     with Index(index) as ix:
         assert ix.has(ADAPTED_DENSE) and ix.component(ADAPTED_DENSE).params["trained"]["records"] == 20
+        assert ix.has(ADAPTED_RERANK) == r["kept"]
         doc = read_tuned(weights_path(index))
         assert doc.search["cross_validation"]["folds"] == 2 and doc.dev.records == 4
         hybrid = load_retriever(ix, "hybrid", RetrievalConfig(dense={"device": "cpu"}))
@@ -77,22 +87,23 @@ def test_adapt_trains_fits_reports_and_a_second_run_is_a_no_op(setup):
     assert saved["recipe"]["budget_minutes"] == 3 and saved["report"]["after"] == report.after
     # the same inputs again: nothing to do
     assert adapt(index, train, budget_minutes=3, holdout=0.2, device="cpu", progress=False,
-                 dense_train=TRAIN) is None
+                 dense_train=TRAIN, rerank_train=RERANK) is None
 
 
 def test_cli_table_no_op_and_refusals(setup, tmp_path, capsys):
     index, train = setup
-    args = ["adapt", str(index), str(train), "--budget-minutes", "3", "--device", "cpu", "--quiet"]
+    args = ["adapt", str(index), str(train), "--budget-minutes", "3", "--device", "cpu", "--quiet",
+            "--rerank-epochs", "1"]
     if previous_adaptation(index) is None:  # run alone: adapt first
         assert main(args) == 0
         capsys.readouterr()
     assert main(args) == 0  # the CLI's own dense settings differ from TRAIN's: a new recipe, adapted again
     out = capsys.readouterr().out
-    assert "held-out R-Precision, 4 records" in out and "hybrid" in out and "fusion:" in out
+    assert "held-out R-Precision, 4 records" in out and "hybrid" in out and "fusion:" in out and "rerank:" in out
     assert main(args) == 0
     assert "already adapted" in capsys.readouterr().err
     assert main([*args, "--json"]) == 0
-    assert set(json.loads(capsys.readouterr().out)["after"]) == {"dense", "hybrid"}
+    assert set(json.loads(capsys.readouterr().out)["after"]) == {"dense", "hybrid", "reranked"}
     few = tmp_path / "few.jsonl"
     write_kilt(few, [{"id": str(i), "input": "q", "output": []} for i in range(3)])
     with pytest.raises(InputError, match="at least 10"):
@@ -101,3 +112,5 @@ def test_cli_table_no_op_and_refusals(setup, tmp_path, capsys):
     assert "--holdout" in capsys.readouterr().err
     assert main(["adapt", str(index), str(train), "--epochs", "0"]) == 2
     assert "--epochs" in capsys.readouterr().err
+    assert main(["adapt", str(index), str(train), "--rerank-epochs", "-1"]) == 2
+    assert "--rerank-epochs" in capsys.readouterr().err

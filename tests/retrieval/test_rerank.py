@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from genret.core import NotFoundError
 from genret.indexing import Index
 from genret.retrieval import (
     CrossEncoderReranker,
@@ -13,7 +14,9 @@ from genret.retrieval import (
     RerankConfig,
     RerankedRetriever,
     RetrievalConfig,
+    blend,
     load_retriever,
+    rerank_settings,
 )
 from genret.serving.cli import main
 
@@ -102,3 +105,40 @@ def test_cli_rerank_flag(tiny_index, capsys):
     assert "p-photo" in capsys.readouterr().out
     assert main(["search", str(tiny_index), "x", "--retriever", "bm25", "--rerank", "ql", "--rerank-depth", "0"]) == 2
     assert "--rerank-depth" in capsys.readouterr().err
+
+
+def test_blend_interpolates_min_max_normalised_scores():
+    first, second = [3.0, 2.0, 1.0], [0.0, 5.0, 10.0]
+    assert blend(first, second, 1.0) == second  # the reranker's own scores, untouched
+    assert blend(first, second, 0.0) == [1.0, 0.5, 0.0]  # the first stage's order
+    assert blend(first, second, 0.25) == pytest.approx([0.75, 0.5, 0.25])
+    assert blend([1.0, 1.0], [2.0, 2.0], 0.5) == [0.0, 0.0]  # a flat list normalises to zeros
+
+
+def test_a_blended_rerank_moves_only_what_the_weight_allows(tiny_index):
+    with Index(tiny_index) as index:
+        inner = load_retriever(index, "dense", RetrievalConfig(dense={"device": "cpu"}))
+        q = "Who created the Python programming language?"
+        first = inner.search(q, k=4)
+        try:
+            kept = RerankedRetriever(inner, ByLength(), depth=4, index=index, weight=0.0).search(q, k=4)
+            assert [h.unit_id for h in kept] == [h.unit_id for h in first]  # weight 0: the first stage's order
+            half = RerankedRetriever(inner, ByLength(), depth=4, index=index, weight=0.5).search(q, k=4)
+            lengths = [float(len(f"{h.provenance.title}\n{h.text}")) for h in first]
+            want = blend([h.score for h in first], lengths, 0.5)
+            order = sorted(range(4), key=lambda i: (-want[i], i))
+            assert [h.unit_id for h in half] == [first[i].unit_id for i in order]
+            assert [h.score for h in half] == pytest.approx(sorted(want, reverse=True))
+            with pytest.raises(ValueError, match="weight"):
+                RerankedRetriever(inner, ByLength(), depth=4, index=index, weight=1.5)
+        finally:
+            inner.close()
+
+
+def test_rerank_settings_resolve_named_adapted_and_none(tiny_index):
+    with Index(tiny_index) as index:
+        assert rerank_settings(index, "dense", RetrievalConfig()) is None  # nothing named, nothing adapted
+        named = rerank_settings(index, "dense", RetrievalConfig(rerank={"model": "ql"}))
+        assert (named.model, named.depth, named.weight) == ("ql", 20, 1.0)
+        with pytest.raises(NotFoundError, match="no adapted reranker"):
+            rerank_settings(index, "dense", RetrievalConfig(rerank={"model": "adapted"}))

@@ -1,0 +1,40 @@
+"""The blend weight ``genret adapt`` fits for its reranker (``_adapt_rerank.fit_blend``): chosen by
+cross-validation over a grid, scored on records the weight was not chosen on, and no better than the first stage
+where the reranker knows nothing (hand-made hit lists over KILT provenance, scored by the real KILT metrics)."""
+
+from __future__ import annotations
+
+import random
+
+from genret.eval._adapt_rerank import fit_blend
+from genret.eval._fusion_tune import Scorer
+from genret.retrieval import Hit, Provenance
+
+
+def _case(n: int, seed: int = 0):
+    """``n`` records, each with 10 hits over its own page's 10 paragraphs; gold is paragraph 1, which the first
+    stage ranks third."""
+    rng = random.Random(seed)
+    records, hits = [], []
+    for i in range(n):
+        page = f"p{i}"
+        records.append({"id": str(i), "input": f"q{i}", "output": [{"provenance": [
+            {"wikipedia_id": page, "title": page, "start_paragraph_id": 1, "end_paragraph_id": 1}]}]})
+        order = [2, 3, 1, *rng.sample(range(4, 11), 7)]
+        hits.append([Hit(unit_id=100 * i + par, score=10.0 - r, rank=r + 1,
+                         provenance=Provenance(page, page, par, par, 0, 10)) for r, par in enumerate(order)])
+    return records, hits
+
+
+def test_a_reranker_that_finds_gold_is_blended_in_and_one_that_does_not_is_not():
+    records, hits = _case(20)
+    scorer = Scorer(records, {"first": hits}, "Rprec", ("page", "passage"))
+    knows = [[1.0 if h.provenance.start_paragraph_id == 1 else 0.0 for h in hs] for hs in hits]
+    weight, blended, first = fit_blend(scorer, hits, knows, depth=10)
+    assert first["passage"] == 0.0 and blended["passage"] == 1.0 and weight > 0
+    noise = [[random.Random(j).random() for _ in hs] for j, hs in enumerate(hits)]
+    inverse = [[-(10.0 - r) for r in range(len(hs))] for hs in hits]  # the first stage's order reversed
+    weight, blended, first = fit_blend(scorer, hits, inverse, depth=10)
+    assert weight == 0.0 and blended == first
+    weight, blended, _ = fit_blend(scorer, hits, noise, depth=2)  # below the depth nothing moves
+    assert blended["page"] == 1.0

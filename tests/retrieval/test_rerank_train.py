@@ -1,0 +1,111 @@
+"""Training a cross-encoder reranker (``fine_tune_reranker``) and keeping it in the index (``rerank-adapted``): the
+loss falls on the tiny corpus, the model is written with checksums under the index's lock and checked on load,
+searches over the retriever it was fitted over use it without flags (``--untrained`` not), and it survives
+``add`` and a later ``genret train dense``."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from genret.core import IndexFormatError
+from genret.indexing import ADAPTED_RERANK, Index, add_to_index, verify_index, write_adapted_reranker
+from genret.retrieval import (
+    RerankedRetriever,
+    RerankTrainConfig,
+    RetrievalConfig,
+    fine_tune_reranker,
+    first_stage,
+    load_retriever,
+    pairs_from_kilt,
+    rerank_settings,
+)
+from genret.serving.cli import main
+from tests.eval.test_adapt import _records
+
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")]
+
+
+@pytest.fixture(scope="module")
+def trained(dense_bm25_index, tmp_path_factory):
+    import tests.conftest as conf
+
+    index = dense_bm25_index("rerank-train")
+    out = tmp_path_factory.mktemp("reranker") / "model"
+    with Index(index) as ix:
+        stats = fine_tune_reranker(ix, pairs_from_kilt(_records(conf.PAGES)), out, RerankTrainConfig(
+            epochs=4, lr=2e-4, batch_size=4, negatives=2, in_batch_negatives=1, device="cpu", dtype="float32"),
+            progress=False)
+    return index, out, stats
+
+
+def test_the_loss_falls_and_a_cross_encoder_is_saved(trained):
+    from sentence_transformers.cross_encoder import CrossEncoder
+
+    _, out, stats = trained
+    assert stats["queries"] == 10 and stats["rows"] == 10 and stats["steps"] >= 8
+    assert stats["loss_last"] < stats["loss_first"] and stats["precision"] == "float32"
+    scores = CrossEncoder(str(out), device="cpu").predict([("a query", "a passage")])
+    assert len(scores) == 1
+
+
+def test_the_adapted_reranker_is_used_over_its_retriever_and_kept_through_changes(trained, data_dir, tmp_path,
+                                                                                   capsys):
+    index, out, _ = trained
+    write_adapted_reranker(index, out, over="bm25", depth=5, weight=0.4, trained={"test": True})
+    verify_index(index)
+    with Index(index) as ix:
+        comp = ix.component(ADAPTED_RERANK)
+        assert comp.kind == "cross-encoder" and comp.params["trained"] == {"test": True}
+        got = rerank_settings(ix, "bm25")
+        assert (got.depth, got.weight) == (5, 0.4) and got.model.endswith("adapted/rerank-model")
+        assert rerank_settings(ix, "dense") is None  # fitted over bm25 only
+        assert rerank_settings(ix, "bm25", RetrievalConfig(rerank={"adapted": False})) is None
+        assert rerank_settings(ix, "dense", RetrievalConfig(rerank={"model": "adapted", "depth": 3})).depth == 3
+        r = load_retriever(ix, "bm25", RetrievalConfig(dense={"device": "cpu"}, rerank={"device": "cpu"}))
+        try:
+            assert isinstance(r, RerankedRetriever) and r.weight == 0.4 and r.depth == 5
+            plain = first_stage(r).search("photosynthesis pigment", k=8)
+            hits = r.search("photosynthesis pigment", k=8)
+            assert sorted(h.unit_id for h in hits[:5]) == sorted(h.unit_id for h in plain[:5])
+            assert [h.unit_id for h in hits[5:]] == [h.unit_id for h in plain[5:]]
+        finally:
+            r.close()
+    # the CLI: used without flags, not with --untrained
+    assert main(["search", str(index), "photosynthesis pigment", "--retriever", "bm25", "--device", "cpu",
+                 "--json", "-k", "3"]) == 0
+    reranked = json.loads(capsys.readouterr().out)
+    assert main(["search", str(index), "photosynthesis pigment", "--retriever", "bm25", "--untrained", "--json",
+                 "-k", "3"]) == 0
+    untrained = json.loads(capsys.readouterr().out)
+    assert _scores(reranked) != _scores(untrained)
+    # add keeps it, and a later dense adaptation does not remove it
+    extra = tmp_path / "more.jsonl"
+    extra.write_text(json.dumps({"id": "p-new", "title": "Cello", "text": ["The cello is a bowed string "
+                                                                          "instrument."]}) + "\n")
+    add_to_index(index, extra, device="cpu", progress=False)
+    from genret.indexing import write_adapted_dense
+
+    write_adapted_dense(index, _dense_model(index), trained={}, device="cpu", progress=False)
+    verify_index(index)
+    with Index(index) as ix:
+        assert ix.has(ADAPTED_RERANK) and ix.has("dense-adapted")
+    # a damaged model file is caught on load
+    weights = next((index / "adapted" / "rerank-model").glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
+    with pytest.raises(IndexFormatError):
+        verify_index(index)
+
+
+def _scores(payload) -> list[float]:
+    hits = payload["hits"] if isinstance(payload, dict) else payload
+    return [round(h["score"], 6) for h in hits]
+
+
+def _dense_model(index):
+    """The index's own dense encoder folder (standing in for a fine-tuned one)."""
+    from genret.core import resolve_model_path
+
+    with Index(index) as ix:
+        return resolve_model_path(ix.component("dense").model)
