@@ -120,7 +120,10 @@ def add_retriever_flags(p: argparse.ArgumentParser) -> None:
                    help="re-order the first hits with a second model: adapted (the cross-encoder `genret adapt` "
                    "trained, used by default over the retriever it was fitted over), ql (query likelihood under the "
                    "packaged LM), ql:LM (another causal LM), or a sentence-transformers cross-encoder's name or path")
-    p.add_argument("--rerank-depth", type=int, default=None, help="first-stage hits a query re-ordered (default 20)")
+    p.add_argument("--rerank-depth", type=int, default=None, help="first-stage hits a query re-ordered (default 20, "
+                   "or the adapted reranker's)")
+    p.add_argument("--no-rerank", action="store_true", help="no reranking stage, not even the adapted reranker "
+                   "(the adapted encoder and fusion still apply)")
 
 
 def check_task_flag(a: argparse.Namespace) -> str | None:
@@ -172,8 +175,10 @@ def retrieval_config(a: argparse.Namespace):
 
     dense = {"device": a.device, "dtype": a.dtype, "ef_search": a.ef_search, "nprobe": a.nprobe,
              "adapted": not getattr(a, "untrained", False)}
+    if getattr(a, "no_rerank", False) and getattr(a, "rerank", None):
+        raise usage("--no-rerank and --rerank exclude each other")
     rerank = {"model": getattr(a, "rerank", None), "device": a.device, "dtype": a.dtype,
-              "adapted": not getattr(a, "untrained", False)}
+              "adapted": not (getattr(a, "untrained", False) or getattr(a, "no_rerank", False))}
     if getattr(a, "rerank_depth", None) is not None:
         rerank["depth"] = a.rerank_depth
     return RetrievalConfig(dense=dense, generative=generative_section(a), hybrid=hybrid_section(a), rerank=rerank)

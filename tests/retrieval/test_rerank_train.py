@@ -80,6 +80,9 @@ def test_the_adapted_reranker_is_used_over_its_retriever_and_kept_through_change
                  "-k", "3"]) == 0
     untrained = json.loads(capsys.readouterr().out)
     assert _scores(reranked) != _scores(untrained)
+    assert main(["search", str(index), "photosynthesis pigment", "--retriever", "bm25", "--no-rerank", "--json",
+                 "-k", "3"]) == 0
+    assert _scores(json.loads(capsys.readouterr().out)) == _scores(untrained)  # BM25 has no adapted part
     # add keeps it, and a later dense adaptation does not remove it
     extra = tmp_path / "more.jsonl"
     extra.write_text(json.dumps({"id": "p-new", "title": "Cello", "text": ["The cello is a bowed string "
@@ -109,3 +112,8 @@ def _dense_model(index):
 
     with Index(index) as ix:
         return resolve_model_path(ix.component("dense").model)
+
+
+def test_no_rerank_and_rerank_exclude_each_other(tiny_index, capsys):
+    assert main(["search", str(tiny_index), "x", "--rerank", "ql", "--no-rerank"]) == 2
+    assert "--no-rerank" in capsys.readouterr().err

@@ -1,0 +1,113 @@
+"""``genret adapt`` on mini-KILT, end to end: each task's index copied fresh, adapted on its train split, and the dev
+split scored before and after — the table of docs/src/results.md, "Adapted in one step".
+
+    HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 .venv/bin/python bench/adapt.py --out runs/adapt4 \\
+        [--tasks climate_fever,scifact,squad] [--squad-records 500] [--budget-minutes 20]
+
+Per task: ``runs/indexes/TASK`` (``make minikilt-indexes``) is copied to OUT/TASK (unless it is there already and
+adapted: then only the evaluations run), ``genret adapt OUT/TASK TRAIN --task TASK`` runs with the defaults (its
+wall time and peak memory recorded, through ``/usr/bin/time -v`` where that exists), and ``genret eval`` scores dev
+R-Precision (page / passage) for:
+
+- ``untuned``: the default hybrid as built (``--untrained --hybrid-tuned off``), the figure the issue measures from;
+- ``adapted``: the default hybrid with no flags (adapted encoder, fitted fusion, adapted reranker where kept);
+- ``adapted, no rerank``: the same without the adapted reranker (``--no-rerank``);
+- ``dense`` untrained / adapted.
+
+Squad's dev split is cut to its first ``--squad-records`` (2,114 questions take long on 2 cores).  Writes
+OUT/results.json and prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MINIKILT = ROOT.parent / "shared" / "minikilt"
+GENRET = [sys.executable, "-m", "genret.serving.cli"]
+RUNS = {
+    "untuned": ["--retriever", "hybrid", "--untrained", "--hybrid-tuned", "off"],
+    "adapted": ["--retriever", "hybrid"],
+    "adapted, no rerank": ["--retriever", "hybrid", "--no-rerank"],
+    "dense untrained": ["--retriever", "dense", "--untrained"],
+    "dense adapted": ["--retriever", "dense"],
+}
+
+
+def _eval(index: Path, task: str, flags: list[str], records: int | None, out: Path) -> dict:
+    cmd = [*GENRET, "eval", str(index), str(MINIKILT / task / "dev.jsonl"), "--task", task, "--json", "-q", *flags]
+    if records:
+        cmd += ["--max-records", str(records)]
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT.parent)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
+    out.write_text(done.stdout)
+    levels = json.loads(done.stdout)["levels"]
+    return {"page": round(100 * levels["page"]["Rprec"], 1), "passage": round(100 * levels["passage"]["Rprec"], 1),
+            "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def _adapt(index: Path, task: str, budget: float, log: Path) -> dict:
+    cmd = [*GENRET, "adapt", str(index), str(MINIKILT / task / "train.jsonl"), "--task", task,
+           "--budget-minutes", str(budget), "--json"]
+    timer = ["/usr/bin/time", "-v"] if Path("/usr/bin/time").exists() else []
+    t0 = time.perf_counter()
+    done = subprocess.run([*timer, *cmd], capture_output=True, text=True, cwd=ROOT.parent)
+    log.write_text(done.stderr)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
+    rss = next((int(line.split(":")[1]) for line in done.stderr.splitlines()
+                if "Maximum resident set size" in line), None)
+    report = json.loads(done.stdout[done.stdout.index("{"):]) if "{" in done.stdout else {}
+    return {"minutes": round((time.perf_counter() - t0) / 60, 1), "peak_rss_gb": rss and round(rss / 2**20, 1),
+            "report": report}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--tasks", default="climate_fever,scifact,squad")
+    ap.add_argument("--squad-records", type=int, default=500)
+    ap.add_argument("--budget-minutes", type=float, default=20.0)
+    a = ap.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    a.out.mkdir(parents=True, exist_ok=True)
+    results_file = a.out / "results.json"
+    results = json.loads(results_file.read_text()) if results_file.exists() else {}
+    for task in a.tasks.split(","):
+        index = a.out / task
+        if not (index / "adapt.json").exists():
+            shutil.rmtree(index, ignore_errors=True)
+            shutil.copytree(ROOT / "runs" / "indexes" / task, index)
+            print(f"{task}: adapting (budget {a.budget_minutes:g} min)", file=sys.stderr, flush=True)
+            results.setdefault(task, {})["adapt"] = _adapt(index, task, a.budget_minutes, a.out / f"{task}.adapt.log")
+        records = a.squad_records if task == "squad" else None
+        evals = {}
+        for name, flags in RUNS.items():
+            print(f"{task}: eval {name}", file=sys.stderr, flush=True)
+            evals[name] = _eval(index, task, flags, records, a.out / f"{task}.{name.replace(' ', '_')}.json")
+        results.setdefault(task, {}).update({"dev": evals, "dev_records": records})
+        results_file.write_text(json.dumps(results, indent=1))
+    print("| task | adapt minutes (peak GB) | hybrid untuned → adapted | adapted without reranker | dense untrained → "
+          "adapted | reranker |")
+    print("|---|---|---|---|---|---|")
+    for task, r in results.items():
+        d, ad = r["dev"], r.get("adapt", {})
+        rr = ad.get("report", {}).get("rerank", {})
+        kept = f"kept, weight {rr.get('weight')}" if rr.get("kept") else "not kept" if rr else "—"
+        fmt = lambda m: f"{m['page']} / {m['passage']}"  # noqa: E731
+        print(f"| {task} | {ad.get('minutes')} ({ad.get('peak_rss_gb')}) | {fmt(d['untuned'])} → "
+              f"{fmt(d['adapted'])} | {fmt(d['adapted, no rerank'])} | {fmt(d['dense untrained'])} → "
+              f"{fmt(d['dense adapted'])} | {kept} |")
+
+
+if __name__ == "__main__":
+    main()
