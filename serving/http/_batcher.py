@@ -1,7 +1,7 @@
 """Model work off the event loop: a bounded thread pool and a micro-batcher in front of it.
 
 ``Dispatcher.search`` returns an asyncio future for one query.  With micro-batching on, concurrent searches
-with the same ``(index, retriever, task, granularity, k)`` wait in one queue and run as a single
+with the same ``(index, retriever, task, granularity, k, rerank)`` wait in one queue and run as a single
 ``batch_search`` call in the pool; each caller gets its own hit list back.  ``Dispatcher.rag`` does the same
 for RAG answers: concurrent requests with the same ``RagSpec`` (index, retriever, task, passages,
 demonstrations, generation settings) run as one ``RagPipeline.batch_answer`` call, which batches the
@@ -52,7 +52,7 @@ from ._settings import ServerConfig
 
 log = logging.getLogger(__name__)
 
-Key = tuple[Hashable, ...]  # ("search", index, retriever, task, granularity, k) or ("rag", RagSpec)
+Key = tuple[Hashable, ...]  # ("search", index, retriever, task, granularity, k, rerank) or ("rag", RagSpec)
 _GONE = object()  # the result of an item whose caller gave up before it ran
 
 
@@ -108,21 +108,22 @@ class Dispatcher:
 
     # ---- entry points (event loop) -----------------------------------------------------------------------
     def search(self, query: str, k: int, index: str, retriever: str, task: str | None = None,
-               granularity: str | None = None) -> asyncio.Task[list[Hit]]:
-        """The hits of one (checked) query, as a task of the running loop (``cancel()``: give up)."""
+               granularity: str | None = None, rerank: bool = True) -> asyncio.Task[list[Hit]]:
+        """The hits of one (checked) query, as a task of the running loop (``cancel()``: give up); ``rerank``
+        False: by the retriever's first stage only."""
         def run(queries: list[str]) -> list[list[Hit]]:
-            return self._call(queries, k, index, retriever, task, granularity)
+            return self._call(queries, k, index, retriever, task, granularity, rerank)
 
         if not self.config.micro_batch:
             return self._single(lambda: run([query])[0])
-        return self._enqueue(("search", index, retriever, task, granularity, k), query, run,
+        return self._enqueue(("search", index, retriever, task, granularity, k, rerank), query, run,
                              self.config.micro_batch_max)
 
     def batch(self, queries: Sequence[str], k: int, index: str, retriever: str, task: str | None = None,
-              granularity: str | None = None) -> asyncio.Task[list[list[Hit]]]:
+              granularity: str | None = None, rerank: bool = True) -> asyncio.Task[list[list[Hit]]]:
         """The hits of several (checked) queries, run as one job."""
         queries = list(queries)
-        return self._single(lambda: self._call(queries, k, index, retriever, task, granularity))
+        return self._single(lambda: self._call(queries, k, index, retriever, task, granularity, rerank))
 
     def rag(self, query: str, spec: RagSpec) -> asyncio.Task[RagOutcome]:
         """The RAG answer to one (checked) query, micro-batched with concurrent requests of the same spec;
@@ -160,12 +161,13 @@ class Dispatcher:
         return self._single(fn)
 
     # ---- internals -----------------------------------------------------------------------------------------
-    def _call(self, queries: list[str], k: int, index: str, retriever: str, task, granularity) -> list[list[Hit]]:
+    def _call(self, queries: list[str], k: int, index: str, retriever: str, task, granularity,
+              rerank: bool = True) -> list[list[Hit]]:
         """One ``batch_search`` call (pool thread)."""
         with self._calls_lock:
             self.calls += 1
         self.metrics.batch_size.observe(len(queries), retriever)
-        return self.service.batch_search(queries, k, index, retriever, task, granularity)
+        return self.service.batch_search(queries, k, index, retriever, task, granularity, rerank)
 
     def _rag_call(self, queries: list[str], spec: RagSpec) -> list[RagOutcome]:
         """One ``batch_answer`` call (pool thread), timed for the RAG admission."""

@@ -48,6 +48,10 @@ _TASK = ("task prompt of the generative retriever (qa, fact_check, page, entity,
          "generic, or one configured); an unknown task uses the generic prompt; other retrievers ignore it")
 _GRANULARITY = ("generative retriever (or a hybrid with it) only: page / entity (one hit per page), passage (units) "
                 "or sentence; default: the task prompt's")
+RERANK_DOC = ("true (default): the retriever as served, followed by its reranking stage where one applies (a model "
+              "the server's retrieval.rerank names, or the index's adapted reranker over the retriever `genret adapt` "
+              "fitted it to, usually hybrid); false: its first stage only, unreranked — to compare the two")
+_RERANKED = "whether the hits were reranked: rerank asked for and the retriever has a reranking stage on this server"
 
 
 class ProvenanceModel(BaseModel):
@@ -91,6 +95,7 @@ class SearchRequest(JsonRequest):
     retriever: str | None = Field(None, description=_RETRIEVER, examples=["dense", "bm25", "generative", "hybrid"])
     task: str | None = Field(None, description=_TASK, examples=["qa", "page", "fact_check"])
     granularity: Granularity | None = Field(None, description=_GRANULARITY)
+    rerank: bool = Field(True, strict=True, description=RERANK_DOC)
 
 
 class BatchSearchRequest(JsonRequest):
@@ -102,12 +107,14 @@ class BatchSearchRequest(JsonRequest):
     retriever: str | None = Field(None, description=_RETRIEVER, examples=["dense", "bm25", "generative", "hybrid"])
     task: str | None = Field(None, description=_TASK, examples=["qa", "page", "fact_check"])
     granularity: Granularity | None = Field(None, description=_GRANULARITY)
+    rerank: bool = Field(True, strict=True, description=RERANK_DOC)
 
 
 class SearchResponse(BaseModel):
     query: str
     index: str
     retriever: str
+    reranked: bool = Field(description=_RERANKED)
     hits: list[HitModel]
 
 
@@ -119,6 +126,7 @@ class QueryHits(BaseModel):
 class BatchSearchResponse(BaseModel):
     index: str
     retriever: str
+    reranked: bool = Field(description=_RERANKED)
     results: list[QueryHits] = Field(description="one entry per query, in request order")
 
 
@@ -160,6 +168,7 @@ class RagRequest(JsonRequest):
                                           "pool for the task; default rag.demos when the task has a pool, else 0")
     demo_source: DemoSourceName | None = Field(None, description="how demonstrations are chosen; default "
                                                "rag.demo_source")
+    rerank: bool = Field(True, strict=True, description="the passages' retrieval: " + RERANK_DOC)
     stream: bool = Field(False, strict=True,
                          description="answer as server-sent events: passages, token…, answer (or error)")
 
@@ -215,6 +224,8 @@ class RagResponse(BaseModel):
     method: str = Field("free text", description="how the answer was chosen: 'span reader', 'constrained span', "
                         "'label head', 'label scores' or 'free text' (the fallback where the generator can neither "
                         "score nor constrain: e.g. an endpoint without prompt log-probabilities)")
+    confidence: float | None = Field(None, description="label answers: the probability the deciding model (label "
+                                     "head or label scores) gives the label over the label set; null otherwise")
 
     @classmethod
     def of(cls, outcome: RagOutcome, spec: RagSpec) -> RagResponse:
@@ -224,7 +235,8 @@ class RagResponse(BaseModel):
         return cls(query=a.query, index=spec.index, retriever=spec.retriever, task=a.task, answer=a.answer,
                    raw=a.raw, citations=[CitationModel(number=c.number, hit=HitModel.of(c.hit)) for c in a.citations],
                    passages=[HitModel.of(h) for h in a.passages], demos=[DemoModel.of(d) for d in a.demos],
-                   usage=Usage.of(outcome), truncated=outcome.truncated, span=span, method=a.method)
+                   usage=Usage.of(outcome), truncated=outcome.truncated, span=span, method=a.method,
+                   confidence=a.confidence)
 
 
 # ---- errors (the OpenAI-compatible routes: ``_models_openai``) ----------------------------------------------

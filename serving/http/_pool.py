@@ -4,14 +4,16 @@ Indexes are opened from the configured directories only, and addressed by name (
 name is a dictionary key, never a path, so no request can make the pool open anything.  Each is served as one
 consistent snapshot (``_snapshots``): a new version written under it is swapped in whole, never mixed with the
 old one.  Retrievers are loaded on first use and kept with their snapshot (a hybrid over the members it serves;
-with ``settings.ray`` each is backed by Ray actors, ``_ray_serving``).  :meth:`IndexPool.resolve` turns the names
-a request gives (or leaves out) into canonical ones without loading anything — with a granularity and no
-retriever named, the index's first retriever that ranks by it.
+with ``settings.ray`` each is backed by Ray actors, ``_ray_serving``), each followed by its reranking stage where
+one applies (``genret.retrieval.with_rerank``: a model ``retrieval.rerank`` names, or the index's adapted reranker
+over the retriever ``genret adapt`` fitted it to).  A served hybrid fuses its members' first stages, never their
+reranked hits, and is reranked itself; a request may ask for the first stage only (``rerank=False``).
+:meth:`IndexPool.resolve` turns the names a request gives (or leaves out) into canonical ones without loading
+anything — with a granularity and no retriever named, the index's first retriever that ranks by it.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -20,12 +22,14 @@ from genret.core import NotFoundError
 from genret.indexing import Index
 from genret.retrieval import (
     Hit,
-    RerankConfig,
     Retriever,
     available_retrievers,
+    first_stage,
     load_hybrid,
     load_retriever,
+    rerank_settings,
     retriever_granularities,
+    with_rerank,
 )
 
 from ._errors import Unavailable
@@ -37,18 +41,11 @@ if TYPE_CHECKING:
 
 __all__ = ["IndexPool"]
 
-log = logging.getLogger("genret")
-
 
 class IndexPool:
     """Opens every configured index once; retrievers are created on first use and kept with their snapshot."""
 
     def __init__(self, settings: Settings) -> None:
-        if settings.retrieval.rerank.model:  # a served hybrid shares its members with their own routes
-            log.warning("retrieval.rerank (%s) is not applied by the server yet: `genret search`, `eval` and `rag` "
-                        "rerank; the server serves the first stage", settings.retrieval.rerank.model)
-            settings = settings.model_copy(update={"retrieval": settings.retrieval.model_copy(
-                update={"rerank": RerankConfig()})})
         self.settings = settings
         self._ray = None
         if settings.ray is not None:  # the retrievers' index parts in Ray actors (genret serve --ray)
@@ -71,12 +68,14 @@ class IndexPool:
         if name not in offered:  # resolved over a version the one on disk replaced, which has no such component
             raise NotFoundError(f"unknown retriever {name!r} for index {snap.index.name!r} (its current version has "
                                 f"no component for it); available: {offered}")
+        cfg = self.settings.retrieval
         if self._ray is not None:
-            return self._ray.load(snap.index, name, self.settings.retrieval)
-        if name == "hybrid":  # over the members this snapshot serves: no second copy of each model
-            return load_hybrid(snap.index, self.settings.retrieval, lambda m: self.snapshots.retriever(snap, m),
-                               shared=True)
-        return load_retriever(snap.index, name, self.settings.retrieval)
+            return with_rerank(snap.index, name, self._ray.load(snap.index, name, cfg), cfg)
+        if name == "hybrid":  # over the first stages of the members this snapshot serves: no second copy of a model
+            hybrid = load_hybrid(snap.index, cfg, lambda m: first_stage(self.snapshots.retriever(snap, m)),
+                                 shared=True)
+            return with_rerank(snap.index, name, hybrid, cfg)
+        return load_retriever(snap.index, name, cfg)  # with its reranking stage, if any
 
     # ---- what is served (cheap: nothing is loaded) ----------------------------------------------------------
     @property
@@ -128,9 +127,10 @@ class IndexPool:
 
     # ---- retrievers (blocking: call it off the event loop) --------------------------------------------------
     @contextmanager
-    def using(self, index: str | None, name: str | None) -> Iterator[Retriever]:
+    def using(self, index: str | None, name: str | None, rerank: bool = True) -> Iterator[Retriever]:
         """Retriever ``name`` of ``index``'s current snapshot, which stays open until the block ends (a new
-        version swapped in meanwhile serves the next requests)."""
+        version swapped in meanwhile serves the next requests); ``rerank`` False: its first stage only (the
+        retriever under its reranking stage, if it has one)."""
         index, name = self.resolve(index, name)
         for _ in range(3):
             with self.snapshots.use(index) as snap:
@@ -139,7 +139,7 @@ class IndexPool:
                 except StaleSnapshot:
                     self.snapshots.refresh(index)
                     continue
-                yield r
+                yield r if rerank else first_stage(r)
                 return
         raise Unavailable(f"index {index!r} keeps changing on disk; try again", self.settings.server.retry_after_s)
 
@@ -160,10 +160,17 @@ class IndexPool:
                 snap.retrievers[name] = retriever
             return old
 
+    def reranks(self, index: str | None, name: str | None) -> bool:
+        """Whether retriever ``name`` of ``index`` is served with a reranking stage (``rerank_settings``: a model
+        ``retrieval.rerank`` names, or the index's adapted reranker over ``name``).  Cheap (no model loads)."""
+        index, name = self.resolve(index, name)
+        return rerank_settings(self.indexes[index], name, self.settings.retrieval) is not None
+
     def batch_search(self, queries: Sequence[str], k: int, index: str | None = None, retriever: str | None = None,
-                     task: str | None = None, granularity: str | None = None) -> list[list[Hit]]:
-        """One hit list per query (unchecked: ``_checks.check_search`` first)."""
-        with self.using(index, retriever) as r:
+                     task: str | None = None, granularity: str | None = None, rerank: bool = True) -> list[list[Hit]]:
+        """One hit list per query (unchecked: ``_checks.check_search`` first); ``rerank`` False: by the first
+        stage only."""
+        with self.using(index, retriever, rerank) as r:
             if granularity is not None:
                 return r.batch_search(list(queries), k, task=task, granularity=granularity)
             return r.batch_search(list(queries), k, task=task)

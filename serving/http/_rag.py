@@ -45,6 +45,7 @@ class RagSpec:
     max_new_tokens: int | None = None
     stop: tuple[str, ...] = ()
     history: tuple[tuple[str, str], ...] = ()  # a chat's (role, text) messages before the query
+    rerank: bool = True  # False: the retriever's first stage only (no reranking stage)
 
     def messages(self) -> list[dict[str, str]]:
         """``history`` as chat messages (``RagPipeline``'s ``history``)."""
@@ -89,9 +90,10 @@ class RagService:
     def spec(self, query: str, *, index: str | None = None, retriever: str | None = None, task: str | None = None,
              passages: int | None = None, demos: int | None = None, demo_source: str | None = None,
              max_new_tokens: int | None = None, stop: Sequence[str] = (),
-             history: Sequence[tuple[str, str]] = ()) -> RagSpec:
+             history: Sequence[tuple[str, str]] = (), rerank: bool = True) -> RagSpec:
         """Check a RAG request and fill in the defaults (``settings.rag``); cheap, loads nothing.  ``max_new_tokens``:
-        at most ``server.max_tokens``; ``history``: a chat's ``(role, text)`` messages before the query."""
+        at most ``server.max_tokens``; ``history``: a chat's ``(role, text)`` messages before the query; ``rerank``
+        False: the passages from the retriever's first stage only."""
         check_queries([query], self.settings.server)
         rag = self.settings.rag
         passages = rag.passages if passages is None else passages
@@ -114,7 +116,7 @@ class RagService:
                                "(server.max_tokens)", param="max_tokens")
         return RagSpec(index=index, retriever=name if passages > 0 else None, task=task, passages=passages,
                        demos=demos, demo_source=demo_source or rag.demo_source, max_new_tokens=max_new_tokens,
-                       stop=tuple(stop), history=tuple(history))
+                       stop=tuple(stop), history=tuple(history), rerank=rerank)
 
     # ---- the generator and the demonstration sources (blocking: call it off the event loop) -----------------
     def generator(self, *, log_failure: bool = True) -> Generator:
@@ -163,7 +165,7 @@ class RagService:
         """The RAG pipeline of ``spec`` over the shared generator, retriever (its snapshot kept open until the
         block ends) and demonstration source."""
         if spec.retriever and spec.passages:
-            with self.pool.using(spec.index, spec.retriever) as retriever:
+            with self.pool.using(spec.index, spec.retriever, spec.rerank) as retriever:
                 yield self._pipeline(spec, retriever)
         else:
             yield self._pipeline(spec, None)

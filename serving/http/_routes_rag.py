@@ -31,7 +31,7 @@ _RESPONSES = {**error_responses(400, 401, 404, 413, 422, 429, 502, 503, 504),
 async def rag(req: RagRequest, service: ServiceDep, dispatcher: DispatcherDep, gate: GateDep):
     """Answer from retrieved passages (and demonstrations), with citations mapped to KILT provenance."""
     spec = service.rag_spec(req.query, index=req.index, retriever=req.retriever, task=req.task,
-                            passages=req.passages, demos=req.demos, demo_source=req.demo_source)
+                            passages=req.passages, demos=req.demos, demo_source=req.demo_source, rerank=req.rerank)
     if not req.stream:
         return RagResponse.of(await gate.run(lambda: dispatcher.rag(req.query, spec)), spec)
     events, (_, (hits, demos)), deadline = await open_stream(gate, dispatcher,

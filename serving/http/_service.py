@@ -102,6 +102,10 @@ class SearchService:
         """A checked RAG request, its defaults filled in (``RagService.spec``)."""
         return self.rag.spec(query, **request)
 
+    def reranks(self, index: str | None, retriever: str | None) -> bool:
+        """Whether ``retriever`` of ``index`` is served with a reranking stage (``IndexPool.reranks``; cheap)."""
+        return self.pool.reranks(index, retriever)
+
     def models(self) -> list[tuple[str, str, str]]:
         """``(model id, index, retriever)`` of every OpenAI-compatible model id (``Catalogue.models``)."""
         return self.catalogue.models()
@@ -119,9 +123,10 @@ class SearchService:
         check_names(self, names)
 
     # ---- model work (blocking: call it off the event loop) --------------------------------------------------
-    def using(self, index: str | None, name: str | None) -> AbstractContextManager[Retriever]:
-        """Retriever ``name`` of ``index``'s current snapshot, kept open until the block ends (``IndexPool.using``)."""
-        return self.pool.using(index, name)
+    def using(self, index: str | None, name: str | None, rerank: bool = True) -> AbstractContextManager[Retriever]:
+        """Retriever ``name`` of ``index``'s current snapshot, kept open until the block ends (``IndexPool.using``;
+        ``rerank`` False: its first stage)."""
+        return self.pool.using(index, name, rerank)
 
     def retriever(self, index: str | None, name: str | None) -> Retriever:
         return self.pool.retriever(index, name)
@@ -132,16 +137,18 @@ class SearchService:
         return self.pool.use_retriever(index, name, retriever)
 
     def batch_search(self, queries: Sequence[str], k: int, index: str | None = None, retriever: str | None = None,
-                     task: str | None = None, granularity: str | None = None) -> list[list[Hit]]:
-        """One hit list per query (unchecked: :meth:`check` first)."""
-        return self.pool.batch_search(queries, k, index, retriever, task, granularity)
+                     task: str | None = None, granularity: str | None = None, rerank: bool = True) -> list[list[Hit]]:
+        """One hit list per query (unchecked: :meth:`check` first); ``rerank`` False: the retriever's first stage
+        only (``IndexPool.batch_search``)."""
+        return self.pool.batch_search(queries, k, index, retriever, task, granularity, rerank)
 
     def search(self, query: str, k: int, index: str | None = None, retriever: str | None = None,
-               task: str | None = None, granularity: str | None = None) -> tuple[str, str, list[Hit]]:
+               task: str | None = None, granularity: str | None = None,
+               rerank: bool = True) -> tuple[str, str, list[Hit]]:
         """``(index name, retriever name, hits)``, checked."""
         index, retriever = self.resolve(index, retriever)
         self.check([query], k, retriever, granularity, index)
-        return index, retriever, self.batch_search([query], k, index, retriever, task, granularity)[0]
+        return index, retriever, self.batch_search([query], k, index, retriever, task, granularity, rerank)[0]
 
     def generator(self, *, log_failure: bool = True) -> Generator:
         return self.rag.generator(log_failure=log_failure)

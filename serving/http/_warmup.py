@@ -9,8 +9,8 @@ the one-off costs of kernels and caches).  ``server.preload`` names narrow it (`
 ``embeddings``, ``generator``); ``server.lazy`` with no names loads each part on its first use.
 
 A hybrid retriever is composed of the retrievers the snapshot already serves (``_pool``: ``load_hybrid(…,
-shared=True)``), so warming every retriever of an index loads each model once, not a second copy of all of them
-under the hybrid.
+shared=True)`` over their first stages), so warming every retriever of an index loads each model once, not a second
+copy of all of them under the hybrid; a retriever's warm-up search runs its reranking stage too, where it has one.
 
 ``Warmup`` runs the parts in order off the event loop (``/healthz`` answers meanwhile, ``/readyz`` says 503 with
 what it is doing), logs one line per part that fails (``/readyz`` then stays 503 and says why), and then what the
