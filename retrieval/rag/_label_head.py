@@ -22,6 +22,7 @@ classification.  The packaged head
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,6 +33,13 @@ from genret.core import GenretError, IndexFormatError, write_json_atomic
 from ._packaged import packaged
 
 HEAD_FORMAT = "genret-label-head/1"
+
+
+def best_label(labels: Sequence[str], scores: Sequence[float]) -> tuple[str, float]:
+    """The label with the highest score (ties: the first) and its softmax probability over ``scores``."""
+    top = max(range(len(scores)), key=scores.__getitem__)
+    z = sum(math.exp(x - scores[top]) for x in scores)
+    return labels[top], 1.0 / z
 
 
 class LabelHead(BaseModel):
@@ -100,4 +108,8 @@ class LabelHead(BaseModel):
 
     def pick(self, features: Sequence[Sequence[float]]) -> list[str]:
         """The best label per feature vector (ties: the first label)."""
-        return [self.labels[max(range(len(row)), key=row.__getitem__)] for row in self.scores(features)]
+        return [label for label, _ in self.decide(features)]
+
+    def decide(self, features: Sequence[Sequence[float]]) -> list[tuple[str, float]]:
+        """The best label per feature vector with the head's probability of it (the softmax of its scores)."""
+        return [best_label(self.labels, row) for row in self.scores(features)]

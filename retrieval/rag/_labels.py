@@ -33,6 +33,7 @@ from genret.core import GenretError
 from .._contract import Hit, Provenance
 from .._tasks import AnswerTask
 from ._generator import Generator, Prompt
+from ._label_head import best_label
 from ._prompt import render_user
 
 Calibration = Literal["none", "content-free", "batch"]
@@ -107,13 +108,15 @@ class LabelScorer:
         prior = self.priors(spec, prompts, n_passages)
         return [[s - p for s, p in zip(row, pr)] for row, pr in zip(raw, prior)]
 
-    def pick(self, spec: AnswerTask, prompts: Sequence[Prompt], n_passages: Sequence[int]) -> list[str] | None:
-        """The best label per prompt; None when the generator cannot score continuations."""
+    def pick(self, spec: AnswerTask, prompts: Sequence[Prompt],
+             n_passages: Sequence[int]) -> list[tuple[str, float]] | None:
+        """The best label per prompt with its probability (the softmax of the decision scores over the label set);
+        None when the generator cannot score continuations."""
         try:
             rows = self.scores(spec, prompts, n_passages)
         except GenretError:
             return None  # a backend that cannot score: the caller generates instead
-        return [spec.labels[max(range(len(row)), key=row.__getitem__)] for row in rows]
+        return [best_label(spec.labels, row) for row in rows]
 
 
 def with_labels(tasks: dict[str, AnswerTask], labels: Sequence[str]) -> dict[str, AnswerTask]:

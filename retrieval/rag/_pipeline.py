@@ -113,6 +113,9 @@ class RagAnswer:
     tokens: int | None = None  # new tokens the generator wrote for it (None: not counted)
     truncated: bool = False  # the generator stopped at max_new_tokens (raw is cut short)
     method: str = "free text"  # how the answer was chosen: one of ``METHODS``
+    # a label answer: the probability the deciding model (label head, or the labels' scores) gives it over the
+    # label set; None for other answers.  Read with the head's held-out record (docs: "Labels")
+    confidence: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -161,9 +164,9 @@ class RagPipeline:
                              budget=budget, max_passage_tokens=self.config.max_passage_tokens)
                 for q, h, d in zip(queries, hits, demos)]
 
-    def _label_by_score(self, spec: AnswerTask, prepared: list) -> tuple[list[str], str] | None:
-        """``(labels, method)``: by the label head where it applies (this model, this label set, prompts with
-        demonstrations or without as when it was fitted), else by rank classification;
+    def _label_by_score(self, spec: AnswerTask, prepared: list) -> tuple[list[tuple[str, float]], str] | None:
+        """``([(label, its probability)], method)``: by the label head where it applies (this model, this label set,
+        prompts with demonstrations or without as when it was fitted), else by rank classification;
         None: not a label task, or a generator that can do neither (the caller generates)."""
         if not _scores_labels(spec, self.config):
             return None
@@ -173,7 +176,7 @@ class RagPipeline:
         if head is not None and len(set(shown)) == 1 and head.applies(self.generator.config.model, spec.labels,
                                                                      shown[0]):
             try:
-                return head.pick(self.generator.prompt_features(prompts, head.depth)), "label head"
+                return head.decide(self.generator.prompt_features(prompts, head.depth)), "label head"
             except GenerationCancelled:
                 raise
             except GenretError:  # a backend without hidden states: rank classification
@@ -189,7 +192,8 @@ class RagPipeline:
         return self.generator.prompt_features([p for p, _, _ in self.prepare(queries, task, exclude)], depth)
 
     def _answer(self, query: str, name: str, spec: AnswerTask, raw: str, prepared, copied: int = 0,
-                done: Completion | None = None, method: str = "free text") -> RagAnswer:
+                done: Completion | None = None, method: str = "free text",
+                confidence: float | None = None) -> RagAnswer:
         prompt, hits, demos = prepared
         cut = done is None or done.truncated  # a free answer cut by the token budget ends at a sentence end
         answer, cited = parse_answer(spec, raw, len(hits), truncated=cut)
@@ -199,7 +203,8 @@ class RagPipeline:
                          demos=tuple(demos), prompt=tuple(prompt), span=span,
                          reply=readable(spec, raw, answer, cited, len(hits), truncated=cut),
                          tokens=done.tokens if done is not None else None,
-                         truncated=done is not None and done.truncated, method=method)
+                         truncated=done is not None and done.truncated, method=method,
+                         confidence=None if confidence is None else round(confidence, 4))
 
     def _spans(self, spec: AnswerTask, prepared: list, queries: Sequence[str],
                max_new_tokens: int | None) -> list[tuple[str, int, str]] | None:
@@ -247,14 +252,17 @@ class RagPipeline:
         prompts = [p for p, _, _ in prepared]
         copied = self._spans(spec, prepared, queries, max_new_tokens)
         done: list[Completion | None] = [None] * len(queries)
+        sure: list[float | None] = [None] * len(queries)
         if copied is None:
             labels = self._label_by_score(spec, prepared)
             if labels is None:
                 done = list(self.generator.complete(prompts, max_new_tokens=max_new_tokens, stop=stop))
-                labels = ([c.text for c in done], "free text")
-            copied = [(r, 0, labels[1]) for r in labels[0]]
-        return [self._answer(q, name, spec, raw, prep, n, d, how)
-                for q, (raw, n, how), prep, d in zip(queries, copied, prepared, done)]
+                copied = [(c.text, 0, "free text") for c in done]
+            else:
+                copied = [(label, 0, labels[1]) for label, _ in labels[0]]
+                sure = [p for _, p in labels[0]]
+        return [self._answer(q, name, spec, raw, prep, n, d, how, p)
+                for q, (raw, n, how), prep, d, p in zip(queries, copied, prepared, done, sure)]
 
     def span_candidates(self, query: str, *, task: str | None = None, reader: SpanReader | None = None) -> list:
         """The span reader's candidates for ``query`` (``_reader.Candidate``: text, passage number, offsets, features)
@@ -284,9 +292,12 @@ class RagPipeline:
         yield "passages", (hits, demos)
         copied = self._spans(spec, [prepared], [query], max_new_tokens)
         labels = self._label_by_score(spec, [prepared])
-        number, done, method = 0, None, "free text"
+        number, done, method, sure = 0, None, "free text", None
         if copied is not None or labels is not None:
-            raw, number, method = copied[0] if copied is not None else (labels[0][0], 0, labels[1])
+            if copied is not None:
+                raw, number, method = copied[0]
+            else:
+                (raw, sure), method = labels[0][0], labels[1]
             yield "token", raw
         else:
             pieces = []
@@ -302,7 +313,7 @@ class RagPipeline:
             raw = "".join(pieces).strip()
             if not isinstance(done, Completion):  # a stream_complete that returns nothing
                 done = estimated(self.generator, raw, max_new_tokens or self.generator.config.max_new_tokens)
-        yield "answer", self._answer(query, name, spec, raw, prepared, number, done, method)
+        yield "answer", self._answer(query, name, spec, raw, prepared, number, done, method, sure)
 
     def stream(self, query: str, *, task: str | None = None, max_new_tokens: int | None = None,
                stop: Sequence[str] = ()) -> Iterator[dict]:
@@ -318,4 +329,5 @@ class RagPipeline:
                     yield {"event": "token", "text": value}
                 else:
                     yield {"event": "answer", "answer": value.answer, "task": value.task, "method": value.method,
+                           "confidence": value.confidence,
                            "citations": [{"number": c.number, **c.hit.to_dict()} for c in value.citations]}

@@ -6,6 +6,7 @@ the pipeline loads."""
 from __future__ import annotations
 
 import json
+import math
 import random
 
 import pytest
@@ -132,6 +133,7 @@ def test_the_pipeline_decides_by_the_head_for_its_model_and_labels(generator, tm
     ranked_answers = ranked.batch_answer(claims, task="fact_check")
     by_rank = [a.answer for a in ranked_answers]
     assert {a.method for a in ranked_answers} == {"label scores"}
+    assert all(0.5 <= a.confidence <= 1.0 for a in ranked_answers)  # the chosen label's share of two
     for bias in ([0.0, 1.0], [1.0, 0.0]):
         path = tmp_path / "head.json"
         _head_for(generator, bias).save(path)
@@ -139,8 +141,10 @@ def test_the_pipeline_decides_by_the_head_for_its_model_and_labels(generator, tm
         want = LABELS[bias.index(1.0)]
         headed = pipe.batch_answer(claims, task="fact_check")
         assert [a.answer for a in headed] == [want, want] and {a.method for a in headed} == {"label head"}
+        assert [a.confidence for a in headed] == [pytest.approx(math.e / (1 + math.e), abs=1e-4)] * 2  # softmax
         events = list(pipe.stream_events(claims[0], task="fact_check"))
         assert events[-1][1].answer == want and events[-1][1].method == "label head"
+        assert events[-1][1].confidence == headed[0].confidence
         # another label set: the head does not apply, rank classification decides
         other = RagPipeline(generator, _Retriever(), config=RagConfig(passages=1, demos=0, label_head=str(path),
                                                                       labels=("TRUE", "FALSE")))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 
 import httpx
@@ -46,7 +47,8 @@ def test_rag_answer_passages_and_citations(client, service):
     assert r.status_code == 200, r.text
     got = r.json()
     assert set(got) == {"query", "index", "retriever", "task", "answer", "raw", "citations", "passages", "demos",
-                        "usage", "truncated", "span", "method"}
+                        "usage", "truncated", "span", "method", "confidence"}
+    assert got["confidence"] is None  # a span, not a label
     assert (got["retriever"], got["task"], got["demos"]) == ("bm25", "qa", [])
     assert got["method"] in ("span reader", "constrained span")  # a local model: a span, not free text
     expected = service.retriever(None, "bm25").search(Q, 2, task="qa")
@@ -288,5 +290,6 @@ def test_the_server_s_rag_settings_reach_the_pipeline(tiny_index, tiny_lm_dir, t
                                             "retriever": "bm25", "passages": 1})
                 assert r.status_code == 200, r.text
                 assert r.json()["answer"] == forced
+                assert r.json()["confidence"] == pytest.approx(math.e / (1 + math.e), abs=1e-4)  # the head's softmax
         finally:
             svc.close()
