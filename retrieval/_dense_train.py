@@ -184,13 +184,10 @@ def _bars(progress: bool) -> Iterator[None]:
             os.environ["TQDM_DISABLE"] = before
 
 
-def _train(model, rows: list[dict[str, str]], out: str | Path, config: DenseTrainConfig, device: str, dtype: str,
-           progress: bool) -> dict:
-    import tempfile
-
-    from datasets import Dataset
-    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments, losses
-    from sentence_transformers.training_args import BatchSamplers
+def run_trainer(trainer, max_minutes: float | None, progress: bool) -> dict:
+    """Train with a sentence-transformers trainer (a transformers ``Trainer``) within ``max_minutes``, its
+    progress a bar without the per-step losses on stdout (where results go); returns the steps, the loss at the
+    start and the end (means of three logged steps), whether the budget stopped it, and the seconds."""
     from transformers import TrainerCallback
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -202,8 +199,31 @@ def _train(model, rows: list[dict[str, str]], out: str | Path, config: DenseTrai
         stopped = False
 
         def on_step_end(self, args, state, control, **kwargs):
-            if config.max_minutes is not None and time.perf_counter() - start > 60 * config.max_minutes:
+            if max_minutes is not None and time.perf_counter() - start > 60 * max_minutes:
                 control.should_training_stop = Budget.stopped = True
+
+    trainer.add_callback(Budget())
+    trainer.remove_callback(PrinterCallback)  # it prints each step's losses to stdout, where results go
+    if progress:  # the bar without the losses (the log history keeps them)
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(Bar())
+    start = time.perf_counter()
+    trainer.train()
+    losses_seen = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    first, last = losses_seen[:3], losses_seen[-3:]
+    return {"steps": trainer.state.global_step,
+            "loss_first": round(sum(first) / len(first), 4) if first else None,
+            "loss_last": round(sum(last) / len(last), 4) if last else None,
+            "budget_stopped": Budget.stopped, "train_seconds": round(time.perf_counter() - start, 1)}
+
+
+def _train(model, rows: list[dict[str, str]], out: str | Path, config: DenseTrainConfig, device: str, dtype: str,
+           progress: bool) -> dict:
+    import tempfile
+
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments, losses
+    from sentence_transformers.training_args import BatchSamplers
 
     data = Dataset.from_list(rows).shuffle(seed=config.seed)
     with tempfile.TemporaryDirectory(prefix="genret-dense-train-") as scratch:
@@ -214,16 +234,5 @@ def _train(model, rows: list[dict[str, str]], out: str | Path, config: DenseTrai
             logging_steps=1, save_strategy="no", report_to=[], seed=config.seed, disable_tqdm=not progress,
             dataloader_num_workers=0)
         trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=data,
-                                             loss=losses.MultipleNegativesRankingLoss(model), callbacks=[Budget()])
-        trainer.remove_callback(PrinterCallback)  # it prints each step's losses to stdout, where results go
-        if progress:  # the bar without the losses (the log history keeps them)
-            trainer.remove_callback(ProgressCallback)
-            trainer.add_callback(Bar())
-        start = time.perf_counter()
-        trainer.train()
-    losses_seen = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    first, last = losses_seen[:3], losses_seen[-3:]
-    return {"steps": trainer.state.global_step,
-            "loss_first": round(sum(first) / len(first), 4) if first else None,
-            "loss_last": round(sum(last) / len(last), 4) if last else None,
-            "budget_stopped": Budget.stopped, "train_seconds": round(time.perf_counter() - start, 1)}
+                                             loss=losses.MultipleNegativesRankingLoss(model))
+        return run_trainer(trainer, config.max_minutes, progress)

@@ -34,7 +34,7 @@ from genret.core import (
 )
 from genret.indexing import Index, unit_text
 
-from ._dense_train import DensePair, _bars, gold_units
+from ._dense_train import DensePair, _bars, gold_units, run_trainer
 
 
 class RerankTrainConfig(BaseModel):
@@ -141,19 +141,6 @@ def _train(model, rows: list[dict[str, str]], config: RerankTrainConfig, device:
     from datasets import Dataset
     from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
     from sentence_transformers.cross_encoder.losses import MultipleNegativesRankingLoss
-    from transformers import TrainerCallback
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
-    class Bar(ProgressCallback):
-        def on_log(self, args, state, control, logs=None, **kwargs):  # the bar without each step's losses
-            return
-
-    class Budget(TrainerCallback):
-        stopped = False
-
-        def on_step_end(self, args, state, control, **kwargs):
-            if config.max_minutes is not None and time.perf_counter() - start > 60 * config.max_minutes:
-                control.should_training_stop = Budget.stopped = True
 
     data = Dataset.from_list(rows).shuffle(seed=config.seed)
     loss = MultipleNegativesRankingLoss(model, num_negatives=config.in_batch_negatives or None)
@@ -163,16 +150,5 @@ def _train(model, rows: list[dict[str, str]], config: RerankTrainConfig, device:
             learning_rate=config.lr, warmup_steps=config.warmup_ratio, bf16=dtype == "bfloat16",
             fp16=dtype == "float16", use_cpu=device == "cpu", logging_steps=1, save_strategy="no", report_to=[],
             seed=config.seed, disable_tqdm=not progress, dataloader_num_workers=0)
-        trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=data, loss=loss, callbacks=[Budget()])
-        trainer.remove_callback(PrinterCallback)
-        if progress:
-            trainer.remove_callback(ProgressCallback)
-            trainer.add_callback(Bar())
-        start = time.perf_counter()
-        trainer.train()
-    seen = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    first, last = seen[:3], seen[-3:]
-    return {"steps": trainer.state.global_step,
-            "loss_first": round(sum(first) / len(first), 4) if first else None,
-            "loss_last": round(sum(last) / len(last), 4) if last else None,
-            "budget_stopped": Budget.stopped, "train_seconds": round(time.perf_counter() - start, 1)}
+        trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=data, loss=loss)
+        return run_trainer(trainer, config.max_minutes, progress)
