@@ -31,7 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 MINIKILT = ROOT.parent / "shared" / "minikilt"
-GENRET = [sys.executable, "-m", "genret.serving.cli"]
+GENRET = [sys.executable, "-c", "import sys; from genret.serving import main; sys.exit(main())"]
 RUNS = {
     "untuned": ["--retriever", "hybrid", "--untrained", "--hybrid-tuned", "off"],
     "adapted": ["--retriever", "hybrid"],
@@ -46,7 +46,7 @@ def _eval(index: Path, task: str, flags: list[str], records: int | None, out: Pa
     if records:
         cmd += ["--max-records", str(records)]
     t0 = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT.parent)
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
     out.write_text(done.stdout)
@@ -60,7 +60,7 @@ def _adapt(index: Path, task: str, budget: float, log: Path) -> dict:
            "--budget-minutes", str(budget), "--json"]
     timer = ["/usr/bin/time", "-v"] if Path("/usr/bin/time").exists() else []
     t0 = time.perf_counter()
-    done = subprocess.run([*timer, *cmd], capture_output=True, text=True, cwd=ROOT.parent)
+    done = subprocess.run([*timer, *cmd], capture_output=True, text=True, cwd=ROOT)
     log.write_text(done.stderr)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
@@ -83,7 +83,7 @@ def main() -> None:
     results_file = a.out / "results.json"
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
     for task in a.tasks.split(","):
-        index = a.out / task
+        index = (a.out / task).resolve()
         if not (index / "adapt.json").exists():
             shutil.rmtree(index, ignore_errors=True)
             shutil.copytree(ROOT / "runs" / "indexes" / task, index)
