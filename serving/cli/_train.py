@@ -17,6 +17,7 @@ from ._common import add_output_flags, task_files, usage
 from ._flags import add_retriever_flags, retrieval_config
 from ._rag import NO_INDEX, add_rag_flags, generator_config, open_from_args, rag_config
 from ._train_dense import cmd_train_dense, dense_flags
+from ._train_rerank import cmd_train_rerank, rerank_flags
 
 _MIXED = {"float32": "no", "bfloat16": "bf16", "float16": "fp16"}  # --dtype names → accelerate's
 
@@ -294,6 +295,15 @@ TRAINERS: dict[str, Trainer] = {
         "serve and rag use it; --untrained compares with the base encoder) and report R-Precision on a held-out "
         "share of the file before and after.",
         dense_flags, cmd_train_dense),
+    "rerank": Trainer(
+        "`genret train rerank INDEX TRAIN.jsonl`",
+        "train a cross-encoder reranker on a task (kept in the index where it helps, used by default)",
+        "Train a cross-encoder (from the index's dense encoder as built, the packaged MiniLM by default) on a KILT "
+        "training file, query + gold passage against hard negatives from BM25 and dense; fit how much of its score "
+        "to blend into --over's (default: the hybrid) on a held-out share of the file, by cross-validation; keep "
+        "it in the index (rerank-adapted: search, eval, serve and rag use it over that retriever; --no-rerank or "
+        "--untrained leave it out) only where the blend lifts the held-out fold. genret adapt runs this too.",
+        rerank_flags, cmd_train_rerank),
     "demos": Trainer(
         "`genret train demos DEMOS_DIR --task NAME=FILE --out DIR`",
         "train the UDR demonstration retriever with LM feedback", None,

@@ -117,3 +117,30 @@ def _dense_model(index):
 def test_no_rerank_and_rerank_exclude_each_other(tiny_index, capsys):
     assert main(["search", str(tiny_index), "x", "--rerank", "ql", "--no-rerank"]) == 2
     assert "--no-rerank" in capsys.readouterr().err
+
+
+def test_cli_train_rerank_fits_a_blend_and_keeps_it_only_where_it_helps(dense_bm25_index, tmp_path, capsys):
+    import tests.conftest as conf
+    from genret.eval import write_kilt
+
+    index = dense_bm25_index("rerank-cli")
+    records = _records(conf.PAGES)
+    train = tmp_path / "train.jsonl"
+    write_kilt(train, records + [{**r, "id": r["id"] + "-again", "input": r["input"].lower()} for r in records])
+    args = ["train", "rerank", str(index), str(train), "--epochs", "2", "--lr", "2e-4", "--batch-size", "4",
+            "--negatives", "2", "--depth", "5", "--device", "cpu", "--quiet"]
+    assert main(args) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["over"] == "hybrid" and got["held_out_records"] == 4 and got["train_records"] == 16
+    first, blended = got["held_out_rprec"]["first stage"], got["held_out_rprec"]["blended (cross-validated)"]
+    assert got["kept"] == (blended["objective"] > first["objective"] and got["weight"] > 0)
+    with Index(index) as ix:
+        assert ix.has(ADAPTED_RERANK) == got["kept"]
+        if got["kept"]:
+            assert rerank_settings(ix, "hybrid").weight == got["weight"]
+    assert main([*args[:4], "--over", "nope"]) == 2
+    assert "--over" in capsys.readouterr().err
+    few = tmp_path / "few.jsonl"
+    write_kilt(few, records[:3])
+    assert main(["train", "rerank", str(index), str(few)]) == 2
+    assert "at least 10" in capsys.readouterr().err
