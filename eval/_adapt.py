@@ -1,16 +1,15 @@
-"""``genret adapt``: adapt an index to a task in one step, within a wall-clock budget, and say what it gained.
-
-From a KILT training file: a held-out fold is cut off (a seeded shuffle: ``holdout`` of the records, at most
+"""``genret adapt``: adapt an index to a task in one step, within a wall-clock budget, and say what it gained. From a
+KILT training file: a held-out fold is cut off (a seeded shuffle: ``holdout`` of the records, at most
 ``max_held_out``); every retriever the index has runs once over it, before (the base dense encoder, the default
 hybrid); the dense encoder is fine-tuned on the rest (``retrieval.fine_tune_dense``: BM25 hard negatives) for the
 time the budget leaves once re-encoding the index is set aside, and put into the index (``dense-adapted``); the
 adapted dense retriever runs over the held-out fold; the hybrid's fusion is fitted there by cross-validation
 (``tune_fusion``: shrunk toward the default, never below a member alone held out) and saved as the index's
 ``hybrid-weights.json``; then a cross-encoder is trained on the rest with what the budget leaves and blended into
-the default retriever's ranking where that lifts the held-out fold (``_adapt_rerank``: ``rerank-adapted``).  The
-report gives each retriever's R-Precision on the held-out fold before and after, and the hybrid's: before, the
-default fusion; after, the cross-validated estimate of the chosen one (each record scored with weights fitted
-without it) — not the in-sample figure; likewise the reranked default retriever's.
+the hybrid's ranking (or the only retriever's) where that lifts the held-out fold (``_adapt_rerank``:
+``rerank-adapted``). The report gives each retriever's R-Precision on the held-out fold before and after, and the
+hybrid's: before, the default fusion; after, the cross-validated estimate of the chosen one (each record scored with
+weights fitted without it) — not the in-sample figure; likewise the reranked hybrid's.
 
 What it does not train, and why: the generative retriever (``genret train retriever``: a checkpoint that lifted
 squad passages by 10–14 points took 25–41 CPU-minutes alone, beyond a 20-minute budget for every part), the span
@@ -86,7 +85,7 @@ def held_out_split(records: Sequence[dict], fraction: float, seed: int,
 class AdaptReport:
     """What ``adapt`` did: R-Precision (percent, page / passage) on the held-out fold per retriever ``before`` and
     ``after`` (``hybrid``: the default fusion before, the cross-validated chosen one after), the dense training's
-    statistics, the chosen fusion, the reranker's fit (``reranked``: the default retriever alone before, blended
+    statistics, the chosen fusion, the reranker's fit (``reranked``: the fitted hybrid alone before, blended
     with the trained cross-encoder after, cross-validated), the minutes each stage took, and what was skipped and
     why."""
 
@@ -221,7 +220,7 @@ def _rerank_stage(index_dir, train, held, report: AdaptReport, recipe: dict, bud
                   members: list[str], device: str, dtype: str, seed: int, rerank_train: dict[str, Any] | None,
                   task: str | None, after_cfg: RetrievalConfig, progress: bool, say: Callable[[str], None]) -> None:
     """Train the reranker with what is left of the budget (less the time scoring the held-out fold takes) and
-    record its fit; the default retriever, fused as just fitted, is its first stage."""
+    record its fit; the hybrid, fused as just fitted (or the only retriever), is its first stage."""
     over = "hybrid" if len(members) > 1 else members[0]
     spent = (time.perf_counter() - t_start) / 60
     # scoring the fold: the first stage once more (as long as the runs before, per member) and a cross-encoder

@@ -19,7 +19,7 @@ DESCRIPTION = (
     "encoder is fine-tuned on the rest (BM25 hard negatives) for what the budget leaves once re-encoding the "
     "index is set aside, and kept in the index (dense-adapted); the hybrid's fusion is fitted on the held-out "
     "fold by cross-validation and saved (hybrid-weights.json); a cross-encoder is trained on the rest "
-    "(hard negatives from BM25 and dense) and blended into the default retriever's ranking with a weight "
+    "(hard negatives from BM25 and dense) and blended into the hybrid's ranking with a weight "
     "cross-validated on the held-out fold, and kept (rerank-adapted) only where the blend lifts it. search, "
     "eval, serve and rag then use them without flags (--untrained and --hybrid-tuned off compare). The table "
     "gives each retriever's R-Precision on the held-out fold before and after; the hybrid's and the reranked "
