@@ -1,5 +1,6 @@
-"""``genret adapt``: adapt an index to a task in one step, within a wall-clock budget, and say what it gained. From a
-KILT training file: a held-out fold is cut off (a seeded shuffle: ``holdout`` of the records, at most
+"""``genret adapt``: adapt an index to a task in one step, within a wall-clock budget, and say what it gained.
+
+From a KILT training file: a held-out fold is cut off (a seeded shuffle: ``holdout`` of the records, at most
 ``max_held_out``); every retriever the index has runs once over it, before (the base dense encoder, the default
 hybrid); the dense encoder is fine-tuned on the rest (``retrieval.fine_tune_dense``: BM25 hard negatives) for the
 time the budget leaves once re-encoding the index is set aside, and put into the index (``dense-adapted``); the
