@@ -46,7 +46,8 @@ class DenseTrainConfig(BaseModel):
     negative_depth: int = Field(10, ge=1, description="a query's hard negative: one of its first N non-gold hits")
     positives_per_query: int = Field(3, ge=1, description="gold passages a query is paired with, at most")
     max_seq_length: int = Field(256, ge=16)
-    max_minutes: float | None = Field(None, gt=0, description="stop training after this many minutes")
+    max_minutes: float | None = Field(None, gt=0, description="stop training this many minutes after the start "
+                                      "(mining hard negatives and loading the model included)")
     device: str = "auto"
     dtype: str = Field("auto", description="auto: bfloat16 autocast where native, else float32")
     seed: int = 0
@@ -162,7 +163,8 @@ def fine_tune_dense(index: Index, pairs: Sequence[DensePair], out: str | Path,
             model = SentenceTransformer(resolve_model_path(index.component("dense").model), device=device)
         model.max_seq_length = config.max_seq_length
         dtype = resolve_dtype(config.dtype, device, role="dense training", fallback="float32")
-        stats = _train(model, rows, out, config, device, dtype, progress)
+        deadline = None if config.max_minutes is None else t0 + 60 * config.max_minutes
+        stats = _train(model, rows, out, config, device, dtype, progress, deadline)
         model.save(str(out))  # its model card computes "widget examples" under a bar of its own
     return {"rows": len(rows), "queries": len(pairs), "mining_seconds": round(mined, 1), **stats,
             "precision": dtype, "seconds": round(time.perf_counter() - t0, 1)}
@@ -184,8 +186,9 @@ def _bars(progress: bool) -> Iterator[None]:
             os.environ["TQDM_DISABLE"] = before
 
 
-def run_trainer(trainer, max_minutes: float | None, progress: bool) -> dict:
-    """Train with a sentence-transformers trainer (a transformers ``Trainer``) within ``max_minutes``, its
+def run_trainer(trainer, deadline: float | None, progress: bool) -> dict:
+    """Train with a sentence-transformers trainer (a transformers ``Trainer``) until ``deadline`` (a
+    ``time.perf_counter()`` value; one step at least), its
     progress a bar without the per-step losses on stdout (where results go); returns the steps, the loss at the
     start and the end (means of three logged steps), whether the budget stopped it, and the seconds."""
     from transformers import TrainerCallback
@@ -199,7 +202,7 @@ def run_trainer(trainer, max_minutes: float | None, progress: bool) -> dict:
         stopped = False
 
         def on_step_end(self, args, state, control, **kwargs):
-            if max_minutes is not None and time.perf_counter() - start > 60 * max_minutes:
+            if deadline is not None and time.perf_counter() > deadline:
                 control.should_training_stop = Budget.stopped = True
 
     trainer.add_callback(Budget())
@@ -218,7 +221,7 @@ def run_trainer(trainer, max_minutes: float | None, progress: bool) -> dict:
 
 
 def _train(model, rows: list[dict[str, str]], out: str | Path, config: DenseTrainConfig, device: str, dtype: str,
-           progress: bool) -> dict:
+           progress: bool, deadline: float | None) -> dict:
     import tempfile
 
     from datasets import Dataset
@@ -235,4 +238,4 @@ def _train(model, rows: list[dict[str, str]], out: str | Path, config: DenseTrai
             dataloader_num_workers=0)
         trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=data,
                                              loss=losses.MultipleNegativesRankingLoss(model))
-        return run_trainer(trainer, config.max_minutes, progress)
+        return run_trainer(trainer, deadline, progress)

@@ -53,7 +53,8 @@ class RerankTrainConfig(BaseModel):
     positives_per_query: int = Field(2, ge=1, description="gold passages a query is paired with, at most")
     max_queries: int | None = Field(None, ge=1, description="train on at most this many queries (a seeded sample)")
     max_seq_length: int = Field(256, ge=16)
-    max_minutes: float | None = Field(None, gt=0, description="stop training after this many minutes")
+    max_minutes: float | None = Field(None, gt=0, description="stop training this many minutes after the start "
+                                      "(mining hard negatives and loading the model included)")
     device: str = "auto"
     dtype: str = Field("auto", description="auto: bfloat16 autocast where native, else float32")
     seed: int = 0
@@ -129,7 +130,8 @@ def fine_tune_reranker(index: Index, pairs: Sequence[DensePair], out: str | Path
 
             model = CrossEncoder(resolve_model_path(base or DEFAULT_DENSE_MODEL), num_labels=1,
                                  max_length=config.max_seq_length, device=device)
-        stats = _train(model, rows, config, device, dtype, progress)
+        deadline = None if config.max_minutes is None else t0 + 60 * config.max_minutes
+        stats = _train(model, rows, config, device, dtype, progress, deadline)
         model.save_pretrained(str(out))
     return {"rows": len(rows), "queries": len({r["query"] for r in rows}), "mining_seconds": round(mined, 1),
             **stats, "precision": dtype, "base_model": base or DEFAULT_DENSE_MODEL,
@@ -137,7 +139,7 @@ def fine_tune_reranker(index: Index, pairs: Sequence[DensePair], out: str | Path
 
 
 def _train(model, rows: list[dict[str, str]], config: RerankTrainConfig, device: str, dtype: str,
-           progress: bool) -> dict:
+           progress: bool, deadline: float | None) -> dict:
     from datasets import Dataset
     from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
     from sentence_transformers.cross_encoder.losses import MultipleNegativesRankingLoss
@@ -151,4 +153,4 @@ def _train(model, rows: list[dict[str, str]], config: RerankTrainConfig, device:
             fp16=dtype == "float16", use_cpu=device == "cpu", logging_steps=1, save_strategy="no", report_to=[],
             seed=config.seed, disable_tqdm=not progress, dataloader_num_workers=0)
         trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=data, loss=loss)
-        return run_trainer(trainer, config.max_minutes, progress)
+        return run_trainer(trainer, deadline, progress)
