@@ -58,6 +58,11 @@ SMALL_TRAIN = 1000  # training queries up to which the dense encoder trains 3 ep
 REPORT_LEVELS = ("page", "passage")
 RERANK_SHARE = 0.4  # of the training minutes, for the reranker (the rest for the dense encoder)
 RERANK_DEPTH = 20
+# a cross-encoder trains at about 1/20 of the rate the same model encodes units (pairs/s; mini-KILT, bf16 on 2
+# cores: squad 2.7 pairs/s at 60 units/s, scifact 9.7 at 156); below MIN_RERANK_STEPS steps in its share of the
+# budget it is not trained (squad, 20 minutes: 7 steps, its loss did not fall) and the dense encoder gets the time
+CE_RATE_RATIO = 20.0
+MIN_RERANK_STEPS = 30
 
 
 class _Record(BaseModel):
@@ -186,7 +191,9 @@ def adapt(index_dir: str | Path, train_file: str | Path, *, task: str | None = N
                         "epochs": 3.0 if len(train) <= SMALL_TRAIN else 1.0, **(dense_train or {})}
             hits["dense"] = _adapt_dense(index_dir, train, held, report, recipe, budget_minutes, t_start,
                                          Path(scratch), settings, task, after_cfg, progress, say,
-                                         share=1.0 - RERANK_SHARE if rerank else 1.0)
+                                         share=1.0 - RERANK_SHARE if rerank else 1.0,
+                                         rerank_step_pairs=_step_pairs(rerank_train) if rerank else None)
+            rerank = rerank and "rerank" not in report.skipped
             # a scorer of its own: the adapted encoder finds units none of the runs before did
             adapted = Scorer(held, {"dense": hits["dense"]}, "Rprec", REPORT_LEVELS)
             report.after["dense"] = _percent(adapted([[h.unit_id for h in r] for r in hits["dense"]]))
@@ -207,7 +214,7 @@ def adapt(index_dir: str | Path, train_file: str | Path, *, task: str | None = N
         _rerank_stage(index_dir, train, held, report, recipe, budget_minutes, t_start, members, device, dtype, seed,
                       rerank_train, task, after_cfg, progress, say)
     else:
-        report.skipped["rerank"] = "not asked for" if members else "the index has neither BM25 nor dense"
+        report.skipped.setdefault("rerank", "not asked for" if members else "the index has neither BM25 nor dense")
     report.skipped.setdefault("generative", "not trained by adapt: `genret train retriever` (25–41 CPU-minutes "
                               "for one squad checkpoint) does not fit a shared budget")
     report.minutes["total"] = round((time.perf_counter() - t_start) / 60, 2)
@@ -251,15 +258,19 @@ def _rerank_stage(index_dir, train, held, report: AdaptReport, recipe: dict, bud
                                                   "budget_stopped", "precision", "train_seconds") if k in fit.train}}
     report.minutes.update({f"rerank {k}": v for k, v in fit.minutes.items()})
     if not fit.kept:
+        learned = f"loss {fit.train.get('loss_first')} → {fit.train.get('loss_last')}"
         report.skipped["rerank"] = (f"trained, not kept: blended into {over} it scored {fit.blended['objective']:.1f} "
-                                    f"on the held-out fold against {fit.first['objective']:.1f} alone")
+                                    f"on the held-out fold against {fit.first['objective']:.1f} alone ({learned})")
 
 
 def _adapt_dense(index_dir, train, held, report: AdaptReport, recipe: dict, budget: float, t_start: float,
                  scratch: Path, settings: dict[str, Any], task: str | None, after_cfg: RetrievalConfig,
-                 progress: bool, say: Callable[[str], None], share: float = 1.0):
+                 progress: bool, say: Callable[[str], None], share: float = 1.0,
+                 rerank_step_pairs: int | None = None):
     """Fine-tune and re-encode the dense encoder within ``share`` of what is left of the budget; returns the
-    adapted dense retriever's hit lists for the held-out records."""
+    adapted dense retriever's hit lists for the held-out records.  ``rerank_step_pairs``: the pairs a reranker
+    training step reads, when one is to be trained with the rest — where the rest is too short for it
+    (``MIN_RERANK_STEPS``), the dense encoder gets the whole budget and ``report.skipped["rerank"]`` says why."""
     device, dtype = settings["device"], settings["dtype"]
     with Index(index_dir) as index:
         rate = _encode_rate(index, device, dtype)
@@ -268,7 +279,17 @@ def _adapt_dense(index_dir, train, held, report: AdaptReport, recipe: dict, budg
         reencode = units / rate / 60
         report.dense["encode_rate"] = round(rate, 1)
         after_eval = report.minutes.get("before", 0.0) / max(1, len(report.before) - 1) + 0.5
-        minutes = (budget - spent - reencode - after_eval) * share
+        left = budget - spent - reencode - after_eval
+        if rerank_step_pairs:
+            steps = int(left * (1.0 - share) * 60 * rate / CE_RATE_RATIO / rerank_step_pairs)
+            if steps < MIN_RERANK_STEPS:
+                share = 1.0
+                report.skipped["rerank"] = (
+                    f"not trained: its share of the budget would give ~{steps} steps here (~{rate / CE_RATE_RATIO:.1f}"
+                    f" pairs/s), fewer than {MIN_RERANK_STEPS}; the dense encoder got the time (raise "
+                    "--budget-minutes, or `genret train rerank`)")
+                say(f"rerank: {report.skipped['rerank']}")
+        minutes = left * share
         say(f"dense: re-encoding {units} units will take ~{reencode:.1f} min ({rate:.0f} units/s); "
             f"{max(minutes, 0):.1f} of the {budget:g}-minute budget for training it")
         if minutes < 0.5:
@@ -288,6 +309,12 @@ def _adapt_dense(index_dir, train, held, report: AdaptReport, recipe: dict, budg
                                                "budget_stopped", "precision", "train_seconds") if k in stats})
     with Index(index_dir) as index:
         return run_members(index, ["dense"], held, 100, after_cfg, task, progress)["dense"]
+
+
+def _step_pairs(rerank_train: dict[str, Any] | None) -> int:
+    """Query-passage pairs a reranker training step reads: per query its positive, hard and in-batch negatives."""
+    c = RerankTrainConfig(**(rerank_train or {}))
+    return c.batch_size * (1 + c.negatives + c.in_batch_negatives)
 
 
 def _encode_rate(index: Index, device: str, dtype: str) -> float:

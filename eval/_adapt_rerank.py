@@ -41,7 +41,8 @@ LEVELS = ("page", "passage")
 class RerankFit:
     """What the held-out fold said of a trained reranker: the first stage alone (``first``), the blend's
     cross-validated estimate (``blended``), both R-Precision percent per level and their mean (``objective``); the
-    weight best on the whole fold; whether it was kept."""
+    weight best on the whole fold; whether it was kept (the blend higher than the first stage alone, and a training
+    loss that fell)."""
 
     over: str
     depth: int
@@ -119,12 +120,19 @@ def adapt_reranker(index_dir: str | Path, train: Sequence[dict], held: Sequence[
     pct = {k: round(100 * v, 1) for k, v in first.items()}
     fit = RerankFit(over=over, depth=depth, weight=weight, first=pct,
                     blended={k: round(100 * v, 1) for k, v in blended.items()},
-                    kept=blended["objective"] > first["objective"] and weight > 0, train=stats, minutes=minutes)
+                    kept=blended["objective"] > first["objective"] and weight > 0 and _learned(stats), train=stats,
+                    minutes=minutes)
     if fit.kept:
         write_adapted_reranker(index_dir, scratch / "reranker", over=over, depth=depth, weight=weight,
                                trained={**(trained or {}), **stats, "held_out": {"first": fit.first,
                                                                                   "blended": fit.blended}})
     return fit
+
+
+def _learned(stats: dict[str, Any]) -> bool:
+    """Whether the training loss fell (a model that did not learn is not kept, whatever a small fold says)."""
+    first, last = stats.get("loss_first"), stats.get("loss_last")
+    return first is not None and last is not None and last < first
 
 
 def _texts(index: Index, hits: list[list[Hit]], depth: int) -> list[list[str]]:

@@ -56,7 +56,7 @@ def test_held_out_split_is_seeded_and_capped():
 
 def test_adapt_trains_fits_reports_and_a_second_run_is_a_no_op(setup):
     index, train = setup
-    report = adapt(index, train, budget_minutes=3, holdout=0.2, device="cpu", progress=False, dense_train=TRAIN,
+    report = adapt(index, train, budget_minutes=10, holdout=0.2, device="cpu", progress=False, dense_train=TRAIN,
                    rerank_train=RERANK)
     assert report is not None and report.train_records == 16 and report.held_out_records == 4
     assert set(report.before) == {"dense", "bm25", "hybrid", "reranked"}
@@ -84,15 +84,15 @@ def test_adapt_trains_fits_reports_and_a_second_run_is_a_no_op(setup):
         finally:
             hybrid.close()
     saved = previous_adaptation(index)
-    assert saved["recipe"]["budget_minutes"] == 3 and saved["report"]["after"] == report.after
+    assert saved["recipe"]["budget_minutes"] == 10 and saved["report"]["after"] == report.after
     # the same inputs again: nothing to do
-    assert adapt(index, train, budget_minutes=3, holdout=0.2, device="cpu", progress=False,
+    assert adapt(index, train, budget_minutes=10, holdout=0.2, device="cpu", progress=False,
                  dense_train=TRAIN, rerank_train=RERANK) is None
 
 
 def test_cli_table_no_op_and_refusals(setup, tmp_path, capsys):
     index, train = setup
-    args = ["adapt", str(index), str(train), "--budget-minutes", "3", "--device", "cpu", "--quiet",
+    args = ["adapt", str(index), str(train), "--budget-minutes", "10", "--device", "cpu", "--quiet",
             "--rerank-epochs", "1"]
     if previous_adaptation(index) is None:  # run alone: adapt first
         assert main(args) == 0
@@ -114,3 +114,11 @@ def test_cli_table_no_op_and_refusals(setup, tmp_path, capsys):
     assert "--epochs" in capsys.readouterr().err
     assert main(["adapt", str(index), str(train), "--rerank-epochs", "-1"]) == 2
     assert "--rerank-epochs" in capsys.readouterr().err
+
+
+def test_a_budget_too_short_for_a_reranker_goes_to_the_dense_encoder(setup):
+    index, train = setup
+    report = adapt(index, train, budget_minutes=0.05, holdout=0.2, device="cpu", progress=False, force=True,
+                   dense_train=TRAIN)
+    assert "fewer than 30" in report.skipped["rerank"] and not report.rerank and "reranked" not in report.after
+    assert report.dense["steps"] >= 1  # trained anyway (half a minute at least)
