@@ -155,7 +155,7 @@ def fine_tune_dense(index: Index, pairs: Sequence[DensePair], out: str | Path,
 
         raise InputError(f"{len(rows)} training pair(s) with a gold passage in the index: nothing to train on")
     mined = time.perf_counter() - t0
-    with _bars(progress):
+    with quiet_bars(progress):
         with model_load_lock():
             from sentence_transformers import SentenceTransformer
 
@@ -171,7 +171,7 @@ def fine_tune_dense(index: Index, pairs: Sequence[DensePair], out: str | Path,
 
 
 @contextmanager
-def _bars(progress: bool) -> Iterator[None]:
+def quiet_bars(progress: bool) -> Iterator[None]:
     """Without ``progress``, the libraries' own bars (weight loading, the model card's examples) stay quiet too:
     tqdm reads ``TQDM_DISABLE`` (set for the block only)."""
     before = os.environ.get("TQDM_DISABLE")

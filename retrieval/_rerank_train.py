@@ -34,7 +34,7 @@ from genret.core import (
 )
 from genret.indexing import Index, unit_text
 
-from ._dense_train import DensePair, _bars, gold_units, run_trainer
+from ._dense_train import DensePair, quiet_bars, gold_units, run_trainer
 
 
 class RerankTrainConfig(BaseModel):
@@ -124,7 +124,7 @@ def fine_tune_reranker(index: Index, pairs: Sequence[DensePair], out: str | Path
     base = config.base_model or (index.component("dense").model if index.has("dense") else None)
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device, role="reranker training", fallback="float32")
-    with _bars(progress):
+    with quiet_bars(progress):
         with model_load_lock():
             from sentence_transformers.cross_encoder import CrossEncoder
 

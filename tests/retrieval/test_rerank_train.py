@@ -145,30 +145,3 @@ def test_cli_train_rerank_fits_a_blend_and_keeps_it_only_where_it_helps(dense_bm
     assert main(["train", "rerank", str(index), str(few)]) == 2
     assert "at least 10" in capsys.readouterr().err
 
-
-@pytest.mark.ray
-@pytest.mark.skipif(not __import__("importlib").util.find_spec("ray"), reason="Ray is an optional extra")
-def test_genret_serve_on_ray_reranks_the_ray_hybrid_with_the_adapted_reranker(trained):
-    """The adapted reranker travels with the index to `genret serve --ray`: the hybrid over Ray actors is followed by
-    the index's reranker, in the server's process, and ranks as the in-process reranked hybrid does."""
-    from genret.serving import Settings
-    from genret.serving.http._service import SearchService
-
-    index, out, _ = trained
-    write_adapted_reranker(index, out, over="hybrid", depth=5, weight=0.5, trained={})
-    retrieval = {"dense": {"device": "cpu", "dtype": "float32"}, "rerank": {"device": "cpu", "dtype": "float32"}}
-    q = "photosynthesis pigment"
-    with Index(index) as ix:
-        local = load_retriever(ix, "hybrid", RetrievalConfig(**retrieval))
-        try:
-            want = [h.unit_id for h in local.search(q, k=6)]
-        finally:
-            local.close()
-    svc = SearchService(Settings(indexes=[index], ray={"replicas": 1}, retrieval=retrieval))
-    try:
-        served = svc.retriever(None, "hybrid")
-        assert isinstance(served, RerankedRetriever) and type(served.inner.members["dense"]).__name__ == \
-            "RayDenseRetriever"
-        assert [h.unit_id for h in served.search(q, k=6)] == want
-    finally:
-        svc.close()

@@ -232,3 +232,25 @@ def test_the_document_describes_rerank_and_reranked(client):
     for bad in ("false", 0):
         r = client.post("/v1/search", json={"query": "oil", "rerank": bad})
         assert r.status_code == 422 and "body.rerank" in r.json()["detail"], r.text
+
+
+@pytest.mark.ray
+@pytest.mark.skipif(not __import__("importlib").util.find_spec("ray"), reason="Ray is an optional extra")
+def test_genret_serve_on_ray_reranks_the_ray_hybrid_with_the_adapted_reranker(adapted_index):
+    """The adapted reranker travels with the index to `genret serve --ray` (a real local Ray cluster): the hybrid
+    over Ray actors is followed by the index's reranker, in the server's process, and ranks as in process."""
+    settings = _settings(adapted_index)
+    with Index(adapted_index) as ix:
+        local = load_retriever(ix, "hybrid", settings.retrieval)
+        try:
+            want = [_pairs(local.search(q, k=K)) for q in QUERIES]
+        finally:
+            local.close()
+    svc = SearchService(Settings(**settings.model_dump(exclude={"ray"}), ray={"replicas": 1}))
+    try:
+        served = svc.retriever(None, "hybrid")
+        assert isinstance(served, RerankedRetriever)
+        assert type(served.inner.members["dense"]).__name__ == "RayDenseRetriever"
+        assert [_pairs(served.search(q, k=K)) for q in QUERIES] == want
+    finally:
+        svc.close()
