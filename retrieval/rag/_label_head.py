@@ -22,7 +22,6 @@ classification.  The packaged head
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,16 +29,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from genret.core import GenretError, IndexFormatError, write_json_atomic
 
+from ._labels import best_label
 from ._packaged import packaged
 
 HEAD_FORMAT = "genret-label-head/1"
-
-
-def best_label(labels: Sequence[str], scores: Sequence[float]) -> tuple[str, float]:
-    """The label with the highest score (ties: the first) and its softmax probability over ``scores``."""
-    top = max(range(len(scores)), key=scores.__getitem__)
-    z = sum(math.exp(x - scores[top]) for x in scores)
-    return labels[top], 1.0 / z
 
 
 class LabelHead(BaseModel):

@@ -33,7 +33,6 @@ from genret.core import GenretError
 from .._contract import Hit, Provenance
 from .._tasks import AnswerTask
 from ._generator import Generator, Prompt
-from ._label_head import best_label
 from ._prompt import render_user
 
 Calibration = Literal["none", "content-free", "batch"]
@@ -53,6 +52,12 @@ def _normalised(scores: Sequence[float]) -> list[float]:
     top = max(scores)
     z = sum(math.exp(s - top) for s in scores)
     return [math.exp(s - top) / z for s in scores]
+
+
+def best_label(labels: Sequence[str], scores: Sequence[float]) -> tuple[str, float]:
+    """The label with the highest score (ties: the first) and its softmax probability over ``scores``."""
+    top = max(range(len(scores)), key=scores.__getitem__)
+    return labels[top], _normalised(scores)[top]
 
 
 class LabelScorer:
