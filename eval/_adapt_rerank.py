@@ -20,14 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from genret.indexing import Index, unit_text, write_adapted_reranker
+from genret.indexing import Index, write_adapted_reranker
 from genret.retrieval import (
     CrossEncoderReranker,
     Hit,
     RerankTrainConfig,
     RetrievalConfig,
-    blend,
+    blended_order,
     fine_tune_reranker,
+    hit_texts,
     pairs_from_kilt,
 )
 
@@ -55,16 +56,10 @@ class RerankFit:
 
 
 def _orders(hits: list[list[Hit]], scores: list[list[float]], weight: float, depth: int) -> list[list[int]]:
-    out = []
-    for hs, sc in zip(hits, scores):
-        head = hs[:depth]
-        if not head:
-            out.append([])
-            continue
-        s = blend([h.score for h in head], sc, weight)
-        order = sorted(range(len(head)), key=lambda i: (-s[i], i))
-        out.append([head[i].unit_id for i in order] + [h.unit_id for h in hs[depth:]])
-    return out
+    """Each record's unit ids as ``RerankedRetriever`` ranks them with ``weight``: its first ``depth`` hits by the
+    blend, the rest below in their first-stage order."""
+    return [[hs[i].unit_id for i in blended_order(hs[:depth], sc, weight)[0]] + [h.unit_id for h in hs[depth:]]
+            for hs, sc in zip(hits, scores)]
 
 
 def fit_blend(scorer: Scorer, hits: list[list[Hit]], scores: list[list[float]], depth: int, folds: int = 5,
@@ -112,8 +107,7 @@ def adapt_reranker(index_dir: str | Path, train: Sequence[dict], held: Sequence[
     with Index(index_dir) as index:
         hits = run_members(index, [over], list(held), 100, config, task, progress)[over]
         reranker = CrossEncoderReranker(str(scratch / "reranker"), train_config.device, train_config.dtype)
-        texts = _texts(index, hits, depth)
-    scores = [reranker.scores(rec["input"], t) for rec, t in zip(held, texts)]
+        scores = [reranker.scores(rec["input"], hit_texts(index, hs[:depth])) for rec, hs in zip(held, hits)]
     scorer = Scorer(list(held), {over: hits}, "Rprec", LEVELS)
     weight, blended, first = fit_blend(scorer, hits, scores, depth)
     minutes["held-out scoring"] = round((time.perf_counter() - t0) / 60, 2)
@@ -134,11 +128,3 @@ def _learned(stats: dict[str, Any]) -> bool:
     first, last = stats.get("loss_first"), stats.get("loss_last")
     return first is not None and last is not None and last < first
 
-
-def _texts(index: Index, hits: list[list[Hit]], depth: int) -> list[list[str]]:
-    """Each record's first ``depth`` hits as title + text (from the store where a hit carries no text)."""
-    missing = sorted({h.unit_id for hs in hits for h in hs[:depth] if h.text is None})
-    stored = {u.unit_id: u.text for start in range(0, len(missing), 10_000)
-              for u in index.store.get(missing[start:start + 10_000])}
-    return [[unit_text(h.provenance.title, h.text if h.text is not None else stored[h.unit_id], True)
-             for h in hs[:depth]] for hs in hits]

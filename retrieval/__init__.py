@@ -14,7 +14,7 @@ from ._bm25 import BM25Retriever, BM25SearchConfig
 from ._contract import Demo, Hit, Provenance, Retriever
 from ._dense import DenseRetriever, DenseSearchConfig
 from ._rerank import (CrossEncoderReranker, QueryLikelihoodReranker, RerankConfig, RerankedRetriever, Reranker,
-                      blend, load_reranker)
+                      blend, blended_order, hit_texts, load_reranker)
 from ._dense_train import DensePair, DenseTrainConfig, fine_tune_dense, pairs_from_kilt
 from ._rerank_train import RerankTrainConfig, fine_tune_reranker
 from .hybrid import DEFAULT_MEMBER_WEIGHTS, HybridConfig, HybridRetriever
@@ -31,9 +31,10 @@ __all__ = [
     "DenseRetriever", "DenseSearchConfig", "DenseTrainConfig", "GenerativeConfig", "GenerativeRetriever", "Generator",
     "GeneratorConfig", "Hit", "HybridConfig", "HybridRetriever", "Provenance", "QueryLikelihoodReranker", "REGISTRY",
     "RagConfig", "RagPipeline", "RerankConfig", "RerankTrainConfig", "RerankedRetriever", "Reranker", "RetrievalConfig",
-    "Retriever", "TASKS", "Task", "available_retrievers", "base_retrievers", "blend", "check_task", "fine_tune_dense",
-    "fine_tune_reranker", "first_stage", "load_generator", "load_hybrid", "load_ray_retriever", "load_reranker",
-    "load_retriever", "open_pipeline", "pairs_from_kilt", "rerank_settings", "retriever_granularities", "with_rerank",
+    "Retriever", "TASKS", "Task", "available_retrievers", "base_retrievers", "blend", "blended_order", "check_task",
+    "fine_tune_dense", "fine_tune_reranker", "first_stage", "hit_texts", "load_generator", "load_hybrid",
+    "load_ray_retriever", "load_reranker", "load_retriever", "open_pipeline", "pairs_from_kilt", "rerank_settings",
+    "retriever_granularities", "with_rerank",
 ]
 
 

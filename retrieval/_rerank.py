@@ -139,6 +139,22 @@ def blend(first: Sequence[float], second: Sequence[float], weight: float) -> lis
     return [(1.0 - weight) * a + weight * b for a, b in zip(minmax(first), minmax(second))]
 
 
+def blended_order(hits: Sequence[Hit], scores: Sequence[float], weight: float) -> tuple[list[int], list[float]]:
+    """``(order, blended scores)``: the positions of ``hits`` best first by ``blend`` of their first-stage scores
+    and the reranker's ``scores`` (ties: first-stage order), and the blended score of each hit in place."""
+    if not hits:
+        return [], []
+    mixed = blend([h.score for h in hits], scores, weight)
+    return sorted(range(len(hits)), key=lambda i: (-mixed[i], i)), mixed
+
+
+def hit_texts(index: Index, hits: Sequence[Hit]) -> list[str]:
+    """Each hit's title and text as a reranker reads them (from the index's store where the hit carries no text)."""
+    missing = [h.unit_id for h in hits if h.text is None]
+    stored = {u.unit_id: u.text for u in index.store.get(missing)} if missing else {}
+    return [unit_text(h.provenance.title, h.text if h.text is not None else stored[h.unit_id], True) for h in hits]
+
+
 def load_reranker(config: RerankConfig) -> Reranker:
     """The reranker ``config.model`` names (``ValueError`` when it names none)."""
     if not config.model:
@@ -171,19 +187,11 @@ class RerankedRetriever(Retriever):
         head, tail = hits[:self.depth], hits[self.depth:]
         if not head:
             return hits
-        texts = self._texts(head)
-        scores = blend([h.score for h in head], self.reranker.scores(query, texts), self.weight)
-        order = sorted(range(len(head)), key=lambda i: (-scores[i], i))
+        order, scores = blended_order(head, self.reranker.scores(query, hit_texts(self.index, head)), self.weight)
         out = [dataclasses.replace(head[i], score=float(scores[i]), rank=r) for r, i in enumerate(order, 1)]
         floor = min(scores)
         out += [dataclasses.replace(h, score=floor - j, rank=len(out) + j) for j, h in enumerate(tail, 1)]
         return out
-
-    def _texts(self, hits: list[Hit]) -> list[str]:
-        """Each hit's title and text (from the index's store where the hit carries no text)."""
-        missing = [h.unit_id for h in hits if h.text is None]
-        stored = {u.unit_id: u.text for u in self.index.store.get(missing)} if missing else {}
-        return [unit_text(h.provenance.title, h.text if h.text is not None else stored[h.unit_id], True) for h in hits]
 
     def close(self) -> None:
         self.inner.close()

@@ -34,7 +34,7 @@ from genret.core import (
 )
 from genret.indexing import Index, unit_text
 
-from ._dense_train import DensePair, quiet_bars, gold_units, run_trainer
+from ._dense_train import DensePair, gold_units, quiet_bars, run_trainer
 
 
 class RerankTrainConfig(BaseModel):

@@ -49,9 +49,10 @@ SURFACES = {
         "Generator", "GeneratorConfig", "Hit", "HybridConfig", "HybridRetriever", "Provenance",
         "QueryLikelihoodReranker", "REGISTRY", "RagConfig", "RagPipeline", "RerankConfig", "RerankTrainConfig",
         "RerankedRetriever", "Reranker", "RetrievalConfig", "Retriever", "TASKS", "Task", "available_retrievers",
-        "base_retrievers", "blend", "check_task", "fine_tune_dense", "fine_tune_reranker", "first_stage",
-        "load_generator", "load_hybrid", "load_ray_retriever", "load_reranker", "load_retriever", "open_pipeline",
-        "pairs_from_kilt", "rerank_settings", "retriever_granularities", "with_rerank",
+        "base_retrievers", "blend", "blended_order", "check_task", "fine_tune_dense", "fine_tune_reranker",
+        "first_stage", "hit_texts", "load_generator", "load_hybrid", "load_ray_retriever", "load_reranker",
+        "load_retriever", "open_pipeline", "pairs_from_kilt", "rerank_settings", "retriever_granularities",
+        "with_rerank",
     ],
     "genret.retrieval.generative": [
         "DEFAULT_PROMPTS", "GenerativeConfig", "GenerativeRetriever", "Granularity", "PromptSpec", "ScoringConfig",
