@@ -58,6 +58,7 @@ SMALL_TRAIN = 1000  # training queries up to which the dense encoder trains 3 ep
 REPORT_LEVELS = ("page", "passage")
 RERANK_SHARE = 0.4  # of the training minutes, for the reranker (the rest for the dense encoder)
 RERANK_DEPTH = 20
+TRAIN_STATS = ("queries", "rows", "steps", "loss_first", "loss_last", "budget_stopped", "precision", "train_seconds")
 # a cross-encoder trains at about 1/20 of the rate the same model encodes units (pairs/s; mini-KILT, bf16 on 2
 # cores: squad 2.7 pairs/s at 60 units/s, scifact 9.7 at 156).  Below MIN_RERANK_STEPS steps in its share of the
 # budget it is not trained and the dense encoder gets the time (20 minutes: scifact's 38 steps lifted its held-out
@@ -255,8 +256,7 @@ def _rerank_stage(index_dir, train, held, report: AdaptReport, recipe: dict, bud
     report.after["reranked"] = {lv: (fit.blended if fit.kept else fit.first)[lv] for lv in REPORT_LEVELS}
     report.rerank = {"over": over, "depth": fit.depth, "weight": fit.weight, "kept": fit.kept,
                      "held_out_blended": fit.blended, "held_out_first": fit.first,
-                     **{k: fit.train[k] for k in ("queries", "rows", "steps", "loss_first", "loss_last",
-                                                  "budget_stopped", "precision", "train_seconds") if k in fit.train}}
+                     **{k: fit.train[k] for k in TRAIN_STATS if k in fit.train}}
     report.minutes.update({f"rerank {k}": v for k, v in fit.minutes.items()})
     if not fit.kept:
         learned = f"loss {fit.train.get('loss_first')} → {fit.train.get('loss_last')}"
@@ -306,8 +306,7 @@ def _adapt_dense(index_dir, train, held, report: AdaptReport, recipe: dict, budg
                "config": config.model_dump(exclude={"device", "max_minutes"}), **stats}
     write_adapted_dense(index_dir, scratch / "model", trained=trained, device=device, dtype=dtype, progress=progress)
     report.minutes["dense re-encoding"] = round((time.perf_counter() - t0) / 60, 2)
-    report.dense.update({k: stats[k] for k in ("queries", "rows", "steps", "loss_first", "loss_last",
-                                               "budget_stopped", "precision", "train_seconds") if k in stats})
+    report.dense.update({k: stats[k] for k in TRAIN_STATS if k in stats})
     with Index(index_dir) as index:
         return run_members(index, ["dense"], held, 100, after_cfg, task, progress)["dense"]
 
