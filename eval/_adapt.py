@@ -171,7 +171,10 @@ def adapt(index_dir: str | Path, train_file: str | Path, *, task: str | None = N
                                  rerank=off)
     after_cfg = RetrievalConfig(dense={"device": device, "dtype": dtype, "adapted": True}, hybrid={"tuned": "off"},
                                 rerank=off)
-    rerank = rerank and any(m in members for m in ("bm25", "dense"))
+    negatives_from = any(m in members for m in ("bm25", "dense"))  # the reranker's hard negatives come from them
+    if rerank and not negatives_from:
+        report.skipped["rerank"] = "the index has neither BM25 nor dense to draw hard negatives from"
+    rerank = rerank and negatives_from
     with tempfile.TemporaryDirectory(prefix="genret-adapt-") as scratch:
         held_file = Path(scratch) / "held-out.jsonl"
         write_kilt(held_file, held)
@@ -216,7 +219,7 @@ def adapt(index_dir: str | Path, train_file: str | Path, *, task: str | None = N
         _rerank_stage(index_dir, train, held, report, recipe, budget_minutes, t_start, members, device, dtype, seed,
                       rerank_train, task, after_cfg, progress, say)
     else:
-        report.skipped.setdefault("rerank", "not asked for" if members else "the index has neither BM25 nor dense")
+        report.skipped.setdefault("rerank", "not asked for")
     report.skipped.setdefault("generative", "not trained by adapt: `genret train retriever` (25–41 CPU-minutes "
                               "for one squad checkpoint) does not fit a shared budget")
     report.minutes["total"] = round((time.perf_counter() - t_start) / 60, 2)
