@@ -74,6 +74,17 @@ class UsageError(Exception):
     """A command line that cannot be run as given."""
 
 
+def checked_config(cls, what: str, **fields):
+    """``cls(**fields)`` (a pydantic config); a value it refuses is a ``ConfigError`` naming ``what`` with the first
+    line of pydantic's message."""
+    from genret.core import ConfigError
+
+    try:
+        return cls(**fields)
+    except ValueError as exc:
+        raise ConfigError(f"{what}: {exc}".splitlines()[0]) from None
+
+
 def usage(msg: str) -> UsageError:
     return UsageError(msg)
 

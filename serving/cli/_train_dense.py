@@ -13,6 +13,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ._common import checked_config
+
 
 def _rprec(index, held_file: str, adapted: bool) -> dict[str, float]:
     """Dense R-Precision (percent, per level) on the held-out records, with the adapted or the base encoder."""
@@ -25,7 +27,7 @@ def _rprec(index, held_file: str, adapted: bool) -> dict[str, float]:
 
 
 def cmd_train_dense(a: argparse.Namespace) -> int:
-    from genret.core import ConfigError, InputError, sha256_file
+    from genret.core import InputError, sha256_file
     from genret.eval import held_out_split, read_kilt, write_kilt
     from genret.indexing import ADAPTED_DENSE, Index, write_adapted_dense
     from genret.retrieval import DenseTrainConfig, fine_tune_dense, pairs_from_kilt
@@ -34,11 +36,9 @@ def cmd_train_dense(a: argparse.Namespace) -> int:
     records = read_kilt(a.train)[:a.max_records]
     if not records:
         raise InputError(f"{a.train}: no records")
-    try:
-        config = DenseTrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, negatives=a.negatives,
-                                  max_minutes=a.max_minutes, device=a.device, dtype=a.dtype, seed=a.seed)
-    except ValueError as exc:
-        raise ConfigError(f"train dense: {exc}".splitlines()[0]) from None
+    config = checked_config(DenseTrainConfig, "train dense", epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
+                            negatives=a.negatives, max_minutes=a.max_minutes, device=a.device, dtype=a.dtype,
+                            seed=a.seed)
     recipe = {"train": str(Path(a.train).resolve()), "train_sha256": sha256_file(Path(a.train)), "task": a.task,
               "records": len(records), "holdout": a.holdout,
               "config": config.model_dump(exclude={"device", "max_minutes"})}

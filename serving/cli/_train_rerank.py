@@ -13,6 +13,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ._common import checked_config
+
 
 def cmd_train_rerank(a: argparse.Namespace) -> int:
     from genret.core import ConfigError, InputError, sha256_file
@@ -26,11 +28,9 @@ def cmd_train_rerank(a: argparse.Namespace) -> int:
                          "fold to fit its blend on, and queries to train on)")
     if not 0 < a.holdout < 1:
         raise ConfigError(f"--holdout must be between 0 and 1, got {a.holdout}")
-    try:
-        config = RerankTrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, negatives=a.negatives,
-                                   max_minutes=a.max_minutes, device=a.device, dtype=a.dtype, seed=a.seed)
-    except ValueError as exc:
-        raise ConfigError(f"train rerank: {exc}".splitlines()[0]) from None
+    config = checked_config(RerankTrainConfig, "train rerank", epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
+                            negatives=a.negatives, max_minutes=a.max_minutes, device=a.device, dtype=a.dtype,
+                            seed=a.seed)
     with Index(a.index) as index:
         offered = available_retrievers(index)
     over = a.over or (offered[-1] if offered else None)  # the hybrid where there is one
