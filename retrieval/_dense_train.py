@@ -32,10 +32,21 @@ from genret.indexing import Index, unit_text
 log = logging.getLogger("genret")
 
 
-class DenseTrainConfig(BaseModel):
-    """How ``fine_tune_dense`` trains (defaults: what the mini-KILT runs used)."""
+class TrainRunConfig(BaseModel):
+    """What every training run here shares: sequence length, time budget, device, precision, seed."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    max_seq_length: int = Field(256, ge=16)
+    max_minutes: float | None = Field(None, gt=0, description="stop training this many minutes after the start "
+                                      "(mining hard negatives and loading the model included)")
+    device: str = "auto"
+    dtype: str = Field("auto", description="auto: bfloat16 autocast where native, else float32")
+    seed: int = 0
+
+
+class DenseTrainConfig(TrainRunConfig):
+    """How ``fine_tune_dense`` trains (defaults: what the mini-KILT runs used)."""
+
     epochs: float = Field(1.0, gt=0)
     batch_size: int = Field(32, ge=2, description="queries a step; the other passages of the batch are negatives")
     lr: float = Field(3e-5, gt=0)
@@ -45,12 +56,6 @@ class DenseTrainConfig(BaseModel):
         "in-batch negatives only")
     negative_depth: int = Field(10, ge=1, description="a query's hard negative: one of its first N non-gold hits")
     positives_per_query: int = Field(3, ge=1, description="gold passages a query is paired with, at most")
-    max_seq_length: int = Field(256, ge=16)
-    max_minutes: float | None = Field(None, gt=0, description="stop training this many minutes after the start "
-                                      "(mining hard negatives and loading the model included)")
-    device: str = "auto"
-    dtype: str = Field("auto", description="auto: bfloat16 autocast where native, else float32")
-    seed: int = 0
 
 
 @dataclass(frozen=True)

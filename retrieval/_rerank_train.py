@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from itertools import zip_longest
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from genret.core import (
     DEFAULT_DENSE_MODEL,
@@ -34,13 +34,12 @@ from genret.core import (
 )
 from genret.indexing import Index, unit_text
 
-from ._dense_train import DensePair, gold_units, quiet_bars, run_trainer
+from ._dense_train import DensePair, TrainRunConfig, gold_units, quiet_bars, run_trainer
 
 
-class RerankTrainConfig(BaseModel):
+class RerankTrainConfig(TrainRunConfig):
     """How ``fine_tune_reranker`` trains (defaults: the mini-KILT runs')."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     base_model: str | None = Field(None, description="the model to start from (None: the index's dense encoder "
                                    "as built, else the packaged MiniLM)")
     epochs: float = Field(1.0, gt=0)
@@ -52,12 +51,6 @@ class RerankTrainConfig(BaseModel):
     negative_depth: int = Field(15, ge=1, description="hard negatives drawn from the first N non-gold hits")
     positives_per_query: int = Field(2, ge=1, description="gold passages a query is paired with, at most")
     max_queries: int | None = Field(None, ge=1, description="train on at most this many queries (a seeded sample)")
-    max_seq_length: int = Field(256, ge=16)
-    max_minutes: float | None = Field(None, gt=0, description="stop training this many minutes after the start "
-                                      "(mining hard negatives and loading the model included)")
-    device: str = "auto"
-    dtype: str = Field("auto", description="auto: bfloat16 autocast where native, else float32")
-    seed: int = 0
 
 
 def _first_stages(index: Index):
