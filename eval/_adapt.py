@@ -6,11 +6,12 @@ hybrid); the dense encoder is fine-tuned on the rest (``retrieval.fine_tune_dens
 time the budget leaves once re-encoding the index is set aside, and put into the index (``dense-adapted``); the
 adapted dense retriever runs over the held-out fold; the hybrid's fusion is fitted there by cross-validation
 (``tune_fusion``: shrunk toward the default, never below a member alone held out) and saved as the index's
-``hybrid-weights.json``; then a cross-encoder is trained on the rest with what the budget leaves and blended into
-the hybrid's ranking (or the only retriever's) where that lifts the held-out fold (``_adapt_rerank``:
-``rerank-adapted``). The report gives each retriever's R-Precision on the held-out fold before and after, and the
-hybrid's: before, the default fusion; after, the cross-validated estimate of the chosen one (each record scored with
-weights fitted without it) — not the in-sample figure; likewise the reranked hybrid's.
+``hybrid-weights.json``; then a cross-encoder is trained on the rest with what the budget leaves, and it and the
+sentence reranker (a passage's best sentence under the adapted encoder, no training) are each blended into the
+hybrid's ranking (or the only retriever's) on the held-out fold, the better kept where it lifts that fold
+(``_adapt_rerank``: ``rerank-adapted``). The report gives each retriever's R-Precision on the held-out fold before
+and after, and the hybrid's: before, the default fusion; after, the cross-validated estimate of the chosen one
+(each record scored with weights fitted without it) — not the in-sample figure; likewise the reranked hybrid's.
 
 What it does not train, and why: the generative retriever (``genret train retriever``: a checkpoint that lifted
 squad passages by 10–14 points took 25–41 CPU-minutes alone, beyond a 20-minute budget for every part), the span
@@ -171,10 +172,10 @@ def adapt(index_dir: str | Path, train_file: str | Path, *, task: str | None = N
                                  rerank=off)
     after_cfg = RetrievalConfig(dense={"device": device, "dtype": dtype, "adapted": True}, hybrid={"tuned": "off"},
                                 rerank=off)
-    negatives_from = any(m in members for m in ("bm25", "dense"))  # the reranker's hard negatives come from them
+    negatives_from = any(m in members for m in ("bm25", "dense"))  # the cross-encoder's hard negatives come from them
     if rerank and not negatives_from:
-        report.skipped["rerank"] = "the index has neither BM25 nor dense to draw hard negatives from"
-    rerank = rerank and negatives_from
+        report.skipped["cross-encoder"] = "the index has neither BM25 nor dense to draw hard negatives from"
+    train_ce = rerank and negatives_from
     with tempfile.TemporaryDirectory(prefix="genret-adapt-") as scratch:
         held_file = Path(scratch) / "held-out.jsonl"
         write_kilt(held_file, held)
@@ -196,9 +197,9 @@ def adapt(index_dir: str | Path, train_file: str | Path, *, task: str | None = N
                         "epochs": 3.0 if len(train) <= SMALL_TRAIN else 1.0, **(dense_train or {})}
             hits["dense"] = _adapt_dense(index_dir, train, held, report, recipe, budget_minutes, t_start,
                                          Path(scratch), settings, task, after_cfg, progress, say,
-                                         share=1.0 - RERANK_SHARE if rerank else 1.0,
-                                         rerank_step_pairs=_step_pairs(rerank_train) if rerank else None)
-            rerank = rerank and "rerank" not in report.skipped
+                                         share=1.0 - RERANK_SHARE if train_ce else 1.0,
+                                         rerank_step_pairs=_step_pairs(rerank_train) if train_ce else None)
+            train_ce = train_ce and "cross-encoder" not in report.skipped
             # a scorer of its own: the adapted encoder finds units none of the runs before did
             adapted = Scorer(held, {"dense": hits["dense"]}, "Rprec", REPORT_LEVELS)
             report.after["dense"] = _percent(adapted([[h.unit_id for h in r] for r in hits["dense"]]))
@@ -215,11 +216,13 @@ def adapt(index_dir: str | Path, train_file: str | Path, *, task: str | None = N
             report.fusion = {"file": str(path), "chosen": chosen, "method": doc.method, "normalize": doc.normalize,
                              "weights": doc.weights, "in_sample": _percent(doc.results["fused (chosen)"])}
             report.minutes["fusion"] = round((time.perf_counter() - t0) / 60, 2)
-    if rerank:
+    if rerank and (train_ce or "dense" in members):
         _rerank_stage(index_dir, train, held, report, recipe, budget_minutes, t_start, members, device, dtype, seed,
-                      rerank_train, task, after_cfg, progress, say)
+                      rerank_train if train_ce else None, task, after_cfg, progress, say)
     else:
-        report.skipped.setdefault("rerank", "not asked for")
+        report.skipped.setdefault("rerank", "not asked for" if not rerank else
+                                  "no candidate: no cross-encoder trained, and no dense encoder for the sentence "
+                                  "reranker")
     report.skipped.setdefault("generative", "not trained by adapt: `genret train retriever` (25–41 CPU-minutes "
                               "for one squad checkpoint) does not fit a shared budget")
     report.minutes["total"] = round((time.perf_counter() - t_start) / 60, 2)
@@ -232,39 +235,48 @@ def adapt(index_dir: str | Path, train_file: str | Path, *, task: str | None = N
 def _rerank_stage(index_dir, train, held, report: AdaptReport, recipe: dict, budget: float, t_start: float,
                   members: list[str], device: str, dtype: str, seed: int, rerank_train: dict[str, Any] | None,
                   task: str | None, after_cfg: RetrievalConfig, progress: bool, say: Callable[[str], None]) -> None:
-    """Train the reranker with what is left of the budget (less the time scoring the held-out fold takes) and
-    record its fit; the hybrid, fused as just fitted (or the only retriever), is its first stage."""
+    """Train the cross-encoder (``rerank_train`` None: none) with what is left of the budget (less the time scoring
+    the held-out fold takes), fit it and the sentence reranker over the first stage, and record the fit; the
+    hybrid, fused as just fitted (or the only retriever), is the first stage."""
     over = "hybrid" if len(members) > 1 else members[0]
     spent = (time.perf_counter() - t_start) / 60
     # scoring the fold: the first stage once more (as long as the runs before), a cross-encoder pass over
     # RERANK_DEPTH hits a record (about as fast as encoding units), loading it and writing it into the index
-    # (half a minute; measured on mini-KILT scifact: 0.86 min for the first two against 0.66 estimated)
-    scoring = report.minutes.get("before", 0.0) + report.held_out_records * RERANK_DEPTH / report.dense.get(
+    # (half a minute; measured on mini-KILT scifact: 0.86 min for the first two against 0.66 estimated); the
+    # sentence reranker reads the same passages' sentences with the smaller bi-encoder in about as long
+    scoring = report.minutes.get("before", 0.0) + 2 * report.held_out_records * RERANK_DEPTH / report.dense.get(
         "encode_rate", 50.0) / 60 + 0.5
-    minutes = max(budget - spent - scoring, 0.5)
-    say(f"rerank: {minutes:.1f} min for training a cross-encoder, ~{scoring:.1f} min for fitting its blend over "
-        f"{over}")
-    settings = {"device": device, "dtype": dtype, "seed": seed,
-                "epochs": 3.0 if len(train) <= SMALL_TRAIN else 1.0, **(rerank_train or {}), "max_minutes": minutes}
-    config = RerankTrainConfig(**settings)
+    config = None
+    if rerank_train is not None:
+        minutes = max(budget - spent - scoring, 0.5)
+        say(f"rerank: {minutes:.1f} min for training a cross-encoder, ~{scoring:.1f} min for fitting its blend and "
+            f"the sentence reranker's over {over}")
+        settings = {"device": device, "dtype": dtype, "seed": seed,
+                    "epochs": 3.0 if len(train) <= SMALL_TRAIN else 1.0, **rerank_train, "max_minutes": minutes}
+        config = RerankTrainConfig(**settings)
+    else:
+        say(f"rerank: fitting the sentence reranker's blend over {over} (~{scoring:.1f} min)")
     with tempfile.TemporaryDirectory(prefix="genret-adapt-rerank-") as scratch:
         fit = adapt_reranker(index_dir, train, held, over=over,
                              config=after_cfg.model_copy(update={"hybrid": after_cfg.hybrid.model_copy(
                                  update={"tuned": "auto"})}),
                              train_config=config, scratch=Path(scratch), task=task, depth=RERANK_DEPTH,
                              trained={"train": recipe["train"], "train_sha256": recipe["train_sha256"], "task": task,
-                                      "config": config.model_dump(exclude={"device", "max_minutes"})},
+                                      **({"config": config.model_dump(exclude={"device", "max_minutes"})}
+                                         if config is not None else {})},
                              progress=progress, say=say)
     report.before["reranked"] = {lv: fit.first[lv] for lv in REPORT_LEVELS}
     report.after["reranked"] = {lv: (fit.blended if fit.kept else fit.first)[lv] for lv in REPORT_LEVELS}
-    report.rerank = {"over": over, "depth": fit.depth, "weight": fit.weight, "kept": fit.kept,
-                     "held_out_blended": fit.blended, "held_out_first": fit.first,
+    report.rerank = {"over": over, "model": fit.model, "depth": fit.depth, "weight": fit.weight, "kept": fit.kept,
+                     "held_out_blended": fit.blended, "held_out_first": fit.first, "candidates": fit.candidates,
                      **{k: fit.train[k] for k in TRAIN_STATS if k in fit.train}}
     report.minutes.update({f"rerank {k}": v for k, v in fit.minutes.items()})
     if not fit.kept:
-        learned = f"loss {fit.train.get('loss_first')} → {fit.train.get('loss_last')}"
-        report.skipped["rerank"] = (f"trained, not kept: blended into {over} it scored {fit.blended['objective']:.1f} "
-                                    f"on the held-out fold against {fit.first['objective']:.1f} alone ({learned})")
+        learned = (f" (cross-encoder loss {fit.train.get('loss_first')} → {fit.train.get('loss_last')})"
+                   if fit.train else "")
+        report.skipped["rerank"] = (f"none kept: the best, {fit.model}, blended into {over} scored "
+                                    f"{fit.blended['objective']:.1f} on the held-out fold against "
+                                    f"{fit.first['objective']:.1f} alone{learned}")
 
 
 def _adapt_dense(index_dir, train, held, report: AdaptReport, recipe: dict, budget: float, t_start: float,
@@ -274,7 +286,8 @@ def _adapt_dense(index_dir, train, held, report: AdaptReport, recipe: dict, budg
     """Fine-tune and re-encode the dense encoder within ``share`` of what is left of the budget; returns the
     adapted dense retriever's hit lists for the held-out records.  ``rerank_step_pairs``: the pairs a reranker
     training step reads, when one is to be trained with the rest — where the rest is too short for it
-    (``MIN_RERANK_STEPS``), the dense encoder gets the whole budget and ``report.skipped["rerank"]`` says why."""
+    (``MIN_RERANK_STEPS``), the dense encoder gets the whole budget and ``report.skipped["cross-encoder"]`` says
+    why."""
     device, dtype = settings["device"], settings["dtype"]
     with Index(index_dir) as index:
         rate = _encode_rate(index, device, dtype)
@@ -288,11 +301,11 @@ def _adapt_dense(index_dir, train, held, report: AdaptReport, recipe: dict, budg
             steps = int(left * (1.0 - share) * 60 * rate / CE_RATE_RATIO / rerank_step_pairs)
             if steps < MIN_RERANK_STEPS:
                 share = 1.0
-                report.skipped["rerank"] = (
+                report.skipped["cross-encoder"] = (
                     f"not trained: its share of the budget would give ~{steps} steps here (~{rate / CE_RATE_RATIO:.1f}"
                     f" pairs/s), fewer than {MIN_RERANK_STEPS}; the dense encoder got the time (raise "
                     "--budget-minutes, or `genret train rerank`)")
-                say(f"rerank: {report.skipped['rerank']}")
+                say(f"rerank: cross-encoder {report.skipped['cross-encoder']}")
         minutes = left * share
         say(f"dense: re-encoding {units} units will take ~{reencode:.1f} min ({rate:.0f} units/s); "
             f"{max(minutes, 0):.1f} of the {budget:g}-minute budget for training it")

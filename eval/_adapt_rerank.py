@@ -1,14 +1,17 @@
-"""The reranking stage of ``genret adapt`` (and ``genret train rerank``): train a cross-encoder on the task, fit how
-much of it to blend into the first stage on a held-out fold, and keep it only where the blend lifts that fold.
+"""The reranking stage of ``genret adapt`` (and ``genret train rerank``): the candidate second stages — a
+cross-encoder trained on the task, and the sentence reranker (a passage's best sentence under the index's dense
+encoder, no training) —, each blended into the first stage as a held-out fold says, and the better one kept only
+where its blend lifts that fold.
 
 The first stage is the retriever searches use by default (the hybrid where the index has several members, with the
-fusion ``adapt`` just fitted).  Over the held-out fold its first ``depth`` hits are scored by the trained
-cross-encoder; the blend weight (``retrieval.RerankedRetriever``: ``(1 - w)`` of the first stage's min-max
-normalised score, ``w`` of the cross-encoder's) is chosen on a grid by cross-validation: each fold's records are
-ranked with the weight best on the other folds, and that held-out estimate is what is compared with the first stage
-alone (both R-Precision, page and passage averaged).  Where it is higher the model goes into the index
-(``indexing.write_adapted_reranker``) with the weight best on the whole fold, and searches over that retriever use
-it without flags; where not, nothing is written and the report says so.
+fusion ``adapt`` just fitted).  Over the held-out fold its first ``depth`` hits are scored by each candidate; the
+blend weight (``retrieval.RerankedRetriever``: ``(1 - w)`` of the first stage's min-max normalised score, ``w`` of
+the reranker's) is chosen on a grid by cross-validation: each fold's records are ranked with the weight best on the
+other folds, and that held-out estimate is what is compared with the first stage alone (both R-Precision, page and
+passage averaged).  The candidate with the higher estimate is kept where it beats the first stage (a cross-encoder
+also needs a training loss that fell): it goes into the index (``indexing.write_adapted_reranker``) with the weight
+best on the whole fold, and searches over that retriever use it without flags; where none does, nothing is written
+and the report says so.
 """
 
 from __future__ import annotations
@@ -20,30 +23,35 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from genret.indexing import Index, write_adapted_reranker
+from genret.indexing import SENTENCE_RERANK_MODEL, Index, write_adapted_reranker
 from genret.retrieval import (
     CrossEncoderReranker,
     Hit,
+    RerankConfig,
+    Reranker,
     RerankTrainConfig,
     RetrievalConfig,
     blended_order,
     fine_tune_reranker,
-    hit_texts,
+    load_reranker,
     pairs_from_kilt,
+    reranker_texts,
 )
 
 from ._fusion_tune import Scorer, run_members
 
 WEIGHTS = tuple(round(0.1 * i, 1) for i in range(11))
 LEVELS = ("page", "passage")
+CROSS_ENCODER = "cross-encoder"
 
 
 @dataclass
 class RerankFit:
-    """What the held-out fold said of a trained reranker: the first stage alone (``first``), the blend's
-    cross-validated estimate (``blended``), both R-Precision percent per level and their mean (``objective``); the
-    weight best on the whole fold; whether it was kept (the blend higher than the first stage alone, and a training
-    loss that fell)."""
+    """What the held-out fold said of the reranker it chose (``model``: ``cross-encoder`` or ``sentences``): the
+    first stage alone (``first``), the blend's cross-validated estimate (``blended``), both R-Precision percent per
+    level and their mean (``objective``); the weight best on the whole fold; whether it was kept (the blend higher
+    than the first stage alone, and for a cross-encoder a training loss that fell); each candidate's ``blended`` and
+    ``weight`` (``candidates``); the cross-encoder's training statistics (empty when none was trained)."""
 
     over: str
     depth: int
@@ -51,6 +59,8 @@ class RerankFit:
     first: dict[str, float]
     blended: dict[str, float]
     kept: bool
+    model: str = CROSS_ENCODER
+    candidates: dict[str, dict[str, Any]] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
     minutes: dict[str, float] = field(default_factory=dict)
 
@@ -87,39 +97,58 @@ def fit_blend(scorer: Scorer, hits: list[list[Hit]], scores: list[list[float]], 
 
 
 def adapt_reranker(index_dir: str | Path, train: Sequence[dict], held: Sequence[dict], *, over: str,
-                   config: RetrievalConfig, train_config: RerankTrainConfig, scratch: Path, task: str | None,
-                   depth: int = 20, trained: dict[str, Any] | None = None, progress: bool = True,
-                   say: Callable[[str], None] = print) -> RerankFit:
-    """Train a cross-encoder on ``train`` (KILT records), fit its blend over retriever ``over`` on ``held`` and
-    write it into the index when it lifts the fold (see the module doc).  ``config``: the first stage's retrieval
-    settings (its own reranking is switched off here)."""
+                   config: RetrievalConfig, train_config: RerankTrainConfig | None, scratch: Path, task: str | None,
+                   depth: int = 20, trained: dict[str, Any] | None = None, sentences: bool = True,
+                   progress: bool = True, say: Callable[[str], None] = print) -> RerankFit:
+    """Train a cross-encoder on ``train`` (KILT records; none when ``train_config`` is None), fit its blend and —
+    with ``sentences`` and a dense component — the sentence reranker's over retriever ``over`` on ``held``, and
+    write the better into the index when it lifts the fold (see the module doc).  ``config``: the first stage's
+    retrieval settings (its own reranking is switched off here; its dense encoder is the sentence reranker's)."""
     config = config.model_copy(update={"rerank": config.rerank.model_copy(update={"model": None,
                                                                                    "adapted": False})})
     minutes: dict[str, float] = {}
-    t0 = time.perf_counter()
-    with Index(index_dir) as index:
-        stats = fine_tune_reranker(index, pairs_from_kilt(train), scratch / "reranker", train_config,
-                                   progress=progress)
-    minutes["training"] = round((time.perf_counter() - t0) / 60, 2)
-    say(f"rerank: trained on {stats['queries']} queries ({stats['rows']} rows, {stats['steps']} steps, loss "
-        f"{stats['loss_first']} → {stats['loss_last']}); scoring the held-out fold's first {depth} {over} hits")
+    stats: dict[str, Any] = {}
+    if train_config is not None:
+        t0 = time.perf_counter()
+        with Index(index_dir) as index:
+            stats = fine_tune_reranker(index, pairs_from_kilt(train), scratch / "reranker", train_config,
+                                       progress=progress)
+        minutes["training"] = round((time.perf_counter() - t0) / 60, 2)
+        say(f"rerank: trained on {stats['queries']} queries ({stats['rows']} rows, {stats['steps']} steps, loss "
+            f"{stats['loss_first']} → {stats['loss_last']}); scoring the held-out fold's first {depth} {over} hits")
     t0 = time.perf_counter()
     with Index(index_dir) as index:
         hits = run_members(index, [over], list(held), 100, config, task, progress)[over]
-        reranker = CrossEncoderReranker(str(scratch / "reranker"), train_config.device, train_config.dtype)
-        scores = [reranker.scores(rec["input"], hit_texts(index, hs[:depth])) for rec, hs in zip(held, hits)]
+        rerankers: dict[str, Reranker] = {}
+        if train_config is not None:
+            rerankers[CROSS_ENCODER] = CrossEncoderReranker(str(scratch / "reranker"), train_config.device,
+                                                            train_config.dtype)
+        if sentences and index.has("dense"):
+            rerankers[SENTENCE_RERANK_MODEL] = load_reranker(
+                RerankConfig(model=SENTENCE_RERANK_MODEL, device=config.dense.device, dtype=config.dense.dtype),
+                index, adapted_dense=config.dense.adapted)
+        if not rerankers:
+            raise ValueError("adapt_reranker: no candidate reranker (no cross-encoder to train, and no sentence "
+                             "reranker: the index has no dense component or sentences is False)")
+        scores = {name: [r.scores(rec["input"], reranker_texts(index, hs[:depth], r)) for rec, hs in zip(held, hits)]
+                  for name, r in rerankers.items()}
     scorer = Scorer(list(held), {over: hits}, "Rprec", LEVELS)
-    weight, blended, first = fit_blend(scorer, hits, scores, depth)
+    fits = {name: fit_blend(scorer, hits, sc, depth) for name, sc in scores.items()}
     minutes["held-out scoring"] = round((time.perf_counter() - t0) / 60, 2)
-    pct = {k: round(100 * v, 1) for k, v in first.items()}
-    fit = RerankFit(over=over, depth=depth, weight=weight, first=pct,
-                    blended={k: round(100 * v, 1) for k, v in blended.items()},
-                    kept=blended["objective"] > first["objective"] and weight > 0 and _learned(stats), train=stats,
+    pct = lambda m: {k: round(100 * v, 1) for k, v in m.items()}  # noqa: E731
+    eligible = [n for n in fits if n != CROSS_ENCODER or _learned(stats)]
+    name = max(eligible or list(fits), key=lambda n: (fits[n][1]["objective"], n != CROSS_ENCODER))
+    weight, blended, first = fits[name]
+    fit = RerankFit(over=over, depth=depth, weight=weight, first=pct(first), blended=pct(blended),
+                    kept=bool(eligible) and blended["objective"] > first["objective"] and weight > 0, model=name,
+                    candidates={n: {"weight": f[0], "blended": pct(f[1])} for n, f in fits.items()}, train=stats,
                     minutes=minutes)
     if fit.kept:
-        write_adapted_reranker(index_dir, scratch / "reranker", over=over, depth=depth, weight=weight,
-                               trained={**(trained or {}), **stats, "held_out": {"first": fit.first,
-                                                                                  "blended": fit.blended}})
+        what = {**(trained or {}), "model": name, "held_out": {"first": fit.first, "blended": fit.blended}}
+        write_adapted_reranker(index_dir, scratch / "reranker" if name == CROSS_ENCODER else None, over=over,
+                               depth=depth, weight=weight,
+                               trained={**what, **stats} if name == CROSS_ENCODER else
+                               {k: v for k, v in what.items() if k != "config"})
     return fit
 
 
@@ -127,4 +156,3 @@ def _learned(stats: dict[str, Any]) -> bool:
     """Whether the training loss fell (a model that did not learn is not kept, whatever a small fold says)."""
     first, last = stats.get("loss_first"), stats.get("loss_last")
     return first is not None and last is not None and last < first
-

@@ -11,8 +11,8 @@ package shares (errors, atomic and versioned JSON, staged directories, progress,
 
 # build, extend, rebuild
 from ._add import add_to_index
-from ._adapted import (ADAPTED_DENSE, ADAPTED_RERANK, adapted_reranker, dense_component, write_adapted_dense,
-                       write_adapted_reranker)
+from ._adapted import (ADAPTED_DENSE, ADAPTED_RERANK, SENTENCE_RERANK_MODEL, adapted_reranker, dense_component,
+                       write_adapted_dense, write_adapted_reranker)
 from ._bm25 import BM25Config
 from ._build import IndexConfig, available_components, build_index
 from ._corpus import Page, ReadStats, open_text, read_corpus
@@ -39,10 +39,10 @@ from ._verify import verify_index
 
 __all__ = [
     "ADAPTED_DENSE", "ADAPTED_RERANK", "BM25Config", "BM25Params", "Component", "DenseConfig", "DenseParams", "Encoder",
-    "FMParams", "Index", "IndexConfig", "LuceneIndex", "Manifest", "Page", "ReadStats", "SentenceTransformerEncoder",
-    "StoreParams", "StoredUnit", "Unit", "UnitConfig", "UnitStore", "adapted_reranker", "add_to_index",
-    "available_components", "build_index", "build_index_ray", "configure_search", "dense_component", "encoder_model",
-    "load_faiss", "open_lucene", "open_text", "place_index", "query_encoder", "ray_session", "read_corpus",
-    "read_manifest", "rebuild_dense", "seal_manifest", "sentence_spans", "unit_text", "verify_index",
+    "FMParams", "Index", "IndexConfig", "LuceneIndex", "Manifest", "Page", "ReadStats", "SENTENCE_RERANK_MODEL",
+    "SentenceTransformerEncoder", "StoreParams", "StoredUnit", "Unit", "UnitConfig", "UnitStore", "adapted_reranker",
+    "add_to_index", "available_components", "build_index", "build_index_ray", "configure_search", "dense_component",
+    "encoder_model", "load_faiss", "open_lucene", "open_text", "place_index", "query_encoder", "ray_session",
+    "read_corpus", "read_manifest", "rebuild_dense", "seal_manifest", "sentence_spans", "unit_text", "verify_index",
     "write_adapted_dense", "write_adapted_reranker", "write_manifest",
 ]

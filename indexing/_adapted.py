@@ -13,7 +13,9 @@ in whole, as ``add`` does; ``add`` encodes new units with the adapted encoder to
 ``rerank-adapted`` (kind ``cross-encoder``): a cross-encoder ``genret adapt`` trained on the task, as
 ``adapted/rerank-model/``, with what it was fitted over (``params.over``: the retriever whose hits it re-orders
 by default), the depth and the blend weight fitted on the held-out fold (``write_adapted_reranker``).  It reads
-unit text, not vectors, so ``add`` keeps it as it is.
+unit text, not vectors, so ``add`` keeps it as it is.  Kind ``sentence-encoder`` instead: no model of its own —
+``genret adapt`` found a passage's best sentence under the index's dense encoder the better second stage
+(``retrieval``'s sentence reranker); the component holds only its fit.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ ADAPTED_RERANK = "rerank-adapted"
 ADAPTED_DIR = "adapted"
 MODEL_DIR = f"{ADAPTED_DIR}/dense-model"
 RERANK_KIND = "cross-encoder"
+SENTENCE_RERANK_KIND = "sentence-encoder"
+SENTENCE_RERANK_MODEL = "sentences"  # the reranker's name at query time (``RerankConfig.model``)
 RERANK_MODEL_DIR = f"{ADAPTED_DIR}/rerank-model"
 
 
@@ -87,11 +91,11 @@ def write_adapted_dense(index_dir: str | Path, model_dir: str | Path, *, trained
         return new
 
 
-def write_adapted_reranker(index_dir: str | Path, model_dir: str | Path, *, over: str, depth: int, weight: float,
-                           trained: dict[str, Any]) -> Manifest:
-    """Put the cross-encoder in ``model_dir`` into the index at ``index_dir`` as its ``rerank-adapted`` component
-    (replacing an earlier one), to re-order the first ``depth`` hits of retriever ``over`` with blend ``weight``;
-    returns the new manifest."""
+def write_adapted_reranker(index_dir: str | Path, model_dir: str | Path | None, *, over: str, depth: int,
+                           weight: float, trained: dict[str, Any]) -> Manifest:
+    """Put the cross-encoder in ``model_dir`` (None: the sentence reranker, which reads with the index's dense
+    encoder) into the index at ``index_dir`` as its ``rerank-adapted`` component (replacing an earlier one), to
+    re-order the first ``depth`` hits of retriever ``over`` with blend ``weight``; returns the new manifest."""
     src = Path(index_dir)
     with write_lock(src):
         manifest = read_manifest(src)
@@ -99,26 +103,33 @@ def write_adapted_reranker(index_dir: str | Path, model_dir: str | Path, *, over
         t0 = time.perf_counter()
         with staged_dir(src, "adapting", copy_from=src) as tmp:
             shutil.rmtree(tmp / RERANK_MODEL_DIR, ignore_errors=True)
-            (tmp / ADAPTED_DIR).mkdir(exist_ok=True)
-            shutil.copytree(model_dir, tmp / RERANK_MODEL_DIR)
-            model_files = sorted(str(f.relative_to(tmp)) for f in (tmp / RERANK_MODEL_DIR).rglob("*") if f.is_file())
-            component = Component(kind=RERANK_KIND, model=RERANK_MODEL_DIR, files=file_entries(tmp, model_files),
-                                  params={"model_dir": RERANK_MODEL_DIR, "over": over, "depth": int(depth),
-                                          "weight": float(weight), "trained": trained},
-                                  build_seconds=round(time.perf_counter() - t0, 3))
+            params = {"over": over, "depth": int(depth), "weight": float(weight), "trained": trained}
+            if model_dir is None:
+                component = Component(kind=SENTENCE_RERANK_KIND, model=SENTENCE_RERANK_MODEL, files={},
+                                      params=params, build_seconds=round(time.perf_counter() - t0, 3))
+            else:
+                (tmp / ADAPTED_DIR).mkdir(exist_ok=True)
+                shutil.copytree(model_dir, tmp / RERANK_MODEL_DIR)
+                model_files = sorted(str(f.relative_to(tmp)) for f in (tmp / RERANK_MODEL_DIR).rglob("*")
+                                     if f.is_file())
+                component = Component(kind=RERANK_KIND, model=RERANK_MODEL_DIR, files=file_entries(tmp, model_files),
+                                      params={"model_dir": RERANK_MODEL_DIR, **params},
+                                      build_seconds=round(time.perf_counter() - t0, 3))
             new = manifest.model_copy(update={"components": {**manifest.components, ADAPTED_RERANK: component}})
             write_manifest(tmp, new)
         return new
 
 
 def adapted_reranker(index) -> dict[str, Any] | None:
-    """``{"model": its folder, "over", "depth", "weight"}`` of the index's ``rerank-adapted`` component (None when
-    it has none)."""
+    """``{"model", "over", "depth", "weight"}`` of the index's ``rerank-adapted`` component (None when it has
+    none); ``model``: the cross-encoder's folder, or ``sentences`` for the sentence reranker."""
     if not index.has(ADAPTED_RERANK):
         return None
     comp = index.component(ADAPTED_RERANK)
-    if comp.kind != RERANK_KIND:
+    if comp.kind not in (RERANK_KIND, SENTENCE_RERANK_KIND):
         raise NotFoundError(f"index {index.path}: component {ADAPTED_RERANK!r} has kind {comp.kind!r}, not "
-                            f"{RERANK_KIND!r}")
-    return {"model": str(Path(index.path) / comp.params["model_dir"]), "over": comp.params["over"],
-            "depth": int(comp.params["depth"]), "weight": float(comp.params["weight"])}
+                            f"{RERANK_KIND!r} or {SENTENCE_RERANK_KIND!r}")
+    model = (SENTENCE_RERANK_MODEL if comp.kind == SENTENCE_RERANK_KIND
+             else str(Path(index.path) / comp.params["model_dir"]))
+    return {"model": model, "over": comp.params["over"], "depth": int(comp.params["depth"]),
+            "weight": float(comp.params["weight"])}

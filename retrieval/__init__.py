@@ -14,8 +14,9 @@ from ._bm25 import BM25Retriever, BM25SearchConfig
 from ._contract import Demo, Hit, Provenance, Retriever
 from ._dense import DenseRetriever, DenseSearchConfig
 from ._rerank import (CrossEncoderReranker, QueryLikelihoodReranker, RerankConfig, RerankedRetriever, Reranker,
-                      blend, blended_order, hit_texts, load_reranker)
+                      blend, blended_order, hit_texts, load_reranker, reranker_texts)
 from ._dense_train import DensePair, DenseTrainConfig, fine_tune_dense, pairs_from_kilt
+from ._rerank_sentences import SentenceReranker
 from ._rerank_train import RerankTrainConfig, fine_tune_reranker
 from .hybrid import DEFAULT_MEMBER_WEIGHTS, HybridConfig, HybridRetriever
 from ._ray_retrievers import load_ray_retriever
@@ -31,10 +32,10 @@ __all__ = [
     "DenseRetriever", "DenseSearchConfig", "DenseTrainConfig", "GenerativeConfig", "GenerativeRetriever", "Generator",
     "GeneratorConfig", "Hit", "HybridConfig", "HybridRetriever", "Provenance", "QueryLikelihoodReranker", "REGISTRY",
     "RagConfig", "RagPipeline", "RerankConfig", "RerankTrainConfig", "RerankedRetriever", "Reranker", "RetrievalConfig",
-    "Retriever", "TASKS", "Task", "available_retrievers", "base_retrievers", "blend", "blended_order", "check_task",
-    "fine_tune_dense", "fine_tune_reranker", "first_stage", "hit_texts", "load_generator", "load_hybrid",
-    "load_ray_retriever", "load_reranker", "load_retriever", "open_pipeline", "pairs_from_kilt", "rerank_settings",
-    "retriever_granularities", "with_rerank",
+    "Retriever", "SentenceReranker", "TASKS", "Task", "available_retrievers", "base_retrievers", "blend",
+    "blended_order", "check_task", "fine_tune_dense", "fine_tune_reranker", "first_stage", "hit_texts",
+    "load_generator", "load_hybrid", "load_ray_retriever", "load_reranker", "load_retriever", "open_pipeline",
+    "pairs_from_kilt", "rerank_settings", "reranker_texts", "retriever_granularities", "with_rerank",
 ]
 
 

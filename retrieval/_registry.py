@@ -129,7 +129,8 @@ def with_rerank(index: Index, name: str, retriever: Retriever, config: Retrieval
     if settings is None:
         return retriever
     try:
-        return RerankedRetriever(retriever, load_reranker(settings), settings.depth, index, settings.weight)
+        reranker = load_reranker(settings, index, adapted_dense=(config or RetrievalConfig()).dense.adapted)
+        return RerankedRetriever(retriever, reranker, settings.depth, index, settings.weight)
     except BaseException:
         retriever.close()
         raise

@@ -1,7 +1,7 @@
 """A second stage over any retriever: its first ``depth`` hits re-ordered by a model that reads query and passage
 together.
 
-Two rerankers, one small contract (``Reranker.scores``: one score a passage, higher is better):
+Three rerankers, one small contract (``Reranker.scores``: one score a passage, higher is better):
 
 - ``CrossEncoderReranker``: a sentence-transformers ``CrossEncoder`` (any local cross-encoder a user has, e.g.
   an MS MARCO MiniLM one), scoring (query, passage) pairs;
@@ -9,7 +9,9 @@ Two rerankers, one small contract (``Reranker.scores``: one score a passage, hig
   passage) under a "write a question this passage answers" prompt — the packaged SmolLM2 by default.  Every
   passage of a query is read once (one batched prompt pass) and the query teacher-forced over each passage's KV
   cache (``generative._lm_steps.Stepper``).  The query is the same for all of a query's passages, so the sum of
-  its token log-probabilities ranks them as their mean would.
+  its token log-probabilities ranks them as their mean would;
+- ``SentenceReranker`` (``_rerank_sentences``): a passage scored by its best sentence under the index's dense
+  encoder — no training, and what ``genret adapt`` keeps where no cross-encoder trains in its budget.
 
 ``RerankedRetriever`` wraps a retriever: it asks for ``max(k, depth)`` hits, re-orders the first ``depth`` by the
 reranker's scores (the hit keeps its unit, provenance, text and explanations; its score becomes the reranker's,
@@ -19,7 +21,8 @@ the two stages: ``(1 - weight) * minmax(first-stage score) + weight * minmax(rer
 head (the way ``genret adapt`` keeps a cross-encoder trained on few queries: alone it can rank worse than the
 first stage, blended it adds what the first stage misses).  ``RerankConfig.model``: None (off, or the index's
 adapted reranker: ``rerank_settings``), ``adapted``, ``ql`` / ``ql:MODEL`` (query likelihood with the packaged or
-another causal LM), or a cross-encoder's name or path.
+another causal LM), ``sentences`` / ``sentences:MODEL`` (best sentence under the index's dense encoder or another
+bi-encoder), or a cross-encoder's name or path.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from genret.core import DEFAULT_LM, model_load_lock
 from genret.indexing import Index, unit_text
 
 from ._contract import Hit, Retriever
+from ._rerank_sentences import SENTENCES, sentence_reranker
 
 QL_PROMPT = "Passage: {passage}\nWrite a question that this passage answers.\nQuestion:"
 
@@ -44,9 +48,10 @@ class RerankConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     model: str | None = Field(None, description="None: no reranking (but see ``adapted``); 'adapted': the "
-                              "index's cross-encoder trained by `genret adapt`; 'ql' or 'ql:MODEL': query likelihood "
-                              "under the packaged (or another causal) LM; else a sentence-transformers "
-                              "CrossEncoder's name or path")
+                              "index's reranker fitted by `genret adapt`; 'ql' or 'ql:MODEL': query likelihood "
+                              "under the packaged (or another causal) LM; 'sentences' or 'sentences:MODEL': a "
+                              "passage's best sentence under the index's dense encoder (or another bi-encoder); else "
+                              "a sentence-transformers CrossEncoder's name or path")
     depth: int | None = Field(None, ge=1, le=1000, description="first-stage hits a query re-ordered (None: the "
                               "adapted reranker's, else 20)")
     weight: float | None = Field(None, ge=0, le=1, description="the reranker's share of a reranked hit's score "
@@ -60,7 +65,8 @@ class RerankConfig(BaseModel):
 
 class Reranker(Protocol):
     """Scores passages for a query: ``scores(query, passages)`` returns one float a passage, higher = more
-    relevant (only their order within one query matters)."""
+    relevant (only their order within one query matters).  A passage is ``title\ntext`` unless the reranker
+    has ``reads_titles`` False (then the text alone)."""
 
     name: str
 
@@ -148,17 +154,29 @@ def blended_order(hits: Sequence[Hit], scores: Sequence[float], weight: float) -
     return sorted(range(len(hits)), key=lambda i: (-mixed[i], i)), mixed
 
 
-def hit_texts(index: Index, hits: Sequence[Hit]) -> list[str]:
-    """Each hit's title and text as a reranker reads them (from the index's store where the hit carries no text)."""
+def hit_texts(index: Index, hits: Sequence[Hit], with_title: bool = True) -> list[str]:
+    """Each hit's title and text as a reranker reads them (the text alone without ``with_title``; from the index's
+    store where the hit carries no text)."""
     missing = [h.unit_id for h in hits if h.text is None]
     stored = {u.unit_id: u.text for u in index.store.get(missing)} if missing else {}
-    return [unit_text(h.provenance.title, h.text if h.text is not None else stored[h.unit_id], True) for h in hits]
+    return [unit_text(h.provenance.title, h.text if h.text is not None else stored[h.unit_id], with_title)
+            for h in hits]
 
 
-def load_reranker(config: RerankConfig) -> Reranker:
-    """The reranker ``config.model`` names (``ValueError`` when it names none)."""
+def reranker_texts(index: Index, hits: Sequence[Hit], reranker: Reranker) -> list[str]:
+    """The passages ``reranker`` reads for ``hits`` (``hit_texts``, with titles unless it has ``reads_titles``
+    False)."""
+    return hit_texts(index, hits, getattr(reranker, "reads_titles", True))
+
+
+def load_reranker(config: RerankConfig, index: Index | None = None, *, adapted_dense: bool = True) -> Reranker:
+    """The reranker ``config.model`` names (``ValueError`` when it names none); ``index`` and ``adapted_dense``:
+    the dense encoder ``sentences`` reads with (the index's adapted one unless ``adapted_dense`` is False)."""
     if not config.model:
         raise ValueError("no reranker configured (RerankConfig.model is None)")
+    if config.model == SENTENCES or config.model.startswith(SENTENCES + ":"):
+        return sentence_reranker(config.model.partition(":")[2] or None, index, adapted=adapted_dense,
+                                 device=config.device, dtype=config.dtype)
     if config.model == "ql" or config.model.startswith("ql:"):
         model = config.model.partition(":")[2] or DEFAULT_LM
         return QueryLikelihoodReranker(model, config.device, config.dtype, config.max_passage_tokens)
@@ -187,7 +205,8 @@ class RerankedRetriever(Retriever):
         head, tail = hits[:self.depth], hits[self.depth:]
         if not head:
             return hits
-        order, scores = blended_order(head, self.reranker.scores(query, hit_texts(self.index, head)), self.weight)
+        order, scores = blended_order(head, self.reranker.scores(query, reranker_texts(self.index, head,
+                                                                                        self.reranker)), self.weight)
         out = [dataclasses.replace(head[i], score=float(scores[i]), rank=r) for r, i in enumerate(order, 1)]
         floor = min(scores)
         out += [dataclasses.replace(h, score=floor - j, rank=len(out) + j) for j, h in enumerate(tail, 1)]

@@ -1,6 +1,6 @@
 """``genret adapt INDEX TRAIN.jsonl``: adapt an index to a task in one step (``genret.eval.adapt``): fine-tune the
-dense encoder within a budget, fit the hybrid's fusion by cross-validation, train a cross-encoder reranker and
-blend it in where it helps, report a held-out fold before and after.
+dense encoder within a budget, fit the hybrid's fusion by cross-validation, train a cross-encoder reranker, blend
+it or the sentence reranker in where it helps, report a held-out fold before and after.
 
 Nothing heavy is imported at module level (``genret --help`` stays instant).
 """
@@ -19,8 +19,10 @@ DESCRIPTION = (
     "encoder is fine-tuned on the rest (BM25 hard negatives) for what the budget leaves once re-encoding the "
     "index is set aside, and kept in the index (dense-adapted); the hybrid's fusion is fitted on the held-out "
     "fold by cross-validation and saved (hybrid-weights.json); a cross-encoder is trained on the rest "
-    "(hard negatives from BM25 and dense) and blended into the hybrid's ranking with a weight "
-    "cross-validated on the held-out fold, and kept (rerank-adapted) only where the blend lifts it. search, "
+    "(hard negatives from BM25 and dense) where the budget gives it enough steps; it and the sentence "
+    "reranker (a passage's best sentence under the adapted encoder, no training) are each blended into the "
+    "hybrid's ranking with a weight cross-validated on the held-out fold, and the better is kept "
+    "(rerank-adapted) only where its blend lifts the fold. search, "
     "eval, serve and rag then use them without flags (--untrained and --hybrid-tuned off compare). The table "
     "gives each retriever's R-Precision on the held-out fold before and after; the hybrid's and the reranked "
     "row's 'after' are cross-validated estimates (each record scored with settings fitted without it). The "
@@ -65,10 +67,15 @@ def _cmd_adapt(a: argparse.Namespace) -> int:
               f"{d.get('loss_first')} -> {d.get('loss_last')}{stopped}")
     if report.rerank:
         r = report.rerank
-        stopped = " (stopped by the budget)" if r.get("budget_stopped") else ""
-        kept = f"kept: weight {r['weight']:g} over {r['over']}'s first {r['depth']}" if r["kept"] else "not kept"
-        print(f"rerank: {r.get('steps')} steps on {r.get('rows')} rows ({r.get('precision')}), loss "
-              f"{r.get('loss_first')} -> {r.get('loss_last')}{stopped}; {kept}")
+        if r.get("steps") is not None:
+            stopped = " (stopped by the budget)" if r.get("budget_stopped") else ""
+            print(f"cross-encoder: {r.get('steps')} steps on {r.get('rows')} rows ({r.get('precision')}), loss "
+                  f"{r.get('loss_first')} -> {r.get('loss_last')}{stopped}")
+        tried = ", ".join(f"{name} {c['blended']['objective']:.1f} (weight {c['weight']:g})"
+                          for name, c in r.get("candidates", {}).items())
+        kept = (f"kept {r.get('model')}: weight {r['weight']:g} over {r['over']}'s first {r['depth']}" if r["kept"]
+                else "none kept")
+        print(f"rerank: {r['over']} alone {r['held_out_first']['objective']:.1f}, blended: {tried}; {kept}")
     print("minutes: " + ", ".join(f"{k} {v:g}" for k, v in report.minutes.items()))
     for part, why in report.skipped.items():
         print(f"not adapted: {part}: {why}")
@@ -94,9 +101,10 @@ def register(sub) -> None:
                    help="training autocast and encoding precision (auto: bfloat16 where native)")
     p.add_argument("--epochs", type=float, default=None, help="dense training epochs at most (the budget may stop "
                    "it sooner; default: 3 up to 1,000 training queries, else 1)")
-    p.add_argument("--no-rerank", action="store_true", help="train no reranker")
-    p.add_argument("--rerank-epochs", type=float, default=None, help="reranker training epochs at most (default: 3 "
-                   "up to 1,000 training queries, else 1)")
+    p.add_argument("--no-rerank", action="store_true", help="no reranking stage (neither a cross-encoder trained "
+                   "nor the sentence reranker fitted)")
+    p.add_argument("--rerank-epochs", type=float, default=None, help="cross-encoder training epochs at most "
+                   "(default: 3 up to 1,000 training queries, else 1)")
     p.add_argument("--seed", type=int, default=13)
     p.add_argument("--force", action="store_true", help="adapt again when the index holds this adaptation")
     p.add_argument("--json", action="store_true", help="print the report as JSON")

@@ -17,7 +17,8 @@ MAX_BATCH = 10_000  # queries per batch_search call (genret search --batch)
 # the retriever flags' ranges: dest -> (flag, lowest, highest)
 RANGES = {"beam": ("--beam", 1, 1000), "copy_bonus": ("--copy-bonus", 0, 100), "calibration": ("--calibration", 0, 1),
           "rrf_k": ("--rrf-k", 0, 1_000_000), "ef_search": ("--ef-search", 1, 1_000_000),
-          "nprobe": ("--nprobe", 1, 1_000_000), "rerank_depth": ("--rerank-depth", 1, 1000)}
+          "nprobe": ("--nprobe", 1, 1_000_000), "rerank_depth": ("--rerank-depth", 1, 1000),
+          "rerank_weight": ("--rerank-weight", 0, 1)}
 
 # genret.core.DTYPES, spelled out: importing genret.core imports pydantic, and `genret --help` imports nothing heavy
 DTYPES = ("auto", "float32", "bfloat16", "float16", "int8")
@@ -117,11 +118,16 @@ def add_retriever_flags(p: argparse.ArgumentParser) -> None:
                    help="the index as built: the dense encoder it was built with, not the one `genret train dense` / "
                    "`adapt` fine-tuned, and no adapted reranker")
     p.add_argument("--rerank", default=None, metavar="MODEL",
-                   help="re-order the first hits with a second model: adapted (the cross-encoder `genret adapt` "
-                   "trained, used by default over the retriever it was fitted over), ql (query likelihood under the "
-                   "packaged LM), ql:LM (another causal LM), or a sentence-transformers cross-encoder's name or path")
+                   help="re-order the first hits with a second model: adapted (the reranker `genret adapt` "
+                   "fitted, used by default over the retriever it was fitted over), sentences (a passage's best "
+                   "sentence under the index's dense encoder), sentences:MODEL (another bi-encoder), ql (query "
+                   "likelihood under the packaged LM), ql:LM (another causal LM), or a sentence-transformers "
+                   "cross-encoder's name or path")
     p.add_argument("--rerank-depth", type=int, default=None, help="first-stage hits a query re-ordered (default 20, "
                    "or the adapted reranker's)")
+    p.add_argument("--rerank-weight", type=float, default=None, help="the reranker's share of a reranked hit's "
+                   "score, 0-1: (1-w)·minmax(first stage) + w·minmax(reranker) (default 1, the reranker alone, or the "
+                   "adapted reranker's fitted weight)")
     p.add_argument("--no-rerank", action="store_true", help="no reranking stage, not even the adapted reranker "
                    "(the adapted encoder and fusion still apply)")
 
@@ -181,4 +187,6 @@ def retrieval_config(a: argparse.Namespace):
               "adapted": not (getattr(a, "untrained", False) or getattr(a, "no_rerank", False))}
     if getattr(a, "rerank_depth", None) is not None:
         rerank["depth"] = a.rerank_depth
+    if getattr(a, "rerank_weight", None) is not None:
+        rerank["weight"] = a.rerank_weight
     return RetrievalConfig(dense=dense, generative=generative_section(a), hybrid=hybrid_section(a), rerank=rerank)

@@ -43,7 +43,8 @@ def cmd_train_rerank(a: argparse.Namespace) -> int:
     say = (lambda msg: None) if a.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     with tempfile.TemporaryDirectory(prefix="genret-train-rerank-") as scratch:
         fit = adapt_reranker(a.index, train, held, over=over, config=retrieval, train_config=config,
-                             scratch=Path(scratch), task=a.task, depth=a.depth, progress=not a.quiet, say=say,
+                             scratch=Path(scratch), task=a.task, depth=a.depth, sentences=False,
+                             progress=not a.quiet, say=say,
                              trained={"train": str(Path(a.train).resolve()), "train_sha256": sha256_file(a.train),
                                       "task": a.task, "config": config.model_dump(exclude={"device", "max_minutes"})})
     summary = {"index": a.index, "over": fit.over, "depth": fit.depth, "weight": fit.weight, "kept": fit.kept,

@@ -68,9 +68,13 @@ def test_adapt_trains_fits_reports_and_a_second_run_is_a_no_op(setup):
     assert report.fusion["chosen"] and "generative" in report.skipped
     assert {"before", "dense training", "dense re-encoding", "fusion", "rerank training", "total"} <= \
         set(report.minutes)
-    # the reranker: trained, its blend fitted over the hybrid, kept only where the held-out fold says so
+    # the reranker: a cross-encoder trained, it and the sentence reranker fitted over the hybrid, the better kept
+    # only where the held-out fold says so
     r = report.rerank
     assert r["over"] == "hybrid" and r["loss_last"] < r["loss_first"] and 0 <= r["weight"] <= 1
+    assert set(r["candidates"]) == {"cross-encoder", "sentences"} and r["model"] in r["candidates"]
+    assert r["held_out_blended"] == max((c["blended"] for c in r["candidates"].values()),
+                                        key=lambda b: b["objective"])
     assert r["kept"] == (r["held_out_blended"]["objective"] > r["held_out_first"]["objective"] and r["weight"] > 0)
     assert r["kept"] or "rerank" in report.skipped
     # what it wrote: a checked adapted component, the cross-validated fusion, the record of the run
@@ -78,6 +82,9 @@ def test_adapt_trains_fits_reports_and_a_second_run_is_a_no_op(setup):
     with Index(index) as ix:
         assert ix.has(ADAPTED_DENSE) and ix.component(ADAPTED_DENSE).params["trained"]["records"] == 20
         assert ix.has(ADAPTED_RERANK) == r["kept"]
+        if r["kept"]:
+            kind = {"cross-encoder": "cross-encoder", "sentences": "sentence-encoder"}[r["model"]]
+            assert ix.component(ADAPTED_RERANK).kind == kind
         doc = read_tuned(weights_path(index))
         assert doc.search["cross_validation"]["folds"] == 2 and doc.dev.records == 4
         hybrid = load_retriever(ix, "hybrid", RetrievalConfig(dense={"device": "cpu"}))
@@ -118,9 +125,17 @@ def test_cli_table_no_op_and_refusals(setup, tmp_path, capsys):
     assert "--rerank-epochs" in capsys.readouterr().err
 
 
-def test_a_budget_too_short_for_a_reranker_goes_to_the_dense_encoder(setup):
+def test_a_budget_too_short_for_a_cross_encoder_goes_to_the_dense_encoder(setup):
     index, train = setup
     report = adapt(index, train, budget_minutes=0.05, holdout=0.2, device="cpu", progress=False, force=True,
                    dense_train=TRAIN)
-    assert "fewer than 15" in report.skipped["rerank"] and not report.rerank and "reranked" not in report.after
+    assert "fewer than 15" in report.skipped["cross-encoder"]
     assert report.dense["steps"] >= 1  # trained anyway (half a minute at least)
+    # the sentence reranker needs no training: it is still fitted, alone
+    r = report.rerank
+    assert set(r["candidates"]) == {"sentences"} and r["model"] == "sentences" and "steps" not in r
+    assert "reranked" in report.after and (r["kept"] or "rerank" in report.skipped)
+    with Index(index) as ix:
+        assert ix.has(ADAPTED_RERANK) == r["kept"]
+    assert adapt(index, train, budget_minutes=0.05, holdout=0.2, device="cpu", progress=False, force=True,
+                 dense_train=TRAIN, rerank=False).rerank == {}
