@@ -99,6 +99,9 @@ def main() -> None:
             print(f"{task}: eval {name}", file=sys.stderr, flush=True)
             evals[name] = _eval(index, task, flags, records, a.out / f"{task}.{name.replace(' ', '_')}.json")
         results.setdefault(task, {}).update({"dev": evals, "dev_records": records})
+        # another run into the same OUT (other tasks, side by side) may have written since: keep its tasks
+        written = json.loads(results_file.read_text()) if results_file.exists() else {}
+        results = {**written, task: results[task]}
         results_file.write_text(json.dumps(results, indent=1))
     print("| task | adapt minutes (peak GB) | hybrid untuned → adapted | adapted without reranker | dense untrained → "
           "adapted | reranker |")
