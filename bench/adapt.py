@@ -82,6 +82,7 @@ def main() -> None:
     a.out.mkdir(parents=True, exist_ok=True)
     results_file = a.out / "results.json"
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
+    mine: dict[str, dict] = {}  # the tasks this run measured
     for task in a.tasks.split(","):
         index = (a.out / task).resolve()
         if not (index / "adapt.json").exists():
@@ -99,9 +100,10 @@ def main() -> None:
             print(f"{task}: eval {name}", file=sys.stderr, flush=True)
             evals[name] = _eval(index, task, flags, records, a.out / f"{task}.{name.replace(' ', '_')}.json")
         results.setdefault(task, {}).update({"dev": evals, "dev_records": records})
+        mine[task] = results[task]
         # another run into the same OUT (other tasks, side by side) may have written since: keep its tasks
         written = json.loads(results_file.read_text()) if results_file.exists() else {}
-        results = {**written, task: results[task]}
+        results = {**written, **mine}
         results_file.write_text(json.dumps(results, indent=1))
     print("| task | adapt minutes (peak GB) | hybrid untuned → adapted | adapted without reranker | dense untrained → "
           "adapted | reranker |")
