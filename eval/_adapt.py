@@ -198,7 +198,8 @@ def adapt(index_dir: str | Path, train_file: str | Path, *, task: str | None = N
             hits["dense"] = _adapt_dense(index_dir, train, held, report, recipe, budget_minutes, t_start,
                                          Path(scratch), settings, task, after_cfg, progress, say,
                                          share=1.0 - RERANK_SHARE if train_ce else 1.0,
-                                         rerank_step_pairs=_step_pairs(rerank_train) if train_ce else None)
+                                         rerank_step_pairs=_step_pairs(rerank_train) if train_ce else None,
+                                         rerank=rerank)
             train_ce = train_ce and "cross-encoder" not in report.skipped
             # a scorer of its own: the adapted encoder finds units none of the runs before did
             adapted = Scorer(held, {"dense": hits["dense"]}, "Rprec", REPORT_LEVELS)
@@ -218,7 +219,7 @@ def adapt(index_dir: str | Path, train_file: str | Path, *, task: str | None = N
             report.minutes["fusion"] = round((time.perf_counter() - t0) / 60, 2)
     if rerank and (train_ce or "dense" in members):
         _rerank_stage(index_dir, train, held, report, recipe, budget_minutes, t_start, members, device, dtype, seed,
-                      rerank_train if train_ce else None, task, after_cfg, progress, say)
+                      (rerank_train or {}) if train_ce else None, task, after_cfg, progress, say)
     else:
         report.skipped.setdefault("rerank", "not asked for" if not rerank else
                                   "no candidate: no cross-encoder trained, and no dense encoder for the sentence "
@@ -240,12 +241,7 @@ def _rerank_stage(index_dir, train, held, report: AdaptReport, recipe: dict, bud
     hybrid, fused as just fitted (or the only retriever), is the first stage."""
     over = "hybrid" if len(members) > 1 else members[0]
     spent = (time.perf_counter() - t_start) / 60
-    # scoring the fold: the first stage once more (as long as the runs before), a cross-encoder pass over
-    # RERANK_DEPTH hits a record (about as fast as encoding units), loading it and writing it into the index
-    # (half a minute; measured on mini-KILT scifact: 0.86 min for the first two against 0.66 estimated); the
-    # sentence reranker reads the same passages' sentences with the smaller bi-encoder in about as long
-    scoring = report.minutes.get("before", 0.0) + 2 * report.held_out_records * RERANK_DEPTH / report.dense.get(
-        "encode_rate", 50.0) / 60 + 0.5
+    scoring = _scoring_minutes(report, cross_encoder=rerank_train is not None)
     config = None
     if rerank_train is not None:
         minutes = max(budget - spent - scoring, 0.5)
@@ -282,12 +278,13 @@ def _rerank_stage(index_dir, train, held, report: AdaptReport, recipe: dict, bud
 def _adapt_dense(index_dir, train, held, report: AdaptReport, recipe: dict, budget: float, t_start: float,
                  scratch: Path, settings: dict[str, Any], task: str | None, after_cfg: RetrievalConfig,
                  progress: bool, say: Callable[[str], None], share: float = 1.0,
-                 rerank_step_pairs: int | None = None):
+                 rerank_step_pairs: int | None = None, rerank: bool = False):
     """Fine-tune and re-encode the dense encoder within ``share`` of what is left of the budget; returns the
     adapted dense retriever's hit lists for the held-out records.  ``rerank_step_pairs``: the pairs a reranker
     training step reads, when one is to be trained with the rest — where the rest is too short for it
     (``MIN_RERANK_STEPS``), the dense encoder gets the whole budget and ``report.skipped["cross-encoder"]`` says
-    why."""
+    why; ``rerank``: a reranking stage follows (then, with no cross-encoder to train, the time the sentence
+    reranker's scoring takes is set aside)."""
     device, dtype = settings["device"], settings["dtype"]
     with Index(index_dir) as index:
         rate = _encode_rate(index, device, dtype)
@@ -306,6 +303,8 @@ def _adapt_dense(index_dir, train, held, report: AdaptReport, recipe: dict, budg
                     f" pairs/s), fewer than {MIN_RERANK_STEPS}; the dense encoder got the time (raise "
                     "--budget-minutes, or `genret train rerank`)")
                 say(f"rerank: cross-encoder {report.skipped['cross-encoder']}")
+        if rerank and share >= 1.0:
+            left -= _scoring_minutes(report, cross_encoder=False)
         minutes = left * share
         say(f"dense: re-encoding {units} units will take ~{reencode:.1f} min ({rate:.0f} units/s); "
             f"{max(minutes, 0):.1f} of the {budget:g}-minute budget for training it")
@@ -325,6 +324,16 @@ def _adapt_dense(index_dir, train, held, report: AdaptReport, recipe: dict, budg
     report.dense.update({k: stats[k] for k in TRAIN_STATS if k in stats})
     with Index(index_dir) as index:
         return run_members(index, ["dense"], held, 100, after_cfg, task, progress)["dense"]
+
+
+def _scoring_minutes(report: AdaptReport, cross_encoder: bool) -> float:
+    """What scoring the held-out fold for the reranking stage takes, estimated: the first stage once more (as long
+    as the runs before); the sentence reranker over RERANK_DEPTH hits a record, in about half the time encoding as
+    many units takes (mini-KILT squad: 1.25 min for the first stage and the sentences of 300 records); where one
+    was trained, a cross-encoder pass about as fast as encoding units and half a minute for loading and writing it
+    (scifact: 0.86 min for the first stage and the cross-encoder against 0.66 estimated)."""
+    one_pass = report.held_out_records * RERANK_DEPTH / report.dense.get("encode_rate", 50.0) / 60
+    return report.minutes.get("before", 0.0) + 0.5 * one_pass + (one_pass + 0.5 if cross_encoder else 0.1)
 
 
 def _step_pairs(rerank_train: dict[str, Any] | None) -> int:

@@ -99,6 +99,14 @@ def test_adapt_trains_fits_reports_and_a_second_run_is_a_no_op(setup):
                  dense_train=TRAIN, rerank_train=RERANK) is None
 
 
+def test_by_default_a_cross_encoder_is_trained_where_the_budget_allows(setup):
+    index, train = setup
+    report = adapt(index, train, budget_minutes=60, holdout=0.2, device="cpu", progress=False, force=True,
+                   dense_train=TRAIN)  # no reranker settings: its defaults
+    assert "cross-encoder" not in report.skipped and report.rerank["steps"] >= 1
+    assert set(report.rerank["candidates"]) == {"cross-encoder", "sentences"}
+
+
 def test_cli_table_no_op_and_refusals(setup, tmp_path, capsys):
     index, train = setup
     args = ["adapt", str(index), str(train), "--budget-minutes", "60", "--device", "cpu", "--quiet",
