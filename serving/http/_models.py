@@ -52,6 +52,8 @@ RERANK_DOC = ("true (default): the retriever as served, followed by its rerankin
               "the server's retrieval.rerank names, or the index's adapted reranker over the retriever `genret adapt` "
               "fitted it to, usually hybrid); false: its first stage only, unreranked — to compare the two")
 _RERANKED = "whether the hits were reranked: rerank asked for and the retriever has a reranking stage on this server"
+RAG_RERANKED = ("whether the passages were reranked: passages retrieved, rerank asked for and the retriever has a "
+                "reranking stage on this server")
 
 
 class ProvenanceModel(BaseModel):
@@ -212,6 +214,7 @@ class RagResponse(BaseModel):
     query: str
     index: str
     retriever: str | None = Field(description="null when no passage was retrieved (passages 0)")
+    reranked: bool = Field(description=RAG_RERANKED)
     task: str = Field(description="the answer task used (unknown names: generic)")
     answer: str = Field(description="the parsed answer: citation markers removed; label tasks: the label")
     raw: str = Field(description="the generator's text as written (with its [n] markers)")
@@ -228,12 +231,14 @@ class RagResponse(BaseModel):
                                      "head or label scores) gives the label over the label set; null otherwise")
 
     @classmethod
-    def of(cls, outcome: RagOutcome, spec: RagSpec) -> RagResponse:
+    def of(cls, outcome: RagOutcome, spec: RagSpec, reranked: bool) -> RagResponse:
+        """The answer of ``spec``; ``reranked``: whether its passages were (``SearchService.rag_reranks``)."""
         a = outcome.answer
         span = None if a.span is None else SpanModel(number=a.span.number, start=a.span.start, end=a.span.end,
                                                      provenance=ProvenanceModel.of(a.span.provenance))
-        return cls(query=a.query, index=spec.index, retriever=spec.retriever, task=a.task, answer=a.answer,
-                   raw=a.raw, citations=[CitationModel(number=c.number, hit=HitModel.of(c.hit)) for c in a.citations],
+        return cls(query=a.query, index=spec.index, retriever=spec.retriever, reranked=reranked, task=a.task,
+                   answer=a.answer, raw=a.raw,
+                   citations=[CitationModel(number=c.number, hit=HitModel.of(c.hit)) for c in a.citations],
                    passages=[HitModel.of(h) for h in a.passages], demos=[DemoModel.of(d) for d in a.demos],
                    usage=Usage.of(outcome), truncated=outcome.truncated, span=span, method=a.method,
                    confidence=a.confidence)
@@ -276,6 +281,7 @@ class RagPassagesEvent(BaseModel):
 
     index: str
     retriever: str | None
+    reranked: bool = Field(description=RAG_RERANKED)
     passages: list[HitModel]
     demos: list[DemoModel]
 

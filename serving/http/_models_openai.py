@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
-from ._models import MAX_PASSAGES, NON_BLANK, JsonRequest, Usage
+from ._models import MAX_PASSAGES, NON_BLANK, RAG_RERANKED, RERANK_DOC, JsonRequest, Usage
 
 _NON_BLANK = {"pattern": NON_BLANK}
 MODEL_DOC = ("a model id from GET /v1/models: INDEX (its default retriever) or INDEX/RETRIEVER; another name is "
@@ -124,6 +124,7 @@ class GenretChatOptions(JsonRequest):
                                   "generative or hybrid — whichever the index offers")
     task: str | None = Field(None, description="answer task (default generic: free text)")
     passages: int | None = Field(None, ge=0, le=MAX_PASSAGES, strict=True, description="default rag.passages")
+    rerank: bool = Field(True, strict=True, description="the passages' retrieval: " + RERANK_DOC)
 
 
 Stop = Annotated[str, Field(max_length=256, json_schema_extra={"minLength": 1})]  # the service refuses ""
@@ -194,7 +195,7 @@ class ChatRequest(JsonRequest):
     stop: Stop | Annotated[list[Stop], Field(max_length=4)] | None = Field(None, description="up to 4 stop strings")
     user: str | None = None
     genret: GenretChatOptions | None = Field(None, description="genret extension: index, retriever, task, "
-                                             "passages")
+                                             "passages, rerank")
     tools: _FUNCTIONS = None
     functions: _FUNCTIONS = None
     tool_choice: _FUNCTION_CHOICE = None
@@ -244,9 +245,9 @@ class ChatCompletion(BaseModel):
     model: str = Field(description="the model id asked for (omitted: the index answered from)")
     choices: list[ChatChoice]
     usage: Usage
-    genret: dict[str, Any] = Field(description="genret extension: index, retriever, task, answer (parsed, without "
-                                   "citation markers), raw (the generator's text as written), citations and "
-                                   "passages")
+    genret: dict[str, Any] = Field(description=f"genret extension: index, retriever, reranked ({RAG_RERANKED}), "
+                                   "task, answer (parsed, without citation markers), raw (the generator's text as "
+                                   "written), citations and passages")
 
 
 class ChunkDelta(BaseModel):

@@ -3,7 +3,8 @@
 The last user message is the question (the passages are retrieved for it); the system messages and the earlier
 turns go into the prompt as far as its token budget allows.  ``model`` is a model id (``INDEX`` or
 ``INDEX/RETRIEVER``, ``GET /v1/models``; another name: 404) and the ``genret`` extension can override the index
-and retriever and pick the task and passages.  Parameters genret cannot honour are a 400; errors are OpenAI's
+and retriever, pick the task and passages, and ask for the retriever's first stage only (``rerank: false``; the
+response's extension says ``reranked``).  Parameters genret cannot honour are a 400; errors are OpenAI's
 (``_errors.openai_error``).  ``content`` is the answer as a person reads it, with its citations ``[n]``
 (``RagAnswer.reply``; the generator's text as written is the extension's ``raw``); ``finish_reason`` is ``length``
 when the generator stopped at ``max_tokens``.  Streamed, the answer is OpenAI's ``chat.completion.chunk`` events
@@ -53,10 +54,11 @@ _ROLES = ("system", "developer", "user", "assistant")  # of the history; tool an
 async def chat_completions(req: ChatRequest, service: ServiceDep, dispatcher: DispatcherDep, gate: GateDep):
     """OpenAI-compatible chat completions answered with retrieval: the last user message is the question, system
     messages and earlier turns are in the prompt; `model` names the index (and retriever); `genret` (extension)
-    picks the retriever, task, passages."""
+    picks the retriever, task, passages, rerank."""
     query, history = _conversation(req)
     spec = _rag_spec(req, query, history, service)
-    chat = _Chat(spec, req.model or spec.index, f"chatcmpl-{uuid.uuid4().hex}", int(time.time()))
+    chat = _Chat(spec, service.rag_reranks(spec), req.model or spec.index, f"chatcmpl-{uuid.uuid4().hex}",
+                 int(time.time()))
     if not req.stream:
         return chat.completion(await gate.run(lambda: dispatcher.rag(query, spec)))
     events, first, deadline = await open_stream(gate, dispatcher, lambda: service.stream_rag(query, spec))
@@ -94,7 +96,7 @@ def _rag_spec(req: ChatRequest, query: str, history: list[tuple[str, str]], serv
     index, retriever = service.resolve_model(req.model)
     return service.rag_spec(query, index=opts.index or index, retriever=opts.retriever or retriever, task=opts.task,
                             passages=opts.passages, max_new_tokens=req.max_completion_tokens or req.max_tokens,
-                            stop=req.stops(), history=history)
+                            stop=req.stops(), history=history, rerank=opts.rerank)
 
 
 @dataclass(frozen=True)
@@ -102,16 +104,17 @@ class _Chat:
     """One completion's identity, and its answer in OpenAI's shapes (whole, or as chunks)."""
 
     spec: RagSpec
+    reranked: bool  # whether the passages were reranked (``SearchService.rag_reranks``)
     model: str
     id: str
     created: int
 
     def extension(self, outcome: RagOutcome) -> dict:
-        """The ``genret`` field: what the answer came from, its parsed answer and citations, and the generator's raw
-        text."""
-        r = RagResponse.of(outcome, self.spec)
-        return {"index": self.spec.index, "retriever": self.spec.retriever, "task": r.task, "answer": r.answer,
-                "raw": r.raw, "citations": [c.model_dump() for c in r.citations],
+        """The ``genret`` field: what the answer came from (whether its passages were reranked), its parsed answer
+        and citations, and the generator's raw text."""
+        r = RagResponse.of(outcome, self.spec, self.reranked)
+        return {"index": self.spec.index, "retriever": self.spec.retriever, "reranked": r.reranked, "task": r.task,
+                "answer": r.answer, "raw": r.raw, "citations": [c.model_dump() for c in r.citations],
                 "passages": [h.model_dump() for h in r.passages]}
 
     def completion(self, outcome: RagOutcome) -> ChatCompletion:

@@ -32,23 +32,24 @@ async def rag(req: RagRequest, service: ServiceDep, dispatcher: DispatcherDep, g
     """Answer from retrieved passages (and demonstrations), with citations mapped to KILT provenance."""
     spec = service.rag_spec(req.query, index=req.index, retriever=req.retriever, task=req.task,
                             passages=req.passages, demos=req.demos, demo_source=req.demo_source, rerank=req.rerank)
+    reranked = service.rag_reranks(spec)
     if not req.stream:
-        return RagResponse.of(await gate.run(lambda: dispatcher.rag(req.query, spec)), spec)
+        return RagResponse.of(await gate.run(lambda: dispatcher.rag(req.query, spec)), spec, reranked)
     events, (_, (hits, demos)), deadline = await open_stream(gate, dispatcher,
                                                              lambda: service.stream_rag(req.query, spec))
-    passages = {"index": spec.index, "retriever": spec.retriever,
+    passages = {"index": spec.index, "retriever": spec.retriever, "reranked": reranked,
                 "passages": [HitModel.of(h).model_dump() for h in hits],
                 "demos": [DemoModel.of(d).model_dump() for d in demos]}
-    return EventStreamResponse(_events(passages, spec, events, deadline, gate), events.cancel)
+    return EventStreamResponse(_events(passages, spec, reranked, events, deadline, gate), events.cancel)
 
 
-async def _events(passages: dict, spec: RagSpec, events: EventStream, deadline: float,
+async def _events(passages: dict, spec: RagSpec, reranked: bool, events: EventStream, deadline: float,
                   gate: Gate) -> AsyncIterator[str]:
     """``passages``, then a ``token`` per piece of text and the ``answer`` (or an ``error`` with its status)."""
     def on(kind: str, value) -> list[str]:
         if kind == "token":
             return [sse({"text": value}, "token")] if value else []
-        return [sse(RagResponse.of(value, spec).model_dump(), "answer")] if kind == "answer" else []
+        return [sse(RagResponse.of(value, spec, reranked).model_dump(), "answer")] if kind == "answer" else []
 
     def on_error(status: int, body: dict) -> list[str]:
         return [sse({**body, "status": status}, "error")]

@@ -106,6 +106,11 @@ class SearchService:
         """Whether ``retriever`` of ``index`` is served with a reranking stage (``IndexPool.reranks``; cheap)."""
         return self.pool.reranks(index, retriever)
 
+    def rag_reranks(self, spec: RagSpec) -> bool:
+        """Whether the passages of ``spec`` are reranked: retrieved (a retriever), ``rerank`` asked for, and the
+        retriever served with a reranking stage (cheap)."""
+        return spec.retriever is not None and spec.rerank and self.reranks(spec.index, spec.retriever)
+
     def models(self) -> list[tuple[str, str, str]]:
         """``(model id, index, retriever)`` of every OpenAI-compatible model id (``Catalogue.models``)."""
         return self.catalogue.models()

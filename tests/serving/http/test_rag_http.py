@@ -46,8 +46,9 @@ def test_rag_answer_passages_and_citations(client, service):
     r = client.post("/v1/rag", json=body)
     assert r.status_code == 200, r.text
     got = r.json()
-    assert set(got) == {"query", "index", "retriever", "task", "answer", "raw", "citations", "passages", "demos",
-                        "usage", "truncated", "span", "method", "confidence"}
+    assert set(got) == {"query", "index", "retriever", "reranked", "task", "answer", "raw", "citations", "passages",
+                        "demos", "usage", "truncated", "span", "method", "confidence"}
+    assert got["reranked"] is False  # no reranking stage on this server
     assert got["confidence"] is None  # a span, not a label
     assert (got["retriever"], got["task"], got["demos"]) == ("bm25", "qa", [])
     assert got["method"] in ("span reader", "constrained span")  # a local model: a span, not free text
@@ -72,6 +73,7 @@ def test_rag_answer_passages_and_citations(client, service):
     # no retrieval
     bare = client.post("/v1/rag", json={"query": Q, "passages": 0}).json()
     assert bare["passages"] == [] and bare["retriever"] is None and bare["task"] == "generic"
+    assert bare["reranked"] is False
 
 
 def test_rag_stream_events_equal_the_answer(client):

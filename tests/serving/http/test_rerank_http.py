@@ -2,8 +2,9 @@
 a model ``retrieval.rerank`` names) answers ``/v1/search``, ``/v1/search/batch`` and ``/v1/rag`` in its reranked
 order, the one ``load_retriever`` gives in process; ``rerank: false`` gives its first stage's; a route without a
 reranking stage is unaffected; a served hybrid fuses its members' first stages (the retrievers their own routes
-serve, not a copy, and never their reranked hits); the Ray backend's retrievers get their reranking stage too; the
-OpenAPI document describes the field.
+serve, not a copy, and never their reranked hits); the Ray backend's retrievers get their reranking stage too; RAG
+answers (JSON and streamed) and chat completions (``genret.rerank``) say ``reranked``; the OpenAPI document
+describes the fields.
 
 The cross-encoder is made from the packaged MiniLM with an untrained head (as in ``tests/retrieval/test_rerank``):
 its order is arbitrary but deterministic, and differs from the first stage's for the queries here.  float32
@@ -12,6 +13,7 @@ throughout, so that a micro-batched search ranks as a lone one does."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from pathlib import Path
 
@@ -147,13 +149,79 @@ async def test_concurrent_searches_with_and_without_rerank_are_never_batched_tog
         assert _pairs(r.json()["hits"]) == _pairs(stage.search(body["query"], K)), body
 
 
+def _sse_events(text: str) -> list[tuple[str, dict]]:
+    """``(event, data)`` of a genret event stream."""
+    out = []
+    for block in text.strip().split("\n\n"):
+        lines = block.split("\n")
+        event = next((x[6:].strip() for x in lines if x.startswith("event:")), "message")
+        out.append((event, json.loads("\n".join(x[5:].strip() for x in lines if x.startswith("data:")))))
+    return out
+
+
+def _differing_query(hybrid, n: int) -> str:
+    """A query whose top ``n`` the reranking stage changes (so that a test of the flag can fail)."""
+    q = next((q for q in QUERIES if _pairs(hybrid.search(q, n)) != _pairs(first_stage(hybrid).search(q, n))), None)
+    assert q is not None, "the reranker kept every first-stage top n: this test would not see the flag ignored"
+    return q
+
+
 def test_rag_passages_follow_the_rerank_flag(client, service, in_process):
-    hybrid, q, n = in_process["hybrid"], QUERIES[0], 3
+    hybrid, n = in_process["hybrid"], 3
+    q = _differing_query(hybrid, n)
     with generator_swapped(service, ScriptedGenerator()):
         for rerank, stage in ((True, hybrid), (False, first_stage(hybrid))):
-            r = client.post("/v1/rag", json={"query": q, "retriever": "hybrid", "passages": n, "rerank": rerank})
+            want = [h.unit_id for h in stage.search(q, n)]
+            body = {"query": q, "retriever": "hybrid", "passages": n, "rerank": rerank}
+            r = client.post("/v1/rag", json=body)
             assert r.status_code == 200, r.text
-            assert [h["docid"] for h in r.json()["passages"]] == [h.unit_id for h in stage.search(q, n)]
+            assert r.json()["reranked"] is rerank and [h["docid"] for h in r.json()["passages"]] == want, r.text
+            # streamed: the passages event and the answer (a RagResponse) say it too
+            r = client.post("/v1/rag", json={**body, "stream": True})
+            assert r.status_code == 200, r.text
+            events = _sse_events(r.text)
+            (kind, passages), (last, answer) = events[0], events[-1]
+            assert (kind, last) == ("passages", "answer"), r.text
+            assert passages["reranked"] is rerank and [h["docid"] for h in passages["passages"]] == want
+            assert answer["reranked"] is rerank and [h["docid"] for h in answer["passages"]] == want
+        # the default is reranked; a retriever without a reranking stage, or no retrieval, is never reranked
+        r = client.post("/v1/rag", json={"query": q, "retriever": "hybrid", "passages": n})
+        assert r.json()["reranked"] is True, r.text
+        r = client.post("/v1/rag", json={"query": q, "retriever": "bm25", "passages": n})
+        assert r.json()["reranked"] is False, r.text
+        r = client.post("/v1/rag", json={"query": q, "retriever": "hybrid", "passages": 0})
+        assert r.json()["reranked"] is False and r.json()["retriever"] is None, r.text
+
+
+def test_chat_takes_genret_rerank_and_says_reranked(client, service, in_process):
+    """``genret.rerank`` false: the chat's passages come from the retriever's first stage; the ``genret`` extension
+    says ``reranked``, whole and streamed (the finish chunk's extension)."""
+    hybrid, n = in_process["hybrid"], 3
+    q = _differing_query(hybrid, n)
+    messages = [{"role": "user", "content": q}]
+    with generator_swapped(service, ScriptedGenerator("Guido van Rossum [1]")):
+        for options, stage, reranked in (({}, hybrid, True), ({"rerank": True}, hybrid, True),
+                                         ({"rerank": False}, first_stage(hybrid), False)):
+            want = [h.unit_id for h in stage.search(q, n)]
+            body = {"messages": messages, "genret": {"retriever": "hybrid", "passages": n, **options}}
+            r = client.post("/v1/chat/completions", json=body)
+            assert r.status_code == 200, r.text
+            ext = r.json()["genret"]
+            assert ext["reranked"] is reranked and [h["docid"] for h in ext["passages"]] == want, options
+            assert ext["citations"][0]["hit"]["docid"] == want[0]  # [1]: the stage's first passage
+            r = client.post("/v1/chat/completions", json={**body, "stream": True})
+            assert r.status_code == 200, r.text
+            chunks = [json.loads(x[6:]) for x in r.text.split("\n") if x.startswith("data: {")]
+            (final,) = [c for c in chunks if c["choices"] and c["choices"][0]["finish_reason"]]
+            assert final["genret"]["reranked"] is reranked, options
+            assert [h["docid"] for h in final["genret"]["passages"]] == want, options
+        # no reranking stage over bm25: never reranked
+        r = client.post("/v1/chat/completions", json={"messages": messages, "genret": {"retriever": "bm25"}})
+        assert r.status_code == 200 and r.json()["genret"]["reranked"] is False, r.text
+    # a JSON flag: OpenAI's routes answer 400 for anything else
+    for bad in ("false", 0):
+        r = client.post("/v1/chat/completions", json={"messages": messages, "genret": {"rerank": bad}})
+        assert r.status_code == 400 and "rerank" in r.json()["error"]["message"], r.text
 
 
 def test_a_named_reranker_reranks_every_route_with_no_warning(adapted_index, cross_encoder, caplog):
@@ -220,12 +288,14 @@ def test_the_ray_backends_retrievers_get_their_reranking_stage(service):
 def test_the_document_describes_rerank_and_reranked(client):
     spec = client.get("/openapi.json").json()
     schemas = spec["components"]["schemas"]
-    for name in ("SearchRequest", "BatchSearchRequest", "RagRequest"):
+    for name in ("SearchRequest", "BatchSearchRequest", "RagRequest", "GenretChatOptions"):
         prop = schemas[name]["properties"]["rerank"]
         assert prop["type"] == "boolean" and prop["default"] is True and "first stage" in prop["description"]
-    for name in ("SearchResponse", "BatchSearchResponse"):
-        assert schemas[name]["properties"]["reranked"]["type"] == "boolean"
+    for name in ("SearchResponse", "BatchSearchResponse", "RagResponse", "RagPassagesEvent"):
+        prop = schemas[name]["properties"]["reranked"]
+        assert prop["type"] == "boolean" and "reranked" in prop["description"]
         assert "reranked" in schemas[name]["required"]
+    assert "reranked" in schemas["ChatCompletion"]["properties"]["genret"]["description"]
     (param,) = [p for p in spec["paths"]["/v1/search"]["get"]["parameters"] if p["name"] == "rerank"]
     assert param["schema"]["type"] == "boolean" and "first stage" in param["description"]
     # a JSON flag, not a string or a number
