@@ -1,15 +1,15 @@
 """The sentence reranker: a passage scored by its best sentence under a bi-encoder — no training, no new model.
 
 A dense encoder reads a whole paragraph into one vector, and a question written about one of its sentences (SQuAD's
-are) matches that vector only as well as the sentence dominates the paragraph: on mini-KILT squad the packaged
-MiniLM ranks the gold paragraph first for 66 % of dev questions from paragraph vectors, but for 73–77 % when each
-of the hybrid's first 20 paragraphs is scored by its best sentence's cosine with the question.  Blended into the
-first stage (``RerankedRetriever``'s weight, fitted by ``genret adapt`` on a held-out fold) the two disagree where
-it helps.  The encoder is the index's dense one (the adapted encoder where the index has it), so this costs only
+are) matches that vector only as well as the sentence dominates the paragraph.  Scored by its best sentence's
+cosine with the question instead, and blended into the first stage (``RerankedRetriever``'s weight, fitted by
+``genret adapt`` on a held-out fold), a paragraph the first stage ranked second often comes first: on mini-KILT
+squad dev this lifts the adapted hybrid's passage R-Precision by about 3 points (docs/src/results.md, "Adapted in
+one step").  The encoder is the index's dense one (the adapted encoder where the index has it), so this costs only
 encoding the sentences of the reranked hits: sentences are split as units are (``indexing.sentence_spans``) and
 their vectors kept in a bounded cache, since the hits of a task's queries share their pages.
 
-The passage a reranker is handed is ``title\\ntext`` (``retrieval.hit_texts``); this reranker scores the text's
+The passage a reranker is handed is ``title\ntext`` (``retrieval.hit_texts``); this reranker scores the text's
 sentences, not the title (``reads_titles`` False): a title line would be every passage of a page's best match for
 a question naming the page, and the first stage already weighs the page.
 """
