@@ -61,11 +61,14 @@ RERANK_SHARE = 0.4  # of the training minutes, for the reranker (the rest for th
 RERANK_DEPTH = 20
 TRAIN_STATS = ("queries", "rows", "steps", "loss_first", "loss_last", "budget_stopped", "precision", "train_seconds")
 # a cross-encoder trains at about 1/20 of the rate the same model encodes units (pairs/s; mini-KILT, bf16 on 2
-# cores: squad 2.7 pairs/s at 60 units/s, scifact 9.7 at 156).  Below MIN_RERANK_STEPS steps in its share of the
-# budget it is not trained and the dense encoder gets the time (20 minutes: scifact's 38 steps lifted its held-out
-# fold by 1.9 points; squad's 7 did not lower its loss)
+# cores: squad 2.7 pairs/s at 60 units/s, scifact 9.7 at 156).  It is trained only where its share of the budget
+# gives it one pass over the training queries or FULL_RERANK_STEPS steps, whichever is fewer (and MIN_RERANK_STEPS at
+# least); otherwise the dense encoder gets the time and the sentence reranker is the only candidate (20 minutes:
+# scifact's 38 steps, two passes over 323 claims, lifted its held-out fold by 1.9 points; squad's 7 and 11 steps, a
+# few hundred of 6,042 questions, did not lower its loss or beat the sentence reranker)
 CE_RATE_RATIO = 20.0
 MIN_RERANK_STEPS = 15
+FULL_RERANK_STEPS = 60
 
 
 class _Record(BaseModel):
@@ -198,7 +201,7 @@ def adapt(index_dir: str | Path, train_file: str | Path, *, task: str | None = N
             hits["dense"] = _adapt_dense(index_dir, train, held, report, recipe, budget_minutes, t_start,
                                          Path(scratch), settings, task, after_cfg, progress, say,
                                          share=1.0 - RERANK_SHARE if train_ce else 1.0,
-                                         rerank_step_pairs=_step_pairs(rerank_train) if train_ce else None,
+                                         rerank_steps=_rerank_steps(len(train), rerank_train) if train_ce else None,
                                          rerank=rerank)
             train_ce = train_ce and "cross-encoder" not in report.skipped
             # a scorer of its own: the adapted encoder finds units none of the runs before did
@@ -278,13 +281,13 @@ def _rerank_stage(index_dir, train, held, report: AdaptReport, recipe: dict, bud
 def _adapt_dense(index_dir, train, held, report: AdaptReport, recipe: dict, budget: float, t_start: float,
                  scratch: Path, settings: dict[str, Any], task: str | None, after_cfg: RetrievalConfig,
                  progress: bool, say: Callable[[str], None], share: float = 1.0,
-                 rerank_step_pairs: int | None = None, rerank: bool = False):
+                 rerank_steps: tuple[int, int] | None = None, rerank: bool = False):
     """Fine-tune and re-encode the dense encoder within ``share`` of what is left of the budget; returns the
-    adapted dense retriever's hit lists for the held-out records.  ``rerank_step_pairs``: the pairs a reranker
-    training step reads, when one is to be trained with the rest — where the rest is too short for it
-    (``MIN_RERANK_STEPS``), the dense encoder gets the whole budget and ``report.skipped["cross-encoder"]`` says
-    why; ``rerank``: a reranking stage follows (then, with no cross-encoder to train, the time the sentence
-    reranker's scoring takes is set aside)."""
+    adapted dense retriever's hit lists for the held-out records.  ``rerank_steps``: ``(pairs a cross-encoder
+    training step reads, steps it needs)`` when one is to be trained with the rest — where the rest gives it fewer
+    steps, the dense encoder gets the whole budget and ``report.skipped["cross-encoder"]`` says why; ``rerank``: a
+    reranking stage follows (then, with no cross-encoder to train, the time the sentence reranker's scoring takes is
+    set aside)."""
     device, dtype = settings["device"], settings["dtype"]
     with Index(index_dir) as index:
         rate = _encode_rate(index, device, dtype)
@@ -294,14 +297,16 @@ def _adapt_dense(index_dir, train, held, report: AdaptReport, recipe: dict, budg
         report.dense["encode_rate"] = round(rate, 1)
         after_eval = report.minutes.get("before", 0.0) / max(1, len(report.before) - 1) + 0.5
         left = budget - spent - reencode - after_eval
-        if rerank_step_pairs:
-            steps = int(left * (1.0 - share) * 60 * rate / CE_RATE_RATIO / rerank_step_pairs)
-            if steps < MIN_RERANK_STEPS:
+        if rerank_steps:
+            pairs, needed = rerank_steps
+            steps = int(left * (1.0 - share) * 60 * rate / CE_RATE_RATIO / pairs)
+            if steps < needed:
                 share = 1.0
                 report.skipped["cross-encoder"] = (
                     f"not trained: its share of the budget would give ~{steps} steps here (~{rate / CE_RATE_RATIO:.1f}"
-                    f" pairs/s), fewer than {MIN_RERANK_STEPS}; the dense encoder got the time (raise "
-                    "--budget-minutes, or `genret train rerank`)")
+                    f" pairs/s), fewer than the {needed} it needs (one pass over the training queries, at most "
+                    f"{FULL_RERANK_STEPS}, at least {MIN_RERANK_STEPS}); the dense encoder got the time and the "
+                    "sentence reranker is the candidate (raise --budget-minutes, or `genret train rerank`)")
                 say(f"rerank: cross-encoder {report.skipped['cross-encoder']}")
         if rerank and share >= 1.0:
             left -= _scoring_minutes(report, cross_encoder=False)
@@ -336,10 +341,14 @@ def _scoring_minutes(report: AdaptReport, cross_encoder: bool) -> float:
     return report.minutes.get("before", 0.0) + 0.5 * one_pass + (one_pass + 0.5 if cross_encoder else 0.1)
 
 
-def _step_pairs(rerank_train: dict[str, Any] | None) -> int:
-    """Query-passage pairs a reranker training step reads: per query its positive, hard and in-batch negatives."""
+def _rerank_steps(queries: int, rerank_train: dict[str, Any] | None) -> tuple[int, int]:
+    """``(query-passage pairs a cross-encoder training step reads, steps it needs)``: per query its positive, hard
+    and in-batch negatives; one pass over ``queries`` training queries, within [MIN_RERANK_STEPS,
+    FULL_RERANK_STEPS]."""
     c = RerankTrainConfig(**(rerank_train or {}))
-    return c.batch_size * (1 + c.negatives + c.in_batch_negatives)
+    one_pass = -(-queries // c.batch_size)
+    return c.batch_size * (1 + c.negatives + c.in_batch_negatives), max(MIN_RERANK_STEPS,
+                                                                        min(one_pass, FULL_RERANK_STEPS))
 
 
 def _encode_rate(index: Index, device: str, dtype: str) -> float:
