@@ -71,7 +71,7 @@ def rerank_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-held-out", type=int, default=300, help="held-out records at most (default 300)")
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--batch-size", type=int, default=16, help="queries a step")
-    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--negatives", type=int, default=3, help="hard negatives per training row")
     p.add_argument("--max-minutes", type=float, default=None, help="stop training after this many minutes")
     p.add_argument("--max-records", type=int, default=None, help="the first N records only")
