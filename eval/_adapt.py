@@ -38,7 +38,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from genret.core import InputError, read_versioned_json, sha256_file, write_json_atomic, write_lock
-from genret.indexing import ADAPTED_DENSE, Index, write_adapted_dense
+from genret.indexing import ADAPTED_DENSE, Index, drop_adapted_reranker, write_adapted_dense
 from genret.retrieval import (
     DenseTrainConfig,
     RerankTrainConfig,
@@ -227,6 +227,9 @@ def adapt(index_dir: str | Path, train_file: str | Path, *, task: str | None = N
         report.skipped.setdefault("rerank", "not asked for" if not rerank else
                                   "no candidate: no cross-encoder trained, and no dense encoder for the sentence "
                                   "reranker")
+    if not report.rerank.get("kept") and drop_adapted_reranker(index_dir):
+        report.skipped["rerank"] += ("; the index's earlier adapted reranker was removed (it was fitted over the "
+                                     "earlier first stage)")
     report.skipped.setdefault("generative", "not trained by adapt: `genret train retriever` (25–41 CPU-minutes "
                               "for one squad checkpoint) does not fit a shared budget")
     report.minutes["total"] = round((time.perf_counter() - t_start) / 60, 2)

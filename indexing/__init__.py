@@ -12,7 +12,7 @@ package shares (errors, atomic and versioned JSON, staged directories, progress,
 # build, extend, rebuild
 from ._add import add_to_index
 from ._adapted import (ADAPTED_DENSE, ADAPTED_RERANK, SENTENCE_RERANK_MODEL, adapted_reranker, dense_component,
-                       write_adapted_dense, write_adapted_reranker)
+                       drop_adapted_reranker, write_adapted_dense, write_adapted_reranker)
 from ._bm25 import BM25Config
 from ._build import IndexConfig, available_components, build_index
 from ._corpus import Page, ReadStats, open_text, read_corpus
@@ -42,7 +42,7 @@ __all__ = [
     "FMParams", "Index", "IndexConfig", "LuceneIndex", "Manifest", "Page", "ReadStats", "SENTENCE_RERANK_MODEL",
     "SentenceTransformerEncoder", "StoreParams", "StoredUnit", "Unit", "UnitConfig", "UnitStore", "adapted_reranker",
     "add_to_index", "available_components", "build_index", "build_index_ray", "configure_search", "dense_component",
-    "encoder_model", "load_faiss", "open_lucene", "open_text", "place_index", "query_encoder", "ray_session",
-    "read_corpus", "read_manifest", "rebuild_dense", "seal_manifest", "sentence_spans", "unit_text", "verify_index",
-    "write_adapted_dense", "write_adapted_reranker", "write_manifest",
+    "drop_adapted_reranker", "encoder_model", "load_faiss", "open_lucene", "open_text", "place_index", "query_encoder",
+    "ray_session", "read_corpus", "read_manifest", "rebuild_dense", "seal_manifest", "sentence_spans", "unit_text",
+    "verify_index", "write_adapted_dense", "write_adapted_reranker", "write_manifest",
 ]

@@ -120,6 +120,21 @@ def write_adapted_reranker(index_dir: str | Path, model_dir: str | Path | None, 
         return new
 
 
+def drop_adapted_reranker(index_dir: str | Path) -> bool:
+    """Remove the index's ``rerank-adapted`` component and its files (a new adaptation that kept no reranker:
+    the earlier one was fitted over the earlier first stage); returns whether there was one."""
+    src = Path(index_dir)
+    with write_lock(src):
+        manifest = read_manifest(src)
+        if ADAPTED_RERANK not in manifest.components:
+            return False
+        with staged_dir(src, "adapting", copy_from=src) as tmp:
+            shutil.rmtree(tmp / RERANK_MODEL_DIR, ignore_errors=True)
+            components = {k: v for k, v in manifest.components.items() if k != ADAPTED_RERANK}
+            write_manifest(tmp, manifest.model_copy(update={"components": components}))
+        return True
+
+
 def adapted_reranker(index) -> dict[str, Any] | None:
     """``{"model", "over", "depth", "weight"}`` of the index's ``rerank-adapted`` component (None when it has
     none); ``model``: the cross-encoder's folder, or ``sentences`` for the sentence reranker."""

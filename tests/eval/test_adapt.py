@@ -9,7 +9,7 @@ import pytest
 
 from genret.core import InputError
 from genret.eval import adapt, held_out_split, previous_adaptation, write_kilt
-from genret.indexing import ADAPTED_DENSE, ADAPTED_RERANK, Index, verify_index
+from genret.indexing import ADAPTED_DENSE, ADAPTED_RERANK, Index, verify_index, write_adapted_reranker
 from genret.retrieval import RetrievalConfig, load_retriever
 from genret.retrieval.hybrid import read_tuned, weights_path
 from genret.serving.cli import main
@@ -145,5 +145,11 @@ def test_a_budget_too_short_for_a_cross_encoder_goes_to_the_dense_encoder(setup)
     assert "reranked" in report.after and (r["kept"] or "rerank" in report.skipped)
     with Index(index) as ix:
         assert ix.has(ADAPTED_RERANK) == r["kept"]
-    assert adapt(index, train, budget_minutes=0.05, holdout=0.2, device="cpu", progress=False, force=True,
-                 dense_train=TRAIN, rerank=False).rerank == {}
+    # no reranking stage this time: an earlier adapted reranker, fitted over the earlier first stage, goes
+    write_adapted_reranker(index, None, over="hybrid", depth=5, weight=0.5, trained={})
+    again = adapt(index, train, budget_minutes=0.05, holdout=0.2, device="cpu", progress=False, force=True,
+                  dense_train=TRAIN, rerank=False)
+    assert again.rerank == {} and "earlier adapted reranker was removed" in again.skipped["rerank"]
+    verify_index(index)
+    with Index(index) as ix:
+        assert not ix.has(ADAPTED_RERANK)
