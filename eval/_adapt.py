@@ -263,9 +263,7 @@ def _rerank_stage(index_dir, train, held, report: AdaptReport, recipe: dict, bud
                              config=after_cfg.model_copy(update={"hybrid": after_cfg.hybrid.model_copy(
                                  update={"tuned": "auto"})}),
                              train_config=config, scratch=Path(scratch), task=task, depth=RERANK_DEPTH,
-                             trained={"train": recipe["train"], "train_sha256": recipe["train_sha256"], "task": task,
-                                      **({"config": config.model_dump(exclude={"device", "max_minutes"})}
-                                         if config is not None else {})},
+                             trained={"train": recipe["train"], "train_sha256": recipe["train_sha256"], "task": task},
                              progress=progress, say=say)
     report.before["reranked"] = {lv: fit.first[lv] for lv in REPORT_LEVELS}
     report.after["reranked"] = {lv: (fit.blended if fit.kept else fit.first)[lv] for lv in REPORT_LEVELS}

@@ -103,7 +103,9 @@ def adapt_reranker(index_dir: str | Path, train: Sequence[dict], held: Sequence[
     """Train a cross-encoder on ``train`` (KILT records; none when ``train_config`` is None), fit its blend and —
     with ``sentences`` and a dense component — the sentence reranker's over retriever ``over`` on ``held``, and
     write the better into the index when it lifts the fold (see the module doc).  ``config``: the first stage's
-    retrieval settings (its own reranking is switched off here; its dense encoder is the sentence reranker's)."""
+    retrieval settings (its own reranking is switched off here; its dense encoder is the sentence reranker's);
+    ``trained``: what the index records of the training data (with the cross-encoder's settings and statistics
+    added here)."""
     config = config.model_copy(update={"rerank": config.rerank.model_copy(update={"model": None,
                                                                                    "adapted": False})})
     minutes: dict[str, float] = {}
@@ -144,11 +146,15 @@ def adapt_reranker(index_dir: str | Path, train: Sequence[dict], held: Sequence[
                     candidates={n: {"weight": f[0], "blended": pct(f[1])} for n, f in fits.items()}, train=stats,
                     minutes=minutes)
     if fit.kept:
-        what = {**(trained or {}), "model": name, "held_out": {"first": fit.first, "blended": fit.blended}}
-        write_adapted_reranker(index_dir, scratch / "reranker" if name == CROSS_ENCODER else None, over=over,
-                               depth=depth, weight=weight,
-                               trained={**what, **stats} if name == CROSS_ENCODER else
-                               {k: v for k, v in what.items() if k != "config"})
+        held_out = {"first": fit.first, "blended": fit.blended}
+        if name == CROSS_ENCODER:
+            config_used = train_config.model_dump(exclude={"device", "max_minutes"})
+            write_adapted_reranker(index_dir, scratch / "reranker", over=over, depth=depth, weight=weight,
+                                   trained={**(trained or {}), "model": name, "config": config_used, **stats,
+                                            "held_out": held_out})
+        else:
+            write_adapted_reranker(index_dir, None, over=over, depth=depth, weight=weight,
+                                   trained={**(trained or {}), "model": name, "held_out": held_out})
     return fit
 
 

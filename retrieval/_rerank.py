@@ -35,10 +35,10 @@ from typing import Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from genret.core import DEFAULT_LM, model_load_lock
-from genret.indexing import Index, unit_text
+from genret.indexing import SENTENCE_RERANK_MODEL, Index, unit_text
 
 from ._contract import Hit, Retriever
-from ._rerank_sentences import SENTENCES, sentence_reranker
+from ._rerank_sentences import sentence_reranker
 
 QL_PROMPT = "Passage: {passage}\nWrite a question that this passage answers.\nQuestion:"
 
@@ -174,7 +174,7 @@ def load_reranker(config: RerankConfig, index: Index | None = None, *, adapted_d
     the dense encoder ``sentences`` reads with (the index's adapted one unless ``adapted_dense`` is False)."""
     if not config.model:
         raise ValueError("no reranker configured (RerankConfig.model is None)")
-    if config.model == SENTENCES or config.model.startswith(SENTENCES + ":"):
+    if config.model == SENTENCE_RERANK_MODEL or config.model.startswith(SENTENCE_RERANK_MODEL + ":"):
         return sentence_reranker(config.model.partition(":")[2] or None, index, adapted=adapted_dense,
                                  device=config.device, dtype=config.dtype)
     if config.model == "ql" or config.model.startswith("ql:"):

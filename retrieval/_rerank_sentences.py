@@ -33,8 +33,6 @@ from genret.indexing import (
     sentence_spans,
 )
 
-SENTENCES = SENTENCE_RERANK_MODEL  # RerankConfig.model naming it (``sentences:MODEL``: another bi-encoder)
-
 
 def split_sentences(text: str) -> list[str]:
     """The sentences of a passage's text (the passage itself when it has none)."""
@@ -88,9 +86,9 @@ def sentence_reranker(model: str | None, index: Index | None, *, adapted: bool =
                                 "component; name a model (`--rerank sentences:MODEL`) or build the index with "
                                 "`genret index … --dense`")
         component = dense_component(index, adapted)
-        model, name = encoder_model(index.path, index.component(component)), f"{SENTENCES}:{component}"
+        model, name = encoder_model(index.path, index.component(component)), f"{SENTENCE_RERANK_MODEL}:{component}"
     else:
-        name = f"{SENTENCES}:{model}"
+        name = f"{SENTENCE_RERANK_MODEL}:{model}"
     with model_load_lock():
         encoder = query_encoder(model, device, dtype)
     return SentenceReranker(encoder, name)

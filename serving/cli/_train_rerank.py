@@ -46,7 +46,7 @@ def cmd_train_rerank(a: argparse.Namespace) -> int:
                              scratch=Path(scratch), task=a.task, depth=a.depth, sentences=False,
                              progress=not a.quiet, say=say,
                              trained={"train": str(Path(a.train).resolve()), "train_sha256": sha256_file(a.train),
-                                      "task": a.task, "config": config.model_dump(exclude={"device", "max_minutes"})})
+                                      "task": a.task})
     summary = {"index": a.index, "over": fit.over, "depth": fit.depth, "weight": fit.weight, "kept": fit.kept,
                "train_records": len(train), "held_out_records": len(held),
                "held_out_rprec": {"first stage": fit.first, "blended (cross-validated)": fit.blended},
