@@ -179,6 +179,7 @@ def adapt(index_dir: str | Path, train_file: str | Path, *, task: str | None = N
     if rerank and not negatives_from:
         report.skipped["cross-encoder"] = "the index has neither BM25 nor dense to draw hard negatives from"
     train_ce = rerank and negatives_from
+    first = None  # the reranking stage's first stage over the held-out fold (None: its only retriever, searched)
     with tempfile.TemporaryDirectory(prefix="genret-adapt-") as scratch:
         held_file = Path(scratch) / "held-out.jsonl"
         write_kilt(held_file, held)
@@ -217,12 +218,15 @@ def adapt(index_dir: str | Path, train_file: str | Path, *, task: str | None = N
             chosen = doc.search["cross_validation"].get("chosen")
             held_out = doc.results.get(f"held out: {chosen}", doc.results["fused (chosen)"])
             report.after["hybrid"] = _percent(held_out)
+            # the reranking stage's first stage: each record fused as the cross-validation ranked it held out
+            first = Fusions(members, hits, Scorer(held, hits, "Rprec", REPORT_LEVELS), doc.depth,
+                            doc.rrf_k).held_out(doc)
             report.fusion = {"file": str(path), "chosen": chosen, "method": doc.method, "normalize": doc.normalize,
                              "weights": doc.weights, "in_sample": _percent(doc.results["fused (chosen)"])}
             report.minutes["fusion"] = round((time.perf_counter() - t0) / 60, 2)
     if rerank and (train_ce or "dense" in members):
         _rerank_stage(index_dir, train, held, report, recipe, budget_minutes, t_start, members, device, dtype, seed,
-                      (rerank_train or {}) if train_ce else None, task, after_cfg, progress, say)
+                      (rerank_train or {}) if train_ce else None, task, after_cfg, progress, say, first)
     else:
         report.skipped.setdefault("rerank", "not asked for" if not rerank else
                                   "no candidate: no cross-encoder trained, and no dense encoder for the sentence "
@@ -241,10 +245,12 @@ def adapt(index_dir: str | Path, train_file: str | Path, *, task: str | None = N
 
 def _rerank_stage(index_dir, train, held, report: AdaptReport, recipe: dict, budget: float, t_start: float,
                   members: list[str], device: str, dtype: str, seed: int, rerank_train: dict[str, Any] | None,
-                  task: str | None, after_cfg: RetrievalConfig, progress: bool, say: Callable[[str], None]) -> None:
+                  task: str | None, after_cfg: RetrievalConfig, progress: bool, say: Callable[[str], None],
+                  first=None) -> None:
     """Train the cross-encoder (``rerank_train`` None: none) with what is left of the budget (less the time scoring
     the held-out fold takes), fit it and the sentence reranker over the first stage, and record the fit; the
-    hybrid, fused as just fitted (or the only retriever), is the first stage."""
+    first stage is the hybrid, fused as just fitted — over the held-out fold, ``first``: each record ranked with
+    the fusion fitted without it — or the only retriever."""
     over = "hybrid" if len(members) > 1 else members[0]
     spent = (time.perf_counter() - t_start) / 60
     scoring = _scoring_minutes(report, cross_encoder=rerank_train is not None)
@@ -262,7 +268,7 @@ def _rerank_stage(index_dir, train, held, report: AdaptReport, recipe: dict, bud
         fit = adapt_reranker(index_dir, train, held, over=over,
                              config=after_cfg.model_copy(update={"hybrid": after_cfg.hybrid.model_copy(
                                  update={"tuned": "auto"})}),
-                             train_config=config, scratch=Path(scratch), task=task, depth=RERANK_DEPTH,
+                             train_config=config, scratch=Path(scratch), task=task, depth=RERANK_DEPTH, first=first,
                              trained={"train": recipe["train"], "train_sha256": recipe["train_sha256"], "task": task},
                              progress=progress, say=say)
     report.before["reranked"] = {lv: fit.first[lv] for lv in REPORT_LEVELS}

@@ -99,13 +99,17 @@ def fit_blend(scorer: Scorer, hits: list[list[Hit]], scores: list[list[float]], 
 def adapt_reranker(index_dir: str | Path, train: Sequence[dict], held: Sequence[dict], *, over: str,
                    config: RetrievalConfig, train_config: RerankTrainConfig | None, scratch: Path, task: str | None,
                    depth: int = 20, trained: dict[str, Any] | None = None, sentences: bool = True,
-                   progress: bool = True, say: Callable[[str], None] = print) -> RerankFit:
+                   first: Sequence[list[Hit]] | None = None, progress: bool = True,
+                   say: Callable[[str], None] = print) -> RerankFit:
     """Train a cross-encoder on ``train`` (KILT records; none when ``train_config`` is None), fit its blend and —
     with ``sentences`` and a dense component — the sentence reranker's over retriever ``over`` on ``held``, and
     write the better into the index when it lifts the fold (see the module doc).  ``config``: the first stage's
     retrieval settings (its own reranking is switched off here; its dense encoder is the sentence reranker's);
     ``trained``: what the index records of the training data (with the cross-encoder's settings and statistics
-    added here)."""
+    added here); ``first``: the first stage's hit lists for ``held`` (default: ``over`` searched with ``config``)
+    — ``adapt`` passes the hybrid's held-out rankings, each record fused with weights fitted without it, so that
+    the first stage alone and the blend are both held-out figures (the fusion's fit on the whole fold would score
+    the first stage in-sample, above what it does on new records, and keep too few rerankers)."""
     config = config.model_copy(update={"rerank": config.rerank.model_copy(update={"model": None,
                                                                                    "adapted": False})})
     minutes: dict[str, float] = {}
@@ -120,7 +124,12 @@ def adapt_reranker(index_dir: str | Path, train: Sequence[dict], held: Sequence[
             f"{stats['loss_first']} → {stats['loss_last']}); scoring the held-out fold's first {depth} {over} hits")
     t0 = time.perf_counter()
     with Index(index_dir) as index:
-        hits = run_members(index, [over], list(held), 100, config, task, progress)[over]
+        if first is None:
+            hits = run_members(index, [over], list(held), 100, config, task, progress)[over]
+        elif len(first) != len(held):
+            raise ValueError(f"adapt_reranker: {len(first)} first-stage hit lists for {len(held)} held-out records")
+        else:
+            hits = list(first)
         rerankers: dict[str, Reranker] = {}
         if train_config is not None:
             rerankers[CROSS_ENCODER] = CrossEncoderReranker(str(scratch / "reranker"), train_config.device,

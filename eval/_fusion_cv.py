@@ -45,6 +45,13 @@ class CrossValidation:
     weights: tuple[float, ...] = ()
     scheme: str = "minmax"
     fold_fits: list[tuple[tuple[float, ...], str]] = field(default_factory=list)
+    seed: int = 0
+
+    def record(self, names: Sequence[str]) -> dict:
+        """What a tuned-fusion file records of it (``search["cross_validation"]``; ``held_out_procedures`` reads
+        it back)."""
+        return {"folds": self.folds, "seed": self.seed, "chosen": self.chosen, "shrink": self.alpha,
+                "fold_fits": [{"scheme": s, "weights": dict(zip(names, w))} for w, s in self.fold_fits]}
 
 
 def cross_validate(fusions, step: float, methods: Sequence[str], folds: int, seed: int) -> CrossValidation:
@@ -59,7 +66,7 @@ def cross_validate(fusions, step: float, methods: Sequence[str], folds: int, see
     default, _ = fusions.defaults()
     levels = [k for k in per_fold[0][0] if k != "objective"] + ["objective"]
     procedures: dict[str, list[dict[str, float]]] = {}
-    cv = CrossValidation(folds=folds)
+    cv = CrossValidation(folds=folds, seed=seed)
     slot = {c: i for i, c in enumerate(candidates)}  # the default and the grid's corners are candidates already
 
     def on_fold(scheme: str, weights: tuple[float, ...], f: int) -> dict[str, float]:
@@ -96,3 +103,26 @@ def cross_validate(fusions, step: float, methods: Sequence[str], folds: int, see
         w, cv.scheme = candidates[fusions.pick(candidates, everything)]
         cv.weights = shrunk(w, default, cv.alpha)
     return cv
+
+
+def held_out_procedures(cv_info: dict, names: Sequence[str], default: Sequence[float],
+                        n: int) -> list[tuple[list[int], tuple[float, ...], str]]:
+    """Per fold of a recorded cross-validation (``tune_fusion``'s ``search["cross_validation"]``, over ``n``
+    records and members ``names``): ``(its rows, the (weights, scheme) the chosen procedure gives it)`` — fitted
+    on the other folds, so that fusing each fold's records with its own weights ranks every record as the held-out
+    estimate ``held out: CHOSEN`` scored it.  A fold fit is shrunk by the chosen alpha; a member alone and the
+    default weights are the same on every fold."""
+    chosen = cv_info["chosen"]
+    parts = fold_rows(n, cv_info["folds"], cv_info["seed"])
+    out = []
+    for rows, fit in zip(parts, cv_info["fold_fits"]):
+        if chosen.endswith(" alone"):
+            member = chosen.removesuffix(" alone")
+            procedure = (tuple(1.0 if m == member else 0.0 for m in names), "minmax")
+        elif chosen == "default weights":
+            procedure = (tuple(default), "minmax")
+        else:
+            fitted = tuple(float(fit["weights"][m]) for m in names)
+            procedure = (shrunk(fitted, default, float(cv_info["shrink"])), fit["scheme"])
+        out.append((rows, *procedure))
+    return out

@@ -36,7 +36,7 @@ from genret.retrieval.hybrid import (
     write_tuned,
 )
 
-from ._fusion_cv import cross_validate
+from ._fusion_cv import cross_validate, held_out_procedures
 from ._kilt_io import read_kilt
 from ._runner import LEVELS, search_records
 from ._score import score
@@ -163,8 +163,7 @@ def tune_fusion(index: Index | str | Path, dev: str | Path, *, members: Sequence
         cv = cross_validate(fusions, step, methods, folds, seed)
         weights, scheme = cv.weights, cv.scheme
         results.update({f"held out: {label}": m for label, m in cv.held_out.items()})
-        cv_info = {"folds": folds, "seed": seed, "chosen": cv.chosen, "shrink": cv.alpha,
-                   "fold_fits": [{"scheme": s, "weights": dict(zip(names, w))} for w, s in cv.fold_fits]}
+        cv_info = cv.record(names)
     method, normalize = SCHEMES[scheme]
     results["fused (chosen)"] = best_metrics = fusions.evaluate(scheme, weights)
     doc = TunedFusion(
@@ -203,6 +202,36 @@ class Fusions:
         rows = range(len(self.scorer.gold)) if rows is None else rows
         return self.scorer([fused_order(fuse([(w, contrib[n][i]) for n, w in used]), self.depth) for i in rows],
                            rows)
+
+    def ranked(self, scheme: str, weights: Sequence[float], row: int) -> list[Hit]:
+        """Record ``row``'s fused hit list (``depth`` deep) as the hybrid retriever returns it with ``weights``:
+        fused scores, each unit's provenance and text from the first member (in member order) that returned it."""
+        contrib = self.contributions(scheme)
+        fused = fuse([(w, contrib[n][row]) for n, w in zip(self.names, weights) if w])
+        source: dict[int, Hit] = {}
+        for n in self.names:
+            for h in self.hits[n][row]:
+                source.setdefault(h.unit_id, h)
+        return [Hit(u, fused[u], rank, source[u].provenance, source[u].text)
+                for rank, u in enumerate(fused_order(fused, self.depth), start=1)]
+
+    def held_out(self, doc: TunedFusion) -> list[list[Hit]]:
+        """Every record's fused hit list as ``doc`` (``tune_fusion``'s over these records and members) estimated
+        it held out: with the chosen procedure fitted on the folds without the record
+        (``_fusion_cv.held_out_procedures``), so that their metrics are the ``held out: CHOSEN`` result.  Without
+        cross-validation (``folds`` 0): ``doc``'s weights on every record, an in-sample ranking."""
+        n = len(self.scorer.gold)
+        cv_info = doc.search.get("cross_validation", {})
+        if cv_info.get("folds"):
+            procedures = held_out_procedures(cv_info, self.names, self.defaults()[0], n)
+        else:
+            scheme = next(s for s, v in SCHEMES.items() if v == (doc.method, doc.normalize))
+            procedures = [(list(range(n)), tuple(float(doc.weights[m]) for m in self.names), scheme)]
+        out: list[list[Hit]] = [[] for _ in range(n)]
+        for rows, weights, scheme in procedures:
+            for r in rows:
+                out[r] = self.ranked(scheme, weights, r)
+        return out
 
     def defaults(self) -> tuple[tuple[float, ...], tuple[float, ...] | None]:
         """``(the default weights: 1 each, generative 0.25; BM25 + dense alone, when there are more members)``."""

@@ -77,6 +77,8 @@ def test_adapt_trains_fits_reports_and_a_second_run_is_a_no_op(setup):
                                         key=lambda b: b["objective"])
     assert r["kept"] == (r["held_out_blended"]["objective"] > r["held_out_first"]["objective"] and r["weight"] > 0)
     assert r["kept"] or "rerank" in report.skipped
+    # the first stage alone is scored held out, as the fusion's cross-validation scored it (not in-sample)
+    assert {lv: r["held_out_first"][lv] for lv in ("page", "passage")} == report.after["hybrid"]
     # what it wrote: a checked adapted component, the cross-validated fusion, the record of the run
     verify_index(index)
     with Index(index) as ix:

@@ -4,13 +4,14 @@ to a member alone, and ``genret tune``'s file and table with it."""
 from __future__ import annotations
 
 import random
+from types import SimpleNamespace
 
 import pytest
 
 from genret.core import ConfigError
 from genret.eval import tune_fusion
 from genret.eval._fusion_cv import SHRINK, cross_validate, fold_rows, shrunk
-from genret.eval._fusion_tune import Fusions, Scorer
+from genret.eval._fusion_tune import SCHEMES, Fusions, Scorer
 from genret.retrieval import Hit, Provenance, RetrievalConfig
 
 
@@ -96,3 +97,32 @@ def test_tune_records_the_cross_validation(tiny_index, data_dir, tmp_path, tiny_
     with pytest.raises(ConfigError, match="folds"):
         tune_fusion(tiny_index, data_dir / "questions.jsonl", members=["bm25", "dense"], config=config,
                     progress=False, out=tmp_path / "x.json", folds=1)
+
+
+@pytest.mark.parametrize("skill,seed", [({"bm25": 0.6, "dense": 0.6}, 0),
+                                        ({"bm25": 0.3, "dense": 0.5, "generative": 0.4}, 2),
+                                        ({"bm25": 0.5, "dense": 0.45, "generative": 0.4}, 6)])
+def test_held_out_rankings_score_as_the_chosen_procedures_estimate(skill, seed):
+    """``Fusions.held_out`` ranks each record with the chosen procedure fitted without its fold: scored, those
+    rankings give the cross-validated estimate, not the (higher) in-sample figure of the final weights."""
+    gold, hits = _members(40, 12, skill, seed)
+    names = list(skill)
+    scorer = Scorer(gold, hits, "Rprec", ["page", "passage"])
+    fusions = Fusions(names, hits, scorer, depth=12, rrf_k=60)
+    cv = cross_validate(fusions, 0.25, ["minmax", "rrf"], folds=4, seed=7)
+    method, normalize = SCHEMES[cv.scheme]
+    doc = SimpleNamespace(search={"cross_validation": cv.record(names)}, method=method, normalize=normalize,
+                          weights=dict(zip(names, cv.weights)))
+    ranked = fusions.held_out(doc)
+    assert [len(r) for r in ranked] == [12] * 40
+    assert all([h.rank for h in r] == list(range(1, 13)) and
+               all(a.score >= b.score for a, b in zip(r, r[1:])) for r in ranked)
+    held = scorer([[h.unit_id for h in r] for r in ranked])
+    assert held == pytest.approx(cv.held_out[cv.chosen])
+    if seed == 6:  # folds fitted apart from each other: the held-out figure is below the in-sample one
+        assert cv.chosen == "fitted, shrink 0" and len(set(cv.fold_fits)) > 1
+        assert held["objective"] < fusions.evaluate(cv.scheme, cv.weights)["objective"]
+    # without cross-validation: the final weights on every record, the in-sample figure
+    doc.search = {"cross_validation": {"folds": 0}}
+    in_sample = scorer([[h.unit_id for h in r] for r in fusions.held_out(doc)])
+    assert in_sample == pytest.approx(fusions.evaluate(cv.scheme, cv.weights))
