@@ -50,7 +50,10 @@ class RerankTrainConfig(TrainRunConfig):
     lr: float = Field(2e-4, gt=0)
     warmup_ratio: float = Field(0.1, ge=0, le=1)
     negatives: int = Field(3, ge=1, description="hard negatives a training row carries")
-    in_batch_negatives: int = Field(3, ge=0, description="other queries' passages each query is also ranked against")
+    # at least 1: the library's loss takes 0 for "every other passage in the batch" (16 queries: 60 more pairs a
+    # query, a step's memory beyond 24 GiB on mini-KILT scifact), not for none
+    in_batch_negatives: int = Field(3, ge=1, description="other queries' passages each query is also ranked "
+                                    "against")
     negative_depth: int = Field(15, ge=1, description="hard negatives drawn from the first N non-gold hits")
     positives_per_query: int = Field(2, ge=1, description="gold passages a query is paired with, at most")
     max_queries: int | None = Field(None, ge=1, description="train on at most this many queries (a seeded sample)")
@@ -141,7 +144,7 @@ def _train(model, rows: list[dict[str, str]], config: RerankTrainConfig, device:
     from sentence_transformers.cross_encoder.losses import MultipleNegativesRankingLoss
 
     data = Dataset.from_list(rows).shuffle(seed=config.seed)
-    loss = MultipleNegativesRankingLoss(model, num_negatives=config.in_batch_negatives or None)
+    loss = MultipleNegativesRankingLoss(model, num_negatives=config.in_batch_negatives)
     with tempfile.TemporaryDirectory(prefix="genret-rerank-train-") as scratch:
         args = CrossEncoderTrainingArguments(
             output_dir=scratch, num_train_epochs=config.epochs, per_device_train_batch_size=config.batch_size,

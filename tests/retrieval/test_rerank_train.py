@@ -40,6 +40,15 @@ def trained(dense_bm25_index, tmp_path_factory):
     return index, out, stats
 
 
+def test_in_batch_negatives_are_counted_never_all():
+    """0 in-batch negatives is refused: the library's loss would read it as every passage in the batch."""
+    from pydantic import ValidationError
+
+    assert RerankTrainConfig(in_batch_negatives=1).in_batch_negatives == 1
+    with pytest.raises(ValidationError, match="in_batch_negatives"):
+        RerankTrainConfig(in_batch_negatives=0)
+
+
 def test_the_loss_falls_and_a_cross_encoder_is_saved(trained):
     from sentence_transformers.cross_encoder import CrossEncoder
 
