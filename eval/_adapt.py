@@ -345,13 +345,15 @@ def _adapt_dense(index_dir, train, held, report: AdaptReport, recipe: dict, budg
 
 
 def _scoring_minutes(report: AdaptReport, cross_encoder: bool) -> float:
-    """What scoring the held-out fold for the reranking stage takes, estimated: the first stage once more (as long
-    as the runs before); the sentence reranker over RERANK_DEPTH hits a record, in about half the time encoding as
+    """What scoring the held-out fold for the reranking stage takes, estimated: the first stage once more where it
+    is the only retriever (as long as the runs before; a hybrid's held-out rankings come from the fusion's fit, no
+    search); the sentence reranker over RERANK_DEPTH hits a record, in about half the time encoding as
     many units takes (mini-KILT squad: 1.25 min for the first stage and the sentences of 300 records); where one
     was trained, a cross-encoder pass about as fast as encoding units and half a minute for loading and writing it
     (scifact: 0.86 min for the first stage and the cross-encoder against 0.66 estimated)."""
     one_pass = report.held_out_records * RERANK_DEPTH / report.dense.get("encode_rate", 50.0) / 60
-    return report.minutes.get("before", 0.0) + 0.5 * one_pass + (one_pass + 0.5 if cross_encoder else 0.1)
+    first = 0.0 if "hybrid" in report.before else report.minutes.get("before", 0.0)
+    return first + 0.5 * one_pass + (one_pass + 0.5 if cross_encoder else 0.1)
 
 
 def _rerank_share(queries: int) -> float:
