@@ -2,12 +2,13 @@
 split scored before and after — the table of docs/src/results.md, "Adapted in one step".
 
     HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 .venv/bin/python bench/adapt.py --out runs/adapt4 \\
-        [--tasks climate_fever,scifact,squad] [--squad-records 500] [--budget-minutes 20]
+        [--tasks climate_fever,scifact,squad] [--squad-records 500] [--budget-minutes 20] \\
+        [--adapt-args "--max-held-out 1000"]
 
 Per task: ``runs/indexes/TASK`` (``make minikilt-indexes``) is copied to OUT/TASK (unless it is there already and
-adapted: then only the evaluations run), ``genret adapt OUT/TASK TRAIN --task TASK`` runs with the defaults (its
-wall time and peak memory recorded, through ``/usr/bin/time -v`` where that exists), and ``genret eval`` scores dev
-R-Precision (page / passage) for:
+adapted: then only the evaluations run), ``genret adapt OUT/TASK TRAIN --task TASK`` runs with the defaults, or
+with ``--adapt-args`` added (its wall time and peak memory recorded, through ``/usr/bin/time -v`` where that exists),
+and ``genret eval`` scores dev R-Precision (page / passage) for:
 
 - ``untuned``: the default hybrid as built (``--untrained --hybrid-tuned off``), the figure the issue measures from;
 - ``adapted``: the default hybrid with no flags (adapted encoder, fitted fusion, adapted reranker where kept);
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -55,9 +57,9 @@ def _eval(index: Path, task: str, flags: list[str], records: int | None, out: Pa
             "seconds": round(time.perf_counter() - t0, 1)}
 
 
-def _adapt(index: Path, task: str, budget: float, log: Path) -> dict:
+def _adapt(index: Path, task: str, budget: float, log: Path, extra: list[str]) -> dict:
     cmd = [*GENRET, "adapt", str(index), str(MINIKILT / task / "train.jsonl"), "--task", task,
-           "--budget-minutes", str(budget), "--json"]
+           "--budget-minutes", str(budget), "--json", *extra]
     timer = ["/usr/bin/time", "-v"] if Path("/usr/bin/time").exists() else []
     t0 = time.perf_counter()
     done = subprocess.run([*timer, *cmd], capture_output=True, text=True, cwd=ROOT)
@@ -77,6 +79,7 @@ def main() -> None:
     ap.add_argument("--tasks", default="climate_fever,scifact,squad")
     ap.add_argument("--squad-records", type=int, default=500)
     ap.add_argument("--budget-minutes", type=float, default=20.0)
+    ap.add_argument("--adapt-args", default="", help="more flags for genret adapt (one string)")
     a = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     a.out.mkdir(parents=True, exist_ok=True)
@@ -89,7 +92,8 @@ def main() -> None:
             shutil.rmtree(index, ignore_errors=True)
             shutil.copytree(ROOT / "runs" / "indexes" / task, index)
             print(f"{task}: adapting (budget {a.budget_minutes:g} min)", file=sys.stderr, flush=True)
-            results.setdefault(task, {})["adapt"] = _adapt(index, task, a.budget_minutes, a.out / f"{task}.adapt.log")
+            results.setdefault(task, {})["adapt"] = _adapt(index, task, a.budget_minutes, a.out / f"{task}.adapt.log",
+                                                    shlex.split(a.adapt_args))
         elif "adapt" not in results.get(task, {}):  # adapted before this script ran: its own record
             report = json.loads((index / "adapt.json").read_text())["report"]
             results.setdefault(task, {})["adapt"] = {"minutes": report["minutes"]["total"], "peak_rss_gb": None,
