@@ -94,7 +94,7 @@ def register(sub) -> None:
                    "the rest the reranker)")
     p.add_argument("--holdout", type=float, default=0.2, help="share of the records held out for the report and "
                    "the fusion (default 0.2)")
-    p.add_argument("--max-held-out", type=int, default=300, help="held-out records at most (default 300)")
+    p.add_argument("--max-held-out", type=int, default=1000, help="held-out records at most (default 1000)")
     p.add_argument("--max-records", type=int, default=None, help="the first N training records only")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),

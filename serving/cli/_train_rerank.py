@@ -68,7 +68,7 @@ def rerank_flags(p: argparse.ArgumentParser) -> None:
                    "the index has one, else its only retriever)")
     p.add_argument("--depth", type=int, default=20, help="first-stage hits a query re-ordered (default 20)")
     p.add_argument("--holdout", type=float, default=0.2, help="share of the records held out to fit the blend on")
-    p.add_argument("--max-held-out", type=int, default=300, help="held-out records at most (default 300)")
+    p.add_argument("--max-held-out", type=int, default=1000, help="held-out records at most (default 1000)")
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--batch-size", type=int, default=16, help="queries a step")
     p.add_argument("--lr", type=float, default=2e-4)

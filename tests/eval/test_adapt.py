@@ -96,6 +96,7 @@ def test_adapt_trains_fits_reports_and_a_second_run_is_a_no_op(setup):
             hybrid.close()
     saved = previous_adaptation(index)
     assert saved["recipe"]["budget_minutes"] == 60 and saved["report"]["after"] == report.after
+    assert saved["recipe"]["max_held_out"] == 1000  # part of what a second run compares
     # the same inputs again: nothing to do
     assert adapt(index, train, budget_minutes=60, holdout=0.2, device="cpu", progress=False,
                  dense_train=TRAIN, rerank_train=RERANK) is None
