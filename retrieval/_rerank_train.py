@@ -50,8 +50,8 @@ class RerankTrainConfig(TrainRunConfig):
     lr: float = Field(2e-4, gt=0)
     warmup_ratio: float = Field(0.1, ge=0, le=1)
     negatives: int = Field(3, ge=1, description="hard negatives a training row carries")
-    # at least 1: the library's loss takes 0 for "every other passage in the batch" (16 queries: 60 more pairs a
-    # query, a step's memory beyond 24 GiB on mini-KILT scifact), not for none
+    # at least 1: the library's loss cannot sample 0, and 0 used to reach it as None, which means every other
+    # passage in the batch (16 queries: 60 more pairs a query, a step's memory beyond 24 GiB on mini-KILT scifact)
     in_batch_negatives: int = Field(3, ge=1, description="other queries' passages each query is also ranked "
                                     "against")
     negative_depth: int = Field(15, ge=1, description="hard negatives drawn from the first N non-gold hits")
