@@ -114,9 +114,9 @@ def test_cli_table_no_op_and_refusals(setup, tmp_path, capsys):
     index, train = setup
     args = ["adapt", str(index), str(train), "--budget-minutes", "60", "--device", "cpu", "--quiet",
             "--rerank-epochs", "1"]
-    if previous_adaptation(index) is None:  # run alone: adapt first
-        assert main(args) == 0
-        capsys.readouterr()
+    if previous_adaptation(index) is None:  # run alone: adapt first, with other settings than the CLI's
+        adapt(index, train, budget_minutes=60, holdout=0.2, device="cpu", progress=False, dense_train=TRAIN,
+              rerank_train=RERANK)
     assert main(args) == 0  # the CLI's own dense settings differ from TRAIN's: a new recipe, adapted again
     out = capsys.readouterr().out
     assert "held-out R-Precision, 4 records" in out and "hybrid" in out and "fusion:" in out and "rerank:" in out
