@@ -155,15 +155,11 @@ def adapt_reranker(index_dir: str | Path, train: Sequence[dict], held: Sequence[
                     candidates={n: {"weight": f[0], "blended": pct(f[1])} for n, f in fits.items()}, train=stats,
                     minutes=minutes)
     if fit.kept:
-        held_out = {"first": fit.first, "blended": fit.blended}
-        if name == CROSS_ENCODER:
-            config_used = train_config.model_dump(exclude={"device", "max_minutes"})
-            write_adapted_reranker(index_dir, scratch / "reranker", over=over, depth=depth, weight=weight,
-                                   trained={**(trained or {}), "model": name, "config": config_used, **stats,
-                                            "held_out": held_out})
-        else:
-            write_adapted_reranker(index_dir, None, over=over, depth=depth, weight=weight,
-                                   trained={**(trained or {}), "model": name, "held_out": held_out})
+        ce = name == CROSS_ENCODER  # its folder, training settings and statistics; the sentence reranker has none
+        training = {"config": train_config.model_dump(exclude={"device", "max_minutes"}), **stats} if ce else {}
+        write_adapted_reranker(index_dir, scratch / "reranker" if ce else None, over=over, depth=depth, weight=weight,
+                               trained={**(trained or {}), "model": name, **training,
+                                        "held_out": {"first": fit.first, "blended": fit.blended}})
     return fit
 
 

@@ -30,6 +30,7 @@ from genret.retrieval.hybrid import (
     Objective,
     TunedFusion,
     fuse,
+    fused_hits,
     fused_order,
     member_contributions,
     weights_path,
@@ -204,16 +205,12 @@ class Fusions:
                            rows)
 
     def ranked(self, scheme: str, weights: Sequence[float], row: int) -> list[Hit]:
-        """Record ``row``'s fused hit list (``depth`` deep) as the hybrid retriever returns it with ``weights``:
-        fused scores, each unit's provenance and text from the first member (in member order) that returned it."""
+        """Record ``row``'s fused hit list (``depth`` deep) as the hybrid retriever returns it with ``weights``
+        (``fused_hits``: fused scores, provenance and text from the first member that returned a unit)."""
         contrib = self.contributions(scheme)
-        fused = fuse([(w, contrib[n][row]) for n, w in zip(self.names, weights) if w])
-        source: dict[int, Hit] = {}
-        for n in self.names:
-            for h in self.hits[n][row]:
-                source.setdefault(h.unit_id, h)
-        return [Hit(u, fused[u], rank, source[u].provenance, source[u].text)
-                for rank, u in enumerate(fused_order(fused, self.depth), start=1)]
+        used = [(n, w) for n, w in zip(self.names, weights) if w]
+        return fused_hits({n: self.hits[n][row] for n, _ in used}, fuse([(w, contrib[n][row]) for n, w in used]),
+                          self.depth)
 
     def held_out(self, doc: TunedFusion) -> list[list[Hit]]:
         """Every record's fused hit list as ``doc`` (``tune_fusion``'s over these records and members) estimated

@@ -73,7 +73,7 @@ SURFACES = {
     ],
     "genret.retrieval.hybrid": [
         "DEFAULT_MEMBER_WEIGHTS", "DevInfo", "HybridConfig", "HybridRetriever", "IndexInfo", "Objective",
-        "TunedFusion", "effective_hybrid", "fuse", "fused_order", "member_contributions", "read_tuned",
+        "TunedFusion", "effective_hybrid", "fuse", "fused_hits", "fused_order", "member_contributions", "read_tuned",
         "weights_path", "write_tuned",
     ],
     "genret.eval": [

@@ -176,22 +176,28 @@ class HybridRetriever(Retriever):
                      for name, hits in member_hits.items()])
 
     def _fuse(self, member_hits: Mapping[str, Sequence[Hit]], k: int) -> list[Hit]:
-        fused = self.fused_scores(member_hits)
-        source: dict[int, Hit] = {}
-        matched: dict[int, tuple[tuple[str, float], ...]] = {}
-        ranks: dict[int, list[tuple[str, int]]] = {}
-        for name, hits in member_hits.items():
-            for hit in hits:
-                source.setdefault(hit.unit_id, hit)
-                ranks.setdefault(hit.unit_id, []).append((name, hit.rank))
-                if hit.matched and hit.unit_id not in matched:
-                    matched[hit.unit_id] = hit.matched
-        order = fused_order(fused, k)
-        return [Hit(uid, fused[uid], rank, source[uid].provenance, source[uid].text, matched.get(uid, ()),
-                    tuple(ranks[uid])) for rank, uid in enumerate(order, start=1)]
+        return fused_hits(member_hits, self.fused_scores(member_hits), k)
 
     def close(self) -> None:
         """Close the members (e.g. BM25's Lucene searcher), when they are its own."""
         if self.owns_members:
             for member in self.members.values():
                 member.close()
+
+
+def fused_hits(member_hits: Mapping[str, Sequence[Hit]], fused: Mapping[int, float], k: int) -> list[Hit]:
+    """The best ``k`` units of ``fused`` (``fuse``'s scores of these member hit lists) as hits: the fused score;
+    provenance and text from the first member (in the order given) that returned the unit, ``matched`` n-grams from
+    the first that has any, ``member_ranks`` from every member that returned it."""
+    source: dict[int, Hit] = {}
+    matched: dict[int, tuple[tuple[str, float], ...]] = {}
+    ranks: dict[int, list[tuple[str, int]]] = {}
+    for name, hits in member_hits.items():
+        for hit in hits:
+            source.setdefault(hit.unit_id, hit)
+            ranks.setdefault(hit.unit_id, []).append((name, hit.rank))
+            if hit.matched and hit.unit_id not in matched:
+                matched[hit.unit_id] = hit.matched
+    order = fused_order(fused, k)
+    return [Hit(uid, fused[uid], rank, source[uid].provenance, source[uid].text, matched.get(uid, ()),
+                tuple(ranks[uid])) for rank, uid in enumerate(order, start=1)]
