@@ -33,6 +33,23 @@ def shrunk(weights: Sequence[float], default: Sequence[float], alpha: float) -> 
     return tuple(round((1 - alpha) * w / a + alpha * d / b, 10) for w, d in zip(weights, default))
 
 
+def label_of(alpha: float) -> str:
+    """The label of the fitted-and-shrunk procedure with ``alpha`` (alpha 1 is the default weights)."""
+    return "default weights" if alpha == 1 else f"fitted, shrink {alpha:g}"
+
+
+def procedure(label: str, fit: tuple[Sequence[float], str], names: Sequence[str],
+              default: Sequence[float]) -> tuple[tuple[float, ...], str]:
+    """The ``(weights, scheme)`` a procedure ``label`` gives where the grid's fit is ``fit`` (weights, scheme): a
+    member alone and the default weights whatever the fit; a fitted procedure is the fit shrunk by its alpha."""
+    if label.endswith(" alone"):
+        member = label.removesuffix(" alone")
+        return tuple(1.0 if m == member else 0.0 for m in names), "minmax"
+    if label == "default weights":
+        return tuple(default), "minmax"
+    return shrunk(fit[0], default, float(label.rsplit(" ", 1)[1])), fit[1]
+
+
 @dataclass
 class CrossValidation:
     """What ``cross_validate`` found: the held-out metrics of every procedure (label -> {level..., objective}),
@@ -77,13 +94,9 @@ def cross_validate(fusions, step: float, methods: Sequence[str], folds: int, see
         totals = [sum(m[g]["objective"] * sizes[g] for g in range(folds) if g != f) for m in per_fold]
         w, s = candidates[fusions.pick(candidates, totals)]
         cv.fold_fits.append((w, s))
-        for alpha in SHRINK:
-            label = "default weights" if alpha == 1 else f"fitted, shrink {alpha:g}"
-            weights, scheme = (default, "minmax") if alpha == 1 else (shrunk(w, default, alpha), s)
+        for label in [label_of(alpha) for alpha in SHRINK] + [f"{name} alone" for name in fusions.names]:
+            weights, scheme = procedure(label, (w, s), fusions.names, default)
             procedures.setdefault(label, []).append(on_fold(scheme, weights, f))
-        for j, name in enumerate(fusions.names):
-            one = tuple(1.0 if i == j else 0.0 for i in range(len(fusions.names)))
-            procedures.setdefault(f"{name} alone", []).append(on_fold("minmax", one, f))
     for label, metrics in procedures.items():
         cv.held_out[label] = {lv: sum(m[lv] * k for m, k in zip(metrics, sizes)) / n for lv in levels}
 
@@ -92,16 +105,13 @@ def cross_validate(fusions, step: float, methods: Sequence[str], folds: int, see
         return (-round(cv.held_out[label]["objective"], 12), -alpha)
 
     cv.chosen = min(cv.held_out, key=rank)
-    if cv.chosen.endswith(" alone"):
-        name = cv.chosen.removesuffix(" alone")
-        cv.weights = tuple(1.0 if m == name else 0.0 for m in fusions.names)
-    elif cv.chosen == "default weights":
-        cv.alpha, cv.weights = 1.0, default
-    else:
-        cv.alpha = float(cv.chosen.rsplit(" ", 1)[1])
-        everything = [sum(m[g]["objective"] * sizes[g] for g in range(folds)) for m in per_fold]
-        w, cv.scheme = candidates[fusions.pick(candidates, everything)]
-        cv.weights = shrunk(w, default, cv.alpha)
+    fit = candidates[0]
+    if not cv.chosen.endswith(" alone"):
+        cv.alpha = 1.0 if cv.chosen == "default weights" else float(cv.chosen.rsplit(" ", 1)[1])
+        if cv.alpha != 1:
+            everything = [sum(m[g]["objective"] * sizes[g] for g in range(folds)) for m in per_fold]
+            fit = candidates[fusions.pick(candidates, everything)]
+    cv.weights, cv.scheme = procedure(cv.chosen, fit, fusions.names, default)
     return cv
 
 
@@ -112,17 +122,7 @@ def held_out_procedures(cv_info: dict, names: Sequence[str], default: Sequence[f
     on the other folds, so that fusing each fold's records with its own weights ranks every record as the held-out
     estimate ``held out: CHOSEN`` scored it.  A fold fit is shrunk by the chosen alpha; a member alone and the
     default weights are the same on every fold."""
-    chosen = cv_info["chosen"]
     parts = fold_rows(n, cv_info["folds"], cv_info["seed"])
-    out = []
-    for rows, fit in zip(parts, cv_info["fold_fits"]):
-        if chosen.endswith(" alone"):
-            member = chosen.removesuffix(" alone")
-            procedure = (tuple(1.0 if m == member else 0.0 for m in names), "minmax")
-        elif chosen == "default weights":
-            procedure = (tuple(default), "minmax")
-        else:
-            fitted = tuple(float(fit["weights"][m]) for m in names)
-            procedure = (shrunk(fitted, default, float(cv_info["shrink"])), fit["scheme"])
-        out.append((rows, *procedure))
-    return out
+    return [(rows, *procedure(cv_info["chosen"], (tuple(float(fit["weights"][m]) for m in names), fit["scheme"]),
+                              names, default))
+            for rows, fit in zip(parts, cv_info["fold_fits"])]
