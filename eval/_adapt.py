@@ -71,7 +71,11 @@ REPORT_LEVELS = ("page", "passage")
 # (squad's 6,042 questions: the dense encoder's steps)
 RERANK_SHARE = 0.4
 RERANK_SHARE_SMALL = 0.6
-RERANK_DEPTH = 20
+# the depths the held-out fold chooses the reranking depth from, with the blend weight (ties: the shallower).  A
+# deeper cut lets the reranker lift a page the first stage ranked low, at a search-time cost (mini-KILT scifact,
+# runs/adapt7's cross-encoder over the hybrid, dev: depth 20 76.2 / 50.6 in 45 s, 40 78.2 / 51.1 in 59 s, 80
+# 78.2 / 50.1 in 83 s)
+RERANK_DEPTHS = (20, 40)
 TRAIN_STATS = ("queries", "rows", "steps", "loss_first", "loss_last", "budget_stopped", "precision", "train_seconds")
 # a cross-encoder trains at about 1/20 of the rate the same model encodes units (pairs/s; mini-KILT, bf16 on 2
 # cores: squad 2.7 pairs/s at 60 units/s, scifact 9.7 at 156).  It is trained only where its share of the budget
@@ -282,7 +286,8 @@ def _rerank_stage(index_dir, train, held, report: AdaptReport, recipe: dict, bud
         fit = adapt_reranker(index_dir, train, held, over=over,
                              config=after_cfg.model_copy(update={"hybrid": after_cfg.hybrid.model_copy(
                                  update={"tuned": "auto"})}),
-                             train_config=config, scratch=Path(scratch), task=task, depth=RERANK_DEPTH, first=first,
+                             train_config=config, scratch=Path(scratch), task=task, depth=RERANK_DEPTHS,
+                             first=first,
                              trained={"train": recipe["train"], "train_sha256": recipe["train_sha256"], "task": task},
                              progress=progress, say=say)
     report.before["reranked"] = {lv: fit.first[lv] for lv in REPORT_LEVELS}
@@ -355,13 +360,13 @@ def _adapt_dense(index_dir, train, held, report: AdaptReport, recipe: dict, budg
 def _scoring_minutes(report: AdaptReport, cross_encoder: bool) -> float:
     """What scoring the held-out fold for the reranking stage takes, estimated: the first stage once more where it
     is the only retriever (as long as the runs before; a hybrid's held-out rankings come from the fusion's fit, no
-    search); the sentence reranker over RERANK_DEPTH hits a record, in about a quarter of the time encoding as
-    many units takes — its sentence cache serves hits that recur across records (mini-KILT squad: 0.88 min for
-    the sentences of 1,000 records, 5 min of encoding as many units; before, 1.25 min for the first stage and the
-    sentences of 300 records, 0.74 of it the first stage); where one was trained, a cross-encoder pass about as
-    fast as encoding units and half a minute for loading and writing it (scifact: 0.86 min for the first stage and
-    the cross-encoder against 0.66 estimated)."""
-    one_pass = report.held_out_records * RERANK_DEPTH / report.dense.get("encode_rate", 50.0) / 60
+    search); the sentence reranker over the deepest of RERANK_DEPTHS hits a record, in about a quarter of the time
+    encoding as many units takes — its sentence cache serves hits that recur across records (mini-KILT squad: 0.88
+    min for the sentences of 1,000 records at depth 20, 5 min of encoding as many units; before, 1.25 min for the
+    first stage and the sentences of 300 records, 0.74 of it the first stage); where one was trained, a
+    cross-encoder pass about as fast as encoding units and half a minute for loading and writing it (scifact: 0.86
+    min for the first stage and the cross-encoder against 0.66 estimated)."""
+    one_pass = report.held_out_records * max(RERANK_DEPTHS) / report.dense.get("encode_rate", 50.0) / 60
     first = 0.0 if "hybrid" in report.before else report.minutes.get("before", 0.0)
     return first + 0.25 * one_pass + (one_pass + 0.5 if cross_encoder else 0.1)
 

@@ -6,12 +6,12 @@ where its blend lifts that fold.
 The first stage is the retriever searches use by default (the hybrid where the index has several members, with the
 fusion ``adapt`` just fitted).  Over the held-out fold its first ``depth`` hits are scored by each candidate; the
 blend weight (``retrieval.RerankedRetriever``: ``(1 - w)`` of the first stage's min-max normalised score, ``w`` of
-the reranker's) is chosen on a grid by cross-validation: each fold's records are ranked with the weight best on the
-other folds, and that held-out estimate is what is compared with the first stage alone (both R-Precision, page and
-passage averaged).  The candidate with the higher estimate is kept where it beats the first stage (a cross-encoder
-also needs a training loss that fell): it goes into the index (``indexing.write_adapted_reranker``) with the weight
-best on the whole fold, and searches over that retriever use it without flags; where none does, nothing is written
-and the report says so.
+the reranker's) and, where several are given, the depth are chosen on a grid by cross-validation: each fold's
+records are ranked with the pair best on the other folds, and that held-out estimate is what is compared with the
+first stage alone (both R-Precision, page and passage averaged).  The candidate with the higher estimate is kept
+where it beats the first stage (a cross-encoder also needs a training loss that fell): it goes into the index
+(``indexing.write_adapted_reranker``) with the depth and weight best on the whole fold, and searches over that
+retriever use it without flags; where none does, nothing is written and the report says so.
 """
 
 from __future__ import annotations
@@ -67,38 +67,48 @@ class RerankFit:
 
 def _orders(hits: list[list[Hit]], scores: list[list[float]], weight: float, depth: int) -> list[list[int]]:
     """Each record's unit ids as ``RerankedRetriever`` ranks them with ``weight``: its first ``depth`` hits by the
-    blend, the rest below in their first-stage order."""
-    return [[hs[i].unit_id for i in blended_order(hs[:depth], sc, weight)[0]] + [h.unit_id for h in hs[depth:]]
-            for hs, sc in zip(hits, scores)]
+    blend (``scores`` cover at least that many), the rest below in their first-stage order."""
+    return [[hs[i].unit_id for i in blended_order(hs[:depth], sc[:depth], weight)[0]]
+            + [h.unit_id for h in hs[depth:]] for hs, sc in zip(hits, scores)]
 
 
-def fit_blend(scorer: Scorer, hits: list[list[Hit]], scores: list[list[float]], depth: int, folds: int = 5,
-              seed: int = 13) -> tuple[float, dict[str, float], dict[str, float]]:
-    """``(weight best on every record, cross-validated blend metrics, first stage's metrics)`` over the held-out
-    records ``scorer`` scores (see the module doc); metrics are fractions per level and their ``objective``."""
-    orders = {w: _orders(hits, scores, w, depth) for w in WEIGHTS}
+def fit_blend(scorer: Scorer, hits: list[list[Hit]], scores: list[list[float]], depths: int | Sequence[int],
+              folds: int = 5, seed: int = 13) -> tuple[int, float, dict[str, float], dict[str, float]]:
+    """``(depth, weight best on every record, cross-validated blend metrics, first stage's metrics)`` over the
+    held-out records ``scorer`` scores (see the module doc): the depth (one of ``depths``; ``scores`` cover the
+    deepest) and the weight are chosen together, each fold's records ranked with the pair best on the other folds;
+    ties go to the shallower depth (cheaper at search time), then the smaller weight.  Metrics are fractions per
+    level and their ``objective``."""
+    depths = sorted({depths} if isinstance(depths, int) else set(depths))
+    grid = [(d, w) for d in depths for w in WEIGHTS if w > 0 or d == depths[0]]  # weight 0 is the first stage
+    orders = {c: _orders(hits, scores, c[1], c[0]) for c in grid}
     n = len(hits)
     rows = list(range(n))
     random.Random(seed).shuffle(rows)
     folds = max(2, min(folds, n // 2)) if n >= 4 else 0
-    chosen: list[list[int]] = [[] for _ in range(n)]
+    first_stage = orders[(depths[0], 0.0)]
+
+    def best(subset: list[int] | None) -> tuple[int, float]:
+        pick = (lambda o: o) if subset is None else (lambda o: [o[r] for r in subset])
+        return max(grid, key=lambda c: (scorer(pick(orders[c]), subset)["objective"], -c[0], -c[1]))
+
     if folds:
-        parts = [rows[i::folds] for i in range(folds)]
-        for part in parts:
+        chosen: list[list[int]] = [[] for _ in range(n)]
+        for part in [rows[i::folds] for i in range(folds)]:
             rest = [r for r in rows if r not in set(part)]
-            best = max(WEIGHTS, key=lambda w: (scorer([orders[w][r] for r in rest], rest)["objective"], -w))
+            pair = best(rest)
             for r in part:
-                chosen[r] = orders[best][r]
+                chosen[r] = orders[pair][r]
         held = scorer(chosen)
     else:
-        held = scorer(orders[0.0])
-    best_all = max(WEIGHTS, key=lambda w: (scorer(orders[w])["objective"], -w))
-    return best_all, held, scorer(orders[0.0])
+        held = scorer(first_stage)
+    depth, weight = best(None)
+    return (depth if weight > 0 else depths[0]), weight, held, scorer(first_stage)
 
 
 def adapt_reranker(index_dir: str | Path, train: Sequence[dict], held: Sequence[dict], *, over: str,
                    config: RetrievalConfig, train_config: RerankTrainConfig | None, scratch: Path, task: str | None,
-                   depth: int = 20, trained: dict[str, Any] | None = None, sentences: bool = True,
+                   depth: int | Sequence[int] = 20, trained: dict[str, Any] | None = None, sentences: bool = True,
                    first: Sequence[list[Hit]] | None = None, progress: bool = True,
                    say: Callable[[str], None] = print) -> RerankFit:
     """Train a cross-encoder on ``train`` (KILT records; none when ``train_config`` is None), fit its blend and —
@@ -109,9 +119,11 @@ def adapt_reranker(index_dir: str | Path, train: Sequence[dict], held: Sequence[
     added here); ``first``: the first stage's hit lists for ``held`` (default: ``over`` searched with ``config``)
     — ``adapt`` passes the hybrid's held-out rankings, each record fused with weights fitted without it, so that
     the first stage alone and the blend are both held-out figures (the fusion's fit on the whole fold would score
-    the first stage in-sample, above what it does on new records, and keep too few rerankers)."""
+    the first stage in-sample, above what it does on new records, and keep too few rerankers).  ``depth``: how many
+    of a record's first hits are reranked, or the candidate depths the fold chooses from with the weight."""
     config = config.model_copy(update={"rerank": config.rerank.model_copy(update={"model": None,
                                                                                    "adapted": False})})
+    deepest = depth if isinstance(depth, int) else max(depth)
     minutes: dict[str, float] = {}
     stats: dict[str, Any] = {}
     if train_config is not None:
@@ -121,7 +133,7 @@ def adapt_reranker(index_dir: str | Path, train: Sequence[dict], held: Sequence[
                                        progress=progress)
         minutes["training"] = round((time.perf_counter() - t0) / 60, 2)
         say(f"rerank: trained on {stats['queries']} queries ({stats['rows']} rows, {stats['steps']} steps, loss "
-            f"{stats['loss_first']} → {stats['loss_last']}); scoring the held-out fold's first {depth} {over} hits")
+            f"{stats['loss_first']} → {stats['loss_last']}); scoring the held-out fold's first {deepest} {over} hits")
     t0 = time.perf_counter()
     with Index(index_dir) as index:
         if first is None:
@@ -141,23 +153,24 @@ def adapt_reranker(index_dir: str | Path, train: Sequence[dict], held: Sequence[
         if not rerankers:
             raise ValueError("adapt_reranker: no candidate reranker (no cross-encoder to train, and no sentence "
                              "reranker: the index has no dense component or sentences is False)")
-        scores = {name: [r.scores(rec["input"], reranker_texts(index, hs[:depth], r)) for rec, hs in zip(held, hits)]
+        scores = {name: [r.scores(rec["input"], reranker_texts(index, hs[:deepest], r)) for rec, hs in zip(held, hits)]
                   for name, r in rerankers.items()}
     scorer = Scorer(list(held), {over: hits}, "Rprec", LEVELS)
     fits = {name: fit_blend(scorer, hits, sc, depth) for name, sc in scores.items()}
     minutes["held-out scoring"] = round((time.perf_counter() - t0) / 60, 2)
     pct = lambda m: {k: round(100 * v, 1) for k, v in m.items()}  # noqa: E731
     eligible = [n for n in fits if n != CROSS_ENCODER or _learned(stats)]
-    name = max(eligible or list(fits), key=lambda n: (fits[n][1]["objective"], n != CROSS_ENCODER))
-    weight, blended, first = fits[name]
-    fit = RerankFit(over=over, depth=depth, weight=weight, first=pct(first), blended=pct(blended),
+    name = max(eligible or list(fits), key=lambda n: (fits[n][2]["objective"], n != CROSS_ENCODER))
+    chosen_depth, weight, blended, first = fits[name]
+    fit = RerankFit(over=over, depth=chosen_depth, weight=weight, first=pct(first), blended=pct(blended),
                     kept=bool(eligible) and blended["objective"] > first["objective"] and weight > 0, model=name,
-                    candidates={n: {"weight": f[0], "blended": pct(f[1])} for n, f in fits.items()}, train=stats,
-                    minutes=minutes)
+                    candidates={n: {"depth": f[0], "weight": f[1], "blended": pct(f[2])} for n, f in fits.items()},
+                    train=stats, minutes=minutes)
     if fit.kept:
         ce = name == CROSS_ENCODER  # its folder, training settings and statistics; the sentence reranker has none
         training = {"config": train_config.model_dump(exclude={"device", "max_minutes"}), **stats} if ce else {}
-        write_adapted_reranker(index_dir, scratch / "reranker" if ce else None, over=over, depth=depth, weight=weight,
+        write_adapted_reranker(index_dir, scratch / "reranker" if ce else None, over=over, depth=chosen_depth,
+                               weight=weight,
                                trained={**(trained or {}), "model": name, **training,
                                         "held_out": {"first": fit.first, "blended": fit.blended}})
     return fit

@@ -30,11 +30,22 @@ def test_a_reranker_that_finds_gold_is_blended_in_and_one_that_does_not_is_not()
     records, hits = _case(20)
     scorer = Scorer(records, {"first": hits}, "Rprec", ("page", "passage"))
     knows = [[1.0 if h.provenance.start_paragraph_id == 1 else 0.0 for h in hs] for hs in hits]
-    weight, blended, first = fit_blend(scorer, hits, knows, depth=10)
-    assert first["passage"] == 0.0 and blended["passage"] == 1.0 and weight > 0
+    depth, weight, blended, first = fit_blend(scorer, hits, knows, 10)
+    assert first["passage"] == 0.0 and blended["passage"] == 1.0 and weight > 0 and depth == 10
     noise = [[random.Random(j).random() for _ in hs] for j, hs in enumerate(hits)]
     inverse = [[-(10.0 - r) for r in range(len(hs))] for hs in hits]  # the first stage's order reversed
-    weight, blended, first = fit_blend(scorer, hits, inverse, depth=10)
-    assert weight == 0.0 and blended == first
-    weight, blended, _ = fit_blend(scorer, hits, noise, depth=2)  # below the depth nothing moves
+    depth, weight, blended, first = fit_blend(scorer, hits, inverse, (2, 10))
+    assert weight == 0.0 and blended == first and depth == 2
+    _, weight, blended, _ = fit_blend(scorer, hits, noise, 2)  # below the depth nothing moves
     assert blended["page"] == 1.0
+
+
+def test_the_depth_is_chosen_with_the_weight_and_ties_go_to_the_shallower():
+    records, hits = _case(20)
+    scorer = Scorer(records, {"first": hits}, "Rprec", ("page", "passage"))
+    knows = [[1.0 if h.provenance.start_paragraph_id == 1 else 0.0 for h in hs] for hs in hits]
+    # gold is the first stage's third hit: a depth of 2 cannot reach it, 3 and 10 both can
+    depth, weight, blended, first = fit_blend(scorer, hits, knows, (2, 3, 10))
+    assert depth == 3 and weight > 0 and blended["passage"] == 1.0 and first["passage"] == 0.0
+    depth, weight, blended, _ = fit_blend(scorer, hits, knows, (2,))
+    assert weight == 0.0 and depth == 2 and blended["passage"] == 0.0
