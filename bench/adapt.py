@@ -115,7 +115,8 @@ def main() -> None:
     for task, r in results.items():
         d, ad = r["dev"], r.get("adapt", {})
         rr = ad.get("report", {}).get("rerank", {})
-        kept = f"kept, weight {rr.get('weight')}" if rr.get("kept") else "not kept" if rr else "—"
+        kept = (f"{rr.get('model')} kept, depth {rr.get('depth')}, weight {rr.get('weight')}"
+                if rr.get("kept") else "not kept" if rr else "—")
         fmt = lambda m: f"{m['page']} / {m['passage']}"  # noqa: E731
         print(f"| {task} | {ad.get('minutes')} ({ad.get('peak_rss_gb')}) | {fmt(d['untuned'])} → "
               f"{fmt(d['adapted'])} | {fmt(d['adapted, no rerank'])} | {fmt(d['dense untrained'])} → "
