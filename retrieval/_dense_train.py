@@ -39,6 +39,9 @@ class TrainRunConfig(BaseModel):
     max_seq_length: int = Field(256, ge=16)
     max_minutes: float | None = Field(None, gt=0, description="stop training this many minutes after the start "
                                       "(mining hard negatives and loading the model included)")
+    budget_schedule: bool = Field(False, description="with max_minutes: the learning rate decays to 0 at the step "
+                                  "the budget is expected to stop at (re-estimated each step), not at the end of the "
+                                  "planned epochs, which a budget may never reach")
     device: str = "auto"
     dtype: str = Field("auto", description="auto: bfloat16 autocast where native, else float32")
     seed: int = 0
@@ -191,11 +194,15 @@ def quiet_bars(progress: bool) -> Iterator[None]:
             os.environ["TQDM_DISABLE"] = before
 
 
-def run_trainer(trainer, deadline: float | None, progress: bool) -> dict:
+def run_trainer(trainer, deadline: float | None, progress: bool, budget_schedule: bool = False) -> dict:
     """Train with a sentence-transformers trainer (a transformers ``Trainer``) until ``deadline`` (a
-    ``time.perf_counter()`` value; one step at least), its
-    progress a bar without the per-step losses on stdout (where results go); returns the steps, the loss at the
-    start and the end (means of three logged steps), whether the budget stopped it, and the seconds."""
+    ``time.perf_counter()`` value; one step at least), its progress a bar without the per-step losses on stdout
+    (where results go); returns the steps, the loss at the start and the end (means of three logged steps), the
+    last learning rate, whether the budget stopped it, the steps the schedule ended at, and the seconds.  With
+    ``budget_schedule`` the linear schedule's end is moved, after each step, to the step the deadline is expected
+    at (the steps so far at their mean time), where that comes before the planned end
+    (``budget_schedule_steps``)."""
+    from torch.optim.lr_scheduler import LambdaLR
     from transformers import TrainerCallback
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -205,10 +212,19 @@ def run_trainer(trainer, deadline: float | None, progress: bool) -> dict:
 
     class Budget(TrainerCallback):
         stopped = False
+        total: int | None = None
 
-        def on_step_end(self, args, state, control, **kwargs):
-            if deadline is not None and time.perf_counter() > deadline:
+        def on_step_end(self, args, state, control, lr_scheduler=None, **kwargs):
+            now = time.perf_counter()
+            if deadline is not None and now > deadline:
                 control.should_training_stop = Budget.stopped = True
+            elif budget_schedule and deadline is not None and isinstance(lr_scheduler, LambdaLR):
+                per_step = (now - start) / state.global_step
+                total = min(state.max_steps, state.global_step + int((deadline - now) / per_step) + 1)
+                if total < state.max_steps:
+                    Budget.total = total
+                    lr_scheduler.lr_lambdas = [linear_schedule(args.get_warmup_steps(state.max_steps), total)
+                                               ] * len(lr_scheduler.lr_lambdas)
 
     trainer.add_callback(Budget())
     trainer.remove_callback(PrinterCallback)  # it prints each step's losses to stdout, where results go
@@ -218,11 +234,27 @@ def run_trainer(trainer, deadline: float | None, progress: bool) -> dict:
     start = time.perf_counter()
     trainer.train()
     losses_seen = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    rates = [h["learning_rate"] for h in trainer.state.log_history if "learning_rate" in h]
     first, last = losses_seen[:3], losses_seen[-3:]
     return {"steps": trainer.state.global_step,
             "loss_first": round(sum(first) / len(first), 4) if first else None,
             "loss_last": round(sum(last) / len(last), 4) if last else None,
-            "budget_stopped": Budget.stopped, "train_seconds": round(time.perf_counter() - start, 1)}
+            "lr_last": float(f"{rates[-1]:.3g}") if rates else None,
+            "budget_stopped": Budget.stopped, "budget_schedule_steps": Budget.total,
+            "train_seconds": round(time.perf_counter() - start, 1)}
+
+
+def linear_schedule(warmup: int, total: int):
+    """The learning-rate factor at a step: up from 0 over ``warmup`` steps (at most half of ``total``), then down
+    to 0 at step ``total`` (transformers' linear schedule, ``total`` moved)."""
+    warmup = min(warmup, total // 2)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return step / max(1, warmup)
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return factor
 
 
 def _train(model, rows: list[dict[str, str]], out: str | Path, config: DenseTrainConfig, device: str, dtype: str,
@@ -243,4 +275,4 @@ def _train(model, rows: list[dict[str, str]], out: str | Path, config: DenseTrai
             dataloader_num_workers=0)
         trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=data,
                                              loss=losses.MultipleNegativesRankingLoss(model))
-        return run_trainer(trainer, deadline, progress)
+        return run_trainer(trainer, deadline, progress, config.budget_schedule)

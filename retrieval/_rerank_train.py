@@ -152,4 +152,4 @@ def _train(model, rows: list[dict[str, str]], config: RerankTrainConfig, device:
             fp16=dtype == "float16", use_cpu=device == "cpu", logging_steps=1, save_strategy="no", report_to=[],
             seed=config.seed, disable_tqdm=not progress, dataloader_num_workers=0)
         trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=data, loss=loss)
-        return run_trainer(trainer, deadline, progress)
+        return run_trainer(trainer, deadline, progress, config.budget_schedule)

@@ -30,7 +30,7 @@ def cmd_train_rerank(a: argparse.Namespace) -> int:
         raise ConfigError(f"--holdout must be between 0 and 1, got {a.holdout}")
     config = checked_config(RerankTrainConfig, "train rerank", epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
                             negatives=a.negatives, max_minutes=a.max_minutes, device=a.device, dtype=a.dtype,
-                            seed=a.seed)
+                            seed=a.seed, budget_schedule=a.budget_schedule)
     with Index(a.index) as index:
         offered = available_retrievers(index)
     over = a.over or (offered[-1] if offered else None)  # the hybrid where there is one
@@ -74,6 +74,8 @@ def rerank_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--negatives", type=int, default=3, help="hard negatives per training row")
     p.add_argument("--max-minutes", type=float, default=None, help="stop training after this many minutes")
+    p.add_argument("--budget-schedule", action="store_true", help="with --max-minutes: the learning rate decays to "
+                   "0 where the budget is expected to stop training, not at the end of --epochs")
     p.add_argument("--max-records", type=int, default=None, help="the first N records only")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),

@@ -49,6 +49,30 @@ def test_in_batch_negatives_are_counted_never_all():
         RerankTrainConfig(in_batch_negatives=0)
 
 
+def test_a_budget_schedule_decays_the_learning_rate_to_where_the_budget_stops(dense_bm25_index, tmp_path):
+    """Planned for 200 epochs (600 steps, no warm-up), stopped by a 15-second budget after a few: with
+    ``budget_schedule`` the rate has decayed toward 0 by the stop; without it, it is still near its peak."""
+    import tests.conftest as conf
+    from genret.retrieval._dense_train import linear_schedule
+
+    f = linear_schedule(10, 30)
+    assert (f(0), f(5), f(10), f(20), f(30), f(40)) == (0.0, 0.5, 1.0, 0.5, 0.0, 0.0)
+    assert linear_schedule(10, 8)(4) == 1.0  # the warm-up at most half the (moved) end
+    index = dense_bm25_index("rerank-train")
+    got = {}
+    with Index(index) as ix:
+        for fitted in (True, False):
+            got[fitted] = fine_tune_reranker(ix, pairs_from_kilt(_records(conf.PAGES)), tmp_path / str(fitted),
+                                             RerankTrainConfig(epochs=200, batch_size=4, negatives=2,
+                                                               in_batch_negatives=1, device="cpu", dtype="float32",
+                                                               warmup_ratio=0.0, max_minutes=15 / 60,
+                                                               budget_schedule=fitted),
+                                             progress=False)
+    assert got[True]["budget_stopped"] and got[False]["budget_stopped"]
+    assert got[True]["budget_schedule_steps"] < 600 and got[False]["budget_schedule_steps"] is None
+    assert got[True]["lr_last"] < 0.5 * 2e-4 < 0.9 * 2e-4 < got[False]["lr_last"]
+
+
 def test_the_loss_falls_and_a_cross_encoder_is_saved(trained):
     from sentence_transformers.cross_encoder import CrossEncoder
 
