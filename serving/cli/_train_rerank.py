@@ -74,8 +74,9 @@ def rerank_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--negatives", type=int, default=3, help="hard negatives per training row")
     p.add_argument("--max-minutes", type=float, default=None, help="stop training after this many minutes")
-    p.add_argument("--budget-schedule", action="store_true", help="with --max-minutes: the learning rate decays to "
-                   "0 where the budget is expected to stop training, not at the end of --epochs")
+    p.add_argument("--budget-schedule", action=argparse.BooleanOptionalAction, default=True,
+                   help="with --max-minutes: the learning rate decays to 0 where the budget is expected to stop "
+                   "training, not at the end of --epochs (default: on)")
     p.add_argument("--max-records", type=int, default=None, help="the first N records only")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
