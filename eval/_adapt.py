@@ -76,7 +76,8 @@ RERANK_SHARE_SMALL = 0.6
 # runs/adapt7's cross-encoder over the hybrid, dev: depth 20 76.2 / 50.6 in 45 s, 40 78.2 / 51.1 in 59 s, 80
 # 78.2 / 50.1 in 83 s)
 RERANK_DEPTHS = (20, 40)
-TRAIN_STATS = ("queries", "rows", "steps", "loss_first", "loss_last", "budget_stopped", "precision", "train_seconds")
+TRAIN_STATS = ("queries", "rows", "steps", "loss_first", "loss_last", "lr_last", "budget_stopped",
+               "budget_schedule_steps", "precision", "train_seconds")
 # a cross-encoder trains at about 1/20 of the rate the same model encodes units (pairs/s; mini-KILT, bf16 on 2
 # cores: squad 2.7 pairs/s at 60 units/s, scifact 9.7 at 156).  It is trained only where its share of the budget
 # gives it one pass over the training queries or FULL_RERANK_STEPS steps, whichever is fewer (and MIN_RERANK_STEPS at

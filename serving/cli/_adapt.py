@@ -21,8 +21,8 @@ DESCRIPTION = (
     "fold by cross-validation and saved (hybrid-weights.json); a cross-encoder is trained on the rest "
     "(hard negatives from BM25 and dense) where the budget gives it enough steps; it and the sentence "
     "reranker (a passage's best sentence under the adapted encoder, no training) are each blended into the "
-    "hybrid's held-out ranking (each record fused with weights fitted without it) with a weight "
-    "cross-validated on the held-out fold, and the better is kept "
+    "hybrid's held-out ranking (each record fused with weights fitted without it) with a weight and a depth "
+    "(its first 20 or 40 hits) cross-validated on the held-out fold, and the better is kept "
     "(rerank-adapted) only where its blend lifts the fold. search, "
     "eval, serve and rag then use them without flags (--untrained and --hybrid-tuned off compare). The table "
     "gives each retriever's R-Precision on the held-out fold before and after; the hybrid's and the reranked "
@@ -69,10 +69,12 @@ def _cmd_adapt(a: argparse.Namespace) -> int:
     if report.rerank:
         r = report.rerank
         if r.get("steps") is not None:
-            stopped = " (stopped by the budget)" if r.get("budget_stopped") else ""
+            stopped = (f" (stopped by the budget; learning rate decayed to step {r['budget_schedule_steps']})"
+                       if r.get("budget_schedule_steps") else " (stopped by the budget)" if r.get("budget_stopped")
+                       else "")
             print(f"cross-encoder: {r.get('steps')} steps on {r.get('rows')} rows ({r.get('precision')}), loss "
                   f"{r.get('loss_first')} -> {r.get('loss_last')}{stopped}")
-        tried = ", ".join(f"{name} {c['blended']['objective']:.1f} (weight {c['weight']:g})"
+        tried = ", ".join(f"{name} {c['blended']['objective']:.1f} (weight {c['weight']:g}, depth {c['depth']})"
                           for name, c in r.get("candidates", {}).items())
         kept = (f"kept {r.get('model')}: weight {r['weight']:g} over {r['over']}'s first {r['depth']}" if r["kept"]
                 else "none kept")

@@ -77,6 +77,7 @@ def test_adapt_trains_fits_reports_and_a_second_run_is_a_no_op(setup):
                                         key=lambda b: b["objective"])
     assert r["kept"] == (r["held_out_blended"]["objective"] > r["held_out_first"]["objective"] and r["weight"] > 0)
     assert r["kept"] or "rerank" in report.skipped
+    assert r["depth"] in (20, 40) and all(c["depth"] in (20, 40) for c in r["candidates"].values())  # RERANK_DEPTHS
     # the first stage alone is scored held out, as the fusion's cross-validation scored it (not in-sample)
     assert {lv: r["held_out_first"][lv] for lv in ("page", "passage")} == report.after["hybrid"]
     # what it wrote: a checked adapted component, the cross-validated fusion, the record of the run
