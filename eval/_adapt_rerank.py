@@ -72,14 +72,14 @@ def _orders(hits: list[list[Hit]], scores: list[list[float]], weight: float, dep
             + [h.unit_id for h in hs[depth:]] for hs, sc in zip(hits, scores)]
 
 
-def fit_blend(scorer: Scorer, hits: list[list[Hit]], scores: list[list[float]], depths: int | Sequence[int],
+def fit_blend(scorer: Scorer, hits: list[list[Hit]], scores: list[list[float]], depths: Sequence[int],
               folds: int = 5, seed: int = 13) -> tuple[int, float, dict[str, float], dict[str, float]]:
     """``(depth, weight best on every record, cross-validated blend metrics, first stage's metrics)`` over the
     held-out records ``scorer`` scores (see the module doc): the depth (one of ``depths``; ``scores`` cover the
     deepest) and the weight are chosen together, each fold's records ranked with the pair best on the other folds;
     ties go to the shallower depth (cheaper at search time), then the smaller weight.  Metrics are fractions per
     level and their ``objective``."""
-    depths = sorted({depths} if isinstance(depths, int) else set(depths))
+    depths = sorted(set(depths))
     grid = [(d, w) for d in depths for w in WEIGHTS if w > 0 or d == depths[0]]  # weight 0 is the first stage
     orders = {c: _orders(hits, scores, c[1], c[0]) for c in grid}
     n = len(hits)
@@ -95,15 +95,15 @@ def fit_blend(scorer: Scorer, hits: list[list[Hit]], scores: list[list[float]], 
     if folds:
         chosen: list[list[int]] = [[] for _ in range(n)]
         for part in [rows[i::folds] for i in range(folds)]:
-            rest = [r for r in rows if r not in set(part)]
+            left_out = set(part)
+            rest = [r for r in rows if r not in left_out]
             pair = best(rest)
             for r in part:
                 chosen[r] = orders[pair][r]
         held = scorer(chosen)
     else:
         held = scorer(first_stage)
-    depth, weight = best(None)
-    return (depth if weight > 0 else depths[0]), weight, held, scorer(first_stage)
+    return *best(None), held, scorer(first_stage)  # weight 0 comes with the shallowest depth only
 
 
 def adapt_reranker(index_dir: str | Path, train: Sequence[dict], held: Sequence[dict], *, over: str,
@@ -123,7 +123,8 @@ def adapt_reranker(index_dir: str | Path, train: Sequence[dict], held: Sequence[
     of a record's first hits are reranked, or the candidate depths the fold chooses from with the weight."""
     config = config.model_copy(update={"rerank": config.rerank.model_copy(update={"model": None,
                                                                                    "adapted": False})})
-    deepest = depth if isinstance(depth, int) else max(depth)
+    depths = (depth,) if isinstance(depth, int) else tuple(depth)
+    deepest = max(depths)
     minutes: dict[str, float] = {}
     stats: dict[str, Any] = {}
     if train_config is not None:
@@ -156,7 +157,7 @@ def adapt_reranker(index_dir: str | Path, train: Sequence[dict], held: Sequence[
         scores = {name: [r.scores(rec["input"], reranker_texts(index, hs[:deepest], r)) for rec, hs in zip(held, hits)]
                   for name, r in rerankers.items()}
     scorer = Scorer(list(held), {over: hits}, "Rprec", LEVELS)
-    fits = {name: fit_blend(scorer, hits, sc, depth) for name, sc in scores.items()}
+    fits = {name: fit_blend(scorer, hits, sc, depths) for name, sc in scores.items()}
     minutes["held-out scoring"] = round((time.perf_counter() - t0) / 60, 2)
     pct = lambda m: {k: round(100 * v, 1) for k, v in m.items()}  # noqa: E731
     eligible = [n for n in fits if n != CROSS_ENCODER or _learned(stats)]

@@ -38,16 +38,25 @@ def label_of(alpha: float) -> str:
     return "default weights" if alpha == 1 else f"fitted, shrink {alpha:g}"
 
 
+def alpha_of(label: str) -> float | None:
+    """``label_of``'s inverse: a fitted procedure's shrinkage (1 for the default weights); None for a member
+    alone."""
+    if label.endswith(" alone"):
+        return None
+    return 1.0 if label == "default weights" else float(label.rsplit(" ", 1)[1])
+
+
 def procedure(label: str, fit: tuple[Sequence[float], str], names: Sequence[str],
               default: Sequence[float]) -> tuple[tuple[float, ...], str]:
     """The ``(weights, scheme)`` a procedure ``label`` gives where the grid's fit is ``fit`` (weights, scheme): a
     member alone and the default weights whatever the fit; a fitted procedure is the fit shrunk by its alpha."""
-    if label.endswith(" alone"):
+    alpha = alpha_of(label)
+    if alpha is None:
         member = label.removesuffix(" alone")
         return tuple(1.0 if m == member else 0.0 for m in names), "minmax"
-    if label == "default weights":
+    if alpha == 1:
         return tuple(default), "minmax"
-    return shrunk(fit[0], default, float(label.rsplit(" ", 1)[1])), fit[1]
+    return shrunk(fit[0], default, alpha), fit[1]
 
 
 @dataclass
@@ -101,16 +110,15 @@ def cross_validate(fusions, step: float, methods: Sequence[str], folds: int, see
         cv.held_out[label] = {lv: sum(m[lv] * k for m, k in zip(metrics, sizes)) / n for lv in levels}
 
     def rank(label: str) -> tuple:
-        alpha = 1.0 if label == "default weights" else float(label.rsplit(" ", 1)[1]) if "shrink" in label else -1.0
-        return (-round(cv.held_out[label]["objective"], 12), -alpha)
+        alpha = alpha_of(label)
+        return (-round(cv.held_out[label]["objective"], 12), 1.0 if alpha is None else -alpha)
 
     cv.chosen = min(cv.held_out, key=rank)
-    fit = candidates[0]
-    if not cv.chosen.endswith(" alone"):
-        cv.alpha = 1.0 if cv.chosen == "default weights" else float(cv.chosen.rsplit(" ", 1)[1])
-        if cv.alpha != 1:
-            everything = [sum(m[g]["objective"] * sizes[g] for g in range(folds)) for m in per_fold]
-            fit = candidates[fusions.pick(candidates, everything)]
+    cv.alpha = alpha_of(cv.chosen)
+    fit = candidates[0]  # read only by a fitted procedure (alpha below 1)
+    if cv.alpha is not None and cv.alpha < 1:
+        everything = [sum(m[g]["objective"] * sizes[g] for g in range(folds)) for m in per_fold]
+        fit = candidates[fusions.pick(candidates, everything)]
     cv.weights, cv.scheme = procedure(cv.chosen, fit, fusions.names, default)
     return cv
 

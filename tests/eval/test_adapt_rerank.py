@@ -30,13 +30,13 @@ def test_a_reranker_that_finds_gold_is_blended_in_and_one_that_does_not_is_not()
     records, hits = _case(20)
     scorer = Scorer(records, {"first": hits}, "Rprec", ("page", "passage"))
     knows = [[1.0 if h.provenance.start_paragraph_id == 1 else 0.0 for h in hs] for hs in hits]
-    depth, weight, blended, first = fit_blend(scorer, hits, knows, 10)
+    depth, weight, blended, first = fit_blend(scorer, hits, knows, (10,))
     assert first["passage"] == 0.0 and blended["passage"] == 1.0 and weight > 0 and depth == 10
     noise = [[random.Random(j).random() for _ in hs] for j, hs in enumerate(hits)]
     inverse = [[-(10.0 - r) for r in range(len(hs))] for hs in hits]  # the first stage's order reversed
     depth, weight, blended, first = fit_blend(scorer, hits, inverse, (2, 10))
     assert weight == 0.0 and blended == first and depth == 2
-    _, weight, blended, _ = fit_blend(scorer, hits, noise, 2)  # below the depth nothing moves
+    _, weight, blended, _ = fit_blend(scorer, hits, noise, (2,))  # below the depth nothing moves
     assert blended["page"] == 1.0
 
 
