@@ -45,11 +45,12 @@ from genret.retrieval import (
     Hit,
     RerankTrainConfig,
     RetrievalConfig,
-    base_retrievers,
+    default_members,
     fine_tune_dense,
     pairs_from_kilt,
 )
 
+from ._adapt_memory import adapt_memory
 from ._adapt_rerank import adapt_reranker
 from ._fusion_tune import Fusions, Scorer, run_members, tune_fusion
 from ._kilt_io import read_kilt, write_kilt
@@ -126,6 +127,7 @@ class AdaptReport:
     after: dict[str, dict[str, float]] = field(default_factory=dict)
     dense: dict[str, Any] = field(default_factory=dict)
     fusion: dict[str, Any] = field(default_factory=dict)
+    memory: dict[str, Any] = field(default_factory=dict)
     rerank: dict[str, Any] = field(default_factory=dict)
     minutes: dict[str, float] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
@@ -134,10 +136,14 @@ class AdaptReport:
         """A plain-text table of the held-out figures."""
         rows = [f"held-out R-Precision, {self.held_out_records} records (page / passage)",
                 f"  {'retriever':<10} {'before':>13}   {'after':>13}"]
-        for name in self.before:
-            b, a = self.before[name], self.after.get(name, self.before[name])
-            rows.append(f"  {name:<10} {b['page']:>5.1f} / {b['passage']:>5.1f}   {a['page']:>5.1f} / "
-                        f"{a['passage']:>5.1f}")
+        last = ("hybrid", "reranked")
+        names = [n for n in self.before if n not in last] + [n for n in self.after if n not in self.before
+                                                             and n not in last]
+        for name in names + [n for n in last if n in self.before or n in self.after]:
+            a = self.after.get(name, self.before.get(name))
+            b = (f"{self.before[name]['page']:>5.1f} / {self.before[name]['passage']:>5.1f}" if name in self.before
+                 else f"{'—':>13}")
+            rows.append(f"  {name:<10} {b}   {a['page']:>5.1f} / {a['passage']:>5.1f}")
         return "\n".join(rows)
 
 
@@ -165,11 +171,11 @@ def adapt(index_dir: str | Path, train_file: str | Path, *, task: str | None = N
           holdout: float = 0.2, max_held_out: int = MAX_HELD_OUT, max_records: int | None = None,
           device: str = "auto", dtype: str = "auto", seed: int = 13, force: bool = False, progress: bool = True,
           dense_train: dict[str, Any] | None = None, rerank: bool = True, rerank_train: dict[str, Any] | None = None,
-          say: Callable[[str], None] = log.info) -> AdaptReport | None:
+          memory: bool = True, say: Callable[[str], None] = log.info) -> AdaptReport | None:
     """Adapt the index at ``index_dir`` to the task of ``train_file`` (see the module doc); returns the report, or
     None when the index already holds this adaptation (and not ``force``).  ``dense_train`` / ``rerank_train``:
     ``DenseTrainConfig`` / ``RerankTrainConfig`` fields to change (epochs, lr, batch size…; the budget sets
-    ``max_minutes``); ``rerank`` False: no reranker is trained."""
+    ``max_minutes``); ``rerank`` False: no reranker is trained; ``memory`` False: no query memory is kept."""
     t_start = time.perf_counter()
     train_file = Path(train_file)
     records = read_kilt(train_file)[:max_records]
@@ -179,12 +185,12 @@ def adapt(index_dir: str | Path, train_file: str | Path, *, task: str | None = N
     with Index(index_dir) as index:
         recipe = {**_recipe(index, train_file, task, budget_minutes, holdout, seed, max_records),
                   "max_held_out": max_held_out,
-                  "dense_train": dict(sorted((dense_train or {}).items())), "rerank": rerank,
+                  "dense_train": dict(sorted((dense_train or {}).items())), "rerank": rerank, "memory": memory,
                   "rerank_train": dict(sorted((rerank_train or {}).items()))}
         done = previous_adaptation(index_dir)
         if done is not None and done["recipe"] == recipe and index.has(ADAPTED_DENSE) and not force:
             return None
-        members = base_retrievers(index)
+        members = default_members(index)  # an earlier run's query memory is rebuilt, not a member before
     train, held = held_out_split(records, holdout, seed, max_held_out)
     if not held:
         raise InputError(f"--holdout {holdout} leaves no held-out record of {len(records)}: adapt reports on one")
@@ -229,6 +235,16 @@ def adapt(index_dir: str | Path, train_file: str | Path, *, task: str | None = N
             report.after["dense"] = _percent(adapted([[h.unit_id for h in r] for r in hits["dense"]]))
         else:
             report.skipped["dense"] = "the index has no dense component"
+        if "dense" in members and memory:
+            hits["memory"], report.memory = adapt_memory(
+                index_dir, train, held, device=device, dtype=dtype, task=task, progress=progress, say=say,
+                trained={"train": recipe["train"], "train_sha256": recipe["train_sha256"], "task": task})
+            report.after["memory"] = _percent(Scorer(held, {"memory": hits["memory"]}, "Rprec", REPORT_LEVELS)(
+                [[h.unit_id for h in r] for r in hits["memory"]]))
+            members = [*members, "memory"]
+            report.minutes["memory"] = round(report.memory["seconds"] / 60, 2)
+        elif memory:
+            report.skipped["memory"] = "the index has no dense component (the memory embeds questions with its encoder)"
         if len(members) > 1:
             t0 = time.perf_counter()
             with Index(index_dir) as index:

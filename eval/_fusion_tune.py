@@ -23,8 +23,9 @@ from typing import Any
 
 from genret.core import ConfigError, GenretError, sha256_file
 from genret.indexing import Index
-from genret.retrieval import Hit, RetrievalConfig, Retriever, base_retrievers, load_retriever
+from genret.retrieval import Hit, RetrievalConfig, Retriever, base_retrievers, default_members, load_retriever
 from genret.retrieval.hybrid import (
+    CALIBRATED_MEMBERS,
     DevInfo,
     IndexInfo,
     Objective,
@@ -137,7 +138,8 @@ def tune_fusion(index: Index | str | Path, dev: str | Path, *, members: Sequence
     depth = depth or config.hybrid.depth
     opened = index if isinstance(index, Index) else Index(index)
     try:
-        names = list(members) if members else base_retrievers(opened)
+        # the query memory only when named: tuned on the questions it holds, it would look perfect
+        names = list(members) if members else default_members(opened)
         have = base_retrievers(opened)
         if len(set(names)) != len(names) or any(n not in have for n in names) or len(names) < 2:
             raise ConfigError(f"tuning needs two or more distinct members the index supports ({have}), got {names}")
@@ -191,7 +193,9 @@ class Fusions:
     def contributions(self, scheme: str) -> dict[str, list[dict[int, float]]]:
         if scheme not in self._contrib:
             method, normalize = SCHEMES[scheme]
-            self._contrib[scheme] = {n: [member_contributions(r, method, normalize, self.rrf_k) for r in self.hits[n]]
+            self._contrib[scheme] = {n: [member_contributions(r, method, normalize, self.rrf_k,
+                                                             calibrated=n in CALIBRATED_MEMBERS)
+                                        for r in self.hits[n]]
                                      for n in self.names}
         return self._contrib[scheme]
 

@@ -36,6 +36,7 @@ from ._dense import (
 )
 from ._encoder import SentenceTransformerEncoder
 from ._manifest import Component, Manifest, file_entries, read_manifest, write_manifest
+from ._memory import ADAPTED_MEMORY, drop_memory_units
 from ._store import STORE_FILE, StoreWriter, UnitStore
 from ._units import UnitConfig
 from ._verify import verify_files
@@ -142,8 +143,10 @@ def _add(src: Path, corpus: str | Path | Iterable[str | Path], skip_bad: bool, c
     paths = [str(corpus)] if isinstance(corpus, (str, Path)) else [str(c) for c in corpus]
     for path in paths:
         corpus_file(path)  # a file, or a BEIR folder holding corpus.jsonl
-    # the adapted reranker reads unit text, not vectors: it is kept as it is
-    unknown = set(manifest.components) - {"store", "dense", "dense-adapted", "bm25", "fm", "rerank-adapted"}
+    # the adapted reranker reads unit text, not vectors: it is kept as it is; the query memory's unit ids are
+    # renumbered where replaced pages' units leave
+    unknown = set(manifest.components) - {"store", "dense", "dense-adapted", "bm25", "fm", "rerank-adapted",
+                                          ADAPTED_MEMORY}
     if unknown:
         raise GenretError(f"cannot add to an index with component(s) {sorted(unknown)}")
     t0 = time.perf_counter()
@@ -204,6 +207,8 @@ def _stage(tmp: Path, manifest: Manifest, paths: list[str], config: IndexConfig,
                 components[name] = _add_dense(tmp, comp, store, old_units, device, progress)
             elif name in ("bm25", "fm"):
                 components[name] = _rebuild(tmp, name, comp, store, progress)
+            elif name == ADAPTED_MEMORY and removed:
+                components[name] = drop_memory_units(tmp, comp, removed)
     finally:
         store.close()
     c = manifest.corpus

@@ -15,13 +15,15 @@ from ._contract import Demo, Hit, Provenance, Retriever
 from ._dense import DenseRetriever, DenseSearchConfig
 from ._rerank import (CrossEncoderReranker, QueryLikelihoodReranker, RerankConfig, RerankedRetriever, Reranker,
                       blend, blended_order, hit_texts, load_reranker, reranker_texts)
+from ._memory import MemoryRetriever, MemorySearchConfig, build_memory, memory_from_kilt
 from ._dense_train import DensePair, DenseTrainConfig, fine_tune_dense, pairs_from_kilt
 from ._rerank_sentences import SentenceReranker
 from ._rerank_train import RerankTrainConfig, fine_tune_reranker
 from .hybrid import DEFAULT_MEMBER_WEIGHTS, HybridConfig, HybridRetriever
 from ._ray_retrievers import load_ray_retriever
 from ._tasks import TASKS, Task, check_task
-from ._registry import (REGISTRY, RetrievalConfig, available_retrievers, base_retrievers, first_stage, load_hybrid,
+from ._registry import (REGISTRY, RetrievalConfig, available_retrievers, base_retrievers, default_members,
+                        first_stage, load_hybrid,
                         load_retriever, rerank_settings, retriever_granularities, with_rerank)
 from .generative import GenerativeConfig, GenerativeRetriever
 
@@ -29,13 +31,15 @@ _RAG_NAMES = frozenset({"Generator", "GeneratorConfig", "RagConfig", "RagPipelin
 
 __all__ = [
     "BM25Retriever", "BM25SearchConfig", "CrossEncoderReranker", "DEFAULT_MEMBER_WEIGHTS", "Demo", "DensePair",
-    "DenseRetriever", "DenseSearchConfig", "DenseTrainConfig", "GenerativeConfig", "GenerativeRetriever", "Generator",
-    "GeneratorConfig", "Hit", "HybridConfig", "HybridRetriever", "Provenance", "QueryLikelihoodReranker", "REGISTRY",
-    "RagConfig", "RagPipeline", "RerankConfig", "RerankTrainConfig", "RerankedRetriever", "Reranker", "RetrievalConfig",
-    "Retriever", "SentenceReranker", "TASKS", "Task", "available_retrievers", "base_retrievers", "blend",
-    "blended_order", "check_task", "fine_tune_dense", "fine_tune_reranker", "first_stage", "hit_texts",
-    "load_generator", "load_hybrid", "load_ray_retriever", "load_reranker", "load_retriever", "open_pipeline",
-    "pairs_from_kilt", "rerank_settings", "reranker_texts", "retriever_granularities", "with_rerank",
+    "DenseRetriever", "DenseSearchConfig", "DenseTrainConfig", "GenerativeConfig", "GenerativeRetriever",
+    "Generator", "GeneratorConfig", "Hit", "HybridConfig", "HybridRetriever", "MemoryRetriever",
+    "MemorySearchConfig", "Provenance", "QueryLikelihoodReranker", "REGISTRY", "RagConfig", "RagPipeline",
+    "RerankConfig", "RerankTrainConfig", "RerankedRetriever", "Reranker", "RetrievalConfig", "Retriever",
+    "SentenceReranker", "TASKS", "Task", "available_retrievers", "base_retrievers", "blend", "blended_order",
+    "build_memory", "check_task", "default_members", "fine_tune_dense", "fine_tune_reranker", "first_stage",
+    "hit_texts", "load_generator", "load_hybrid", "load_ray_retriever", "load_reranker", "load_retriever",
+    "memory_from_kilt", "open_pipeline", "pairs_from_kilt", "rerank_settings", "reranker_texts",
+    "retriever_granularities", "with_rerank",
 ]
 
 

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from genret.core import NotFoundError
-from genret.indexing import Index, adapted_reranker
+from genret.indexing import ADAPTED_MEMORY, Index, adapted_reranker
 
 from ._bm25 import BM25Retriever, BM25SearchConfig
 from ._contract import Retriever
 from ._dense import DenseRetriever, DenseSearchConfig
+from ._memory import MemoryRetriever, MemorySearchConfig
 from ._rerank import RerankConfig, RerankedRetriever, load_reranker
 from .generative import GenerativeConfig, GenerativeRetriever
-from .hybrid import HybridConfig, HybridRetriever, effective_hybrid
+from .hybrid import CALIBRATED_MEMBERS, HybridConfig, HybridRetriever, effective_hybrid
+
+log = logging.getLogger("genret")
 
 
 class RetrievalConfig(BaseModel):
@@ -26,6 +30,7 @@ class RetrievalConfig(BaseModel):
     bm25: BM25SearchConfig = Field(default_factory=BM25SearchConfig)
     generative: GenerativeConfig = Field(default_factory=GenerativeConfig)
     hybrid: HybridConfig = Field(default_factory=HybridConfig)
+    memory: MemorySearchConfig = Field(default_factory=MemorySearchConfig)
     rerank: RerankConfig = Field(default_factory=RerankConfig)
 
 
@@ -38,7 +43,14 @@ def load_hybrid(index: Index, config: RetrievalConfig, load: Callable[[str], Ret
     HybridConfig`` section).  Members a fitted file weighs 0 are not loaded.  Members built before a failing one are
     closed, unless ``shared``: then ``load(name)`` hands out retrievers the caller keeps (e.g. the ones a server
     serves alone), which the hybrid neither closes on a failure nor when it is closed."""
-    hybrid, source = effective_hybrid(index, config.hybrid, base_retrievers(index))
+    hybrid, source = effective_hybrid(index, config.hybrid, default_members(index))
+    if "memory" in (hybrid.retrievers or ()) and not (config.memory.adapted and index.has(ADAPTED_MEMORY)):
+        if config.memory.adapted:  # the fitted weights name a memory the index no longer has: fuse without it
+            log.warning("hybrid: %s names the query memory, which index %s does not have; fusing without it "
+                        "(`genret adapt --force` rebuilds both)", source, index.path)
+        hybrid = hybrid.model_copy(update={  # and with --untrained: the index as built
+            "retrievers": [m for m in hybrid.retrievers if m != "memory"],
+            "weights": None if hybrid.weights is None else {m: w for m, w in hybrid.weights.items() if m != "memory"}})
     load = load or (lambda name: _load_one(index, name, config))
     members: dict[str, Retriever] = {}
     try:
@@ -70,6 +82,10 @@ REGISTRY: dict[str, Backend] = {
                     BM25Retriever.granularities),
     "generative": Backend("fm", {"fm-index": lambda index, cfg: GenerativeRetriever(index, cfg.generative)},
                           GenerativeRetriever.granularities),
+    # the training questions `genret adapt` keeps: a hybrid member by fitted weights only (``default_members``)
+    "memory": Backend(ADAPTED_MEMORY, {"query-memory": lambda index, cfg: MemoryRetriever(
+        index, cfg.memory.model_copy(update={"device": cfg.dense.device, "dtype": cfg.dense.dtype}))},
+                      MemoryRetriever.granularities),
     # last, so that it is never the default; available when all its members are
     "hybrid": Backend("store", {"unit-store-sqlite": load_hybrid}, None),
 }
@@ -81,6 +97,12 @@ def base_retrievers(index: Index) -> list[str]:
             and index.component(backend.component).kind in backend.factories]
 
 
+def default_members(index: Index) -> list[str]:
+    """The hybrid's members when neither the config nor fitted weights name them: every non-hybrid retriever the
+    index supports but the calibrated ones (the query memory), which join by fitted or explicit weights only."""
+    return [name for name in base_retrievers(index) if name not in CALIBRATED_MEMBERS]
+
+
 def available_retrievers(index: Index, config: RetrievalConfig | None = None) -> list[str]:
     """Retriever names this index can serve, in preference order.  Hybrid: when all its configured members are
     (``hybrid.retrievers``, else the members ``hybrid.weights`` names), or, with neither given, when the index
@@ -89,7 +111,7 @@ def available_retrievers(index: Index, config: RetrievalConfig | None = None) ->
     names = base_retrievers(index)
     hybrid = config.hybrid
     wanted = hybrid.retrievers if hybrid.retrievers is not None else list(hybrid.weights or ())
-    if (all(m in names for m in wanted) and wanted) or (not wanted and len(names) >= 2):
+    if (all(m in names for m in wanted) and wanted) or (not wanted and len(default_members(index)) >= 2):
         names.append("hybrid")
     return names
 
@@ -169,6 +191,6 @@ def retriever_granularities(index: Index, name: str, config: RetrievalConfig | N
     if own is not None:
         return own
     hybrid = config.hybrid
-    members = hybrid.retrievers if hybrid.retrievers is not None else list(hybrid.weights or base_retrievers(index))
+    members = hybrid.retrievers if hybrid.retrievers is not None else list(hybrid.weights or default_members(index))
     return tuple(sorted({g for m in members if m in REGISTRY and m != name
                          for g in retriever_granularities(index, m, config)}))

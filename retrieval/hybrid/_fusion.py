@@ -30,6 +30,11 @@ from .._contract import Hit, Retriever
 # three mini-KILT tasks (`genret tune`, docs/src/results.md), the generative member's share was 0.1-0.2 of the total on
 # every task; at equal weights it lowered scifact's dev R-Precision by 5 / 9 points (page / passage).
 DEFAULT_MEMBER_WEIGHTS: dict[str, float] = {"generative": 0.25}
+# Members whose scores are calibrated — in [0, 1], the same score meaning the same for every query — and are fused as
+# they are, not normalised per query (weighted fusion; RRF reads ranks only): the query memory, whose score is the
+# similarity of the nearest training question, so that a query with no close one gets little from it.  Never default
+# members: they join a hybrid by fitted or explicit weights only.
+CALIBRATED_MEMBERS = frozenset({"memory"})
 
 
 def default_weight(name: str) -> float:
@@ -83,15 +88,19 @@ def _check_weights(weights: Mapping[str, float], members: Sequence[str] | None) 
         raise ValueError("at least one hybrid member needs a weight above 0")
 
 
-def member_contributions(hits: Sequence[Hit], method: str, normalize: str, rrf_k: int) -> dict[int, float]:
+def member_contributions(hits: Sequence[Hit], method: str, normalize: str, rrf_k: int, *,
+                         calibrated: bool = False) -> dict[int, float]:
     """``{unit id: unweighted contribution}`` of one member's hit list (best first) for one query; the fused
-    score is ``Σ_r w_r · contribution_r`` (a unit listed twice counts once, at its best rank)."""
+    score is ``Σ_r w_r · contribution_r`` (a unit listed twice counts once, at its best rank).  ``calibrated``
+    (a member of ``CALIBRATED_MEMBERS``): weighted fusion takes its scores as they are."""
     first: dict[int, int] = {}
     for pos, hit in enumerate(hits):
         first.setdefault(hit.unit_id, pos)
     if method == "rrf":
         return {uid: 1.0 / (rrf_k + pos + 1) for uid, pos in first.items()}
     positions = sorted(first.values())
+    if calibrated:
+        return {hits[p].unit_id: float(hits[p].score) for p in positions}
     norm = _normalized([hits[p].score for p in positions], normalize)
     return {hits[p].unit_id: v for p, v in zip(positions, norm)}
 
@@ -172,7 +181,8 @@ class HybridRetriever(Retriever):
     def fused_scores(self, member_hits: Mapping[str, Sequence[Hit]]) -> dict[int, float]:
         """``{unit id: fused score}`` for one query's member hit lists (each best first)."""
         cfg = self.config
-        return fuse([(self.weights[name], member_contributions(hits, cfg.method, cfg.normalize, cfg.rrf_k))
+        return fuse([(self.weights[name], member_contributions(hits, cfg.method, cfg.normalize, cfg.rrf_k,
+                                                                  calibrated=name in CALIBRATED_MEMBERS))
                      for name, hits in member_hits.items()])
 
     def _fuse(self, member_hits: Mapping[str, Sequence[Hit]], k: int) -> list[Hit]:

@@ -17,7 +17,10 @@ DESCRIPTION = (
     "Adapt an index to a task from a KILT training file, within a wall-clock budget: a held-out fold is cut "
     "off (--holdout of the records, at most --max-held-out); every retriever runs over it before; the dense "
     "encoder is fine-tuned on the rest (BM25 hard negatives) for what the budget leaves once re-encoding the "
-    "index is set aside, and kept in the index (dense-adapted); the hybrid's fusion is fitted on the held-out "
+    "index is set aside, and kept in the index (dense-adapted); the training questions are embedded with it and "
+    "kept with their gold passages (memory-adapted: the hybrid's memory member, scoring the gold passages of a "
+    "query's nearest training questions; the held-out fold searches a memory of the rest); the hybrid's fusion "
+    "is fitted on the held-out "
     "fold by cross-validation and saved (hybrid-weights.json); a cross-encoder is trained on the rest "
     "(hard negatives from BM25 and dense) where the budget gives it enough steps; it and the sentence "
     "reranker (a passage's best sentence under the adapted encoder, no training) are each blended into the "
@@ -44,7 +47,8 @@ def _cmd_adapt(a: argparse.Namespace) -> int:
                    max_held_out=a.max_held_out, max_records=a.max_records, device=a.device, dtype=a.dtype,
                    seed=a.seed, force=a.force, progress=not a.quiet, say=say,
                    dense_train={"epochs": a.epochs} if a.epochs is not None else None, rerank=not a.no_rerank,
-                   rerank_train={"epochs": a.rerank_epochs} if a.rerank_epochs is not None else None)
+                   rerank_train={"epochs": a.rerank_epochs} if a.rerank_epochs is not None else None,
+                   memory=not a.no_memory)
     if report is None:
         done = previous_adaptation(a.index) or {}
         print(f"{a.index} is already adapted with these inputs (adapt.json); --force adapts again",
@@ -66,6 +70,11 @@ def _cmd_adapt(a: argparse.Namespace) -> int:
         stopped = " (stopped by the budget)" if d.get("budget_stopped") else ""
         print(f"dense: {d.get('steps')} steps on {d.get('rows')} rows ({d.get('precision')}), loss "
               f"{d.get('loss_first')} -> {d.get('loss_last')}{stopped}")
+    if report.memory:
+        m = report.memory
+        print(f"memory: {m['questions']} training questions ({m['encoder']}'s encoder); "
+              f"{m['held_out_with_hits']} of {report.held_out_records} held-out records had a neighbour above "
+              "its floor")
     if report.rerank:
         r = report.rerank
         if r.get("steps") is not None:
@@ -106,6 +115,8 @@ def register(sub) -> None:
                    "it sooner; default: 3 up to 1,000 training queries, else 1)")
     p.add_argument("--no-rerank", action="store_true", help="no reranking stage (neither a cross-encoder trained "
                    "nor the sentence reranker fitted)")
+    p.add_argument("--no-memory", action="store_true", help="keep no query memory (the training questions as a "
+                   "hybrid member)")
     p.add_argument("--rerank-epochs", type=float, default=None, help="cross-encoder training epochs at most "
                    "(default: 3 up to 1,000 training queries, else 1)")
     p.add_argument("--seed", type=int, default=13)

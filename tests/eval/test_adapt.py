@@ -9,7 +9,7 @@ import pytest
 
 from genret.core import InputError
 from genret.eval import adapt, held_out_split, previous_adaptation, write_kilt
-from genret.indexing import ADAPTED_DENSE, ADAPTED_RERANK, Index, verify_index, write_adapted_reranker
+from genret.indexing import ADAPTED_DENSE, ADAPTED_MEMORY, ADAPTED_RERANK, Index, verify_index, write_adapted_reranker
 from genret.retrieval import RetrievalConfig, load_retriever
 from genret.retrieval.hybrid import read_tuned, weights_path
 from genret.serving.cli import main
@@ -62,7 +62,7 @@ def test_adapt_trains_fits_reports_and_a_second_run_is_a_no_op(setup):
                    rerank_train=RERANK)
     assert report is not None and report.train_records == 16 and report.held_out_records == 4
     assert set(report.before) == {"dense", "bm25", "hybrid", "reranked"}
-    assert set(report.after) == {"dense", "hybrid", "reranked"}
+    assert set(report.after) == {"dense", "memory", "hybrid", "reranked"}
     assert all(set(v) == {"page", "passage"} for v in [*report.before.values(), *report.after.values()])
     assert report.dense["loss_last"] < report.dense["loss_first"]  # it learned
     assert report.fusion["chosen"] and "generative" in report.skipped
@@ -85,6 +85,10 @@ def test_adapt_trains_fits_reports_and_a_second_run_is_a_no_op(setup):
     with Index(index) as ix:
         assert ix.has(ADAPTED_DENSE) and ix.component(ADAPTED_DENSE).params["trained"]["records"] == 20
         assert ix.has(ADAPTED_RERANK) == r["kept"]
+        # the query memory: every training record's question (held-out ones too), embedded with the adapted encoder
+        memory = ix.component(ADAPTED_MEMORY)
+        assert memory.params["count"] == 20 and memory.params["encoder"] == ADAPTED_DENSE
+        assert report.memory["questions"] == 20 and "memory" in doc_members(index)
         if r["kept"]:
             kind = {"cross-encoder": "cross-encoder", "sentences": "sentence-encoder"}[r["model"]]
             assert ix.component(ADAPTED_RERANK).kind == kind
@@ -101,6 +105,10 @@ def test_adapt_trains_fits_reports_and_a_second_run_is_a_no_op(setup):
     # the same inputs again: nothing to do
     assert adapt(index, train, budget_minutes=60, holdout=0.2, device="cpu", progress=False,
                  dense_train=TRAIN, rerank_train=RERANK) is None
+
+
+def doc_members(index) -> list[str]:
+    return read_tuned(weights_path(index)).members
 
 
 def test_by_default_a_cross_encoder_is_trained_where_the_budget_allows(setup):
@@ -124,7 +132,7 @@ def test_cli_table_no_op_and_refusals(setup, tmp_path, capsys):
     assert main(args) == 0
     assert "already adapted" in capsys.readouterr().err
     assert main([*args, "--json"]) == 0
-    assert set(json.loads(capsys.readouterr().out)["after"]) == {"dense", "hybrid", "reranked"}
+    assert set(json.loads(capsys.readouterr().out)["after"]) == {"dense", "memory", "hybrid", "reranked"}
     few = tmp_path / "few.jsonl"
     write_kilt(few, [{"id": str(i), "input": "q", "output": []} for i in range(3)])
     with pytest.raises(InputError, match="at least 10"):
@@ -149,6 +157,10 @@ def test_a_budget_too_short_for_a_cross_encoder_goes_to_the_dense_encoder(setup)
     assert "reranked" in report.after and (r["kept"] or "rerank" in report.skipped)
     with Index(index) as ix:
         assert ix.has(ADAPTED_RERANK) == r["kept"]
+        # the query memory: every training record's question (held-out ones too), embedded with the adapted encoder
+        memory = ix.component(ADAPTED_MEMORY)
+        assert memory.params["count"] == 20 and memory.params["encoder"] == ADAPTED_DENSE
+        assert report.memory["questions"] == 20 and "memory" in doc_members(index)
     # no reranking stage this time: an earlier adapted reranker, fitted over the earlier first stage, goes
     write_adapted_reranker(index, None, over="hybrid", depth=5, weight=0.5, trained={})
     again = adapt(index, train, budget_minutes=0.05, holdout=0.2, device="cpu", progress=False, force=True,

@@ -1,0 +1,175 @@
+"""``memory-adapted``: the training questions of a task, with their gold units, embedded for neighbour search.
+
+``genret adapt`` (and ``genret train memory``) hands the training file's questions, each with the unit ids of its
+gold passages in this index, and their embeddings under the index's dense encoder to ``write_query_memory``, which
+writes them into the index as ``adapted/memory.f32`` (float32, one row a question) and ``adapted/memory.jsonl``
+(``{"query", "units"}`` a line, in row order) and records the component ``memory-adapted`` (kind ``query-memory``)
+with the files' checksums, the encoder it was embedded with (the dense component's name and a fingerprint of its
+model: ``encoder_fingerprint``) and what it was built from.  At query time ``genret.retrieval``'s memory retriever
+embeds a query with the same encoder and scores the gold units of its nearest training questions.  Written on a
+staged copy under the index's write lock and swapped in whole, like the other adapted components; ``add`` keeps it
+(unit ids of existing units do not change).  ``read_query_memory`` checks the rows against the record and the
+encoder against the one the index has now: a memory embedded with an encoder the index no longer searches with is
+an error that says how to rebuild it, not a silent mismatch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..core import IndexFormatError, NotFoundError, staged_dir, write_lock
+from ._adapted import ADAPTED_DENSE, ADAPTED_DIR
+from ._manifest import Component, Manifest, file_entries, read_manifest, write_manifest
+from ._verify import verify_files
+
+ADAPTED_MEMORY = "memory-adapted"
+MEMORY_KIND = "query-memory"
+MEMORY_VECTORS = f"{ADAPTED_DIR}/memory.f32"
+MEMORY_ROWS = f"{ADAPTED_DIR}/memory.jsonl"
+
+
+@dataclass(frozen=True)
+class QueryMemory:
+    """Training questions (``queries``), the gold unit ids of each (``units``), their embeddings (``vectors``,
+    float32, one row a question) and the dense component whose encoder embedded them (``encoder``)."""
+
+    queries: tuple[str, ...]
+    units: tuple[tuple[int, ...], ...]
+    vectors: np.ndarray
+    encoder: str
+
+    def __post_init__(self) -> None:
+        if not (len(self.queries) == len(self.units) == self.vectors.shape[0]):
+            raise ValueError(f"a query memory needs one row a question: {len(self.queries)} queries, "
+                             f"{len(self.units)} unit lists, {self.vectors.shape[0]} vectors")
+        if self.vectors.ndim != 2:
+            raise ValueError(f"memory vectors must be 2-D, got shape {self.vectors.shape}")
+
+
+def encoder_fingerprint(component: Component) -> str:
+    """A sha256 of what decides a dense component's embeddings of a text: its model's name and, for a model kept in
+    the index (``dense-adapted``), its files' checksums — not the unit embeddings, which ``add`` extends."""
+    model_dir = component.params.get("model_dir")
+    files = {n: e.sha256 for n, e in component.files.items() if model_dir and n.startswith(f"{model_dir}/")}
+    canonical = json.dumps({"model": component.model, "files": files}, sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def write_query_memory(index_dir: str | Path, memory: QueryMemory, *, trained: dict[str, Any]) -> Manifest:
+    """Put ``memory`` into the index at ``index_dir`` as its ``memory-adapted`` component (replacing an earlier
+    one); returns the new manifest.  ``memory.encoder`` must be the dense component the index searches with now
+    (``dense_component``), whose fingerprint is recorded; ``trained``: what it was built from."""
+    src = Path(index_dir)
+    with write_lock(src):
+        manifest = read_manifest(src)
+        verify_files(src, manifest)
+        current = _searched_encoder(manifest)
+        if memory.encoder != current:
+            raise ValueError(f"the memory was embedded with the {memory.encoder!r} encoder, but the index searches "
+                             f"with {current!r}")
+        n_units = manifest.components["store"].params.get("units")
+        bad = sorted({u for row in memory.units for u in row if u < 0 or (n_units is not None and u >= n_units)})
+        if bad:
+            raise ValueError(f"memory unit ids outside the index ({n_units} units): {bad[:5]}")
+        t0 = time.perf_counter()
+        with staged_dir(src, "adapting", copy_from=src) as tmp:
+            (tmp / ADAPTED_DIR).mkdir(exist_ok=True)
+            vectors = np.ascontiguousarray(memory.vectors, dtype=np.float32)
+            vectors.tofile(tmp / MEMORY_VECTORS)
+            with open(tmp / MEMORY_ROWS, "w", encoding="utf-8") as f:
+                for q, units in zip(memory.queries, memory.units):
+                    f.write(json.dumps({"query": q, "units": list(units)}, ensure_ascii=False) + "\n")
+            params = {"count": len(memory.queries), "dim": int(vectors.shape[1]), "encoder": memory.encoder,
+                      "encoder_fingerprint": encoder_fingerprint(manifest.components[memory.encoder]),
+                      "trained": trained}
+            component = Component(kind=MEMORY_KIND, params=params, model=manifest.components[memory.encoder].model,
+                                  files=file_entries(tmp, [MEMORY_VECTORS, MEMORY_ROWS]),
+                                  build_seconds=round(time.perf_counter() - t0, 3))
+            new = manifest.model_copy(update={"components": {**manifest.components, ADAPTED_MEMORY: component}})
+            write_manifest(tmp, new)
+        return new
+
+
+def drop_query_memory(index_dir: str | Path) -> bool:
+    """Remove the index's ``memory-adapted`` component and its files; returns whether there was one."""
+    src = Path(index_dir)
+    with write_lock(src):
+        manifest = read_manifest(src)
+        if ADAPTED_MEMORY not in manifest.components:
+            return False
+        with staged_dir(src, "adapting", copy_from=src) as tmp:
+            for name in (MEMORY_VECTORS, MEMORY_ROWS):
+                (tmp / name).unlink(missing_ok=True)
+            components = {k: v for k, v in manifest.components.items() if k != ADAPTED_MEMORY}
+            write_manifest(tmp, manifest.model_copy(update={"components": components}))
+        return True
+
+
+def read_query_memory(index) -> QueryMemory:
+    """The ``memory-adapted`` component of the open ``index`` (its files were checked when it was opened).
+    ``NotFoundError`` when it has none; ``IndexFormatError`` when the rows disagree with the record or the memory
+    was embedded with an encoder other than the one the index searches with now (e.g. after ``genret train
+    dense``): rebuild it with ``genret train memory`` or ``genret adapt --force``."""
+    if not index.has(ADAPTED_MEMORY):
+        raise NotFoundError(f"index {index.path} has no query memory (`genret adapt` or `genret train memory` "
+                            "builds one)")
+    comp = index.component(ADAPTED_MEMORY)
+    if comp.kind != MEMORY_KIND:
+        raise IndexFormatError(f"index {index.path}: component {ADAPTED_MEMORY!r} has kind {comp.kind!r}, not "
+                               f"{MEMORY_KIND!r}")
+    encoder = comp.params.get("encoder")
+    current = _searched_encoder(index.manifest)
+    fix = f"rebuild it: `genret train memory {index.path} TRAIN.jsonl` (or `genret adapt --force`)"
+    if encoder != current or encoder_fingerprint(index.component(current)) != comp.params.get("encoder_fingerprint"):
+        raise IndexFormatError(f"index {index.path}: the query memory was embedded with another encoder than the "
+                               f"index's {current!r} searches with now; {fix}")
+    count, dim = int(comp.params["count"]), int(comp.params["dim"])
+    vectors = np.fromfile(Path(index.path) / MEMORY_VECTORS, dtype=np.float32)
+    queries, units = [], []
+    with open(Path(index.path) / MEMORY_ROWS, encoding="utf-8") as f:
+        for line in f:
+            row = json.loads(line)
+            queries.append(str(row["query"]))
+            units.append(tuple(int(u) for u in row["units"]))
+    if vectors.size != count * dim or len(queries) != count:
+        raise IndexFormatError(f"index {index.path}: the query memory holds {len(queries)} rows and {vectors.size} "
+                               f"floats, its record says {count} × {dim}; {fix}")
+    return QueryMemory(tuple(queries), tuple(units), vectors.reshape(count, dim), encoder)
+
+
+def _searched_encoder(manifest: Manifest) -> str:
+    """The dense component a search of an index with ``manifest`` reads by default (as ``dense_component``)."""
+    if "dense" not in manifest.components:
+        raise NotFoundError("the index has no dense component: a query memory is embedded with its encoder")
+    return ADAPTED_DENSE if ADAPTED_DENSE in manifest.components else "dense"
+
+
+def drop_memory_units(directory: Path, component: Component, removed: list[int]) -> Component:
+    """The memory in ``directory`` (a staged copy of its index) after units ``removed`` left the index and the units
+    after them moved up (``add`` replacing pages): each question's gold ids renumbered, removed ones dropped, and a
+    question left with none dropped with its vector; returns the updated component."""
+    gone = np.asarray(sorted(removed), dtype=np.int64)
+    count, dim = int(component.params["count"]), int(component.params["dim"])
+    vectors = np.fromfile(directory / MEMORY_VECTORS, dtype=np.float32).reshape(count, dim)
+    rows, keep = [], []
+    with open(directory / MEMORY_ROWS, encoding="utf-8") as f:
+        for i, line in enumerate(f):
+            row = json.loads(line)
+            ids = np.asarray(row["units"], dtype=np.int64)
+            ids = ids[~np.isin(ids, gone)]
+            if len(ids):
+                rows.append({"query": row["query"], "units": (ids - np.searchsorted(gone, ids)).tolist()})
+                keep.append(i)
+    np.ascontiguousarray(vectors[keep]).tofile(directory / MEMORY_VECTORS)
+    with open(directory / MEMORY_ROWS, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return component.model_copy(update={"params": {**component.params, "count": len(rows)},
+                                        "files": file_entries(directory, [MEMORY_VECTORS, MEMORY_ROWS])})
