@@ -86,6 +86,11 @@ def write_adapted_dense(index_dir: str | Path, model_dir: str | Path, *, trained
             component = Component(kind=DENSE_KIND, params=params, model=MODEL_DIR, files=files,
                                   build_seconds=round(time.perf_counter() - t0, 3))
             components = {**manifest.components, ADAPTED_DENSE: component}
+            if "memory-adapted" in components:  # a query memory follows the encoder the index searches with
+                from ._memory import ADAPTED_MEMORY, reembed_memory
+
+                components[ADAPTED_MEMORY] = reembed_memory(tmp, components[ADAPTED_MEMORY], ADAPTED_DENSE, component,
+                                                            device=device, dtype=dtype)
             new = manifest.model_copy(update={"components": components})
             write_manifest(tmp, new)
         return new

@@ -8,9 +8,10 @@ with the files' checksums, the encoder it was embedded with (the dense component
 model: ``encoder_fingerprint``) and what it was built from.  At query time ``genret.retrieval``'s memory retriever
 embeds a query with the same encoder and scores the gold units of its nearest training questions.  Written on a
 staged copy under the index's write lock and swapped in whole, like the other adapted components; ``add`` keeps it
-(unit ids of existing units do not change).  ``read_query_memory`` checks the rows against the record and the
-encoder against the one the index has now: a memory embedded with an encoder the index no longer searches with is
-an error that says how to rebuild it, not a silent mismatch.
+and renumbers its unit ids where replaced pages' units leave (``drop_memory_units``); ``write_adapted_dense``
+embeds it again with a new encoder (``reembed_memory``).  ``read_query_memory`` checks the rows against the record
+and the encoder against the one the index searches with now: a memory embedded with another is an error that says how
+to rebuild it, not a silent mismatch.
 """
 
 from __future__ import annotations
@@ -172,4 +173,24 @@ def drop_memory_units(directory: Path, component: Component, removed: list[int])
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     return component.model_copy(update={"params": {**component.params, "count": len(rows)},
+                                        "files": file_entries(directory, [MEMORY_VECTORS, MEMORY_ROWS])})
+
+
+def reembed_memory(directory: Path, component: Component, encoder_name: str, encoder: Component, *,
+                   device: str = "auto", dtype: str = "auto") -> Component:
+    """The memory in ``directory`` (a staged copy of its index) embedded again with the encoder of dense component
+    ``encoder`` (named ``encoder_name``; its model files already in ``directory``) — ``write_adapted_dense`` calls
+    this when it replaces the encoder a memory was embedded with; returns the updated component."""
+    from ._dense import encoder_model
+    from ._query_encoder import query_encoder
+
+    with open(directory / MEMORY_ROWS, encoding="utf-8") as f:
+        queries = [str(json.loads(line)["query"]) for line in f]
+    model = query_encoder(encoder_model(directory, encoder), device, dtype)
+    vectors = np.asarray(model.encode(queries), dtype=np.float32) if queries else \
+        np.zeros((0, model.dim), dtype=np.float32)
+    np.ascontiguousarray(vectors).tofile(directory / MEMORY_VECTORS)
+    params = {**component.params, "count": len(queries), "dim": int(model.dim), "encoder": encoder_name,
+              "encoder_fingerprint": encoder_fingerprint(encoder)}
+    return component.model_copy(update={"params": params, "model": encoder.model,
                                         "files": file_entries(directory, [MEMORY_VECTORS, MEMORY_ROWS])})

@@ -17,6 +17,7 @@ from ._common import add_output_flags, task_files, usage
 from ._flags import add_retriever_flags, retrieval_config
 from ._rag import NO_INDEX, add_rag_flags, generator_config, open_from_args, rag_config
 from ._train_dense import cmd_train_dense, dense_flags
+from ._train_memory import cmd_train_memory, memory_flags
 from ._train_rerank import cmd_train_rerank, rerank_flags
 
 _MIXED = {"float32": "no", "bfloat16": "bf16", "float16": "fp16"}  # --dtype names → accelerate's
@@ -304,6 +305,14 @@ TRAINERS: dict[str, Trainer] = {
         "it in the index (rerank-adapted: search, eval, serve and rag use it over that retriever; --no-rerank or "
         "--untrained leave it out) only where the blend lifts the held-out fold. genret adapt runs this too.",
         rerank_flags, cmd_train_rerank),
+    "memory": Trainer(
+        "`genret train memory INDEX TRAIN.jsonl`",
+        "keep a task's training questions in the index as its query memory (a hybrid member by fitted weights)",
+        "Embed the questions of a KILT training file with the index's dense encoder and keep them, with the units of "
+        "their gold passages, in the index (memory-adapted): the memory retriever scores the gold passages of a "
+        "query's nearest training questions. The hybrid uses it where fitted weights name it (genret adapt fits "
+        "them; or genret tune INDEX DEV.jsonl --members dense,bm25,memory); --untrained leaves it out.",
+        memory_flags, cmd_train_memory),
     "demos": Trainer(
         "`genret train demos DEMOS_DIR --task NAME=FILE --out DIR`",
         "train the UDR demonstration retriever with LM feedback", None,
