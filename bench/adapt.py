@@ -11,7 +11,8 @@ with ``--adapt-args`` added (its wall time and peak memory recorded, through ``/
 and ``genret eval`` scores dev R-Precision (page / passage) for:
 
 - ``untuned``: the default hybrid as built (``--untrained --hybrid-tuned off``), the figure the issue measures from;
-- ``adapted``: the default hybrid with no flags (adapted encoder, fitted fusion, adapted reranker where kept);
+- ``adapted``: the default hybrid with no flags (adapted encoder, query memory where the fusion weighs it, fitted
+  fusion, adapted reranker where kept);
 - ``adapted, no rerank``: the same without the adapted reranker (``--no-rerank``);
 - ``dense`` untrained / adapted.
 
@@ -110,17 +111,19 @@ def main() -> None:
         results = {**written, **mine}
         results_file.write_text(json.dumps(results, indent=1))
     print("| task | adapt minutes (peak GB) | hybrid untuned → adapted | adapted without reranker | dense untrained → "
-          "adapted | reranker |")
-    print("|---|---|---|---|---|---|")
+          "adapted | memory's fusion weight | reranker |")
+    print("|---|---|---|---|---|---|---|")
     for task, r in results.items():
         d, ad = r["dev"], r.get("adapt", {})
         rr = ad.get("report", {}).get("rerank", {})
         kept = (f"{rr.get('model')} kept, depth {rr.get('depth')}, weight {rr.get('weight')}"
                 if rr.get("kept") else "not kept" if rr else "—")
+        weights = ad.get("report", {}).get("fusion", {}).get("weights", {})
+        memory = (f"{weights['memory']:.2g} of {sum(weights.values()):.2g}" if "memory" in weights else "—")
         fmt = lambda m: f"{m['page']} / {m['passage']}"  # noqa: E731
         print(f"| {task} | {ad.get('minutes')} ({ad.get('peak_rss_gb')}) | {fmt(d['untuned'])} → "
               f"{fmt(d['adapted'])} | {fmt(d['adapted, no rerank'])} | {fmt(d['dense untrained'])} → "
-              f"{fmt(d['dense adapted'])} | {kept} |")
+              f"{fmt(d['dense adapted'])} | {memory} | {kept} |")
 
 
 if __name__ == "__main__":

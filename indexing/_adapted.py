@@ -27,13 +27,12 @@ from typing import Any
 
 from ..core import NotFoundError, staged_dir, write_lock
 from ._dense import DENSE_KIND, EMBEDDINGS_FILE, build_dense, recorded_config
-from ._manifest import Component, Manifest, file_entries, read_manifest, write_manifest
+from ._manifest import ADAPTED_DENSE, ADAPTED_DIR, Component, Manifest, file_entries, read_manifest, write_manifest
+from ._memory import ADAPTED_MEMORY, reembed_memory
 from ._store import STORE_FILE, UnitStore
 from ._verify import verify_files
 
-ADAPTED_DENSE = "dense-adapted"
 ADAPTED_RERANK = "rerank-adapted"
-ADAPTED_DIR = "adapted"
 MODEL_DIR = f"{ADAPTED_DIR}/dense-model"
 RERANK_KIND = "cross-encoder"
 SENTENCE_RERANK_KIND = "sentence-encoder"
@@ -86,9 +85,7 @@ def write_adapted_dense(index_dir: str | Path, model_dir: str | Path, *, trained
             component = Component(kind=DENSE_KIND, params=params, model=MODEL_DIR, files=files,
                                   build_seconds=round(time.perf_counter() - t0, 3))
             components = {**manifest.components, ADAPTED_DENSE: component}
-            if "memory-adapted" in components:  # a query memory follows the encoder the index searches with
-                from ._memory import ADAPTED_MEMORY, reembed_memory
-
+            if ADAPTED_MEMORY in components:  # a query memory follows the encoder the index searches with
                 components[ADAPTED_MEMORY] = reembed_memory(tmp, components[ADAPTED_MEMORY], ADAPTED_DENSE, component,
                                                             device=device, dtype=dtype)
             new = manifest.model_copy(update={"components": components})

@@ -40,6 +40,10 @@ CHECKSUM_FIELD = "checksum"
 _FIX = "rebuild the index with `genret index … --force`"
 # Files up to this size are hashed on every load; larger ones are size-checked (``verify="full"`` hashes all).
 HASH_ON_LOAD_MAX_BYTES = 256 << 20
+# what ``genret adapt`` and ``genret train`` add to an index: the folder their files go in, the adapted dense
+# component's name (``_adapted``; the query memory, ``_memory``, is embedded with its encoder where it exists)
+ADAPTED_DIR = "adapted"
+ADAPTED_DENSE = "dense-adapted"
 
 
 class FileEntry(BaseModel):

@@ -26,8 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..core import IndexFormatError, NotFoundError, staged_dir, write_lock
-from ._adapted import ADAPTED_DENSE, ADAPTED_DIR
-from ._manifest import Component, Manifest, file_entries, read_manifest, write_manifest
+from ._manifest import ADAPTED_DENSE, ADAPTED_DIR, Component, Manifest, file_entries, read_manifest, write_manifest
 from ._verify import verify_files
 
 ADAPTED_MEMORY = "memory-adapted"

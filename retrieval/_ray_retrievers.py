@@ -25,7 +25,7 @@ from genret.indexing import DenseParams, Index, dense_component, encoder_model, 
 
 from ._contract import Hit, Provenance, Retriever
 from ._ray_shards import BM25Replica, DenseShard, FMShard, RemoteFM, ReplicaSet, spawn
-from ._registry import REGISTRY, RetrievalConfig, _load_one, base_retrievers, load_hybrid
+from ._registry import REGISTRY, RetrievalConfig, base_retrievers, load_hybrid, load_retriever
 from .generative import GenerativeRetriever
 
 
@@ -150,7 +150,7 @@ def load_ray_retriever(index: Index, name: str | None = None, config: RetrievalC
     if name == "generative" and "generative" in names:
         return RayGenerativeRetriever(index, config, replicas, num_cpus)
     if name == "memory" and "memory" in names:  # a few MB of training questions: searched in this process
-        return _load_one(index, name, config)
+        return load_retriever(index, name, config)
     if name == "hybrid":
         return load_hybrid(index, config, lambda member: load_ray_retriever(
             index, member, config, shards=shards, replicas=replicas, num_cpus=num_cpus))
