@@ -87,9 +87,12 @@ def test_the_tour_runs_as_written():
     out = dict(re.findall(r"=== block (\d+)\n(.*?)(?==== block |\Z)", proc.stdout, re.S))
     search, rag, serve = out["0"], out["2"], out["3"]  # the order test_the_tour_is_in_the_order_it_reads checks
 
-    # what the tour says of the searches: dense and generative rank shutil.rmtree first, BM25 shutil.copytree
-    firsts = re.findall(r"^\s*1\.\s+\S+\s+shutil \[shutil ¶\d+\]\s+(shutil\.\w+)", search, re.M)
-    assert firsts == ["shutil.rmtree", "shutil.copytree", "shutil.rmtree"], search
+    # what the tour says of the searches: dense ranks shutil.rmtree first, BM25 shutil.copytree, the generative
+    # retriever the two first (their order moved with library versions: rmtree led, then copytree by 1 %)
+    ranked = [re.findall(r"^\s*(\d)\.\s+\S+\s+\S+ \[\S+ ¶\d+\]\s+(\S+?)\(", block, re.M)
+              for block in re.split(r"(?=^\s*1\.\s)", search, flags=re.M) if re.match(r"\s*1\.", block)]
+    assert [hits[0][1] for hits in ranked][:2] == ["shutil.rmtree", "shutil.copytree"], search
+    assert {name for _, name in ranked[2][:2]} == {"shutil.rmtree", "shutil.copytree"}, search
     assert "matched:" in search
     # the answers it claims, with their citations
     assert "JavaScript" in rag and "[1] json [json ¶1]" in rag, rag
