@@ -4,6 +4,7 @@ held-out fold before and after (a dense + BM25 copy of the tiny corpus, the pack
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -129,6 +130,7 @@ def test_cli_table_no_op_and_refusals(setup, tmp_path, capsys):
     assert main(args) == 0  # the CLI's own dense settings differ from TRAIN's: a new recipe, adapted again
     out = capsys.readouterr().out
     assert "held-out R-Precision, 4 records" in out and "hybrid" in out and "fusion:" in out and "rerank:" in out
+    assert re.search(r"^  memory +— +\d", out, re.M) and "memory: 20 training questions" in out  # new: no 'before'
     assert main(args) == 0
     assert "already adapted" in capsys.readouterr().err
     assert main([*args, "--json"]) == 0
