@@ -4,7 +4,9 @@ From a KILT training file: a held-out fold is cut off (a seeded shuffle: ``holdo
 ``max_held_out``); every retriever the index has runs once over it, before (the base dense encoder, the default
 hybrid); the dense encoder is fine-tuned on the rest (``retrieval.fine_tune_dense``: BM25 hard negatives) for the
 time the budget leaves once re-encoding the index is set aside, and put into the index (``dense-adapted``); the
-adapted dense retriever runs over the held-out fold; the hybrid's fusion is fitted there by cross-validation
+adapted dense retriever runs over the held-out fold; the training questions are kept in the index as its query
+memory (``_adapt_memory``: ``memory-adapted``; the held-out fold searches one built without them), a hybrid member
+from here on; the hybrid's fusion is fitted there by cross-validation
 (``tune_fusion``: shrunk toward the default, never below a member alone held out) and saved as the index's
 ``hybrid-weights.json``; then a cross-encoder is trained on the rest with what the budget leaves, and it and the
 sentence reranker (a passage's best sentence under the adapted encoder, no training) are each blended into the
