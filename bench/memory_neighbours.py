@@ -27,6 +27,15 @@ def _pages(record: dict) -> set[str]:
     return {str(p["wikipedia_id"]) for o in record.get("output", []) for p in o.get("provenance") or []}
 
 
+def _read(task: str, split: str) -> list[dict]:
+    with open(MINIKILT / task / f"{split}.jsonl", encoding="utf-8") as f:
+        return [r for r in map(json.loads, f) if _pages(r)]
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
 def main() -> None:
     from genret.core import DEFAULT_DENSE_MODEL
     from genret.indexing import query_encoder
@@ -38,15 +47,8 @@ def main() -> None:
     print("| task | dev records | " + " | ".join(f"nearest ≥ {t}: same page / all" for t in THRESHOLDS) + " |")
     print("|---|---|" + "---|" * len(THRESHOLDS))
     for task in a.tasks.split(","):
-        def read(split: str) -> list[dict]:
-            with open(MINIKILT / task / f"{split}.jsonl", encoding="utf-8") as f:
-                return [r for r in map(json.loads, f) if _pages(r)]
-
-        train, dev = read("train"), read("dev")
-        def unit(x):
-            return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-        sims = unit(encoder.encode([r["input"] for r in dev])) @ unit(encoder.encode([r["input"] for r in train])).T
+        train, dev = _read(task, "train"), _read(task, "dev")
+        sims = _unit(encoder.encode([r["input"] for r in dev])) @ _unit(encoder.encode([r["input"] for r in train])).T
         nearest = sims.argmax(axis=1)
         best = sims[np.arange(len(dev)), nearest]
         same = np.array([bool(_pages(d) & _pages(train[j])) for d, j in zip(dev, nearest)])
