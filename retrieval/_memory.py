@@ -10,8 +10,8 @@ nearest question citing it, mapped to [0, 1]: ``(s − floor) / (1 − floor)``,
 The scores are calibrated — the same similarity means the same score for every query — so the hybrid takes them as
 they are instead of normalising them per query (``hybrid.CALIBRATED_MEMBERS``): a query with no close training
 question gets little or nothing from it.  Mini-KILT dev, the packaged MiniLM, nearest training question only: its
-page is the gold one for 1,537 of the 1,640 squad questions above similarity 0.6, and for 52 of 57 scifact claims
-(``docs/src/results.md``).
+page is the gold one for 1,538 of the 1,640 squad questions with one above similarity 0.6, and for 52 of 57 scifact
+claims (``bench/memory_neighbours.py``).
 
 A hybrid member only where fitted weights give it one (``genret adapt``): it is never a default member.
 """
