@@ -14,7 +14,7 @@ from ._add import add_to_index
 from ._adapted import (ADAPTED_DENSE, ADAPTED_RERANK, SENTENCE_RERANK_MODEL, adapted_reranker, dense_component,
                        drop_adapted_reranker, write_adapted_dense, write_adapted_reranker)
 from ._bm25 import BM25Config
-from ._memory import ADAPTED_MEMORY, QueryMemory, drop_query_memory, read_query_memory, write_query_memory
+from ._memory import ADAPTED_MEMORY, QueryMemory, read_query_memory, write_query_memory
 from ._build import IndexConfig, available_components, build_index
 from ._corpus import Page, ReadStats, open_text, read_corpus
 from ._dense import DenseConfig, encoder_model, rebuild_dense, unit_text
@@ -43,7 +43,7 @@ __all__ = [
     "DenseParams", "Encoder", "FMParams", "Index", "IndexConfig", "LuceneIndex", "Manifest", "Page", "QueryMemory",
     "ReadStats", "SENTENCE_RERANK_MODEL", "SentenceTransformerEncoder", "StoreParams", "StoredUnit", "Unit",
     "UnitConfig", "UnitStore", "adapted_reranker", "add_to_index", "available_components", "build_index",
-    "build_index_ray", "configure_search", "dense_component", "drop_adapted_reranker", "drop_query_memory",
+    "build_index_ray", "configure_search", "dense_component", "drop_adapted_reranker",
     "encoder_model", "load_faiss", "open_lucene", "open_text", "place_index", "query_encoder", "ray_session",
     "read_corpus", "read_manifest", "read_query_memory", "rebuild_dense", "seal_manifest", "sentence_spans",
     "unit_text", "verify_index", "write_adapted_dense", "write_adapted_reranker", "write_manifest",

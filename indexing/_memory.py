@@ -97,21 +97,6 @@ def write_query_memory(index_dir: str | Path, memory: QueryMemory, *, trained: d
         return new
 
 
-def drop_query_memory(index_dir: str | Path) -> bool:
-    """Remove the index's ``memory-adapted`` component and its files; returns whether there was one."""
-    src = Path(index_dir)
-    with write_lock(src):
-        manifest = read_manifest(src)
-        if ADAPTED_MEMORY not in manifest.components:
-            return False
-        with staged_dir(src, "adapting", copy_from=src) as tmp:
-            for name in (MEMORY_VECTORS, MEMORY_ROWS):
-                (tmp / name).unlink(missing_ok=True)
-            components = {k: v for k, v in manifest.components.items() if k != ADAPTED_MEMORY}
-            write_manifest(tmp, manifest.model_copy(update={"components": components}))
-        return True
-
-
 def read_query_memory(index) -> QueryMemory:
     """The ``memory-adapted`` component of the open ``index`` (its files were checked when it was opened).
     ``NotFoundError`` when it has none; ``IndexFormatError`` when the rows disagree with the record or the memory

@@ -35,7 +35,7 @@ SURFACES = {
         "QueryMemory", "ReadStats", "SENTENCE_RERANK_MODEL", "SentenceTransformerEncoder", "StoreParams",
         "StoredUnit", "Unit", "UnitConfig", "UnitStore", "adapted_reranker", "add_to_index", "available_components",
         "build_index", "build_index_ray", "configure_search", "dense_component", "drop_adapted_reranker",
-        "drop_query_memory", "encoder_model", "load_faiss", "open_lucene", "open_text", "place_index",
+        "encoder_model", "load_faiss", "open_lucene", "open_text", "place_index",
         "query_encoder", "ray_session", "read_corpus", "read_manifest", "read_query_memory", "rebuild_dense",
         "seal_manifest", "sentence_spans", "unit_text", "verify_index", "write_adapted_dense",
         "write_adapted_reranker", "write_manifest", "write_query_memory",
