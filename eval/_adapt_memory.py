@@ -16,9 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from genret.core import model_load_lock
-from genret.indexing import Index, QueryMemory, dense_component, encoder_model, query_encoder, write_query_memory
-from genret.retrieval import Hit, MemoryRetriever, MemorySearchConfig, memory_from_kilt
+from genret.indexing import Index, QueryMemory, write_query_memory
+from genret.retrieval import Hit, MemoryRetriever, memory_encoder, memory_from_kilt
 
 from ._runner import search_records
 
@@ -30,18 +29,15 @@ def adapt_memory(index_dir: str | Path, train: Sequence[dict], held: Sequence[di
     record into the index; returns the held-out hit lists and what was built (counts, seconds)."""
     t0 = time.perf_counter()
     with Index(index_dir) as index:
-        component = dense_component(index)
-        with model_load_lock():
-            encoder = query_encoder(encoder_model(index.path, index.component(component)), device, dtype)
-        part = memory_from_kilt(index, train, encoder, component)
+        encoder = memory_encoder(index, device, dtype)
+        part = memory_from_kilt(index, train, encoder)
         say(f"memory: {len(part.queries)} training questions embedded; searching the held-out fold with them")
-        retriever = MemoryRetriever(index, MemorySearchConfig(device=device, dtype=dtype), memory=part,
-                                    encoder=encoder)
-        hits = search_records(retriever, list(held), 100, batch_size=64, task_name=task, progress=progress)
-        extra = memory_from_kilt(index, held, encoder, component)
+        hits = search_records(MemoryRetriever(index, memory=part, encoder=encoder), list(held), 100, batch_size=64,
+                              task_name=task, progress=progress)
+        extra = memory_from_kilt(index, held, encoder)
     full = QueryMemory(part.queries + extra.queries, part.units + extra.units,
-                       np.concatenate([part.vectors, extra.vectors]), component)
+                       np.concatenate([part.vectors, extra.vectors]), part.encoder)
     write_query_memory(index_dir, full, trained=trained)
     found = sum(1 for h in hits if h)
-    return hits, {"questions": len(full.queries), "held_out_with_hits": found, "encoder": component,
+    return hits, {"questions": len(full.queries), "held_out_with_hits": found, "encoder": full.encoder,
                   "seconds": round(time.perf_counter() - t0, 1)}

@@ -15,7 +15,7 @@ from ._contract import Demo, Hit, Provenance, Retriever
 from ._dense import DenseRetriever, DenseSearchConfig
 from ._rerank import (CrossEncoderReranker, QueryLikelihoodReranker, RerankConfig, RerankedRetriever, Reranker,
                       blend, blended_order, hit_texts, load_reranker, reranker_texts)
-from ._memory import MemoryRetriever, MemorySearchConfig, build_memory, memory_from_kilt
+from ._memory import MemoryRetriever, MemorySearchConfig, build_memory, memory_encoder, memory_from_kilt
 from ._dense_train import DensePair, DenseTrainConfig, fine_tune_dense, pairs_from_kilt
 from ._rerank_sentences import SentenceReranker
 from ._rerank_train import RerankTrainConfig, fine_tune_reranker
@@ -38,7 +38,7 @@ __all__ = [
     "SentenceReranker", "TASKS", "Task", "available_retrievers", "base_retrievers", "blend", "blended_order",
     "build_memory", "check_task", "default_members", "fine_tune_dense", "fine_tune_reranker", "first_stage",
     "hit_texts", "load_generator", "load_hybrid", "load_ray_retriever", "load_reranker", "load_retriever",
-    "memory_from_kilt", "open_pipeline", "pairs_from_kilt", "rerank_settings", "reranker_texts",
+    "memory_encoder", "memory_from_kilt", "open_pipeline", "pairs_from_kilt", "rerank_settings", "reranker_texts",
     "retriever_granularities", "with_rerank",
 ]
 

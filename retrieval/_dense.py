@@ -31,6 +31,14 @@ class DenseSearchConfig(BaseModel):
     nprobe: int | None = Field(None, ge=1, description="IVF-PQ lists visited a query (default: the index's)")
 
 
+def component_encoder(index: Index, component: str, device: str = "auto", dtype: str = "auto") -> Encoder:
+    """The query encoder of ``index``'s dense component ``component`` (the model that embedded its units) — without
+    sentence-transformers where the model allows (its import was most of the start-up); one model load at a time in
+    the process, its imports included."""
+    with model_load_lock():
+        return query_encoder(encoder_model(index.path, index.component(component)), device, dtype)
+
+
 class DenseRetriever(Retriever):
     """FAISS search over the index's ``dense`` component with the encoder that built it — or over its
     ``dense-adapted`` component, whose encoder was fine-tuned on a task, where it has one (``config.adapted``).
@@ -53,12 +61,7 @@ class DenseRetriever(Retriever):
         comp = index.component(self.component)
         self.index = index
         self._config = config
-        model = encoder_model(index.path, comp)
-        # queries: without sentence-transformers where the model allows (its import was most of the start-up)
-        if encoder is None:
-            with model_load_lock():  # one model load at a time in the process, its imports included
-                encoder = query_encoder(model, config.device, config.dtype)
-        self._encoder = encoder
+        self._encoder = encoder or component_encoder(index, self.component, config.device, config.dtype)
         dim = comp.typed_params(DenseParams).dim
         if self._encoder.dim != dim:
             raise ValueError(f"encoder dim {self._encoder.dim} != index dim {dim}")

@@ -24,15 +24,16 @@ from collections.abc import Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from genret.core import model_load_lock
-from genret.indexing import Encoder, Index, QueryMemory, encoder_model, query_encoder, read_query_memory
+from genret.indexing import Encoder, Index, QueryMemory, dense_component, read_query_memory
 
 from ._contract import Hit, Provenance, Retriever
+from ._dense import component_encoder
 from ._dense_train import gold_units, pairs_from_kilt
 
 
 class MemorySearchConfig(BaseModel):
-    """Query-time settings of the query memory retriever (the encoder is the index's dense one)."""
+    """Query-time settings of the query memory retriever (the encoder is the index's dense one, on the dense
+    retriever's device and dtype)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     neighbours: int = Field(20, ge=1, description="training questions whose gold units a query scores")
@@ -40,27 +41,22 @@ class MemorySearchConfig(BaseModel):
                          "question counts for nothing (score (s - floor) / (1 - floor))")
     adapted: bool = Field(True, description="use the index's query memory where fitted weights name it; false: "
                           "the hybrid leaves it out (--untrained)")
-    device: str = "auto"
-    dtype: str = "auto"
 
 
 class MemoryRetriever(Retriever):
     """Scores the gold units of the training questions nearest to the query (see the module doc).  ``memory``: a
     ``QueryMemory`` to search instead of the index's own (``genret adapt``'s held-out fold searches one built
-    without it); ``encoder``: the dense encoder it was embedded with, when the caller has it loaded.  Returns at
-    most ``k`` hits, possibly none (no training question above ``floor``)."""
+    without it); ``encoder``: the dense encoder it was embedded with, when the caller has it loaded (else loaded on
+    ``device`` in ``dtype``).  Returns at most ``k`` hits, possibly none (no training question above ``floor``)."""
 
     name = "memory"
 
     def __init__(self, index: Index, config: MemorySearchConfig | None = None, *, memory: QueryMemory | None = None,
-                 encoder: Encoder | None = None) -> None:
+                 encoder: Encoder | None = None, device: str = "auto", dtype: str = "auto") -> None:
         self.index = index
         self._config = config or MemorySearchConfig()
         self.memory = memory if memory is not None else read_query_memory(index)
-        if encoder is None:
-            with model_load_lock():
-                encoder = query_encoder(encoder_model(index.path, index.component(self.memory.encoder)),
-                                        self._config.device, self._config.dtype)
+        encoder = encoder or component_encoder(index, self.memory.encoder, device, dtype)
         if encoder.dim != self.memory.vectors.shape[1]:
             raise ValueError(f"encoder dim {encoder.dim} != memory dim {self.memory.vectors.shape[1]}")
         self._encoder = encoder
@@ -105,10 +101,16 @@ def memory_scores(memory: QueryMemory, query_vectors: np.ndarray, config: Memory
     return out
 
 
-def build_memory(index: Index, queries: Sequence[str], units: Sequence[Sequence[int]], encoder: Encoder,
-                 component: str, batch_size: int | None = None) -> QueryMemory:
+def memory_encoder(index: Index, device: str = "auto", dtype: str = "auto") -> Encoder:
+    """The encoder a query memory of ``index`` is embedded with: that of the dense component it searches with
+    (``dense_component``: the adapted one where it has one)."""
+    return component_encoder(index, dense_component(index), device, dtype)
+
+
+def build_memory(queries: Sequence[str], units: Sequence[Sequence[int]], encoder: Encoder, component: str,
+                 batch_size: int | None = None) -> QueryMemory:
     """A ``QueryMemory`` of ``queries`` (each with its gold ``units``) embedded with ``encoder``, the encoder of
-    ``index``'s dense component ``component``."""
+    the index's dense component ``component``."""
     if len(queries) != len(units):
         raise ValueError(f"{len(queries)} queries, {len(units)} unit lists")
     dim = encoder.dim
@@ -117,9 +119,9 @@ def build_memory(index: Index, queries: Sequence[str], units: Sequence[Sequence[
     return QueryMemory(tuple(queries), tuple(tuple(int(u) for u in row) for row in units), vectors, component)
 
 
-def memory_from_kilt(index: Index, records: Sequence[dict], encoder: Encoder, component: str,
+def memory_from_kilt(index: Index, records: Sequence[dict], encoder: Encoder,
                      batch_size: int | None = None) -> QueryMemory:
     """``build_memory`` over KILT records: each record's input with the units of its gold passages in ``index``
-    (records without one are left out, logged)."""
+    (records without one are left out, logged), embedded with ``encoder`` (``memory_encoder(index)``'s)."""
     kept = gold_units(index, pairs_from_kilt(records), "query memory")
-    return build_memory(index, [q for q, _ in kept], [g for _, g in kept], encoder, component, batch_size)
+    return build_memory([q for q, _ in kept], [g for _, g in kept], encoder, dense_component(index), batch_size)

@@ -84,7 +84,7 @@ REGISTRY: dict[str, Backend] = {
                           GenerativeRetriever.granularities),
     # the training questions `genret adapt` keeps: a hybrid member by fitted weights only (``default_members``)
     "memory": Backend(ADAPTED_MEMORY, {"query-memory": lambda index, cfg: MemoryRetriever(
-        index, cfg.memory.model_copy(update={"device": cfg.dense.device, "dtype": cfg.dense.dtype}))},
+        index, cfg.memory, device=cfg.dense.device, dtype=cfg.dense.dtype)},
                       MemoryRetriever.granularities),
     # last, so that it is never the default; available when all its members are
     "hybrid": Backend("store", {"unit-store-sqlite": load_hybrid}, None),

@@ -54,7 +54,7 @@ SURFACES = {
         "SentenceReranker", "TASKS", "Task", "available_retrievers", "base_retrievers", "blend", "blended_order",
         "build_memory", "check_task", "default_members", "fine_tune_dense", "fine_tune_reranker", "first_stage",
         "hit_texts", "load_generator", "load_hybrid", "load_ray_retriever", "load_reranker", "load_retriever",
-        "memory_from_kilt", "open_pipeline", "pairs_from_kilt", "rerank_settings", "reranker_texts",
+        "memory_encoder", "memory_from_kilt", "open_pipeline", "pairs_from_kilt", "rerank_settings", "reranker_texts",
         "retriever_granularities", "with_rerank",
     ],
     "genret.retrieval.generative": [

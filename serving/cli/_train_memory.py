@@ -16,10 +16,10 @@ from pathlib import Path
 
 
 def cmd_train_memory(a: argparse.Namespace) -> int:
-    from genret.core import InputError, model_load_lock, sha256_file
+    from genret.core import InputError, sha256_file
     from genret.eval import read_kilt
-    from genret.indexing import Index, dense_component, encoder_model, query_encoder, write_query_memory
-    from genret.retrieval import memory_from_kilt
+    from genret.indexing import Index, write_query_memory
+    from genret.retrieval import memory_encoder, memory_from_kilt
 
     records = read_kilt(a.train)[:a.max_records]
     if not records:
@@ -27,18 +27,15 @@ def cmd_train_memory(a: argparse.Namespace) -> int:
     with Index(a.index) as index:
         if not index.has("dense"):
             raise InputError(f"index {a.index} has no dense component: the memory embeds questions with its encoder")
-        component = dense_component(index)
-        with model_load_lock():
-            encoder = query_encoder(encoder_model(index.path, index.component(component)), a.device, a.dtype)
-        memory = memory_from_kilt(index, records, encoder, component)
+        memory = memory_from_kilt(index, records, memory_encoder(index, a.device, a.dtype))
     if not memory.queries:
         raise InputError(f"{a.train}: no record has a gold passage in index {a.index}")
     trained = {"train": str(Path(a.train).resolve()), "train_sha256": sha256_file(Path(a.train)), "task": a.task}
     write_query_memory(a.index, memory, trained=trained)
     print(json.dumps({"index": a.index, "component": "memory-adapted", "questions": len(memory.queries),
-                      "records": len(records), "encoder": component}, indent=1))
-    print(f"{len(memory.queries)} of {len(records)} training questions kept (embedded with {component}'s encoder); "
-          "the hybrid uses them where fitted weights name the memory member", file=sys.stderr)
+                      "records": len(records), "encoder": memory.encoder}, indent=1))
+    print(f"{len(memory.queries)} of {len(records)} training questions kept (embedded with {memory.encoder}'s "
+          "encoder); the hybrid uses them where fitted weights name the memory member", file=sys.stderr)
     return 0
 
 

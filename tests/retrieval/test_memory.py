@@ -17,7 +17,6 @@ from genret.indexing import (
     Index,
     QueryMemory,
     add_to_index,
-    query_encoder,
     read_query_memory,
     verify_index,
     write_adapted_dense,
@@ -30,6 +29,7 @@ from genret.retrieval import (
     base_retrievers,
     default_members,
     load_retriever,
+    memory_encoder,
     memory_from_kilt,
 )
 from genret.retrieval._memory import memory_scores
@@ -37,7 +37,7 @@ from genret.retrieval.hybrid import member_contributions
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
 
-CPU = RetrievalConfig(dense={"device": "cpu"}, memory={"device": "cpu"})
+CPU = RetrievalConfig(dense={"device": "cpu"})
 
 
 def _record(qid: str, question: str, page: str, paragraph: int) -> dict:
@@ -58,8 +58,7 @@ RECORDS = [
 def memory_index(dense_bm25_index):
     path = dense_bm25_index("memory")
     with Index(path) as index:
-        encoder = query_encoder(resolve_model_path("sentence-transformers/all-MiniLM-L6-v2"), "cpu")
-        memory = memory_from_kilt(index, RECORDS, encoder, "dense")
+        memory = memory_from_kilt(index, RECORDS, memory_encoder(index, "cpu"))
     write_query_memory(path, memory, trained={"train": "test"})
     return path
 
@@ -73,7 +72,7 @@ def test_a_paraphrase_finds_its_training_question_and_scores_are_calibrated(memo
     with Index(memory_index) as index:
         memory = read_query_memory(index)
         assert len(memory.queries) == 4 and memory.encoder == "dense"  # the record without a gold unit is left out
-        retriever = MemoryRetriever(index, MemorySearchConfig(device="cpu"))
+        retriever = MemoryRetriever(index, device="cpu")
         hits = retriever.search("who made python", k=5)
         assert hits and hits[0].unit_id == _gold(index, "p-python", 1) and hits[0].provenance.wikipedia_id == \
             "p-python"
@@ -82,7 +81,7 @@ def test_a_paraphrase_finds_its_training_question_and_scores_are_calibrated(memo
         exact = retriever.search(RECORDS[0]["input"], k=1)  # the training question itself: similarity 1, score 1
         assert exact[0].unit_id == _gold(index, "p-oil", 1) and exact[0].score == pytest.approx(1.0, abs=1e-3)
         # nothing close: no hits at a high floor (a query with no near training question gets nothing)
-        strict = MemoryRetriever(index, MemorySearchConfig(device="cpu", floor=0.95))
+        strict = MemoryRetriever(index, MemorySearchConfig(floor=0.95), device="cpu")
         assert strict.search("banana bread recipe with walnuts", k=5) == []
         assert len(retriever.search("oil prices", k=1)) == 1
 
@@ -99,7 +98,7 @@ def test_scores_come_from_the_nearest_question_citing_a_unit():
 
 def test_calibrated_members_keep_their_scores_in_weighted_fusion(memory_index):
     with Index(memory_index) as index:
-        hits = MemoryRetriever(index, MemorySearchConfig(device="cpu")).search("who made python", k=5)
+        hits = MemoryRetriever(index, device="cpu").search("who made python", k=5)
     raw = member_contributions(hits, "weighted", "minmax", 60, calibrated=True)
     assert raw == {h.unit_id: h.score for h in hits}
     normalised = member_contributions(hits, "weighted", "minmax", 60)
@@ -148,7 +147,7 @@ def test_corruption_and_a_changed_encoder_are_clear_errors(memory_index, tmp_pat
     with Index(moved) as index:
         memory = read_query_memory(index)
         assert memory.encoder == "dense-adapted" and len(memory.queries) == 4
-        hits = MemoryRetriever(index, MemorySearchConfig(device="cpu")).search(RECORDS[2]["input"], k=1)
+        hits = MemoryRetriever(index, device="cpu").search(RECORDS[2]["input"], k=1)
         assert hits[0].score == pytest.approx(1.0, abs=1e-3)
         # a memory whose recorded encoder is not the one searched with is refused, saying how to rebuild it
         index.component(ADAPTED_MEMORY).params["encoder_fingerprint"] = "0" * 64
@@ -178,7 +177,7 @@ def test_add_replacing_a_page_renumbers_the_memory(memory_index, tmp_path, data_
         assert len(memory.queries) == 2  # both oil questions lost their paragraphs; python's and photo's remain
         moved = python_unit - sum(1 for u in oil if u < python_unit)
         assert (moved,) in memory.units and index.store.get([moved])[0].page_id == "p-python"
-        hits = MemoryRetriever(index, MemorySearchConfig(device="cpu")).search("who made python", k=1)
+        hits = MemoryRetriever(index, device="cpu").search("who made python", k=1)
         assert hits[0].provenance.wikipedia_id == "p-python"
     assert index.has(ADAPTED_MEMORY)
 

@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from genret.core import resolve_model_path
-from genret.indexing import Index, query_encoder, write_query_memory
-from genret.retrieval import load_retriever, memory_from_kilt
+from genret.indexing import Index, write_query_memory
+from genret.retrieval import load_retriever, memory_encoder, memory_from_kilt
 from genret.serving import Settings
 from genret.serving.http._service import SearchService
 from tests.serving.helpers import app_over
@@ -27,8 +26,7 @@ WEIGHTS = {"dense": 1.0, "bm25": 1.0, "memory": 1.0}
 def memory_index(dense_bm25_index) -> Path:
     path = dense_bm25_index("memory-served")
     with Index(path) as index:
-        encoder = query_encoder(resolve_model_path("sentence-transformers/all-MiniLM-L6-v2"), "cpu")
-        memory = memory_from_kilt(index, TRAIN, encoder, "dense")
+        memory = memory_from_kilt(index, TRAIN, memory_encoder(index, "cpu"))
     write_query_memory(path, memory, trained={})
     return path
 
@@ -36,7 +34,7 @@ def memory_index(dense_bm25_index) -> Path:
 def _settings(index: Path, adapted: bool = True) -> Settings:
     return Settings(indexes=[index], server={"lazy": True},
                     retrieval={"dense": {"device": "cpu", "dtype": "float32"}, "hybrid": {"weights": WEIGHTS},
-                               "memory": {"device": "cpu", "dtype": "float32", "adapted": adapted}})
+                               "memory": {"adapted": adapted}})
 
 
 def test_the_memory_is_served_alone_and_in_the_hybrid_as_in_process(memory_index):
