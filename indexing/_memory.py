@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,17 +82,12 @@ def write_query_memory(index_dir: str | Path, memory: QueryMemory, *, trained: d
         t0 = time.perf_counter()
         with staged_dir(src, "adapting", copy_from=src) as tmp:
             (tmp / ADAPTED_DIR).mkdir(exist_ok=True)
-            vectors = np.ascontiguousarray(memory.vectors, dtype=np.float32)
-            vectors.tofile(tmp / MEMORY_VECTORS)
-            with open(tmp / MEMORY_ROWS, "w", encoding="utf-8") as f:
-                for q, units in zip(memory.queries, memory.units):
-                    f.write(json.dumps({"query": q, "units": list(units)}, ensure_ascii=False) + "\n")
-            params = {"count": len(memory.queries), "dim": int(vectors.shape[1]), "encoder": memory.encoder,
+            files = _save(tmp, memory.queries, memory.units, memory.vectors)
+            params = {"count": len(memory.queries), "dim": int(memory.vectors.shape[1]), "encoder": memory.encoder,
                       "encoder_fingerprint": encoder_fingerprint(manifest.components[memory.encoder]),
                       "trained": trained}
             component = Component(kind=MEMORY_KIND, params=params, model=manifest.components[memory.encoder].model,
-                                  files=file_entries(tmp, [MEMORY_VECTORS, MEMORY_ROWS]),
-                                  build_seconds=round(time.perf_counter() - t0, 3))
+                                  files=files, build_seconds=round(time.perf_counter() - t0, 3))
             new = manifest.model_copy(update={"components": {**manifest.components, ADAPTED_MEMORY: component}})
             write_manifest(tmp, new)
         return new
@@ -116,17 +112,29 @@ def read_query_memory(index) -> QueryMemory:
         raise IndexFormatError(f"index {index.path}: the query memory was embedded with another encoder than the "
                                f"index's {current!r} searches with now; {fix}")
     count, dim = int(comp.params["count"]), int(comp.params["dim"])
-    vectors = np.fromfile(Path(index.path) / MEMORY_VECTORS, dtype=np.float32)
-    queries, units = [], []
-    with open(Path(index.path) / MEMORY_ROWS, encoding="utf-8") as f:
-        for line in f:
-            row = json.loads(line)
-            queries.append(str(row["query"]))
-            units.append(tuple(int(u) for u in row["units"]))
+    queries, units, vectors = _load(Path(index.path))
     if vectors.size != count * dim or len(queries) != count:
         raise IndexFormatError(f"index {index.path}: the query memory holds {len(queries)} rows and {vectors.size} "
                                f"floats, its record says {count} × {dim}; {fix}")
-    return QueryMemory(tuple(queries), tuple(units), vectors.reshape(count, dim), encoder)
+    return QueryMemory(queries, units, vectors.reshape(count, dim), encoder)
+
+
+def _load(directory: Path) -> tuple[tuple[str, ...], tuple[tuple[int, ...], ...], np.ndarray]:
+    """``(questions, gold unit ids of each, vectors as one flat float32 array)`` of the memory files in
+    ``directory``."""
+    with open(directory / MEMORY_ROWS, encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f]
+    return (tuple(str(r["query"]) for r in rows), tuple(tuple(int(u) for u in r["units"]) for r in rows),
+            np.fromfile(directory / MEMORY_VECTORS, dtype=np.float32))
+
+
+def _save(directory: Path, queries: Sequence[str], units: Sequence[Sequence[int]], vectors: np.ndarray) -> dict:
+    """Write the memory files into ``directory`` (a staged copy of the index); returns their manifest entries."""
+    np.ascontiguousarray(vectors, dtype=np.float32).tofile(directory / MEMORY_VECTORS)
+    with open(directory / MEMORY_ROWS, "w", encoding="utf-8") as f:
+        for q, ids in zip(queries, units):
+            f.write(json.dumps({"query": q, "units": list(ids)}, ensure_ascii=False) + "\n")
+    return file_entries(directory, [MEMORY_VECTORS, MEMORY_ROWS])
 
 
 def _searched_encoder(manifest: Manifest) -> str:
@@ -141,23 +149,16 @@ def drop_memory_units(directory: Path, component: Component, removed: list[int])
     after them moved up (``add`` replacing pages): each question's gold ids renumbered, removed ones dropped, and a
     question left with none dropped with its vector; returns the updated component."""
     gone = np.asarray(sorted(removed), dtype=np.int64)
-    count, dim = int(component.params["count"]), int(component.params["dim"])
-    vectors = np.fromfile(directory / MEMORY_VECTORS, dtype=np.float32).reshape(count, dim)
-    rows, keep = [], []
-    with open(directory / MEMORY_ROWS, encoding="utf-8") as f:
-        for i, line in enumerate(f):
-            row = json.loads(line)
-            ids = np.asarray(row["units"], dtype=np.int64)
-            ids = ids[~np.isin(ids, gone)]
-            if len(ids):
-                rows.append({"query": row["query"], "units": (ids - np.searchsorted(gone, ids)).tolist()})
-                keep.append(i)
-    np.ascontiguousarray(vectors[keep]).tofile(directory / MEMORY_VECTORS)
-    with open(directory / MEMORY_ROWS, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return component.model_copy(update={"params": {**component.params, "count": len(rows)},
-                                        "files": file_entries(directory, [MEMORY_VECTORS, MEMORY_ROWS])})
+    queries, units, vectors = _load(directory)
+    vectors = vectors.reshape(len(queries), int(component.params["dim"]))
+    kept: list[tuple[int, list[int]]] = []  # (row, its renumbered ids)
+    for i, row in enumerate(units):
+        ids = np.asarray(row, dtype=np.int64)
+        ids = ids[~np.isin(ids, gone)]
+        if len(ids):
+            kept.append((i, (ids - np.searchsorted(gone, ids)).tolist()))
+    files = _save(directory, [queries[i] for i, _ in kept], [ids for _, ids in kept], vectors[[i for i, _ in kept]])
+    return component.model_copy(update={"params": {**component.params, "count": len(kept)}, "files": files})
 
 
 def reembed_memory(directory: Path, component: Component, encoder_name: str, encoder: Component, *,
@@ -168,13 +169,11 @@ def reembed_memory(directory: Path, component: Component, encoder_name: str, enc
     from ._dense import encoder_model
     from ._query_encoder import query_encoder
 
-    with open(directory / MEMORY_ROWS, encoding="utf-8") as f:
-        queries = [str(json.loads(line)["query"]) for line in f]
+    queries, units, _ = _load(directory)
     model = query_encoder(encoder_model(directory, encoder), device, dtype)
-    vectors = np.asarray(model.encode(queries), dtype=np.float32) if queries else \
+    vectors = np.asarray(model.encode(list(queries)), dtype=np.float32) if queries else \
         np.zeros((0, model.dim), dtype=np.float32)
-    np.ascontiguousarray(vectors).tofile(directory / MEMORY_VECTORS)
+    files = _save(directory, queries, units, vectors)
     params = {**component.params, "count": len(queries), "dim": int(model.dim), "encoder": encoder_name,
               "encoder_fingerprint": encoder_fingerprint(encoder)}
-    return component.model_copy(update={"params": params, "model": encoder.model,
-                                        "files": file_entries(directory, [MEMORY_VECTORS, MEMORY_ROWS])})
+    return component.model_copy(update={"params": params, "model": encoder.model, "files": files})
