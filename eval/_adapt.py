@@ -88,6 +88,13 @@ TRAIN_STATS = ("queries", "rows", "steps", "loss_first", "loss_last", "lr_last",
 # scifact's 38 steps, two passes over 323 claims, lifted its held-out fold by 1.9 points; squad's 7 and 11 steps, a
 # few hundred of 6,042 questions, did not lower its loss or beat the sentence reranker)
 CE_RATE_RATIO = 20.0
+# minutes set aside for the query memory and the fusion's cross-validated fit (mini-KILT squad, 1,000 held-out
+# questions, four members: 0.38 for the memory of 6,342 questions, 0.4 for the fit)
+FIT_MINUTES = 0.75
+# the sentence reranker's scoring, per unit of the first stage's hits over the held-out fold (distinct units: its
+# sentence cache serves the rest), in units of encoding one unit (mini-KILT squad, paragraphs of ~5 sentences: 1.67
+# min for ~2,000 units at 34 units/s; scifact, abstracts cut into one or two sentences: 0.53 min for ~2,800 at 89)
+SENTENCE_COST = 1.5
 MIN_RERANK_STEPS = 15
 FULL_RERANK_STEPS = 60
 
@@ -119,8 +126,8 @@ class AdaptReport:
     """What ``adapt`` did: R-Precision (percent, page / passage) on the held-out fold per retriever ``before`` and
     ``after`` (``hybrid``: the default fusion before, the cross-validated chosen one after), the dense training's
     statistics, the chosen fusion, the reranker's fit (``reranked``: the fitted hybrid alone before, blended
-    with the trained cross-encoder after, cross-validated), the minutes each stage took, and what was skipped and
-    why."""
+    with the trained cross-encoder after, cross-validated), the minutes each stage took (``estimates``: the minutes the budget set aside for the stages after dense training,
+    and the units a reranker would read), and what was skipped and why."""
 
     index: str
     train_records: int
@@ -132,6 +139,7 @@ class AdaptReport:
     memory: dict[str, Any] = field(default_factory=dict)
     rerank: dict[str, Any] = field(default_factory=dict)
     minutes: dict[str, float] = field(default_factory=dict)
+    estimates: dict[str, float] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
 
     def table(self) -> str:
@@ -219,6 +227,11 @@ def adapt(index_dir: str | Path, train_file: str | Path, *, task: str | None = N
         if len(members) > 1:
             fusions = Fusions(members, hits, scorer, 100, before_cfg.hybrid.rrf_k)
             report.before["hybrid"] = _percent(fusions.evaluate("minmax", fusions.defaults()[0]))
+            lists = fusions.orders("minmax", fusions.defaults()[0], range(len(held)))
+        else:
+            lists = [[h.unit_id for h in r] for r in hits[members[0]]]
+        # the units a reranker would read over the held-out fold (the default hybrid's, a proxy for the fitted one's)
+        report.estimates["rerank units"] = len({u for order in lists for u in order[:max(RERANK_DEPTHS)]})
         report.minutes["before"] = round((time.perf_counter() - t0) / 60, 2)
         if "dense" in members:
             # epochs: 3 for a small training set, 1 for a large one (mini-KILT dev, 20-minute budget: climate_fever's
@@ -341,7 +354,9 @@ def _adapt_dense(index_dir, train, held, report: AdaptReport, recipe: dict, budg
         reencode = units / rate / 60
         report.dense["encode_rate"] = round(rate, 1)
         after_eval = report.minutes.get("before", 0.0) / max(1, len(report.before) - 1) + 0.5
-        left = budget - spent - reencode - after_eval
+        left = budget - spent - reencode - after_eval - FIT_MINUTES
+        report.estimates.update({"dense re-encoding": round(reencode, 2), "dense after": round(after_eval, 2),
+                                 "fit": FIT_MINUTES})
         if rerank_steps:
             pairs, needed = rerank_steps
             steps = int(left * (1.0 - share) * 60 * rate / CE_RATE_RATIO / pairs)
@@ -355,6 +370,7 @@ def _adapt_dense(index_dir, train, held, report: AdaptReport, recipe: dict, budg
                 say(f"rerank: cross-encoder {report.skipped['cross-encoder']}")
         if rerank and share >= 1.0:
             left -= _scoring_minutes(report, cross_encoder=False)
+            report.estimates["rerank scoring"] = round(_scoring_minutes(report, cross_encoder=False), 2)
         minutes = left * share
         say(f"dense: re-encoding {units} units will take ~{reencode:.1f} min ({rate:.0f} units/s); "
             f"{max(minutes, 0):.1f} of the {budget:g}-minute budget for training it")
@@ -379,15 +395,17 @@ def _adapt_dense(index_dir, train, held, report: AdaptReport, recipe: dict, budg
 def _scoring_minutes(report: AdaptReport, cross_encoder: bool) -> float:
     """What scoring the held-out fold for the reranking stage takes, estimated: the first stage once more where it
     is the only retriever (as long as the runs before; a hybrid's held-out rankings come from the fusion's fit, no
-    search); the sentence reranker over the deepest of RERANK_DEPTHS hits a record, in about a quarter of the time
-    encoding as many units takes — its sentence cache serves hits that recur across records (mini-KILT squad: 0.88
-    min for the sentences of 1,000 records at depth 20, 5 min of encoding as many units; before, 1.25 min for the
-    first stage and the sentences of 300 records, 0.74 of it the first stage); where one was trained, a
-    cross-encoder pass about as fast as encoding units and half a minute for loading and writing it (scifact: 0.86
-    min for the first stage and the cross-encoder against 0.66 estimated)."""
-    one_pass = report.held_out_records * max(RERANK_DEPTHS) / report.dense.get("encode_rate", 50.0) / 60
+    search); the sentence reranker over the deepest of RERANK_DEPTHS hits a record, SENTENCE_COST times encoding
+    the distinct units among them (``estimates["rerank units"]``: its sentence cache serves the rest; mini-KILT
+    squad's 1,000 questions read ~2,000 of its 2,067 units, so counting every hit, as before, set aside 5.0 minutes
+    for 1.67); where one was trained, a cross-encoder pass over every hit about as fast as encoding units and half a
+    minute for loading and writing it (scifact: 0.86 min for the first stage and the cross-encoder against 0.66
+    estimated)."""
+    rate = report.dense.get("encode_rate", 50.0)
+    hits = report.held_out_records * max(RERANK_DEPTHS)
+    sentences = SENTENCE_COST * report.estimates.get("rerank units", hits) / rate / 60
     first = 0.0 if "hybrid" in report.before else report.minutes.get("before", 0.0)
-    return first + 0.25 * one_pass + (one_pass + 0.5 if cross_encoder else 0.1)
+    return first + sentences + (hits / rate / 60 + 0.5 if cross_encoder else 0.1)
 
 
 def _rerank_share(queries: int) -> float:
@@ -406,12 +424,14 @@ def _rerank_steps(queries: int, rerank_train: dict[str, Any] | None) -> tuple[in
 
 
 def _encode_rate(index: Index, device: str, dtype: str) -> float:
-    """Units a second the index's dense encoder encodes here (up to 64 units, after a warm-up batch)."""
+    """Units a second the index's dense encoder encodes here (up to 128 units, after a warm-up batch)."""
     from genret.indexing import SentenceTransformerEncoder, encoder_model, unit_text
 
     component = index.component("dense")
     encoder = SentenceTransformerEncoder(encoder_model(index.path, component), device, dtype)
-    units = index.store.get(list(range(min(64, len(index.store)))))
+    # a seeded sample from the whole corpus (its first units need not be typical: mini-KILT scifact's first 64 are
+    # encoded 1.3 times as fast as a random 128, and its re-encoding took 9.99 minutes against 8.6 estimated)
+    units = index.store.get(sorted(random.Random(0).sample(range(len(index.store)), min(128, len(index.store)))))
     texts = [unit_text(u.title, u.text, component.params.get("with_title", True)) for u in units]
     encoder.encode(texts[:16])
     t0 = time.perf_counter()

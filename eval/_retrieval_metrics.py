@@ -32,7 +32,8 @@ from ._kilt_io import gc_paused
 
 __all__ = ["DEFAULT_KS", "PAGE_KEYS", "answer_and_ent_in_context_at_k", "answer_in_context_at_k",
            "entity_in_context_at_k", "entity_in_input", "evidence_sets", "get_rank", "ids_list",
-           "precision_at_k", "recall_at_k", "retrieval_scores", "rprecision", "success_rate_at_k"]
+           "precision_at_k", "recall_at_k", "retrieval_scores", "rprecision", "rprecision_of_ids",
+           "success_rate_at_k"]
 
 Record = Mapping[str, Any]
 RankKeys = Sequence[str] | str
@@ -82,7 +83,9 @@ def ids_list(record: Record, rank_keys: RankKeys = PAGE_KEYS) -> list[list[str]]
     return [_output_ids(output, keys) for output in record["output"]]
 
 
-def _rprecision(guess_ids: list[str], gold_ids_list: list[list[str]]) -> float:
+def rprecision_of_ids(guess_ids: Sequence[str], gold_ids_list: Sequence[Sequence[str]]) -> float:
+    """R-Precision of de-duplicated guess ids against each gold output's ids (``ids_list``), maximised over
+    the outputs; only the first ``max(len(ids))`` guess ids are read.  ``ValueError`` without gold outputs."""
     best: float = 0
     if not gold_ids_list:
         raise ValueError("the gold record has no output")
@@ -101,7 +104,7 @@ def rprecision(guess: Record, gold: Record, rank_keys: RankKeys = PAGE_KEYS) -> 
     """R-Precision of the guess's single output, maximised over the gold outputs (KILT ``rprecision``)."""
     keys = check_rank_keys(rank_keys)
     try:
-        return _rprecision(_output_ids(guess["output"][0], keys),
+        return rprecision_of_ids(_output_ids(guess["output"][0], keys),
                            [_output_ids(output, keys) for output in gold["output"]])
     except ValueError as exc:
         raise InputError(f"gold id {gold.get('id')!r}: {exc}", field="output") from exc
@@ -353,7 +356,7 @@ def checked_retrieval_scores(pairs: Iterable[tuple[Record, Record]], ks_sorted: 
             guess_output = guess["output"][0]
             guess_ids = _output_ids(guess_output, keys)
             gold_outputs = gold["output"]
-            rprec = _rprecision(guess_ids, [_output_ids(output, keys) for output in gold_outputs])
+            rprec = rprecision_of_ids(guess_ids, [_output_ids(output, keys) for output in gold_outputs])
             rprec_sum += rprec
             if rprec_values is not None:
                 rprec_values.append(rprec)

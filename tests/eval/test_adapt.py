@@ -69,6 +69,9 @@ def test_adapt_trains_fits_reports_and_a_second_run_is_a_no_op(setup):
     assert report.fusion["chosen"] and "generative" in report.skipped
     assert {"before", "dense training", "dense re-encoding", "fusion", "rerank training", "total"} <= \
         set(report.minutes)
+    # what the budget set aside; the units a reranker reads: the default hybrid's first 40 over the 4 held out
+    assert {"dense re-encoding", "dense after", "fit", "rerank units"} <= set(report.estimates)
+    assert 1 <= report.estimates["rerank units"] <= 4 * 40
     # the reranker: a cross-encoder trained, it and the sentence reranker fitted over the hybrid, the better kept
     # only where the held-out fold says so
     r = report.rerank
@@ -153,6 +156,7 @@ def test_a_budget_too_short_for_a_cross_encoder_goes_to_the_dense_encoder(setup)
                    dense_train=TRAIN)
     assert "fewer than the 15 it needs" in report.skipped["cross-encoder"]
     assert report.dense["steps"] >= 1  # trained anyway (half a minute at least)
+    assert report.estimates["rerank scoring"] > 0  # the sentence reranker's scoring was set aside
     # the sentence reranker needs no training: it is still fitted, alone
     r = report.rerank
     assert set(r["candidates"]) == {"sentences"} and r["model"] == "sentences" and "steps" not in r

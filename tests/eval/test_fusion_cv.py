@@ -126,3 +126,41 @@ def test_held_out_rankings_score_as_the_chosen_procedures_estimate(skill, seed):
     doc.search = {"cross_validation": {"folds": 0}}
     in_sample = scorer([[h.unit_id for h in r] for r in fusions.held_out(doc)])
     assert in_sample == pytest.approx(fusions.evaluate(cv.scheme, cv.weights))
+
+
+@pytest.mark.parametrize("scheme", sorted(SCHEMES))
+def test_the_grid_fusion_and_its_scorer_equal_the_hybrid_fusion_scored_by_kilt(scheme):
+    """``Fusions.evaluate`` (array fusion, R-Precision read from the ids) ranks and scores as the hybrid retriever's
+    ``fuse``/``fused_order`` scored by ``score`` — ties, zero weights, a calibrated member, records with two gold
+    outputs of different lengths and a shallow depth included."""
+    from genret.eval import score
+    from genret.eval._runner import LEVELS
+    from genret.retrieval.hybrid import CALIBRATED_MEMBERS, fuse, fused_order, member_contributions
+
+    gold, hits = _members(30, 14, {"bm25": 0.5, "dense": 0.4, "memory": 0.3}, seed=11)
+    rng = random.Random(3)
+    for rec in gold[::3]:  # a second gold output, two pages long
+        rec["output"].append({"provenance": [{"wikipedia_id": f"p{rng.randrange(7)}", "start_paragraph_id": 1},
+                                             {"wikipedia_id": f"p{rng.randrange(7)}", "start_paragraph_id": 2}]})
+    for lists in hits.values():  # members return different units, some with tied scores
+        for i, result in enumerate(lists):
+            cut = result[:rng.randrange(3, len(result) + 1)]
+            lists[i] = [Hit(h.unit_id, round(h.score, 1), h.rank, h.provenance) for h in cut]
+    names = list(hits)
+    scorer = Scorer(gold, hits, "Rprec", ["page", "passage"])
+    fusions = Fusions(names, hits, scorer, depth=5, rrf_k=60)
+    method, normalize = SCHEMES[scheme]
+    for weights in [(1.0, 1.0, 1.0), (0.5, 0.0, 0.5), (0.0, 1.0, 0.0), (0.3, 0.6, 0.1), (0.25, 0.25, 0.5)]:
+        rows = sorted(rng.sample(range(len(gold)), 17))
+        got = fusions.evaluate(scheme, weights, rows)
+        orders = []
+        for i in rows:
+            pairs = [(w, member_contributions(hits[n][i], method, normalize, 60, calibrated=n in CALIBRATED_MEMBERS))
+                     for n, w in zip(names, weights) if w]
+            orders.append(fused_order(fuse(pairs), 5))
+        preds = [{"id": gold[i]["id"], "output": [{"provenance": [scorer.prov[u] for u in order]}]}
+                 for i, order in zip(rows, orders)]
+        want = {level: score(preds, [gold[i] for i in rows], ks=(1,), rank_keys=LEVELS[level],
+                             downstream=False)["retrieval"]["Rprec"] for level in ("page", "passage")}
+        assert {k: got[k] for k in want} == want  # equal, not approximately
+        assert got["objective"] == (want["page"] + want["passage"]) / 2
