@@ -126,8 +126,9 @@ class AdaptReport:
     """What ``adapt`` did: R-Precision (percent, page / passage) on the held-out fold per retriever ``before`` and
     ``after`` (``hybrid``: the default fusion before, the cross-validated chosen one after), the dense training's
     statistics, the chosen fusion, the reranker's fit (``reranked``: the fitted hybrid alone before, blended
-    with the trained cross-encoder after, cross-validated), the minutes each stage took (``estimates``: the minutes the budget set aside for the stages after dense training,
-    and the units a reranker would read), and what was skipped and why."""
+    with the trained cross-encoder after, cross-validated), the minutes each stage took (``estimates``: the
+    minutes the budget set aside for the stages after dense training, and the units a reranker would read), and
+    what was skipped and why."""
 
     index: str
     train_records: int

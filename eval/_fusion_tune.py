@@ -126,13 +126,34 @@ class Scorer:
         out["objective"] = sum(out[lv] for lv in self.levels) / len(self.levels)
         return out
 
+    def per_record(self, orders: list[list[int]], rows: Sequence[int] | None = None) -> list[float]:
+        """Each record's objective (its metric averaged over the levels), in ``rows`` order: what ``__call__``
+        averages, for paired comparisons of two rankings of the same records."""
+        rows = range(len(self.gold)) if rows is None else rows
+        if not self._ids:
+            return [self([order], [row])["objective"] for order, row in zip(orders, rows)]
+        values = self._values(orders, rows)
+        return [sum(v) / len(self.levels) for v in zip(*(values[lv] for lv in self.levels))]
+
     def _rprecision(self, orders: list[list[int]], rows: Sequence[int]) -> dict[str, float]:
-        """``__call__`` for R-Precision: the page-level dedup of ``score`` stops once the longest gold output's
-        worth of distinct ids is read; summed in record order and divided as ``score`` does (equal results)."""
+        """``__call__`` for R-Precision: summed in record order and divided as ``score`` does (equal results)."""
+        values = self._values(orders, rows)
         out: dict[str, float] = {}
         for level in self.levels:
-            units, gold_ids = self._ids[level]
             total = 0.0
+            for v in values[level]:
+                total += v
+            out[level] = total / len(orders) if orders else 0.0
+        out["objective"] = sum(out[lv] for lv in self.levels) / len(self.levels)
+        return out
+
+    def _values(self, orders: list[list[int]], rows: Sequence[int]) -> dict[str, list[float]]:
+        """Each record's R-Precision per level, read from the ranked ids: the page-level dedup of ``score`` stops
+        once the longest gold output's worth of distinct ids is read."""
+        out: dict[str, list[float]] = {}
+        for level in self.levels:
+            units, gold_ids = self._ids[level]
+            values = out[level] = []
             for order, row in zip(orders, rows):
                 wanted = gold_ids[row]
                 need = max((len(ids) for ids in wanted), default=0)
@@ -144,11 +165,9 @@ class Scorer:
                     if key is not None:
                         seen[key] = None
                 try:
-                    total += rprecision_of_ids(list(seen), wanted)
+                    values.append(rprecision_of_ids(list(seen), wanted))
                 except ValueError as exc:
                     raise InputError(f"gold id {self.gold[row].get('id')!r}: {exc}", field="output") from exc
-            out[level] = total / len(orders) if orders else 0.0
-        out["objective"] = sum(out[lv] for lv in self.levels) / len(self.levels)
         return out
 
 
