@@ -57,7 +57,7 @@ def dir_bytes(path: Path) -> int:
 
 # -- workers (each run in its own process) -------------------------------------------------------------------
 PREV_MODULES = ("_index", "_hot", "_queries", "_locate", "_files", "_wavelet", "_suffix_array")  # as in indexing/fm/
-PREV_SHARED = ("_errors", "_progress")  # genret.indexing's modules they import
+PREV_SHARED = ("_errors", "_progress")  # genret.indexing's modules they import, before the shared kernel (core/)
 PREV_OPTIONAL = ("_locate", "_files")  # a revision may lack them (_fm_locate came after 91e64ea, _fm_files later)
 
 
@@ -66,19 +66,34 @@ def _git_show(rev: str, path: str) -> str | None:
     return shown.stdout if shown.returncode == 0 else None
 
 
+def _git_ls(rev: str, folder: str) -> list[str]:
+    listed = subprocess.run(["git", "-C", str(ROOT), "ls-tree", "--name-only", rev, f"{folder}/"],
+                            capture_output=True, text=True, check=True)
+    return [line for line in listed.stdout.splitlines() if line.endswith(".py")]
+
+
 def materialize_prev(rev: str, dest: Path) -> None:
-    """The FM-index modules of git revision ``rev`` as the package ``fmprev`` under ``dest`` (for ``fm-prev``):
-    ``fmprev/fm/_index.py``... where the revision has the ``indexing/fm/`` subpackage, else its flat
-    ``indexing/_fm_*.py`` modules as ``fmprev/_fm_index.py``...; a module a revision lacks is left empty."""
+    """The FM-index modules of git revision ``rev`` as the package ``fmprev`` under ``dest`` (for ``fm-prev``), laid
+    out as that revision imports them: with the shared kernel (``core/``, imported as ``...core``), the kernel as
+    ``fmprev/core`` and the modules as ``fmprev/indexing/fm/_index.py``...; before it, ``fmprev/fm/_index.py``... with
+    ``indexing``'s own ``_errors`` / ``_progress`` beside them where the revision has the ``indexing/fm/``
+    subpackage, else its flat ``indexing/_fm_*.py`` modules as ``fmprev/_fm_index.py``...; a module a revision lacks
+    is left empty."""
     pkg = dest / "fmprev"
     nested = _git_show(rev, "indexing/fm/_index.py") is not None
-    (pkg / "fm").mkdir(parents=True, exist_ok=True)
-    (pkg / "__init__.py").write_text("")
-    (pkg / "fm" / "__init__.py").write_text("")  # not the revision's: it would import the whole build
-    files = [(f"indexing/{name}.py", pkg / f"{name}.py", False) for name in PREV_SHARED]
+    kernel = _git_show(rev, "core/__init__.py") is not None
+    fm = pkg / "indexing" / "fm" if kernel else pkg / "fm"
+    fm.mkdir(parents=True, exist_ok=True)
+    for folder in {pkg, fm.parent, fm}:  # not the revision's __init__: it would import the whole build
+        (folder / "__init__.py").write_text("")
+    if kernel:  # the kernel imports nothing of genret: its own __init__ is safe
+        (pkg / "core").mkdir(exist_ok=True)
+        files = [(path, pkg / path, False) for path in _git_ls(rev, "core")]
+    else:
+        files = [(f"indexing/{name}.py", pkg / f"{name}.py", False) for name in PREV_SHARED]
     for name in PREV_MODULES:
         flat = name if name in ("_wavelet", "_suffix_array") else f"_fm{name}"
-        files.append((f"indexing/fm/{name}.py", pkg / "fm" / f"{name}.py", name in PREV_OPTIONAL) if nested else
+        files.append((f"indexing/fm/{name}.py", fm / f"{name}.py", name in PREV_OPTIONAL) if nested else
                      (f"indexing/{flat}.py", pkg / f"{flat}.py", name in PREV_OPTIONAL))
     for path, target, optional in files:
         text = _git_show(rev, path)
@@ -89,9 +104,11 @@ def materialize_prev(rev: str, dest: Path) -> None:
 
 def _fm_class(v1: bool | str) -> Any:
     if v1 == "prev":
-        sys.path.insert(0, os.environ["FM_PREV_DIR"])
-        nested = (Path(os.environ["FM_PREV_DIR"]) / "fmprev" / "fm" / "_index.py").exists()
-        FMIndex = importlib.import_module("fmprev.fm._index" if nested else "fmprev._fm_index").FMIndex
+        base = Path(os.environ["FM_PREV_DIR"])
+        sys.path.insert(0, str(base))
+        module = ("fmprev.indexing.fm._index" if (base / "fmprev" / "indexing" / "fm" / "_index.py").exists() else
+                  "fmprev.fm._index" if (base / "fmprev" / "fm" / "_index.py").exists() else "fmprev._fm_index")
+        FMIndex = importlib.import_module(module).FMIndex
     elif v1:
         sys.path.insert(0, str(ROOT / "bench"))
         from _fm_v1 import FMIndex
