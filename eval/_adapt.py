@@ -88,9 +88,11 @@ TRAIN_STATS = ("queries", "rows", "steps", "loss_first", "loss_last", "lr_last",
 # scifact's 38 steps, two passes over 323 claims, lifted its held-out fold by 1.9 points; squad's 7 and 11 steps, a
 # few hundred of 6,042 questions, did not lower its loss or beat the sentence reranker)
 CE_RATE_RATIO = 20.0
-# minutes set aside for the query memory and the fusion's cross-validated fit (mini-KILT squad, 1,000 held-out
-# questions, four members: 0.38 for the memory of 6,342 questions, 0.4 for the fit)
-FIT_MINUTES = 0.75
+# minutes set aside for the query memory and the fusion's cross-validated fit: FIT_MINUTES and FIT_MINUTES_PER_1000
+# a thousand held-out records (mini-KILT, runs/adapt14: squad's 1,000 held out, four members, 5,342 training
+# questions: 0.36 for the memory, 0.62 for the fit; scifact's 81 and climate_fever's 73: 0.13 and 0.08 in all)
+FIT_MINUTES = 0.1
+FIT_MINUTES_PER_1000 = 1.0
 # the sentence reranker's scoring, per unit of the first stage's hits over the held-out fold (distinct units: its
 # sentence cache serves the rest), in units of encoding one unit (mini-KILT squad, paragraphs of ~5 sentences: 1.67
 # min for ~2,000 units at 34 units/s; scifact, abstracts cut into one or two sentences: 0.53 min for ~2,800 at 89)
@@ -355,9 +357,10 @@ def _adapt_dense(index_dir, train, held, report: AdaptReport, recipe: dict, budg
         reencode = units / rate / 60
         report.dense["encode_rate"] = round(rate, 1)
         after_eval = report.minutes.get("before", 0.0) / max(1, len(report.before) - 1) + 0.5
-        left = budget - spent - reencode - after_eval - FIT_MINUTES
+        fit = FIT_MINUTES + FIT_MINUTES_PER_1000 * len(held) / 1000
+        left = budget - spent - reencode - after_eval - fit
         report.estimates.update({"dense re-encoding": round(reencode, 2), "dense after": round(after_eval, 2),
-                                 "fit": FIT_MINUTES})
+                                 "fit": round(fit, 2)})
         if rerank_steps:
             pairs, needed = rerank_steps
             steps = int(left * (1.0 - share) * 60 * rate / CE_RATE_RATIO / pairs)
