@@ -83,7 +83,9 @@ def _cmd_adapt(a: argparse.Namespace) -> int:
                        else "")
             print(f"cross-encoder: {r.get('steps')} steps on {r.get('rows')} rows ({r.get('precision')}), loss "
                   f"{r.get('loss_first')} -> {r.get('loss_last')}{stopped}")
-        tried = ", ".join(f"{name} {c['blended']['objective']:.1f} (weight {c['weight']:g}, depth {c['depth']})"
+        tried = ", ".join(f"{name} {c['blended']['objective']:.1f} (weight {c['weight']:g}, depth {c['depth']}"
+                          + (f"; {c['gain']['mean']:+.2f} ± {c['gain']['se']:.2f} a record, {c['gain']['better']} "
+                             f"better / {c['gain']['worse']} worse" if c.get("gain") else "") + ")"
                           for name, c in r.get("candidates", {}).items())
         kept = (f"kept {r.get('model')}: weight {r['weight']:g} over {r['over']}'s first {r['depth']}" if r["kept"]
                 else "none kept")

@@ -50,12 +50,15 @@ def cmd_train_rerank(a: argparse.Namespace) -> int:
     summary = {"index": a.index, "over": fit.over, "depth": fit.depth, "weight": fit.weight, "kept": fit.kept,
                "train_records": len(train), "held_out_records": len(held),
                "held_out_rprec": {"first stage": fit.first, "blended (cross-validated)": fit.blended},
+               "held_out_gain": fit.gain,
                "training": fit.train, "minutes": fit.minutes}
     print(json.dumps(summary, indent=1))
     verdict = (f"kept: weight {fit.weight:g} over {over}'s first {fit.depth} hits, used by default" if fit.kept
                else "not kept (no better than the first stage on the held-out fold); nothing written")
     print(f"held-out R-Precision ({len(held)} records), {over} alone → blended: " + ", ".join(
-        f"{lv} {fit.first[lv]:.1f} → {fit.blended[lv]:.1f}" for lv in ("page", "passage")) + f"; {verdict}",
+        f"{lv} {fit.first[lv]:.1f} → {fit.blended[lv]:.1f}" for lv in ("page", "passage"))
+        + f" (a record: {fit.gain['mean']:+.2f} ± {fit.gain['se']:.2f} points, {fit.gain['better']} better / "
+          f"{fit.gain['worse']} worse); {verdict}",
         file=sys.stderr)
     return 0
 

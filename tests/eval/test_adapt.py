@@ -82,6 +82,8 @@ def test_adapt_trains_fits_reports_and_a_second_run_is_a_no_op(setup):
     assert r["held_out_blended"] == max((c["blended"] for c in r["candidates"].values()),
                                         key=lambda b: b["objective"])
     assert r["kept"] == (r["held_out_blended"]["objective"] > r["held_out_first"]["objective"] and r["weight"] > 0)
+    assert set(r["held_out_gain"]) == {"mean", "se", "better", "worse"}  # the decision's record-by-record evidence
+    assert r["held_out_gain"]["better"] + r["held_out_gain"]["worse"] <= report.held_out_records
     assert r["kept"] or "rerank" in report.skipped
     assert r["depth"] in (20, 40) and all(c["depth"] in (20, 40) for c in r["candidates"].values())  # RERANK_DEPTHS
     # the first stage alone is scored held out, as the fusion's cross-validation scored it (not in-sample)

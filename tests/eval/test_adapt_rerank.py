@@ -30,13 +30,15 @@ def test_a_reranker_that_finds_gold_is_blended_in_and_one_that_does_not_is_not()
     records, hits = _case(20)
     scorer = Scorer(records, {"first": hits}, "Rprec", ("page", "passage"))
     knows = [[1.0 if h.provenance.start_paragraph_id == 1 else 0.0 for h in hs] for hs in hits]
-    depth, weight, blended, first = fit_blend(scorer, hits, knows, (10,))
+    depth, weight, blended, first, gain = fit_blend(scorer, hits, knows, (10,))
     assert first["passage"] == 0.0 and blended["passage"] == 1.0 and weight > 0 and depth == 10
+    # every record's passage R-Precision went 0 -> 1 (its objective +0.5): a paired gain of 50 points, no spread
+    assert gain == {"mean": 50.0, "se": 0.0, "better": 20, "worse": 0}
     noise = [[random.Random(j).random() for _ in hs] for j, hs in enumerate(hits)]
     inverse = [[-(10.0 - r) for r in range(len(hs))] for hs in hits]  # the first stage's order reversed
-    depth, weight, blended, first = fit_blend(scorer, hits, inverse, (2, 10))
-    assert weight == 0.0 and blended == first and depth == 2
-    _, weight, blended, _ = fit_blend(scorer, hits, noise, (2,))  # below the depth nothing moves
+    depth, weight, blended, first, gain = fit_blend(scorer, hits, inverse, (2, 10))
+    assert weight == 0.0 and blended == first and depth == 2 and gain["better"] == gain["worse"] == 0
+    _, weight, blended, _, _ = fit_blend(scorer, hits, noise, (2,))  # below the depth nothing moves
     assert blended["page"] == 1.0
 
 
@@ -45,7 +47,17 @@ def test_the_depth_is_chosen_with_the_weight_and_ties_go_to_the_shallower():
     scorer = Scorer(records, {"first": hits}, "Rprec", ("page", "passage"))
     knows = [[1.0 if h.provenance.start_paragraph_id == 1 else 0.0 for h in hs] for hs in hits]
     # gold is the first stage's third hit: a depth of 2 cannot reach it, 3 and 10 both can
-    depth, weight, blended, first = fit_blend(scorer, hits, knows, (2, 3, 10))
+    depth, weight, blended, first, _ = fit_blend(scorer, hits, knows, (2, 3, 10))
     assert depth == 3 and weight > 0 and blended["passage"] == 1.0 and first["passage"] == 0.0
-    depth, weight, blended, _ = fit_blend(scorer, hits, knows, (2,))
+    depth, weight, blended, _, _ = fit_blend(scorer, hits, knows, (2,))
     assert weight == 0.0 and depth == 2 and blended["passage"] == 0.0
+
+
+def test_the_paired_gain_is_the_mean_difference_with_its_standard_error():
+    from genret.eval._adapt_rerank import paired_gain
+
+    gain = paired_gain([1.0, 0.5, 0.5, 0.0], [0.5, 0.5, 0.0, 0.5])  # differences +0.5, 0, +0.5, -0.5
+    assert gain["better"] == 2 and gain["worse"] == 1
+    assert gain["mean"] == 12.5  # points
+    assert gain["se"] == round(100 * (((0.375 ** 2 + 0.125 ** 2 + 0.375 ** 2 + 0.625 ** 2) / 3) ** 0.5) / 2, 2)
+    assert paired_gain([], []) == {"mean": 0.0, "se": 0.0, "better": 0, "worse": 0}
