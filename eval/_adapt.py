@@ -53,7 +53,7 @@ from genret.retrieval import (
 )
 
 from ._adapt_memory import adapt_memory
-from ._adapt_rerank import adapt_reranker
+from ._adapt_rerank import adapt_reranker, gain_text
 from ._fusion_tune import Fusions, Scorer, run_members, tune_fusion
 from ._kilt_io import read_kilt, write_kilt
 
@@ -229,8 +229,8 @@ def adapt(index_dir: str | Path, train_file: str | Path, *, task: str | None = N
         report.before = {m: _percent(scorer([[h.unit_id for h in r] for r in hits[m]])) for m in members}
         if len(members) > 1:
             fusions = Fusions(members, hits, scorer, 100, before_cfg.hybrid.rrf_k)
-            report.before["hybrid"] = _percent(fusions.evaluate("minmax", fusions.defaults()[0]))
             lists = fusions.orders("minmax", fusions.defaults()[0], range(len(held)))
+            report.before["hybrid"] = _percent(scorer(lists))
         else:
             lists = [[h.unit_id for h in r] for r in hits[members[0]]]
         # the units a reranker would read over the held-out fold (the default hybrid's, a proxy for the fitted one's)
@@ -336,8 +336,8 @@ def _rerank_stage(index_dir, train, held, report: AdaptReport, recipe: dict, bud
         learned = (f" (cross-encoder loss {fit.train.get('loss_first')} → {fit.train.get('loss_last')})"
                    if fit.train else "")
         report.skipped["rerank"] = (f"none kept: the best, {fit.model}, blended into {over} scored "
-                                    f"{fit.blended['objective']:.1f} on the held-out fold ({_gain(fit.gain)}) against "
-                                    f"{fit.first['objective']:.1f} alone{learned}")
+                                    f"{fit.blended['objective']:.1f} on the held-out fold against "
+                                    f"{fit.first['objective']:.1f} alone (a record: {gain_text(fit.gain)}){learned}")
 
 
 def _adapt_dense(index_dir, train, held, report: AdaptReport, recipe: dict, budget: float, t_start: float,
@@ -374,8 +374,9 @@ def _adapt_dense(index_dir, train, held, report: AdaptReport, recipe: dict, budg
                     "sentence reranker is the candidate (raise --budget-minutes, or `genret train rerank`)")
                 say(f"rerank: cross-encoder {report.skipped['cross-encoder']}")
         if rerank and share >= 1.0:
-            left -= _scoring_minutes(report, cross_encoder=False)
-            report.estimates["rerank scoring"] = round(_scoring_minutes(report, cross_encoder=False), 2)
+            scoring = _scoring_minutes(report, cross_encoder=False)
+            left -= scoring
+            report.estimates["rerank scoring"] = round(scoring, 2)
         minutes = left * share
         say(f"dense: re-encoding {units} units will take ~{reencode:.1f} min ({rate:.0f} units/s); "
             f"{max(minutes, 0):.1f} of the {budget:g}-minute budget for training it")
@@ -395,12 +396,6 @@ def _adapt_dense(index_dir, train, held, report: AdaptReport, recipe: dict, budg
     report.dense.update({k: stats[k] for k in TRAIN_STATS if k in stats})
     with Index(index_dir) as index:
         return run_members(index, ["dense"], held, 100, after_cfg, task, progress)["dense"]
-
-
-def _gain(gain: dict[str, float]) -> str:
-    """A paired held-out gain as the report prints it: ``+0.25 ± 0.44 points, 28 better / 21 worse``."""
-    return (f"{gain.get('mean', 0.0):+.2f} ± {gain.get('se', 0.0):.2f} points, {gain.get('better', 0)} better / "
-            f"{gain.get('worse', 0)} worse")
 
 
 def _scoring_minutes(report: AdaptReport, cross_encoder: bool) -> float:

@@ -91,6 +91,12 @@ def paired_gain(after: Sequence[float], before: Sequence[float]) -> dict[str, fl
             "better": sum(d > 0 for d in diffs), "worse": sum(d < 0 for d in diffs)}
 
 
+def gain_text(gain: dict[str, float]) -> str:
+    """A ``paired_gain`` as reports print it: ``+0.25 ± 0.44 points, 28 better / 21 worse``."""
+    return (f"{gain.get('mean', 0.0):+.2f} ± {gain.get('se', 0.0):.2f} points, {gain.get('better', 0)} better / "
+            f"{gain.get('worse', 0)} worse")
+
+
 def _orders(hits: list[list[Hit]], scores: list[list[float]], weight: float, depth: int) -> list[list[int]]:
     """Each record's unit ids as ``RerankedRetriever`` ranks them with ``weight``: its first ``depth`` hits by the
     blend (``scores`` cover at least that many), the rest below in their first-stage order."""
@@ -187,7 +193,7 @@ def adapt_reranker(index_dir: str | Path, train: Sequence[dict], held: Sequence[
     minutes["held-out scoring"] = round((time.perf_counter() - t0) / 60, 2)
     pct = lambda m: {k: round(100 * v, 1) for k, v in m.items()}  # noqa: E731
     eligible = [n for n in fits if n != CROSS_ENCODER or _learned(stats)]
-    name = max(eligible or list(fits), key=lambda n: (fits[n][2]["objective"], n != CROSS_ENCODER))
+    name = max(eligible or list(fits), key=lambda n: (fits[n].blended["objective"], n != CROSS_ENCODER))
     chosen_depth, weight, blended, first, gain = fits[name]
     fit = RerankFit(over=over, depth=chosen_depth, weight=weight, first=pct(first), blended=pct(blended),
                     kept=bool(eligible) and blended["objective"] > first["objective"] and weight > 0, model=name,

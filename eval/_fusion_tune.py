@@ -141,7 +141,7 @@ class Scorer:
         out: dict[str, float] = {}
         for level in self.levels:
             total = 0.0
-            for v in values[level]:
+            for v in values[level]:  # added one by one as ``score`` does (``sum`` may compensate, Python ≥ 3.12)
                 total += v
             out[level] = total / len(orders) if orders else 0.0
         out["objective"] = sum(out[lv] for lv in self.levels) / len(self.levels)

@@ -81,7 +81,7 @@ SURFACES = {
     ],
     "genret.eval": [
         "AdaptReport", "EvalReport", "LEVELS", "LevelMetrics", "RAG_SETTINGS", "RerankFit", "SuiteConfig", "adapt",
-        "adapt_reranker", "compare_rag", "dev_callback", "downstream_scores", "evaluate", "evaluate_rag",
+        "adapt_reranker", "compare_rag", "dev_callback", "downstream_scores", "evaluate", "evaluate_rag", "gain_text",
         "held_out_split", "ir_scores", "load_suite", "normalize_answer", "paired_p", "predict", "predict_rag",
         "previous_adaptation", "rag_table", "read_kilt", "read_qrels", "retrieval_scores", "run_suite", "score",
         "tune_fusion", "write_demo", "write_kilt", "write_trec_run",

@@ -36,7 +36,7 @@ DESCRIPTION = (
 
 def _cmd_adapt(a: argparse.Namespace) -> int:
     from genret.core import ConfigError
-    from genret.eval import adapt, previous_adaptation
+    from genret.eval import adapt, gain_text, previous_adaptation
 
     if a.budget_minutes <= 0 or not 0 < a.holdout < 1 or a.max_held_out < 2 or \
             any(e is not None and not 0 < e <= 100 for e in (a.epochs, a.rerank_epochs)):
@@ -84,8 +84,7 @@ def _cmd_adapt(a: argparse.Namespace) -> int:
             print(f"cross-encoder: {r.get('steps')} steps on {r.get('rows')} rows ({r.get('precision')}), loss "
                   f"{r.get('loss_first')} -> {r.get('loss_last')}{stopped}")
         tried = ", ".join(f"{name} {c['blended']['objective']:.1f} (weight {c['weight']:g}, depth {c['depth']}"
-                          + (f"; {c['gain']['mean']:+.2f} ± {c['gain']['se']:.2f} a record, {c['gain']['better']} "
-                             f"better / {c['gain']['worse']} worse" if c.get("gain") else "") + ")"
+                          + (f"; a record: {gain_text(c['gain'])}" if c.get("gain") else "") + ")"
                           for name, c in r.get("candidates", {}).items())
         kept = (f"kept {r.get('model')}: weight {r['weight']:g} over {r['over']}'s first {r['depth']}" if r["kept"]
                 else "none kept")

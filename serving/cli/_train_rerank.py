@@ -18,7 +18,7 @@ from ._common import checked_config
 
 def cmd_train_rerank(a: argparse.Namespace) -> int:
     from genret.core import ConfigError, InputError, sha256_file
-    from genret.eval import adapt_reranker, held_out_split, read_kilt
+    from genret.eval import adapt_reranker, gain_text, held_out_split, read_kilt
     from genret.indexing import Index
     from genret.retrieval import RerankTrainConfig, RetrievalConfig, available_retrievers
 
@@ -57,8 +57,7 @@ def cmd_train_rerank(a: argparse.Namespace) -> int:
                else "not kept (no better than the first stage on the held-out fold); nothing written")
     print(f"held-out R-Precision ({len(held)} records), {over} alone → blended: " + ", ".join(
         f"{lv} {fit.first[lv]:.1f} → {fit.blended[lv]:.1f}" for lv in ("page", "passage"))
-        + f" (a record: {fit.gain['mean']:+.2f} ± {fit.gain['se']:.2f} points, {fit.gain['better']} better / "
-          f"{fit.gain['worse']} worse); {verdict}",
+        + f" (a record: {gain_text(fit.gain)}); {verdict}",
         file=sys.stderr)
     return 0
 
