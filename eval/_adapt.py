@@ -10,10 +10,11 @@ from here on; the hybrid's fusion is fitted there by cross-validation
 (``tune_fusion``: shrunk toward the default, never below a member alone held out) and saved as the index's
 ``hybrid-weights.json``; then a cross-encoder is trained on the rest with what the budget leaves, and it and the
 sentence reranker (a passage's best sentence under the adapted encoder, no training) are each blended into the
-hybrid's ranking (or the only retriever's) on the held-out fold, the better kept where it lifts that fold
-(``_adapt_rerank``: ``rerank-adapted``). The report gives each retriever's R-Precision on the held-out fold before
-and after, and the hybrid's: before, the default fusion; after, the cross-validated estimate of the chosen one
-(each record scored with weights fitted without it) — not the in-sample figure; likewise the reranked hybrid's.
+hybrid's ranking (or the only retriever's) on the held-out fold, the better kept where it lifts that fold by at
+least one standard error of its per-record gain (``_adapt_rerank``: ``rerank-adapted``). The report gives each
+retriever's R-Precision on the held-out fold before and after, and the hybrid's: before, the default fusion;
+after, the cross-validated estimate of the chosen one (each record scored with weights fitted without it) — not the
+in-sample figure; likewise the reranked hybrid's.
 
 What it does not train, and why: the generative retriever (``genret train retriever``: a checkpoint that lifted
 squad passages by 10–14 points took 25–41 CPU-minutes alone, beyond a 20-minute budget for every part), the span
@@ -53,7 +54,7 @@ from genret.retrieval import (
 )
 
 from ._adapt_memory import adapt_memory
-from ._adapt_rerank import adapt_reranker, gain_text
+from ._adapt_rerank import KEEP_SE, adapt_reranker, gain_text
 from ._fusion_tune import Fusions, Scorer, run_members, tune_fusion
 from ._kilt_io import read_kilt, write_kilt
 
@@ -130,7 +131,8 @@ class AdaptReport:
     statistics, the chosen fusion, the reranker's fit (``reranked``: the fitted hybrid alone before, blended
     with the trained cross-encoder after, cross-validated), the minutes each stage took (``estimates``: the
     minutes the budget set aside for the stages after dense training, and the units a reranker would read), and
-    what was skipped and why."""
+    what was skipped and why; ``threads``: the CPU threads torch computed with (the minutes depend on them: on
+    mini-KILT squad one dense training step took 16.4 s on one of this machine's two cores and 10.5 s on both)."""
 
     index: str
     train_records: int
@@ -144,6 +146,7 @@ class AdaptReport:
     minutes: dict[str, float] = field(default_factory=dict)
     estimates: dict[str, float] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    threads: int | None = None
 
     def table(self) -> str:
         """A plain-text table of the held-out figures."""
@@ -207,7 +210,8 @@ def adapt(index_dir: str | Path, train_file: str | Path, *, task: str | None = N
     train, held = held_out_split(records, holdout, seed, max_held_out)
     if not held:
         raise InputError(f"--holdout {holdout} leaves no held-out record of {len(records)}: adapt reports on one")
-    report = AdaptReport(index=str(index_dir), train_records=len(train), held_out_records=len(held))
+    report = AdaptReport(index=str(index_dir), train_records=len(train), held_out_records=len(held),
+                         threads=_threads())
     off = {"adapted": False, "device": device, "dtype": dtype}  # an earlier adaptation's reranker is not a first stage
     before_cfg = RetrievalConfig(dense={"device": device, "dtype": dtype, "adapted": False}, hybrid={"tuned": "off"},
                                  rerank=off)
@@ -337,7 +341,8 @@ def _rerank_stage(index_dir, train, held, report: AdaptReport, recipe: dict, bud
                    if fit.train else "")
         report.skipped["rerank"] = (f"none kept: the best, {fit.model}, blended into {over} scored "
                                     f"{fit.blended['objective']:.1f} on the held-out fold against "
-                                    f"{fit.first['objective']:.1f} alone (a record: {gain_text(fit.gain)}){learned}")
+                                    f"{fit.first['objective']:.1f} alone (a record: {gain_text(fit.gain)}; kept "
+                                    f"only at a gain of {KEEP_SE:g} standard error or more){learned}")
 
 
 def _adapt_dense(index_dir, train, held, report: AdaptReport, recipe: dict, budget: float, t_start: float,
@@ -443,3 +448,10 @@ def _encode_rate(index: Index, device: str, dtype: str) -> float:
     t0 = time.perf_counter()
     encoder.encode(texts)
     return max(1.0, len(texts) / max(time.perf_counter() - t0, 1e-6))
+
+
+def _threads() -> int:
+    """The CPU threads torch computes with (``OMP_NUM_THREADS``, else the machine's cores)."""
+    import torch
+
+    return torch.get_num_threads()

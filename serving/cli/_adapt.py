@@ -26,7 +26,8 @@ DESCRIPTION = (
     "reranker (a passage's best sentence under the adapted encoder, no training) are each blended into the "
     "hybrid's held-out ranking (each record fused with weights fitted without it) with a weight and a depth "
     "(its first 20 or 40 hits) cross-validated on the held-out fold, and the better is kept "
-    "(rerank-adapted) only where its blend lifts the fold. search, "
+    "(rerank-adapted) only where its blend lifts the fold by at least one standard error of its per-record "
+    "gain. search, "
     "eval, serve and rag then use them without flags (--untrained and --hybrid-tuned off compare). The table "
     "gives each retriever's R-Precision on the held-out fold before and after; the hybrid's and the reranked "
     "row's 'after' are cross-validated estimates (each record scored with settings fitted without it). The "
@@ -89,7 +90,8 @@ def _cmd_adapt(a: argparse.Namespace) -> int:
         kept = (f"kept {r.get('model')}: weight {r['weight']:g} over {r['over']}'s first {r['depth']}" if r["kept"]
                 else "none kept")
         print(f"rerank: {r['over']} alone {r['held_out_first']['objective']:.1f}, blended: {tried}; {kept}")
-    print("minutes: " + ", ".join(f"{k} {v:g}" for k, v in report.minutes.items()))
+    threads = f" ({report.threads} CPU threads)" if report.threads else ""
+    print(f"minutes{threads}: " + ", ".join(f"{k} {v:g}" for k, v in report.minutes.items()))
     for part, why in report.skipped.items():
         print(f"not adapted: {part}: {why}")
     return 0

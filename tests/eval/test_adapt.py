@@ -10,6 +10,7 @@ import pytest
 
 from genret.core import InputError
 from genret.eval import adapt, held_out_split, previous_adaptation, write_kilt
+from genret.eval._adapt_rerank import KEEP_SE
 from genret.indexing import ADAPTED_DENSE, ADAPTED_MEMORY, ADAPTED_RERANK, Index, verify_index, write_adapted_reranker
 from genret.retrieval import RetrievalConfig, load_retriever
 from genret.retrieval.hybrid import read_tuned, weights_path
@@ -74,14 +75,22 @@ def test_adapt_trains_fits_reports_and_a_second_run_is_a_no_op(setup):
     # what the budget set aside; the units a reranker reads: the default hybrid's first 40 over the 4 held out
     assert {"dense re-encoding", "dense after", "fit", "rerank units"} <= set(report.estimates)
     assert 1 <= report.estimates["rerank units"] <= 4 * 40
+    import torch
+
+    assert report.threads == torch.get_num_threads() >= 1  # the minutes depend on them
     # the reranker: a cross-encoder trained, it and the sentence reranker fitted over the hybrid, the better kept
     # only where the held-out fold says so
     r = report.rerank
     assert r["over"] == "hybrid" and r["loss_last"] < r["loss_first"] and 0 <= r["weight"] <= 1
     assert set(r["candidates"]) == {"cross-encoder", "sentences"} and r["model"] in r["candidates"]
-    assert r["held_out_blended"] == max((c["blended"] for c in r["candidates"].values()),
+    # kept: the best of those whose blend clears the one-standard-error rule (``clears``), else none
+    clearing = [c for c in r["candidates"].values() if c["weight"] > 0 and c["gain"]["mean"] > 0
+                and c["gain"]["mean"] >= KEEP_SE * c["gain"]["se"]
+                and c["blended"]["objective"] >= r["held_out_first"]["objective"]]
+    assert r["kept"] <= bool(clearing)
+    assert r["held_out_blended"] == max((c["blended"] for c in (clearing if r["kept"] else r["candidates"].values())),
                                         key=lambda b: b["objective"])
-    assert r["kept"] == (r["held_out_blended"]["objective"] > r["held_out_first"]["objective"] and r["weight"] > 0)
+    assert not r["kept"] or r["held_out_gain"]["mean"] >= KEEP_SE * r["held_out_gain"]["se"]
     assert set(r["held_out_gain"]) == {"mean", "se", "better", "worse"}  # the decision's record-by-record evidence
     assert r["held_out_gain"]["better"] + r["held_out_gain"]["worse"] <= report.held_out_records
     assert r["kept"] or "rerank" in report.skipped
@@ -138,6 +147,7 @@ def test_cli_table_no_op_and_refusals(setup, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "held-out R-Precision, 4 records" in out and "hybrid" in out and "fusion:" in out and "rerank:" in out
     assert re.search(r"^  memory +— +\d", out, re.M) and "memory: 20 training questions" in out  # new: no 'before'
+    assert re.search(r"^minutes \(\d+ CPU threads\): before ", out, re.M)
     assert main(args) == 0
     assert "already adapted" in capsys.readouterr().err
     assert main([*args, "--json"]) == 0
