@@ -76,7 +76,7 @@ def _adapt(index: Path, task: str, budget: float, log: Path, extra: list[str]) -
                 if "Maximum resident set size" in line), None)
     report = json.loads(done.stdout[done.stdout.index("{"):]) if "{" in done.stdout else {}
     return {"minutes": round((time.perf_counter() - t0) / 60, 1), "peak_rss_gb": rss and round(rss / 2**20, 1),
-            "threads": os.environ.get("OMP_NUM_THREADS"), "report": report}
+            "report": report}
 
 
 def main() -> None:
@@ -126,7 +126,7 @@ def main() -> None:
         weights = ad.get("report", {}).get("fusion", {}).get("weights", {})
         memory = (f"{weights['memory']:.2g} of {sum(weights.values()):.2g}" if "memory" in weights else "—")
         fmt = lambda m: f"{m['page']} / {m['passage']}"  # noqa: E731
-        threads = ad.get("report", {}).get("threads") or ad.get("threads")
+        threads = ad.get("report", {}).get("threads")
         print(f"| {task} | {ad.get('minutes')} ({threads}, {ad.get('peak_rss_gb')}) | {fmt(d['untuned'])} → "
               f"{fmt(d['adapted'])} | {fmt(d['adapted, no rerank'])} | {fmt(d['dense untrained'])} → "
               f"{fmt(d['dense adapted'])} | {memory} | {kept} |")

@@ -107,10 +107,10 @@ def gain_text(gain: dict[str, float]) -> str:
 
 def clears(fit: BlendFit) -> bool:
     """Whether a second stage's fit earns its place (see KEEP_SE): a weight above 0 and a cross-validated blend
-    above the first stage alone by at least ``KEEP_SE`` standard errors of its per-record gain."""
+    above the first stage alone by at least ``KEEP_SE`` standard errors of its per-record gain (the gain's mean is
+    the blend's objective less the first stage's, in points)."""
     mean, se = fit.gain.get("mean", 0.0), fit.gain.get("se", 0.0)
-    return (fit.weight > 0 and fit.blended["objective"] > fit.first["objective"] and mean > 0
-            and mean >= KEEP_SE * se)
+    return fit.weight > 0 and mean > 0 and mean >= KEEP_SE * se
 
 
 def _orders(hits: list[list[Hit]], scores: list[list[float]], weight: float, depth: int) -> list[list[int]]:
