@@ -14,7 +14,8 @@ hybrid's ranking (or the only retriever's) on the held-out fold, the better kept
 least one standard error of its per-record gain (``_adapt_rerank``: ``rerank-adapted``). The report gives each
 retriever's R-Precision on the held-out fold before and after, and the hybrid's: before, the default fusion;
 after, the cross-validated estimate of the chosen one (each record scored with weights fitted without it) — not the
-in-sample figure; likewise the reranked hybrid's.
+in-sample figure; likewise the reranked hybrid's; and each trained row's gain record by record, with its standard
+error (``_adapt_report``).
 
 What it does not train, and why: the generative retriever (``genret train retriever``: a checkpoint that lifted
 squad passages by 10–14 points took 25–41 CPU-minutes alone, beyond a 20-minute budget for every part), the span
@@ -35,7 +36,7 @@ import random
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,7 @@ from genret.retrieval import (
 )
 
 from ._adapt_memory import adapt_memory
+from ._adapt_report import REPORT_LEVELS, AdaptReport, hit_ids, paired_rankings, percent
 from ._adapt_rerank import KEEP_SE, adapt_reranker, gain_text
 from ._fusion_tune import Fusions, Scorer, run_members, tune_fusion
 from ._kilt_io import read_kilt, write_kilt
@@ -67,7 +69,6 @@ ADAPT_FILE = "adapt.json"
 # 1.4 above the same index without it in each)
 MAX_HELD_OUT = 1000
 SMALL_TRAIN = 1000  # training queries up to which the dense encoder trains 3 epochs, not 1
-REPORT_LEVELS = ("page", "passage")
 # of the training minutes, for the cross-encoder (the rest for the dense encoder): on a small training set more,
 # since its steps pay more there (mini-KILT scifact, 323 claims: the 33 steps a 0.4 share gave it lowered the
 # held-out fold from 64.5 to 62.7; a 0.6 share's 50 steps lifted it from 62.7 to 71.9 and dev passages from 44.2
@@ -122,49 +123,6 @@ def held_out_split(records: Sequence[dict], fraction: float, seed: int,
     if fraction > 0 and (n < 1 or n >= len(order)):
         n = 0
     return order[n:], order[:n]
-
-
-@dataclass
-class AdaptReport:
-    """What ``adapt`` did: R-Precision (percent, page / passage) on the held-out fold per retriever ``before`` and
-    ``after`` (``hybrid``: the default fusion before, the cross-validated chosen one after), the dense training's
-    statistics, the chosen fusion, the reranker's fit (``reranked``: the fitted hybrid alone before, blended
-    with the trained cross-encoder after, cross-validated), the minutes each stage took (``estimates``: the
-    minutes the budget set aside for the stages after dense training, and the units a reranker would read), and
-    what was skipped and why; ``threads``: the CPU threads torch computed with (the minutes depend on them: on
-    mini-KILT squad one dense training step took 16.4 s on one of this machine's two cores and 10.5 s on both)."""
-
-    index: str
-    train_records: int
-    held_out_records: int
-    before: dict[str, dict[str, float]] = field(default_factory=dict)
-    after: dict[str, dict[str, float]] = field(default_factory=dict)
-    dense: dict[str, Any] = field(default_factory=dict)
-    fusion: dict[str, Any] = field(default_factory=dict)
-    memory: dict[str, Any] = field(default_factory=dict)
-    rerank: dict[str, Any] = field(default_factory=dict)
-    minutes: dict[str, float] = field(default_factory=dict)
-    estimates: dict[str, float] = field(default_factory=dict)
-    skipped: dict[str, str] = field(default_factory=dict)
-    threads: int | None = None
-
-    def table(self) -> str:
-        """A plain-text table of the held-out figures."""
-        rows = [f"held-out R-Precision, {self.held_out_records} records (page / passage)",
-                f"  {'retriever':<10} {'before':>13}   {'after':>13}"]
-        last = ("hybrid", "reranked")
-        names = [n for n in self.before if n not in last] + [n for n in self.after if n not in self.before
-                                                             and n not in last]
-        for name in names + [n for n in last if n in self.before or n in self.after]:
-            a = self.after.get(name, self.before.get(name))
-            b = (f"{self.before[name]['page']:>5.1f} / {self.before[name]['passage']:>5.1f}" if name in self.before
-                 else f"{'—':>13}")
-            rows.append(f"  {name:<10} {b}   {a['page']:>5.1f} / {a['passage']:>5.1f}")
-        return "\n".join(rows)
-
-
-def _percent(metrics: dict[str, float]) -> dict[str, float]:
-    return {lv: round(100 * metrics[lv], 1) for lv in REPORT_LEVELS}
 
 
 def _recipe(index: Index, train: Path, task: str | None, budget: float, holdout: float, seed: int,
@@ -229,12 +187,13 @@ def adapt(index_dir: str | Path, train_file: str | Path, *, task: str | None = N
         say(f"held out {len(held)} of {len(records)} records; running {', '.join(members)} over them (before)")
         with Index(index_dir) as index:
             hits = run_members(index, members, held, 100, before_cfg, task, progress)
+        before_hits = dict(hits)  # the dense member's are replaced by the adapted encoder's below
         scorer = Scorer(held, hits, "Rprec", REPORT_LEVELS)
-        report.before = {m: _percent(scorer([[h.unit_id for h in r] for r in hits[m]])) for m in members}
+        report.before = {m: percent(scorer([[h.unit_id for h in r] for r in hits[m]])) for m in members}
         if len(members) > 1:
             fusions = Fusions(members, hits, scorer, 100, before_cfg.hybrid.rrf_k)
             lists = fusions.orders("minmax", fusions.defaults()[0], range(len(held)))
-            report.before["hybrid"] = _percent(scorer(lists))
+            report.before["hybrid"] = percent(scorer(lists))
         else:
             lists = [[h.unit_id for h in r] for r in hits[members[0]]]
         # the units a reranker would read over the held-out fold (the default hybrid's, a proxy for the fitted one's)
@@ -254,14 +213,16 @@ def adapt(index_dir: str | Path, train_file: str | Path, *, task: str | None = N
             train_ce = train_ce and "cross-encoder" not in report.skipped
             # a scorer of its own: the adapted encoder finds units none of the runs before did
             adapted = Scorer(held, {"dense": hits["dense"]}, "Rprec", REPORT_LEVELS)
-            report.after["dense"] = _percent(adapted([[h.unit_id for h in r] for r in hits["dense"]]))
+            report.after["dense"] = percent(adapted(hit_ids(hits["dense"])))
+            report.gains["dense"] = paired_rankings(held, hit_ids(before_hits["dense"]), hit_ids(hits["dense"]),
+                                                    {"before": before_hits["dense"], "after": hits["dense"]})
         else:
             report.skipped["dense"] = "the index has no dense component"
         if "dense" in members and memory:
             hits["memory"], report.memory = adapt_memory(
                 index_dir, train, held, device=device, dtype=dtype, task=task, progress=progress, say=say,
                 trained={"train": recipe["train"], "train_sha256": recipe["train_sha256"], "task": task})
-            report.after["memory"] = _percent(Scorer(held, {"memory": hits["memory"]}, "Rprec", REPORT_LEVELS)(
+            report.after["memory"] = percent(Scorer(held, {"memory": hits["memory"]}, "Rprec", REPORT_LEVELS)(
                 [[h.unit_id for h in r] for r in hits["memory"]]))
             members = [*members, "memory"]
             report.minutes["memory"] = round(report.memory["seconds"] / 60, 2)
@@ -274,12 +235,15 @@ def adapt(index_dir: str | Path, train_file: str | Path, *, task: str | None = N
                                         progress=False, hits=hits)
             chosen = doc.search["cross_validation"].get("chosen")
             held_out = doc.results.get(f"held out: {chosen}", doc.results["fused (chosen)"])
-            report.after["hybrid"] = _percent(held_out)
+            report.after["hybrid"] = percent(held_out)
             # the reranking stage's first stage: each record fused as the cross-validation ranked it held out
             first = Fusions(members, hits, Scorer(held, hits, "Rprec", REPORT_LEVELS), doc.depth,
                             doc.rrf_k).held_out(doc)
+            if "hybrid" in report.before:
+                report.gains["hybrid"] = paired_rankings(held, lists, hit_ids(first),
+                                                 before_hits | {f"adapted {m}": v for m, v in hits.items()})
             report.fusion = {"file": str(path), "chosen": chosen, "method": doc.method, "normalize": doc.normalize,
-                             "weights": doc.weights, "in_sample": _percent(doc.results["fused (chosen)"])}
+                             "weights": doc.weights, "in_sample": percent(doc.results["fused (chosen)"])}
             report.minutes["fusion"] = round((time.perf_counter() - t0) / 60, 2)
     if rerank and (train_ce or "dense" in members):
         _rerank_stage(index_dir, train, held, report, recipe, budget_minutes, t_start, members, device, dtype, seed,
@@ -331,6 +295,8 @@ def _rerank_stage(index_dir, train, held, report: AdaptReport, recipe: dict, bud
                              progress=progress, say=say)
     report.before["reranked"] = {lv: fit.first[lv] for lv in REPORT_LEVELS}
     report.after["reranked"] = {lv: (fit.blended if fit.kept else fit.first)[lv] for lv in REPORT_LEVELS}
+    if fit.kept:
+        report.gains["reranked"] = fit.gain
     report.rerank = {"over": over, "model": fit.model, "depth": fit.depth, "weight": fit.weight, "kept": fit.kept,
                      "held_out_blended": fit.blended, "held_out_first": fit.first, "held_out_gain": fit.gain,
                      "candidates": fit.candidates,

@@ -96,6 +96,14 @@ def test_adapt_trains_fits_reports_and_a_second_run_is_a_no_op(setup):
     assert r["depth"] in (20, 40) and all(c["depth"] in (20, 40) for c in r["candidates"].values())  # RERANK_DEPTHS
     # the first stage alone is scored held out, as the fusion's cross-validation scored it (not in-sample)
     assert {lv: r["held_out_first"][lv] for lv in ("page", "passage")} == report.after["hybrid"]
+    # the gains, record by record on the fold: their means are the rows' differences (objective: the levels' mean)
+    assert set(report.gains) == {"dense", "hybrid"} | ({"reranked"} if r["kept"] else set())
+    for name in ("dense", "hybrid"):
+        g, (a, b) = report.gains[name], (report.after[name], report.before[name])
+        assert set(g) == {"mean", "se", "better", "worse"} and g["se"] >= 0
+        assert g["better"] + g["worse"] <= report.held_out_records
+        assert g["mean"] == pytest.approx((a["page"] + a["passage"] - b["page"] - b["passage"]) / 2, abs=0.1)
+    assert not r["kept"] or report.gains["reranked"] == r["held_out_gain"]
     # what it wrote: a checked adapted component, the cross-validated fusion, the record of the run
     verify_index(index)
     with Index(index) as ix:
@@ -146,6 +154,7 @@ def test_cli_table_no_op_and_refusals(setup, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "held-out R-Precision, 4 records" in out and "hybrid" in out and "fusion:" in out and "rerank:" in out
     assert re.search(r"^  memory +— +\d", out, re.M) and "memory: 20 training questions" in out  # new: no 'before'
+    assert re.search(r"^  hybrid .* [+-]\d+\.\d ± +\d+\.\d$", out, re.M)  # its gain on the fold, ± its noise
     assert re.search(r"^minutes \(\d+ CPU threads\): before ", out, re.M)
     assert main(args) == 0
     assert "already adapted" in capsys.readouterr().err
