@@ -11,7 +11,8 @@ from here on; the hybrid's fusion is fitted there by cross-validation
 ``hybrid-weights.json``; then a cross-encoder is trained on the rest with what the budget leaves, and it and the
 sentence reranker (a passage's best sentence under the adapted encoder, no training) are each blended into the
 hybrid's ranking (or the only retriever's) on the held-out fold, the better kept where it lifts that fold by at
-least one standard error of its per-record gain (``_adapt_rerank``: ``rerank-adapted``). The report gives each
+least one standard error of its per-record gain and lifts more of the records it changes than it lowers beyond
+chance (``_adapt_rerank``: ``rerank-adapted``). The report gives each
 retriever's R-Precision on the held-out fold before and after, and the hybrid's: before, the default fusion;
 after, the cross-validated estimate of the chosen one (each record scored with weights fitted without it) — not the
 in-sample figure; likewise the reranked hybrid's; and each trained row's gain record by record, with its standard
@@ -56,7 +57,7 @@ from genret.retrieval import (
 
 from ._adapt_memory import adapt_memory
 from ._adapt_report import REPORT_LEVELS, AdaptReport, hit_ids, paired_rankings, percent
-from ._adapt_rerank import KEEP_SE, adapt_reranker, gain_text
+from ._adapt_rerank import KEEP_P, KEEP_SE, adapt_reranker, gain_text
 from ._fusion_tune import Fusions, Scorer, run_members, tune_fusion
 from ._kilt_io import read_kilt, write_kilt
 
@@ -308,7 +309,8 @@ def _rerank_stage(index_dir, train, held, report: AdaptReport, recipe: dict, bud
         report.skipped["rerank"] = (f"none kept: the best, {fit.model}, blended into {over} scored "
                                     f"{fit.blended['objective']:.1f} on the held-out fold against "
                                     f"{fit.first['objective']:.1f} alone (a record: {gain_text(fit.gain)}; kept "
-                                    f"only at a gain of {KEEP_SE:g} standard error or more){learned}")
+                                    f"only at a gain of {KEEP_SE:g} standard error or more, with a sign test's "
+                                    f"p at most {KEEP_P:g}){learned}")
 
 
 def _adapt_dense(index_dir, train, held, report: AdaptReport, recipe: dict, budget: float, t_start: float,

@@ -1,7 +1,7 @@
 """``genret train rerank INDEX TRAIN.jsonl``: train a cross-encoder reranker on a task's training file, fit how
 much of it to blend into a retriever on a held-out fold, and keep it in the index (``rerank-adapted``) where the
-blend lifts that fold by at least one standard error — ``genret adapt``'s reranking stage on its own
-(``genret.eval.adapt_reranker``).
+blend lifts that fold by at least one standard error and a sign test (p ≤ 0.05) — ``genret adapt``'s reranking
+stage on its own (``genret.eval.adapt_reranker``).
 
 Nothing heavy is imported at module level (``genret --help`` stays instant).
 """
@@ -56,7 +56,7 @@ def cmd_train_rerank(a: argparse.Namespace) -> int:
     print(json.dumps(summary, indent=1))
     verdict = (f"kept: weight {fit.weight:g} over {over}'s first {fit.depth} hits, used by default" if fit.kept
                else "not kept (not better than the first stage on the held-out fold by one standard error or "
-               "more); nothing written")
+               "more, with a sign test's p at most 0.05); nothing written")
     print(f"held-out R-Precision ({len(held)} records), {over} alone → blended: " + ", ".join(
         f"{lv} {fit.first[lv]:.1f} → {fit.blended[lv]:.1f}" for lv in ("page", "passage"))
         + f" (a record: {gain_text(fit.gain)}); {verdict}",

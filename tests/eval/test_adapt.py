@@ -10,7 +10,7 @@ import pytest
 
 from genret.core import InputError
 from genret.eval import adapt, held_out_split, previous_adaptation, write_kilt
-from genret.eval._adapt_rerank import KEEP_SE
+from genret.eval._adapt_rerank import KEEP_P, KEEP_SE
 from genret.indexing import ADAPTED_DENSE, ADAPTED_MEMORY, ADAPTED_RERANK, Index, verify_index, write_adapted_reranker
 from genret.retrieval import RetrievalConfig, load_retriever
 from genret.retrieval.hybrid import read_tuned, weights_path
@@ -83,14 +83,14 @@ def test_adapt_trains_fits_reports_and_a_second_run_is_a_no_op(setup):
     r = report.rerank
     assert r["over"] == "hybrid" and r["loss_last"] < r["loss_first"] and 0 <= r["weight"] <= 1
     assert set(r["candidates"]) == {"cross-encoder", "sentences"} and r["model"] in r["candidates"]
-    # kept: the best of those whose blend clears the one-standard-error rule (``clears``), else none
+    # kept: the best of those whose blend clears one standard error and the sign test (``clears``), else none
     clearing = [c for c in r["candidates"].values() if c["weight"] > 0 and c["gain"]["mean"] > 0
-                and c["gain"]["mean"] >= KEEP_SE * c["gain"]["se"]]
+                and c["gain"]["mean"] >= KEEP_SE * c["gain"]["se"] and c["gain"]["p"] <= KEEP_P]
     assert r["kept"] == bool(clearing)  # the cross-encoder learned (above), so both candidates are eligible
     assert r["held_out_blended"] == max((c["blended"] for c in (clearing if r["kept"] else r["candidates"].values())),
                                         key=lambda b: b["objective"])
     assert not r["kept"] or r["held_out_gain"]["mean"] >= KEEP_SE * r["held_out_gain"]["se"]
-    assert set(r["held_out_gain"]) == {"mean", "se", "better", "worse"}  # the decision's record-by-record evidence
+    assert set(r["held_out_gain"]) == {"mean", "se", "better", "worse", "p"}  # the decision's record-by-record evidence
     assert r["held_out_gain"]["better"] + r["held_out_gain"]["worse"] <= report.held_out_records
     assert r["kept"] or "rerank" in report.skipped
     assert r["depth"] in (20, 40) and all(c["depth"] in (20, 40) for c in r["candidates"].values())  # RERANK_DEPTHS
@@ -100,7 +100,7 @@ def test_adapt_trains_fits_reports_and_a_second_run_is_a_no_op(setup):
     assert set(report.gains) == {"dense", "hybrid"} | ({"reranked"} if r["kept"] else set())
     for name in ("dense", "hybrid"):
         g, (a, b) = report.gains[name], (report.after[name], report.before[name])
-        assert set(g) == {"mean", "se", "better", "worse"} and g["se"] >= 0
+        assert set(g) == {"mean", "se", "better", "worse", "p"} and g["se"] >= 0 and 0 <= g["p"] <= 1
         assert g["better"] + g["worse"] <= report.held_out_records
         assert g["mean"] == pytest.approx((a["page"] + a["passage"] - b["page"] - b["passage"]) / 2, abs=0.1)
     assert not r["kept"] or report.gains["reranked"] == r["held_out_gain"]
