@@ -190,13 +190,13 @@ def adapt(index_dir: str | Path, train_file: str | Path, *, task: str | None = N
             hits = run_members(index, members, held, 100, before_cfg, task, progress)
         before_hits = dict(hits)  # the dense member's are replaced by the adapted encoder's below
         scorer = Scorer(held, hits, "Rprec", REPORT_LEVELS)
-        report.before = {m: percent(scorer([[h.unit_id for h in r] for r in hits[m]])) for m in members}
+        report.before = {m: percent(scorer(hit_ids(hits[m]))) for m in members}
         if len(members) > 1:
             fusions = Fusions(members, hits, scorer, 100, before_cfg.hybrid.rrf_k)
             lists = fusions.orders("minmax", fusions.defaults()[0], range(len(held)))
             report.before["hybrid"] = percent(scorer(lists))
         else:
-            lists = [[h.unit_id for h in r] for r in hits[members[0]]]
+            lists = hit_ids(hits[members[0]])
         # the units a reranker would read over the held-out fold (the default hybrid's, a proxy for the fitted one's)
         report.estimates["rerank units"] = len({u for order in lists for u in order[:max(RERANK_DEPTHS)]})
         report.minutes["before"] = round((time.perf_counter() - t0) / 60, 2)
@@ -224,7 +224,7 @@ def adapt(index_dir: str | Path, train_file: str | Path, *, task: str | None = N
                 index_dir, train, held, device=device, dtype=dtype, task=task, progress=progress, say=say,
                 trained={"train": recipe["train"], "train_sha256": recipe["train_sha256"], "task": task})
             report.after["memory"] = percent(Scorer(held, {"memory": hits["memory"]}, "Rprec", REPORT_LEVELS)(
-                [[h.unit_id for h in r] for r in hits["memory"]]))
+                hit_ids(hits["memory"])))
             members = [*members, "memory"]
             report.minutes["memory"] = round(report.memory["seconds"] / 60, 2)
         elif memory:
@@ -241,8 +241,8 @@ def adapt(index_dir: str | Path, train_file: str | Path, *, task: str | None = N
             first = Fusions(members, hits, Scorer(held, hits, "Rprec", REPORT_LEVELS), doc.depth,
                             doc.rrf_k).held_out(doc)
             if "hybrid" in report.before:
-                report.gains["hybrid"] = paired_rankings(held, lists, hit_ids(first),
-                                                 before_hits | {f"adapted {m}": v for m, v in hits.items()})
+                report.gains["hybrid"] = paired_rankings(
+                    held, lists, hit_ids(first), before_hits | {f"adapted {m}": v for m, v in hits.items()})
             report.fusion = {"file": str(path), "chosen": chosen, "method": doc.method, "normalize": doc.normalize,
                              "weights": doc.weights, "in_sample": percent(doc.results["fused (chosen)"])}
             report.minutes["fusion"] = round((time.perf_counter() - t0) / 60, 2)

@@ -99,7 +99,8 @@ class BlendFit(NamedTuple):
 
 def paired_gain(after: Sequence[float], before: Sequence[float]) -> dict[str, float]:
     """Per-record objectives ``after`` against ``before`` (fractions): the mean difference and its standard error in
-    points, and how many records went up and down — what tells a one-point gain on a few hundred records from noise."""
+    points, how many records went up and down, and the one-sided sign test's p over those (``sign_test``) — what
+    tells a one-point gain on a few hundred records from noise."""
     diffs = [a - b for a, b in zip(after, before)]
     if not diffs:
         return {"mean": 0.0, "se": 0.0, "better": 0, "worse": 0, "p": 1.0}
