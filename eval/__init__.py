@@ -11,7 +11,7 @@ from ._rag_eval import RAG_SETTINGS, compare_rag, evaluate_rag, predict_rag, rag
 from ._suite import SuiteConfig, load_suite, run_suite
 from ._fusion_tune import tune_fusion
 from ._adapt import AdaptReport, adapt, held_out_split, previous_adaptation
-from ._adapt_rerank import RerankFit, adapt_reranker, gain_text
+from ._adapt_rerank import KEEP_RULE, RerankFit, adapt_reranker, gain_text
 
 # KILT files and metrics
 from ._kilt_io import read_kilt, write_kilt
@@ -27,9 +27,9 @@ from ._ir_metrics import ir_scores, paired_p
 from ._demo_task import write_demo
 
 __all__ = [
-    "AdaptReport", "EvalReport", "LEVELS", "LevelMetrics", "RAG_SETTINGS", "RerankFit", "SuiteConfig", "adapt",
-    "adapt_reranker", "compare_rag", "dev_callback", "downstream_scores", "evaluate", "evaluate_rag", "gain_text",
-    "held_out_split", "ir_scores", "load_suite", "normalize_answer", "paired_p", "predict", "predict_rag",
+    "AdaptReport", "EvalReport", "KEEP_RULE", "LEVELS", "LevelMetrics", "RAG_SETTINGS", "RerankFit", "SuiteConfig",
+    "adapt", "adapt_reranker", "compare_rag", "dev_callback", "downstream_scores", "evaluate", "evaluate_rag",
+    "gain_text", "held_out_split", "ir_scores", "load_suite", "normalize_answer", "paired_p", "predict", "predict_rag",
     "previous_adaptation", "rag_table", "read_kilt", "read_qrels", "retrieval_scores", "run_suite", "score",
     "tune_fusion", "write_demo", "write_kilt", "write_trec_run",
 ]

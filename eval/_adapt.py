@@ -56,8 +56,8 @@ from genret.retrieval import (
 )
 
 from ._adapt_memory import adapt_memory
-from ._adapt_report import REPORT_LEVELS, AdaptReport, hit_ids, paired_rankings, percent
-from ._adapt_rerank import KEEP_P, KEEP_SE, adapt_reranker, gain_text
+from ._adapt_report import REPORT_LEVELS, AdaptReport, hit_ids, percent
+from ._adapt_rerank import KEEP_RULE, adapt_reranker, gain_text, paired_gain
 from ._fusion_tune import Fusions, Scorer, run_members, tune_fusion
 from ._kilt_io import read_kilt, write_kilt
 
@@ -212,11 +212,13 @@ def adapt(index_dir: str | Path, train_file: str | Path, *, task: str | None = N
                                          rerank_steps=_rerank_steps(len(train), rerank_train) if train_ce else None,
                                          rerank=rerank)
             train_ce = train_ce and "cross-encoder" not in report.skipped
-            # a scorer of its own: the adapted encoder finds units none of the runs before did
-            adapted = Scorer(held, {"dense": hits["dense"]}, "Rprec", REPORT_LEVELS)
-            report.after["dense"] = percent(adapted(hit_ids(hits["dense"])))
-            report.gains["dense"] = paired_rankings(held, hit_ids(before_hits["dense"]), hit_ids(hits["dense"]),
-                                                    {"before": before_hits["dense"], "after": hits["dense"]})
+            # a scorer of its own: the adapted encoder finds units none of the runs before did (and the base
+            # encoder's, for the gain record by record)
+            adapted = Scorer(held, {"before": before_hits["dense"], "dense": hits["dense"]}, "Rprec", REPORT_LEVELS)
+            after_ids = hit_ids(hits["dense"])
+            report.after["dense"] = percent(adapted(after_ids))
+            report.gains["dense"] = paired_gain(adapted.per_record(after_ids),
+                                                adapted.per_record(hit_ids(before_hits["dense"])))
         else:
             report.skipped["dense"] = "the index has no dense component"
         if "dense" in members and memory:
@@ -237,12 +239,12 @@ def adapt(index_dir: str | Path, train_file: str | Path, *, task: str | None = N
             chosen = doc.search["cross_validation"].get("chosen")
             held_out = doc.results.get(f"held out: {chosen}", doc.results["fused (chosen)"])
             report.after["hybrid"] = percent(held_out)
-            # the reranking stage's first stage: each record fused as the cross-validation ranked it held out
-            first = Fusions(members, hits, Scorer(held, hits, "Rprec", REPORT_LEVELS), doc.depth,
-                            doc.rrf_k).held_out(doc)
+            # the reranking stage's first stage: each record fused as the cross-validation ranked it held out; scored
+            # against the default fusion before, record by record (a scorer that knows both runs' units)
+            both = Scorer(held, before_hits | {f"adapted {m}": v for m, v in hits.items()}, "Rprec", REPORT_LEVELS)
+            first = Fusions(members, hits, both, doc.depth, doc.rrf_k).held_out(doc)
             if "hybrid" in report.before:
-                report.gains["hybrid"] = paired_rankings(
-                    held, lists, hit_ids(first), before_hits | {f"adapted {m}": v for m, v in hits.items()})
+                report.gains["hybrid"] = paired_gain(both.per_record(hit_ids(first)), both.per_record(lists))
             report.fusion = {"file": str(path), "chosen": chosen, "method": doc.method, "normalize": doc.normalize,
                              "weights": doc.weights, "in_sample": percent(doc.results["fused (chosen)"])}
             report.minutes["fusion"] = round((time.perf_counter() - t0) / 60, 2)
@@ -309,8 +311,7 @@ def _rerank_stage(index_dir, train, held, report: AdaptReport, recipe: dict, bud
         report.skipped["rerank"] = (f"none kept: the best, {fit.model}, blended into {over} scored "
                                     f"{fit.blended['objective']:.1f} on the held-out fold against "
                                     f"{fit.first['objective']:.1f} alone (a record: {gain_text(fit.gain)}; kept "
-                                    f"only at a gain of {KEEP_SE:g} standard error or more, with a sign test's "
-                                    f"p at most {KEEP_P:g}){learned}")
+                                    f"only at {KEEP_RULE}){learned}")
 
 
 def _adapt_dense(index_dir, train, held, report: AdaptReport, recipe: dict, budget: float, t_start: float,

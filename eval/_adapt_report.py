@@ -9,9 +9,6 @@ from typing import Any
 
 from genret.retrieval import Hit
 
-from ._adapt_rerank import paired_gain
-from ._fusion_tune import Scorer
-
 REPORT_LEVELS = ("page", "passage")
 
 
@@ -24,9 +21,9 @@ class AdaptReport:
     minutes the budget set aside for the stages after dense training, and the units a reranker would read), and
     what was skipped and why; ``threads``: the CPU threads torch computed with (the minutes depend on them: on
     mini-KILT squad one dense training step took 16.4 s on one of this machine's two cores and 10.5 s on both);
-    ``gains``: per row, after against before record by record on the held-out fold (``paired_gain``: the mean
-    difference of the objective — R-Precision averaged over page and passage — in points, its standard error, how
-    many records went up and down, and the sign test's p), which tells a gain from the noise of a small fold
+    ``gains``: per row, after against before record by record on the held-out fold (``_adapt_rerank.paired_gain``:
+    the mean difference of the objective — R-Precision averaged over page and passage — in points, its standard
+    error, how many records went up and down, and the sign test's p), which tells a gain from the noise of a small fold
     (mini-KILT climate_fever's 73 held-out claims: standard errors of 2.3–3.8 points)."""
 
     index: str
@@ -70,10 +67,3 @@ def hit_ids(lists: Sequence[Sequence[Hit]]) -> list[list[int]]:
     """Each hit list's unit ids, in rank order."""
     return [[h.unit_id for h in r] for r in lists]
 
-
-def paired_rankings(held: Sequence[dict], before: list[list[int]], after: list[list[int]],
-                    known: dict[str, list[list[Hit]]]) -> dict[str, float]:
-    """``paired_gain`` of the unit-id rankings ``after`` against ``before`` over the held-out records (their units
-    among ``known``'s hits, which give their provenance)."""
-    scorer = Scorer(list(held), known, "Rprec", REPORT_LEVELS)
-    return paired_gain(scorer.per_record(after), scorer.per_record(before))

@@ -59,18 +59,20 @@ KEEP_SE = 1.0
 # second of two climate_fever cross-encoders kept on 73 claims to lower dev; squad's sentence reranker (34 better,
 # 18 worse: p = 0.018) passes
 KEEP_P = 0.05
+KEEP_RULE = (f"a held-out gain of {KEEP_SE:g} standard error or more, with a one-sided sign test's p of {KEEP_P:g} "
+             "or less")  # as reports state it
 LEVELS = ("page", "passage")
 CROSS_ENCODER = "cross-encoder"
 
 
 @dataclass
 class RerankFit:
-    """What the held-out fold said of the reranker it chose (``model``: ``cross-encoder`` or ``sentences``): the
-    first stage alone (``first``), the blend's cross-validated estimate (``blended``), both R-Precision percent per
-    level and their mean (``objective``); the weight best on the whole fold; whether it was kept (``clears``: the
-    blend above the first stage alone by ``KEEP_SE`` standard errors or more, and for a cross-encoder a training
-    loss that fell); each candidate's ``blended`` and ``weight`` (``candidates``); the cross-encoder's training
-    statistics (empty when none was trained)."""
+    """What the held-out fold said of the reranker it chose (``model``: ``cross-encoder`` or ``sentences``): the first
+    stage alone (``first``), the blend's cross-validated estimate (``blended``), both R-Precision percent per level
+    and their mean (``objective``); the weight best on the whole fold; whether it was kept (``clears``: the blend
+    above the first stage alone by ``KEEP_SE`` standard errors or more and a sign test's p at most ``KEEP_P``, and
+    for a cross-encoder a training loss that fell); each candidate's ``blended`` and ``weight`` (``candidates``);
+    the cross-encoder's training statistics (empty when none was trained)."""
 
     over: str
     depth: int
@@ -133,8 +135,7 @@ def clears(fit: BlendFit) -> bool:
     is the blend's objective less the first stage's, in points), and more records lifted than lowered beyond chance
     (the one-sided sign test's p at most ``KEEP_P``)."""
     mean, se = fit.gain.get("mean", 0.0), fit.gain.get("se", 0.0)
-    p = fit.gain.get("p", sign_test(int(fit.gain.get("better", 0)), int(fit.gain.get("worse", 0))))
-    return fit.weight > 0 and mean > 0 and mean >= KEEP_SE * se and p <= KEEP_P
+    return fit.weight > 0 and mean > 0 and mean >= KEEP_SE * se and fit.gain["p"] <= KEEP_P
 
 
 def _orders(hits: list[list[Hit]], scores: list[list[float]], weight: float, depth: int) -> list[list[int]]:

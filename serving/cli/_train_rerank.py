@@ -19,7 +19,7 @@ from ._common import checked_config
 
 def cmd_train_rerank(a: argparse.Namespace) -> int:
     from genret.core import ConfigError, InputError, sha256_file
-    from genret.eval import adapt_reranker, gain_text, held_out_split, read_kilt
+    from genret.eval import KEEP_RULE, adapt_reranker, gain_text, held_out_split, read_kilt
     from genret.indexing import Index
     from genret.retrieval import RerankTrainConfig, RetrievalConfig, available_retrievers
 
@@ -55,8 +55,7 @@ def cmd_train_rerank(a: argparse.Namespace) -> int:
                "training": fit.train, "minutes": fit.minutes}
     print(json.dumps(summary, indent=1))
     verdict = (f"kept: weight {fit.weight:g} over {over}'s first {fit.depth} hits, used by default" if fit.kept
-               else "not kept (not better than the first stage on the held-out fold by one standard error or "
-               "more, with a sign test's p at most 0.05); nothing written")
+               else f"not kept (it needs {KEEP_RULE}); nothing written")
     print(f"held-out R-Precision ({len(held)} records), {over} alone → blended: " + ", ".join(
         f"{lv} {fit.first[lv]:.1f} → {fit.blended[lv]:.1f}" for lv in ("page", "passage"))
         + f" (a record: {gain_text(fit.gain)}); {verdict}",
