@@ -11,7 +11,8 @@ from ._rag_eval import RAG_SETTINGS, compare_rag, evaluate_rag, predict_rag, rag
 from ._suite import SuiteConfig, load_suite, run_suite
 from ._fusion_tune import tune_fusion
 from ._adapt import AdaptReport, adapt, held_out_split, previous_adaptation
-from ._adapt_rerank import KEEP_RULE, RerankFit, adapt_reranker, gain_text
+from ._adapt_rerank import RerankFit, adapt_reranker
+from ._keep_rule import KEEP_RULE, gain_text
 
 # KILT files and metrics
 from ._kilt_io import read_kilt, write_kilt

@@ -7,7 +7,8 @@ time the budget leaves once re-encoding the index is set aside, and put into the
 adapted dense retriever runs over the held-out fold; the training questions are kept in the index as its query
 memory (``_adapt_memory``: ``memory-adapted``; the held-out fold searches one built without them), a hybrid member
 from here on; the hybrid's fusion is fitted there by cross-validation
-(``tune_fusion``: shrunk toward the default, never below a member alone held out) and saved as the index's
+(``tune_fusion``: shrunk toward the default, never below a member alone held out, and a fusion kept over the best
+member alone only beyond noise, by the rule a second stage meets: ``_keep_rule``) and saved as the index's
 ``hybrid-weights.json``; then a cross-encoder is trained on the rest with what the budget leaves, and it and the
 sentence reranker (a passage's best sentence under the adapted encoder, no training) are each blended into the
 hybrid's ranking (or the only retriever's) on the held-out fold, the better kept where it lifts that fold by at
@@ -57,8 +58,9 @@ from genret.retrieval import (
 
 from ._adapt_memory import adapt_memory
 from ._adapt_report import REPORT_LEVELS, AdaptReport, hit_ids, percent
-from ._adapt_rerank import KEEP_RULE, adapt_reranker, gain_text, paired_gain
+from ._adapt_rerank import adapt_reranker
 from ._fusion_tune import Fusions, Scorer, run_members, tune_fusion
+from ._keep_rule import KEEP_RULE, gain_text, paired_gain
 from ._kilt_io import read_kilt, write_kilt
 
 log = logging.getLogger("genret")
@@ -235,7 +237,7 @@ def adapt(index_dir: str | Path, train_file: str | Path, *, task: str | None = N
             t0 = time.perf_counter()
             with Index(index_dir) as index:
                 doc, path = tune_fusion(index, held_file, members=members, config=after_cfg, task_name=task,
-                                        progress=False, hits=hits)
+                                        progress=False, hits=hits, simplest_within_noise=True)
             chosen = doc.search["cross_validation"].get("chosen")
             held_out = doc.results.get(f"held out: {chosen}", doc.results["fused (chosen)"])
             report.after["hybrid"] = percent(held_out)
@@ -246,7 +248,9 @@ def adapt(index_dir: str | Path, train_file: str | Path, *, task: str | None = N
             if "hybrid" in report.before:
                 report.gains["hybrid"] = paired_gain(both.per_record(hit_ids(first)), both.per_record(lists))
             report.fusion = {"file": str(path), "chosen": chosen, "method": doc.method, "normalize": doc.normalize,
-                             "weights": doc.weights, "in_sample": percent(doc.results["fused (chosen)"])}
+                             "weights": doc.weights, "in_sample": percent(doc.results["fused (chosen)"]),
+                             **({"over_member": over} if (over := doc.search["cross_validation"].get("over_member"))
+                                else {})}
             report.minutes["fusion"] = round((time.perf_counter() - t0) / 60, 2)
     if rerank and (train_ce or "dense" in members):
         _rerank_stage(index_dir, train, held, report, recipe, budget_minutes, t_start, members, device, dtype, seed,

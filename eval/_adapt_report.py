@@ -21,7 +21,7 @@ class AdaptReport:
     minutes the budget set aside for the stages after dense training, and the units a reranker would read), and
     what was skipped and why; ``threads``: the CPU threads torch computed with (the minutes depend on them: on
     mini-KILT squad one dense training step took 16.4 s on one of this machine's two cores and 10.5 s on both);
-    ``gains``: per row, after against before record by record on the held-out fold (``_adapt_rerank.paired_gain``:
+    ``gains``: per row, after against before record by record on the held-out fold (``_keep_rule.paired_gain``:
     the mean difference of the objective — R-Precision averaged over page and passage — in points, its standard
     error, how many records went up and down, and the sign test's p), which tells a gain from the noise of a small fold
     (mini-KILT climate_fever's 73 held-out claims: standard errors of 2.3–3.8 points)."""

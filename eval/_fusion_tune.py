@@ -176,13 +176,16 @@ def tune_fusion(index: Index | str | Path, dev: str | Path, *, members: Sequence
                 levels: Sequence[str] = ("page", "passage"), metric: str = "Rprec", max_records: int | None = None,
                 depth: int | None = None, step: float = 0.1, methods: Sequence[str] = ("minmax", "zscore", "rrf"),
                 out: str | Path | None = None, progress: bool = True, folds: int = 5, seed: int = 13,
-                hits: dict[str, list[list[Hit]]] | None = None) -> tuple[TunedFusion, Path]:
+                hits: dict[str, list[list[Hit]]] | None = None,
+                simplest_within_noise: bool = False) -> tuple[TunedFusion, Path]:
     """Fit the fusion of ``members`` (default: every retriever the index supports) on the KILT file ``dev`` and
     write it (default ``INDEX/hybrid-weights.json``); returns the written document and its path.  ``folds`` ≥ 2:
     the fit is cross-validated, shrunk toward the default weights and falls back to a member alone where that
     held out better (``_fusion_cv``; fewer folds when the file is small, none below 4 records); 0: the grid's best
     on all records, as before.  ``hits``: the members' hit lists for the records of ``dev`` (``depth`` deep, as
-    ``run_members`` returns them), to reuse instead of searching again."""
+    ``run_members`` returns them), to reuse instead of searching again.  ``simplest_within_noise``: the fusion
+    only where it beats the best member alone beyond noise (``_fusion_cv``; for a member just trained on the
+    task)."""
     unknown = [lv for lv in levels if lv not in LEVELS] + [m for m in methods if m not in SCHEMES]
     if unknown or not levels or not methods:
         raise ConfigError(f"unknown level/method {unknown}; levels: {sorted(LEVELS)}, methods: {sorted(SCHEMES)}")
@@ -218,7 +221,7 @@ def tune_fusion(index: Index | str | Path, dev: str | Path, *, members: Sequence
     folds = min(folds, len(gold) // 2) if folds >= 2 else 0
     cv_info: dict[str, Any] = {"folds": 0}
     if folds >= 2:
-        cv = cross_validate(fusions, step, methods, folds, seed)
+        cv = cross_validate(fusions, step, methods, folds, seed, simplest_within_noise)
         weights, scheme = cv.weights, cv.scheme
         results.update({f"held out: {label}": m for label, m in cv.held_out.items()})
         cv_info = cv.record(names)

@@ -21,7 +21,8 @@ DESCRIPTION = (
     "kept with their gold passages (memory-adapted: the hybrid's memory member, scoring the gold passages of a "
     "query's nearest training questions; the held-out fold searches a memory of the rest); the hybrid's fusion "
     "is fitted on the held-out "
-    "fold by cross-validation and saved (hybrid-weights.json); a cross-encoder is trained on the rest "
+    "fold by cross-validation and saved (hybrid-weights.json), a fusion kept over the best member alone only "
+    "where it beats it by the rule below (else that member alone); a cross-encoder is trained on the rest "
     "(hard negatives from BM25 and dense) where the budget gives it enough steps; it and the sentence "
     "reranker (a passage's best sentence under the adapted encoder, no training) are each blended into the "
     "hybrid's held-out ranking (each record fused with weights fitted without it) with a weight and a depth "
@@ -41,7 +42,7 @@ DESCRIPTION = (
 
 def _cmd_adapt(a: argparse.Namespace) -> int:
     from genret.core import ConfigError
-    from genret.eval import adapt, gain_text, previous_adaptation
+    from genret.eval import KEEP_RULE, adapt, gain_text, previous_adaptation
 
     if a.budget_minutes <= 0 or not 0 < a.holdout < 1 or a.max_held_out < 2 or \
             any(e is not None and not 0 < e <= 100 for e in (a.epochs, a.rerank_epochs)):
@@ -70,6 +71,9 @@ def _cmd_adapt(a: argparse.Namespace) -> int:
     if report.fusion:
         weights = " ".join(f"{m}={w:.3g}" for m, w in report.fusion["weights"].items())
         print(f"fusion: {report.fusion['chosen']} -> {report.fusion['method']} {weights} ({report.fusion['file']})")
+        if over := report.fusion.get("over_member"):
+            print(f"fusion: {over['fusion']} over {over['member']} alone, a record: {gain_text(over)} -> "
+                  + ("the fusion kept" if over["kept"] else f"{over['member']} alone (a fusion needs {KEEP_RULE})"))
     if report.dense:
         d = report.dense
         stopped = " (stopped by the budget)" if d.get("budget_stopped") else ""

@@ -89,7 +89,8 @@ def _fit_fusion(a: argparse.Namespace, index, held_file: str) -> dict | None:
         print("--fusion: the index has one retriever; no hybrid to fit", file=sys.stderr)
         return None
     config = RetrievalConfig(dense={"device": a.device, "adapted": True}, hybrid={"tuned": "off"})
-    doc, path = tune_fusion(index, held_file, config=config, task_name=a.task, progress=not a.quiet)
+    doc, path = tune_fusion(index, held_file, config=config, task_name=a.task, progress=not a.quiet,
+                            simplest_within_noise=True)
     print(format_table(doc), file=sys.stderr)
     return {"file": str(path), "method": doc.method, "weights": doc.weights, "results": doc.results}
 
@@ -112,5 +113,6 @@ def dense_flags(p: argparse.ArgumentParser) -> None:
                    help="training autocast and re-encoding precision (auto: bfloat16 where native)")
     p.add_argument("--seed", type=int, default=13)
     p.add_argument("--fusion", action="store_true", help="then fit the hybrid's fusion on the held-out records "
-                   "(`genret tune`'s grid; never below the best member there) and save it in the index")
+                   "(`genret tune`'s grid; never below the best member there, and a fusion kept over the best "
+                   "member alone only where it beats it beyond noise, as in `genret adapt`) and save it in the index")
     p.add_argument("--force", action="store_true", help="train again when the index already holds this training")

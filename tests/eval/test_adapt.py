@@ -10,7 +10,7 @@ import pytest
 
 from genret.core import InputError
 from genret.eval import adapt, held_out_split, previous_adaptation, write_kilt
-from genret.eval._adapt_rerank import KEEP_P, KEEP_SE
+from genret.eval._keep_rule import KEEP_P, KEEP_SE
 from genret.indexing import ADAPTED_DENSE, ADAPTED_MEMORY, ADAPTED_RERANK, Index, verify_index, write_adapted_reranker
 from genret.retrieval import RetrievalConfig, load_retriever
 from genret.retrieval.hybrid import read_tuned, weights_path
@@ -70,6 +70,12 @@ def test_adapt_trains_fits_reports_and_a_second_run_is_a_no_op(setup):
     assert all(set(v) == {"page", "passage"} for v in [*report.before.values(), *report.after.values()])
     assert report.dense["loss_last"] < report.dense["loss_first"]  # it learned
     assert report.fusion["chosen"] and "generative" in report.skipped
+    # after training, a fusion is kept over the best member alone only beyond noise: never on 4 held-out records
+    if over := report.fusion.get("over_member"):
+        assert not over["kept"] and report.fusion["chosen"] == f"{over['member']} alone"
+        assert report.fusion["weights"][over["member"]] == 1.0 and sum(report.fusion["weights"].values()) == 1.0
+    else:
+        assert report.fusion["chosen"].endswith(" alone")  # a member held out best: no fusion to weigh
     assert {"before", "dense training", "dense re-encoding", "fusion", "rerank training", "total"} <= \
         set(report.minutes)
     # what the budget set aside; the units a reranker reads: the default hybrid's first 40 over the 4 held out

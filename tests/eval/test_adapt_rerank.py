@@ -54,7 +54,7 @@ def test_the_depth_is_chosen_with_the_weight_and_ties_go_to_the_shallower():
 
 
 def test_the_paired_gain_is_the_mean_difference_with_its_standard_error():
-    from genret.eval._adapt_rerank import paired_gain
+    from genret.eval._keep_rule import paired_gain
 
     gain = paired_gain([1.0, 0.5, 0.5, 0.0], [0.5, 0.5, 0.0, 0.5])  # differences +0.5, 0, +0.5, -0.5
     assert gain["better"] == 2 and gain["worse"] == 1
@@ -69,7 +69,8 @@ def test_a_second_stage_is_kept_only_at_a_gain_of_one_standard_error_and_a_sign_
     climate_fever: +2.05 ± 2.83 points on 73 claims, kept before the rule, lowered dev by 4 points), and so does one
     that clears a standard error on a handful of changed records (+4.11 ± 2.34, 5 claims better and 1 worse: p =
     0.11; kept, it lowered dev by 1.6); one that clears both, or lifts every record alike (no spread), is kept."""
-    from genret.eval._adapt_rerank import KEEP_P, KEEP_SE, BlendFit, clears, sign_test
+    from genret.eval._adapt_rerank import BlendFit, clears
+    from genret.eval._keep_rule import KEEP_P, KEEP_SE, sign_test
 
     first = {"page": 0.63, "passage": 0.438, "objective": 0.534}
     blended = {"page": 0.644, "passage": 0.466, "objective": 0.555}

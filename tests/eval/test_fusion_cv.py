@@ -85,6 +85,49 @@ def test_a_member_far_better_than_the_rest_is_never_diluted_below_itself():
     assert cv.chosen != "default weights"
 
 
+def _complementary(n: int, units: int, seed: int):
+    """Gold of ``n`` records and two members that each rank the gold unit first on about half of them and second on
+    the rest (the other distractors in random orders): either alone is right half the time, fused nearly always."""
+    rng = random.Random(seed)
+    golds = [rng.randrange(units) for _ in range(n)]
+    gold = [{"id": str(i), "input": "q", "output": [{"provenance": [
+        {"wikipedia_id": f"p{g // 2}", "start_paragraph_id": g % 2 + 1}]}]} for i, g in enumerate(golds)]
+    hits: dict[str, list] = {"bm25": [], "dense": []}
+    for g in golds:
+        first = rng.choice(list(hits))
+        for name, lists in hits.items():
+            order = [u for u in rng.sample(range(units), units) if u != g]
+            order.insert(0 if name == first else 1, g)
+            lists.append([_hit(u, 1.0 - 0.05 * r, r + 1) for r, u in enumerate(order)])
+    return gold, hits
+
+
+def test_after_training_a_fusion_must_beat_the_best_member_alone_beyond_noise():
+    """``simplest_within_noise``: the fusion only where its held-out gain over the best member alone, record by
+    record, is a standard error or more with a sign test's p of 5 % or less; else that member alone."""
+    gold, hits = _complementary(40, 12, seed=4)
+    fusions = Fusions(["bm25", "dense"], hits, Scorer(gold, hits, "Rprec", ["page", "passage"]), depth=12, rrf_k=60)
+    cv = cross_validate(fusions, 0.25, ["minmax"], folds=4, seed=7, simplest_within_noise=True)
+    over = cv.over_member
+    assert not cv.chosen.endswith(" alone") and over["kept"] and over["fusion"] == cv.chosen
+    member = f"{over['member']} alone"
+    assert cv.held_out[member]["objective"] == max(cv.held_out[f"{n} alone"]["objective"] for n in ("bm25", "dense"))
+    # the paired gain is the held-out difference, in points
+    assert over["mean"] == pytest.approx(100 * (cv.held_out[cv.chosen]["objective"] - cv.held_out[member]["objective"]),
+                                         abs=0.01)
+    assert over["mean"] >= over["se"] > 0 and over["p"] <= 0.05 and over["better"] > over["worse"]
+    assert cv.record(["bm25", "dense"])["over_member"] == over
+    # members of equal skill: the fusion that held out best is no better than one of them beyond noise
+    gold, hits = _members(40, 12, {"bm25": 0.6, "dense": 0.6}, seed=0)
+    fusions = Fusions(["bm25", "dense"], hits, Scorer(gold, hits, "Rprec", ["page", "passage"]), depth=12, rrf_k=60)
+    plain = cross_validate(fusions, 0.25, ["minmax", "rrf"], folds=4, seed=7)
+    cv = cross_validate(fusions, 0.25, ["minmax", "rrf"], folds=4, seed=7, simplest_within_noise=True)
+    assert not plain.chosen.endswith(" alone") and not plain.over_member
+    assert cv.over_member["fusion"] == plain.chosen and not cv.over_member["kept"]
+    assert cv.chosen == f"{cv.over_member['member']} alone" and cv.alpha is None
+    assert sorted(cv.weights) == [0.0, 1.0] and "over_member" in cv.record(["bm25", "dense"])
+
+
 def test_tune_records_the_cross_validation(tiny_index, data_dir, tmp_path, tiny_lm_dir):
     pytest.importorskip("pyserini")
     config = RetrievalConfig(dense={"device": "cpu"})
