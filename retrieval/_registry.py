@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -17,7 +18,7 @@ from ._dense import DenseRetriever, DenseSearchConfig
 from ._memory import MemoryRetriever, MemorySearchConfig
 from ._rerank import RerankConfig, RerankedRetriever, load_reranker
 from .generative import GenerativeConfig, GenerativeRetriever
-from .hybrid import CALIBRATED_MEMBERS, HybridConfig, HybridRetriever, effective_hybrid
+from .hybrid import CALIBRATED_MEMBERS, HybridConfig, HybridRetriever, effective_hybrid, weights_path
 
 log = logging.getLogger("genret")
 
@@ -86,7 +87,8 @@ REGISTRY: dict[str, Backend] = {
     "memory": Backend(ADAPTED_MEMORY, {"query-memory": lambda index, cfg: MemoryRetriever(
         index, cfg.memory, device=cfg.dense.device, dtype=cfg.dense.dtype)},
                       MemoryRetriever.granularities),
-    # last, so that it is never the default; available when all its members are
+    # last, so that it is the default only where fitted weights say so (``fitted_default``); available when all its
+    # members are
     "hybrid": Backend("store", {"unit-store-sqlite": load_hybrid}, None),
 }
 
@@ -104,16 +106,27 @@ def default_members(index: Index) -> list[str]:
 
 
 def available_retrievers(index: Index, config: RetrievalConfig | None = None) -> list[str]:
-    """Retriever names this index can serve, in preference order.  Hybrid: when all its configured members are
-    (``hybrid.retrievers``, else the members ``hybrid.weights`` names), or, with neither given, when the index
-    supports at least two retrievers (its default members: all of them, or those of its fitted weights)."""
+    """Retriever names this index can serve, in preference order (the first: its default).  Hybrid: when all its
+    configured members are (``hybrid.retrievers``, else the members ``hybrid.weights`` names), or, with neither
+    given, when the index supports at least two retrievers (its default members: all of them, or those of its fitted
+    weights); it comes first where fitted weights decide it (``fitted_default``), last otherwise."""
     config = config or RetrievalConfig()
     names = base_retrievers(index)
     hybrid = config.hybrid
     wanted = hybrid.retrievers if hybrid.retrievers is not None else list(hybrid.weights or ())
     if (all(m in names for m in wanted) and wanted) or (not wanted and len(default_members(index)) >= 2):
-        names.append("hybrid")
+        names.insert(0 if fitted_default(index, hybrid) else len(names), "hybrid")
     return names
+
+
+def fitted_default(index: Index, hybrid: HybridConfig) -> bool:
+    """Whether fitted fusion weights make the hybrid ``index``'s default retriever: ``genret tune`` or ``genret
+    adapt`` wrote them (``INDEX/hybrid-weights.json``, or the file ``hybrid.tuned`` names) and neither members
+    nor weights are configured over them — so that searches use what was fitted without flags.  A file that
+    fails its check still makes the hybrid the default: loading it then says what is wrong."""
+    if hybrid.tuned == "off" or hybrid.weights is not None or hybrid.retrievers is not None:
+        return False
+    return (weights_path(index) if hybrid.tuned == "auto" else Path(hybrid.tuned)).is_file()
 
 
 def load_retriever(index: Index, name: str | None = None, config: RetrievalConfig | None = None) -> Retriever:

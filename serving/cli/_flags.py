@@ -106,7 +106,8 @@ def hybrid_section(a: argparse.Namespace) -> dict:
 
 def add_retriever_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retriever", default=None,
-                   help="dense, bm25, generative, hybrid (default: the first the index has)")
+                   help="dense, bm25, generative, hybrid (default: hybrid where the index holds fitted fusion "
+                   "weights — genret tune, genret adapt —, else the first the index has)")
     p.add_argument("--task", default=None, help="task prompt (generative): qa, fact_check, page, squad, …")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     add_dtype_flag(p)

@@ -60,7 +60,7 @@ class IndexPool:
         (or failed to) and the ones the server preloads (``server.preload``; everything unless ``server.lazy``),
         as far as the new version offers them, in preference order (a hybrid after its members)."""
         cfg = self.settings.server
-        return [name for name in self.offered(index)
+        return [name for name in sorted(self.offered(index), key=lambda n: n == "hybrid")  # the default may be it
                 if name in loaded or (name in cfg.preload if cfg.preload else not cfg.lazy)]
 
     def _load(self, snap: Snapshot, name: str) -> Retriever:

@@ -59,7 +59,8 @@ def served_parts(service: SearchService, names: Sequence[str] | None = None) -> 
     the generator last (its warm-up answer retrieves with the default retriever)."""
     parts = []
     for index, ix in service.indexes.items():
-        offered = available_retrievers(ix, service.settings.retrieval)
+        # a hybrid after its members (it is listed first where fitted weights make it the index's default)
+        offered = sorted(available_retrievers(ix, service.settings.retrieval), key=lambda n: n == "hybrid")
         parts += [Part(index, name) for name in offered if names is None or name in names]
         if ix.has("dense") and (names is None or EMBEDDINGS in names):
             parts.append(Part(index, EMBEDDINGS))

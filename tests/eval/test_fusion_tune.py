@@ -215,6 +215,12 @@ def test_what_overrides_the_saved_weights(tuned, config, hybrid, used):
     with Index(ix) as index:
         r = load_retriever(index, "hybrid", with_hybrid(config, hybrid))
         assert (r.tuned_from == str(path)) is used
+        # fitted weights nothing overrides make the hybrid the index's default retriever (searches use them unasked)
+        assert (available_retrievers(index, with_hybrid(config, hybrid))[0] == "hybrid") is (hybrid == {})
+        if hybrid == {}:
+            default = load_retriever(index, None, with_hybrid(config, hybrid))
+            assert default.tuned_from == str(path)
+            default.close()
         if not used and "weights" not in hybrid:
             assert r.weights == {m: DEFAULT_MEMBER_WEIGHTS.get(m, 1.0) for m in r.members}
         r.close()
@@ -231,9 +237,9 @@ def test_a_bad_weights_file_is_a_clear_error(tiny_index, config, tmp_path, conte
     shutil.copytree(tiny_index, ix)
     (weights_path(ix)).write_text(content)
     with Index(ix) as index:  # the index itself still opens, and its other retrievers load
-        assert "hybrid" in available_retrievers(index, config)
+        assert available_retrievers(index, config)[0] == "hybrid"  # the default: loading it says what is wrong
         with pytest.raises(IndexFormatError, match=words) as err:
-            load_retriever(index, "hybrid", config)
+            load_retriever(index, None, config)
         assert "genret tune" in str(err.value)
         load_retriever(index, "hybrid", with_hybrid(config, {"tuned": "off", "retrievers": ["dense"]})).close()
 
