@@ -117,7 +117,8 @@ def add_retriever_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nprobe", type=int, default=None, help="dense IVF: lists probed (default: the index's)")
     p.add_argument("--untrained", action="store_true",
                    help="the index as built: the dense encoder it was built with, not the one `genret train dense` / "
-                   "`adapt` fine-tuned, no query memory and no adapted reranker")
+                   "`adapt` fine-tuned, no query memory, no adapted reranker and no fitted fusion (unless "
+                   "--hybrid-tuned names one), so the default retriever is the first the index has")
     p.add_argument("--rerank", default=None, metavar="MODEL",
                    help="re-order the first hits with a second model: adapted (the reranker `genret adapt` "
                    "fitted, used by default over the retriever it was fitted over), sentences (a passage's best "
@@ -191,5 +192,8 @@ def retrieval_config(a: argparse.Namespace):
     if getattr(a, "rerank_weight", None) is not None:
         rerank["weight"] = a.rerank_weight
     memory = {"adapted": not getattr(a, "untrained", False)}
-    return RetrievalConfig(dense=dense, generative=generative_section(a), hybrid=hybrid_section(a), memory=memory,
+    hybrid = hybrid_section(a)
+    if getattr(a, "untrained", False):  # as built: no fitted fusion either, unless --hybrid-tuned names one
+        hybrid.setdefault("tuned", "off")
+    return RetrievalConfig(dense=dense, generative=generative_section(a), hybrid=hybrid, memory=memory,
                            rerank=rerank)

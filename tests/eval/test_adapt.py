@@ -162,6 +162,11 @@ def test_cli_table_no_op_and_refusals(setup, tmp_path, capsys):
     assert re.search(r"^  memory +— +\d", out, re.M) and "memory: 20 training questions" in out  # new: no 'before'
     assert re.search(r"^  hybrid .* [+-]\d+\.\d ± +\d+\.\d$", out, re.M)  # its gain on the fold, ± its noise
     assert re.search(r"^minutes \(\d+ CPU threads\): before ", out, re.M)
+    # the adapted index's default retriever is the fitted hybrid; --untrained: the index as built (its first, dense)
+    for extra, name in (([], "hybrid"), (["--untrained"], "dense")):
+        assert main(["eval", str(index), str(train), "--max-records", "2", "--device", "cpu", "--json", "-q",
+                     *extra]) == 0
+        assert json.loads(capsys.readouterr().out)["retriever"] == name
     assert main(args) == 0
     assert "already adapted" in capsys.readouterr().err
     assert main([*args, "--json"]) == 0
