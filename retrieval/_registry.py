@@ -133,7 +133,7 @@ def load_retriever(index: Index, name: str | None = None, config: RetrievalConfi
     """The retriever ``name`` over ``index`` (default: the first one the index supports), followed by the
     reranking stage ``rerank_settings`` gives (a hybrid's members are not reranked, only its fusion)."""
     config = config or RetrievalConfig()
-    name = name or _default_name(index)
+    name = name or _default_name(index, config)
     return with_rerank(index, name, _load_one(index, name, config), config)
 
 
@@ -176,15 +176,15 @@ def first_stage(retriever: Retriever) -> Retriever:
     return retriever.inner if isinstance(retriever, RerankedRetriever) else retriever
 
 
-def _default_name(index: Index) -> str:
-    names = available_retrievers(index)
+def _default_name(index: Index, config: RetrievalConfig) -> str:
+    names = available_retrievers(index, config)
     if not names:
         raise NotFoundError(f"index {index.path} has no component any retriever can use")
     return names[0]
 
 
 def _load_one(index: Index, name: str | None, config: RetrievalConfig) -> Retriever:
-    name = name or _default_name(index)
+    name = name or _default_name(index, config)
     if name not in REGISTRY:
         raise NotFoundError(f"unknown retriever {name!r}; known: {sorted(REGISTRY)}")
     comp_name, kinds, _ = REGISTRY[name]
