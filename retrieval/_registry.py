@@ -130,7 +130,8 @@ def fitted_default(index: Index, hybrid: HybridConfig) -> bool:
 
 
 def load_retriever(index: Index, name: str | None = None, config: RetrievalConfig | None = None) -> Retriever:
-    """The retriever ``name`` over ``index`` (default: the first one the index supports), followed by the
+    """The retriever ``name`` over ``index`` (default: the index's default under ``config``, the first of
+    ``available_retrievers``: the hybrid where fitted weights decide it), followed by the
     reranking stage ``rerank_settings`` gives (a hybrid's members are not reranked, only its fusion)."""
     config = config or RetrievalConfig()
     name = name or _default_name(index, config)
