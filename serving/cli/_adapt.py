@@ -31,7 +31,7 @@ DESCRIPTION = (
     "gain and lifts more of the records it changes than it lowers beyond chance (one-sided sign test, p <= "
     "0.05). search, "
     "eval, serve and rag then use them without further flags (the hybrid, with its fitted fusion, is now the "
-    "index's default retriever; --untrained and --hybrid-tuned off compare). The table "
+    "index's default retriever; --retriever hybrid --untrained compares with the index as built). The table "
     "gives each retriever's R-Precision on the held-out fold before and after; the hybrid's and the reranked "
     "row's 'after' are cross-validated estimates (each record scored with settings fitted without it), and "
     "each trained row's gain, record by record, with its standard error (on a fold of a few dozen records, "
