@@ -34,7 +34,8 @@ def cmd_train_rerank(a: argparse.Namespace) -> int:
                             seed=a.seed, budget_schedule=a.budget_schedule)
     with Index(a.index) as index:
         offered = available_retrievers(index)
-    over = a.over or (offered[-1] if offered else None)  # the hybrid where there is one
+    # the hybrid where there is one (first where fitted weights make it the default, else last), else the last
+    over = a.over or ("hybrid" if "hybrid" in offered else offered[-1] if offered else None)
     if over not in offered:
         raise ConfigError(f"--over {over!r}: the index offers {offered}")
     train, held = held_out_split(records, a.holdout, a.seed, a.max_held_out)

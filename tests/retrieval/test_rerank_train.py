@@ -15,6 +15,7 @@ from genret.retrieval import (
     RerankedRetriever,
     RerankTrainConfig,
     RetrievalConfig,
+    available_retrievers,
     fine_tune_reranker,
     first_stage,
     load_retriever,
@@ -154,7 +155,7 @@ def test_no_rerank_and_rerank_exclude_each_other(tiny_index, capsys):
 
 def test_cli_train_rerank_fits_a_blend_and_keeps_it_only_where_it_helps(dense_bm25_index, tmp_path, capsys):
     import tests.conftest as conf
-    from genret.eval import write_kilt
+    from genret.eval import tune_fusion, write_kilt
 
     index = dense_bm25_index("rerank-cli")
     records = _records(conf.PAGES)
@@ -162,6 +163,11 @@ def test_cli_train_rerank_fits_a_blend_and_keeps_it_only_where_it_helps(dense_bm
     write_kilt(train, records + [{**r, "id": r["id"] + "-again", "input": r["input"].lower()} for r in records])
     args = ["train", "rerank", str(index), str(train), "--epochs", "2", "--lr", "2e-4", "--batch-size", "4",
             "--negatives", "2", "--depth", "5", "--device", "cpu", "--quiet"]
+    # fitted weights make the hybrid the index's default (listed first): still the retriever reranked by default
+    tune_fusion(index, train, members=["bm25", "dense"], config=RetrievalConfig(dense={"device": "cpu"}),
+                progress=False)
+    with Index(index) as ix:
+        assert available_retrievers(ix)[0] == "hybrid"
     assert main(args) == 0
     got = json.loads(capsys.readouterr().out)
     assert got["over"] == "hybrid" and got["held_out_records"] == 4 and got["train_records"] == 16
