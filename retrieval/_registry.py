@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from pathlib import Path
 from typing import NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -18,7 +17,7 @@ from ._dense import DenseRetriever, DenseSearchConfig
 from ._memory import MemoryRetriever, MemorySearchConfig
 from ._rerank import RerankConfig, RerankedRetriever, load_reranker
 from .generative import GenerativeConfig, GenerativeRetriever
-from .hybrid import CALIBRATED_MEMBERS, HybridConfig, HybridRetriever, effective_hybrid, weights_path
+from .hybrid import CALIBRATED_MEMBERS, HybridConfig, HybridRetriever, effective_hybrid, fitted_default
 
 log = logging.getLogger("genret")
 
@@ -117,16 +116,6 @@ def available_retrievers(index: Index, config: RetrievalConfig | None = None) ->
     if (all(m in names for m in wanted) and wanted) or (not wanted and len(default_members(index)) >= 2):
         names.insert(0 if fitted_default(index, hybrid) else len(names), "hybrid")
     return names
-
-
-def fitted_default(index: Index, hybrid: HybridConfig) -> bool:
-    """Whether fitted fusion weights make the hybrid ``index``'s default retriever: ``genret tune`` or ``genret
-    adapt`` wrote them (``INDEX/hybrid-weights.json``, or the file ``hybrid.tuned`` names) and neither members
-    nor weights are configured over them — so that searches use what was fitted without flags.  A file that
-    fails its check still makes the hybrid the default: loading it then says what is wrong."""
-    if hybrid.tuned == "off" or hybrid.weights is not None or hybrid.retrievers is not None:
-        return False
-    return (weights_path(index) if hybrid.tuned == "auto" else Path(hybrid.tuned)).is_file()
 
 
 def load_retriever(index: Index, name: str | None = None, config: RetrievalConfig | None = None) -> Retriever:

@@ -76,8 +76,8 @@ SURFACES = {
     ],
     "genret.retrieval.hybrid": [
         "CALIBRATED_MEMBERS", "DEFAULT_MEMBER_WEIGHTS", "DevInfo", "HybridConfig", "HybridRetriever", "IndexInfo",
-        "Objective", "TunedFusion", "effective_hybrid", "fuse", "fused_hits", "fused_order", "member_contributions",
-        "read_tuned", "weights_path", "write_tuned",
+        "Objective", "TunedFusion", "effective_hybrid", "fitted_default", "fuse", "fused_hits", "fused_order",
+        "member_contributions", "read_tuned", "weights_path", "write_tuned",
     ],
     "genret.eval": [
         "AdaptReport", "EvalReport", "KEEP_RULE", "LEVELS", "LevelMetrics", "RAG_SETTINGS", "RerankFit", "SuiteConfig",

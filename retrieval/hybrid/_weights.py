@@ -127,16 +127,29 @@ def read_tuned(path: str | Path) -> TunedFusion:
                                what="a genret hybrid-weights file", version=FORMAT_VERSION, fix=fix)
 
 
+def _tuned_path(index: Index, tuned: str) -> Path | None:
+    """Where ``hybrid.tuned`` points: None for ``off``, the index's file for ``auto``, else the path it names."""
+    return None if tuned == "off" else weights_path(index) if tuned == "auto" else Path(tuned)
+
+
 def _tuned_file(index: Index, tuned: str) -> Path | None:
-    if tuned == "off":
-        return None
-    if tuned == "auto":
-        path = weights_path(index)
-        return path if path.exists() else None
-    path = Path(tuned)
+    path = _tuned_path(index, tuned)
+    if path is None or tuned == "auto":
+        return path if path is not None and path.exists() else None
     if not path.is_file():
         raise ConfigError(f"hybrid.tuned: no fitted hybrid weights at {path} (genret tune --out writes them)")
     return path
+
+
+def fitted_default(index: Index, hybrid: HybridConfig) -> bool:
+    """Whether fitted fusion weights make the hybrid ``index``'s default retriever: ``genret tune`` or ``genret
+    adapt`` wrote them (``INDEX/hybrid-weights.json``, or the file ``hybrid.tuned`` names) and neither members
+    nor weights are configured over them — so that searches use what was fitted without flags.  A file that
+    fails its check still makes the hybrid the default: loading it then says what is wrong."""
+    if hybrid.weights is not None or hybrid.retrievers is not None:
+        return False
+    path = _tuned_path(index, hybrid.tuned)
+    return path is not None and path.is_file()
 
 
 def effective_hybrid(index: Index, hybrid: HybridConfig, available: list[str]) -> tuple[HybridConfig, Path | None]:

@@ -68,9 +68,10 @@ def format_table(doc) -> str:
         lines.append(f"  ({cv['folds']}-fold cross-validation: 'held out' rows score each record with the fusion "
                      f"fitted on the other folds; chosen: {cv['chosen']})")
     if over := cv.get("over_member"):
-        lines.append(f"  ({over['fusion']} over {over['member']} alone, record by record: {over['mean']:+.2f} ± "
-                     f"{over['se']:.2f} points, {over['better']} better / {over['worse']} worse, sign test p = "
-                     f"{over['p']:.3g}: " + ("the fusion kept)" if over["kept"] else f"{over['member']} alone)"))
+        from genret.eval import gain_text
+
+        lines.append(f"  ({over['fusion']} over {over['member']} alone, record by record: {gain_text(over)}: "
+                     + ("the fusion kept)" if over["kept"] else f"{over['member']} alone)"))
     return "\n".join(lines)
 
 
