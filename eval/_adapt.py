@@ -45,7 +45,13 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from genret.core import InputError, read_versioned_json, sha256_file, write_json_atomic, write_lock
-from genret.indexing import ADAPTED_DENSE, Index, drop_adapted_reranker, write_adapted_dense
+from genret.indexing import (
+    ADAPTED_DENSE,
+    SENTENCE_RERANK_MODEL,
+    Index,
+    drop_adapted_reranker,
+    write_adapted_dense,
+)
 from genret.retrieval import (
     DenseTrainConfig,
     Hit,
@@ -316,6 +322,9 @@ def _rerank_stage(index_dir, train, held, report: AdaptReport, recipe: dict, bud
                                     f"{fit.blended['objective']:.1f} on the held-out fold against "
                                     f"{fit.first['objective']:.1f} alone (a record: {gain_text(fit.gain)}; kept "
                                     f"only at {KEEP_RULE}){learned}")
+        if fit.model == SENTENCE_RERANK_MODEL and fit.weight > 0:  # no model to keep: a user may still blend it
+            report.skipped["rerank"] += (f"; to blend it anyway: --rerank {SENTENCE_RERANK_MODEL} --rerank-depth "
+                                         f"{fit.depth} --rerank-weight {fit.weight:g} on search, eval, rag or serve")
 
 
 def _adapt_dense(index_dir, train, held, report: AdaptReport, recipe: dict, budget: float, t_start: float,

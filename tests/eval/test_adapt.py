@@ -194,6 +194,9 @@ def test_a_budget_too_short_for_a_cross_encoder_goes_to_the_dense_encoder(setup)
     r = report.rerank
     assert set(r["candidates"]) == {"sentences"} and r["model"] == "sentences" and "steps" not in r
     assert "reranked" in report.after and (r["kept"] or "rerank" in report.skipped)
+    if not r["kept"]:  # not kept: the flags that blend it anyway, at the fold's depth and weight
+        hint = f"--rerank sentences --rerank-depth {r['depth']} --rerank-weight {r['weight']:g}"
+        assert (hint in report.skipped["rerank"]) == (r["weight"] > 0)
     with Index(index) as ix:
         assert ix.has(ADAPTED_RERANK) == r["kept"]
         # the query memory: every training record's question (held-out ones too), embedded with the adapted encoder
