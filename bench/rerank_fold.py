@@ -36,13 +36,10 @@ def _gold(record: dict) -> set[tuple[str, int]]:
 
 
 def main() -> None:
-    import numpy as np
-    import torch
-
     from genret.eval import held_out_split
     from genret.eval._adapt_rerank import fit_blend
     from genret.eval._fusion_tune import Fusions, Scorer, run_members
-    from genret.eval._keep_rule import beyond_noise, gain_text, paired_gain
+    from genret.eval._keep_rule import beyond_noise
     from genret.eval._kilt_io import read_kilt
     from genret.eval._runner import search_records
     from genret.indexing import Index
@@ -64,7 +61,6 @@ def main() -> None:
     ap.add_argument("--splits", type=int, default=8, help="shuffles of the records fit_blend's folds are cut from")
     ap.add_argument("--members", help="comma-separated: each member alone as the first stage, instead of the fusion")
     a = ap.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
 
     recipe = json.loads((a.index / "adapt.json").read_text())["recipe"]
     weights = json.loads((a.index / "hybrid-weights.json").read_text())["weights"]
@@ -97,7 +93,7 @@ def main() -> None:
             for label, first in firsts.items():
                 scores = [reranker.scores(r["input"], reranker_texts(index, h[:DEPTH], reranker))
                           for r, h in zip(records, first)]
-                _fixed(name, label, records, golds, first, scores, units, paired_gain, gain_text, np)
+                _fixed(name, label, golds, first, scores, units)
                 fits = [fit_blend(scorer, first, scores, (20, DEPTH), seed=s) for s in range(a.splits)]
                 print(f"  {name} {label}: fit_blend over {a.splits} splits: " + "; ".join(
                     f"{f.gain['mean']:+.2f} ({f.gain['better']}/{f.gain['worse']}"
@@ -105,8 +101,12 @@ def main() -> None:
                     f"; standard error {fits[0].gain['se']:.2f}", flush=True)
 
 
-def _fixed(name, label, records, golds, first, scores, units, paired_gain, gain_text, np) -> None:
+def _fixed(name, label, golds, first, scores, units) -> None:
     """Fixed blends at depth DEPTH: page / passage top-1 correctness (R-Precision for one gold) and the paired gain."""
+    import numpy as np
+
+    from genret.eval._keep_rule import gain_text, paired_gain
+
     def top(order_scores, hits, weight):
         f = np.array([h.score for h in hits[:DEPTH]])
         d = np.array(order_scores[:len(f)])
