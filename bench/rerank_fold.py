@@ -63,7 +63,10 @@ def main() -> None:
     a = ap.parse_args()
 
     recipe = json.loads((a.index / "adapt.json").read_text())["recipe"]
-    weights = json.loads((a.index / "hybrid-weights.json").read_text())["weights"]
+    fusion = json.loads((a.index / "hybrid-weights.json").read_text())
+    weights = fusion["weights"]
+    members = [m for m, w in weights.items() if w and m != "memory"]
+    scheme = "rrf" if fusion["method"] == "rrf" else fusion["normalize"]  # eval._fusion_tune.SCHEMES' names
     train, fold = held_out_split(read_kilt(recipe["train"]), recipe["holdout"], recipe["seed"],
                                  recipe.get("max_held_out", 1000))
     dev = read_kilt(a.dev or ROOT.parent / "shared" / "minikilt" / a.task / "dev.jsonl")[:a.dev_records]
@@ -75,7 +78,6 @@ def main() -> None:
         part = memory_from_kilt(index, train, encoder)
         reranker = load_reranker(RerankConfig(model="sentences"), index)
         for name, records in (("fold", fold), ("dev", dev)):
-            members = [m for m, w in weights.items() if w and m != "memory"]
             hits = run_members(index, members, records, 100, cfg, a.task, False)
             if weights.get("memory"):
                 hits["memory"] = search_records(MemoryRetriever(index, memory=part, encoder=encoder), records, 100,
@@ -84,9 +86,7 @@ def main() -> None:
             if a.members:
                 firsts = {m: hits[m] for m in a.members.split(",")}
             else:
-                doc = json.loads((a.index / "hybrid-weights.json").read_text())
-                fused = Fusions(list(hits), hits, scorer, 100, doc.get("rrf_k", 60))
-                scheme = "rrf" if doc["method"] == "rrf" else doc["normalize"]  # eval._fusion_tune.SCHEMES' names
+                fused = Fusions(list(hits), hits, scorer, 100, fusion.get("rrf_k", 60))
                 w = tuple(weights.get(m, 0.0) for m in hits)
                 firsts = {"hybrid": [fused.ranked(scheme, w, i) for i in range(len(records))]}
             golds = [_gold(r) for r in records]

@@ -134,11 +134,9 @@ def _tuned_path(index: Index, tuned: str) -> Path | None:
 
 def _tuned_file(index: Index, tuned: str) -> Path | None:
     path = _tuned_path(index, tuned)
-    if path is None or tuned == "auto":
-        return path if path is not None and path.exists() else None
-    if not path.is_file():
+    if tuned != "auto" and path is not None and not path.is_file():  # a file named, and not there
         raise ConfigError(f"hybrid.tuned: no fitted hybrid weights at {path} (genret tune --out writes them)")
-    return path
+    return path if path is not None and path.exists() else None
 
 
 def fitted_default(index: Index, hybrid: HybridConfig) -> bool:

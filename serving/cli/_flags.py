@@ -181,19 +181,20 @@ def retrieval_config(a: argparse.Namespace):
     check_ranges(a)
     check_task_flag(a)
 
+    untrained = getattr(a, "untrained", False)  # the index as built: nothing adapt or train wrote into it
     dense = {"device": a.device, "dtype": a.dtype, "ef_search": a.ef_search, "nprobe": a.nprobe,
-             "adapted": not getattr(a, "untrained", False)}
+             "adapted": not untrained}
     if getattr(a, "no_rerank", False) and getattr(a, "rerank", None):
         raise usage("--no-rerank and --rerank exclude each other")
     rerank = {"model": getattr(a, "rerank", None), "device": a.device, "dtype": a.dtype,
-              "adapted": not (getattr(a, "untrained", False) or getattr(a, "no_rerank", False))}
+              "adapted": not (untrained or getattr(a, "no_rerank", False))}
     if getattr(a, "rerank_depth", None) is not None:
         rerank["depth"] = a.rerank_depth
     if getattr(a, "rerank_weight", None) is not None:
         rerank["weight"] = a.rerank_weight
-    memory = {"adapted": not getattr(a, "untrained", False)}
+    memory = {"adapted": not untrained}
     hybrid = hybrid_section(a)
-    if getattr(a, "untrained", False):  # as built: no fitted fusion either, unless --hybrid-tuned names one
+    if untrained:  # no fitted fusion either, unless --hybrid-tuned names one
         hybrid.setdefault("tuned", "off")
     return RetrievalConfig(dense=dense, generative=generative_section(a), hybrid=hybrid, memory=memory,
                            rerank=rerank)

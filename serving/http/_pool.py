@@ -34,7 +34,7 @@ from genret.retrieval import (
 
 from ._errors import Unavailable
 from ._snapshots import Snapshot, Snapshots, StaleSnapshot
-from ._warmup import warm_retriever
+from ._warmup import load_order, warm_retriever
 
 if TYPE_CHECKING:
     from ._settings import Settings
@@ -58,9 +58,9 @@ class IndexPool:
     def _wanted(self, index: Index, loaded: Collection[str]) -> list[str]:
         """The retrievers a new version of an index loads before it serves: the ones its old version had loaded
         (or failed to) and the ones the server preloads (``server.preload``; everything unless ``server.lazy``),
-        as far as the new version offers them, in preference order (a hybrid after its members)."""
+        as far as the new version offers them, in ``load_order`` (a hybrid after its members)."""
         cfg = self.settings.server
-        return [name for name in sorted(self.offered(index), key=lambda n: n == "hybrid")  # the default may be it
+        return [name for name in load_order(self.offered(index))
                 if name in loaded or (name in cfg.preload if cfg.preload else not cfg.lazy)]
 
     def _load(self, snap: Snapshot, name: str) -> Retriever:

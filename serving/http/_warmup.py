@@ -54,13 +54,18 @@ class Part(NamedTuple):
 
 
 # ---- what is served ---------------------------------------------------------------------------------------------
+def load_order(names: Sequence[str]) -> list[str]:
+    """Retriever names in the order a server loads them: a hybrid after its members (``available_retrievers`` lists
+    it first where fitted weights make it the index's default), the rest as given."""
+    return sorted(names, key=lambda n: n == "hybrid")
+
+
 def served_parts(service: SearchService, names: Sequence[str] | None = None) -> list[Part]:
     """The parts named (None: every part served), per index in preference order (a hybrid after its members),
     the generator last (its warm-up answer retrieves with the default retriever)."""
     parts = []
     for index, ix in service.indexes.items():
-        # a hybrid after its members (it is listed first where fitted weights make it the index's default)
-        offered = sorted(available_retrievers(ix, service.settings.retrieval), key=lambda n: n == "hybrid")
+        offered = load_order(available_retrievers(ix, service.settings.retrieval))
         parts += [Part(index, name) for name in offered if names is None or name in names]
         if ix.has("dense") and (names is None or EMBEDDINGS in names):
             parts.append(Part(index, EMBEDDINGS))
